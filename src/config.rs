@@ -1,0 +1,639 @@
+//! The config file: sources, target, policies, presets and safety knobs.
+//!
+//! YAML, parsed with a budget; unknown keys are refused. Relative paths are
+//! resolved against the config file's directory once, at load, so every later
+//! stage sees absolute paths. The built-in environment presets live here and
+//! can be overridden field by field from the config.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::claim::EnvironmentType;
+
+/// Files above this size are refused before parsing (claims are ~1 KiB).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub target: TargetConfig,
+    /// Where converge keeps its own durable state.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// A directory of `*.cedar`, `*.cedarschema` and `entities.json`; the
+    /// built-in set when absent.
+    #[serde(default)]
+    pub policies: Option<PathBuf>,
+    /// A claim JSON Schema replacing the built-in `schemas/claim.v1.json`.
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
+    /// A directory of minijinja templates (`*.j2`) rendered once per environment.
+    #[serde(default)]
+    pub templates: Option<PathBuf>,
+    #[serde(default)]
+    pub images: ImagesConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub safety: SafetyConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Per-type overrides of the built-in presets (only the keys given change).
+    #[serde(default)]
+    pub presets: BTreeMap<EnvironmentType, serde_json::Value>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            sources: Vec::new(),
+            target: TargetConfig::default(),
+            state_dir: default_state_dir(),
+            policies: None,
+            schema: None,
+            templates: None,
+            images: ImagesConfig::default(),
+            api: ApiConfig::default(),
+            safety: SafetyConfig::default(),
+            limits: LimitsConfig::default(),
+            presets: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".converge")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    Dir {
+        name: String,
+        path: PathBuf,
+    },
+    Git {
+        name: String,
+        url: String,
+        #[serde(default = "default_branch")]
+        branch: String,
+        #[serde(default)]
+        paths: Vec<String>,
+        #[serde(default = "default_interval", deserialize_with = "de_duration")]
+        interval: Duration,
+    },
+    S3 {
+        name: String,
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default)]
+        region: Option<String>,
+        bucket: String,
+        #[serde(default)]
+        prefix: String,
+        #[serde(default)]
+        path_style: bool,
+        #[serde(default, rename = "static")]
+        is_static: bool,
+        #[serde(default)]
+        credentials: Option<BTreeMap<String, String>>,
+        #[serde(default = "default_interval", deserialize_with = "de_duration")]
+        interval: Duration,
+    },
+}
+
+impl SourceConfig {
+    #[must_use]
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Dir { name, .. } | Self::Git { name, .. } | Self::S3 { name, .. } => name,
+        }
+    }
+}
+
+fn default_branch() -> String {
+    "main".to_owned()
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TargetConfig {
+    Manifests {
+        path: PathBuf,
+    },
+    Kubernetes {
+        #[serde(default)]
+        report_only: bool,
+    },
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        Self::Manifests {
+            path: PathBuf::from("out"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Image prefix for services without `docker_image`: `<registry>/<service>:<tag>`.
+    #[serde(default = "default_registry")]
+    pub registry: String,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            registry: default_registry(),
+        }
+    }
+}
+
+fn default_registry() -> String {
+    "artifactory/docker-releases".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8090".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyConfig {
+    /// A plan deleting more than this share of the live environments (or all
+    /// of them) is held.
+    #[serde(default = "default_max_delete_fraction")]
+    pub max_delete_fraction: f64,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        Self {
+            max_delete_fraction: default_max_delete_fraction(),
+        }
+    }
+}
+
+fn default_max_delete_fraction() -> f64 {
+    0.2
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Claim files above this many bytes are refused before parsing.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: default_max_file_bytes(),
+        }
+    }
+}
+
+fn default_max_file_bytes() -> u64 {
+    DEFAULT_MAX_FILE_BYTES
+}
+
+/// What an environment type renders to; the built-in table is PRODUCT.md's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    /// Highly available: several replicas and a PodDisruptionBudget.
+    pub ha: bool,
+    pub replicas: u32,
+    pub node_pools: Vec<String>,
+    pub autoscaling: Autoscaling,
+    pub quota: Quota,
+    pub container: ContainerDefaults,
+    /// `shared` (on the platform) or `dedicated` logging, monitoring, gateway and authz.
+    pub platform_services: String,
+    pub waf: bool,
+    /// Lifetime after `creation_date` when the claim gives no `expiration_date`.
+    #[serde(default, with = "opt_duration")]
+    pub ttl: Option<Duration>,
+    /// Resolve versions against the dev tags.
+    pub use_dev_tags: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscaling {
+    pub profile: String,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub target_cpu_utilization: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub cpu: String,
+    pub memory: String,
+    pub pods: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerDefaults {
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub cpu_limit: String,
+    pub memory_limit: String,
+}
+
+impl Preset {
+    /// The built-in preset of a type (PRODUCT.md, "Environment types").
+    #[must_use]
+    pub fn builtin(t: EnvironmentType) -> Preset {
+        let pools = |p: &[&str]| p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let autoscaling = |profile: &str, min, max, cpu| Autoscaling {
+            profile: profile.to_owned(),
+            min_replicas: min,
+            max_replicas: max,
+            target_cpu_utilization: cpu,
+        };
+        let quota = |cpu: &str, memory: &str, pods| Quota {
+            cpu: cpu.to_owned(),
+            memory: memory.to_owned(),
+            pods,
+        };
+        let container = |cr: &str, mr: &str, cl: &str, ml: &str| ContainerDefaults {
+            cpu_request: cr.to_owned(),
+            memory_request: mr.to_owned(),
+            cpu_limit: cl.to_owned(),
+            memory_limit: ml.to_owned(),
+        };
+        match t {
+            EnvironmentType::Dev | EnvironmentType::Sue => Preset {
+                ha: false,
+                replicas: 1,
+                node_pools: pools(&["general-restricted", "general-public", "spot"]),
+                autoscaling: autoscaling("aggressive", 1, 3, 60),
+                quota: quota("8", "16Gi", 50),
+                container: container("100m", "128Mi", "500m", "512Mi"),
+                platform_services: "shared".to_owned(),
+                waf: false,
+                ttl: (t == EnvironmentType::Sue).then_some(Duration::from_secs(24 * 3600)),
+                use_dev_tags: t == EnvironmentType::Sue,
+            },
+            EnvironmentType::Stage => Preset {
+                ha: true,
+                replicas: 2,
+                node_pools: pools(&["general-restricted", "general-public", "memory"]),
+                autoscaling: autoscaling("moderate", 2, 6, 70),
+                quota: quota("32", "64Gi", 200),
+                container: container("250m", "256Mi", "1", "1Gi"),
+                platform_services: "dedicated".to_owned(),
+                waf: true,
+                ttl: None,
+                use_dev_tags: false,
+            },
+            EnvironmentType::Prod => Preset {
+                ha: true,
+                replicas: 3,
+                node_pools: pools(&[
+                    "general-restricted",
+                    "general-public",
+                    "memory",
+                    "storage",
+                    "ai",
+                ]),
+                autoscaling: autoscaling("conservative", 3, 12, 80),
+                quota: quota("128", "256Gi", 1000),
+                container: container("500m", "512Mi", "2", "2Gi"),
+                platform_services: "dedicated".to_owned(),
+                waf: true,
+                ttl: None,
+                use_dev_tags: false,
+            },
+        }
+    }
+}
+
+/// The presets in force: built-ins with the config's overrides merged in.
+#[derive(Debug, Clone)]
+pub struct Presets(BTreeMap<EnvironmentType, Preset>);
+
+impl Presets {
+    /// Merges `overrides` (partial presets) onto the built-ins; an unknown key
+    /// or a wrong type is an error naming the type and key.
+    pub fn new(
+        overrides: &BTreeMap<EnvironmentType, serde_json::Value>,
+    ) -> Result<Presets, String> {
+        let mut out = BTreeMap::new();
+        for t in EnvironmentType::ALL {
+            let builtin = Preset::builtin(t);
+            let preset = match overrides.get(&t) {
+                None => builtin,
+                Some(patch) => {
+                    let mut base = serde_json::to_value(&builtin).map_err(|e| e.to_string())?;
+                    merge(&mut base, patch);
+                    serde_json::from_value(base).map_err(|e| format!("presets.{t}: {e}"))?
+                }
+            };
+            out.insert(t, preset);
+        }
+        Ok(Presets(out))
+    }
+
+    #[must_use]
+    pub fn get(&self, t: EnvironmentType) -> &Preset {
+        self.0.get(&t).expect("every environment type has a preset")
+    }
+}
+
+impl Default for Presets {
+    fn default() -> Self {
+        Self::new(&BTreeMap::new()).expect("built-in presets are valid")
+    }
+}
+
+fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                match b.get_mut(k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+/// Parses `30s`, `5m`, `24h`, `2d`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration {s:?}: expected a number and a unit like 30s, 5m, 24h")
+    })?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unit must be ms, s, m, h or d"
+            ));
+        }
+    };
+    secs.map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+/// Formats a duration the way `parse_duration` reads it.
+#[must_use]
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_millis() != 0 || s == 0 {
+        format!("{}ms", d.as_millis())
+    } else if s % 86_400 == 0 {
+        format!("{}d", s / 86_400)
+    } else if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option, reason = "serde's `with` passes a reference")]
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&super::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| super::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+impl Config {
+    /// Reads and parses a config file; relative paths become relative to its directory.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = read_capped(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|message| Error::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        let base = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        config.resolve_paths(&base);
+        Ok(config)
+    }
+
+    /// Parses config YAML (paths left as written).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = serde_saphyr::from_str_with_options(text, crate::load::yaml_options())
+            .map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        for s in &self.sources {
+            if !names.insert(s.name()) {
+                return Err(format!("sources: the name {:?} is used twice", s.name()));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.safety.max_delete_fraction) {
+            return Err("safety.max_delete_fraction must be between 0 and 1".to_owned());
+        }
+        Presets::new(&self.presets)?;
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for s in &mut self.sources {
+            if let SourceConfig::Dir { path, .. } = s {
+                join(path);
+            }
+        }
+        if let TargetConfig::Manifests { path } = &mut self.target {
+            join(path);
+        }
+        join(&mut self.state_dir);
+        for p in [&mut self.policies, &mut self.schema, &mut self.templates]
+            .into_iter()
+            .flatten()
+        {
+            join(p);
+        }
+    }
+}
+
+fn read_capped(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(DEFAULT_MAX_FILE_BYTES)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn product_example_config_parses() {
+        let text = r"
+sources:
+  - name: local
+    kind: dir
+    path: claims
+  - name: envs
+    kind: git
+    url: https://git.example.com/platform/environments.git
+    branch: main
+    paths: ['environments/**/*.yaml']
+    interval: 30s
+  - name: dynamic
+    kind: s3
+    endpoint: http://127.0.0.1:9000
+    region: us-east-1
+    bucket: environments
+    prefix: ''
+    path_style: true
+    static: false
+    credentials:
+      access_key_id_file: /run/secrets/s3-key-id
+      secret_access_key_file: /run/secrets/s3-secret
+    interval: 10s
+target:
+  kind: manifests
+  path: out
+state_dir: .converge
+policies: policies
+api:
+  listen: 127.0.0.1:8090
+safety:
+  max_delete_fraction: 0.2
+";
+        let config = Config::parse(text).expect("parses");
+        assert_eq!(config.sources.len(), 3);
+        assert!(
+            matches!(&config.sources[1], SourceConfig::Git { interval, .. } if *interval == Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::parse("sources: []\ntraget: {}\n").expect_err("refused");
+        assert!(err.contains("traget"), "{err}");
+    }
+
+    #[test]
+    fn preset_overrides_merge_field_by_field() {
+        let config = Config::parse(
+            "presets:\n  dev:\n    replicas: 2\n    autoscaling: {max_replicas: 9}\n",
+        )
+        .expect("parses");
+        let presets = Presets::new(&config.presets).expect("valid");
+        let dev = presets.get(EnvironmentType::Dev);
+        assert_eq!(
+            (
+                dev.replicas,
+                dev.autoscaling.max_replicas,
+                dev.autoscaling.min_replicas
+            ),
+            (2, 9, 1)
+        );
+        let err = Config::parse("presets:\n  dev:\n    replicaz: 2\n").expect_err("refused");
+        assert!(err.contains("replicaz"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (s, secs) in [("30s", 30), ("5m", 300), ("24h", 86_400), ("2d", 172_800)] {
+            assert_eq!(parse_duration(s), Ok(Duration::from_secs(secs)));
+            assert_eq!(
+                parse_duration(&format_duration(Duration::from_secs(secs))),
+                Ok(Duration::from_secs(secs))
+            );
+        }
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "5", "m", "5w", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+pub mod claim;
+pub mod config;
+pub mod diagnostic;
+pub mod load;
+pub mod source;

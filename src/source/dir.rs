@@ -1,0 +1,226 @@
+//! The dir source: a local directory tree of `*.json`, `*.yaml`, `*.yml` claims.
+//!
+//! For development and the quick start. Hidden entries (`.git`, editor swap
+//! files) are skipped and symbolic links to directories are not followed, so a
+//! link loop cannot hang a pass. Each file's size is checked before it is read.
+//! The revision is a digest of every file's path and content.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{Content, Error, Revision, Snapshot, SourceFile, SourceKind, is_claim_file};
+
+/// Options for reading a directory.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The source's name, for diagnostics and policy.
+    pub name: String,
+    /// The directory to read.
+    pub root: PathBuf,
+    /// How file paths are shown (usually the path as configured).
+    pub display_root: String,
+    /// Files above this size are refused without reading.
+    pub max_file_bytes: u64,
+}
+
+/// Reads the directory tree into a snapshot. A missing or unreadable root is
+/// an error (never an empty snapshot); an unreadable file is that file's
+/// problem only.
+pub fn read(options: &Options) -> Result<Snapshot, Error> {
+    let mut paths = Vec::new();
+    walk(&options.root, &options.root, &mut paths).map_err(|(path, error)| Error::Unreadable {
+        source_name: options.name.clone(),
+        path: path.display().to_string(),
+        error,
+    })?;
+    paths.sort();
+    let files: Vec<SourceFile> = paths
+        .into_iter()
+        .map(|rel| {
+            let full = options.root.join(&rel);
+            let shown = display(&options.display_root, &rel);
+            SourceFile {
+                path: shown,
+                content: read_file(&full, options.max_file_bytes),
+            }
+        })
+        .collect();
+    Ok(Snapshot {
+        source: options.name.clone(),
+        kind: SourceKind::Dir,
+        is_static: false,
+        revision: revision(&files),
+        files,
+    })
+}
+
+/// Reads the given files (or directories, recursively) as one snapshot, for
+/// `converge validate PATH...`.
+pub fn read_paths(name: &str, paths: &[PathBuf], max_file_bytes: u64) -> Result<Snapshot, Error> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|error| Error::Unreadable {
+            source_name: name.to_owned(),
+            path: path.display().to_string(),
+            error,
+        })?;
+        if meta.is_dir() {
+            let snapshot = read(&Options {
+                name: name.to_owned(),
+                root: path.clone(),
+                display_root: path.display().to_string(),
+                max_file_bytes,
+            })?;
+            files.extend(snapshot.files);
+        } else {
+            files.push(SourceFile {
+                path: path.display().to_string(),
+                content: read_file(path, max_file_bytes),
+            });
+        }
+    }
+    Ok(Snapshot {
+        source: name.to_owned(),
+        kind: SourceKind::Dir,
+        is_static: false,
+        revision: revision(&files),
+        files,
+    })
+}
+
+fn display(root: &str, rel: &Path) -> String {
+    let rel = rel.to_string_lossy();
+    if root.is_empty() || root == "." {
+        rel.into_owned()
+    } else {
+        format!("{}/{rel}", root.trim_end_matches('/'))
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), (PathBuf, std::io::Error)> {
+    let entries = std::fs::read_dir(dir).map_err(|e| (dir.to_owned(), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| (dir.to_owned(), e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let file_type = entry.file_type().map_err(|e| (entry.path(), e))?;
+        let path = entry.path();
+        if file_type.is_dir() {
+            walk(root, &path, out)?;
+        } else if (file_type.is_file() || file_type.is_symlink()) && is_claim_file(&name) {
+            if file_type.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            out.push(path.strip_prefix(root).unwrap_or(&path).to_owned());
+        }
+    }
+    Ok(())
+}
+
+fn read_file(path: &Path, limit: u64) -> Content {
+    let open = || -> std::io::Result<Content> {
+        let file = std::fs::File::open(path)?;
+        let size = file.metadata()?.len();
+        if size > limit {
+            return Ok(Content::TooLarge { size, limit });
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        // The file may grow between stat and read: never read past the cap.
+        file.take(limit + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > limit {
+            return Ok(Content::TooLarge {
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+        Ok(Content::Bytes(bytes))
+    };
+    open().unwrap_or_else(|e| Content::Unreadable(e.to_string()))
+}
+
+/// The revision of a set of files: a digest over paths and contents.
+#[must_use]
+pub fn revision(files: &[SourceFile]) -> Revision {
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update(f.path.as_bytes());
+        hasher.update([0]);
+        match &f.content {
+            Content::Bytes(b) => {
+                hasher.update((b.len() as u64).to_le_bytes());
+                hasher.update(b);
+            }
+            Content::TooLarge { size, .. } => hasher.update(format!("too-large:{size}")),
+            Content::Unreadable(e) => hasher.update(format!("unreadable:{e}")),
+        }
+    }
+    let digest = hasher.finalize();
+    Revision(format!("sha256:{}", hex(&digest[..])))
+}
+
+/// Lower-case hex of bytes.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_claim_files_recursively_and_skips_hidden_and_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("team/.git")).expect("mkdir");
+        std::fs::write(root.join("a.json"), "{}").expect("write");
+        std::fs::write(root.join("team/b.YML"), "x: 1").expect("write");
+        std::fs::write(root.join("team/.git/c.yaml"), "x").expect("write");
+        std::fs::write(root.join("README.md"), "x").expect("write");
+        let snap = read(&Options {
+            name: "local".into(),
+            root: root.to_owned(),
+            display_root: "claims".into(),
+            max_file_bytes: 10,
+        })
+        .expect("reads");
+        let paths: Vec<_> = snap.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["claims/a.json", "claims/team/b.YML"]);
+    }
+
+    #[test]
+    fn oversized_files_are_refused_unread_and_missing_root_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("big.json"), "x".repeat(100)).expect("write");
+        let opts = Options {
+            name: "l".into(),
+            root: dir.path().to_owned(),
+            display_root: ".".into(),
+            max_file_bytes: 10,
+        };
+        let snap = read(&opts).expect("reads");
+        assert_eq!(
+            snap.files[0].content,
+            Content::TooLarge {
+                size: 100,
+                limit: 10
+            }
+        );
+        let missing = Options {
+            root: dir.path().join("nope"),
+            ..opts
+        };
+        assert!(read(&missing).is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! Stage 1, fetch: sources return bytes, not claims.
+//!
+//! A source reads its files into a [`Snapshot`]: the raw bytes of each claim
+//! file, the file's display name and a [`Revision`]. Only `load` parses. A
+//! source that cannot be read returns an [`Error`]; callers keep the last good
+//! snapshot (unreadable is not empty).
+
+pub mod dir;
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// What identifies the content of a snapshot: equal revisions, equal bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Revision(pub String);
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The kind of a source, as the policy context sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Dir,
+    Git,
+    S3,
+}
+
+impl SourceKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dir => "dir",
+            Self::Git => "git",
+            Self::S3 => "s3",
+        }
+    }
+}
+
+/// Where a claim came from: enough to find the file again and to decide policy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct Origin {
+    /// The source's configured name.
+    pub source: String,
+    /// The file as the user knows it (e.g. `claims/dev-x.yaml`).
+    pub path: String,
+}
+
+/// The content of one file, or why it was not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Bytes(Vec<u8>),
+    /// Refused before reading: larger than the configured cap.
+    TooLarge {
+        size: u64,
+        limit: u64,
+    },
+    /// The file could not be read (permissions, vanished, ...).
+    Unreadable(String),
+}
+
+/// One claim file of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: String,
+    pub content: Content,
+}
+
+/// Everything one source holds at one revision.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub source: String,
+    pub kind: SourceKind,
+    /// True for a write-once static source (the static bucket).
+    pub is_static: bool,
+    pub revision: Revision,
+    pub files: Vec<SourceFile>,
+}
+
+/// A source that cannot be read at all: it keeps its last good snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("source {source_name}: cannot read {path}: {error}")]
+    Unreadable {
+        source_name: String,
+        path: String,
+        error: std::io::Error,
+    },
+    #[error("source {source_name}: kind {kind} is not supported by this build yet")]
+    Unsupported {
+        source_name: String,
+        kind: &'static str,
+    },
+}
+
+impl Error {
+    /// A stable reason for conditions and metric labels.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unreadable { .. } => "SourceUnreadable",
+            Self::Unsupported { .. } => "SourceUnsupported",
+        }
+    }
+}
+
+/// True for file names converge reads as claims.
+#[must_use]
+pub fn is_claim_file(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    [".json", ".yaml", ".yml"]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
+}
