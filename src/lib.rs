@@ -3,3 +3,4 @@ pub mod config;
 pub mod diagnostic;
 pub mod load;
 pub mod source;
+pub mod validate;

@@ -1,0 +1,512 @@
+//! Cedar authorization of claims.
+//!
+//! Every claim is one request: principal = the claim's `user`, action =
+//! `create` or `update` (or `delete` when an environment goes away), resource
+//! = the environment with its attributes, context = the source it came from
+//! and the time. The policy set, schema and entities are parsed, validated and
+//! kept resident; each request builds only a tiny entity slice (the user, the
+//! user's pools and the environment), so a 12k-user entity store costs nothing
+//! per claim. A denial is a diagnostic naming the `@id` of each policy that
+//! denied it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+
+use crate::claim::Claim;
+use crate::diagnostic::Diagnostic;
+use crate::source::SourceKind;
+
+const BUILTIN_POLICIES: &str = include_str!("../../policies/default.cedar");
+const BUILTIN_SCHEMA: &str = include_str!("../../policies/converge.cedarschema");
+const BUILTIN_ENTITIES: &str = include_str!("../../policies/entities.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read policies {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid policies {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The action a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Action {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// Where a claim came from, as policies see it.
+#[derive(Debug, Clone)]
+pub struct RequestSource<'a> {
+    pub kind: SourceKind,
+    pub name: &'a str,
+    pub is_static: bool,
+}
+
+/// The resident policy set, schema and entities.
+pub struct Policies {
+    set: PolicySet,
+    /// Per user: the user entity and every ancestor (pool) entity.
+    slices: HashMap<String, Vec<Entity>>,
+    user_type: EntityTypeName,
+    pool_type: EntityTypeName,
+    env_type: EntityTypeName,
+    actions: [EntityUid; 3],
+    authorizer: Authorizer,
+}
+
+impl std::fmt::Debug for Policies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policies")
+            .field("users", &self.slices.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policies {
+    /// The built-in policy set of `policies/`.
+    #[must_use]
+    pub fn builtin() -> Policies {
+        Self::build(
+            "<built-in policies>",
+            &[("default.cedar".into(), BUILTIN_POLICIES.into())],
+            BUILTIN_SCHEMA,
+            BUILTIN_ENTITIES,
+        )
+        .expect("the built-in policies are valid")
+    }
+
+    /// Loads a directory: every `*.cedar` file, one `*.cedarschema` and `entities.json`.
+    pub fn from_dir(dir: &Path) -> Result<Policies, Error> {
+        let name = dir.display().to_string();
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|source| Error::Read {
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|source| Error::Read {
+                path: name.clone(),
+                source,
+            })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        let mut policies = Vec::new();
+        let mut schema = None;
+        for path in &entries {
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("cedar") => policies.push((file_name(path), read(path)?)),
+                Some("cedarschema") if schema.is_none() => schema = Some(read(path)?),
+                Some("cedarschema") => {
+                    return Err(Error::Invalid {
+                        path: name,
+                        message: "more than one *.cedarschema file".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let schema = schema.ok_or_else(|| Error::Invalid {
+            path: name.clone(),
+            message: "no *.cedarschema file".into(),
+        })?;
+        let entities_path = dir.join("entities.json");
+        let entities = if entities_path.exists() {
+            read(&entities_path)?
+        } else {
+            "[]".to_owned()
+        };
+        if policies.is_empty() {
+            return Err(Error::Invalid {
+                path: name,
+                message: "no *.cedar policy file".into(),
+            });
+        }
+        Self::build(&name, &policies, &schema, &entities)
+    }
+
+    fn build(
+        name: &str,
+        files: &[(String, String)],
+        schema: &str,
+        entities: &str,
+    ) -> Result<Policies, Error> {
+        let invalid = |message: String| Error::Invalid {
+            path: name.to_owned(),
+            message,
+        };
+        let (schema, _warnings) =
+            Schema::from_cedarschema_str(schema).map_err(|e| invalid(format!("schema: {e}")))?;
+        let mut set = PolicySet::new();
+        for (file, text) in files {
+            let parsed = PolicySet::from_str(text).map_err(|e| invalid(format!("{file}: {e}")))?;
+            for (i, policy) in parsed.policies().enumerate() {
+                let id = policy
+                    .annotation("id")
+                    .map_or_else(|| format!("{file}#{i}"), str::to_owned);
+                set.add(policy.new_id(PolicyId::new(&id)))
+                    .map_err(|e| invalid(format!("{file}: policy {id:?}: {e}")))?;
+            }
+        }
+        let validation = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        if !validation.validation_passed() {
+            let errors: Vec<String> = validation
+                .validation_errors()
+                .map(ToString::to_string)
+                .collect();
+            return Err(invalid(format!(
+                "policies do not match the schema: {}",
+                errors.join("; ")
+            )));
+        }
+        let store = Entities::from_json_str(entities, Some(&schema))
+            .map_err(|e| invalid(format!("entities.json: {e}")))?;
+        let user_type = EntityTypeName::from_str("Converge::User").expect("valid type name");
+        let mut slices = HashMap::new();
+        for entity in store.iter() {
+            let uid = entity.uid();
+            if uid.type_name() != &user_type {
+                continue;
+            }
+            let mut slice = vec![entity.clone()];
+            for ancestor in store.ancestors(&uid).into_iter().flatten() {
+                if let Some(e) = store.get(ancestor) {
+                    slice.push(e.clone());
+                }
+            }
+            slices.insert(uid.id().unescaped().to_owned(), slice);
+        }
+        let action = |a: &str| {
+            EntityUid::from_str(&format!("Converge::Action::\"{a}\"")).expect("valid action uid")
+        };
+        Ok(Policies {
+            set,
+            slices,
+            user_type,
+            pool_type: EntityTypeName::from_str("Converge::Pool").expect("valid type name"),
+            env_type: EntityTypeName::from_str("Converge::Environment").expect("valid type name"),
+            actions: [action("create"), action("update"), action("delete")],
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    /// Asks whether `claim.user` may perform `action` on the claimed
+    /// environment from `source`; a denial is a diagnostic on `file`.
+    pub fn authorize(
+        &self,
+        file: &str,
+        claim: &Claim,
+        action: Action,
+        source: &RequestSource<'_>,
+        now_unix: i64,
+        expires_at: Option<i64>,
+    ) -> Result<(), Diagnostic> {
+        let deny = |message: String| {
+            Err(Diagnostic::new(file, "", "policy", message)
+                .for_environment(Some(claim.environment_name.as_str())))
+        };
+        let principal =
+            EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(&claim.user));
+        let pool = EntityUid::from_type_name_and_id(
+            self.pool_type.clone(),
+            EntityId::new(&claim.environment_pool),
+        );
+        let resource = EntityUid::from_type_name_and_id(
+            self.env_type.clone(),
+            EntityId::new(claim.environment_name.as_str()),
+        );
+        let strings = |items: &mut dyn Iterator<Item = &String>| {
+            RestrictedExpression::new_set(
+                items.map(|s| RestrictedExpression::new_string(s.clone())),
+            )
+        };
+        let mut attrs: HashMap<String, RestrictedExpression> = HashMap::from([
+            (
+                "type".into(),
+                RestrictedExpression::new_string(claim.environment_type.as_str().into()),
+            ),
+            ("pool".into(), RestrictedExpression::new_entity_uid(pool)),
+            (
+                "owner".into(),
+                RestrictedExpression::new_entity_uid(principal.clone()),
+            ),
+            (
+                "deployment_method".into(),
+                RestrictedExpression::new_string(claim.deployment_method.as_str().into()),
+            ),
+            ("services".into(), strings(&mut claim.services.keys())),
+            ("secrets".into(), strings(&mut claim.secret_names.iter())),
+        ]);
+        if let Some(at) = expires_at {
+            attrs.insert("expires_at".into(), RestrictedExpression::new_long(at));
+        }
+        if let Some(repo) = &claim.git_repository {
+            attrs.insert(
+                "git_repository".into(),
+                RestrictedExpression::new_string(repo.clone()),
+            );
+        }
+        if let Some(branch) = &claim.branch {
+            attrs.insert(
+                "branch".into(),
+                RestrictedExpression::new_string(branch.clone()),
+            );
+        }
+        let env = match Entity::new(resource.clone(), attrs, HashSet::new()) {
+            Ok(e) => e,
+            Err(e) => return deny(format!("cannot build the policy request: {e}")),
+        };
+        let mut slice = self
+            .slices
+            .get(&claim.user)
+            .cloned()
+            .unwrap_or_else(|| vec![Entity::new_no_attrs(principal.clone(), HashSet::new())]);
+        slice.push(env);
+        let entities = match Entities::from_entities(slice, None) {
+            Ok(e) => e,
+            Err(e) => return deny(format!("cannot build the policy request: {e}")),
+        };
+        let source_record = RestrictedExpression::new_record([
+            (
+                "kind".to_owned(),
+                RestrictedExpression::new_string(source.kind.as_str().into()),
+            ),
+            (
+                "name".to_owned(),
+                RestrictedExpression::new_string(source.name.into()),
+            ),
+            (
+                "static".to_owned(),
+                RestrictedExpression::new_bool(source.is_static),
+            ),
+        ]);
+        let context = source_record.map_err(|e| e.to_string()).and_then(|record| {
+            Context::from_pairs([
+                ("source".to_owned(), record),
+                ("time".to_owned(), RestrictedExpression::new_long(now_unix)),
+            ])
+            .map_err(|e| e.to_string())
+        });
+        let context = match context {
+            Ok(c) => c,
+            Err(e) => return deny(format!("cannot build the policy request: {e}")),
+        };
+        let action_uid = match action {
+            Action::Create => &self.actions[0],
+            Action::Update => &self.actions[1],
+            Action::Delete => &self.actions[2],
+        };
+        let request = match Request::new(principal, action_uid.clone(), resource, context, None) {
+            Ok(r) => r,
+            Err(e) => return deny(format!("cannot build the policy request: {e}")),
+        };
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.set, &entities);
+        if response.decision() == Decision::Allow {
+            return Ok(());
+        }
+        let who = format!(
+            "user {:?} may not {} {} environment {:?} in pool {:?} from {} source {:?}",
+            claim.user,
+            action.as_str(),
+            claim.environment_type,
+            claim.environment_name.as_str(),
+            claim.environment_pool,
+            source.kind.as_str(),
+            source.name
+        );
+        let reasons: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(ToString::to_string)
+            .collect();
+        let mut message = if reasons.is_empty() {
+            format!(
+                "{who}: no policy permits it (default deny; is the user a member of pool {:?}?)",
+                claim.environment_pool
+            )
+        } else {
+            format!("{who}: denied by policy {}", reasons.join(", "))
+        };
+        if !errors.is_empty() {
+            message.push_str(&format!("; policy errors: {}", errors.join("; ")));
+        }
+        deny(message)
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claim::Claim;
+    use serde_json::json;
+
+    fn claim(user: &str, pool: &str, env_type: &str, method: &str) -> Claim {
+        Claim::from_document(
+            "f",
+            json!({
+                "user": user, "environment_pool": pool, "creation_date": "2024-01-15T10:30:00Z",
+                "environment_name": "e", "environment_type": env_type, "deployment_method": method,
+                "services": {"a": "v1.0.0"}
+            }),
+        )
+        .expect("valid")
+    }
+
+    fn decide(c: &Claim, kind: SourceKind, is_static: bool) -> Result<(), String> {
+        let source = RequestSource {
+            kind,
+            name: "src",
+            is_static,
+        };
+        Policies::builtin()
+            .authorize("f", c, Action::Create, &source, 0, None)
+            .map_err(|d| d.message)
+    }
+
+    #[test]
+    fn default_policies_encode_the_platform_rules() {
+        let john = "john.doe@company.com";
+        let jane = "jane.roe@company.com";
+        assert_eq!(
+            decide(
+                &claim(john, "team1", "dev", "dynamic"),
+                SourceKind::S3,
+                false
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            decide(&claim(john, "team1", "prod", "git"), SourceKind::Git, false),
+            Ok(())
+        );
+        assert_eq!(
+            decide(&claim(john, "team1", "prod", "git"), SourceKind::S3, true),
+            Ok(())
+        );
+        assert_eq!(
+            decide(&claim(jane, "ai", "dev", "dynamic"), SourceKind::Dir, false),
+            Ok(())
+        );
+        let table = [
+            (
+                claim(john, "team2", "dev", "dynamic"),
+                SourceKind::Dir,
+                false,
+                "no policy permits",
+            ),
+            (
+                claim("nobody@x.io", "team1", "dev", "dynamic"),
+                SourceKind::Dir,
+                false,
+                "no policy permits",
+            ),
+            (
+                claim(john, "team1", "dev", "git"),
+                SourceKind::S3,
+                false,
+                "static-claims-not-from-dynamic-bucket",
+            ),
+            (
+                claim(john, "team1", "prod", "dynamic"),
+                SourceKind::S3,
+                false,
+                "prod-and-stage-not-from-dynamic-bucket",
+            ),
+            (
+                claim(john, "team1", "stage", "dynamic"),
+                SourceKind::S3,
+                false,
+                "prod-and-stage-not-from-dynamic-bucket",
+            ),
+            (
+                claim(john, "team1", "dev", "dynamic"),
+                SourceKind::S3,
+                true,
+                "static-bucket-holds-only-static-claims",
+            ),
+            (
+                claim(jane, "ai", "sue", "dynamic"),
+                SourceKind::Dir,
+                false,
+                "sue-not-in-ai-pool",
+            ),
+        ];
+        for (c, kind, is_static, want) in table {
+            let got = decide(&c, kind, is_static).expect_err("denied");
+            assert!(got.contains(want), "want {want}: {got}");
+        }
+    }
+
+    #[test]
+    fn a_policy_directory_replaces_the_builtin_set() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("s.cedarschema"), BUILTIN_SCHEMA).expect("write");
+        std::fs::write(
+            dir.path().join("open.cedar"),
+            "@id(\"allow-all\") permit(principal, action, resource);",
+        )
+        .expect("write");
+        let p = Policies::from_dir(dir.path()).expect("loads");
+        let source = RequestSource {
+            kind: SourceKind::Dir,
+            name: "d",
+            is_static: false,
+        };
+        assert!(
+            p.authorize(
+                "f",
+                &claim("x@y.z", "nope", "prod", "git"),
+                Action::Create,
+                &source,
+                0,
+                None
+            )
+            .is_ok()
+        );
+        std::fs::write(
+            dir.path().join("bad.cedar"),
+            "permit(principal, action, resource) when { resource.colour == 1 };",
+        )
+        .expect("write");
+        let err = Policies::from_dir(dir.path()).expect_err("schema mismatch");
+        assert!(err.to_string().contains("schema"), "{err}");
+    }
+}
