@@ -1,0 +1,600 @@
+//! Stage 5, render: claim + preset + resolved versions -> desired objects.
+//!
+//! The built-in templates produce the Kubernetes shape of PRODUCT.md (Namespace,
+//! ResourceQuota, LimitRange, NetworkPolicy, ConfigMap, and per service a
+//! Deployment, Service, HorizontalPodAutoscaler and, when HA, a
+//! PodDisruptionBudget). A platform team's own minijinja templates (`*.j2` in
+//! the configured directory) are rendered once per environment with the same
+//! values. Output is deterministic: objects in a fixed kind order, keys in a
+//! fixed order, YAML bytes and a digest per object. Every object carries the
+//! ownership labels.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::claim::Claim;
+use crate::config::{Preset, Presets};
+use crate::resolve::Resolved;
+
+/// The label every object converge manages carries, with value `converge`.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The label naming the environment an object belongs to.
+pub const ENVIRONMENT_LABEL: &str = "converge.dev/environment";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read templates {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid template {path}: {message}")]
+    Template { path: String, message: String },
+}
+
+/// One rendered object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Object {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    /// The object as YAML, exactly as the target stores it.
+    #[serde(skip)]
+    pub yaml: String,
+    /// `sha256:<hex>` of `yaml`.
+    pub digest: String,
+}
+
+impl Object {
+    /// The file name the manifests target stores it under, unique per environment.
+    #[must_use]
+    pub fn file_name(&self) -> String {
+        object_file_name(&self.kind, &self.name)
+    }
+}
+
+/// `<kind>-<name>.yaml`, lower-case kind.
+#[must_use]
+pub fn object_file_name(kind: &str, name: &str) -> String {
+    format!("{}-{name}.yaml", kind.to_ascii_lowercase())
+}
+
+/// The apply order of kinds: Namespaces first, workloads after their config.
+/// Deletions run in the reverse order.
+#[must_use]
+pub fn kind_rank(kind: &str) -> u8 {
+    match kind {
+        "Namespace" => 0,
+        "ResourceQuota" => 1,
+        "LimitRange" => 2,
+        "NetworkPolicy" => 3,
+        "ServiceAccount" => 4,
+        "ConfigMap" => 5,
+        "Secret" => 6,
+        "Service" => 7,
+        "Deployment" => 8,
+        "PodDisruptionBudget" => 9,
+        "HorizontalPodAutoscaler" => 10,
+        _ => 11,
+    }
+}
+
+/// What a renderer needs besides the claim.
+pub struct Renderer {
+    presets: Presets,
+    registry: String,
+    templates: Vec<(String, minijinja::Environment<'static>)>,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer")
+            .field("templates", &self.templates.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An environment's values, as the templates see them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Values<'a> {
+    pub environment: EnvironmentValues<'a>,
+    pub services: Vec<ServiceValues<'a>>,
+    pub preset: &'a Preset,
+    pub labels: BTreeMap<&'static str, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvironmentValues<'a> {
+    pub name: &'a str,
+    #[serde(rename = "type")]
+    pub env_type: &'static str,
+    pub pool: &'a str,
+    pub owner: &'a str,
+    pub deployment_method: &'static str,
+    pub creation_date: String,
+    pub expires_at: Option<String>,
+    pub git_repository: Option<&'a str>,
+    pub branch: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceValues<'a> {
+    pub name: &'a str,
+    /// The resolved tag.
+    pub version: &'a str,
+    /// The constraint as written.
+    pub constraint: &'a str,
+    pub image: String,
+    pub ansible_artifact: Option<&'a str>,
+}
+
+impl Renderer {
+    /// A renderer with the built-in templates only.
+    #[must_use]
+    pub fn new(presets: Presets, registry: String) -> Renderer {
+        Renderer {
+            presets,
+            registry,
+            templates: Vec::new(),
+        }
+    }
+
+    /// Adds every `*.j2` file of `dir` (sorted by name); a syntax error is an error here, at start.
+    pub fn with_templates(mut self, dir: &Path) -> Result<Renderer, Error> {
+        let read_err = |source| Error::Read {
+            path: dir.display().to_string(),
+            source,
+        };
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .map_err(read_err)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "j2"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+                path: shown.clone(),
+                source,
+            })?;
+            let mut env = minijinja::Environment::new();
+            env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+            env.set_fuel(Some(1_000_000));
+            env.add_template_owned(shown.clone(), text)
+                .map_err(|e| Error::Template {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                })?;
+            self.templates.push((shown, env));
+        }
+        Ok(self)
+    }
+
+    #[must_use]
+    pub fn presets(&self) -> &Presets {
+        &self.presets
+    }
+
+    /// Renders one environment. A template failure is returned as
+    /// `(template file, message)` and the environment is left untouched.
+    pub fn render(
+        &self,
+        claim: &Claim,
+        versions: &BTreeMap<String, Resolved>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Object>, (String, String)> {
+        let preset = self.presets.get(claim.environment_type);
+        let values = self.values(claim, versions, expires_at, preset);
+        let mut docs = builtin(claim, &values);
+        for (path, env) in &self.templates {
+            let fail = |m: String| (path.clone(), m);
+            let text = env
+                .get_template(path)
+                .and_then(|t| t.render(minijinja::value::Serde(&values)))
+                .map_err(|e| fail(format!("{e:#}")))?;
+            let rendered: Vec<Value> =
+                serde_saphyr::from_str_multiple_with_options(&text, template_yaml_options())
+                    .map_err(|e| fail(format!("template output is not YAML: {e}")))?;
+            for doc in rendered.into_iter().filter(|d| !d.is_null()) {
+                docs.push(with_labels(doc, &values.labels).map_err(fail)?);
+            }
+        }
+        let mut objects = Vec::with_capacity(docs.len());
+        for doc in docs {
+            objects.push(to_object(&doc).map_err(|m| ("<render>".to_owned(), m))?);
+        }
+        objects.sort_by(|a, b| {
+            kind_rank(&a.kind)
+                .cmp(&kind_rank(&b.kind))
+                .then_with(|| a.kind.cmp(&b.kind))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        for pair in objects.windows(2) {
+            if pair[0].file_name() == pair[1].file_name() {
+                return Err((
+                    "<render>".to_owned(),
+                    format!("two objects are both {} {:?}", pair[0].kind, pair[0].name),
+                ));
+            }
+        }
+        Ok(objects)
+    }
+
+    fn values<'a>(
+        &self,
+        claim: &'a Claim,
+        versions: &'a BTreeMap<String, Resolved>,
+        expires_at: Option<DateTime<Utc>>,
+        preset: &'a Preset,
+    ) -> Values<'a> {
+        let services = claim
+            .services
+            .iter()
+            .filter_map(|(name, svc)| {
+                let resolved = versions.get(name)?;
+                Some(ServiceValues {
+                    name,
+                    version: &resolved.tag,
+                    constraint: &resolved.constraint,
+                    image: svc.docker_image.clone().unwrap_or_else(|| {
+                        format!(
+                            "{}/{name}:{}",
+                            self.registry.trim_end_matches('/'),
+                            resolved.tag
+                        )
+                    }),
+                    ansible_artifact: svc.ansible_artifact.as_deref(),
+                })
+            })
+            .collect();
+        Values {
+            environment: EnvironmentValues {
+                name: claim.environment_name.as_str(),
+                env_type: claim.environment_type.as_str(),
+                pool: &claim.environment_pool,
+                owner: &claim.user,
+                deployment_method: claim.deployment_method.as_str(),
+                creation_date: timestamp(claim.creation_date),
+                expires_at: expires_at.map(timestamp),
+                git_repository: claim.git_repository.as_deref(),
+                branch: claim.branch.as_deref(),
+            },
+            services,
+            preset,
+            labels: ownership_labels(claim.environment_name.as_str()),
+        }
+    }
+}
+
+fn template_yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: 64,
+            max_nodes: 100_000,
+            max_documents: 256,
+            max_aliases: 64,
+        },
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    }
+}
+
+/// RFC 3339 with second precision, `Z` for UTC.
+#[must_use]
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The labels every object of environment `name` carries.
+#[must_use]
+pub fn ownership_labels(name: &str) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        (MANAGED_BY, "converge".to_owned()),
+        (ENVIRONMENT_LABEL, name.to_owned()),
+    ])
+}
+
+/// A Kubernetes label value: `[A-Za-z0-9._-]`, at most 63 characters,
+/// alphanumeric at both ends (`@` becomes `_at_`).
+#[must_use]
+pub fn label_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => out.push(c),
+            '@' => out.push_str("_at_"),
+            _ => out.push('_'),
+        }
+    }
+    out.truncate(63);
+    out.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_owned()
+}
+
+fn labels(values: &Values<'_>, extra: &[(&str, &str)]) -> Value {
+    let mut m = Map::new();
+    for (k, v) in extra {
+        m.insert((*k).to_owned(), Value::String((*v).to_owned()));
+    }
+    for (k, v) in &values.labels {
+        m.insert((*k).to_owned(), Value::String(v.clone()));
+    }
+    Value::Object(m)
+}
+
+fn metadata(
+    values: &Values<'_>,
+    name: &str,
+    extra_labels: &[(&str, &str)],
+    annotations: Option<Value>,
+) -> Value {
+    let mut m = Map::new();
+    m.insert("name".into(), json!(name));
+    m.insert("namespace".into(), json!(values.environment.name));
+    m.insert("labels".into(), labels(values, extra_labels));
+    if let Some(a) = annotations {
+        m.insert("annotations".into(), a);
+    }
+    Value::Object(m)
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one literal per built-in object reads best as a list"
+)]
+fn builtin(claim: &Claim, v: &Values<'_>) -> Vec<Value> {
+    let env = &v.environment;
+    let p = v.preset;
+    let ns = env.name;
+    let owner = label_value(env.owner);
+    let mut ns_annotations = Map::new();
+    ns_annotations.insert("converge.dev/owner".into(), json!(env.owner));
+    ns_annotations.insert(
+        "converge.dev/deployment-method".into(),
+        json!(env.deployment_method),
+    );
+    ns_annotations.insert("converge.dev/created-at".into(), json!(env.creation_date));
+    if let Some(at) = &env.expires_at {
+        ns_annotations.insert("converge.dev/expires-at".into(), json!(at));
+    }
+    for service in ["logging", "monitoring", "gateway", "authz"] {
+        ns_annotations.insert(
+            format!("converge.dev/{service}"),
+            json!(p.platform_services),
+        );
+    }
+    ns_annotations.insert(
+        "converge.dev/waf".into(),
+        json!(if p.waf { "enabled" } else { "disabled" }),
+    );
+    let mut namespace_meta = Map::new();
+    namespace_meta.insert("name".into(), json!(ns));
+    namespace_meta.insert(
+        "labels".into(),
+        labels(
+            v,
+            &[
+                ("converge.dev/type", env.env_type),
+                ("converge.dev/pool", env.pool),
+                ("converge.dev/owner", &owner),
+            ],
+        ),
+    );
+    namespace_meta.insert("annotations".into(), Value::Object(ns_annotations));
+    let mut out = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": Value::Object(namespace_meta)}),
+        json!({
+            "apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": metadata(v, "quota", &[], None),
+            "spec": {"hard": {
+                "requests.cpu": p.quota.cpu, "requests.memory": p.quota.memory,
+                "limits.cpu": p.quota.cpu, "limits.memory": p.quota.memory,
+                "pods": p.quota.pods.to_string(),
+            }},
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "LimitRange",
+            "metadata": metadata(v, "defaults", &[], None),
+            "spec": {"limits": [{
+                "type": "Container",
+                "default": {"cpu": p.container.cpu_limit, "memory": p.container.memory_limit},
+                "defaultRequest": {"cpu": p.container.cpu_request, "memory": p.container.memory_request},
+            }]},
+        }),
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": metadata(v, "default-deny-from-other-namespaces", &[], None),
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": {}}]}]},
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": metadata(v, "converge-claim", &[], None),
+            "data": {"claim.json": redacted_claim(claim, v)},
+        }),
+    ];
+    let tolerations: Vec<Value> = p
+        .node_pools
+        .iter()
+        .map(|pool| json!({"key": "converge.dev/node-pool", "operator": "Equal", "value": pool, "effect": "NoSchedule"}))
+        .collect();
+    for s in &v.services {
+        let app = [
+            ("app.kubernetes.io/name", s.name),
+            ("app.kubernetes.io/version", s.version),
+        ];
+        let mut annotations = Map::new();
+        annotations.insert(
+            "converge.dev/version-constraint".into(),
+            json!(s.constraint),
+        );
+        if let Some(artifact) = s.ansible_artifact {
+            annotations.insert("converge.dev/ansible-artifact".into(), json!(artifact));
+        }
+        let selector = json!({"app.kubernetes.io/name": s.name});
+        out.push(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": metadata(v, s.name, &app, Some(Value::Object(annotations))),
+            "spec": {
+                "replicas": p.replicas,
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": {"labels": labels(v, &app)},
+                    "spec": {
+                        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [{"matchExpressions": [{
+                                "key": "converge.dev/node-pool", "operator": "In", "values": p.node_pools,
+                            }]}],
+                        }}},
+                        "tolerations": tolerations,
+                        "containers": [{
+                            "name": s.name,
+                            "image": s.image,
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "resources": {
+                                "requests": {"cpu": p.container.cpu_request, "memory": p.container.memory_request},
+                                "limits": {"cpu": p.container.cpu_limit, "memory": p.container.memory_limit},
+                            },
+                        }],
+                    },
+                },
+            },
+        }));
+        out.push(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": metadata(v, s.name, &app, None),
+            "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+        }));
+        out.push(json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": metadata(v, s.name, &[("converge.dev/autoscaling", &p.autoscaling.profile)], None),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": s.name},
+                "minReplicas": p.autoscaling.min_replicas,
+                "maxReplicas": p.autoscaling.max_replicas,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                    "type": "Utilization", "averageUtilization": p.autoscaling.target_cpu_utilization,
+                }}}],
+            },
+        }));
+        if p.ha {
+            out.push(json!({
+                "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                "metadata": metadata(v, s.name, &app, None),
+                "spec": {"minAvailable": 1, "selector": {"matchLabels": selector}},
+            }));
+        }
+    }
+    out
+}
+
+/// The claim as applied: resolved versions, secrets as names only.
+fn redacted_claim(claim: &Claim, v: &Values<'_>) -> String {
+    let services: Map<String, Value> = v
+        .services
+        .iter()
+        .map(|s| {
+            (
+                s.name.to_owned(),
+                json!({"constraint": s.constraint, "version": s.version, "image": s.image}),
+            )
+        })
+        .collect();
+    let secrets: Map<String, Value> = claim
+        .secret_names
+        .iter()
+        .map(|n| (n.clone(), json!("***")))
+        .collect();
+    let doc = json!({
+        "environment_name": v.environment.name,
+        "environment_type": v.environment.env_type,
+        "environment_pool": v.environment.pool,
+        "user": v.environment.owner,
+        "deployment_method": v.environment.deployment_method,
+        "creation_date": v.environment.creation_date,
+        "expires_at": v.environment.expires_at,
+        "git_repository": v.environment.git_repository,
+        "branch": v.environment.branch,
+        "services": services,
+        "secrets": secrets,
+    });
+    serde_json::to_string_pretty(&doc).expect("a JSON value serializes")
+}
+
+/// Adds the ownership labels to a template's object.
+fn with_labels(mut doc: Value, labels: &BTreeMap<&'static str, String>) -> Result<Value, String> {
+    let meta = doc
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .ok_or("template object has no metadata mapping")?;
+    let entry = meta
+        .entry("labels")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let map = entry
+        .as_object_mut()
+        .ok_or("metadata.labels is not a mapping")?;
+    for (k, v) in labels {
+        map.insert((*k).to_owned(), Value::String(v.clone()));
+    }
+    Ok(doc)
+}
+
+fn to_object(doc: &Value) -> Result<Object, String> {
+    let field = |ptr: &str| {
+        doc.pointer(ptr)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let api_version = field("/apiVersion").ok_or("object has no apiVersion")?;
+    let kind = field("/kind").ok_or("object has no kind")?;
+    let name = field("/metadata/name").ok_or("object has no metadata.name")?;
+    if !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(format!("object kind {kind:?} is not a Kubernetes kind"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        || name.len() > 253
+    {
+        return Err(format!("object name {name:?} is not a DNS-1123 subdomain"));
+    }
+    let yaml = serde_saphyr::to_string(doc).map_err(|e| e.to_string())?;
+    Ok(Object {
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        digest: digest(yaml.as_bytes()),
+        yaml,
+    })
+}
+
+/// `sha256:<hex>` of bytes.
+#[must_use]
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", crate::source::dir::hex(&Sha256::digest(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_kubernetes_safe() {
+        assert_eq!(
+            label_value("john.doe@company.com"),
+            "john.doe_at_company.com"
+        );
+        assert_eq!(label_value("-x y-"), "x_y");
+        assert_eq!(label_value(&"a".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn kinds_apply_namespace_first() {
+        assert!(kind_rank("Namespace") < kind_rank("Deployment"));
+        assert!(kind_rank("Deployment") < kind_rank("MyCustomThing"));
+    }
+}
