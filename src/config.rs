@@ -58,6 +58,10 @@ pub struct Config {
     /// Per-type overrides of the built-in presets (only the keys given change).
     #[serde(default)]
     pub presets: BTreeMap<EnvironmentType, serde_json::Value>,
+    /// Fixed tag lists per service, for constraints to resolve against until a
+    /// registry or git tag source is configured.
+    #[serde(default)]
+    pub tags: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for Config {
@@ -74,6 +78,7 @@ impl Default for Config {
             safety: SafetyConfig::default(),
             limits: LimitsConfig::default(),
             presets: BTreeMap::new(),
+            tags: BTreeMap::new(),
         }
     }
 }

@@ -1,1 +1,247 @@
-fn main() {}
+//! The `converge` command: CLI, config, telemetry and exit codes only.
+//!
+//! Exit codes (PRODUCT.md): `validate` and `render` 0 valid / 1 invalid /
+//! 2 error; `plan` 0 no changes / 1 changes / 2 error; `run` 0 ok / 2 error.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use converge::config::Config;
+use converge::plan::{self, Format as PlanFormat};
+use converge::source::{Content, Snapshot, SourceFile, SourceKind};
+use converge::{Converge, PassOptions, source};
+
+#[derive(Parser)]
+#[command(
+    name = "converge",
+    version,
+    about = "A declarative GitOps reconciler for environment claims"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ValidateFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reconcile: read the sources, plan and apply (`--once`: one pass, then exit).
+    Run {
+        #[arg(long, default_value = "converge.yaml")]
+        config: PathBuf,
+        /// Do one pass and exit.
+        #[arg(long)]
+        once: bool,
+        /// Allow this run to apply a plan over the mass-deletion threshold.
+        #[arg(long)]
+        allow_mass_delete: bool,
+    },
+    /// Check claim files (or directories of them) against the schema and policies.
+    Validate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
+        format: ValidateFormat,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Show what a pass would change, without applying it.
+    Plan {
+        #[arg(long, default_value = "converge.yaml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Print the resources one claim becomes, as YAML.
+    Render {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        claim: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match execute(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CONVERGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Loads the config; an optional, absent default means the built-in defaults.
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None if Path::new("converge.yaml").exists() => {
+            Ok(Config::load(Path::new("converge.yaml"))?)
+        }
+        None => Ok(Config::default()),
+    }
+}
+
+fn execute(command: Command) -> Result<u8> {
+    match command {
+        Command::Run {
+            config,
+            once,
+            allow_mass_delete,
+        } => run(&config, once, allow_mass_delete),
+        Command::Validate {
+            config,
+            format,
+            paths,
+        } => validate(config.as_deref(), format, &paths),
+        Command::Plan { config, format } => plan(&config, format),
+        Command::Render { config, claim } => render(config.as_deref(), &claim),
+    }
+}
+
+fn run(config: &Path, once: bool, allow_mass_delete: bool) -> Result<u8> {
+    if !once {
+        bail!("the continuous daemon is not available in this build yet; run with --once");
+    }
+    let converge = Converge::new(Config::load(config)?)?;
+    let outcome = converge.pass(PassOptions {
+        now: chrono::Utc::now(),
+        apply: true,
+        allow_mass_delete,
+    })?;
+    for d in &outcome.plan.diagnostics {
+        tracing::warn!(file = %d.file, pointer = %d.pointer, rule = %d.rule, environment = d.environment.as_deref().unwrap_or(""), "{}", d.message);
+    }
+    let report = outcome.report.expect("a run applies");
+    let counters = outcome.evaluation.counters;
+    tracing::info!(
+        files = counters.files,
+        rendered = counters.rendered,
+        applied = report.applied.len(),
+        failed = report.failed.len(),
+        unchanged = outcome.plan.unchanged,
+        untouched = outcome.plan.untouched.len(),
+        "pass done"
+    );
+    if let Some(hold) = &outcome.plan.hold {
+        eprintln!("error: plan held: {}", hold.message);
+        return Ok(2);
+    }
+    for (env, e) in &report.failed {
+        eprintln!("error: environment {env}: {e}");
+    }
+    Ok(if report.failed.is_empty() { 0 } else { 2 })
+}
+
+fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) -> Result<u8> {
+    let config = load_config(config)?;
+    let pipeline = converge::pipeline_for(&config)?;
+    let snapshot = source::dir::read_paths("cli", paths, config.limits.max_file_bytes)?;
+    let (files, diagnostics) = pipeline.validate(&[snapshot], chrono::Utc::now());
+    let mut out = std::io::stdout().lock();
+    let invalid: std::collections::BTreeSet<&str> =
+        diagnostics.iter().map(|d| d.file.as_str()).collect();
+    match format {
+        ValidateFormat::Text => {
+            for d in &diagnostics {
+                writeln!(out, "{d}")?;
+            }
+            writeln!(out, "{} of {files} files valid", files - invalid.len())?;
+        }
+        ValidateFormat::Json => {
+            let doc = serde_json::json!({"files": files, "invalid": invalid.len(), "diagnostics": diagnostics});
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        }
+    }
+    Ok(u8::from(!diagnostics.is_empty()))
+}
+
+fn plan(config: &Path, format: PlanFormat) -> Result<u8> {
+    let converge = Converge::new(Config::load(config)?)?;
+    let outcome = converge.pass(PassOptions {
+        now: chrono::Utc::now(),
+        apply: false,
+        allow_mass_delete: false,
+    })?;
+    print!("{}", plan::format(&outcome.plan, format));
+    Ok(u8::from(outcome.plan.has_changes()))
+}
+
+fn render(config: Option<&Path>, claim: &Path) -> Result<u8> {
+    let config = load_config(config)?;
+    let pipeline = converge::pipeline_for(&config)?;
+    let snapshot =
+        source::dir::read_paths("cli", &[claim.to_owned()], config.limits.max_file_bytes)?;
+    let Some(file) = snapshot.files.first() else {
+        bail!("{} is not a claim file", claim.display())
+    };
+    if let Content::Unreadable(e) = &file.content {
+        bail!("cannot read {}: {e}", claim.display());
+    }
+    let one = Snapshot {
+        files: vec![SourceFile {
+            path: file.path.clone(),
+            content: file.content.clone(),
+        }],
+        kind: SourceKind::Dir,
+        ..snapshot
+    };
+    let eval = pipeline.evaluate(
+        std::slice::from_ref(&one),
+        &Default::default(),
+        converge::pipeline::Options {
+            now: chrono::Utc::now(),
+        },
+    );
+    for d in &eval.diagnostics {
+        eprintln!("{d}");
+    }
+    let Some(desired) = eval.desired.values().next() else {
+        if let Some(at) = eval.expired.values().next() {
+            eprintln!(
+                "{}: /: environment expired at {} (expired)",
+                file.path,
+                converge::render::timestamp(*at)
+            );
+        }
+        return Ok(1);
+    };
+    let mut out = std::io::stdout().lock();
+    for (i, object) in desired.objects.iter().enumerate() {
+        if i > 0 {
+            writeln!(out, "---")?;
+        }
+        out.write_all(object.yaml.as_bytes())?;
+    }
+    Ok(0)
+}

@@ -43,7 +43,7 @@ impl SourceKind {
 }
 
 /// Where a claim came from: enough to find the file again and to decide policy.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 pub struct Origin {
     /// The source's configured name.
     pub source: String,

@@ -1,0 +1,505 @@
+//! Stages 2–5 for every claim file of every snapshot, in parallel.
+//!
+//! `Pipeline::evaluate` takes the sources' snapshots and the target's
+//! inventory and returns an [`Evaluation`]: the environments to render (with
+//! their objects), the ones that expired, the ones that must be left exactly
+//! as they are (invalid, denied, conflicting, unresolved), every diagnostic,
+//! and per-environment conditions. Each file goes parse -> schema -> claim ->
+//! policy -> expiry -> resolve -> render on a rayon worker; only the typed
+//! claim and its rendered objects are kept. Pure: no IO.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::claim::Claim;
+use crate::diagnostic::Diagnostic;
+use crate::load;
+use crate::render::{Object, Renderer, timestamp};
+use crate::resolve::{Tags, resolve};
+use crate::source::{Origin, Revision, Snapshot, SourceFile};
+use crate::status::{Condition, reason};
+use crate::target::{EnvironmentRecord, Inventory};
+use crate::validate::policy::{Action, Policies, RequestSource};
+use crate::validate::schema::Schema;
+
+/// The compiled, resident state every pass uses.
+pub struct Pipeline {
+    pub schema: Schema,
+    pub policies: Policies,
+    pub renderer: Renderer,
+    pub tags: Box<dyn Tags>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").finish_non_exhaustive()
+    }
+}
+
+/// An environment a claim asks for, rendered.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub claim: Claim,
+    pub origin: Origin,
+    pub revision: Revision,
+    pub record: EnvironmentRecord,
+    pub objects: Vec<Object>,
+}
+
+/// Work done by one evaluation, for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub files: usize,
+    pub parsed: usize,
+    pub validated: usize,
+    pub authorized: usize,
+    pub rendered: usize,
+}
+
+/// What the claims ask for, and what must not be touched.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    /// Environments to create or keep up to date.
+    pub desired: BTreeMap<String, Desired>,
+    /// Valid claims whose environment has expired: removed if live.
+    pub expired: BTreeMap<String, DateTime<Utc>>,
+    /// Environments that must stay exactly as they are, with the reason.
+    pub keep: BTreeMap<String, &'static str>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Problem conditions per environment name.
+    pub conditions: BTreeMap<String, Vec<Condition>>,
+    pub counters: Counters,
+}
+
+impl Evaluation {
+    fn keep(&mut self, name: &str, why: &'static str, condition: Condition) {
+        self.keep.entry(name.to_owned()).or_insert(why);
+        self.conditions
+            .entry(name.to_owned())
+            .or_default()
+            .push(condition);
+    }
+}
+
+/// Options of one evaluation.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The time the pass runs at (expiry, policy context).
+    pub now: DateTime<Utc>,
+}
+
+/// What became of one file.
+enum Outcome {
+    /// Could not be read, parsed or validated; `name` when the file names its environment.
+    Invalid {
+        name: Option<String>,
+        diagnostics: Vec<Diagnostic>,
+        denied: bool,
+        stage: Stage,
+    },
+    /// Valid, but the environment must stay as it is.
+    Kept {
+        name: String,
+        why: &'static str,
+        condition: Condition,
+        diagnostic: Option<Diagnostic>,
+    },
+    Expired {
+        name: String,
+        at: DateTime<Utc>,
+    },
+    Desired(Box<Desired>),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Read,
+    Parsed,
+    Validated,
+    Authorized,
+}
+
+impl Pipeline {
+    /// Evaluates every file of every snapshot against the live inventory.
+    #[must_use]
+    pub fn evaluate(
+        &self,
+        snapshots: &[Snapshot],
+        live: &Inventory,
+        options: Options,
+    ) -> Evaluation {
+        let files: Vec<(&Snapshot, &SourceFile)> = snapshots
+            .iter()
+            .flat_map(|s| s.files.iter().map(move |f| (s, f)))
+            .collect();
+        let outcomes: Vec<(Origin, Outcome)> = files
+            .par_iter()
+            .map(|(snapshot, file)| {
+                let origin = Origin {
+                    source: snapshot.source.clone(),
+                    path: file.path.clone(),
+                };
+                let outcome = self.evaluate_file(snapshot, file, live, options);
+                (origin, outcome)
+            })
+            .collect();
+        let mut eval = Evaluation {
+            counters: Counters {
+                files: files.len(),
+                ..Counters::default()
+            },
+            ..Evaluation::default()
+        };
+
+        // Conflicts: any name claimed by two files (valid or not) changes nothing.
+        let named = outcomes
+            .iter()
+            .filter_map(|(origin, o)| Some((outcome_name(o)?, origin.path.as_str())));
+        let conflicts = load::conflicts(named);
+        let conflicted: BTreeSet<String> = conflicts
+            .iter()
+            .filter_map(|d| d.environment.clone())
+            .collect();
+        for d in &conflicts {
+            let name = d.environment.as_deref().unwrap_or_default();
+            eval.conditions
+                .entry(name.to_owned())
+                .or_default()
+                .push(Condition::problem(
+                    "Conflict",
+                    reason::CONFLICT,
+                    d.message.clone(),
+                ));
+        }
+        for name in &conflicted {
+            eval.keep.insert(name.clone(), reason::CONFLICT);
+        }
+        eval.diagnostics.extend(conflicts);
+
+        let mut failed_origins = BTreeSet::new();
+        for (origin, outcome) in outcomes {
+            count(&mut eval.counters, &outcome);
+            match outcome {
+                Outcome::Invalid {
+                    name,
+                    diagnostics,
+                    denied,
+                    ..
+                } => {
+                    let message = diagnostics
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    match &name {
+                        Some(n) if !conflicted.contains(n) => {
+                            let (kind, why) = if denied {
+                                ("Denied", reason::DENIED)
+                            } else {
+                                ("Invalid", reason::INVALID)
+                            };
+                            eval.keep(n, why, Condition::problem(kind, why, message));
+                        }
+                        Some(_) => {}
+                        None => {
+                            failed_origins.insert(origin);
+                        }
+                    }
+                    eval.diagnostics.extend(diagnostics);
+                }
+                Outcome::Kept {
+                    name,
+                    why,
+                    condition,
+                    diagnostic,
+                } => {
+                    if !conflicted.contains(&name) {
+                        eval.keep(&name, why, condition);
+                    }
+                    eval.diagnostics.extend(diagnostic);
+                }
+                Outcome::Expired { name, at } => {
+                    if !conflicted.contains(&name) {
+                        eval.conditions
+                            .entry(name.clone())
+                            .or_default()
+                            .push(Condition::problem(
+                                "Expired",
+                                reason::EXPIRED,
+                                format!("expired at {}", timestamp(at)),
+                            ));
+                        eval.expired.insert(name, at);
+                    }
+                }
+                Outcome::Desired(d) => {
+                    let name = d.claim.environment_name.as_str().to_owned();
+                    if !conflicted.contains(&name) {
+                        eval.desired.insert(name, *d);
+                    }
+                }
+            }
+        }
+        // A live environment whose claim file is there but unreadable stays as it is.
+        for (name, env) in &live.environments {
+            if let Some(origin) = &env.record.origin
+                && failed_origins.contains(origin)
+                && !eval.desired.contains_key(name)
+            {
+                eval.keep(
+                    name,
+                    reason::INVALID,
+                    Condition::problem(
+                        "Invalid",
+                        reason::INVALID,
+                        format!("its claim file {} cannot be read", origin.path),
+                    ),
+                );
+            }
+        }
+        eval.diagnostics
+            .sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));
+        eval
+    }
+
+    /// Stages 2–3 only (parse, schema, claim checks, policy) for every file:
+    /// what `converge validate` reports. Returns the number of files and every
+    /// diagnostic, conflicts included.
+    #[must_use]
+    pub fn validate(&self, snapshots: &[Snapshot], now: DateTime<Utc>) -> (usize, Vec<Diagnostic>) {
+        let files: Vec<(&Snapshot, &SourceFile)> = snapshots
+            .iter()
+            .flat_map(|s| s.files.iter().map(move |f| (s, f)))
+            .collect();
+        let empty = Inventory::default();
+        let results: Vec<(Option<String>, &str, Vec<Diagnostic>)> = files
+            .par_iter()
+            .map(
+                |(snapshot, file)| match self.check_file(snapshot, file, &empty, now) {
+                    Ok((claim, _)) => (
+                        Some(claim.environment_name.as_str().to_owned()),
+                        file.path.as_str(),
+                        Vec::new(),
+                    ),
+                    Err(Outcome::Invalid {
+                        name, diagnostics, ..
+                    }) => (name, file.path.as_str(), diagnostics),
+                    Err(_) => unreachable!("check_file fails only with Outcome::Invalid"),
+                },
+            )
+            .collect();
+        let mut diagnostics = load::conflicts(
+            results
+                .iter()
+                .filter_map(|(n, f, _)| Some((n.as_deref()?, *f))),
+        );
+        diagnostics.extend(results.into_iter().flat_map(|(_, _, d)| d));
+        diagnostics.sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));
+        (files.len(), diagnostics)
+    }
+
+    /// Parse, schema, claim checks and policy for one file.
+    fn check_file(
+        &self,
+        snapshot: &Snapshot,
+        file: &SourceFile,
+        live: &Inventory,
+        now: DateTime<Utc>,
+    ) -> Result<(Claim, Option<DateTime<Utc>>), Outcome> {
+        let path = file.path.as_str();
+        let doc = match load::parse(file) {
+            Ok(doc) => doc,
+            Err(d) => {
+                return Err(Outcome::Invalid {
+                    name: None,
+                    diagnostics: vec![d],
+                    denied: false,
+                    stage: Stage::Read,
+                });
+            }
+        };
+        let name = doc
+            .get("environment_name")
+            .and_then(serde_json::Value::as_str)
+            .filter(|n| crate::claim::EnvironmentName::is_valid(n))
+            .map(str::to_owned);
+        let problems = self.schema.check(path, &doc);
+        if !problems.is_empty() {
+            let diagnostics = problems
+                .into_iter()
+                .map(|d| d.for_environment(name.as_deref()))
+                .collect();
+            return Err(Outcome::Invalid {
+                name,
+                diagnostics,
+                denied: false,
+                stage: Stage::Parsed,
+            });
+        }
+        let claim = match Claim::from_document(path, doc) {
+            Ok(c) => c,
+            Err(diagnostics) => {
+                return Err(Outcome::Invalid {
+                    name,
+                    diagnostics,
+                    denied: false,
+                    stage: Stage::Parsed,
+                });
+            }
+        };
+        let env_name = claim.environment_name.as_str();
+        let expires_at = claim.expires_at(self.renderer.presets().get(claim.environment_type).ttl);
+        let action = if live.environments.contains_key(env_name) {
+            Action::Update
+        } else {
+            Action::Create
+        };
+        let source = RequestSource {
+            kind: snapshot.kind,
+            name: &snapshot.source,
+            is_static: snapshot.is_static,
+        };
+        if let Err(d) = self.policies.authorize(
+            path,
+            &claim,
+            action,
+            &source,
+            now.timestamp(),
+            expires_at.map(|t| t.timestamp()),
+        ) {
+            let name = Some(env_name.to_owned());
+            return Err(Outcome::Invalid {
+                name,
+                diagnostics: vec![d],
+                denied: true,
+                stage: Stage::Validated,
+            });
+        }
+        Ok((claim, expires_at))
+    }
+
+    fn evaluate_file(
+        &self,
+        snapshot: &Snapshot,
+        file: &SourceFile,
+        live: &Inventory,
+        options: Options,
+    ) -> Outcome {
+        let path = file.path.as_str();
+        let (claim, expires_at) = match self.check_file(snapshot, file, live, options.now) {
+            Ok(c) => c,
+            Err(outcome) => return outcome,
+        };
+        let env_name = claim.environment_name.as_str().to_owned();
+        let preset = self.renderer.presets().get(claim.environment_type);
+        if let Some(at) = expires_at
+            && at <= options.now
+        {
+            return Outcome::Expired { name: env_name, at };
+        }
+        if !claim.secret_names.is_empty() {
+            let message = "the claim carries SOPS secrets, and secret decryption is not available in this build; the environment is left as it is";
+            return Outcome::Kept {
+                name: env_name,
+                why: reason::SECRETS_UNAVAILABLE,
+                condition: Condition::problem(
+                    "SecretsUnavailable",
+                    reason::SECRETS_UNAVAILABLE,
+                    message,
+                ),
+                diagnostic: Some(
+                    Diagnostic::new(path, "/secrets", "secrets", message)
+                        .for_environment(Some(claim.environment_name.as_str())),
+                ),
+            };
+        }
+        let versions = match resolve(&claim, preset.use_dev_tags, self.tags.as_ref()) {
+            Ok(v) => v,
+            Err(unresolved) => {
+                let message = unresolved
+                    .iter()
+                    .map(|u| u.reason.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let pointer = crate::diagnostic::pointer_join("/services", &unresolved[0].service);
+                return Outcome::Kept {
+                    condition: Condition::problem(
+                        "VersionUnresolved",
+                        reason::VERSION_UNRESOLVED,
+                        message.clone(),
+                    ),
+                    diagnostic: Some(
+                        Diagnostic::new(path, pointer, "version-unresolved", message)
+                            .for_environment(Some(&env_name)),
+                    ),
+                    name: env_name,
+                    why: reason::VERSION_UNRESOLVED,
+                };
+            }
+        };
+        let objects = match self.renderer.render(&claim, &versions, expires_at) {
+            Ok(o) => o,
+            Err((template, message)) => {
+                let message = format!("template {template}: {message}");
+                return Outcome::Kept {
+                    condition: Condition::problem(
+                        "RenderFailed",
+                        reason::RENDER_FAILED,
+                        message.clone(),
+                    ),
+                    diagnostic: Some(
+                        Diagnostic::new(path, "", "render", message)
+                            .for_environment(Some(&env_name)),
+                    ),
+                    name: env_name,
+                    why: reason::RENDER_FAILED,
+                };
+            }
+        };
+        let origin = Origin {
+            source: snapshot.source.clone(),
+            path: file.path.clone(),
+        };
+        let record = EnvironmentRecord {
+            origin: Some(origin.clone()),
+            env_type: claim.environment_type.as_str().to_owned(),
+            pool: claim.environment_pool.clone(),
+            owner: claim.user.clone(),
+            versions,
+            expires_at: expires_at.map(timestamp),
+        };
+        Outcome::Desired(Box::new(Desired {
+            claim,
+            origin,
+            revision: snapshot.revision.clone(),
+            record,
+            objects,
+        }))
+    }
+}
+
+fn outcome_name(o: &Outcome) -> Option<&str> {
+    match o {
+        Outcome::Invalid { name, .. } => name.as_deref(),
+        Outcome::Kept { name, .. } | Outcome::Expired { name, .. } => Some(name),
+        Outcome::Desired(d) => Some(d.claim.environment_name.as_str()),
+    }
+}
+
+fn count(c: &mut Counters, o: &Outcome) {
+    let stage = match o {
+        Outcome::Invalid { stage, .. } => *stage,
+        Outcome::Kept { .. } | Outcome::Expired { .. } => Stage::Authorized,
+        Outcome::Desired(_) => {
+            c.rendered += 1;
+            Stage::Authorized
+        }
+    };
+    c.parsed += usize::from(stage >= Stage::Parsed);
+    c.validated += usize::from(stage >= Stage::Validated);
+    c.authorized += usize::from(stage >= Stage::Authorized);
+}
+
+// Keeps the `validate` module path visible at the call sites above.

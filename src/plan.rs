@@ -1,0 +1,548 @@
+//! Stage 7, plan: diffs -> an ordered plan, held when it deletes too much.
+//!
+//! Pure. Environments are created or updated Namespace-first and deleted in
+//! the reverse order; a live environment that no valid claim asks for is
+//! deleted (`Unclaimed`), one whose claim expired is deleted (`Expired`), and
+//! one in the evaluation's keep set is never touched. The mass-deletion gate
+//! holds the whole plan when it would delete more than
+//! `safety.max_delete_fraction` of the live environments, or all of them,
+//! unless this run explicitly allows it. Rendered as text, JSON or Markdown.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::diagnostic::Diagnostic;
+use crate::diff::diff;
+use crate::pipeline::Evaluation;
+use crate::render::kind_rank;
+use crate::status::reason;
+use crate::target::Inventory;
+
+/// Knobs of the plan stage.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub max_delete_fraction: f64,
+    /// This run allows a plan over the mass-deletion threshold.
+    pub allow_mass_delete: bool,
+}
+
+/// What happens to one environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Create,
+    Update,
+    Delete,
+}
+
+/// One object-level step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepAction {
+    Create,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub environment: String,
+    pub action: StepAction,
+    pub kind: String,
+    pub name: String,
+    pub file: String,
+}
+
+/// A service whose deployed version changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionChange {
+    pub service: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub constraint: Option<String>,
+}
+
+impl std::fmt::Display for VersionChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let from = self.from.as_deref().unwrap_or("(none)");
+        let to = self.to.as_deref().unwrap_or("(removed)");
+        write!(f, "{} {from} -> {to}", self.service)?;
+        if let Some(c) = &self.constraint
+            && Some(c) != self.to.as_ref()
+        {
+            write!(f, " ({c})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The plan for one environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnvironmentPlan {
+    pub name: String,
+    pub change: Change,
+    /// Why (for deletions: `Expired` or `Unclaimed`).
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub versions: Vec<VersionChange>,
+    pub creates: usize,
+    pub updates: usize,
+    pub deletes: usize,
+}
+
+/// Why a plan is not applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hold {
+    pub deletions: usize,
+    pub live: usize,
+    pub max_delete_fraction: f64,
+    pub message: String,
+}
+
+/// An ordered plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    /// Environments that change, by name.
+    pub environments: Vec<EnvironmentPlan>,
+    /// Object steps in apply order: creates/updates Namespace-first, then deletions in reverse.
+    pub steps: Vec<Step>,
+    /// Environments left exactly as they are, with the reason.
+    pub untouched: BTreeMap<String, String>,
+    pub unchanged: usize,
+    pub live: usize,
+    pub hold: Option<Hold>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Plan {
+    #[must_use]
+    pub fn has_changes(&self) -> bool {
+        !self.environments.is_empty()
+    }
+
+    /// The steps of each environment, in plan order.
+    #[must_use]
+    pub fn steps_by_environment(&self) -> BTreeMap<&str, Vec<&Step>> {
+        let mut by_env: BTreeMap<&str, Vec<&Step>> = BTreeMap::new();
+        for step in &self.steps {
+            by_env
+                .entry(step.environment.as_str())
+                .or_default()
+                .push(step);
+        }
+        by_env
+    }
+
+    fn count(&self, change: Change) -> usize {
+        self.environments
+            .iter()
+            .filter(|e| e.change == change)
+            .count()
+    }
+}
+
+/// Builds the plan of an evaluation against the live inventory.
+#[must_use]
+pub fn build(eval: &Evaluation, live: &Inventory, options: Options) -> Plan {
+    let mut plan = Plan {
+        live: live.environments.len(),
+        diagnostics: eval.diagnostics.clone(),
+        ..Plan::default()
+    };
+    let mut upserts = Vec::new();
+    let mut deletes = Vec::new();
+    for (name, desired) in &eval.desired {
+        let current = live.environments.get(name);
+        let d = diff(&desired.objects, current);
+        let record_changed = current.is_none_or(|c| c.record != desired.record);
+        if d.is_empty() && !record_changed {
+            plan.unchanged += 1;
+            continue;
+        }
+        let before = current.map(|c| &c.record.versions);
+        let mut versions = Vec::new();
+        for (service, r) in &desired.record.versions {
+            let from = before.and_then(|b| b.get(service)).map(|v| v.tag.clone());
+            if from.as_ref() != Some(&r.tag) {
+                versions.push(VersionChange {
+                    service: service.clone(),
+                    from,
+                    to: Some(r.tag.clone()),
+                    constraint: Some(r.constraint.clone()),
+                });
+            }
+        }
+        for (service, v) in before.into_iter().flatten() {
+            if !desired.record.versions.contains_key(service) {
+                versions.push(VersionChange {
+                    service: service.clone(),
+                    from: Some(v.tag.clone()),
+                    to: None,
+                    constraint: None,
+                });
+            }
+        }
+        let step = |action, o: &crate::render::Object| Step {
+            environment: name.clone(),
+            action,
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+            file: o.file_name(),
+        };
+        upserts.extend(d.creates.iter().map(|o| step(StepAction::Create, o)));
+        upserts.extend(d.updates.iter().map(|o| step(StepAction::Update, o)));
+        for file in &d.deletes {
+            let l = &current
+                .expect("deletes come from a live environment")
+                .objects[file];
+            deletes.push(Step {
+                environment: name.clone(),
+                action: StepAction::Delete,
+                kind: l.kind.clone(),
+                name: l.name.clone(),
+                file: file.clone(),
+            });
+        }
+        plan.environments.push(EnvironmentPlan {
+            name: name.clone(),
+            change: if current.is_some() {
+                Change::Update
+            } else {
+                Change::Create
+            },
+            reason: if current.is_some() {
+                "ClaimChanged"
+            } else {
+                "Claimed"
+            }
+            .to_owned(),
+            source: Some(desired.origin.path.clone()),
+            versions,
+            creates: d.creates.len(),
+            updates: d.updates.len(),
+            deletes: d.deletes.len(),
+        });
+    }
+    for (name, env) in &live.environments {
+        if eval.desired.contains_key(name) {
+            continue;
+        }
+        if let Some(why) = eval.keep.get(name) {
+            plan.untouched.insert(name.clone(), (*why).to_owned());
+            continue;
+        }
+        let why = if eval.expired.contains_key(name) {
+            reason::EXPIRED
+        } else {
+            reason::UNCLAIMED
+        };
+        for (file, l) in &env.objects {
+            deletes.push(Step {
+                environment: name.clone(),
+                action: StepAction::Delete,
+                kind: l.kind.clone(),
+                name: l.name.clone(),
+                file: file.clone(),
+            });
+        }
+        plan.environments.push(EnvironmentPlan {
+            name: name.clone(),
+            change: Change::Delete,
+            reason: why.to_owned(),
+            source: env.record.origin.as_ref().map(|o| o.path.clone()),
+            versions: env
+                .record
+                .versions
+                .iter()
+                .map(|(s, v)| VersionChange {
+                    service: s.clone(),
+                    from: Some(v.tag.clone()),
+                    to: None,
+                    constraint: None,
+                })
+                .collect(),
+            creates: 0,
+            updates: 0,
+            deletes: env.objects.len(),
+        });
+    }
+    for (name, why) in &eval.keep {
+        plan.untouched
+            .entry(name.clone())
+            .or_insert_with(|| (*why).to_owned());
+    }
+    plan.environments.sort_by(|a, b| a.name.cmp(&b.name));
+    upserts.sort_by(|a, b| {
+        (kind_rank(&a.kind), &a.environment, &a.kind, &a.name).cmp(&(
+            kind_rank(&b.kind),
+            &b.environment,
+            &b.kind,
+            &b.name,
+        ))
+    });
+    deletes.sort_by(|a, b| {
+        (
+            Reverse(kind_rank(&a.kind)),
+            &a.environment,
+            &a.kind,
+            &a.name,
+        )
+            .cmp(&(
+                Reverse(kind_rank(&b.kind)),
+                &b.environment,
+                &b.kind,
+                &b.name,
+            ))
+    });
+    plan.steps = upserts;
+    plan.steps.extend(deletes);
+    plan.hold = gate(plan.count(Change::Delete), plan.live, options);
+    plan
+}
+
+/// The mass-deletion gate.
+fn gate(deletions: usize, live: usize, options: Options) -> Option<Hold> {
+    if deletions == 0 || options.allow_mass_delete {
+        return None;
+    }
+    let all = deletions >= live;
+    let fraction = deletions as f64 / live.max(1) as f64;
+    if !all && fraction <= options.max_delete_fraction {
+        return None;
+    }
+    let what = if all {
+        "every live environment".to_owned()
+    } else {
+        format!("{:.0}% of the live environments", fraction * 100.0)
+    };
+    Some(Hold {
+        deletions,
+        live,
+        max_delete_fraction: options.max_delete_fraction,
+        message: format!(
+            "the plan deletes {deletions} of {live} environments ({what}), over safety.max_delete_fraction {}; nothing is applied until a run allows it (--allow-mass-delete)",
+            options.max_delete_fraction
+        ),
+    })
+}
+
+/// Output formats of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// Renders a plan in a format.
+#[must_use]
+pub fn format(plan: &Plan, format: Format) -> String {
+    match format {
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(plan).expect("a plan serializes");
+            s.push('\n');
+            s
+        }
+        Format::Text => text(plan),
+        Format::Markdown => markdown(plan),
+    }
+}
+
+fn summary(plan: &Plan) -> String {
+    format!(
+        "{} to create, {} to update, {} to delete, {} unchanged, {} untouched ({} live)",
+        plan.count(Change::Create),
+        plan.count(Change::Update),
+        plan.count(Change::Delete),
+        plan.unchanged,
+        plan.untouched.len(),
+        plan.live
+    )
+}
+
+fn sign(c: Change) -> char {
+    match c {
+        Change::Create => '+',
+        Change::Update => '~',
+        Change::Delete => '-',
+    }
+}
+
+fn text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Plan: {}", summary(plan));
+    if let Some(hold) = &plan.hold {
+        let _ = writeln!(out, "HELD: {}", hold.message);
+    }
+    let steps = plan.steps_by_environment();
+    for env in &plan.environments {
+        let _ = write!(out, "{} {} ({})", sign(env.change), env.name, env.reason);
+        if let Some(s) = &env.source {
+            let _ = write!(out, " from {s}");
+        }
+        let _ = writeln!(
+            out,
+            ": {} create, {} update, {} delete",
+            env.creates, env.updates, env.deletes
+        );
+        for v in &env.versions {
+            let _ = writeln!(out, "    {v}");
+        }
+        for step in steps.get(env.name.as_str()).into_iter().flatten() {
+            let mark = match step.action {
+                StepAction::Create => '+',
+                StepAction::Update => '~',
+                StepAction::Delete => '-',
+            };
+            let _ = writeln!(out, "    {mark} {}/{}", step.kind, step.name);
+        }
+    }
+    for (name, why) in &plan.untouched {
+        let _ = writeln!(out, "= {name} left as it is ({why})");
+    }
+    if !plan.diagnostics.is_empty() {
+        let _ = writeln!(out, "Diagnostics:");
+        for d in &plan.diagnostics {
+            let _ = writeln!(out, "  {d}");
+        }
+    }
+    out
+}
+
+/// GitHub and GitLab comments stop at 65,535 characters.
+const MARKDOWN_LIMIT: usize = 60_000;
+
+fn markdown(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "### converge plan\n\n**{}**\n", summary(plan));
+    if let Some(hold) = &plan.hold {
+        let _ = writeln!(
+            out,
+            "> [!WARNING]\n> **Held:** {}\n",
+            escape_md(&hold.message)
+        );
+    }
+    if !plan.environments.is_empty() {
+        let _ = writeln!(
+            out,
+            "| | environment | reason | objects | versions |\n|---|---|---|---|---|"
+        );
+        for env in &plan.environments {
+            let versions: Vec<String> = env
+                .versions
+                .iter()
+                .map(|v| format!("`{}`", escape_md(&v.to_string())))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | `{}` | {} | +{} ~{} -{} | {} |",
+                sign(env.change),
+                env.name,
+                env.reason,
+                env.creates,
+                env.updates,
+                env.deletes,
+                versions.join("<br>")
+            );
+            if out.len() > MARKDOWN_LIMIT {
+                let _ = writeln!(
+                    out,
+                    "\n…and more: the plan is too long for a comment; run `converge plan` for all of it."
+                );
+                return out;
+            }
+        }
+        out.push('\n');
+    }
+    if !plan.untouched.is_empty() {
+        let _ = writeln!(out, "**Left as they are:**\n");
+        for (name, why) in &plan.untouched {
+            let _ = writeln!(out, "- `{name}`: {why}");
+        }
+        out.push('\n');
+    }
+    if !plan.diagnostics.is_empty() {
+        let _ = writeln!(out, "**Problems:**\n");
+        for d in &plan.diagnostics {
+            let _ = writeln!(
+                out,
+                "- `{}` `{}`: {} ({})",
+                escape_md(&d.file),
+                if d.pointer.is_empty() {
+                    "/"
+                } else {
+                    &d.pointer
+                },
+                escape_md(&d.message),
+                d.rule
+            );
+            if out.len() > MARKDOWN_LIMIT {
+                let _ = writeln!(
+                    out,
+                    "\n…and more problems: run `converge validate` for all of them."
+                );
+                return out;
+            }
+        }
+    }
+    out
+}
+
+fn escape_md(s: &str) -> String {
+    s.replace('|', "\\|")
+        .replace('`', "'")
+        .replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_holds_over_the_fraction_and_all() {
+        let opts = Options {
+            max_delete_fraction: 0.2,
+            allow_mass_delete: false,
+        };
+        assert!(gate(0, 10, opts).is_none());
+        assert!(gate(2, 10, opts).is_none());
+        assert!(gate(3, 10, opts).is_some());
+        assert!(
+            gate(
+                1,
+                1,
+                Options {
+                    max_delete_fraction: 1.0,
+                    allow_mass_delete: false
+                }
+            )
+            .is_some()
+        );
+        assert!(
+            gate(
+                10,
+                10,
+                Options {
+                    allow_mass_delete: true,
+                    ..opts
+                }
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn version_changes_read_like_the_product_brief() {
+        let v = VersionChange {
+            service: "user-service".into(),
+            from: Some("1.2.3".into()),
+            to: Some("1.2.4".into()),
+            constraint: Some("^1.0.0.0".into()),
+        };
+        assert_eq!(v.to_string(), "user-service 1.2.3 -> 1.2.4 (^1.0.0.0)");
+    }
+}
