@@ -1,0 +1,345 @@
+//! The command line end to end: exit codes, idempotent apply, pruning, the
+//! mass-deletion gate, expiry, unresolved versions, custom templates.
+
+use crate::{Project, claim, stderr, stdout};
+
+fn code(o: &std::process::Output) -> Option<i32> {
+    o.status.code()
+}
+
+fn mtimes(p: &Project, env: &str) -> Vec<(String, std::time::SystemTime)> {
+    let mut v: Vec<_> = std::fs::read_dir(p.path(&format!("out/{env}")))
+        .expect("env dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().expect("meta").modified().expect("mtime"),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn run_once_applies_and_a_second_pass_writes_nothing() {
+    let p = Project::new("");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    p.write("claims/b.yaml", claim("prod-b", "prod"));
+    let plan = p.run(&["plan"]);
+    assert_eq!(code(&plan), Some(1), "changes pending: {}", stdout(&plan));
+    assert!(stdout(&plan).contains("2 to create"), "{}", stdout(&plan));
+    let run = p.run(&["run", "--once"]);
+    assert_eq!(code(&run), Some(0), "{}", stderr(&run));
+    assert_eq!(p.environments(), ["dev-a", "prod-b"]);
+    let before = mtimes(&p, "prod-b");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = p.run(&["run", "--once"]);
+    assert_eq!(code(&again), Some(0), "{}", stderr(&again));
+    assert_eq!(
+        mtimes(&p, "prod-b"),
+        before,
+        "a second pass rewrites nothing"
+    );
+    assert_eq!(code(&p.run(&["plan"])), Some(0));
+}
+
+#[test]
+fn plan_formats_are_text_json_and_markdown() {
+    let p = Project::new("");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    let json = p.run(&["plan", "--format", "json"]);
+    assert_eq!(code(&json), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("plan JSON");
+    assert_eq!(doc["environments"][0]["name"], "dev-a");
+    assert_eq!(doc["environments"][0]["change"], "create");
+    let steps = doc["steps"].as_array().expect("steps");
+    assert_eq!(steps[0]["kind"], "Namespace", "Namespaces first");
+    let md = stdout(&p.run(&["plan", "--format", "markdown"]));
+    assert!(md.starts_with("### converge plan"), "{md}");
+    assert!(md.contains("| + | `dev-a` |"), "{md}");
+}
+
+#[test]
+fn removing_a_claim_prunes_only_what_converge_wrote() {
+    let p = Project::new("safety:\n  max_delete_fraction: 0.5\n");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    p.write("claims/b.yaml", claim("dev-b", "dev"));
+    assert_eq!(code(&p.run(&["run", "--once"])), Some(0));
+    p.write("out/dev-b/README.md", "hand-written, not converge's");
+    p.write("out/unrelated/file.yaml", "x: 1");
+    p.remove("claims/b.yaml");
+    let plan = stdout(&p.run(&["plan"]));
+    assert!(plan.contains("- dev-b (Unclaimed)"), "{plan}");
+    let run = p.run(&["run", "--once"]);
+    assert_eq!(code(&run), Some(0), "{}", stderr(&run));
+    assert!(!p.path("out/dev-b/namespace-dev-b.yaml").exists());
+    assert!(!p.path("out/dev-b/.converge-inventory.json").exists());
+    assert!(p.path("out/dev-b/README.md").exists(), "foreign files stay");
+    assert!(
+        p.path("out/unrelated/file.yaml").exists(),
+        "foreign directories stay"
+    );
+    assert!(p.path("out/dev-a/namespace-dev-a.yaml").exists());
+}
+
+#[test]
+fn a_mass_deletion_is_held_until_a_run_allows_it() {
+    let p = Project::new("");
+    for i in 0..5 {
+        p.write(
+            &format!("claims/{i}.yaml"),
+            claim(&format!("dev-{i}"), "dev"),
+        );
+    }
+    assert_eq!(code(&p.run(&["run", "--once"])), Some(0));
+    for i in 0..2 {
+        p.remove(&format!("claims/{i}.yaml"));
+    }
+    let plan = p.run(&["plan"]);
+    assert!(
+        stdout(&plan).contains("HELD"),
+        "2 of 5 is over 20%: {}",
+        stdout(&plan)
+    );
+    let held = p.run(&["run", "--once"]);
+    assert_eq!(code(&held), Some(2), "a held plan is an error of the run");
+    assert!(
+        stderr(&held).contains("--allow-mass-delete"),
+        "{}",
+        stderr(&held)
+    );
+    assert_eq!(p.environments().len(), 5, "nothing deleted");
+    let allowed = p.run(&["run", "--once", "--allow-mass-delete"]);
+    assert_eq!(code(&allowed), Some(0), "{}", stderr(&allowed));
+    assert_eq!(p.environments(), ["dev-2", "dev-3", "dev-4"]);
+}
+
+#[test]
+fn deleting_every_environment_is_always_held() {
+    let p = Project::new("safety:\n  max_delete_fraction: 1.0\n");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    assert_eq!(code(&p.run(&["run", "--once"])), Some(0));
+    p.remove("claims/a.yaml");
+    assert_eq!(code(&p.run(&["run", "--once"])), Some(2));
+    assert_eq!(p.environments(), ["dev-a"]);
+}
+
+#[test]
+fn an_expired_environment_is_deleted_with_reason_expired() {
+    let p = Project::new("safety:\n  max_delete_fraction: 0.5\n");
+    p.write("claims/keep.yaml", claim("dev-keep", "dev"));
+    let sue = |expiry: &str| {
+        claim("sue-x", "sue").replace(
+            "expiration_date: null",
+            &format!("expiration_date: \"{expiry}\""),
+        )
+    };
+    p.write("claims/sue.yaml", sue("2099-01-01T00:00:00Z"));
+    assert_eq!(code(&p.run(&["run", "--once"])), Some(0));
+    assert_eq!(p.environments(), ["dev-keep", "sue-x"]);
+    p.write("claims/sue.yaml", sue("2024-01-16T00:00:00Z"));
+    let plan = stdout(&p.run(&["plan"]));
+    assert!(plan.contains("- sue-x (Expired)"), "{plan}");
+    assert_eq!(code(&p.run(&["run", "--once"])), Some(0));
+    assert_eq!(p.environments(), ["dev-keep"]);
+    assert!(
+        p.path("claims/sue.yaml").exists(),
+        "the claim file itself is left where it is"
+    );
+}
+
+#[test]
+fn a_sue_environment_lives_24_hours_after_creation_by_default() {
+    let p = Project::new("");
+    let created = chrono::Utc::now() - chrono::Duration::hours(1);
+    let fresh = claim("sue-fresh", "sue").replace("2024-01-15T10:30:00Z", &created.to_rfc3339());
+    p.write("claims/fresh.yaml", fresh);
+    p.write("claims/old.yaml", claim("sue-old", "sue"));
+    assert_eq!(code(&p.run(&["run", "--once"])), Some(0));
+    assert_eq!(
+        p.environments(),
+        ["sue-fresh"],
+        "created 2024-01-15: long expired"
+    );
+    let ns = std::fs::read_to_string(p.path("out/sue-fresh/namespace-sue-fresh.yaml"))
+        .expect("namespace");
+    let expires =
+        (created + chrono::Duration::hours(24)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(
+        ns.contains(&format!("converge.dev/expires-at: \"{expires}\"")),
+        "{ns}"
+    );
+    let render = p.run(&["render", "claims/old.yaml"]);
+    assert_eq!(code(&render), Some(1));
+    assert!(stderr(&render).contains("expired"), "{}", stderr(&render));
+}
+
+#[test]
+fn an_unresolvable_constraint_leaves_the_environment_untouched() {
+    let p = Project::new("tags:\n  user-service: [v1.2.3, v1.3.0]\n");
+    let with = |v: &str| {
+        claim("dev-a", "dev").replace("user-service: v1.2.3", &format!("user-service: \"{v}\""))
+    };
+    p.write("claims/a.yaml", with("^1.0.0"));
+    assert_eq!(code(&p.run(&["run", "--once"])), Some(0));
+    let deployment = p.path("out/dev-a/deployment-user-service.yaml");
+    assert!(
+        std::fs::read_to_string(&deployment)
+            .expect("deployment")
+            .contains("user-service:v1.3.0")
+    );
+    p.write("claims/a.yaml", with("^7.0.0"));
+    let plan = p.run(&["plan"]);
+    assert_eq!(code(&plan), Some(0), "no change: {}", stdout(&plan));
+    assert!(
+        stdout(&plan).contains("= dev-a left as it is (VersionUnresolved)"),
+        "{}",
+        stdout(&plan)
+    );
+    assert!(
+        stdout(&plan).contains("(version-unresolved)"),
+        "{}",
+        stdout(&plan)
+    );
+    assert_eq!(code(&p.run(&["run", "--once"])), Some(0));
+    assert!(
+        std::fs::read_to_string(&deployment)
+            .expect("kept")
+            .contains("user-service:v1.3.0")
+    );
+    p.write(
+        "claims/b.yaml",
+        claim("dev-b", "dev").replace(
+            "user-service: v1.2.3",
+            "user-service: \"^1.0.0\"\n  other: \"*\"",
+        ),
+    );
+    assert_eq!(code(&p.run(&["run", "--once"])), Some(0));
+    assert!(!p.path("out/dev-b").exists(), "never half-applied");
+}
+
+#[test]
+fn a_version_bump_shows_in_the_plan() {
+    let p = Project::new("tags:\n  user-service: [1.2.3, 1.2.4]\n");
+    let with = |v: &str| {
+        claim("dev-a", "dev").replace("user-service: v1.2.3", &format!("user-service: \"{v}\""))
+    };
+    p.write("claims/a.yaml", with("1.2.3"));
+    assert_eq!(code(&p.run(&["run", "--once"])), Some(0));
+    p.write("claims/a.yaml", with("^1.0.0"));
+    let plan = stdout(&p.run(&["plan"]));
+    assert!(
+        plan.contains("user-service 1.2.3 -> 1.2.4 (^1.0.0)"),
+        "{plan}"
+    );
+    assert!(plan.contains("~ Deployment/user-service"), "{plan}");
+}
+
+#[test]
+fn custom_templates_render_with_the_environment_values_and_labels() {
+    let p = Project::new("templates: templates\n");
+    p.write(
+        "templates/cluster.yaml.j2",
+        "{% if environment.type in ['stage', 'prod'] %}apiVersion: platform.example.com/v1\nkind: ClusterClaim\n\
+         metadata:\n  name: {{ environment.name }}-cluster\nspec:\n  pool: {{ environment.pool }}\n  services:\n\
+         {% for s in services %}  - {{ s.name }}@{{ s.version }}\n{% endfor %}{% endif %}\n",
+    );
+    p.write("claims/a.yaml", claim("prod-a", "prod"));
+    p.write("claims/b.yaml", claim("dev-b", "dev"));
+    let run = p.run(&["run", "--once"]);
+    assert_eq!(code(&run), Some(0), "{}", stderr(&run));
+    let custom = std::fs::read_to_string(p.path("out/prod-a/clusterclaim-prod-a-cluster.yaml"))
+        .expect("custom object");
+    assert!(custom.contains("- user-service@v1.2.3"), "{custom}");
+    assert!(
+        custom.contains("app.kubernetes.io/managed-by: converge"),
+        "{custom}"
+    );
+    assert!(!p.path("out/dev-b/clusterclaim-dev-b-cluster.yaml").exists());
+}
+
+#[test]
+fn a_broken_template_is_a_startup_error_and_a_failing_one_keeps_the_environment() {
+    let p = Project::new("templates: templates\n");
+    p.write("templates/bad.j2", "{% if %}");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    let run = p.run(&["run", "--once"]);
+    assert_eq!(code(&run), Some(2));
+    assert!(stderr(&run).contains("bad.j2"), "{}", stderr(&run));
+    p.write("templates/bad.j2", "{{ environment.nope }}");
+    let run = p.run(&["run", "--once"]);
+    assert_eq!(code(&run), Some(0), "{}", stderr(&run));
+    assert!(p.environments().is_empty());
+    let plan = stdout(&p.run(&["plan"]));
+    assert!(plan.contains("(render)"), "{plan}");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_file() {
+    let p = Project::new("");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let config = p.path("converge.yaml");
+    let run = crate::converge(
+        elsewhere.path(),
+        &["run", "--once", "--config", config.to_str().expect("utf-8")],
+    );
+    assert_eq!(code(&run), Some(0), "{}", stderr(&run));
+    assert!(p.path("out/dev-a/namespace-dev-a.yaml").exists());
+}
+
+#[test]
+fn config_and_source_errors_exit_2() {
+    let p = Project::new("colour: blue\n");
+    let run = p.run(&["run", "--once"]);
+    assert_eq!(code(&run), Some(2));
+    assert!(stderr(&run).contains("colour"), "{}", stderr(&run));
+    let missing = Project::new("");
+    std::fs::remove_dir(missing.path("claims")).expect("rmdir");
+    let run = missing.run(&["run", "--once"]);
+    assert_eq!(
+        code(&run),
+        Some(2),
+        "an unreadable source is not an empty one"
+    );
+    assert_eq!(
+        code(&missing.run(&["plan", "--config", "nope.yaml"])),
+        Some(2)
+    );
+}
+
+#[test]
+fn an_unreadable_source_deletes_nothing() {
+    let p = Project::new("");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    assert_eq!(code(&p.run(&["run", "--once"])), Some(0));
+    std::fs::rename(p.path("claims"), p.path("claims-moved")).expect("move");
+    assert_eq!(
+        code(&p.run(&["run", "--once", "--allow-mass-delete"])),
+        Some(2)
+    );
+    assert_eq!(p.environments(), ["dev-a"]);
+}
+
+#[test]
+fn validate_reports_json() {
+    let p = Project::new("");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    p.write("claims/b.json", "{\"environment_name\": \"Bad\"}");
+    let out = p.run(&["validate", "--format", "json", "claims"]);
+    assert_eq!(code(&out), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["files"], 2);
+    assert_eq!(doc["invalid"], 1);
+    assert!(
+        doc["diagnostics"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|d| d["file"] == "claims/b.json")
+    );
+    let ok = p.run(&["validate", "claims/a.yaml"]);
+    assert_eq!(code(&ok), Some(0), "{}", stdout(&ok));
+}

@@ -1,0 +1,87 @@
+//! Examples are tests: every example claim validates, and the quick start
+//! applies every one of them.
+
+use crate::{converge, repo, stderr, stdout};
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name();
+        if name == "out" || name == ".converge" {
+            continue;
+        }
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &to.join(&name));
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn every_example_claim_validates() {
+    let root = repo();
+    let out = converge(
+        &root,
+        &[
+            "validate",
+            "--config",
+            "examples/quickstart/converge.yaml",
+            "examples/quickstart/claims",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("4 of 4 files valid"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn the_quick_start_applies_every_example_of_every_type() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&repo().join("examples/quickstart"), dir.path());
+    let out = converge(dir.path(), &["run", "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut envs: Vec<String> = std::fs::read_dir(dir.path().join("out"))
+        .expect("out exists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    envs.sort();
+    assert_eq!(
+        envs,
+        [
+            "dev-team1-feature-x",
+            "prod-team1-payments",
+            "stage-team2-checkout",
+            "sue-team2-eval"
+        ]
+    );
+    let plan = converge(dir.path(), &["plan"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "a second look finds nothing to do: {}",
+        stdout(&plan)
+    );
+    for claim in std::fs::read_dir(dir.path().join("claims")).expect("claims") {
+        let path = claim.expect("entry").path();
+        let out = converge(dir.path(), &["render", path.to_str().expect("utf-8 path")]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            stderr(&out)
+        );
+        assert!(stdout(&out).contains("kind: Namespace"));
+    }
+}
