@@ -93,6 +93,11 @@ pub enum SourceConfig {
     Dir {
         name: String,
         path: PathBuf,
+        /// The path as written in the config (relative to the config file):
+        /// how claim files are named in diagnostics and recorded as origins,
+        /// whatever the working directory.
+        #[serde(skip)]
+        shown: String,
     },
     Git {
         name: String,
@@ -245,7 +250,7 @@ fn default_max_file_bytes() -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preset {
-    /// Highly available: several replicas and a PodDisruptionBudget.
+    /// Highly available: several replicas and a `PodDisruptionBudget`.
     pub ha: bool,
     pub replicas: u32,
     pub node_pools: Vec<String>,
@@ -320,7 +325,7 @@ impl Preset {
                 container: container("100m", "128Mi", "500m", "512Mi"),
                 platform_services: "shared".to_owned(),
                 waf: false,
-                ttl: (t == EnvironmentType::Sue).then_some(Duration::from_secs(24 * 3600)),
+                ttl: (t == EnvironmentType::Sue).then_some(Duration::from_hours(24)),
                 use_dev_tags: t == EnvironmentType::Sue,
             },
             EnvironmentType::Stage => Preset {
@@ -441,11 +446,11 @@ pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     if d.subsec_millis() != 0 || s == 0 {
         format!("{}ms", d.as_millis())
-    } else if s % 86_400 == 0 {
+    } else if s.is_multiple_of(86_400) {
         format!("{}d", s / 86_400)
-    } else if s % 3600 == 0 {
+    } else if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
@@ -529,7 +534,8 @@ impl Config {
             }
         };
         for s in &mut self.sources {
-            if let SourceConfig::Dir { path, .. } = s {
+            if let SourceConfig::Dir { path, shown, .. } = s {
+                *shown = path.display().to_string();
                 join(path);
             }
         }

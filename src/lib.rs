@@ -1,4 +1,4 @@
-//! converge: a declarative GitOps reconciler for environment claims.
+//! converge: a declarative `GitOps` reconciler for environment claims.
 //!
 //! One pass, in pipeline order (the modules below are listed the same way):
 //!
@@ -117,12 +117,18 @@ impl Converge {
             .sources
             .iter()
             .map(|s| match s {
-                SourceConfig::Dir { name, path } => source::dir::read(&source::dir::Options {
-                    name: name.clone(),
-                    root: path.clone(),
-                    display_root: shown_path(path),
-                    max_file_bytes: self.config.limits.max_file_bytes,
-                }),
+                SourceConfig::Dir { name, path, shown } => {
+                    source::dir::read(&source::dir::Options {
+                        name: name.clone(),
+                        root: path.clone(),
+                        display_root: if shown.is_empty() {
+                            path.display().to_string()
+                        } else {
+                            shown.clone()
+                        },
+                        max_file_bytes: self.config.limits.max_file_bytes,
+                    })
+                }
                 SourceConfig::Git { name, .. } => Err(source::Error::Unsupported {
                     source_name: name.clone(),
                     kind: "git",
@@ -187,15 +193,4 @@ pub fn pipeline_for(config: &Config) -> Result<Pipeline, SetupError> {
         renderer,
         tags,
     })
-}
-
-/// A path as diagnostics show it: relative to the working directory when possible.
-fn shown_path(path: &std::path::Path) -> String {
-    let cwd = std::env::current_dir().ok();
-    let rel = cwd
-        .as_deref()
-        .and_then(|c| path.strip_prefix(c).ok())
-        .unwrap_or(path);
-    let s = rel.display().to_string();
-    s.strip_prefix("./").map(str::to_owned).unwrap_or(s)
 }

@@ -218,7 +218,7 @@ fn render(config: Option<&Path>, claim: &Path) -> Result<u8> {
     };
     let eval = pipeline.evaluate(
         std::slice::from_ref(&one),
-        &Default::default(),
+        &converge::target::Inventory::default(),
         converge::pipeline::Options {
             now: chrono::Utc::now(),
         },

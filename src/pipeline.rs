@@ -93,25 +93,43 @@ pub struct Options {
 
 /// What became of one file.
 enum Outcome {
-    /// Could not be read, parsed or validated; `name` when the file names its environment.
-    Invalid {
-        name: Option<String>,
-        diagnostics: Vec<Diagnostic>,
-        denied: bool,
-        stage: Stage,
-    },
+    Invalid(Rejected),
     /// Valid, but the environment must stay as it is.
-    Kept {
-        name: String,
-        why: &'static str,
-        condition: Condition,
-        diagnostic: Option<Diagnostic>,
-    },
+    Kept(Box<Kept>),
     Expired {
         name: String,
         at: DateTime<Utc>,
     },
     Desired(Box<Desired>),
+}
+
+/// A file that could not be read, parsed, validated or authorized.
+struct Rejected {
+    /// The environment, when the file names one.
+    name: Option<String>,
+    diagnostics: Vec<Diagnostic>,
+    denied: bool,
+    /// How far the file got.
+    stage: Stage,
+}
+
+struct Kept {
+    name: String,
+    why: &'static str,
+    condition: Condition,
+    diagnostic: Diagnostic,
+}
+
+/// A valid claim whose environment must stay as it is, for `why`.
+fn kept(name: String, why: &'static str, condition: &str, diagnostic: Diagnostic) -> Outcome {
+    let condition = Condition::problem(condition, why, diagnostic.message.clone());
+    let diagnostic = diagnostic.for_environment(Some(&name));
+    Outcome::Kept(Box::new(Kept {
+        name,
+        why,
+        condition,
+        diagnostic,
+    }))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -183,12 +201,12 @@ impl Pipeline {
         for (origin, outcome) in outcomes {
             count(&mut eval.counters, &outcome);
             match outcome {
-                Outcome::Invalid {
+                Outcome::Invalid(Rejected {
                     name,
                     diagnostics,
                     denied,
                     ..
-                } => {
+                }) => {
                     let message = diagnostics
                         .iter()
                         .map(ToString::to_string)
@@ -210,16 +228,17 @@ impl Pipeline {
                     }
                     eval.diagnostics.extend(diagnostics);
                 }
-                Outcome::Kept {
-                    name,
-                    why,
-                    condition,
-                    diagnostic,
-                } => {
+                Outcome::Kept(kept) => {
+                    let Kept {
+                        name,
+                        why,
+                        condition,
+                        diagnostic,
+                    } = *kept;
                     if !conflicted.contains(&name) {
                         eval.keep(&name, why, condition);
                     }
-                    eval.diagnostics.extend(diagnostic);
+                    eval.diagnostics.push(diagnostic);
                 }
                 Outcome::Expired { name, at } => {
                     if !conflicted.contains(&name) {
@@ -283,10 +302,9 @@ impl Pipeline {
                         file.path.as_str(),
                         Vec::new(),
                     ),
-                    Err(Outcome::Invalid {
+                    Err(Rejected {
                         name, diagnostics, ..
                     }) => (name, file.path.as_str(), diagnostics),
-                    Err(_) => unreachable!("check_file fails only with Outcome::Invalid"),
                 },
             )
             .collect();
@@ -307,12 +325,12 @@ impl Pipeline {
         file: &SourceFile,
         live: &Inventory,
         now: DateTime<Utc>,
-    ) -> Result<(Claim, Option<DateTime<Utc>>), Outcome> {
+    ) -> Result<(Claim, Option<DateTime<Utc>>), Rejected> {
         let path = file.path.as_str();
         let doc = match load::parse(file) {
             Ok(doc) => doc,
             Err(d) => {
-                return Err(Outcome::Invalid {
+                return Err(Rejected {
                     name: None,
                     diagnostics: vec![d],
                     denied: false,
@@ -331,7 +349,7 @@ impl Pipeline {
                 .into_iter()
                 .map(|d| d.for_environment(name.as_deref()))
                 .collect();
-            return Err(Outcome::Invalid {
+            return Err(Rejected {
                 name,
                 diagnostics,
                 denied: false,
@@ -341,7 +359,7 @@ impl Pipeline {
         let claim = match Claim::from_document(path, doc) {
             Ok(c) => c,
             Err(diagnostics) => {
-                return Err(Outcome::Invalid {
+                return Err(Rejected {
                     name,
                     diagnostics,
                     denied: false,
@@ -370,7 +388,7 @@ impl Pipeline {
             expires_at.map(|t| t.timestamp()),
         ) {
             let name = Some(env_name.to_owned());
-            return Err(Outcome::Invalid {
+            return Err(Rejected {
                 name,
                 diagnostics: vec![d],
                 denied: true,
@@ -390,7 +408,7 @@ impl Pipeline {
         let path = file.path.as_str();
         let (claim, expires_at) = match self.check_file(snapshot, file, live, options.now) {
             Ok(c) => c,
-            Err(outcome) => return outcome,
+            Err(rejected) => return Outcome::Invalid(rejected),
         };
         let env_name = claim.environment_name.as_str().to_owned();
         let preset = self.renderer.presets().get(claim.environment_type);
@@ -401,19 +419,12 @@ impl Pipeline {
         }
         if !claim.secret_names.is_empty() {
             let message = "the claim carries SOPS secrets, and secret decryption is not available in this build; the environment is left as it is";
-            return Outcome::Kept {
-                name: env_name,
-                why: reason::SECRETS_UNAVAILABLE,
-                condition: Condition::problem(
-                    "SecretsUnavailable",
-                    reason::SECRETS_UNAVAILABLE,
-                    message,
-                ),
-                diagnostic: Some(
-                    Diagnostic::new(path, "/secrets", "secrets", message)
-                        .for_environment(Some(claim.environment_name.as_str())),
-                ),
-            };
+            return kept(
+                env_name,
+                reason::SECRETS_UNAVAILABLE,
+                "SecretsUnavailable",
+                Diagnostic::new(path, "/secrets", "secrets", message),
+            );
         }
         let versions = match resolve(&claim, preset.use_dev_tags, self.tags.as_ref()) {
             Ok(v) => v,
@@ -424,38 +435,24 @@ impl Pipeline {
                     .collect::<Vec<_>>()
                     .join("; ");
                 let pointer = crate::diagnostic::pointer_join("/services", &unresolved[0].service);
-                return Outcome::Kept {
-                    condition: Condition::problem(
-                        "VersionUnresolved",
-                        reason::VERSION_UNRESOLVED,
-                        message.clone(),
-                    ),
-                    diagnostic: Some(
-                        Diagnostic::new(path, pointer, "version-unresolved", message)
-                            .for_environment(Some(&env_name)),
-                    ),
-                    name: env_name,
-                    why: reason::VERSION_UNRESOLVED,
-                };
+                return kept(
+                    env_name,
+                    reason::VERSION_UNRESOLVED,
+                    "VersionUnresolved",
+                    Diagnostic::new(path, pointer, "version-unresolved", message),
+                );
             }
         };
         let objects = match self.renderer.render(&claim, &versions, expires_at) {
             Ok(o) => o,
             Err((template, message)) => {
                 let message = format!("template {template}: {message}");
-                return Outcome::Kept {
-                    condition: Condition::problem(
-                        "RenderFailed",
-                        reason::RENDER_FAILED,
-                        message.clone(),
-                    ),
-                    diagnostic: Some(
-                        Diagnostic::new(path, "", "render", message)
-                            .for_environment(Some(&env_name)),
-                    ),
-                    name: env_name,
-                    why: reason::RENDER_FAILED,
-                };
+                return kept(
+                    env_name,
+                    reason::RENDER_FAILED,
+                    "RenderFailed",
+                    Diagnostic::new(path, "", "render", message),
+                );
             }
         };
         let origin = Origin {
@@ -482,16 +479,17 @@ impl Pipeline {
 
 fn outcome_name(o: &Outcome) -> Option<&str> {
     match o {
-        Outcome::Invalid { name, .. } => name.as_deref(),
-        Outcome::Kept { name, .. } | Outcome::Expired { name, .. } => Some(name),
+        Outcome::Invalid(r) => r.name.as_deref(),
+        Outcome::Kept(k) => Some(&k.name),
+        Outcome::Expired { name, .. } => Some(name),
         Outcome::Desired(d) => Some(d.claim.environment_name.as_str()),
     }
 }
 
 fn count(c: &mut Counters, o: &Outcome) {
     let stage = match o {
-        Outcome::Invalid { stage, .. } => *stage,
-        Outcome::Kept { .. } | Outcome::Expired { .. } => Stage::Authorized,
+        Outcome::Invalid(r) => r.stage,
+        Outcome::Kept(_) | Outcome::Expired { .. } => Stage::Authorized,
         Outcome::Desired(_) => {
             c.rendered += 1;
             Stage::Authorized

@@ -1,9 +1,9 @@
 //! Stage 5, render: claim + preset + resolved versions -> desired objects.
 //!
 //! The built-in templates produce the Kubernetes shape of PRODUCT.md (Namespace,
-//! ResourceQuota, LimitRange, NetworkPolicy, ConfigMap, and per service a
-//! Deployment, Service, HorizontalPodAutoscaler and, when HA, a
-//! PodDisruptionBudget). A platform team's own minijinja templates (`*.j2` in
+//! `ResourceQuota`, `LimitRange`, `NetworkPolicy`, `ConfigMap`, and per service a
+//! Deployment, Service, `HorizontalPodAutoscaler` and, when HA, a
+//! `PodDisruptionBudget`). A platform team's own minijinja templates (`*.j2` in
 //! the configured directory) are rendered once per environment with the same
 //! values. Output is deterministic: objects in a fixed kind order, keys in a
 //! fixed order, YAML bytes and a digest per object. Every object carries the

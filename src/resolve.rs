@@ -116,13 +116,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn claim(services: serde_json::Value) -> Claim {
+    fn claim(services: &serde_json::Value) -> Claim {
         Claim::from_document(
             "f",
             json!({
                 "user": "u@x.io", "environment_pool": "team1", "creation_date": "2024-01-15T10:30:00Z",
                 "environment_name": "e", "environment_type": "dev", "deployment_method": "dynamic",
-                "services": services
+                "services": services.clone()
             }),
         )
         .expect("valid")
@@ -130,11 +130,11 @@ mod tests {
 
     #[test]
     fn exact_versions_need_no_tag_list_and_constraints_do() {
-        let c = claim(json!({"a": "v1.2.3", "b": {"version": "1.2.3.4"}}));
+        let c = claim(&json!({"a": "v1.2.3", "b": {"version": "1.2.3.4"}}));
         let r = resolve(&c, false, &NoTags).expect("resolves");
         assert_eq!(r["a"].tag, "v1.2.3");
         assert_eq!(r["b"].tag, "1.2.3.4");
-        let c = claim(json!({"a": "v1.2.3", "b": "^2.1.0"}));
+        let c = claim(&json!({"a": "v1.2.3", "b": "^2.1.0"}));
         let u = resolve(&c, false, &NoTags).expect_err("unresolved");
         assert_eq!(u.len(), 1);
         assert_eq!(u[0].service, "b");
@@ -154,7 +154,7 @@ mod tests {
             ),
             ("c".to_owned(), vec!["0.9".into()]),
         ]));
-        let r = resolve(&claim(json!({"b": "^2.1.0"})), false, &tags).expect("resolves");
+        let r = resolve(&claim(&json!({"b": "^2.1.0"})), false, &tags).expect("resolves");
         assert_eq!(
             r["b"],
             Resolved {
@@ -162,7 +162,7 @@ mod tests {
                 constraint: "^2.1.0".into()
             }
         );
-        let u = resolve(&claim(json!({"c": ">=1.0, <2.0"})), false, &tags).expect_err("no match");
+        let u = resolve(&claim(&json!({"c": ">=1.0, <2.0"})), false, &tags).expect_err("no match");
         assert!(u[0].reason.contains("1 tags known"), "{}", u[0].reason);
     }
 }

@@ -220,7 +220,7 @@ impl Claim {
                     );
                 }
                 Err(e) => {
-                    diagnostics.push(Diagnostic::new(file, pointer, "version", e.to_string()))
+                    diagnostics.push(Diagnostic::new(file, pointer, "version", e.to_string()));
                 }
             }
         }
@@ -334,7 +334,7 @@ mod tests {
     fn sue_lifetime_starts_at_creation() {
         let claim = Claim::from_document("f", doc()).expect("valid");
         let at = claim
-            .expires_at(Some(std::time::Duration::from_secs(86_400)))
+            .expires_at(Some(std::time::Duration::from_hours(24)))
             .expect("expires");
         assert_eq!(at.to_rfc3339(), "2024-01-16T10:30:00+00:00");
         assert_eq!(claim.expires_at(None), None);

@@ -53,7 +53,7 @@ impl Manifests {
         move |source| Error::Io { path, op, source }
     }
 
-    fn write_inventory(&self, dir: &Path, name: &str, live: &LiveEnvironment) -> Result<(), Error> {
+    fn write_inventory(dir: &Path, name: &str, live: &LiveEnvironment) -> Result<(), Error> {
         let file = InventoryFile {
             format: FORMAT_VERSION,
             environment: name.to_owned(),
@@ -158,7 +158,7 @@ impl Target for Manifests {
             widened = true;
         }
         if widened {
-            self.write_inventory(&dir, change.name, &live)?;
+            Self::write_inventory(&dir, change.name, &live)?;
         }
         for object in &change.upserts {
             write_atomic(&dir.join(object.file_name()), object.yaml.as_bytes())?;
@@ -185,7 +185,7 @@ impl Target for Manifests {
         match change.record {
             Some(record) => {
                 live.record = record.clone();
-                self.write_inventory(&dir, change.name, &live)?;
+                Self::write_inventory(&dir, change.name, &live)?;
             }
             None if live.objects.is_empty() => {
                 sync_dir(&dir)?;
@@ -195,7 +195,7 @@ impl Target for Manifests {
                 let _ = std::fs::remove_dir(&dir);
                 return sync_dir(&self.root);
             }
-            None => self.write_inventory(&dir, change.name, &live)?,
+            None => Self::write_inventory(&dir, change.name, &live)?,
         }
         sync_dir(&dir)
     }

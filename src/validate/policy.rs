@@ -359,7 +359,7 @@ impl Policies {
             format!("{who}: denied by policy {}", reasons.join(", "))
         };
         if !errors.is_empty() {
-            message.push_str(&format!("; policy errors: {}", errors.join("; ")));
+            message = format!("{message}; policy errors: {}", errors.join("; "));
         }
         deny(message)
     }

@@ -131,7 +131,8 @@ mod tests {
 
     #[test]
     fn each_rule_points_at_the_field() {
-        let table: Vec<(Box<dyn FnOnce(&mut Value)>, &str, &str)> = vec![
+        type Patch = Box<dyn FnOnce(&mut Value)>;
+        let table: Vec<(Patch, &str, &str)> = vec![
             (
                 Box::new(|d| d["colour"] = json!("x")),
                 "/colour",

@@ -16,6 +16,7 @@ pub struct Project {
 
 impl Project {
     /// A project with a dir source on `claims/`, a manifests target on `out/`, and `extra` config appended.
+    #[must_use]
     pub fn new(extra: &str) -> Project {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("claims")).expect("mkdir claims");
@@ -26,6 +27,7 @@ impl Project {
         Project { dir }
     }
 
+    #[must_use]
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -41,11 +43,13 @@ impl Project {
     }
 
     /// Runs `converge ARGS` in the project directory.
+    #[must_use]
     pub fn run(&self, args: &[&str]) -> Output {
         converge(self.dir.path(), args)
     }
 
     /// Environment directories under `out/`.
+    #[must_use]
     pub fn environments(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.path("out"))
             .map(|rd| {
@@ -60,6 +64,7 @@ impl Project {
 }
 
 /// Runs the built binary in `dir`.
+#[must_use]
 pub fn converge(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_converge"))
         .args(args)
@@ -70,15 +75,18 @@ pub fn converge(dir: &Path, args: &[&str]) -> Output {
         .expect("converge runs")
 }
 
+#[must_use]
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+#[must_use]
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A valid claim (YAML) for `name` of `env_type`, owned by john in team1.
+#[must_use]
 pub fn claim(name: &str, env_type: &str) -> String {
     let method = if matches!(env_type, "prod" | "stage") {
         "git"
@@ -93,6 +101,7 @@ pub fn claim(name: &str, env_type: &str) -> String {
 }
 
 /// The repository root (for examples and golden files).
+#[must_use]
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
