@@ -9,6 +9,8 @@
 //! fixed order, YAML bytes and a digest per object. Every object carries the
 //! ownership labels.
 
+pub mod yaml;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -562,7 +564,7 @@ fn to_object(doc: &Value) -> Result<Object, String> {
     {
         return Err(format!("object name {name:?} is not a DNS-1123 subdomain"));
     }
-    let yaml = serde_saphyr::to_string(doc).map_err(|e| e.to_string())?;
+    let yaml = yaml::to_string(doc);
     Ok(Object {
         api_version: api_version.to_owned(),
         kind: kind.to_owned(),

@@ -1,0 +1,211 @@
+//! A small, fast, deterministic YAML emitter for rendered objects.
+//!
+//! Rendering 10k environments means emitting ~200k objects, and a general
+//! serializer spent most of a pass deciding how to quote. Objects are JSON
+//! values, so the emitter needs only block mappings and sequences, and a
+//! conservative scalar rule: a string is written plain only when no YAML 1.1
+//! or 1.2 parser could read it as anything but that string; otherwise it is
+//! double-quoted with JSON escapes (valid YAML). Multi-line strings become
+//! literal blocks when that round-trips exactly.
+
+use std::fmt::Write;
+
+use serde_json::{Map, Value};
+
+/// The value as a YAML document (block style, keys in the value's order).
+#[must_use]
+pub fn to_string(value: &Value) -> String {
+    let mut out = String::with_capacity(1024);
+    match value {
+        Value::Object(m) if !m.is_empty() => map(&mut out, m, 0, false),
+        Value::Array(s) if !s.is_empty() => seq(&mut out, s, 0),
+        other => {
+            scalar(&mut out, other, 0);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn indent(out: &mut String, n: usize) {
+    out.extend(std::iter::repeat_n(' ', n));
+}
+
+fn map(out: &mut String, m: &Map<String, Value>, at: usize, first_inline: bool) {
+    for (i, (k, v)) in m.iter().enumerate() {
+        if i > 0 || !first_inline {
+            indent(out, at);
+        }
+        string(out, k, at);
+        out.push(':');
+        match v {
+            Value::Object(inner) if !inner.is_empty() => {
+                out.push('\n');
+                map(out, inner, at + 2, false);
+            }
+            Value::Array(items) if !items.is_empty() => {
+                out.push('\n');
+                seq(out, items, at);
+            }
+            other => {
+                out.push(' ');
+                scalar(out, other, at);
+                out.push('\n');
+            }
+        }
+    }
+}
+
+fn seq(out: &mut String, items: &[Value], at: usize) {
+    for item in items {
+        indent(out, at);
+        out.push_str("- ");
+        match item {
+            Value::Object(inner) if !inner.is_empty() => map(out, inner, at + 2, true),
+            Value::Array(inner) if !inner.is_empty() => {
+                out.push('\n');
+                seq(out, inner, at + 2);
+            }
+            other => {
+                scalar(out, other, at);
+                out.push('\n');
+            }
+        }
+    }
+}
+
+fn scalar(out: &mut String, v: &Value, at: usize) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::String(s) => string(out, s, at),
+        Value::Object(_) => out.push_str("{}"),
+        Value::Array(_) => out.push_str("[]"),
+    }
+}
+
+fn string(out: &mut String, s: &str, at: usize) {
+    if is_plain(s) {
+        out.push_str(s);
+    } else if is_literal_block(s) {
+        out.push_str("|-");
+        for line in s.split('\n') {
+            out.push('\n');
+            if !line.is_empty() {
+                indent(out, at + 2);
+                out.push_str(line);
+            }
+        }
+    } else {
+        out.push_str(&serde_json::to_string(s).expect("a string serializes"));
+    }
+}
+
+/// True when `s` reads back as exactly this string in YAML 1.1 and 1.2.
+fn is_plain(s: &str) -> bool {
+    let b = s.as_bytes();
+    let Some(&first) = b.first() else {
+        return false;
+    };
+    if !(first.is_ascii_alphabetic() || first == b'/' || first == b'_') {
+        return false; // digits, signs and dots could be numbers, dates or .inf
+    }
+    if b.last() == Some(&b':') {
+        return false;
+    }
+    if !b.iter().all(|c| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, b'_' | b'.' | b'/' | b':' | b'@' | b'+' | b'=' | b'-')
+    }) {
+        return false;
+    }
+    let lower = s.to_ascii_lowercase();
+    !matches!(
+        lower.as_str(),
+        "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n" | "null" | "nan" | "inf"
+    )
+}
+
+/// A multi-line string that a literal block (`|-`) reproduces exactly.
+fn is_literal_block(s: &str) -> bool {
+    s.contains('\n')
+        && !s.ends_with('\n')
+        && !s.starts_with([' ', '\n'])
+        && !s.contains(['\r', '\t'])
+        && s.split('\n')
+            .all(|l| !l.ends_with(' ') && !l.chars().any(|c| c.is_control()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn emits_kubectl_style_blocks_that_read_back_identically() {
+        let v = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "x", "labels": {"app.kubernetes.io/name": "a"}},
+            "list": [{"a": 1, "b": [true, null]}, "s", [1, 2], {}, []],
+            "empty": {},
+            "data": {"claim.json": "{\n  \"a\": 1\n}", "odd": "ends\n", "cr": "a\r\nb"},
+        });
+        let text = to_string(&v);
+        assert!(
+            text.starts_with("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  claim.json: |-\n    {\n      \"a\": 1\n    }\n"),
+            "{text}"
+        );
+        let back: Value = serde_saphyr::from_str(&text).expect("valid YAML");
+        assert_eq!(back, v, "{text}");
+    }
+
+    #[test]
+    fn ambiguous_scalars_are_quoted() {
+        for s in [
+            "",
+            "1",
+            "1.5",
+            "100m",
+            "1Gi",
+            "0x1f",
+            "2024-01-15",
+            "true",
+            "No",
+            "null",
+            "~",
+            "-a",
+            ".inf",
+            "a: b",
+            "a #b",
+            "x:",
+            "*a",
+            "&a",
+            "!t",
+            "a b",
+            "é",
+        ] {
+            let v = json!({ "k": s });
+            let back: Value = serde_saphyr::from_str(&to_string(&v)).expect("valid YAML");
+            assert_eq!(back, v, "{s:?} -> {}", to_string(&v));
+            assert!(!is_plain(s), "{s:?} must be quoted");
+        }
+        for s in [
+            "v1",
+            "apps/v1",
+            "converge",
+            "john.doe@company.com",
+            "sha256:abc",
+            "a-b_c.d",
+        ] {
+            assert!(is_plain(s), "{s:?} can be plain");
+        }
+    }
+}
