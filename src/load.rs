@@ -206,10 +206,7 @@ mod tests {
     use super::*;
 
     fn file(path: &str, text: &str) -> SourceFile {
-        SourceFile {
-            path: path.into(),
-            content: Content::Bytes(text.as_bytes().to_vec()),
-        }
+        SourceFile::new(path.into(), Content::Bytes(text.as_bytes().to_vec()))
     }
 
     fn rule(path: &str, text: &str) -> String {
@@ -236,10 +233,7 @@ mod tests {
         assert_eq!(rule("comment.yaml", "# nothing\n"), "empty");
         assert_eq!(rule("list.yaml", "- a\n"), "type");
         assert_eq!(rule("dup.yaml", "a: 1\na: 2\n"), "yaml");
-        let bad = SourceFile {
-            path: "bin.yaml".into(),
-            content: Content::Bytes(vec![b'a', b':', 0xff]),
-        };
+        let bad = SourceFile::new("bin.yaml".into(), Content::Bytes(vec![b'a', b':', 0xff]));
         assert_eq!(parse(&bad).expect_err("refused").rule, "utf-8");
     }
 

@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use converge::config::Config;
 use converge::plan::{self, Format as PlanFormat};
-use converge::source::{Content, Snapshot, SourceFile, SourceKind};
+use converge::source::{Content, Snapshot, SourceKind};
 use converge::{Converge, PassOptions, source};
 
 #[derive(Parser)]
@@ -209,10 +209,7 @@ fn render(config: Option<&Path>, claim: &Path) -> Result<u8> {
         bail!("cannot read {}: {e}", claim.display());
     }
     let one = Snapshot {
-        files: vec![SourceFile {
-            path: file.path.clone(),
-            content: file.content.clone(),
-        }],
+        files: vec![file.clone()],
         kind: SourceKind::Dir,
         ..snapshot
     };

@@ -9,6 +9,7 @@
 //! claim and its rendered objects are kept. Pure: no IO.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
@@ -43,6 +44,7 @@ impl std::fmt::Debug for Pipeline {
 #[derive(Debug, Clone)]
 pub struct Desired {
     pub claim: Claim,
+    pub expires_at: Option<DateTime<Utc>>,
     pub origin: Origin,
     pub revision: Revision,
     pub record: EnvironmentRecord,
@@ -63,7 +65,7 @@ pub struct Counters {
 #[derive(Debug, Default)]
 pub struct Evaluation {
     /// Environments to create or keep up to date.
-    pub desired: BTreeMap<String, Desired>,
+    pub desired: BTreeMap<String, Arc<Desired>>,
     /// Valid claims whose environment has expired: removed if live.
     pub expired: BTreeMap<String, DateTime<Utc>>,
     /// Environments that must stay exactly as they are, with the reason.
@@ -91,7 +93,63 @@ pub struct Options {
     pub now: DateTime<Utc>,
 }
 
+/// Evaluations of unchanged files, kept between passes.
+#[derive(Default)]
+pub struct Cache {
+    entries: std::collections::HashMap<Origin, Entry>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl Cache {
+    /// Forgets one environment's evaluation, so the next pass renders it again.
+    pub fn forget_environment(&mut self, name: &str) {
+        self.entries.retain(|_, e| e.name.as_deref() != Some(name));
+    }
+}
+
+struct Entry {
+    digest: [u8; 32],
+    /// The policy action the outcome was authorized for.
+    action: Action,
+    name: Option<String>,
+    outcome: Outcome,
+}
+
+impl Entry {
+    /// Time moves on: a valid claim past its expiry becomes `Expired`.
+    fn expire(&mut self, now: DateTime<Utc>) {
+        let at = match &self.outcome {
+            Outcome::Desired(d) => d.expires_at,
+            Outcome::Kept(k) => k.expires_at,
+            Outcome::Invalid(_) | Outcome::Expired { .. } => None,
+        };
+        if let (Some(at), Some(name)) = (at, &self.name)
+            && at <= now
+        {
+            self.outcome = Outcome::Expired {
+                name: name.clone(),
+                at,
+            };
+        }
+    }
+}
+
+fn action_for(name: Option<&str>, live: &Inventory) -> Action {
+    match name {
+        Some(n) if live.environments.contains_key(n) => Action::Update,
+        _ => Action::Create,
+    }
+}
+
 /// What became of one file.
+#[derive(Clone)]
 enum Outcome {
     Invalid(Rejected),
     /// Valid, but the environment must stay as it is.
@@ -100,10 +158,11 @@ enum Outcome {
         name: String,
         at: DateTime<Utc>,
     },
-    Desired(Box<Desired>),
+    Desired(Arc<Desired>),
 }
 
 /// A file that could not be read, parsed, validated or authorized.
+#[derive(Clone)]
 struct Rejected {
     /// The environment, when the file names one.
     name: Option<String>,
@@ -113,19 +172,28 @@ struct Rejected {
     stage: Stage,
 }
 
+#[derive(Clone)]
 struct Kept {
     name: String,
+    expires_at: Option<DateTime<Utc>>,
     why: &'static str,
     condition: Condition,
     diagnostic: Diagnostic,
 }
 
 /// A valid claim whose environment must stay as it is, for `why`.
-fn kept(name: String, why: &'static str, condition: &str, diagnostic: Diagnostic) -> Outcome {
+fn kept(
+    name: String,
+    expires_at: Option<DateTime<Utc>>,
+    why: &'static str,
+    condition: &str,
+    diagnostic: Diagnostic,
+) -> Outcome {
     let condition = Condition::problem(condition, why, diagnostic.message.clone());
     let diagnostic = diagnostic.for_environment(Some(&name));
     Outcome::Kept(Box::new(Kept {
         name,
+        expires_at,
         why,
         condition,
         diagnostic,
@@ -149,19 +217,55 @@ impl Pipeline {
         live: &Inventory,
         options: Options,
     ) -> Evaluation {
+        self.evaluate_cached(snapshots, live, options, &mut Cache::default())
+    }
+
+    /// Like [`Pipeline::evaluate`], reusing `cache`: a file whose content
+    /// digest and policy action are unchanged since the last evaluation is not
+    /// parsed, validated, authorized or rendered again (only its expiry is
+    /// checked against `now`). The counters count the work actually done.
+    pub fn evaluate_cached(
+        &self,
+        snapshots: &[Snapshot],
+        live: &Inventory,
+        options: Options,
+        cache: &mut Cache,
+    ) -> Evaluation {
         let files: Vec<(&Snapshot, &SourceFile)> = snapshots
             .iter()
             .flat_map(|s| s.files.iter().map(move |f| (s, f)))
             .collect();
-        let outcomes: Vec<(Origin, Outcome)> = files
-            .par_iter()
-            .map(|(snapshot, file)| {
-                let origin = Origin {
-                    source: snapshot.source.clone(),
-                    path: file.path.clone(),
-                };
+        let mut previous = std::mem::take(&mut cache.entries);
+        let mut hits = Vec::new();
+        let mut misses = Vec::new();
+        for (snapshot, file) in files.iter().copied() {
+            let origin = Origin {
+                source: snapshot.source.clone(),
+                path: file.path.clone(),
+            };
+            match previous.remove(&origin) {
+                Some(entry)
+                    if entry.digest == file.digest
+                        && entry.action == action_for(entry.name.as_deref(), live) =>
+                {
+                    hits.push((origin, entry));
+                }
+                _ => misses.push((origin, snapshot, file)),
+            }
+        }
+        let computed: Vec<(Origin, Entry)> = misses
+            .into_par_iter()
+            .map(|(origin, snapshot, file)| {
                 let outcome = self.evaluate_file(snapshot, file, live, options);
-                (origin, outcome)
+                let name = outcome_name(&outcome).map(str::to_owned);
+                let action = action_for(name.as_deref(), live);
+                let entry = Entry {
+                    digest: file.digest,
+                    action,
+                    name,
+                    outcome,
+                };
+                (origin, entry)
             })
             .collect();
         let mut eval = Evaluation {
@@ -171,6 +275,15 @@ impl Pipeline {
             },
             ..Evaluation::default()
         };
+        for (_, entry) in &computed {
+            count(&mut eval.counters, &entry.outcome);
+        }
+        let mut outcomes: Vec<(Origin, Outcome)> = Vec::with_capacity(files.len());
+        for (origin, mut entry) in hits.into_iter().chain(computed) {
+            entry.expire(options.now);
+            outcomes.push((origin.clone(), entry.outcome.clone()));
+            cache.entries.insert(origin, entry);
+        }
 
         // Conflicts: any name claimed by two files (valid or not) changes nothing.
         let named = outcomes
@@ -199,7 +312,6 @@ impl Pipeline {
 
         let mut failed_origins = BTreeSet::new();
         for (origin, outcome) in outcomes {
-            count(&mut eval.counters, &outcome);
             match outcome {
                 Outcome::Invalid(Rejected {
                     name,
@@ -234,6 +346,7 @@ impl Pipeline {
                         why,
                         condition,
                         diagnostic,
+                        ..
                     } = *kept;
                     if !conflicted.contains(&name) {
                         eval.keep(&name, why, condition);
@@ -256,7 +369,7 @@ impl Pipeline {
                 Outcome::Desired(d) => {
                     let name = d.claim.environment_name.as_str().to_owned();
                     if !conflicted.contains(&name) {
-                        eval.desired.insert(name, *d);
+                        eval.desired.insert(name, d);
                     }
                 }
             }
@@ -421,6 +534,7 @@ impl Pipeline {
             let message = "the claim carries SOPS secrets, and secret decryption is not available in this build; the environment is left as it is";
             return kept(
                 env_name,
+                expires_at,
                 reason::SECRETS_UNAVAILABLE,
                 "SecretsUnavailable",
                 Diagnostic::new(path, "/secrets", "secrets", message),
@@ -437,6 +551,7 @@ impl Pipeline {
                 let pointer = crate::diagnostic::pointer_join("/services", &unresolved[0].service);
                 return kept(
                     env_name,
+                    expires_at,
                     reason::VERSION_UNRESOLVED,
                     "VersionUnresolved",
                     Diagnostic::new(path, pointer, "version-unresolved", message),
@@ -449,6 +564,7 @@ impl Pipeline {
                 let message = format!("template {template}: {message}");
                 return kept(
                     env_name,
+                    expires_at,
                     reason::RENDER_FAILED,
                     "RenderFailed",
                     Diagnostic::new(path, "", "render", message),
@@ -467,8 +583,9 @@ impl Pipeline {
             versions,
             expires_at: expires_at.map(timestamp),
         };
-        Outcome::Desired(Box::new(Desired {
+        Outcome::Desired(Arc::new(Desired {
             claim,
+            expires_at,
             origin,
             revision: snapshot.revision.clone(),
             record,

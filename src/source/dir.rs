@@ -41,10 +41,7 @@ pub fn read(options: &Options) -> Result<Snapshot, Error> {
         .map(|rel| {
             let full = options.root.join(&rel);
             let shown = display(&options.display_root, &rel);
-            SourceFile {
-                path: shown,
-                content: read_file(&full, options.max_file_bytes),
-            }
+            SourceFile::new(shown, read_file(&full, options.max_file_bytes))
         })
         .collect();
     Ok(Snapshot {
@@ -75,10 +72,10 @@ pub fn read_paths(name: &str, paths: &[PathBuf], max_file_bytes: u64) -> Result<
             })?;
             files.extend(snapshot.files);
         } else {
-            files.push(SourceFile {
-                path: path.display().to_string(),
-                content: read_file(path, max_file_bytes),
-            });
+            files.push(SourceFile::new(
+                path.display().to_string(),
+                read_file(path, max_file_bytes),
+            ));
         }
     }
     Ok(Snapshot {
@@ -143,21 +140,14 @@ fn read_file(path: &Path, limit: u64) -> Content {
     open().unwrap_or_else(|e| Content::Unreadable(e.to_string()))
 }
 
-/// The revision of a set of files: a digest over paths and contents.
+/// The revision of a set of files: a digest over paths and content digests.
 #[must_use]
 pub fn revision(files: &[SourceFile]) -> Revision {
     let mut hasher = Sha256::new();
     for f in files {
         hasher.update(f.path.as_bytes());
         hasher.update([0]);
-        match &f.content {
-            Content::Bytes(b) => {
-                hasher.update((b.len() as u64).to_le_bytes());
-                hasher.update(b);
-            }
-            Content::TooLarge { size, .. } => hasher.update(format!("too-large:{size}")),
-            Content::Unreadable(e) => hasher.update(format!("unreadable:{e}")),
-        }
+        hasher.update(f.digest);
     }
     let digest = hasher.finalize();
     Revision(format!("sha256:{}", hex(&digest[..])))

@@ -69,6 +69,28 @@ pub enum Content {
 pub struct SourceFile {
     pub path: String,
     pub content: Content,
+    /// Identifies the content: equal digests, equal bytes (SHA-256 of the
+    /// bytes; a source with its own content ids may use those instead).
+    pub digest: [u8; 32],
+}
+
+impl SourceFile {
+    /// A file whose digest is the SHA-256 of its content.
+    #[must_use]
+    pub fn new(path: String, content: Content) -> SourceFile {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        match &content {
+            Content::Bytes(b) => hasher.update(b),
+            Content::TooLarge { size, .. } => hasher.update(format!("\0too-large:{size}")),
+            Content::Unreadable(e) => hasher.update(format!("\0unreadable:{e}")),
+        }
+        SourceFile {
+            path,
+            content,
+            digest: hasher.finalize().into(),
+        }
+    }
 }
 
 /// Everything one source holds at one revision.

@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod examples;
 mod golden;
+mod pipeline;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,107 @@
+//! The pipeline as a library: incremental evaluation reprocesses only what changed.
+
+use converge::config::Config;
+use converge::pipeline::{Cache, Options};
+use converge::source::{Content, Revision, Snapshot, SourceFile, SourceKind};
+use converge::target::Inventory;
+
+use crate::claim;
+
+fn snapshot(files: &[(String, String)]) -> Snapshot {
+    Snapshot {
+        source: "local".into(),
+        kind: SourceKind::Dir,
+        is_static: false,
+        revision: Revision("r".into()),
+        files: files
+            .iter()
+            .map(|(path, text)| {
+                SourceFile::new(path.clone(), Content::Bytes(text.clone().into_bytes()))
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn an_unchanged_file_is_not_reprocessed_and_a_changed_one_is() {
+    let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
+    let mut files: Vec<(String, String)> = (0..50)
+        .map(|i| {
+            (
+                format!("claims/{i}.yaml"),
+                claim(&format!("dev-{i}"), "dev"),
+            )
+        })
+        .collect();
+    files.push(("claims/bad.yaml".into(), "environment_name: [".into()));
+    let options = Options {
+        now: chrono::Utc::now(),
+    };
+    let mut cache = Cache::default();
+    let live = Inventory::default();
+    let first = pipeline.evaluate_cached(&[snapshot(&files)], &live, options, &mut cache);
+    assert_eq!(
+        (
+            first.counters.files,
+            first.counters.parsed,
+            first.counters.rendered
+        ),
+        (51, 50, 50)
+    );
+    assert_eq!(first.desired.len(), 50);
+
+    let second = pipeline.evaluate_cached(&[snapshot(&files)], &live, options, &mut cache);
+    assert_eq!(
+        (
+            second.counters.parsed,
+            second.counters.authorized,
+            second.counters.rendered
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(second.desired.len(), 50, "cached outcomes still count");
+    assert_eq!(second.diagnostics.len(), 1, "and so do cached diagnostics");
+
+    files[7].1 = files[7].1.replace("v1.2.3", "v1.2.4");
+    let third = pipeline.evaluate_cached(&[snapshot(&files)], &live, options, &mut cache);
+    assert_eq!(
+        (
+            third.counters.parsed,
+            third.counters.validated,
+            third.counters.authorized,
+            third.counters.rendered
+        ),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(
+        third.desired["dev-7"].record.versions["user-service"].tag,
+        "v1.2.4"
+    );
+}
+
+#[test]
+fn a_cached_claim_expires_when_its_time_comes() {
+    let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
+    let created = chrono::Utc::now();
+    let sue = claim("sue-a", "sue").replace("2024-01-15T10:30:00Z", &created.to_rfc3339());
+    let files = vec![("claims/sue.yaml".to_owned(), sue)];
+    let mut cache = Cache::default();
+    let live = Inventory::default();
+    let now = pipeline.evaluate_cached(
+        &[snapshot(&files)],
+        &live,
+        Options { now: created },
+        &mut cache,
+    );
+    assert!(now.desired.contains_key("sue-a"));
+    let later = created + chrono::Duration::hours(25);
+    let then = pipeline.evaluate_cached(
+        &[snapshot(&files)],
+        &live,
+        Options { now: later },
+        &mut cache,
+    );
+    assert_eq!(then.counters.parsed, 0);
+    assert!(then.expired.contains_key("sue-a"));
+    assert!(then.desired.is_empty());
+}
