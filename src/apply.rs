@@ -12,8 +12,34 @@ use rayon::prelude::*;
 
 use crate::pipeline::Evaluation;
 use crate::plan::{Change, Plan, StepAction};
-use crate::render::Object;
+use crate::render::{Rendered, Renderer};
 use crate::target::{EnvironmentChange, Error, Target};
+
+/// Why one environment's change was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(transparent)]
+    Target(#[from] Error),
+    #[error("rendering the environment again gave {0}")]
+    Render(String),
+}
+
+impl Failure {
+    /// A stable reason for conditions and metric labels.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Target(e) => e.reason(),
+            Self::Render(_) => "RenderFailed",
+        }
+    }
+
+    /// Whether retrying later may succeed without the input changing.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Target(e) if e.is_transient())
+    }
+}
 
 /// What applying did.
 #[derive(Debug, Default)]
@@ -21,13 +47,14 @@ pub struct Report {
     /// Environments whose change was applied.
     pub applied: Vec<String>,
     /// Environments whose change failed, with the error.
-    pub failed: BTreeMap<String, Error>,
+    pub failed: BTreeMap<String, Failure>,
     /// True when the plan was held and nothing was applied.
     pub held: bool,
 }
 
-/// Applies `plan` (built from `eval`) to `target`.
-pub fn apply(plan: &Plan, eval: &Evaluation, target: &dyn Target) -> Report {
+/// Applies `plan` (built from `eval`) to `target`. Environments with objects
+/// to write are rendered again by `renderer` (evaluation keeps digests only).
+pub fn apply(plan: &Plan, eval: &Evaluation, renderer: &Renderer, target: &dyn Target) -> Report {
     if plan.hold.is_some() {
         return Report {
             held: true,
@@ -35,26 +62,46 @@ pub fn apply(plan: &Plan, eval: &Evaluation, target: &dyn Target) -> Report {
         };
     }
     let steps = plan.steps_by_environment();
-    let results: Vec<(String, Result<(), Error>)> = plan
+    let results: Vec<(String, Result<(), Failure>)> = plan
         .environments
         .par_iter()
         .map(|env| {
             let desired = eval.desired.get(&env.name);
-            let objects: BTreeMap<String, &Object> = desired
+            let env_steps = steps.get(env.name.as_str()).map_or(&[][..], Vec::as_slice);
+            let writes = env_steps.iter().any(|s| s.action != StepAction::Delete);
+            let rendered = match desired.filter(|_| writes) {
+                Some(d) => match renderer.render(&d.claim, &d.record.versions, d.expires_at) {
+                    Ok(r) => r,
+                    Err((template, message)) => {
+                        let failure = Failure::Render(format!("an error in {template}: {message}"));
+                        return (env.name.clone(), Err(failure));
+                    }
+                },
+                None => Vec::new(),
+            };
+            let by_file: BTreeMap<String, &Rendered> =
+                rendered.iter().map(|r| (r.object.file_name(), r)).collect();
+            let planned: BTreeMap<String, &str> = desired
                 .into_iter()
-                .flat_map(|d| d.objects.iter().map(|o| (o.file_name(), o)))
+                .flat_map(|d| d.objects.iter().map(|o| (o.file_name(), o.digest.as_str())))
                 .collect();
             let mut upserts = Vec::new();
             let mut deletes = Vec::new();
-            for step in steps.get(env.name.as_str()).into_iter().flatten() {
+            for step in env_steps {
                 match step.action {
                     StepAction::Delete => deletes.push(step.file.clone()),
-                    StepAction::Create | StepAction::Update => {
-                        let object = objects
-                            .get(&step.file)
-                            .expect("a create or update step comes from a desired object");
-                        upserts.push(*object);
-                    }
+                    StepAction::Create | StepAction::Update => match by_file.get(&step.file) {
+                        Some(r) if planned.get(&step.file) == Some(&r.object.digest.as_str()) => {
+                            upserts.push(*r);
+                        }
+                        _ => {
+                            let failure = Failure::Render(format!(
+                                "different content for {} than planned; not applied",
+                                step.file
+                            ));
+                            return (env.name.clone(), Err(failure));
+                        }
+                    },
                 }
             }
             let change = EnvironmentChange {
@@ -67,7 +114,10 @@ pub fn apply(plan: &Plan, eval: &Evaluation, target: &dyn Target) -> Report {
                 upserts,
                 deletes,
             };
-            (env.name.clone(), target.apply(&change))
+            (
+                env.name.clone(),
+                target.apply(&change).map_err(Failure::from),
+            )
         })
         .collect();
     let mut report = Report::default();

@@ -61,7 +61,6 @@ mod tests {
             api_version: "v1".into(),
             kind: kind.into(),
             name: name.into(),
-            yaml: body.into(),
             digest: digest(body.as_bytes()),
         }
     }

@@ -156,9 +156,14 @@ impl Converge {
                 allow_mass_delete: options.allow_mass_delete,
             },
         );
-        let report = options
-            .apply
-            .then(|| apply::apply(&plan, &evaluation, self.target.as_ref()));
+        let report = options.apply.then(|| {
+            apply::apply(
+                &plan,
+                &evaluation,
+                &self.pipeline.renderer,
+                self.target.as_ref(),
+            )
+        });
         Ok(PassOutcome {
             evaluation,
             plan,

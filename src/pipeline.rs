@@ -559,7 +559,7 @@ impl Pipeline {
             }
         };
         let objects = match self.renderer.render(&claim, &versions, expires_at) {
-            Ok(o) => o,
+            Ok(rendered) => rendered.into_iter().map(|r| r.object).collect(),
             Err((template, message)) => {
                 let message = format!("template {template}: {message}");
                 return kept(

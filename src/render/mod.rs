@@ -39,17 +39,23 @@ pub enum Error {
     Template { path: String, message: String },
 }
 
-/// One rendered object.
+/// One desired object: what it is and the digest of its YAML. The YAML
+/// itself is not kept (10k environments of it would dominate memory); apply
+/// renders an environment again when it has something to write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Object {
     pub api_version: String,
     pub kind: String,
     pub name: String,
-    /// The object as YAML, exactly as the target stores it.
-    #[serde(skip)]
-    pub yaml: String,
-    /// `sha256:<hex>` of `yaml`.
+    /// `sha256:<hex>` of the object's YAML.
     pub digest: String,
+}
+
+/// An object with its YAML, exactly as the target stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub object: Object,
+    pub yaml: String,
 }
 
 impl Object {
@@ -190,7 +196,7 @@ impl Renderer {
         claim: &Claim,
         versions: &BTreeMap<String, Resolved>,
         expires_at: Option<DateTime<Utc>>,
-    ) -> Result<Vec<Object>, (String, String)> {
+    ) -> Result<Vec<Rendered>, (String, String)> {
         let preset = self.presets.get(claim.environment_type);
         let values = self.values(claim, versions, expires_at, preset);
         let mut docs = builtin(claim, &values);
@@ -212,16 +218,18 @@ impl Renderer {
             objects.push(to_object(&doc).map_err(|m| ("<render>".to_owned(), m))?);
         }
         objects.sort_by(|a, b| {
+            let (a, b) = (&a.object, &b.object);
             kind_rank(&a.kind)
                 .cmp(&kind_rank(&b.kind))
                 .then_with(|| a.kind.cmp(&b.kind))
                 .then_with(|| a.name.cmp(&b.name))
         });
         for pair in objects.windows(2) {
-            if pair[0].file_name() == pair[1].file_name() {
+            let (a, b) = (&pair[0].object, &pair[1].object);
+            if a.file_name() == b.file_name() {
                 return Err((
                     "<render>".to_owned(),
-                    format!("two objects are both {} {:?}", pair[0].kind, pair[0].name),
+                    format!("two objects are both {} {:?}", a.kind, a.name),
                 ));
             }
         }
@@ -545,7 +553,7 @@ fn with_labels(mut doc: Value, labels: &BTreeMap<&'static str, String>) -> Resul
     Ok(doc)
 }
 
-fn to_object(doc: &Value) -> Result<Object, String> {
+fn to_object(doc: &Value) -> Result<Rendered, String> {
     let field = |ptr: &str| {
         doc.pointer(ptr)
             .and_then(Value::as_str)
@@ -565,13 +573,13 @@ fn to_object(doc: &Value) -> Result<Object, String> {
         return Err(format!("object name {name:?} is not a DNS-1123 subdomain"));
     }
     let yaml = yaml::to_string(doc);
-    Ok(Object {
+    let object = Object {
         api_version: api_version.to_owned(),
         kind: kind.to_owned(),
         name: name.to_owned(),
         digest: digest(yaml.as_bytes()),
-        yaml,
-    })
+    };
+    Ok(Rendered { object, yaml })
 }
 
 /// `sha256:<hex>` of bytes.

@@ -135,7 +135,8 @@ impl Target for Manifests {
         remove_stale_temp_files(&dir);
         // Never overwrite a file converge did not write.
         let mut widened = false;
-        for object in &change.upserts {
+        for rendered in &change.upserts {
+            let object = &rendered.object;
             let file = object.file_name();
             if live.objects.contains_key(&file) {
                 continue;
@@ -160,8 +161,9 @@ impl Target for Manifests {
         if widened {
             Self::write_inventory(&dir, change.name, &live)?;
         }
-        for object in &change.upserts {
-            write_atomic(&dir.join(object.file_name()), object.yaml.as_bytes())?;
+        for rendered in &change.upserts {
+            let object = &rendered.object;
+            write_atomic(&dir.join(object.file_name()), rendered.yaml.as_bytes())?;
             live.objects.insert(
                 object.file_name(),
                 LiveObject {
@@ -246,16 +248,19 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::{Object, digest};
+    use crate::render::{Object, Rendered, digest};
     use crate::target::EnvironmentRecord;
 
-    fn object(kind: &str, name: &str, body: &str) -> Object {
-        Object {
+    fn object(kind: &str, name: &str, body: &str) -> Rendered {
+        let object = Object {
             api_version: "v1".into(),
             kind: kind.into(),
             name: name.into(),
-            yaml: body.into(),
             digest: digest(body.as_bytes()),
+        };
+        Rendered {
+            object,
+            yaml: body.into(),
         }
     }
 

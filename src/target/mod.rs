@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::render::Object;
+use crate::render::Rendered;
 use crate::resolve::Resolved;
 use crate::source::Origin;
 
@@ -58,7 +58,7 @@ pub struct EnvironmentChange<'a> {
     /// The record to keep after the change; `None` when the environment is removed.
     pub record: Option<&'a EnvironmentRecord>,
     /// Objects to create or update, in apply order.
-    pub upserts: Vec<&'a Object>,
+    pub upserts: Vec<&'a Rendered>,
     /// File names of objects to delete, in deletion order.
     pub deletes: Vec<String>,
 }
