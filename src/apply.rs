@@ -69,7 +69,7 @@ pub fn apply(plan: &Plan, eval: &Evaluation, renderer: &Renderer, target: &dyn T
             let desired = eval.desired.get(&env.name);
             let env_steps = steps.get(env.name.as_str()).map_or(&[][..], Vec::as_slice);
             let writes = env_steps.iter().any(|s| s.action != StepAction::Delete);
-            let rendered = match desired.filter(|_| writes) {
+            let fresh = match desired.filter(|_| writes) {
                 Some(d) => match renderer.render(&d.claim, &d.record.versions, d.expires_at) {
                     Ok(r) => r,
                     Err((template, message)) => {
@@ -80,7 +80,7 @@ pub fn apply(plan: &Plan, eval: &Evaluation, renderer: &Renderer, target: &dyn T
                 None => Vec::new(),
             };
             let by_file: BTreeMap<String, &Rendered> =
-                rendered.iter().map(|r| (r.object.file_name(), r)).collect();
+                fresh.iter().map(|r| (r.object.file_name(), r)).collect();
             let planned: BTreeMap<String, &str> = desired
                 .into_iter()
                 .flat_map(|d| d.objects.iter().map(|o| (o.file_name(), o.digest.as_str())))

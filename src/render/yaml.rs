@@ -136,7 +136,7 @@ fn is_literal_block(s: &str) -> bool {
         && !s.starts_with([' ', '\n'])
         && !s.contains(['\r', '\t'])
         && s.split('\n')
-            .all(|l| !l.ends_with(' ') && !l.chars().any(|c| c.is_control()))
+            .all(|l| !l.ends_with(' ') && !l.chars().any(char::is_control))
 }
 
 #[cfg(test)]
