@@ -52,6 +52,8 @@ pub struct Config {
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
+    pub reconcile: ReconcileConfig,
+    #[serde(default)]
     pub safety: SafetyConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -75,6 +77,7 @@ impl Default for Config {
             templates: None,
             images: ImagesConfig::default(),
             api: ApiConfig::default(),
+            reconcile: ReconcileConfig::default(),
             safety: SafetyConfig::default(),
             limits: LimitsConfig::default(),
             presets: BTreeMap::new(),
@@ -191,14 +194,63 @@ fn default_registry() -> String {
 pub struct ApiConfig {
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// A file holding the bearer token every request but `/health` and
+    /// `/ready` must carry; no auth when absent.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            token_file: None,
+            tls: None,
         }
     }
+}
+
+/// TLS for the API: PEM certificate chain and private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// How the daemon schedules passes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// How often a dir source is re-read even without file events.
+    #[serde(default = "default_interval", deserialize_with = "de_duration")]
+    pub dir_interval: Duration,
+    /// The longest wait between retries of a failing source or apply.
+    #[serde(default = "default_max_backoff", deserialize_with = "de_duration")]
+    pub max_backoff: Duration,
+    /// Passes kept in each environment's history.
+    #[serde(default = "default_history")]
+    pub history: usize,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            dir_interval: default_interval(),
+            max_backoff: default_max_backoff(),
+            history: default_history(),
+        }
+    }
+}
+
+fn default_max_backoff() -> Duration {
+    Duration::from_mins(5)
+}
+
+fn default_history() -> usize {
+    20
 }
 
 fn default_listen() -> String {
@@ -543,9 +595,18 @@ impl Config {
             join(path);
         }
         join(&mut self.state_dir);
-        for p in [&mut self.policies, &mut self.schema, &mut self.templates]
-            .into_iter()
-            .flatten()
+        if let Some(tls) = &mut self.api.tls {
+            join(&mut tls.cert_file);
+            join(&mut tls.key_file);
+        }
+        for p in [
+            &mut self.policies,
+            &mut self.schema,
+            &mut self.templates,
+            &mut self.api.token_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             join(p);
         }

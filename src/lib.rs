@@ -15,17 +15,22 @@
 //! [`pipeline`] runs stages 2–5 for every file in parallel; [`Converge`]
 //! wires a [`config::Config`] to sources, pipeline and target.
 
+pub mod api;
 pub mod apply;
 pub mod claim;
+pub mod client;
 pub mod config;
 pub mod diagnostic;
 pub mod diff;
 pub mod load;
+pub mod metrics;
 pub mod pipeline;
 pub mod plan;
+pub mod reconcile;
 pub mod render;
 pub mod resolve;
 pub mod source;
+pub mod state;
 pub mod status;
 pub mod target;
 pub mod validate;
@@ -113,32 +118,40 @@ impl Converge {
 
     /// Reads every source; any unreadable source fails the read (never an empty snapshot).
     pub fn read_sources(&self) -> Result<Vec<Snapshot>, source::Error> {
+        let max = self.config.limits.max_file_bytes;
         self.config
             .sources
             .iter()
-            .map(|s| match s {
-                SourceConfig::Dir { name, path, shown } => {
-                    source::dir::read(&source::dir::Options {
-                        name: name.clone(),
-                        root: path.clone(),
-                        display_root: if shown.is_empty() {
-                            path.display().to_string()
-                        } else {
-                            shown.clone()
-                        },
-                        max_file_bytes: self.config.limits.max_file_bytes,
-                    })
-                }
-                SourceConfig::Git { name, .. } => Err(source::Error::Unsupported {
-                    source_name: name.clone(),
-                    kind: "git",
-                }),
-                SourceConfig::S3 { name, .. } => Err(source::Error::Unsupported {
-                    source_name: name.clone(),
-                    kind: "s3",
-                }),
-            })
+            .map(|s| self.read_source(s, max))
             .collect()
+    }
+
+    /// Reads one source.
+    pub fn read_source(
+        &self,
+        source: &SourceConfig,
+        max_file_bytes: u64,
+    ) -> Result<Snapshot, source::Error> {
+        match source {
+            SourceConfig::Dir { name, path, shown } => source::dir::read(&source::dir::Options {
+                name: name.clone(),
+                root: path.clone(),
+                display_root: if shown.is_empty() {
+                    path.display().to_string()
+                } else {
+                    shown.clone()
+                },
+                max_file_bytes,
+            }),
+            SourceConfig::Git { name, .. } => Err(source::Error::Unsupported {
+                source_name: name.clone(),
+                kind: "git",
+            }),
+            SourceConfig::S3 { name, .. } => Err(source::Error::Unsupported {
+                source_name: name.clone(),
+                kind: "s3",
+            }),
+        }
     }
 
     /// One pass: read, evaluate, plan, and (if asked and not held) apply.

@@ -54,9 +54,29 @@ enum Command {
         /// Do one pass and exit.
         #[arg(long)]
         once: bool,
-        /// Allow this run to apply a plan over the mass-deletion threshold.
-        #[arg(long)]
+        /// Allow this run to apply a plan over the mass-deletion threshold
+        /// (`--once` only; the daemon reads `<state_dir>/allow-mass-delete`).
+        #[arg(long, requires = "once")]
         allow_mass_delete: bool,
+        /// Serve the API here instead of `api.listen` (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Read the API: every environment as a table, or one environment in full.
+    Status {
+        /// The API's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8090")]
+        url: String,
+        /// A file holding the API's bearer token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// PEM CA certificate to trust for an https URL.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
+        format: ValidateFormat,
+        /// One environment's conditions, versions and history.
+        environment: Option<String>,
     },
     /// Check claim files (or directories of them) against the schema and policies.
     Validate {
@@ -83,6 +103,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for the whole process (the API server and the
+    // status client), installed before anything builds a TLS config.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match execute(cli.command) {
@@ -123,7 +146,31 @@ fn execute(command: Command) -> Result<u8> {
             config,
             once,
             allow_mass_delete,
-        } => run(&config, once, allow_mass_delete),
+            listen,
+        } => {
+            if once {
+                run_once(&config, allow_mass_delete)
+            } else {
+                daemon(&config, listen)
+            }
+        }
+        Command::Status {
+            url,
+            token_file,
+            ca_file,
+            format,
+            environment,
+        } => {
+            let options = converge::client::Options {
+                url,
+                token_file,
+                ca_file,
+                json: format == ValidateFormat::Json,
+                environment,
+            };
+            print!("{}", converge::client::status(&options)?);
+            Ok(0)
+        }
         Command::Validate {
             config,
             format,
@@ -134,10 +181,35 @@ fn execute(command: Command) -> Result<u8> {
     }
 }
 
-fn run(config: &Path, once: bool, allow_mass_delete: bool) -> Result<u8> {
-    if !once {
-        bail!("the continuous daemon is not available in this build yet; run with --once");
+fn daemon(config: &Path, listen: Option<String>) -> Result<u8> {
+    let converge = Converge::new(Config::load(config)?)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: finishing the current step");
+            let _ = tx.send(true);
+        });
+        converge::reconcile::run(converge, listen, rx).await
+    })?;
+    Ok(0)
+}
+
+/// SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
+}
+
+fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
     let converge = Converge::new(Config::load(config)?)?;
     let outcome = converge.pass(PassOptions {
         now: chrono::Utc::now(),

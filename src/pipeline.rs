@@ -43,7 +43,7 @@ impl std::fmt::Debug for Pipeline {
 /// An environment a claim asks for, rendered.
 #[derive(Debug, Clone)]
 pub struct Desired {
-    pub claim: Claim,
+    pub claim: Arc<Claim>,
     pub expires_at: Option<DateTime<Utc>>,
     pub origin: Origin,
     pub revision: Revision,
@@ -119,6 +119,8 @@ struct Entry {
     /// The policy action the outcome was authorized for.
     action: Action,
     name: Option<String>,
+    /// The claim, when the file held a valid one (for re-authorization).
+    claim: Option<Arc<Claim>>,
     outcome: Outcome,
 }
 
@@ -238,17 +240,23 @@ impl Pipeline {
         let mut previous = std::mem::take(&mut cache.entries);
         let mut hits = Vec::new();
         let mut misses = Vec::new();
+        let mut reauthorized = 0;
         for (snapshot, file) in files.iter().copied() {
             let origin = Origin {
                 source: snapshot.source.clone(),
                 path: file.path.clone(),
             };
             match previous.remove(&origin) {
-                Some(entry)
-                    if entry.digest == file.digest
-                        && entry.action == action_for(entry.name.as_deref(), live) =>
-                {
-                    hits.push((origin, entry));
+                Some(mut entry) if entry.digest == file.digest => {
+                    let action = action_for(entry.name.as_deref(), live);
+                    if entry.action == action {
+                        hits.push((origin, entry));
+                    } else if self.reauthorize(&mut entry, snapshot, file, action, options.now) {
+                        reauthorized += 1;
+                        hits.push((origin, entry));
+                    } else {
+                        misses.push((origin, snapshot, file));
+                    }
                 }
                 _ => misses.push((origin, snapshot, file)),
             }
@@ -256,13 +264,14 @@ impl Pipeline {
         let computed: Vec<(Origin, Entry)> = misses
             .into_par_iter()
             .map(|(origin, snapshot, file)| {
-                let outcome = self.evaluate_file(snapshot, file, live, options);
+                let (outcome, claim) = self.evaluate_file(snapshot, file, live, options);
                 let name = outcome_name(&outcome).map(str::to_owned);
                 let action = action_for(name.as_deref(), live);
                 let entry = Entry {
                     digest: file.digest,
                     action,
                     name,
+                    claim,
                     outcome,
                 };
                 (origin, entry)
@@ -278,6 +287,7 @@ impl Pipeline {
         for (_, entry) in &computed {
             count(&mut eval.counters, &entry.outcome);
         }
+        eval.counters.authorized += reauthorized;
         let mut outcomes: Vec<(Origin, Outcome)> = Vec::with_capacity(files.len());
         for (origin, mut entry) in hits.into_iter().chain(computed) {
             entry.expire(options.now);
@@ -511,18 +521,75 @@ impl Pipeline {
         Ok((claim, expires_at))
     }
 
+    /// A cached evaluation whose policy action changed (the environment was
+    /// created or removed since): asks the policies again and keeps the rest
+    /// when the answer is still yes. False when the file must be evaluated anew.
+    fn reauthorize(
+        &self,
+        entry: &mut Entry,
+        snapshot: &Snapshot,
+        file: &SourceFile,
+        action: Action,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let reusable = match (&entry.outcome, &entry.claim) {
+            (Outcome::Invalid(r), _) if !r.denied => true,
+            (Outcome::Invalid(_), _) | (_, None) => false,
+            (_, Some(claim)) => {
+                let preset = self.renderer.presets().get(claim.environment_type);
+                let expires_at = claim.expires_at(preset.ttl).map(|t| t.timestamp());
+                let source = RequestSource {
+                    kind: snapshot.kind,
+                    name: &snapshot.source,
+                    is_static: snapshot.is_static,
+                };
+                self.policies
+                    .authorize(
+                        &file.path,
+                        claim,
+                        action,
+                        &source,
+                        now.timestamp(),
+                        expires_at,
+                    )
+                    .is_ok()
+            }
+        };
+        if reusable {
+            entry.action = action;
+        }
+        reusable
+    }
+
     fn evaluate_file(
         &self,
         snapshot: &Snapshot,
         file: &SourceFile,
         live: &Inventory,
         options: Options,
+    ) -> (Outcome, Option<Arc<Claim>>) {
+        match self.check_file(snapshot, file, live, options.now) {
+            Ok((claim, expires_at)) => {
+                let claim = Arc::new(claim);
+                (
+                    self.evaluate_claim(snapshot, file, &claim, expires_at, options),
+                    Some(claim),
+                )
+            }
+            Err(rejected) => (Outcome::Invalid(rejected), None),
+        }
+    }
+
+    /// Expiry, resolve and render for a claim the policies allow.
+    fn evaluate_claim(
+        &self,
+        snapshot: &Snapshot,
+        file: &SourceFile,
+        claim: &Arc<Claim>,
+        expires_at: Option<DateTime<Utc>>,
+        options: Options,
     ) -> Outcome {
         let path = file.path.as_str();
-        let (claim, expires_at) = match self.check_file(snapshot, file, live, options.now) {
-            Ok(c) => c,
-            Err(rejected) => return Outcome::Invalid(rejected),
-        };
         let env_name = claim.environment_name.as_str().to_owned();
         let preset = self.renderer.presets().get(claim.environment_type);
         if let Some(at) = expires_at
@@ -540,7 +607,7 @@ impl Pipeline {
                 Diagnostic::new(path, "/secrets", "secrets", message),
             );
         }
-        let versions = match resolve(&claim, preset.use_dev_tags, self.tags.as_ref()) {
+        let versions = match resolve(claim, preset.use_dev_tags, self.tags.as_ref()) {
             Ok(v) => v,
             Err(unresolved) => {
                 let message = unresolved
@@ -558,7 +625,7 @@ impl Pipeline {
                 );
             }
         };
-        let objects = match self.renderer.render(&claim, &versions, expires_at) {
+        let objects = match self.renderer.render(claim, &versions, expires_at) {
             Ok(rendered) => rendered.into_iter().map(|r| r.object).collect(),
             Err((template, message)) => {
                 let message = format!("template {template}: {message}");
@@ -584,7 +651,7 @@ impl Pipeline {
             expires_at: expires_at.map(timestamp),
         };
         Outcome::Desired(Arc::new(Desired {
-            claim,
+            claim: claim.clone(),
             expires_at,
             origin,
             revision: snapshot.revision.clone(),

@@ -30,7 +30,7 @@ pub struct Options {
 }
 
 /// What happens to one environment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Change {
     Create,
@@ -57,7 +57,7 @@ pub struct Step {
 }
 
 /// A service whose deployed version changes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct VersionChange {
     pub service: String,
     pub from: Option<String>,
@@ -80,7 +80,7 @@ impl std::fmt::Display for VersionChange {
 }
 
 /// The plan for one environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct EnvironmentPlan {
     pub name: String,
     pub change: Change,
@@ -352,7 +352,9 @@ pub fn format(plan: &Plan, format: Format) -> String {
     }
 }
 
-fn summary(plan: &Plan) -> String {
+/// One line: how many environments each action touches.
+#[must_use]
+pub fn summary(plan: &Plan) -> String {
     format!(
         "{} to create, {} to update, {} to delete, {} unchanged, {} untouched ({} live)",
         plan.count(Change::Create),

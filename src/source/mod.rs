@@ -12,7 +12,7 @@ use std::fmt;
 use serde::Serialize;
 
 /// What identifies the content of a snapshot: equal revisions, equal bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Revision(pub String);
 
@@ -23,7 +23,7 @@ impl fmt::Display for Revision {
 }
 
 /// The kind of a source, as the policy context sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     Dir,

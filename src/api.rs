@@ -1,0 +1,449 @@
+//! The read-only API: axum, `GET`/`HEAD` only, served from immutable views.
+//!
+//! Handlers read the latest [`View`] (an `ArcSwap` load: readers never wait on
+//! a pass) and mostly return bytes serialized once by the loop. Every other
+//! method gets 405 with `Allow: GET, HEAD`. Optional bearer-token auth
+//! (constant-time comparison; `/health` and `/ready` stay open) and TLS.
+//! Requests are bounded in size and time; responses never contain secrets.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::metrics::Metrics;
+use crate::status::{Item, View};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Shared {
+    pub view: Arc<ArcSwap<View>>,
+    pub metrics: Arc<Metrics>,
+    /// SHA-256 of the bearer token, when auth is on.
+    pub token_digest: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("auth", &self.token_digest.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// SHA-256 of a token, for constant-time comparison of equal-length digests.
+#[must_use]
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.trim().as_bytes()).into()
+}
+
+/// The router with every endpoint and layer.
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/environments", get(environments))
+        .route("/api/v1/environments/{name}", get(environment))
+        .route("/api/v1/sources", get(sources))
+        .route("/api/v1/plan", get(plan))
+        .route("/api/v1/events", get(events))
+        .route("/", get(page))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(shared.clone(), auth))
+        .layer(middleware::from_fn(read_only))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(1024))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
+        .with_state(shared)
+}
+
+async fn read_only(request: Request, next: Next) -> Response {
+    if request.method() == Method::GET || request.method() == Method::HEAD {
+        return next.run(request).await;
+    }
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "the API is read-only: GET and HEAD only",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
+async fn auth(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let Some(expected) = shared.token_digest else {
+        return next.run(request).await;
+    };
+    if matches!(request.uri().path(), "/health" | "/ready") {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(token_digest);
+    if given.is_some_and(|g| bool::from(g.ct_eq(&expected))) {
+        return next.run(request).await;
+    }
+    let mut response = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message, "status": status.as_u16() });
+    json(
+        status,
+        Bytes::from(serde_json::to_vec(&body).expect("an error serializes")),
+    )
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn health() -> Response {
+    json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
+}
+
+async fn ready(State(shared): State<Shared>) -> Response {
+    if shared.view.load().ready {
+        json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: some source has not been read yet, or the first pass is not done",
+        )
+    }
+}
+
+async fn metrics(State(shared): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        shared.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Filters of `/api/v1/environments`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Filter {
+    #[serde(rename = "type")]
+    pub env_type: Option<String>,
+    pub pool: Option<String>,
+    pub status: Option<String>,
+    pub q: Option<String>,
+}
+
+impl Filter {
+    fn is_empty(&self) -> bool {
+        self.env_type.is_none() && self.pool.is_none() && self.status.is_none() && self.q.is_none()
+    }
+
+    /// Whether an item passes every given filter (`q` is a case-insensitive
+    /// substring of name, owner, pool or source).
+    #[must_use]
+    pub fn matches(&self, item: &Item) -> bool {
+        let eq = |want: &Option<String>, have: &str| {
+            want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have))
+        };
+        let staging = self.env_type.as_deref().map(|t| {
+            if t.eq_ignore_ascii_case("staging") {
+                "stage"
+            } else {
+                t
+            }
+        });
+        eq(&staging.map(str::to_owned), &item.env_type)
+            && eq(&self.pool, &item.pool)
+            && eq(&self.status, &item.status)
+            && self.q.as_deref().is_none_or(|q| {
+                let q = q.to_lowercase();
+                [
+                    Some(item.name.as_str()),
+                    Some(item.owner.as_str()),
+                    Some(item.pool.as_str()),
+                    item.source.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|f| f.to_lowercase().contains(&q))
+            })
+    }
+}
+
+async fn environments(State(shared): State<Shared>, Query(filter): Query<Filter>) -> Response {
+    let view = shared.view.load();
+    if filter.is_empty() {
+        return json(StatusCode::OK, view.list.clone());
+    }
+    let items: Vec<&Item> = view.items.iter().filter(|i| filter.matches(i)).collect();
+    json(
+        StatusCode::OK,
+        Bytes::from(
+            serde_json::to_vec(&serde_json::json!({ "items": items })).expect("items serialize"),
+        ),
+    )
+}
+
+async fn environment(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
+    match shared.view.load().details.get(&name) {
+        Some(body) => json(StatusCode::OK, body.clone()),
+        None => error(StatusCode::NOT_FOUND, "no such environment"),
+    }
+}
+
+async fn sources(State(shared): State<Shared>) -> Response {
+    json(StatusCode::OK, shared.view.load().sources.clone())
+}
+
+async fn plan(State(shared): State<Shared>) -> Response {
+    json(StatusCode::OK, shared.view.load().plan.clone())
+}
+
+async fn events(State(shared): State<Shared>) -> Response {
+    json(StatusCode::OK, shared.view.load().events.clone())
+}
+
+async fn page(State(shared): State<Shared>) -> Response {
+    let view = shared.view.load();
+    let body = status_page(&view, chrono::Utc::now());
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(Body::from(body))
+        .expect("a static response builds")
+}
+
+/// Escapes text for HTML.
+#[must_use]
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// "in 3h 12m", "expired 5m ago", or "" for no expiry.
+#[must_use]
+pub fn countdown(expires_at: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Some(at) = expires_at.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) else {
+        return String::new();
+    };
+    let secs = (at.with_timezone(&chrono::Utc) - now).num_seconds();
+    let span = |s: i64| {
+        let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
+        if d > 0 {
+            format!("{d}d {h}h")
+        } else if h > 0 {
+            format!("{h}h {m}m")
+        } else {
+            format!("{m}m")
+        }
+    };
+    if secs >= 0 {
+        format!("in {}", span(secs))
+    } else {
+        format!("expired {} ago", span(-secs))
+    }
+}
+
+/// The server-rendered status page.
+#[must_use]
+pub fn status_page(view: &View, now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut html = String::with_capacity(4096 + view.items.len() * 400);
+    html.push_str(concat!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        "<meta http-equiv=\"refresh\" content=\"30\"><title>converge status</title><style>",
+        "body{font-family:system-ui,sans-serif;margin:1rem;color:#1b1f24}",
+        "h1{font-size:1.3rem}.wrap{overflow-x:auto}table{border-collapse:collapse;width:100%}",
+        "th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ddd;white-space:nowrap}",
+        ".Ready{color:#116329}.Failed,.Invalid,.Held{color:#a40e26}.Pending,.Expired{color:#7d4e00}",
+        "code{font-size:.9em}small{color:#57606a}</style></head><body>",
+    ));
+    let ready = view.items.iter().filter(|i| i.ready).count();
+    let _ = write!(
+        html,
+        "<h1>converge</h1><p>{} environments, {ready} ready. Pass {}{}.</p>",
+        view.items.len(),
+        view.pass,
+        if view.ready { "" } else { " (not ready yet)" }
+    );
+    if let Some(plan) = &view.last_plan {
+        let _ = write!(
+            html,
+            "<h2>Last plan</h2><p>{}</p>",
+            escape(&crate::plan::summary(plan))
+        );
+        if let Some(hold) = &plan.hold {
+            let _ = write!(
+                html,
+                "<p class=\"Held\"><strong>Held:</strong> {}</p>",
+                escape(&hold.message)
+            );
+        }
+    }
+    html.push_str("<h2>Environments</h2><div class=\"wrap\"><table><thead><tr><th>name</th><th>type</th><th>pool</th><th>owner</th><th>status</th><th>expires</th></tr></thead><tbody>");
+    for item in &view.items {
+        let why = item
+            .conditions
+            .first()
+            .map(|c| c.reason.as_str())
+            .unwrap_or_default();
+        let _ = write!(
+            html,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{} <small>{}</small></td><td>{}</td></tr>",
+            escape(&item.name),
+            escape(&item.env_type),
+            escape(&item.pool),
+            escape(&item.owner),
+            escape(&item.status),
+            escape(&item.status),
+            escape(why),
+            escape(&countdown(item.expires_at.as_deref(), now)),
+        );
+    }
+    html.push_str("</tbody></table></div></body></html>\n");
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn countdown_reads_like_a_person_would_say_it() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .expect("time")
+            .to_utc();
+        assert_eq!(countdown(Some("2026-01-01T03:12:00Z"), now), "in 3h 12m");
+        assert_eq!(countdown(Some("2026-01-03T01:00:00Z"), now), "in 2d 1h");
+        assert_eq!(
+            countdown(Some("2025-12-31T23:55:00Z"), now),
+            "expired 5m ago"
+        );
+        assert_eq!(countdown(None, now), "");
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("api: invalid listen address {0:?}")]
+    Listen(String),
+    #[error("api: cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("api: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where and how to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: String,
+    pub tls: Option<crate::config::TlsConfig>,
+}
+
+/// A running server: its address and a handle to stop it gracefully.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    handle: axum_server::Handle<std::net::SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Stops accepting, lets in-flight requests finish (at most 5 s), waits.
+    pub async fn shutdown(self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        let _ = self.task.await;
+    }
+}
+
+/// Binds and starts serving `router`; returns once it listens.
+pub async fn serve(router: Router, options: &ServeOptions) -> Result<Server, ServeError> {
+    let addr: std::net::SocketAddr = options
+        .listen
+        .parse()
+        .map_err(|_| ServeError::Listen(options.listen.clone()))?;
+    let handle = axum_server::Handle::new();
+    let service = router.into_make_service();
+    let task = match &options.tls {
+        None => {
+            let server = axum_server::bind(addr).handle(handle.clone());
+            tokio::spawn(async move { server.serve(service).await })
+        }
+        Some(tls) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|source| ServeError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })
+            };
+            let (cert, key) = (read(&tls.cert_file)?, read(&tls.key_file)?);
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key).await?;
+            let server = axum_server::bind_rustls(addr, config).handle(handle.clone());
+            tokio::spawn(async move { server.serve(service).await })
+        }
+    };
+    match handle.listening().await {
+        Some(addr) => Ok(Server { addr, handle, task }),
+        None => match task.await {
+            Ok(Err(e)) => Err(ServeError::Io(e)),
+            _ => Err(ServeError::Listen(options.listen.clone())),
+        },
+    }
+}

@@ -1,0 +1,185 @@
+//! `converge status`: reads the API and prints a table, JSON, or one
+//! environment's conditions, versions and history.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::status::{Detail, Item};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub url: String,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub json: bool,
+    pub environment: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+    #[error("{url}: unexpected response: {message}")]
+    Decode { url: String, message: String },
+}
+
+fn get(options: &Options, path: &str) -> Result<String, Error> {
+    let url = format!("{}{path}", options.url.trim_end_matches('/'));
+    let http = |message: String| Error::Http {
+        url: url.clone(),
+        message,
+    };
+    let mut config = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false);
+    if let Some(ca) = &options.ca_file {
+        let pem = std::fs::read(ca).map_err(|source| Error::Read {
+            path: ca.display().to_string(),
+            source,
+        })?;
+        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+            .build();
+        config = config.tls_config(tls);
+    }
+    let agent: ureq::Agent = config.build().into();
+    let mut request = agent.get(&url);
+    if let Some(file) = &options.token_file {
+        let token = std::fs::read_to_string(file).map_err(|source| Error::Read {
+            path: file.display().to_string(),
+            source,
+        })?;
+        request = request.header("Authorization", &format!("Bearer {}", token.trim()));
+    }
+    let mut response = request.call().map_err(|e| http(e.to_string()))?;
+    let status = response.status();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| http(e.to_string()))?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(body);
+        return Err(http(format!("{status}: {message}")));
+    }
+    Ok(body)
+}
+
+#[derive(serde::Deserialize)]
+struct List {
+    items: Vec<Item>,
+}
+
+/// What `converge status` prints.
+pub fn status(options: &Options) -> Result<String, Error> {
+    let decode = |path: &str, e: serde_json::Error| Error::Decode {
+        url: format!("{}{path}", options.url),
+        message: e.to_string(),
+    };
+    if let Some(name) = &options.environment {
+        let path = format!("/api/v1/environments/{name}");
+        let body = get(options, &path)?;
+        if options.json {
+            return Ok(body + "\n");
+        }
+        let detail: Detail = serde_json::from_str(&body).map_err(|e| decode(&path, e))?;
+        return Ok(describe(&detail));
+    }
+    let path = "/api/v1/environments";
+    let body = get(options, path)?;
+    if options.json {
+        return Ok(body + "\n");
+    }
+    let list: List = serde_json::from_str(&body).map_err(|e| decode(path, e))?;
+    Ok(table(&list.items))
+}
+
+fn table(items: &[Item]) -> String {
+    let rows: Vec<[String; 6]> = items
+        .iter()
+        .map(|i| {
+            let reason = i
+                .conditions
+                .first()
+                .map(|c| c.reason.clone())
+                .unwrap_or_default();
+            [
+                i.name.clone(),
+                i.env_type.clone(),
+                i.pool.clone(),
+                i.owner.clone(),
+                format!("{} ({reason})", i.status),
+                i.expires_at.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "TYPE", "POOL", "OWNER", "STATUS", "EXPIRES"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+fn describe(d: &Detail) -> String {
+    let i = &d.item;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Name:     {}\nType:     {}\nPool:     {}\nOwner:    {}\nStatus:   {}",
+        i.name, i.env_type, i.pool, i.owner, i.status
+    );
+    let _ = writeln!(
+        out,
+        "Source:   {}\nRevision: {}\nExpires:  {}",
+        i.source.as_deref().unwrap_or("-"),
+        i.revision.as_deref().unwrap_or("-"),
+        i.expires_at.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(out, "Conditions:");
+    for c in &i.conditions {
+        let _ = writeln!(
+            out,
+            "  {} {} ({}): {}",
+            c.kind, c.status, c.reason, c.message
+        );
+    }
+    let _ = writeln!(out, "Versions:");
+    for (service, v) in &d.versions {
+        let _ = writeln!(out, "  {service} {} ({})", v.tag, v.constraint);
+    }
+    let _ = writeln!(out, "History:");
+    for h in &d.history {
+        let _ = writeln!(
+            out,
+            "  pass {} at {}: {} ({})",
+            h.pass, h.time, h.status, h.reason
+        );
+    }
+    out
+}

@@ -1,0 +1,945 @@
+//! The loop: continuous, level-triggered reconcile with durable state.
+//!
+//! One writer (this loop) runs passes; readers (the API) see immutable
+//! [`View`]s swapped in after each pass. Sources are polled on their interval
+//! with jitter, and dir sources are also watched (`notify`, debounced), so a
+//! saved file is applied within a second or two. A pass also runs at the
+//! earliest expiry, and when an apply retry is due. A pass never asks why it
+//! ran: it reads what is due, evaluates every snapshot (cached), plans against
+//! the target's inventory and applies.
+//!
+//! Errors are classified: a source that fails is retried with jittered
+//! exponential backoff and keeps its last good snapshot (and while a source
+//! has not been read since start, nothing it claimed is deleted); a transient
+//! apply failure is retried with backoff; a permanent one (invalid claim,
+//! denial, held plan, foreign object) is a condition that waits for the input
+//! to change. Every pass is committed to the state store in one transaction.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::config::SourceConfig;
+use crate::metrics::{ActionLabels, EnvLabels, Metrics, SourceErrorLabels, SourceLabels};
+use crate::pipeline::Cache;
+use crate::plan::{Change, Plan};
+use crate::render::timestamp;
+use crate::source::{self, Snapshot};
+use crate::state::{self, Commit, Event, PassRecord, Store};
+use crate::status::{self, Detail, PassFacts, View};
+use crate::{Converge, apply, pipeline, plan};
+
+/// The file an operator creates to let the next held plan through, once.
+pub const ALLOW_MASS_DELETE_FILE: &str = "allow-mass-delete";
+
+/// Jittered exponential backoff.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    failures: u32,
+    base: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    #[must_use]
+    pub fn new(base: Duration, max: Duration) -> Backoff {
+        Backoff {
+            failures: 0,
+            base,
+            max,
+        }
+    }
+
+    /// The next delay: `base * 2^failures`, capped at `max`, then a uniform
+    /// jitter in `[d/2, d]` so many failing sources do not retry in step.
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.base.saturating_mul(1 << self.failures.min(20));
+        let d = exp.min(self.max);
+        self.failures = self.failures.saturating_add(1);
+        jitter(d, 0.5)
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    #[must_use]
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
+/// `d` scaled by a uniform factor in `[1 - spread, 1]`.
+#[must_use]
+pub fn jitter(d: Duration, spread: f64) -> Duration {
+    d.mul_f64(1.0 - spread * fastrand::f64())
+}
+
+/// A poll interval with ±10 % jitter.
+fn jittered_interval(d: Duration) -> Duration {
+    d.mul_f64(0.9 + 0.2 * fastrand::f64())
+}
+
+/// One source as the loop tracks it.
+struct SourceState {
+    config: SourceConfig,
+    interval: Duration,
+    last_good: Option<Snapshot>,
+    /// Read successfully since this process started.
+    fresh: bool,
+    due: Instant,
+    backoff: Backoff,
+    last_success: Option<DateTime<Utc>>,
+    last_error: Option<(String, String)>,
+    errors: u64,
+    /// When a new revision was first seen and not yet applied.
+    changed_at: Option<Instant>,
+    /// Whether `last_good` changed since the last commit.
+    dirty: bool,
+}
+
+/// `/api/v1/sources` items.
+#[derive(Debug, Serialize)]
+struct SourceDoc<'a> {
+    name: &'a str,
+    kind: &'static str,
+    revision: Option<&'a str>,
+    files: usize,
+    /// Read at least once since start.
+    ready: bool,
+    last_success: Option<String>,
+    errors: u64,
+    last_error: Option<SourceErrorDoc<'a>>,
+    next_poll_in_ms: u128,
+}
+
+#[derive(Debug, Serialize)]
+struct SourceErrorDoc<'a> {
+    reason: &'a str,
+    message: &'a str,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    State(#[from] state::Error),
+    #[error(transparent)]
+    Source(#[from] source::Error),
+}
+
+/// The single writer.
+pub struct Daemon {
+    converge: Converge,
+    store: Store,
+    metrics: Arc<Metrics>,
+    view: Arc<ArcSwap<View>>,
+    sources: Vec<SourceState>,
+    cache: Cache,
+    details: BTreeMap<String, Detail>,
+    events: VecDeque<Event>,
+    passes: VecDeque<PassRecord>,
+    next_event: u64,
+    pass: u64,
+    first_pass_done: bool,
+    last_plan: Option<Arc<Plan>>,
+    apply_backoff: Backoff,
+    apply_retry_at: Option<Instant>,
+    next_expiry: Option<DateTime<Utc>>,
+    /// Diagnostics already reported as events (so a pass does not repeat them).
+    reported: BTreeSet<String>,
+    last_hold: Option<String>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("pass", &self.pass)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Opens the state store and restores what the last run left.
+    pub fn new(
+        converge: Converge,
+        metrics: Arc<Metrics>,
+        view: Arc<ArcSwap<View>>,
+    ) -> Result<Daemon, Error> {
+        let store = Store::open(&converge.config.state_dir)?;
+        let restored = store.restore()?;
+        let now = Instant::now();
+        let max_backoff = converge.config.reconcile.max_backoff;
+        let sources = converge
+            .config
+            .sources
+            .iter()
+            .map(|c| {
+                let interval = match c {
+                    SourceConfig::Dir { .. } => converge.config.reconcile.dir_interval,
+                    SourceConfig::Git { interval, .. } | SourceConfig::S3 { interval, .. } => {
+                        *interval
+                    }
+                };
+                SourceState {
+                    last_good: restored.snapshots.get(c.name()).cloned(),
+                    config: c.clone(),
+                    interval,
+                    fresh: false,
+                    due: now,
+                    backoff: Backoff::new(
+                        Duration::from_secs(1),
+                        max_backoff.max(Duration::from_secs(1)),
+                    ),
+                    last_success: None,
+                    last_error: None,
+                    errors: 0,
+                    changed_at: None,
+                    dirty: false,
+                }
+            })
+            .collect();
+        let details: BTreeMap<String, Detail> = restored
+            .environments
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, serde_json::from_value(v).ok()?)))
+            .collect();
+        let pass = restored.passes.last().map_or(0, |p| p.id);
+        let next_event = restored.events.last().map_or(1, |e| e.id + 1);
+        let daemon = Daemon {
+            converge,
+            store,
+            metrics,
+            view,
+            sources,
+            cache: Cache::default(),
+            details,
+            events: restored.events.into(),
+            passes: restored.passes.into(),
+            next_event,
+            pass,
+            first_pass_done: false,
+            last_plan: None,
+            apply_backoff: Backoff::new(
+                Duration::from_secs(1),
+                max_backoff.max(Duration::from_secs(1)),
+            ),
+            apply_retry_at: None,
+            next_expiry: None,
+            reported: BTreeSet::new(),
+            last_hold: None,
+        };
+        daemon.publish();
+        Ok(daemon)
+    }
+
+    fn allow_file(&self) -> PathBuf {
+        self.converge.config.state_dir.join(ALLOW_MASS_DELETE_FILE)
+    }
+
+    /// When the loop must wake next.
+    fn next_wake(&self) -> Instant {
+        let now = Instant::now();
+        let mut wake = self
+            .sources
+            .iter()
+            .map(|s| s.due)
+            .min()
+            .unwrap_or(now + Duration::from_hours(1));
+        if let Some(at) = self.apply_retry_at {
+            wake = wake.min(at);
+        }
+        if let Some(at) = self.next_expiry {
+            let until = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            wake = wake.min(now + until);
+        }
+        if self.last_plan.as_ref().is_some_and(|p| p.hold.is_some()) {
+            wake = wake.min(now + Duration::from_secs(2)); // look for the allow file
+        }
+        wake
+    }
+
+    /// Runs until `shutdown` turns true; the pass in progress always finishes.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let (tx, mut rx) = mpsc::channel::<usize>(256);
+        let mut watchers = Vec::new();
+        loop {
+            if watchers.len() < self.dir_sources() {
+                watchers = self.watch_dirs(&tx);
+            }
+            let wake = self.next_wake();
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                Some(i) = rx.recv() => {
+                    // Debounce: editors write several events per save.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let mut touched = BTreeSet::from([i]);
+                    while let Ok(j) = rx.try_recv() {
+                        touched.insert(j);
+                    }
+                    for j in touched {
+                        self.sources[j].due = Instant::now();
+                    }
+                }
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            let now = Instant::now();
+            let due: Vec<usize> = (0..self.sources.len())
+                .filter(|&i| self.sources[i].due <= now)
+                .collect();
+            let expiry = self.next_expiry.is_some_and(|at| at <= Utc::now());
+            let retry = self.apply_retry_at.is_some_and(|at| at <= now);
+            let allowed = self.last_plan.as_ref().is_some_and(|p| p.hold.is_some())
+                && self.allow_file().exists();
+            if due.is_empty() && !expiry && !retry && !allowed {
+                continue;
+            }
+            tokio::task::block_in_place(|| self.pass(&due));
+        }
+        tracing::info!("shutting down: the last pass is complete");
+    }
+
+    fn dir_sources(&self) -> usize {
+        self.sources
+            .iter()
+            .filter(|s| matches!(s.config, SourceConfig::Dir { .. }))
+            .count()
+    }
+
+    /// Watches every dir source; a source whose directory is missing is retried next time.
+    fn watch_dirs(&self, tx: &mpsc::Sender<usize>) -> Vec<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let mut out = Vec::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let SourceConfig::Dir { path, .. } = &s.config else {
+                continue;
+            };
+            let tx = tx.clone();
+            let handler = move |event: notify::Result<notify::Event>| {
+                if event.is_ok_and(|e| !e.kind.is_access()) {
+                    let _ = tx.try_send(i);
+                }
+            };
+            match notify::recommended_watcher(handler) {
+                Ok(mut w) => match w.watch(path, notify::RecursiveMode::Recursive) {
+                    Ok(()) => out.push(w),
+                    Err(e) => {
+                        tracing::debug!(source = s.config.name(), error = %e, "cannot watch yet; polling");
+                    }
+                },
+                Err(e) => tracing::warn!(error = %e, "file watching unavailable; polling only"),
+            }
+        }
+        out
+    }
+
+    fn event(
+        &mut self,
+        kind: &str,
+        reason: &str,
+        environment: Option<&str>,
+        message: String,
+    ) -> Event {
+        let event = Event {
+            id: self.next_event,
+            time: timestamp(Utc::now()),
+            pass: self.pass,
+            kind: kind.to_owned(),
+            reason: reason.to_owned(),
+            environment: environment.map(str::to_owned),
+            message,
+        };
+        self.next_event += 1;
+        self.events.push_back(event.clone());
+        while self.events.len() > usize::try_from(state::EVENT_HISTORY).unwrap_or(usize::MAX) {
+            self.events.pop_front();
+        }
+        event
+    }
+
+    fn read_sources(&mut self, due: &[usize], new_events: &mut Vec<Event>) {
+        let max_file_bytes = self.converge.config.limits.max_file_bytes;
+        for &i in due {
+            let result = self
+                .converge
+                .read_source(&self.sources[i].config, max_file_bytes);
+            let name = self.sources[i].config.name().to_owned();
+            match result {
+                Ok(snapshot) => {
+                    let s = &mut self.sources[i];
+                    let changed = s
+                        .last_good
+                        .as_ref()
+                        .is_none_or(|old| old.revision != snapshot.revision);
+                    if changed {
+                        s.changed_at.get_or_insert_with(Instant::now);
+                        s.dirty = true;
+                        s.last_good = Some(snapshot);
+                    }
+                    s.fresh = true;
+                    s.backoff.reset();
+                    s.due = Instant::now() + jittered_interval(s.interval);
+                    s.last_success = Some(Utc::now());
+                    let recovered = s.last_error.take();
+                    self.metrics
+                        .source_last_success
+                        .get_or_create(&SourceLabels {
+                            source: name.clone(),
+                        })
+                        .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+                    if let Some((_, message)) = recovered {
+                        let e = self.event(
+                            "Normal",
+                            "SourceRecovered",
+                            None,
+                            format!("source {name} is readable again (was: {message})"),
+                        );
+                        new_events.push(e);
+                    }
+                }
+                Err(e) => {
+                    let (reason, message) = (e.reason().to_owned(), e.to_string());
+                    self.metrics
+                        .source_errors
+                        .get_or_create(&SourceErrorLabels {
+                            source: name.clone(),
+                            reason: reason.clone(),
+                        })
+                        .inc();
+                    let s = &mut self.sources[i];
+                    s.errors += 1;
+                    let delay = s
+                        .backoff
+                        .next_delay()
+                        .min(s.interval.max(Duration::from_secs(1)));
+                    s.due = Instant::now() + delay;
+                    let repeated = s.last_error.as_ref().is_some_and(|(_, m)| *m == message);
+                    s.last_error = Some((reason.clone(), message.clone()));
+                    tracing::warn!(source = %name, reason = %reason, retry_in_ms = delay.as_millis(), "{message}");
+                    if !repeated {
+                        let text = format!(
+                            "{message}; keeping the last good snapshot, nothing it claims is deleted"
+                        );
+                        let e = self.event("Warning", &reason, None, text);
+                        new_events.push(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass over everything due. Synchronous: it runs on a blocking thread.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the pass reads best as the sequence it is"
+    )]
+    fn pass(&mut self, due: &[usize]) {
+        let started = Instant::now();
+        let now = Utc::now();
+        self.pass += 1;
+        let span = tracing::info_span!("pass", id = self.pass);
+        let _guard = span.enter();
+        let mut new_events = Vec::new();
+        self.read_sources(due, &mut new_events);
+
+        let snapshots: Vec<Snapshot> = self
+            .sources
+            .iter()
+            .filter_map(|s| s.last_good.clone())
+            .collect();
+        let live = match self.converge.target.inventory() {
+            Ok(l) => l,
+            Err(e) => {
+                let delay = self.apply_backoff.next_delay();
+                self.apply_retry_at = Some(Instant::now() + delay);
+                tracing::error!(error = %e, retry_in_ms = delay.as_millis(), "cannot read the target's inventory");
+                let ev = self.event("Warning", e.reason(), None, e.to_string());
+                new_events.push(ev);
+                self.commit(&[], &new_events, None);
+                self.publish();
+                return;
+            }
+        };
+        let mut evaluation = self.converge.pipeline.evaluate_cached(
+            &snapshots,
+            &live,
+            pipeline::Options { now },
+            &mut self.cache,
+        );
+        // Unreadable is not empty: what a source not read since start (or
+        // failing now) claims is never deleted.
+        let stale: BTreeSet<&str> = self
+            .sources
+            .iter()
+            .filter(|s| !s.fresh || s.last_error.is_some())
+            .map(|s| s.config.name())
+            .collect();
+        for (name, env) in &live.environments {
+            let from_stale = env
+                .record
+                .origin
+                .as_ref()
+                .is_some_and(|o| stale.contains(o.source.as_str()));
+            if from_stale && !evaluation.desired.contains_key(name) {
+                evaluation
+                    .keep
+                    .entry(name.clone())
+                    .or_insert("SourceUnavailable");
+            }
+        }
+        let allow_file = self.allow_file();
+        let allowed = allow_file.exists();
+        let plan = plan::build(
+            &evaluation,
+            &live,
+            plan::Options {
+                max_delete_fraction: self.converge.config.safety.max_delete_fraction,
+                allow_mass_delete: allowed,
+            },
+        );
+        let report = apply::apply(
+            &plan,
+            &evaluation,
+            &self.converge.pipeline.renderer,
+            self.converge.target.as_ref(),
+        );
+
+        // Record what happened.
+        let counters = evaluation.counters;
+        self.metrics.claims_parsed.inc_by(counters.parsed as u64);
+        self.metrics
+            .claims_validated
+            .inc_by(counters.validated as u64);
+        self.metrics
+            .claims_authorized
+            .inc_by(counters.authorized as u64);
+        self.metrics
+            .claims_rendered
+            .inc_by(counters.rendered as u64);
+        if let Some(hold) = &plan.hold {
+            self.metrics.plan_held.set(1);
+            if self.last_hold.as_deref() != Some(hold.message.as_str()) {
+                self.metrics.plans_held.inc();
+                let message = format!(
+                    "{}; to allow it once, create {} (never through the API)",
+                    hold.message,
+                    allow_file.display()
+                );
+                tracing::warn!("{message}");
+                let ev = self.event("Warning", status::reason::HELD, None, message);
+                new_events.push(ev);
+                self.last_hold = Some(hold.message.clone());
+            }
+        } else {
+            self.metrics.plan_held.set(0);
+            self.last_hold = None;
+            if allowed && plan.environments.iter().any(|e| e.change == Change::Delete) {
+                let _ = std::fs::remove_file(&allow_file);
+                let ev = self.event(
+                    "Normal",
+                    "MassDeletionAllowed",
+                    None,
+                    format!("{} was used and removed", allow_file.display()),
+                );
+                new_events.push(ev);
+            }
+        }
+        let changes: BTreeMap<&str, &plan::EnvironmentPlan> = plan
+            .environments
+            .iter()
+            .map(|e| (e.name.as_str(), e))
+            .collect();
+        for name in &report.applied {
+            let Some(env) = changes.get(name.as_str()) else {
+                continue;
+            };
+            let (reason, action) = match env.change {
+                Change::Create => ("Created", "create"),
+                Change::Update => ("Updated", "update"),
+                Change::Delete => ("Deleted", "delete"),
+            };
+            self.metrics
+                .plan_changes
+                .get_or_create(&ActionLabels {
+                    action: action.to_owned(),
+                })
+                .inc();
+            let versions: Vec<String> = env.versions.iter().map(ToString::to_string).collect();
+            let mut message = format!("{} ({})", action, env.reason);
+            if !versions.is_empty() {
+                message = format!("{message}: {}", versions.join(", "));
+            }
+            tracing::info!(environment = %name, change = action, reason = %env.reason, "applied");
+            let ev = self.event("Normal", reason, Some(name), message);
+            new_events.push(ev);
+        }
+        let mut failed = BTreeMap::new();
+        let mut transient = false;
+        for (name, failure) in &report.failed {
+            self.metrics.apply_failures.inc();
+            transient |= failure.is_transient();
+            self.cache.forget_environment(name);
+            tracing::error!(environment = %name, reason = failure.reason(), "{failure}");
+            failed.insert(
+                name.clone(),
+                (failure.reason().to_owned(), failure.to_string()),
+            );
+            let ev = self.event("Warning", failure.reason(), Some(name), failure.to_string());
+            new_events.push(ev);
+        }
+        if transient {
+            let delay = self.apply_backoff.next_delay();
+            self.apply_retry_at = Some(Instant::now() + delay);
+        } else {
+            self.apply_backoff.reset();
+            self.apply_retry_at = None;
+        }
+        let diagnostics: BTreeSet<String> = evaluation
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let previously = std::mem::replace(&mut self.reported, diagnostics);
+        for d in evaluation
+            .diagnostics
+            .iter()
+            .filter(|d| !previously.contains(&d.to_string()))
+            .take(100)
+        {
+            let ev = self.event(
+                "Warning",
+                "ClaimRejected",
+                d.environment.as_deref(),
+                d.to_string(),
+            );
+            new_events.push(ev);
+        }
+        if !report.applied.is_empty() {
+            let seen = self
+                .sources
+                .iter_mut()
+                .filter_map(|s| s.changed_at.take())
+                .min();
+            if let Some(seen) = seen {
+                self.metrics
+                    .apply_latency
+                    .observe(seen.elapsed().as_secs_f64());
+            }
+        } else if plan.environments.is_empty() {
+            for s in &mut self.sources {
+                s.changed_at = None;
+            }
+        }
+        let live_after = if report.applied.is_empty() && report.failed.is_empty() {
+            live
+        } else {
+            self.converge.target.inventory().unwrap_or(live)
+        };
+        let time = timestamp(now);
+        let facts = PassFacts {
+            pass: self.pass,
+            time: &time,
+            evaluation: &evaluation,
+            plan: &plan,
+            applied: &report.applied,
+            failed: &failed,
+            applying: !report.held,
+            live: &live_after,
+        };
+        let details = status::details(
+            &facts,
+            &self.details,
+            self.converge.config.reconcile.history,
+        );
+        self.next_expiry = evaluation
+            .desired
+            .values()
+            .filter_map(|d| d.expires_at)
+            .filter(|at| *at > now)
+            .min();
+        let mut by_type: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for d in details.values() {
+            *by_type
+                .entry((d.item.env_type.clone(), d.item.status.clone()))
+                .or_default() += 1;
+        }
+        self.metrics.environments.clear();
+        for ((t, s), n) in by_type {
+            self.metrics
+                .environments
+                .get_or_create(&EnvLabels {
+                    r#type: t,
+                    status: s,
+                })
+                .set(n);
+        }
+        let elapsed = started.elapsed();
+        self.metrics.pass_duration.observe(elapsed.as_secs_f64());
+        self.metrics.passes.inc();
+        let record = PassRecord {
+            id: self.pass,
+            started_at: time.clone(),
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            revisions: self
+                .sources
+                .iter()
+                .filter_map(|s| {
+                    Some((
+                        s.config.name().to_owned(),
+                        s.last_good.as_ref()?.revision.0.clone(),
+                    ))
+                })
+                .collect(),
+            created: report
+                .applied
+                .iter()
+                .filter(|n| {
+                    changes
+                        .get(n.as_str())
+                        .is_some_and(|e| e.change == Change::Create)
+                })
+                .count(),
+            updated: report
+                .applied
+                .iter()
+                .filter(|n| {
+                    changes
+                        .get(n.as_str())
+                        .is_some_and(|e| e.change == Change::Update)
+                })
+                .count(),
+            deleted: report
+                .applied
+                .iter()
+                .filter(|n| {
+                    changes
+                        .get(n.as_str())
+                        .is_some_and(|e| e.change == Change::Delete)
+                })
+                .count(),
+            unchanged: plan.unchanged,
+            held: report.held,
+            failed: report.failed.len(),
+            parsed: counters.parsed,
+        };
+        tracing::info!(
+            duration_ms = record.duration_ms,
+            parsed = counters.parsed,
+            created = record.created,
+            updated = record.updated,
+            deleted = record.deleted,
+            failed = record.failed,
+            held = record.held,
+            "pass done"
+        );
+        let changed_envs: Vec<(String, Option<serde_json::Value>)> = details
+            .iter()
+            .filter(|(k, d)| self.details.get(*k) != Some(d))
+            .map(|(k, d)| {
+                (
+                    k.clone(),
+                    Some(serde_json::to_value(d).expect("a detail serializes")),
+                )
+            })
+            .chain(
+                self.details
+                    .keys()
+                    .filter(|k| !details.contains_key(*k))
+                    .map(|k| (k.clone(), None)),
+            )
+            .collect();
+        self.details = details;
+        self.passes.push_back(record.clone());
+        while self.passes.len() > usize::try_from(state::PASS_HISTORY).unwrap_or(usize::MAX) {
+            self.passes.pop_front();
+        }
+        self.last_plan = Some(Arc::new(plan));
+        self.first_pass_done = true;
+        self.commit(&changed_envs, &new_events, Some(record));
+        self.publish();
+    }
+
+    fn commit(
+        &mut self,
+        environments: &[(String, Option<serde_json::Value>)],
+        events: &[Event],
+        pass: Option<PassRecord>,
+    ) {
+        let dirty: Vec<(&Snapshot, Option<&Snapshot>)> = self
+            .sources
+            .iter()
+            .filter(|s| s.dirty)
+            .filter_map(|s| Some((s.last_good.as_ref()?, None)))
+            .collect();
+        let commit = Commit {
+            snapshots: dirty,
+            environments: environments.to_vec(),
+            pass,
+            events: events.to_vec(),
+        };
+        match self.store.commit(&commit) {
+            Ok(()) => {
+                for s in &mut self.sources {
+                    s.dirty = false;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the pass in the state store; will retry with the next pass");
+            }
+        }
+    }
+
+    /// Swaps in a new view for the API.
+    fn publish(&self) {
+        let now = Instant::now();
+        let sources: Vec<SourceDoc<'_>> = self
+            .sources
+            .iter()
+            .map(|s| SourceDoc {
+                name: s.config.name(),
+                kind: match s.config {
+                    SourceConfig::Dir { .. } => "dir",
+                    SourceConfig::Git { .. } => "git",
+                    SourceConfig::S3 { .. } => "s3",
+                },
+                revision: s.last_good.as_ref().map(|g| g.revision.0.as_str()),
+                files: s.last_good.as_ref().map_or(0, |g| g.files.len()),
+                ready: s.fresh,
+                last_success: s.last_success.map(timestamp),
+                errors: s.errors,
+                last_error: s
+                    .last_error
+                    .as_ref()
+                    .map(|(reason, message)| SourceErrorDoc { reason, message }),
+                next_poll_in_ms: s.due.saturating_duration_since(now).as_millis(),
+            })
+            .collect();
+        let ready = self.first_pass_done && self.sources.iter().all(|s| s.fresh);
+        let events: Vec<&Event> = self.events.iter().rev().collect();
+        let view = View::new(
+            &self.details,
+            &sources,
+            self.last_plan.clone(),
+            &events,
+            ready,
+            self.pass,
+        );
+        self.view.store(Arc::new(view));
+    }
+
+    /// The view readers see (for tests and the binary).
+    #[must_use]
+    pub fn view(&self) -> Arc<ArcSwap<View>> {
+        self.view.clone()
+    }
+}
+
+/// Starts the API and the loop; returns when `shutdown` turns true and both stopped.
+pub async fn run(
+    converge: Converge,
+    listen: Option<String>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let view = Arc::new(ArcSwap::from_pointee(View::default()));
+    let token_digest = match &converge.config.api.token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path).map_err(|source| RunError::Token {
+                path: path.display().to_string(),
+                source,
+            })?;
+            if token.trim().is_empty() {
+                return Err(RunError::EmptyToken(path.display().to_string()));
+            }
+            Some(crate::api::token_digest(&token))
+        }
+        None => None,
+    };
+    let options = crate::api::ServeOptions {
+        listen: listen.unwrap_or_else(|| converge.config.api.listen.clone()),
+        tls: converge.config.api.tls.clone(),
+    };
+    let daemon = Daemon::new(converge, metrics.clone(), view.clone())?;
+    let shared = crate::api::Shared {
+        view,
+        metrics,
+        token_digest,
+    };
+    let server = crate::api::serve(crate::api::router(shared), &options).await?;
+    tracing::info!(addr = %server.addr, tls = options.tls.is_some(), "api listening");
+    eprintln!(
+        "converge: api listening on {}://{}",
+        if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        server.addr
+    );
+    daemon.run(shutdown).await;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Daemon(#[from] Error),
+    #[error(transparent)]
+    Api(#[from] crate::api::ServeError),
+    #[error("cannot read the api token file {path}: {source}")]
+    Token {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the api token file {0} is empty")]
+    EmptyToken(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_mins(1));
+        let mut waited = Vec::new();
+        for _ in 0..10 {
+            let d = b.next_delay();
+            let before = Instant::now();
+            tokio::time::sleep(d).await;
+            waited.push(before.elapsed());
+        }
+        for (i, w) in waited.iter().enumerate() {
+            let nominal = Duration::from_secs(1 << i.min(6)).min(Duration::from_mins(1));
+            assert!(
+                *w >= nominal / 2 && *w <= nominal,
+                "attempt {i}: waited {w:?}, nominal {nominal:?}"
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn poll_intervals_jitter_within_ten_percent() {
+        for _ in 0..100 {
+            let d = jittered_interval(Duration::from_secs(10));
+            assert!(
+                d >= Duration::from_secs(9) && d <= Duration::from_secs(11),
+                "{d:?}"
+            );
+        }
+    }
+}

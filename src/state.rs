@@ -1,0 +1,349 @@
+//! Durable state in `state_dir/converge.redb`: what a restart resumes from.
+//!
+//! An embedded, transactional store (redb): the last good snapshot of every
+//! source (file bytes by path), per-environment status (record, conditions,
+//! history), the last passes and events. The loop writes once per pass in one
+//! transaction, so a `kill -9` at any moment leaves either the previous or the
+//! next pass recorded, never half of one. A file that is not a converge state
+//! store (corrupt, or another program's) is a clear error at start, never a
+//! silent reset. The target's own inventory stays the truth about what is
+//! applied; the copy here serves status after a restart.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::source::{Content, Revision, Snapshot, SourceFile, SourceKind};
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
+/// Key: `<source>\0<path>`.
+const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
+const ENVIRONMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("environments");
+const PASSES: TableDefinition<u64, &[u8]> = TableDefinition::new("passes");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+const APP: &str = "converge";
+const FORMAT: &str = "1";
+/// Passes kept in history.
+pub const PASS_HISTORY: u64 = 100;
+/// Events kept.
+pub const EVENT_HISTORY: u64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("state {path}: cannot open: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error(
+        "state {path} is not a converge state store ({message}); move it away or point state_dir elsewhere"
+    )]
+    Foreign { path: PathBuf, message: String },
+    #[error("state {path}: {message}")]
+    Storage { path: PathBuf, message: String },
+}
+
+/// A source's last good snapshot, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SourceRecord {
+    kind: SourceKind,
+    is_static: bool,
+    revision: Revision,
+    paths: Vec<String>,
+}
+
+/// One pass, as history keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassRecord {
+    pub id: u64,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub revisions: BTreeMap<String, String>,
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    pub held: bool,
+    pub failed: usize,
+    pub parsed: usize,
+}
+
+/// Something that happened, for `/api/v1/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: u64,
+    pub time: String,
+    pub pass: u64,
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    pub message: String,
+}
+
+/// What a restart restores.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub snapshots: BTreeMap<String, Snapshot>,
+    /// Per-environment status documents, by name.
+    pub environments: BTreeMap<String, serde_json::Value>,
+    pub passes: Vec<PassRecord>,
+    pub events: Vec<Event>,
+}
+
+/// Changes of one pass, written in one transaction.
+#[derive(Debug, Default)]
+pub struct Commit<'a> {
+    /// Sources whose snapshot changed since the last commit.
+    pub snapshots: Vec<(&'a Snapshot, Option<&'a Snapshot>)>,
+    pub environments: Vec<(String, Option<serde_json::Value>)>,
+    pub pass: Option<PassRecord>,
+    pub events: Vec<Event>,
+}
+
+/// The open state store.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key(source: &str, path: &str) -> String {
+    format!("{source}\0{path}")
+}
+
+impl Store {
+    /// Opens (or creates) `dir/converge.redb`.
+    pub fn open(dir: &Path) -> Result<Store, Error> {
+        let path = dir.join("converge.redb");
+        std::fs::create_dir_all(dir).map_err(|e| Error::Open {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let existed = path.exists() && std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Open {
+                path: path.clone(),
+                message: "it is in use by another converge process".to_owned(),
+            },
+            other => Error::Foreign {
+                path: path.clone(),
+                message: other.to_string(),
+            },
+        })?;
+        let store = Store { db, path };
+        store.check_meta(existed)?;
+        Ok(store)
+    }
+
+    fn storage(&self) -> impl Fn(&dyn std::fmt::Display) -> Error + '_ {
+        |e| Error::Storage {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn check_meta(&self, existed: bool) -> Result<(), Error> {
+        let err = self.storage();
+        let foreign = |message: String| Error::Foreign {
+            path: self.path.clone(),
+            message,
+        };
+        let read = self.db.begin_read().map_err(|e| err(&e))?;
+        let app = match read.open_table(META) {
+            Ok(t) => t
+                .get("app")
+                .map_err(|e| err(&e))?
+                .map(|v| v.value().to_owned()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(foreign(e.to_string())),
+        };
+        let format = match read.open_table(META) {
+            Ok(t) => t
+                .get("format")
+                .map_err(|e| err(&e))?
+                .map(|v| v.value().to_owned()),
+            Err(_) => None,
+        };
+        drop(read);
+        match (app.as_deref(), format.as_deref()) {
+            (Some(APP), Some(FORMAT)) => Ok(()),
+            (Some(APP), Some(other)) => Err(foreign(format!(
+                "state format {other}, this converge reads {FORMAT}"
+            ))),
+            (None, _) if !existed || self.is_empty()? => {
+                let w = self.db.begin_write().map_err(|e| err(&e))?;
+                {
+                    let mut t = w.open_table(META).map_err(|e| err(&e))?;
+                    t.insert("app", APP).map_err(|e| err(&e))?;
+                    t.insert("format", FORMAT).map_err(|e| err(&e))?;
+                }
+                w.commit().map_err(|e| err(&e))
+            }
+            _ => Err(foreign("it has no converge metadata".to_owned())),
+        }
+    }
+
+    fn is_empty(&self) -> Result<bool, Error> {
+        let err = self.storage();
+        let read = self.db.begin_read().map_err(|e| err(&e))?;
+        Ok(read.list_tables().map_err(|e| err(&e))?.next().is_none())
+    }
+
+    /// Everything a restart resumes from.
+    pub fn restore(&self) -> Result<Restored, Error> {
+        let err = self.storage();
+        let read = self.db.begin_read().map_err(|e| err(&e))?;
+        let mut out = Restored::default();
+        let (Ok(sources), Ok(files)) = (read.open_table(SOURCES), read.open_table(FILES)) else {
+            return Ok(out);
+        };
+        for entry in sources.iter().map_err(|e| err(&e))? {
+            let (name, value) = entry.map_err(|e| err(&e))?;
+            let name = name.value().to_owned();
+            let record: SourceRecord =
+                serde_json::from_slice(value.value()).map_err(|e| err(&e))?;
+            let mut snapshot_files = Vec::with_capacity(record.paths.len());
+            for path in record.paths {
+                let bytes = files.get(key(&name, &path).as_str()).map_err(|e| err(&e))?;
+                let content = bytes.map_or_else(
+                    || Content::Unreadable("missing from state".into()),
+                    |b| Content::Bytes(b.value().to_vec()),
+                );
+                snapshot_files.push(SourceFile::new(path, content));
+            }
+            out.snapshots.insert(
+                name.clone(),
+                Snapshot {
+                    source: name,
+                    kind: record.kind,
+                    is_static: record.is_static,
+                    revision: record.revision,
+                    files: snapshot_files,
+                },
+            );
+        }
+        if let Ok(envs) = read.open_table(ENVIRONMENTS) {
+            for entry in envs.iter().map_err(|e| err(&e))? {
+                let (name, value) = entry.map_err(|e| err(&e))?;
+                out.environments.insert(
+                    name.value().to_owned(),
+                    serde_json::from_slice(value.value()).map_err(|e| err(&e))?,
+                );
+            }
+        }
+        if let Ok(passes) = read.open_table(PASSES) {
+            for entry in passes.iter().map_err(|e| err(&e))? {
+                out.passes.push(
+                    serde_json::from_slice(entry.map_err(|e| err(&e))?.1.value())
+                        .map_err(|e| err(&e))?,
+                );
+            }
+        }
+        if let Ok(events) = read.open_table(EVENTS) {
+            for entry in events.iter().map_err(|e| err(&e))? {
+                out.events.push(
+                    serde_json::from_slice(entry.map_err(|e| err(&e))?.1.value())
+                        .map_err(|e| err(&e))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes one pass's changes atomically.
+    pub fn commit(&self, commit: &Commit<'_>) -> Result<(), Error> {
+        let err = self.storage();
+        let w = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut sources = w.open_table(SOURCES).map_err(|e| err(&e))?;
+            let mut files = w.open_table(FILES).map_err(|e| err(&e))?;
+            for (snapshot, previous) in &commit.snapshots {
+                let old: BTreeMap<&str, &SourceFile> = previous
+                    .map(|p| p.files.iter().map(|f| (f.path.as_str(), f)).collect())
+                    .unwrap_or_default();
+                for file in &snapshot.files {
+                    if old
+                        .get(file.path.as_str())
+                        .is_some_and(|o| o.digest == file.digest)
+                    {
+                        continue;
+                    }
+                    let bytes: &[u8] = match &file.content {
+                        Content::Bytes(b) => b,
+                        _ => &[],
+                    };
+                    files
+                        .insert(key(&snapshot.source, &file.path).as_str(), bytes)
+                        .map_err(|e| err(&e))?;
+                }
+                let now: std::collections::BTreeSet<&str> =
+                    snapshot.files.iter().map(|f| f.path.as_str()).collect();
+                for path in old.keys().filter(|p| !now.contains(*p)) {
+                    files
+                        .remove(key(&snapshot.source, path).as_str())
+                        .map_err(|e| err(&e))?;
+                }
+                let record = SourceRecord {
+                    kind: snapshot.kind,
+                    is_static: snapshot.is_static,
+                    revision: snapshot.revision.clone(),
+                    paths: snapshot.files.iter().map(|f| f.path.clone()).collect(),
+                };
+                let bytes = serde_json::to_vec(&record).expect("a source record serializes");
+                sources
+                    .insert(snapshot.source.as_str(), bytes.as_slice())
+                    .map_err(|e| err(&e))?;
+            }
+            let mut envs = w.open_table(ENVIRONMENTS).map_err(|e| err(&e))?;
+            for (name, doc) in &commit.environments {
+                match doc {
+                    Some(doc) => {
+                        let bytes = serde_json::to_vec(doc).expect("status serializes");
+                        envs.insert(name.as_str(), bytes.as_slice())
+                            .map_err(|e| err(&e))?;
+                    }
+                    None => {
+                        envs.remove(name.as_str()).map_err(|e| err(&e))?;
+                    }
+                }
+            }
+            let mut passes = w.open_table(PASSES).map_err(|e| err(&e))?;
+            if let Some(pass) = &commit.pass {
+                let bytes = serde_json::to_vec(pass).expect("a pass serializes");
+                passes
+                    .insert(pass.id, bytes.as_slice())
+                    .map_err(|e| err(&e))?;
+                if pass.id > PASS_HISTORY {
+                    passes
+                        .retain(|id, _| id + PASS_HISTORY > pass.id)
+                        .map_err(|e| err(&e))?;
+                }
+            }
+            let mut events = w.open_table(EVENTS).map_err(|e| err(&e))?;
+            for event in &commit.events {
+                let bytes = serde_json::to_vec(event).expect("an event serializes");
+                events
+                    .insert(event.id, bytes.as_slice())
+                    .map_err(|e| err(&e))?;
+            }
+            if let Some(last) = commit.events.last()
+                && last.id > EVENT_HISTORY
+            {
+                let floor = last.id - EVENT_HISTORY;
+                events.retain(|id, _| id > floor).map_err(|e| err(&e))?;
+            }
+        }
+        w.commit().map_err(|e| err(&e))
+    }
+}
