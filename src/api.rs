@@ -301,7 +301,12 @@ pub fn status_page(view: &View, now: chrono::DateTime<chrono::Utc>) -> String {
         "h1{font-size:1.3rem}.wrap{overflow-x:auto}table{border-collapse:collapse;width:100%}",
         "th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ddd;white-space:nowrap}",
         ".Ready{color:#116329}.Failed,.Invalid,.Held{color:#a40e26}.Pending,.Expired{color:#7d4e00}",
-        "code{font-size:.9em}small{color:#57606a}</style></head><body>",
+        "code{font-size:.9em}small{color:#57606a}",
+        "@media (max-width:640px){thead{display:none}table,tbody,tr,td{display:block;width:auto}",
+        "tr{border:1px solid #ddd;border-radius:6px;margin:.5rem 0;padding:.25rem}",
+        "td{border:0;white-space:normal;padding:.15rem .5rem}",
+        "td::before{content:attr(data-label);display:inline-block;min-width:4.5rem;color:#57606a}}",
+        "</style></head><body>",
     ));
     let ready = view.items.iter().filter(|i| i.ready).count();
     let _ = write!(
@@ -334,7 +339,11 @@ pub fn status_page(view: &View, now: chrono::DateTime<chrono::Utc>) -> String {
             .unwrap_or_default();
         let _ = write!(
             html,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{} <small>{}</small></td><td>{}</td></tr>",
+            concat!(
+                "<tr><td data-label=\"name\"><code>{}</code></td><td data-label=\"type\">{}</td>",
+                "<td data-label=\"pool\">{}</td><td data-label=\"owner\">{}</td>",
+                "<td data-label=\"status\" class=\"{}\">{} <small>{}</small></td><td data-label=\"expires\">{}</td></tr>"
+            ),
             escape(&item.name),
             escape(&item.env_type),
             escape(&item.pool),
@@ -342,7 +351,11 @@ pub fn status_page(view: &View, now: chrono::DateTime<chrono::Utc>) -> String {
             escape(&item.status),
             escape(&item.status),
             escape(why),
-            escape(&countdown(item.expires_at.as_deref(), now)),
+            if item.expires_at.is_some() {
+                escape(&countdown(item.expires_at.as_deref(), now))
+            } else {
+                "never".to_owned()
+            },
         );
     }
     html.push_str("</tbody></table></div></body></html>\n");

@@ -1,0 +1,753 @@
+//! The daemon end to end: the real binary on a free loopback port against a
+//! copy of the quick start. Waits are bounded polls (a timeout is a failure,
+//! never a performance assertion).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Project, claim};
+
+/// A running `converge run`.
+pub struct Daemon {
+    child: Option<Child>,
+    pub addr: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `converge run --listen 127.0.0.1:0` in `dir` and waits until it listens.
+    pub fn start(dir: &Path) -> Daemon {
+        Self::try_start(dir).unwrap_or_else(|log| panic!("daemon did not start:\n{log}"))
+    }
+
+    /// Like `start`, but returns the log when the daemon exits or never listens.
+    pub fn try_start(dir: &Path) -> Result<Daemon, String> {
+        let log = dir.join(format!("daemon-{}.log", fastrand::u32(..)));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_converge"))
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .current_dir(dir)
+            .env("CONVERGE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("converge starts");
+        let mut daemon = Daemon {
+            child: Some(child),
+            addr: String::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let text = daemon.log();
+            if let Some(rest) = text
+                .split("api listening on ")
+                .nth(1)
+                .and_then(|r| r.split("://").nth(1))
+            {
+                rest.lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .clone_into(&mut daemon.addr);
+                return Ok(daemon);
+            }
+            if let Some(status) = daemon
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                daemon.child = None;
+                return Err(format!("exited with {status}:\n{text}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(daemon.log())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A raw HTTP/1.1 request; returns (status, headers, body).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, String) {
+        http(&self.addr, method, path, headers)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = self.request("GET", path, &[]);
+        (status, body)
+    }
+
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).expect("JSON body")
+    }
+
+    /// Polls until `check` holds (at most 20 s).
+    pub fn wait_for(&self, what: &str, mut check: impl FnMut(&Daemon) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if check(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}\n--- log ---\n{}", self.log());
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let list = self.json("/api/v1/environments");
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["name"].as_str().expect("name").to_owned())
+            .collect()
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no exit after SIGTERM");
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client over loopback (Connection: close).
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request = format!("{request}{k}: {v}\r\n");
+    }
+    if method == "POST" || method == "PUT" {
+        request.push_str("Content-Length: 2\r\n\r\n{}");
+    } else {
+        request.push_str("\r\n");
+    }
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("status line");
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let mut head = String::new();
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        chunked |= line
+            .to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked");
+        head.push_str(&line);
+    }
+    let mut raw = Vec::new();
+    if method != "HEAD" {
+        reader.read_to_end(&mut raw).expect("body");
+    }
+    let body = if chunked { dechunk(&raw) } else { raw };
+    (status, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap_or("0").trim(), 16)
+                .unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        raw = &raw[end + 2..];
+        out.extend_from_slice(&raw[..size.min(raw.len())]);
+        raw = &raw[(size + 2).min(raw.len())..];
+    }
+}
+
+fn quickstart() -> Project {
+    let p = Project::new("state_dir: .converge\nsafety:\n  max_delete_fraction: 0.5\n");
+    for entry in
+        std::fs::read_dir(crate::repo().join("examples/quickstart/claims")).expect("claims")
+    {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), p.path("claims").join(entry.file_name())).expect("copy");
+    }
+    let config = std::fs::read_to_string(crate::repo().join("examples/quickstart/converge.yaml"))
+        .expect("config");
+    let tags = config.split("tags:").nth(1).expect("quick start has tags");
+    let mut own = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    own.push_str("tags:");
+    own.push_str(tags);
+    std::fs::write(p.path("converge.yaml"), own).expect("write");
+    p
+}
+
+#[test]
+fn the_daemon_follows_claim_files_as_they_are_added_changed_and_removed() {
+    let p = quickstart();
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    assert_eq!(d.names().len(), 4);
+    assert_eq!(p.environments().len(), 4);
+
+    p.write("claims/new.yaml", claim("dev-new", "dev"));
+    d.wait_for("dev-new in the API", |d| {
+        d.names().contains(&"dev-new".to_owned())
+    });
+    assert!(p.path("out/dev-new/namespace-dev-new.yaml").exists());
+    let detail = d.json("/api/v1/environments/dev-new");
+    assert_eq!(detail["status"], "Ready");
+    assert_eq!(detail["versions"]["user-service"]["tag"], "v1.2.3");
+    assert_eq!(detail["source"], "local:claims/new.yaml");
+
+    p.write(
+        "claims/new.yaml",
+        claim("dev-new", "dev").replace("v1.2.3", "v1.2.4"),
+    );
+    d.wait_for("the new version", |d| {
+        d.json("/api/v1/environments/dev-new")["versions"]["user-service"]["tag"] == "v1.2.4"
+    });
+    let deployment = std::fs::read_to_string(p.path("out/dev-new/deployment-user-service.yaml"))
+        .expect("deployment");
+    assert!(deployment.contains("user-service:v1.2.4"), "{deployment}");
+
+    p.remove("claims/new.yaml");
+    d.wait_for("dev-new gone", |d| {
+        !d.names().contains(&"dev-new".to_owned())
+    });
+    assert!(!p.path("out/dev-new").exists());
+    let events = d.json("/api/v1/events");
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    for want in ["Created", "Updated", "Deleted"] {
+        assert!(reasons.contains(&want), "{want} in {reasons:?}");
+    }
+    assert_eq!(d.get("/api/v1/environments/nope").0, 404);
+    assert_eq!(d.terminate(), Some(0), "SIGTERM exits 0");
+}
+
+#[test]
+fn an_unreadable_source_deletes_nothing_and_recovers() {
+    let p = quickstart();
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    std::fs::rename(p.path("claims"), p.path("claims.away")).expect("move claims away");
+    d.wait_for("the source error", |d| {
+        let s = d.json("/api/v1/sources");
+        s["items"][0]["last_error"]["reason"] == "SourceUnreadable"
+    });
+    assert_eq!(d.names().len(), 4, "nothing deleted");
+    assert_eq!(p.environments().len(), 4, "nothing deleted on disk");
+    let metrics = d.get("/metrics").1;
+    assert!(
+        metrics
+            .contains("converge_source_errors_total{source=\"local\",reason=\"SourceUnreadable\"}"),
+        "{metrics}"
+    );
+    std::fs::rename(p.path("claims.away"), p.path("claims")).expect("move back");
+    d.wait_for("recovery", |d| {
+        d.json("/api/v1/sources")["items"][0]["last_error"].is_null()
+    });
+    assert_eq!(d.names().len(), 4);
+}
+
+#[test]
+fn the_api_is_read_only_and_can_require_a_token() {
+    let p = quickstart();
+    p.write("token", "s3cret-token\n");
+    let mut config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    config.push_str("api:\n  token_file: token\n");
+    std::fs::write(p.path("converge.yaml"), config).expect("write");
+    let d = Daemon::start(p.dir.path());
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let (status, head, _) = d.request(method, "/api/v1/environments", &[]);
+        assert_eq!(status, 405, "{method}");
+        assert!(
+            head.to_ascii_lowercase().contains("allow: get, head"),
+            "{method}: {head}"
+        );
+    }
+    assert_eq!(d.get("/health").0, 200, "health stays open");
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let (status, head, _) = d.request("GET", "/api/v1/environments", &[]);
+    assert_eq!(status, 401);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    assert_eq!(
+        d.request("GET", "/metrics", &[("Authorization", "Bearer wrong")])
+            .0,
+        401
+    );
+    let (status, _, body) = d.request(
+        "GET",
+        "/api/v1/environments",
+        &[("Authorization", "Bearer s3cret-token")],
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = d.request(
+        "HEAD",
+        "/api/v1/plan",
+        &[("Authorization", "Bearer s3cret-token")],
+    );
+    assert_eq!((status, body.as_str()), (200, ""));
+    let status_cli = crate::converge(
+        p.dir.path(),
+        &[
+            "status",
+            "--url",
+            &format!("http://{}", d.addr),
+            "--token-file",
+            "token",
+        ],
+    );
+    assert_eq!(
+        status_cli.status.code(),
+        Some(0),
+        "{}",
+        crate::stderr(&status_cli)
+    );
+    let table = crate::stdout(&status_cli);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("prod-team1-payments"), "{table}");
+    let one = crate::converge(
+        p.dir.path(),
+        &[
+            "status",
+            "--url",
+            &format!("http://{}", d.addr),
+            "--token-file",
+            "token",
+            "sue-team2-eval",
+        ],
+    );
+    assert!(
+        crate::stdout(&one).contains("History:"),
+        "{}",
+        crate::stdout(&one)
+    );
+    let denied = crate::converge(
+        p.dir.path(),
+        &["status", "--url", &format!("http://{}", d.addr)],
+    );
+    assert_eq!(denied.status.code(), Some(2));
+    assert!(
+        !d.log().contains("s3cret-token"),
+        "the token never reaches the logs"
+    );
+}
+
+#[test]
+fn a_held_plan_is_visible_and_an_operator_file_lets_it_through_once() {
+    let p = quickstart();
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    for f in [
+        "dev-team1-feature-x.json",
+        "prod-team1-payments.yaml",
+        "stage-team2-checkout.yaml",
+    ] {
+        p.remove(&format!("claims/{f}"));
+    }
+    d.wait_for("the held plan", |d| {
+        !d.json("/api/v1/plan")["hold"].is_null()
+    });
+    assert!(d.get("/metrics").1.contains("converge_plan_held 1"));
+    assert_eq!(p.environments().len(), 4, "nothing deleted while held");
+    let held = d.json("/api/v1/environments/prod-team1-payments");
+    assert_eq!(held["status"], "Held");
+    std::fs::write(p.path(".converge/allow-mass-delete"), "").expect("allow file");
+    d.wait_for("the deletions", |d| d.names() == ["sue-team2-eval"]);
+    assert!(
+        !p.path(".converge/allow-mass-delete").exists(),
+        "the allowance is used up"
+    );
+    assert_eq!(p.environments(), ["sue-team2-eval"]);
+}
+
+#[test]
+fn a_restart_after_kill_9_resumes_and_converges() {
+    let p = quickstart();
+    for i in 0..300 {
+        p.write(
+            &format!("claims/bulk-{i}.yaml"),
+            claim(&format!("dev-bulk-{i}"), "dev"),
+        );
+    }
+    let d = Daemon::start(p.dir.path());
+    // Kill it as soon as the first environment directory appears: mid-pass.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.environments().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    d.kill9();
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    assert_eq!(d.names().len(), 304);
+    d.terminate();
+    // What is on disk equals what a clean single pass writes.
+    let clean = quickstart();
+    for i in 0..300 {
+        clean.write(
+            &format!("claims/bulk-{i}.yaml"),
+            claim(&format!("dev-bulk-{i}"), "dev"),
+        );
+    }
+    assert_eq!(clean.run(&["run", "--once"]).status.code(), Some(0));
+    assert_eq!(tree(&p.path("out")), tree(&clean.path("out")));
+    // And the history from before the restart is still there.
+    let d = Daemon::start(p.dir.path());
+    let events = d.json("/api/v1/events");
+    assert!(
+        !events["items"].as_array().expect("items").is_empty(),
+        "events survive restarts"
+    );
+}
+
+/// Every file under `root` with its content (inventories included; temp files would show).
+fn tree(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("dir") {
+            let entry = entry.expect("entry");
+            if entry.file_type().expect("type").is_dir() {
+                stack.push(entry.path());
+            } else {
+                let rel = entry
+                    .path()
+                    .strip_prefix(root)
+                    .expect("under root")
+                    .display()
+                    .to_string();
+                out.push((rel, std::fs::read_to_string(entry.path()).expect("utf-8")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_corrupt_or_foreign_state_file_is_a_clear_startup_error() {
+    let p = quickstart();
+    p.write(
+        ".converge/converge.redb",
+        "this is not a database, and it is not empty either",
+    );
+    let err = Daemon::try_start(p.dir.path())
+        .err()
+        .expect("refuses to start");
+    assert!(err.contains("not a converge state store"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(p.path(".converge/converge.redb")).expect("kept"),
+        "this is not a database, and it is not empty either",
+        "never silently reset"
+    );
+}
+
+#[test]
+fn metrics_parse_with_the_prometheus_reference_parser() {
+    let p = quickstart();
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let (status, head, body) = d.request("GET", "/metrics", &[]);
+    assert_eq!(status, 200);
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    let script = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
+                  names = sorted({f.name for f in parse(sys.stdin.read())})\nprint('\\n'.join(names))\n";
+    let Some(out) = python(script, &body) else {
+        return;
+    };
+    for want in [
+        "converge_pass_duration_seconds",
+        "converge_environments",
+        "converge_source_last_success_timestamp_seconds",
+        "converge_plan_changes",
+        "converge_plan_held",
+        "converge_apply_latency_seconds",
+        "converge_claims_parsed",
+        "converge_claims_rendered",
+    ] {
+        assert!(out.lines().any(|l| l == want), "{want} in\n{out}");
+    }
+}
+
+/// Runs a Python script (needs the `prometheus-client` package); `None` when
+/// Python tools are absent and not required (`CONVERGE_REQUIRE_TOOLS` unset).
+fn python(script: &str, stdin: &str) -> Option<String> {
+    let child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return skip(&format!("python3: {e}")),
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("python runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if err.contains("No module named 'prometheus_client'") {
+        return skip("the prometheus-client Python package is not installed");
+    }
+    assert!(
+        out.status.success(),
+        "the parser refused the metrics: {err}"
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn skip(why: &str) -> Option<String> {
+    assert!(
+        std::env::var_os("CONVERGE_REQUIRE_TOOLS").is_none(),
+        "required tool missing: {why}"
+    );
+    eprintln!("skipped: {why} (scripts/test installs it)");
+    None
+}
+
+#[test]
+fn the_status_page_shows_the_environments_in_a_real_browser() {
+    let p = quickstart();
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let (_, head, html) = d.request("GET", "/", &[]);
+    assert!(head.contains("text/html"), "{head}");
+    assert!(
+        html.contains("sue-team2-eval") && html.contains("in "),
+        "{html}"
+    );
+    let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| which(b))
+    else {
+        skip("chromium is not installed");
+        return;
+    };
+    let profile = tempfile::tempdir().expect("profile dir");
+    let shot = p.path("status.png");
+    let url = format!("http://{}/", d.addr);
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=390,844",
+    ];
+    let run = |extra: &[&str]| {
+        Command::new(browser)
+            .args(common)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium runs")
+    };
+    let dom = run(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for name in [
+        "dev-team1-feature-x",
+        "stage-team2-checkout",
+        "prod-team1-payments",
+        "sue-team2-eval",
+    ] {
+        assert!(
+            dom.contains(name),
+            "{name} on the page as Chromium sees it:\n{dom}"
+        );
+    }
+    let _ = run(&[&format!("--screenshot={}", shot.display())]);
+    if let Ok(keep) = std::env::var("CONVERGE_SCREENSHOT") {
+        let _ = std::fs::copy(&shot, keep);
+    }
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
+        "a screenshot was taken"
+    );
+}
+
+fn which(bin: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_api_serves_tls_and_the_status_command_trusts_a_given_ca() {
+    let p = quickstart();
+    p.write(
+        "leaf.ext",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=converge test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ],
+    ];
+    let made = steps.iter().all(|args| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(p.dir.path())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !made {
+        skip("openssl cannot make a test certificate");
+        return;
+    }
+    let mut config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    config.push_str("api:\n  tls:\n    cert_file: cert.pem\n    key_file: key.pem\n");
+    std::fs::write(p.path("converge.yaml"), config).expect("write");
+    let d = Daemon::start(p.dir.path());
+    assert!(d.log().contains("api listening on https://"), "{}", d.log());
+    let url = format!("https://{}", d.addr);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = crate::converge(
+            p.dir.path(),
+            &[
+                "status",
+                "--url",
+                &url,
+                "--ca-file",
+                "ca.pem",
+                "--format",
+                "json",
+            ],
+        );
+        if out.status.code() == Some(0) && crate::stdout(&out).contains("sue-team2-eval") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status over TLS: {}{}",
+            crate::stdout(&out),
+            crate::stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let untrusted = crate::converge(p.dir.path(), &["status", "--url", &url]);
+    assert_eq!(untrusted.status.code(), Some(2), "an unknown CA is refused");
+}
