@@ -246,22 +246,36 @@ pub fn details(
             },
         );
         let record = desired.map(|d| &d.record).or(live.map(|l| &l.record));
-        let Some(record) = record else { continue };
-        let item = Item {
-            name: name.to_owned(),
-            env_type: record.env_type.clone(),
-            pool: record.pool.clone(),
-            owner: record.owner.clone(),
-            source: record
-                .origin
-                .as_ref()
-                .map(|o| format!("{}:{}", o.source, o.path)),
-            revision: desired.map(|d| d.revision.0.clone()),
-            ready,
-            status: status.to_owned(),
-            expires_at: record.expires_at.clone(),
-            conditions,
+        let before = previous.get(name);
+        let item = match (record, before) {
+            (Some(record), _) => Item {
+                name: name.to_owned(),
+                env_type: record.env_type.clone(),
+                pool: record.pool.clone(),
+                owner: record.owner.clone(),
+                source: record
+                    .origin
+                    .as_ref()
+                    .map(|o| format!("{}:{}", o.source, o.path)),
+                revision: desired.map(|d| d.revision.0.clone()),
+                ready,
+                status: status.to_owned(),
+                expires_at: record.expires_at.clone(),
+                conditions,
+            },
+            // Removed (expired, say) but still claimed: keep what we knew.
+            (None, Some(before)) => Item {
+                ready,
+                status: status.to_owned(),
+                conditions,
+                ..before.item.clone()
+            },
+            (None, None) => continue,
         };
+        let versions = record.map_or_else(
+            || before.map(|b| b.versions.clone()).unwrap_or_default(),
+            |r| r.versions.clone(),
+        );
         let mut history = previous
             .get(name)
             .map(|d| d.history.clone())
@@ -301,7 +315,7 @@ pub fn details(
             Detail {
                 item,
                 claim,
-                versions: record.versions.clone(),
+                versions,
                 last_plan,
                 inventory,
                 history,

@@ -751,3 +751,30 @@ fn the_api_serves_tls_and_the_status_command_trusts_a_given_ca() {
     let untrusted = crate::converge(p.dir.path(), &["status", "--url", &url]);
     assert_eq!(untrusted.status.code(), Some(2), "an unknown CA is refused");
 }
+
+#[test]
+fn an_environment_is_removed_when_its_time_is_up_not_at_the_next_poll() {
+    let p = quickstart();
+    let mut config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    config.push_str("reconcile:\n  dir_interval: 1h\n");
+    std::fs::write(p.path("converge.yaml"), config).expect("write");
+    let expiry = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let sue = claim("sue-short", "sue").replace(
+        "expiration_date: null",
+        &format!(
+            "expiration_date: \"{}\"",
+            expiry.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+    );
+    p.write("claims/short.yaml", sue);
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("sue-short", |d| d.names().contains(&"sue-short".to_owned()));
+    d.wait_for("the expiry", |d| {
+        d.json("/api/v1/environments/sue-short")["status"] == "Expired"
+    });
+    assert!(
+        !p.path("out/sue-short").exists(),
+        "its resources are pruned"
+    );
+    assert!(p.path("claims/short.yaml").exists(), "the claim file stays");
+}
