@@ -116,33 +116,35 @@ impl Converge {
         })
     }
 
-    /// Reads every source; any unreadable source fails the read (never an empty snapshot).
+    /// Reads every source once; any unreadable source fails the read (never
+    /// an empty snapshot).
     pub fn read_sources(&self) -> Result<Vec<Snapshot>, source::Error> {
-        let max = self.config.limits.max_file_bytes;
-        self.config
-            .sources
-            .iter()
-            .map(|s| self.read_source(s, max))
-            .collect()
+        let mut sources = self.sources()?;
+        sources.iter_mut().map(|s| s.read()).collect()
     }
 
-    /// Reads one source.
-    pub fn read_source(
-        &self,
-        source: &SourceConfig,
-        max_file_bytes: u64,
-    ) -> Result<Snapshot, source::Error> {
-        match source {
-            SourceConfig::Dir { name, path, shown } => source::dir::read(&source::dir::Options {
-                name: name.clone(),
-                root: path.clone(),
-                display_root: if shown.is_empty() {
-                    path.display().to_string()
-                } else {
-                    shown.clone()
+    /// The configured sources, ready to read.
+    pub fn sources(&self) -> Result<Vec<Box<dyn source::Source>>, source::Error> {
+        self.config.sources.iter().map(|s| self.source(s)).collect()
+    }
+
+    /// One configured source.
+    pub fn source(&self, config: &SourceConfig) -> Result<Box<dyn source::Source>, source::Error> {
+        let max_file_bytes = self.config.limits.max_file_bytes;
+        match config {
+            SourceConfig::Dir { name, path, shown } => Ok(Box::new(source::dir::DirSource {
+                options: source::dir::Options {
+                    name: name.clone(),
+                    root: path.clone(),
+                    display_root: if shown.is_empty() {
+                        path.display().to_string()
+                    } else {
+                        shown.clone()
+                    },
+                    max_file_bytes,
                 },
-                max_file_bytes,
-            }),
+                interval: self.config.reconcile.dir_interval,
+            })),
             SourceConfig::Git { name, .. } => Err(source::Error::Unsupported {
                 source_name: name.clone(),
                 kind: "git",

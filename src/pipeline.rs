@@ -501,6 +501,7 @@ impl Pipeline {
             kind: snapshot.kind,
             name: &snapshot.source,
             is_static: snapshot.is_static,
+            provenance: file.provenance.as_deref(),
         };
         if let Err(d) = self.policies.authorize(
             path,
@@ -542,6 +543,7 @@ impl Pipeline {
                     kind: snapshot.kind,
                     name: &snapshot.source,
                     is_static: snapshot.is_static,
+                    provenance: file.provenance.as_deref(),
                 };
                 self.policies
                     .authorize(

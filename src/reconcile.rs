@@ -90,6 +90,7 @@ fn jittered_interval(d: Duration) -> Duration {
 /// One source as the loop tracks it.
 struct SourceState {
     config: SourceConfig,
+    source: Box<dyn source::Source>,
     interval: Duration,
     last_good: Option<Snapshot>,
     /// Read successfully since this process started.
@@ -177,35 +178,27 @@ impl Daemon {
         let restored = store.restore()?;
         let now = Instant::now();
         let max_backoff = converge.config.reconcile.max_backoff;
-        let sources = converge
-            .config
-            .sources
-            .iter()
-            .map(|c| {
-                let interval = match c {
-                    SourceConfig::Dir { .. } => converge.config.reconcile.dir_interval,
-                    SourceConfig::Git { interval, .. } | SourceConfig::S3 { interval, .. } => {
-                        *interval
-                    }
-                };
-                SourceState {
-                    last_good: restored.snapshots.get(c.name()).cloned(),
-                    config: c.clone(),
-                    interval,
-                    fresh: false,
-                    due: now,
-                    backoff: Backoff::new(
-                        Duration::from_secs(1),
-                        max_backoff.max(Duration::from_secs(1)),
-                    ),
-                    last_success: None,
-                    last_error: None,
-                    errors: 0,
-                    changed_at: None,
-                    dirty: false,
-                }
-            })
-            .collect();
+        let mut sources = Vec::new();
+        for c in &converge.config.sources {
+            let source = converge.source(c)?;
+            sources.push(SourceState {
+                last_good: restored.snapshots.get(c.name()).cloned(),
+                config: c.clone(),
+                interval: source.interval(),
+                source,
+                fresh: false,
+                due: now,
+                backoff: Backoff::new(
+                    Duration::from_secs(1),
+                    max_backoff.max(Duration::from_secs(1)),
+                ),
+                last_success: None,
+                last_error: None,
+                errors: 0,
+                changed_at: None,
+                dirty: false,
+            });
+        }
         let details: BTreeMap<String, Detail> = restored
             .environments
             .into_iter()
@@ -368,11 +361,8 @@ impl Daemon {
     }
 
     fn read_sources(&mut self, due: &[usize], new_events: &mut Vec<Event>) {
-        let max_file_bytes = self.converge.config.limits.max_file_bytes;
         for &i in due {
-            let result = self
-                .converge
-                .read_source(&self.sources[i].config, max_file_bytes);
+            let result = self.sources[i].source.read();
             let name = self.sources[i].config.name().to_owned();
             match result {
                 Ok(snapshot) => {

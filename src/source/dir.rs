@@ -12,6 +12,27 @@ use sha2::{Digest, Sha256};
 
 use super::{Content, Error, Revision, Snapshot, SourceFile, SourceKind, is_claim_file};
 
+/// A directory as a [`Source`](super::Source).
+#[derive(Debug, Clone)]
+pub struct DirSource {
+    pub options: Options,
+    pub interval: std::time::Duration,
+}
+
+impl super::Source for DirSource {
+    fn name(&self) -> &str {
+        &self.options.name
+    }
+
+    fn interval(&self) -> std::time::Duration {
+        self.interval
+    }
+
+    fn read(&mut self) -> Result<Snapshot, Error> {
+        read(&self.options)
+    }
+}
+
 /// Options for reading a directory.
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -7,7 +7,10 @@
 
 pub mod dir;
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -72,6 +75,59 @@ pub struct SourceFile {
     /// Identifies the content: equal digests, equal bytes (SHA-256 of the
     /// bytes; a source with its own content ids may use those instead).
     pub digest: [u8; 32],
+    /// Where this version of the file came from (commit or object), for
+    /// policies and status; `None` for a local directory.
+    pub provenance: Option<Arc<Provenance>>,
+}
+
+/// A person as git records them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Person {
+    pub name: String,
+    pub email: String,
+}
+
+/// How a commit's signature checked out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Signature {
+    /// `none`, `ssh` or `gpg`.
+    pub kind: String,
+    /// Signed by a trusted key, and the signature is valid.
+    pub verified: bool,
+    /// The trusted key's principal or user id, when verified.
+    pub signer: Option<String>,
+    /// Why it is not verified, when it is not.
+    pub problem: Option<String>,
+}
+
+/// Where one version of a claim file came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Provenance {
+    /// The commit that last changed the file on the tracked branch.
+    Git {
+        /// The repository URL, credentials removed.
+        repository: String,
+        branch: String,
+        commit: String,
+        author: Person,
+        committer: Person,
+        /// Commit time, unix seconds.
+        time: i64,
+        /// Trailers (`Reviewed-by: ...`), key to values, in order.
+        trailers: BTreeMap<String, Vec<String>>,
+        signature: Signature,
+    },
+    /// The object in a bucket.
+    S3 {
+        bucket: String,
+        key: String,
+        etag: String,
+        /// RFC 3339.
+        last_modified: Option<String>,
+        /// User metadata (`x-amz-meta-*`), key to value.
+        metadata: BTreeMap<String, String>,
+    },
 }
 
 impl SourceFile {
@@ -89,6 +145,7 @@ impl SourceFile {
             path,
             content,
             digest: hasher.finalize().into(),
+            provenance: None,
         }
     }
 }
@@ -105,6 +162,7 @@ pub struct Snapshot {
 }
 
 /// A source that cannot be read at all: it keeps its last good snapshot.
+/// Messages never contain credentials (URLs are sanitized).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("source {source_name}: cannot read {path}: {error}")]
@@ -118,6 +176,20 @@ pub enum Error {
         source_name: String,
         kind: &'static str,
     },
+    /// A remote source (git, s3) failed; `reason` is stable (`AuthFailed`,
+    /// `Unreachable`, `BranchMissing`, `BucketMissing`, `Timeout`, ...).
+    #[error("source {source_name}: {message}")]
+    Remote {
+        source_name: String,
+        reason: &'static str,
+        message: String,
+    },
+    /// The source's configuration cannot work (bad URL, unreadable key file).
+    #[error("source {source_name}: {message}")]
+    Config {
+        source_name: String,
+        message: String,
+    },
 }
 
 impl Error {
@@ -127,8 +199,20 @@ impl Error {
         match self {
             Self::Unreadable { .. } => "SourceUnreadable",
             Self::Unsupported { .. } => "SourceUnsupported",
+            Self::Remote { reason, .. } => reason,
+            Self::Config { .. } => "SourceMisconfigured",
         }
     }
+}
+
+/// A place claims come from. `read` returns the whole snapshot at the
+/// source's current revision; implementations keep whatever state makes an
+/// unchanged source cheap to read again (a ref check, an `ETag` listing).
+pub trait Source: Send {
+    fn name(&self) -> &str;
+    /// How often the daemon polls it.
+    fn interval(&self) -> Duration;
+    fn read(&mut self) -> Result<Snapshot, Error>;
 }
 
 /// True for file names converge reads as claims.

@@ -20,7 +20,7 @@ use cedar_policy::{
 
 use crate::claim::Claim;
 use crate::diagnostic::Diagnostic;
-use crate::source::SourceKind;
+use crate::source::{Provenance, SourceKind};
 
 const BUILTIN_POLICIES: &str = include_str!("../../policies/default.cedar");
 const BUILTIN_SCHEMA: &str = include_str!("../../policies/converge.cedarschema");
@@ -62,6 +62,8 @@ pub struct RequestSource<'a> {
     pub kind: SourceKind,
     pub name: &'a str,
     pub is_static: bool,
+    /// The commit or object the claim file came from.
+    pub provenance: Option<&'a Provenance>,
 }
 
 /// The resident policy set, schema and entities.
@@ -290,27 +292,7 @@ impl Policies {
             Ok(e) => e,
             Err(e) => return deny(format!("cannot build the policy request: {e}")),
         };
-        let source_record = RestrictedExpression::new_record([
-            (
-                "kind".to_owned(),
-                RestrictedExpression::new_string(source.kind.as_str().into()),
-            ),
-            (
-                "name".to_owned(),
-                RestrictedExpression::new_string(source.name.into()),
-            ),
-            (
-                "static".to_owned(),
-                RestrictedExpression::new_bool(source.is_static),
-            ),
-        ]);
-        let context = source_record.map_err(|e| e.to_string()).and_then(|record| {
-            Context::from_pairs([
-                ("source".to_owned(), record),
-                ("time".to_owned(), RestrictedExpression::new_long(now_unix)),
-            ])
-            .map_err(|e| e.to_string())
-        });
+        let context = request_context(source, now_unix);
         let context = match context {
             Ok(c) => c,
             Err(e) => return deny(format!("cannot build the policy request: {e}")),
@@ -365,6 +347,85 @@ impl Policies {
     }
 }
 
+/// The Cedar context: where the claim came from and when.
+fn request_context(source: &RequestSource<'_>, now_unix: i64) -> Result<Context, String> {
+    use RestrictedExpression as E;
+    let record = |pairs: Vec<(&str, E)>| {
+        E::new_record(pairs.into_iter().map(|(k, v)| (k.to_owned(), v))).map_err(|e| e.to_string())
+    };
+    let string = |s: &str| E::new_string(s.to_owned());
+    let set = |items: Vec<String>| E::new_set(items.into_iter().map(E::new_string));
+    let mut pairs = vec![
+        (
+            "source".to_owned(),
+            record(vec![
+                ("kind", string(source.kind.as_str())),
+                ("name", string(source.name)),
+                ("static", E::new_bool(source.is_static)),
+            ])?,
+        ),
+        ("time".to_owned(), E::new_long(now_unix)),
+    ];
+    match source.provenance {
+        Some(Provenance::Git {
+            repository,
+            branch,
+            commit,
+            author,
+            committer,
+            time,
+            trailers,
+            signature,
+        }) => {
+            let person = |p: &crate::source::Person| {
+                record(vec![("name", string(&p.name)), ("email", string(&p.email))])
+            };
+            let mut fields = vec![
+                ("id", string(commit)),
+                ("repository", string(repository)),
+                ("branch", string(branch)),
+                ("author", person(author)?),
+                ("committer", person(committer)?),
+                ("time", E::new_long(*time)),
+                ("signature", string(&signature.kind)),
+                ("verified", E::new_bool(signature.verified)),
+                ("trailer_keys", set(trailers.keys().cloned().collect())),
+                (
+                    "trailers",
+                    set(trailers
+                        .iter()
+                        .flat_map(|(k, vs)| vs.iter().map(move |v| format!("{k}: {v}")))
+                        .collect()),
+                ),
+            ];
+            if let Some(signer) = &signature.signer {
+                fields.push(("signer", string(signer)));
+            }
+            pairs.push(("commit".to_owned(), record(fields)?));
+        }
+        Some(Provenance::S3 {
+            bucket,
+            key,
+            etag,
+            metadata,
+            ..
+        }) => {
+            let object = record(vec![
+                ("bucket", string(bucket)),
+                ("key", string(key)),
+                ("etag", string(etag)),
+                (
+                    "metadata",
+                    set(metadata.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                ),
+            ])?;
+            pairs.push(("object".to_owned(), object));
+        }
+        None => {}
+    }
+    Context::from_pairs(pairs).map_err(|e| e.to_string())
+}
+
 fn file_name(p: &Path) -> String {
     p.file_name().map_or_else(
         || p.display().to_string(),
@@ -395,6 +456,7 @@ mod tests {
             kind,
             name: "src",
             is_static,
+            provenance: None,
         };
         Policies::builtin()
             .authorize("f", c, Action::Create, &source, 0, None)
@@ -489,6 +551,7 @@ mod tests {
             kind: SourceKind::Dir,
             name: "d",
             is_static: false,
+            provenance: None,
         };
         assert!(
             p.authorize(
@@ -508,5 +571,68 @@ mod tests {
         .expect("write");
         let err = Policies::from_dir(dir.path()).expect_err("schema mismatch");
         assert!(err.to_string().contains("schema"), "{err}");
+    }
+
+    #[test]
+    fn commit_provenance_reaches_the_policies() {
+        use crate::source::{Person, Signature};
+        use std::collections::BTreeMap;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("s.cedarschema"), BUILTIN_SCHEMA).expect("write");
+        std::fs::write(
+            dir.path().join("p.cedar"),
+            r#"@id("base") permit(principal, action, resource);
+               @id("prod-needs-verified-approved-commits")
+               forbid(principal, action, resource)
+               when { resource.type == "prod" &&
+                      !(context has commit && context.commit.verified &&
+                        context.commit.trailer_keys.contains("Approved-by")) };"#,
+        )
+        .expect("write");
+        let p = Policies::from_dir(dir.path()).expect("loads");
+        let person = Person {
+            name: "A".into(),
+            email: "a@x".into(),
+        };
+        let commit = |verified: bool, trailer: bool| Provenance::Git {
+            repository: "https://git.example/envs.git".into(),
+            branch: "main".into(),
+            commit: "abc".into(),
+            author: person.clone(),
+            committer: person.clone(),
+            time: 0,
+            trailers: if trailer {
+                [("Approved-by".to_owned(), vec!["Jane <jane@x>".to_owned()])].into()
+            } else {
+                BTreeMap::new()
+            },
+            signature: Signature {
+                kind: "ssh".into(),
+                verified,
+                signer: verified.then(|| "ci".into()),
+                problem: None,
+            },
+        };
+        let prod = claim("john.doe@company.com", "team1", "prod", "git");
+        let ask = |prov: Option<&Provenance>| {
+            let source = RequestSource {
+                kind: SourceKind::Git,
+                name: "envs",
+                is_static: false,
+                provenance: prov,
+            };
+            p.authorize("f", &prod, Action::Update, &source, 0, None)
+        };
+        assert!(ask(Some(&commit(true, true))).is_ok());
+        assert!(ask(Some(&commit(false, true))).is_err());
+        assert!(ask(Some(&commit(true, false))).is_err());
+        let denied = ask(None).expect_err("no commit at all");
+        assert!(
+            denied
+                .message
+                .contains("prod-needs-verified-approved-commits"),
+            "{}",
+            denied.message
+        );
     }
 }
