@@ -288,11 +288,39 @@ impl Pipeline {
             count(&mut eval.counters, &entry.outcome);
         }
         eval.counters.authorized += reauthorized;
+        let mut notices = Vec::new();
+        for (snapshot, file) in &files {
+            if let Some(notice) = &file.notice {
+                notices.push((snapshot.source.as_str(), file.path.as_str(), notice));
+            }
+        }
         let mut outcomes: Vec<(Origin, Outcome)> = Vec::with_capacity(files.len());
         for (origin, mut entry) in hits.into_iter().chain(computed) {
             entry.expire(options.now);
             outcomes.push((origin.clone(), entry.outcome.clone()));
             cache.entries.insert(origin, entry);
+        }
+
+        for (source, path, notice) in notices {
+            let origin = Origin {
+                source: source.to_owned(),
+                path: path.to_owned(),
+            };
+            let name = cache.entries.get(&origin).and_then(|e| e.name.clone());
+            if let Some(name) = &name {
+                eval.conditions
+                    .entry(name.clone())
+                    .or_default()
+                    .push(Condition::problem(
+                        "Refused",
+                        reason::REFUSED,
+                        notice.message.clone(),
+                    ));
+            }
+            eval.diagnostics.push(
+                Diagnostic::new(path, "", &notice.rule, &notice.message)
+                    .for_environment(name.as_deref()),
+            );
         }
 
         // Conflicts: any name claimed by two files (valid or not) changes nothing.

@@ -55,6 +55,8 @@ pub mod reason {
     pub const UNCLAIMED: &str = "Unclaimed";
     pub const HELD: &str = "MassDeletionHeld";
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// A source refused a newer version of the claim and serves an earlier one.
+    pub const REFUSED: &str = "NewerVersionRefused";
 }
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

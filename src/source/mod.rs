@@ -78,6 +78,19 @@ pub struct SourceFile {
     /// Where this version of the file came from (commit or object), for
     /// policies and status; `None` for a local directory.
     pub provenance: Option<Arc<Provenance>>,
+    /// Something the source refused about this file while still serving an
+    /// earlier, acceptable version of it (a rewritten object in a write-once
+    /// bucket, an unsigned commit where signatures are required). Reported as
+    /// a diagnostic and a condition on the environment.
+    pub notice: Option<Notice>,
+}
+
+/// A source's objection to a newer version of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The rule, as in diagnostics (`write-once`, `signature-required`).
+    pub rule: String,
+    pub message: String,
 }
 
 /// A person as git records them.
@@ -146,6 +159,7 @@ impl SourceFile {
             content,
             digest: hasher.finalize().into(),
             provenance: None,
+            notice: None,
         }
     }
 }
