@@ -111,6 +111,13 @@ pub enum SourceConfig {
         paths: Vec<String>,
         #[serde(default = "default_interval", deserialize_with = "de_duration")]
         interval: Duration,
+        #[serde(default)]
+        auth: Option<GitAuthConfig>,
+        #[serde(default)]
+        signatures: Option<SignaturesConfig>,
+        /// The longest one poll (ref check and fetch) may take.
+        #[serde(default = "default_git_timeout", deserialize_with = "de_duration")]
+        timeout: Duration,
     },
     S3 {
         name: String,
@@ -125,11 +132,41 @@ pub enum SourceConfig {
         path_style: bool,
         #[serde(default, rename = "static")]
         is_static: bool,
+        /// Where the access key id and secret come from; the
+        /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and
+        /// `AWS_SESSION_TOKEN`) environment variables when absent.
         #[serde(default)]
-        credentials: Option<BTreeMap<String, String>>,
+        credentials: Option<S3Credentials>,
+        /// PEM CA certificates trusted for an `https://` endpoint (instead of
+        /// the system roots).
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+        /// The bound on each request (connecting: at most 5 s of it).
+        #[serde(default = "default_s3_timeout", deserialize_with = "de_duration")]
+        timeout: Duration,
         #[serde(default = "default_interval", deserialize_with = "de_duration")]
         interval: Duration,
     },
+}
+
+/// Where an s3 source's key id and secret are read from, on every poll (so
+/// rotated secrets are picked up): a file (trimmed) or an environment
+/// variable, one of each.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Credentials {
+    #[serde(default)]
+    pub access_key_id_file: Option<PathBuf>,
+    #[serde(default)]
+    pub access_key_id_env: Option<String>,
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+}
+
+fn default_s3_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl SourceConfig {
@@ -139,6 +176,42 @@ impl SourceConfig {
             Self::Dir { name, .. } | Self::Git { name, .. } | Self::S3 { name, .. } => name,
         }
     }
+}
+
+/// Credentials of a git source, read from files (never inline).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitAuthConfig {
+    /// HTTPS: a token file (sent as the password).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// HTTPS basic auth user name (with `password_file` or `token_file`).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// SSH: a private key for the system `ssh`.
+    #[serde(default)]
+    pub ssh_key_file: Option<PathBuf>,
+}
+
+/// Commit signature verification for a git source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturesConfig {
+    /// Environment types whose claims must come from verified commits.
+    #[serde(default)]
+    pub required_for: Vec<EnvironmentType>,
+    /// SSH allowed signers (`principal [namespaces="git"] keytype key`).
+    #[serde(default)]
+    pub allowed_signers: Option<PathBuf>,
+    /// Armored OpenPGP public keys.
+    #[serde(default)]
+    pub openpgp_keys: Vec<PathBuf>,
+}
+
+fn default_git_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_branch() -> String {
@@ -586,9 +659,56 @@ impl Config {
             }
         };
         for s in &mut self.sources {
-            if let SourceConfig::Dir { path, shown, .. } = s {
-                *shown = path.display().to_string();
-                join(path);
+            match s {
+                SourceConfig::Dir { path, shown, .. } => {
+                    *shown = path.display().to_string();
+                    join(path);
+                }
+                SourceConfig::Git {
+                    auth,
+                    signatures,
+                    url,
+                    ..
+                } => {
+                    for p in auth
+                        .iter_mut()
+                        .flat_map(|a| {
+                            [&mut a.token_file, &mut a.password_file, &mut a.ssh_key_file]
+                        })
+                        .flatten()
+                    {
+                        join(p);
+                    }
+                    if let Some(sig) = signatures {
+                        if let Some(p) = &mut sig.allowed_signers {
+                            join(p);
+                        }
+                        sig.openpgp_keys.iter_mut().for_each(|p| join(p));
+                    }
+                    // A local repository path (not a URL) is relative to the config too.
+                    if !url.contains("://")
+                        && !url.contains('@')
+                        && Path::new(url.as_str()).is_relative()
+                    {
+                        *url = base.join(url.as_str()).display().to_string();
+                    }
+                }
+                SourceConfig::S3 { .. } => {}
+            }
+        }
+        for s in &mut self.sources {
+            if let SourceConfig::S3 {
+                credentials,
+                ca_file,
+                ..
+            } = s
+            {
+                let creds = credentials
+                    .as_mut()
+                    .map(|c| [&mut c.access_key_id_file, &mut c.secret_access_key_file]);
+                for p in creds.into_iter().flatten().chain([ca_file]).flatten() {
+                    join(p);
+                }
             }
         }
         if let TargetConfig::Manifests { path } = &mut self.target {

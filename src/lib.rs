@@ -145,14 +145,75 @@ impl Converge {
                 },
                 interval: self.config.reconcile.dir_interval,
             })),
-            SourceConfig::Git { name, .. } => Err(source::Error::Unsupported {
-                source_name: name.clone(),
-                kind: "git",
-            }),
-            SourceConfig::S3 { name, .. } => Err(source::Error::Unsupported {
-                source_name: name.clone(),
-                kind: "s3",
-            }),
+            SourceConfig::Git {
+                name,
+                url,
+                branch,
+                paths,
+                interval,
+                auth,
+                signatures,
+                timeout,
+            } => {
+                let config_err = |message: String| source::Error::Config {
+                    source_name: name.clone(),
+                    message,
+                };
+                let trust = match signatures {
+                    Some(sig) => source::verify::Trust::load(
+                        sig.allowed_signers.as_deref(),
+                        &sig.openpgp_keys,
+                    )
+                    .map_err(config_err)?,
+                    None => source::verify::Trust::default(),
+                };
+                let auth = match auth {
+                    None => source::git::Auth::None,
+                    Some(a) => match (&a.token_file, &a.password_file, &a.ssh_key_file) {
+                        (Some(token_file), None, None) => source::git::Auth::Token {
+                            username: a.username.clone(),
+                            token_file: token_file.clone(),
+                        },
+                        (None, Some(password_file), None) => source::git::Auth::Basic {
+                            username: a.username.clone().ok_or_else(|| {
+                                config_err("auth.password_file needs auth.username".into())
+                            })?,
+                            password_file: password_file.clone(),
+                        },
+                        (None, None, Some(key_file)) => source::git::Auth::SshKey {
+                            key_file: key_file.clone(),
+                        },
+                        (None, None, None) => source::git::Auth::None,
+                        _ => {
+                            return Err(config_err(
+                                "auth: give one of token_file, password_file or ssh_key_file"
+                                    .into(),
+                            ));
+                        }
+                    },
+                };
+                let source = source::git::GitSource::new(source::git::Options {
+                    name: name.clone(),
+                    url: url.clone(),
+                    branch: branch.clone(),
+                    paths: paths.clone(),
+                    interval: *interval,
+                    mirror: self
+                        .config
+                        .state_dir
+                        .join("git")
+                        .join(format!("{name}.git")),
+                    auth,
+                    trust,
+                    max_file_bytes,
+                    timeout: *timeout,
+                })?;
+                Ok(Box::new(source))
+            }
+            SourceConfig::S3 { .. } => Ok(Box::new(source::s3::S3Source::from_config(
+                config,
+                max_file_bytes,
+            )?)),
         }
     }
 
@@ -207,10 +268,112 @@ pub fn pipeline_for(config: &Config) -> Result<Pipeline, SetupError> {
     } else {
         Box::new(resolve::StaticTags(config.tags.clone()))
     };
+    let signatures_required = config
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            SourceConfig::Git {
+                name,
+                signatures: Some(sig),
+                ..
+            } => Some((name.clone(), sig.required_for.clone())),
+            _ => None,
+        })
+        .collect();
     Ok(Pipeline {
         schema,
         policies,
         renderer,
         tags,
+        signatures_required,
     })
+}
+
+/// What `converge plan --repo R --base B --head H` compares.
+#[derive(Debug, Clone)]
+pub struct PullRequest<'a> {
+    pub repo: &'a std::path::Path,
+    pub base: &'a str,
+    pub head: &'a str,
+}
+
+/// The plan merging `head` into `base` would cause: both revisions are read
+/// straight from the repository (no checkout); what `base` asks for plays the
+/// live infrastructure, what `head` asks for is desired. Uses the config's
+/// first git source for path globs and trusted signing keys when there is one.
+pub fn pull_request_plan(
+    config: &Config,
+    pr: &PullRequest<'_>,
+    now: DateTime<Utc>,
+) -> Result<(Plan, Evaluation), PlanError> {
+    let pipeline = pipeline_for(config)?;
+    let git = config.sources.iter().find_map(|s| match s {
+        SourceConfig::Git {
+            name,
+            paths,
+            signatures,
+            ..
+        } => Some((name.clone(), paths.clone(), signatures.clone())),
+        _ => None,
+    });
+    let (name, paths, signatures) = git.unwrap_or_else(|| ("repo".to_owned(), Vec::new(), None));
+    let trust = match &signatures {
+        Some(sig) => source::verify::Trust::load(sig.allowed_signers.as_deref(), &sig.openpgp_keys)
+            .map_err(|message| source::Error::Config {
+                source_name: name.clone(),
+                message,
+            })?,
+        None => source::verify::Trust::default(),
+    };
+    let max = config.limits.max_file_bytes;
+    let base = source::git::read_revision(&name, pr.repo, pr.base, &paths, &trust, max)?;
+    let head = source::git::read_revision(&name, pr.repo, pr.head, &paths, &trust, max)?;
+    let options = pipeline::Options { now };
+    let before = pipeline.evaluate(std::slice::from_ref(&base), &Inventory::default(), options);
+    let live = Inventory {
+        environments: before
+            .desired
+            .iter()
+            .map(|(name, d)| {
+                let objects = d
+                    .objects
+                    .iter()
+                    .map(|o| {
+                        let live = target::LiveObject {
+                            kind: o.kind.clone(),
+                            name: o.name.clone(),
+                            digest: o.digest.clone(),
+                        };
+                        (o.file_name(), live)
+                    })
+                    .collect();
+                (
+                    name.clone(),
+                    target::LiveEnvironment {
+                        record: d.record.clone(),
+                        objects,
+                    },
+                )
+            })
+            .collect(),
+    };
+    let after = pipeline.evaluate(std::slice::from_ref(&head), &live, options);
+    let plan = plan::build(
+        &after,
+        &live,
+        plan::Options {
+            max_delete_fraction: config.safety.max_delete_fraction,
+            allow_mass_delete: false,
+        },
+    );
+    Ok((plan, after))
+}
+
+/// Why a pull-request plan could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error(transparent)]
+    Source(#[from] source::Error),
 }

@@ -87,12 +87,22 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Show what a pass would change, without applying it.
+    /// Show what a pass would change, without applying it; with `--repo`, what
+    /// merging a pull request (`--head` into `--base`) would change.
     Plan {
-        #[arg(long, default_value = "converge.yaml")]
-        config: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
+        /// A local git repository (a CI checkout) to read both revisions from.
+        #[arg(long, requires_all = ["base", "head"])]
+        repo: Option<PathBuf>,
+        /// The revision merged into (e.g. origin/main).
+        #[arg(long, requires = "repo")]
+        base: Option<String>,
+        /// The pull request's revision (e.g. HEAD).
+        #[arg(long, requires = "repo")]
+        head: Option<String>,
     },
     /// Print the resources one claim becomes, as YAML.
     Render {
@@ -176,7 +186,21 @@ fn execute(command: Command) -> Result<u8> {
             format,
             paths,
         } => validate(config.as_deref(), format, &paths),
-        Command::Plan { config, format } => plan(&config, format),
+        Command::Plan {
+            config,
+            format,
+            repo,
+            base,
+            head,
+        } => match (repo, base, head) {
+            (Some(repo), Some(base), Some(head)) => {
+                pr_plan(config.as_deref(), format, &repo, &base, &head)
+            }
+            _ => plan(
+                config.as_deref().unwrap_or(Path::new("converge.yaml")),
+                format,
+            ),
+        },
         Command::Render { config, claim } => render(config.as_deref(), &claim),
     }
 }
@@ -272,6 +296,20 @@ fn plan(config: &Path, format: PlanFormat) -> Result<u8> {
     })?;
     print!("{}", plan::format(&outcome.plan, format));
     Ok(u8::from(outcome.plan.has_changes()))
+}
+
+fn pr_plan(
+    config: Option<&Path>,
+    format: PlanFormat,
+    repo: &Path,
+    base: &str,
+    head: &str,
+) -> Result<u8> {
+    let config = load_config(config)?;
+    let pr = converge::PullRequest { repo, base, head };
+    let (plan, _) = converge::pull_request_plan(&config, &pr, chrono::Utc::now())?;
+    print!("{}", plan::format(&plan, format));
+    Ok(u8::from(plan.has_changes()))
 }
 
 fn render(config: Option<&Path>, claim: &Path) -> Result<u8> {

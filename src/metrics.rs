@@ -34,6 +34,19 @@ pub struct ActionLabels {
     pub action: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct S3RequestLabels {
+    pub source: String,
+    /// `list` (a `ListObjectsV2` page) or `get` (a `GetObject`).
+    pub op: String,
+}
+
+/// HTTP requests s3 sources made (every attempt), by source and operation.
+/// Process-wide because sources are built without the daemon's registry;
+/// every [`Metrics`] registers this same family.
+pub static S3_REQUESTS: std::sync::LazyLock<Family<S3RequestLabels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
 /// Every metric converge exposes.
 pub struct Metrics {
     registry: Registry,
@@ -51,6 +64,7 @@ pub struct Metrics {
     pub claims_validated: Counter,
     pub claims_authorized: Counter,
     pub claims_rendered: Counter,
+    pub s3_requests: Family<S3RequestLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -84,6 +98,7 @@ impl Metrics {
             claims_validated: Counter::default(),
             claims_authorized: Counter::default(),
             claims_rendered: Counter::default(),
+            s3_requests: S3_REQUESTS.clone(),
             registry: Registry::default(),
         };
         registry.register(
@@ -151,6 +166,11 @@ impl Metrics {
             "claims_rendered",
             "Environments rendered",
             m.claims_rendered.clone(),
+        );
+        registry.register(
+            "s3_requests",
+            "HTTP requests made by s3 sources, by operation",
+            m.s3_requests.clone(),
         );
         Metrics { registry, ..m }
     }

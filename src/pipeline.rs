@@ -20,7 +20,7 @@ use crate::diagnostic::Diagnostic;
 use crate::load;
 use crate::render::{Object, Renderer, timestamp};
 use crate::resolve::{Tags, resolve};
-use crate::source::{Origin, Revision, Snapshot, SourceFile};
+use crate::source::{Origin, Provenance, Revision, Snapshot, SourceFile};
 use crate::status::{Condition, reason};
 use crate::target::{EnvironmentRecord, Inventory};
 use crate::validate::policy::{Action, Policies, RequestSource};
@@ -32,6 +32,9 @@ pub struct Pipeline {
     pub policies: Policies,
     pub renderer: Renderer,
     pub tags: Box<dyn Tags>,
+    /// Per git source: the environment types whose claims must come from
+    /// verified (signed by a trusted key) commits.
+    pub signatures_required: std::collections::HashMap<String, Vec<crate::claim::EnvironmentType>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -44,6 +47,8 @@ impl std::fmt::Debug for Pipeline {
 #[derive(Debug, Clone)]
 pub struct Desired {
     pub claim: Arc<Claim>,
+    /// The commit or object this version of the claim came from.
+    pub provenance: Option<Arc<Provenance>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub origin: Origin,
     pub revision: Revision,
@@ -141,6 +146,44 @@ impl Entry {
             };
         }
     }
+}
+
+/// A static claim (`deployment_method: git`) that names a repository or
+/// branch must come from exactly that repository and branch.
+fn static_origin_problem(path: &str, file: &SourceFile, claim: &Claim) -> Option<Diagnostic> {
+    if claim.deployment_method != crate::claim::DeploymentMethod::Git {
+        return None;
+    }
+    let Some(Provenance::Git {
+        repository, branch, ..
+    }) = file.provenance.as_deref()
+    else {
+        return None;
+    };
+    let normalize = |u: &str| {
+        crate::source::git::sanitize_url(u)
+            .trim_end_matches('/')
+            .trim_end_matches(".git")
+            .to_owned()
+    };
+    if let Some(want) = &claim.git_repository
+        && normalize(want) != normalize(repository)
+    {
+        let message = format!("the claim names repository {want:?} but came from {repository:?}");
+        return Some(Diagnostic::new(
+            path,
+            "/git_repository",
+            "static-origin",
+            message,
+        ));
+    }
+    if let Some(want) = &claim.branch
+        && want != branch
+    {
+        let message = format!("the claim names branch {want:?} but came from branch {branch:?}");
+        return Some(Diagnostic::new(path, "/branch", "static-origin", message));
+    }
+    None
 }
 
 fn action_for(name: Option<&str>, live: &Inventory) -> Action {
@@ -519,6 +562,14 @@ impl Pipeline {
             }
         };
         let env_name = claim.environment_name.as_str();
+        if let Some(d) = static_origin_problem(path, file, &claim) {
+            return Err(Rejected {
+                name: Some(env_name.to_owned()),
+                diagnostics: vec![d],
+                denied: false,
+                stage: Stage::Parsed,
+            });
+        }
         let expires_at = claim.expires_at(self.renderer.presets().get(claim.environment_type).ttl);
         let action = if live.environments.contains_key(env_name) {
             Action::Update
@@ -610,6 +661,31 @@ impl Pipeline {
         }
     }
 
+    /// Why a claim from a git source that requires signatures for its type
+    /// is not acceptable (its newest change is not a verified commit).
+    fn signature_problem(
+        &self,
+        snapshot: &Snapshot,
+        file: &SourceFile,
+        claim: &Claim,
+    ) -> Option<String> {
+        let types = self.signatures_required.get(&snapshot.source)?;
+        if !types.contains(&claim.environment_type) {
+            return None;
+        }
+        match file.provenance.as_deref() {
+            Some(Provenance::Git {
+                commit, signature, ..
+            }) if !signature.verified => Some(format!(
+                "{} environments need verified commits; commit {commit} is not ({}); the environment stays at its last acceptable version",
+                claim.environment_type,
+                signature.problem.as_deref().unwrap_or("unverified"),
+            )),
+            Some(Provenance::Git { .. }) => None,
+            _ => Some("signatures are required, but the file has no commit".to_owned()),
+        }
+    }
+
     /// Expiry, resolve and render for a claim the policies allow.
     fn evaluate_claim(
         &self,
@@ -622,6 +698,15 @@ impl Pipeline {
         let path = file.path.as_str();
         let env_name = claim.environment_name.as_str().to_owned();
         let preset = self.renderer.presets().get(claim.environment_type);
+        if let Some(problem) = self.signature_problem(snapshot, file, claim) {
+            return kept(
+                env_name,
+                expires_at,
+                reason::SIGNATURE_REQUIRED,
+                "SignatureRequired",
+                Diagnostic::new(path, "", "signature-required", problem),
+            );
+        }
         if let Some(at) = expires_at
             && at <= options.now
         {
@@ -682,6 +767,7 @@ impl Pipeline {
         };
         Outcome::Desired(Arc::new(Desired {
             claim: claim.clone(),
+            provenance: file.provenance.clone(),
             expires_at,
             origin,
             revision: snapshot.revision.clone(),

@@ -57,6 +57,8 @@ pub mod reason {
     pub const APPLY_FAILED: &str = "ApplyFailed";
     /// A source refused a newer version of the claim and serves an earlier one.
     pub const REFUSED: &str = "NewerVersionRefused";
+    /// A git source requires verified commits for this type, and the newest change is not.
+    pub const SIGNATURE_REQUIRED: &str = "SignatureRequired";
 }
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -122,6 +124,9 @@ pub struct Detail {
     pub item: Item,
     /// The claim as applied, redacted (secret values never appear).
     pub claim: Option<serde_json::Value>,
+    /// The commit (git) or object (s3) this version of the claim came from.
+    #[serde(default)]
+    pub provenance: Option<crate::source::Provenance>,
     pub versions: BTreeMap<String, Resolved>,
     pub last_plan: Option<EnvironmentPlan>,
     /// Objects converge applied (`kind/name` and digest).
@@ -317,6 +322,9 @@ pub fn details(
             Detail {
                 item,
                 claim,
+                provenance: desired
+                    .and_then(|d| d.provenance.as_deref().cloned())
+                    .or_else(|| before.and_then(|b| b.provenance.clone())),
                 versions,
                 last_plan,
                 inventory,

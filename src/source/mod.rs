@@ -6,6 +6,9 @@
 //! snapshot (unreadable is not empty).
 
 pub mod dir;
+pub mod git;
+pub mod s3;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::fmt;

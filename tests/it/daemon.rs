@@ -565,6 +565,11 @@ fn python(script: &str, stdin: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Skips a test whose tool is missing, unless tools are required (`scripts/test`).
+pub fn skip_tool(why: &str) {
+    let _ = skip(why);
+}
+
 fn skip(why: &str) -> Option<String> {
     assert!(
         std::env::var_os("CONVERGE_REQUIRE_TOOLS").is_none(),
@@ -645,75 +650,35 @@ fn which(bin: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// A test CA (`ca.pem`) and a leaf for 127.0.0.1 (`cert.pem`, `key.pem`) in `dir`.
+pub fn test_ca(dir: &Path) -> Option<()> {
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .ok()?;
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let steps = [
+        format!("req -x509 {ec} -days 1 -subj /CN=converge-test-CA -keyout ca.key -out ca.pem"),
+        format!("req {ec} -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr"),
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile leaf.ext -out cert.pem".to_owned(),
+    ];
+    steps
+        .iter()
+        .all(|args| {
+            Command::new("openssl")
+                .args(args.split(' '))
+                .current_dir(dir)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .then_some(())
+}
+
 #[test]
 fn the_api_serves_tls_and_the_status_command_trusts_a_given_ca() {
     let p = quickstart();
-    p.write(
-        "leaf.ext",
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    );
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let steps: [Vec<&str>; 3] = [
-        [
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-days",
-                "1",
-                "-subj",
-                "/CN=converge test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ],
-        ]
-        .concat(),
-        [
-            &["req"][..],
-            &ec,
-            &[
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "leaf.csr",
-            ],
-        ]
-        .concat(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "leaf.ext",
-            "-out",
-            "cert.pem",
-        ],
-    ];
-    let made = steps.iter().all(|args| {
-        Command::new("openssl")
-            .args(args)
-            .current_dir(p.dir.path())
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !made {
+    if test_ca(p.dir.path()).is_none() {
         skip("openssl cannot make a test certificate");
         return;
     }

@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod daemon;
 mod examples;
+mod git;
 mod golden;
 mod pipeline;
 
