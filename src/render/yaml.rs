@@ -100,8 +100,27 @@ fn string(out: &mut String, s: &str, at: usize) {
             }
         }
     } else {
-        out.push_str(&serde_json::to_string(s).expect("a string serializes"));
+        quoted(out, s);
     }
+}
+
+/// A double-quoted scalar with JSON-style escapes (valid YAML), in place.
+fn quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// True when `s` reads back as exactly this string in YAML 1.1 and 1.2.
@@ -122,11 +141,10 @@ fn is_plain(s: &str) -> bool {
     }) {
         return false;
     }
-    let lower = s.to_ascii_lowercase();
-    !matches!(
-        lower.as_str(),
-        "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n" | "null" | "nan" | "inf"
-    )
+    const RESERVED: [&str; 11] = [
+        "true", "false", "yes", "no", "on", "off", "y", "n", "null", "nan", "inf",
+    ];
+    !(s.len() <= 5 && RESERVED.iter().any(|r| r.eq_ignore_ascii_case(s)))
 }
 
 /// A multi-line string that a literal block (`|-`) reproduces exactly.
@@ -190,6 +208,10 @@ mod tests {
             "&a",
             "!t",
             "a b",
+            "tab\there",
+            "bell\u{7}",
+            "quote\"back\\slash",
+            "line\u{2028}sep",
             "é",
         ] {
             let v = json!({ "k": s });
