@@ -205,13 +205,13 @@ pub struct SignaturesConfig {
     /// SSH allowed signers (`principal [namespaces="git"] keytype key`).
     #[serde(default)]
     pub allowed_signers: Option<PathBuf>,
-    /// Armored OpenPGP public keys.
+    /// Armored `OpenPGP` public keys.
     #[serde(default)]
     pub openpgp_keys: Vec<PathBuf>,
 }
 
 fn default_git_timeout() -> Duration {
-    Duration::from_secs(60)
+    Duration::from_mins(1)
 }
 
 fn default_branch() -> String {
@@ -683,7 +683,7 @@ impl Config {
                         if let Some(p) = &mut sig.allowed_signers {
                             join(p);
                         }
-                        sig.openpgp_keys.iter_mut().for_each(|p| join(p));
+                        sig.openpgp_keys.iter_mut().for_each(&join);
                     }
                     // A local repository path (not a URL) is relative to the config too.
                     if !url.contains("://")

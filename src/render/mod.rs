@@ -9,6 +9,7 @@
 //! fixed order, YAML bytes and a digest per object. Every object carries the
 //! ownership labels.
 
+mod builtin;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -199,7 +200,19 @@ impl Renderer {
     ) -> Result<Vec<Rendered>, (String, String)> {
         let preset = self.presets.get(claim.environment_type);
         let values = self.values(claim, versions, expires_at, preset);
-        let mut docs = builtin(claim, &values);
+        let mut objects: Vec<Rendered> = builtin::objects(claim, &values)
+            .into_iter()
+            .map(|(api_version, kind, name, yaml)| Rendered {
+                object: Object {
+                    api_version: api_version.to_owned(),
+                    kind: kind.to_owned(),
+                    name,
+                    digest: digest(yaml.as_bytes()),
+                },
+                yaml,
+            })
+            .collect();
+        let mut docs = Vec::new();
         for (path, env) in &self.templates {
             let fail = |m: String| (path.clone(), m);
             let text = env
@@ -213,7 +226,6 @@ impl Renderer {
                 docs.push(with_labels(doc, &values.labels).map_err(fail)?);
             }
         }
-        let mut objects = Vec::with_capacity(docs.len());
         for doc in docs {
             objects.push(to_object(&doc).map_err(|m| ("<render>".to_owned(), m))?);
         }
@@ -326,184 +338,8 @@ pub fn label_value(s: &str) -> String {
         .to_owned()
 }
 
-fn labels(values: &Values<'_>, extra: &[(&str, &str)]) -> Value {
-    let mut m = Map::new();
-    for (k, v) in extra {
-        m.insert((*k).to_owned(), Value::String((*v).to_owned()));
-    }
-    for (k, v) in &values.labels {
-        m.insert((*k).to_owned(), Value::String(v.clone()));
-    }
-    Value::Object(m)
-}
-
-fn metadata(
-    values: &Values<'_>,
-    name: &str,
-    extra_labels: &[(&str, &str)],
-    annotations: Option<Value>,
-) -> Value {
-    let mut m = Map::new();
-    m.insert("name".into(), json!(name));
-    m.insert("namespace".into(), json!(values.environment.name));
-    m.insert("labels".into(), labels(values, extra_labels));
-    if let Some(a) = annotations {
-        m.insert("annotations".into(), a);
-    }
-    Value::Object(m)
-}
-
-#[allow(
-    clippy::too_many_lines,
-    reason = "one literal per built-in object reads best as a list"
-)]
-fn builtin(claim: &Claim, v: &Values<'_>) -> Vec<Value> {
-    let env = &v.environment;
-    let p = v.preset;
-    let ns = env.name;
-    let owner = label_value(env.owner);
-    let mut ns_annotations = Map::new();
-    ns_annotations.insert("converge.dev/owner".into(), json!(env.owner));
-    ns_annotations.insert(
-        "converge.dev/deployment-method".into(),
-        json!(env.deployment_method),
-    );
-    ns_annotations.insert("converge.dev/created-at".into(), json!(env.creation_date));
-    if let Some(at) = &env.expires_at {
-        ns_annotations.insert("converge.dev/expires-at".into(), json!(at));
-    }
-    for service in ["logging", "monitoring", "gateway", "authz"] {
-        ns_annotations.insert(
-            format!("converge.dev/{service}"),
-            json!(p.platform_services),
-        );
-    }
-    ns_annotations.insert(
-        "converge.dev/waf".into(),
-        json!(if p.waf { "enabled" } else { "disabled" }),
-    );
-    let mut namespace_meta = Map::new();
-    namespace_meta.insert("name".into(), json!(ns));
-    namespace_meta.insert(
-        "labels".into(),
-        labels(
-            v,
-            &[
-                ("converge.dev/type", env.env_type),
-                ("converge.dev/pool", env.pool),
-                ("converge.dev/owner", &owner),
-            ],
-        ),
-    );
-    namespace_meta.insert("annotations".into(), Value::Object(ns_annotations));
-    let mut out = vec![
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": Value::Object(namespace_meta)}),
-        json!({
-            "apiVersion": "v1", "kind": "ResourceQuota",
-            "metadata": metadata(v, "quota", &[], None),
-            "spec": {"hard": {
-                "requests.cpu": p.quota.cpu, "requests.memory": p.quota.memory,
-                "limits.cpu": p.quota.cpu, "limits.memory": p.quota.memory,
-                "pods": p.quota.pods.to_string(),
-            }},
-        }),
-        json!({
-            "apiVersion": "v1", "kind": "LimitRange",
-            "metadata": metadata(v, "defaults", &[], None),
-            "spec": {"limits": [{
-                "type": "Container",
-                "default": {"cpu": p.container.cpu_limit, "memory": p.container.memory_limit},
-                "defaultRequest": {"cpu": p.container.cpu_request, "memory": p.container.memory_request},
-            }]},
-        }),
-        json!({
-            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": metadata(v, "default-deny-from-other-namespaces", &[], None),
-            "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": {}}]}]},
-        }),
-        json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": metadata(v, "converge-claim", &[], None),
-            "data": {"claim.json": redacted_claim(claim, v)},
-        }),
-    ];
-    let tolerations: Vec<Value> = p
-        .node_pools
-        .iter()
-        .map(|pool| json!({"key": "converge.dev/node-pool", "operator": "Equal", "value": pool, "effect": "NoSchedule"}))
-        .collect();
-    for s in &v.services {
-        let app = [
-            ("app.kubernetes.io/name", s.name),
-            ("app.kubernetes.io/version", s.version),
-        ];
-        let mut annotations = Map::new();
-        annotations.insert(
-            "converge.dev/version-constraint".into(),
-            json!(s.constraint),
-        );
-        if let Some(artifact) = s.ansible_artifact {
-            annotations.insert("converge.dev/ansible-artifact".into(), json!(artifact));
-        }
-        let selector = json!({"app.kubernetes.io/name": s.name});
-        out.push(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": metadata(v, s.name, &app, Some(Value::Object(annotations))),
-            "spec": {
-                "replicas": p.replicas,
-                "selector": {"matchLabels": selector},
-                "template": {
-                    "metadata": {"labels": labels(v, &app)},
-                    "spec": {
-                        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                            "nodeSelectorTerms": [{"matchExpressions": [{
-                                "key": "converge.dev/node-pool", "operator": "In", "values": p.node_pools,
-                            }]}],
-                        }}},
-                        "tolerations": tolerations,
-                        "containers": [{
-                            "name": s.name,
-                            "image": s.image,
-                            "ports": [{"name": "http", "containerPort": 8080}],
-                            "resources": {
-                                "requests": {"cpu": p.container.cpu_request, "memory": p.container.memory_request},
-                                "limits": {"cpu": p.container.cpu_limit, "memory": p.container.memory_limit},
-                            },
-                        }],
-                    },
-                },
-            },
-        }));
-        out.push(json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": metadata(v, s.name, &app, None),
-            "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
-        }));
-        out.push(json!({
-            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-            "metadata": metadata(v, s.name, &[("converge.dev/autoscaling", &p.autoscaling.profile)], None),
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": s.name},
-                "minReplicas": p.autoscaling.min_replicas,
-                "maxReplicas": p.autoscaling.max_replicas,
-                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                    "type": "Utilization", "averageUtilization": p.autoscaling.target_cpu_utilization,
-                }}}],
-            },
-        }));
-        if p.ha {
-            out.push(json!({
-                "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-                "metadata": metadata(v, s.name, &app, None),
-                "spec": {"minAvailable": 1, "selector": {"matchLabels": selector}},
-            }));
-        }
-    }
-    out
-}
-
 /// The claim as applied: resolved versions, secrets as names only.
-fn redacted_claim(claim: &Claim, v: &Values<'_>) -> String {
+pub(crate) fn redacted_claim(claim: &Claim, v: &Values<'_>) -> String {
     let services: Map<String, Value> = v
         .services
         .iter()

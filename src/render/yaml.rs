@@ -36,7 +36,7 @@ fn map(out: &mut String, m: &Map<String, Value>, at: usize, first_inline: bool) 
         if i > 0 || !first_inline {
             indent(out, at);
         }
-        string(out, k, at);
+        push_string(out, k, at);
         out.push(':');
         match v {
             Value::Object(inner) if !inner.is_empty() => {
@@ -81,13 +81,14 @@ fn scalar(out: &mut String, v: &Value, at: usize) {
         Value::Number(n) => {
             let _ = write!(out, "{n}");
         }
-        Value::String(s) => string(out, s, at),
+        Value::String(s) => push_string(out, s, at),
         Value::Object(_) => out.push_str("{}"),
         Value::Array(_) => out.push_str("[]"),
     }
 }
 
-fn string(out: &mut String, s: &str, at: usize) {
+/// Writes a string scalar: plain, a literal block, or double-quoted.
+pub(super) fn push_string(out: &mut String, s: &str, at: usize) {
     if is_plain(s) {
         out.push_str(s);
     } else if is_literal_block(s) {
@@ -125,6 +126,9 @@ fn quoted(out: &mut String, s: &str) {
 
 /// True when `s` reads back as exactly this string in YAML 1.1 and 1.2.
 fn is_plain(s: &str) -> bool {
+    const RESERVED: [&str; 11] = [
+        "true", "false", "yes", "no", "on", "off", "y", "n", "null", "nan", "inf",
+    ];
     let b = s.as_bytes();
     let Some(&first) = b.first() else {
         return false;
@@ -141,9 +145,6 @@ fn is_plain(s: &str) -> bool {
     }) {
         return false;
     }
-    const RESERVED: [&str; 11] = [
-        "true", "false", "yes", "no", "on", "off", "y", "n", "null", "nan", "inf",
-    ];
     !(s.len() <= 5 && RESERVED.iter().any(|r| r.eq_ignore_ascii_case(s)))
 }
 

@@ -329,6 +329,10 @@ impl Reader {
         });
         let mut files: BTreeMap<String, SourceFile> = BTreeMap::new();
         let mut changed: Vec<(String, ObjectId)> = Vec::new();
+        #[allow(
+            clippy::single_match_else,
+            reason = "two ways to read a tree, side by side"
+        )]
         match &previous {
             Some((last, old_tree)) => {
                 for f in &last.snapshot.files {
@@ -336,10 +340,10 @@ impl Reader {
                 }
                 let mut opts = gix::diff::Options::default();
                 opts.track_path().track_rewrites(None);
-                let changes = repo
+                let diff = repo
                     .diff_tree_to_tree(Some(old_tree), Some(&tree), opts)
                     .map_err(|e| err(&e))?;
-                for change in changes {
+                for change in diff {
                     use gix::object::tree::diff::ChangeDetached as C;
                     match change {
                         C::Addition {
@@ -399,13 +403,12 @@ impl Reader {
         for (path, id) in changed {
             let content = self.read_blob(repo, id);
             let commit_id = authors.get(&path).copied().unwrap_or(tip);
-            let provenance = match provenances.get(&commit_id) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = self.provenance(repo, commit_id)?;
-                    provenances.insert(commit_id, p.clone());
-                    p
-                }
+            let provenance = if let Some(p) = provenances.get(&commit_id) {
+                p.clone()
+            } else {
+                let p = self.provenance(repo, commit_id)?;
+                provenances.insert(commit_id, p.clone());
+                p
             };
             let mut digest = [0u8; 32];
             digest[..20].copy_from_slice(id.as_bytes());
@@ -687,7 +690,7 @@ pub fn read_revision(
         auth: Auth::None,
         trust: trust.clone(),
         max_file_bytes,
-        timeout: Duration::from_secs(600),
+        timeout: Duration::from_mins(10),
     };
     let source = Reader::new(options)?;
     let repo = gix::open(repo_path).map_err(|e| source.remote_error("RepositoryMissing", e))?;

@@ -1,5 +1,5 @@
 //! Commit signature verification: SSH signatures against an allowed-signers
-//! file (the format `git` uses with `gpg.ssh.allowedSignersFile`) and OpenPGP
+//! file (the format `git` uses with `gpg.ssh.allowedSignersFile`) and `OpenPGP`
 //! signatures against trusted public keys. Pure: keys are read once at start.
 
 use std::path::Path;
@@ -17,7 +17,7 @@ pub struct Trust {
 }
 
 impl Trust {
-    /// Reads an allowed-signers file and armored OpenPGP public keys.
+    /// Reads an allowed-signers file and armored `OpenPGP` public keys.
     pub fn load(
         allowed_signers: Option<&Path>,
         openpgp_keys: &[impl AsRef<Path>],
@@ -100,12 +100,10 @@ impl Trust {
             Err(e) => return unverified("gpg", &format!("malformed OpenPGP signature: {e}")),
         };
         for key in self.pgp.iter() {
-            let signer = key
-                .details
-                .users
-                .first()
-                .map(|u| String::from_utf8_lossy(u.id.id()).into_owned())
-                .unwrap_or_else(|| "OpenPGP key".to_owned());
+            let user = key.details.users.first().map_or_else(
+                || "OpenPGP key".to_owned(),
+                |u| String::from_utf8_lossy(u.id.id()).into_owned(),
+            );
             let ok = sig.verify(&key.primary_key, signed).is_ok()
                 || key
                     .public_subkeys
@@ -115,7 +113,7 @@ impl Trust {
                 return Signature {
                     kind: "gpg".into(),
                     verified: true,
-                    signer: Some(signer),
+                    signer: Some(user),
                     problem: None,
                 };
             }

@@ -1,7 +1,8 @@
 //! The git source against real repositories served on loopback by `git
 //! daemon` and by `git http-backend` behind lighttpd. Repositories are built
-//! with the real `git` (signed commits with `ssh-keygen` and GnuPG).
+//! with the real `git` (signed commits with `ssh-keygen` and `GnuPG`).
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -700,8 +701,7 @@ fn an_unsigned_change_to_a_prod_claim_stays_at_its_last_acceptable_version() {
         &["-S"],
     );
     let server = git_daemon(&repo);
-    let extra = format!("  # (appended to the source above)\n");
-    let p = git_project(&server.url, &extra);
+    let p = git_project(&server.url, "");
     let config = std::fs::read_to_string(p.path("converge.yaml")).expect("config").replace(
         "    interval: 1s\n",
         &format!("    interval: 1s\n    signatures:\n      required_for: [prod, stage]\n      allowed_signers: {}\n", allowed.display()),
@@ -815,33 +815,30 @@ fn the_pull_request_plan_shows_what_merging_would_do() {
 
 /// `git fast-import` builds 10,000 claims and 1,000 one-claim commits in a second.
 fn big_repository(repo: &Repo, claims: usize, commits: usize) {
-    let mut stream = String::new();
-    let mut mark = 0;
-    let now = 1_767_225_600;
-    stream.push_str(&format!(
-        "commit refs/heads/main\nmark :{}\ncommitter Bot <bot@x> {now} +0000\ndata 4\nbulk\n",
-        {
-            mark += 1;
-            mark
-        }
-    ));
+    use std::fmt::Write as _;
+    let now: u64 = 1_767_225_600;
+    let mut stream = format!(
+        "commit refs/heads/main\nmark :1\ncommitter Bot <bot@x> {now} +0000\ndata 4\nbulk\n"
+    );
     for i in 0..claims {
         let body = claim(&format!("dev-{i}"), "dev");
-        stream.push_str(&format!(
+        let _ = write!(
+            stream,
             "M 100644 inline environments/dev-{i}.yaml\ndata {}\n{body}\n",
             body.len()
-        ));
+        );
     }
-    for c in 0..commits.saturating_sub(1) {
+    for (c, mark) in (0..commits.saturating_sub(1)).zip(2_u64..) {
         let i = c % claims;
         let body = claim(&format!("dev-{i}"), "dev").replace("v1.2.3", &format!("v1.2.{}", 4 + c));
-        mark += 1;
-        stream.push_str(&format!(
-            "commit refs/heads/main\nmark :{mark}\ncommitter Bot <bot@x> {} +0000\ndata 6\nchange\nfrom :{}\nM 100644 inline environments/dev-{i}.yaml\ndata {}\n{body}\n",
-            now + c as i64 + 1,
+        let _ = write!(
+            stream,
+            "commit refs/heads/main\nmark :{mark}\ncommitter Bot <bot@x> {} +0000\ndata 6\nchange\nfrom :{}\n\
+             M 100644 inline environments/dev-{i}.yaml\ndata {}\n{body}\n",
+            now + mark,
             mark - 1,
             body.len()
-        ));
+        );
     }
     let mut child = Command::new("git")
         .args(["fast-import", "--quiet"])
@@ -849,7 +846,6 @@ fn big_repository(repo: &Repo, claims: usize, commits: usize) {
         .stdin(Stdio::piped())
         .spawn()
         .expect("fast-import");
-    use std::io::Write;
     child
         .stdin
         .take()
@@ -865,7 +861,7 @@ fn ten_thousand_claims_and_a_thousand_commits_take_the_incremental_path() {
     big_repository(&repo, 10_000, 1_000);
     let server = git_daemon(&repo);
     let state = tempfile::tempdir().expect("state");
-    let timeout = Duration::from_secs(600);
+    let timeout = Duration::from_mins(10);
     let mut s = source_with_timeout(
         &server.url,
         state.path(),
