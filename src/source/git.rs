@@ -212,6 +212,19 @@ impl Reader {
         }?;
         let mut repo = opened;
         repo.object_cache_size_if_unset(64 * 1024 * 1024);
+        if let Auth::SshKey { key_file } = &self.options.auth {
+            // The system ssh does the connecting, with this key only and
+            // never a prompt; known hosts are learned on first contact.
+            let command = format!(
+                "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+                key_file.display().to_string().replace('\'', "")
+            );
+            let mut config = repo.config_snapshot_mut();
+            config
+                .set_value(&gix::config::tree::Core::SSH_COMMAND, command.as_str())
+                .map_err(|e| self.remote_error("SourceMisconfigured", e))?;
+            config.commit().map_err(|e| self.remote_error("SourceMisconfigured", e))?;
+        }
         Ok(repo)
     }
 
