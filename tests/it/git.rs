@@ -907,3 +907,90 @@ fn ten_thousand_claims_and_a_thousand_commits_take_the_incremental_path() {
         "v7.0.0"
     );
 }
+
+#[test]
+fn ssh_with_a_key_file_goes_through_the_system_ssh() {
+    let Some(sshd) = ["/usr/sbin/sshd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        crate::daemon::skip_tool("openssh-server (sshd) is not installed");
+        return;
+    };
+    let repo = Repo::new();
+    repo.commit(
+        &[("environments/dev-a.yaml", Some(&claim("dev-a", "dev")))],
+        "first",
+        &[],
+    );
+    let dir = repo.root.path().join("ssh");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for key in ["host", "client", "stranger"] {
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.join(key))
+            .output()
+            .expect("ssh-keygen");
+        assert!(out.status.success());
+    }
+    std::fs::copy(dir.join("client.pub"), dir.join("authorized_keys")).expect("authorize");
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let port = free_port();
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\n\
+         PidFile {d}/sshd.pid\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+         PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUsePAM no\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("sshd_config"), config).expect("write");
+    let child = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(dir.join("sshd_config"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sshd starts");
+    let _server = Server {
+        child,
+        url: String::new(),
+    };
+    wait_for_port(port);
+    let user = String::from_utf8_lossy(&Command::new("id").arg("-un").output().expect("id").stdout)
+        .trim()
+        .to_owned();
+    let url = format!("ssh://{user}@127.0.0.1:{port}{}", repo.bare().display());
+    let plan_with_key = |key: &str| {
+        let p = git_project(&url, "");
+        let config = std::fs::read_to_string(p.path("converge.yaml"))
+            .expect("config")
+            .replace(
+                "    interval: 1s\n",
+                &format!(
+                    "    interval: 1s\n    auth:\n      ssh_key_file: {}\n",
+                    dir.join(key).display()
+                ),
+            );
+        std::fs::write(p.path("converge.yaml"), config).expect("write");
+        Command::new(env!("CARGO_BIN_EXE_converge"))
+            .arg("plan")
+            .current_dir(p.dir.path())
+            .env("HOME", &dir) // known_hosts lands in the test's directory
+            .env("CONVERGE_LOG", "warn")
+            .output()
+            .expect("converge runs")
+    };
+    let ok = plan_with_key("client");
+    assert_eq!(ok.status.code(), Some(1), "{}", crate::stderr(&ok));
+    assert!(
+        crate::stdout(&ok).contains("+ dev-a"),
+        "{}",
+        crate::stdout(&ok)
+    );
+    let refused = plan_with_key("stranger");
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        crate::stdout(&refused)
+    );
+}
