@@ -20,6 +20,7 @@ use crate::pipeline::Evaluation;
 use crate::render::kind_rank;
 use crate::status::reason;
 use crate::target::Inventory;
+use rayon::prelude::*;
 
 /// Knobs of the plan stage.
 #[derive(Debug, Clone, Copy)]
@@ -155,77 +156,20 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options) -> Plan {
     };
     let mut upserts = Vec::new();
     let mut deletes = Vec::new();
-    for (name, desired) in &eval.desired {
-        let current = live.environments.get(name);
-        let d = diff(&desired.objects, current);
-        let record_changed = current.is_none_or(|c| c.record != desired.record);
-        if d.is_empty() && !record_changed {
-            plan.unchanged += 1;
-            continue;
-        }
-        let before = current.map(|c| &c.record.versions);
-        let mut versions = Vec::new();
-        for (service, r) in &desired.record.versions {
-            let from = before.and_then(|b| b.get(service)).map(|v| v.tag.clone());
-            if from.as_ref() != Some(&r.tag) {
-                versions.push(VersionChange {
-                    service: service.clone(),
-                    from,
-                    to: Some(r.tag.clone()),
-                    constraint: Some(r.constraint.clone()),
-                });
+    let planned: Vec<Option<Planned>> = eval
+        .desired
+        .par_iter()
+        .map(|(name, desired)| plan_environment(name, desired, live.environments.get(name)))
+        .collect();
+    for p in planned {
+        match p {
+            Some((env, u, d)) => {
+                plan.environments.push(env);
+                upserts.extend(u);
+                deletes.extend(d);
             }
+            None => plan.unchanged += 1,
         }
-        for (service, v) in before.into_iter().flatten() {
-            if !desired.record.versions.contains_key(service) {
-                versions.push(VersionChange {
-                    service: service.clone(),
-                    from: Some(v.tag.clone()),
-                    to: None,
-                    constraint: None,
-                });
-            }
-        }
-        let step = |action, o: &crate::render::Object| Step {
-            environment: name.clone(),
-            action,
-            kind: o.kind.clone(),
-            name: o.name.clone(),
-            file: o.file_name(),
-        };
-        upserts.extend(d.creates.iter().map(|o| step(StepAction::Create, o)));
-        upserts.extend(d.updates.iter().map(|o| step(StepAction::Update, o)));
-        for file in &d.deletes {
-            let l = &current
-                .expect("deletes come from a live environment")
-                .objects[file];
-            deletes.push(Step {
-                environment: name.clone(),
-                action: StepAction::Delete,
-                kind: l.kind.clone(),
-                name: l.name.clone(),
-                file: file.clone(),
-            });
-        }
-        plan.environments.push(EnvironmentPlan {
-            name: name.clone(),
-            change: if current.is_some() {
-                Change::Update
-            } else {
-                Change::Create
-            },
-            reason: if current.is_some() {
-                "ClaimChanged"
-            } else {
-                "Claimed"
-            }
-            .to_owned(),
-            source: Some(desired.origin.path.clone()),
-            versions,
-            creates: d.creates.len(),
-            updates: d.updates.len(),
-            deletes: d.deletes.len(),
-        });
     }
     for (name, env) in &live.environments {
         if eval.desired.contains_key(name) {
@@ -276,7 +220,7 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options) -> Plan {
             .or_insert_with(|| (*why).to_owned());
     }
     plan.environments.sort_by(|a, b| a.name.cmp(&b.name));
-    upserts.sort_by(|a, b| {
+    upserts.par_sort_by(|a, b| {
         (kind_rank(&a.kind), &a.environment, &a.kind, &a.name).cmp(&(
             kind_rank(&b.kind),
             &b.environment,
@@ -284,7 +228,7 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options) -> Plan {
             &b.name,
         ))
     });
-    deletes.sort_by(|a, b| {
+    deletes.par_sort_by(|a, b| {
         (
             Reverse(kind_rank(&a.kind)),
             &a.environment,
@@ -302,6 +246,88 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options) -> Plan {
     plan.steps.extend(deletes);
     plan.hold = gate(plan.count(Change::Delete), plan.live, options);
     plan
+}
+
+/// An environment's plan with its create/update steps and its delete steps.
+type Planned = (EnvironmentPlan, Vec<Step>, Vec<Step>);
+
+/// One desired environment's plan against its live state; `None` when unchanged.
+fn plan_environment(
+    name: &str,
+    desired: &crate::pipeline::Desired,
+    current: Option<&crate::target::LiveEnvironment>,
+) -> Option<Planned> {
+    let mut upserts = Vec::new();
+    let mut deletes = Vec::new();
+    let d = diff(&desired.objects, current);
+    let record_changed = current.is_none_or(|c| c.record != desired.record);
+    if d.is_empty() && !record_changed {
+        return None;
+    }
+    let before = current.map(|c| &c.record.versions);
+    let mut versions = Vec::new();
+    for (service, r) in &desired.record.versions {
+        let from = before.and_then(|b| b.get(service)).map(|v| v.tag.clone());
+        if from.as_ref() != Some(&r.tag) {
+            versions.push(VersionChange {
+                service: service.clone(),
+                from,
+                to: Some(r.tag.clone()),
+                constraint: Some(r.constraint.clone()),
+            });
+        }
+    }
+    for (service, v) in before.into_iter().flatten() {
+        if !desired.record.versions.contains_key(service) {
+            versions.push(VersionChange {
+                service: service.clone(),
+                from: Some(v.tag.clone()),
+                to: None,
+                constraint: None,
+            });
+        }
+    }
+    let step = |action, o: &crate::render::Object| Step {
+        environment: name.to_owned(),
+        action,
+        kind: o.kind.clone(),
+        name: o.name.clone(),
+        file: o.file_name(),
+    };
+    upserts.extend(d.creates.iter().map(|o| step(StepAction::Create, o)));
+    upserts.extend(d.updates.iter().map(|o| step(StepAction::Update, o)));
+    for file in &d.deletes {
+        let l = &current
+            .expect("deletes come from a live environment")
+            .objects[file];
+        deletes.push(Step {
+            environment: name.to_owned(),
+            action: StepAction::Delete,
+            kind: l.kind.clone(),
+            name: l.name.clone(),
+            file: file.clone(),
+        });
+    }
+    let env = EnvironmentPlan {
+        name: name.to_owned(),
+        change: if current.is_some() {
+            Change::Update
+        } else {
+            Change::Create
+        },
+        reason: if current.is_some() {
+            "ClaimChanged"
+        } else {
+            "Claimed"
+        }
+        .to_owned(),
+        source: Some(desired.origin.path.clone()),
+        versions,
+        creates: d.creates.len(),
+        updates: d.updates.len(),
+        deletes: d.deletes.len(),
+    };
+    Some((env, upserts, deletes))
 }
 
 /// The mass-deletion gate.

@@ -180,7 +180,10 @@ impl Daemon {
         let max_backoff = converge.config.reconcile.max_backoff;
         let mut sources = Vec::new();
         for c in &converge.config.sources {
-            let source = converge.source(c)?;
+            let mut source = converge.source(c)?;
+            if let Some(snapshot) = restored.snapshots.get(c.name()) {
+                source.restore(snapshot);
+            }
             sources.push(SourceState {
                 last_good: restored.snapshots.get(c.name()).cloned(),
                 config: c.clone(),

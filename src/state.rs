@@ -51,6 +51,12 @@ struct SourceRecord {
     is_static: bool,
     revision: Revision,
     paths: Vec<String>,
+    /// Content digests (hex) as the source computed them (blob ids, `ETag` digests).
+    #[serde(default)]
+    digests: BTreeMap<String, String>,
+    /// Where each file came from (commit, object), for policies after a restart.
+    #[serde(default)]
+    provenance: BTreeMap<String, crate::source::Provenance>,
 }
 
 /// One pass, as history keeps it.
@@ -116,6 +122,17 @@ impl std::fmt::Debug for Store {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
+}
+
+fn unhex(h: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if h.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn key(source: &str, path: &str) -> String {
@@ -220,7 +237,16 @@ impl Store {
                     || Content::Unreadable("missing from state".into()),
                     |b| Content::Bytes(b.value().to_vec()),
                 );
-                snapshot_files.push(SourceFile::new(path, content));
+                let mut file = SourceFile::new(path, content);
+                if let Some(digest) = record.digests.get(&file.path).and_then(|h| unhex(h)) {
+                    file.digest = digest;
+                }
+                file.provenance = record
+                    .provenance
+                    .get(&file.path)
+                    .cloned()
+                    .map(std::sync::Arc::new);
+                snapshot_files.push(file);
             }
             out.snapshots.insert(
                 name.clone(),
@@ -299,6 +325,16 @@ impl Store {
                     is_static: snapshot.is_static,
                     revision: snapshot.revision.clone(),
                     paths: snapshot.files.iter().map(|f| f.path.clone()).collect(),
+                    digests: snapshot
+                        .files
+                        .iter()
+                        .map(|f| (f.path.clone(), crate::source::dir::hex(&f.digest)))
+                        .collect(),
+                    provenance: snapshot
+                        .files
+                        .iter()
+                        .filter_map(|f| Some((f.path.clone(), f.provenance.as_deref()?.clone())))
+                        .collect(),
                 };
                 let bytes = serde_json::to_vec(&record).expect("a source record serializes");
                 sources

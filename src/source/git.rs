@@ -223,7 +223,9 @@ impl Reader {
             config
                 .set_value(&gix::config::tree::Core::SSH_COMMAND, command.as_str())
                 .map_err(|e| self.remote_error("SourceMisconfigured", e))?;
-            config.commit().map_err(|e| self.remote_error("SourceMisconfigured", e))?;
+            config
+                .commit()
+                .map_err(|e| self.remote_error("SourceMisconfigured", e))?;
         }
         Ok(repo)
     }
@@ -680,6 +682,18 @@ impl super::Source for GitSource {
             })?;
         rx.recv_timeout(self.timeout)
             .unwrap_or_else(|_| Err(busy()))
+    }
+
+    fn restore(&mut self, snapshot: &Snapshot) {
+        let Ok(commit) = ObjectId::from_hex(snapshot.revision.0.as_bytes()) else {
+            return;
+        };
+        if let Ok(mut reader) = self.reader.lock() {
+            reader.last = Some(Last {
+                commit,
+                snapshot: snapshot.clone(),
+            });
+        }
     }
 }
 

@@ -230,6 +230,9 @@ pub trait Source: Send {
     /// How often the daemon polls it.
     fn interval(&self) -> Duration;
     fn read(&mut self) -> Result<Snapshot, Error>;
+    /// Seeds the source with a snapshot it returned before (restored from the
+    /// state store after a restart), so an unchanged source is cheap to read.
+    fn restore(&mut self, _snapshot: &Snapshot) {}
 }
 
 /// True for file names converge reads as claims.

@@ -1,4 +1,4 @@
-//! The s3 source: claim objects in an S3-compatible bucket (MinIO, Garage,
+//! The s3 source: claim objects in an S3-compatible bucket (`MinIO`, Garage,
 //! AWS S3), read with `aws-sdk-s3`.
 //!
 //! Each poll lists the prefix (`ListObjectsV2`, every page) and compares keys
@@ -39,6 +39,7 @@ use aws_sdk_s3::config::{
     RequestChecksumCalculation, ResponseChecksumValidation, RuntimeComponents, SharedHttpClient,
 };
 use aws_sdk_s3::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_smithy_http_client::tls;
 use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
@@ -350,6 +351,8 @@ fn plan(
 ) -> Step {
     match known.get(&listed.key) {
         Some(served) if listed.etag.is_some() && served.etag == listed.etag => Step::Keep,
+        // Without an ETag a write-once bucket cannot tell a change: keep.
+        Some(_) if is_static && listed.etag.is_none() => Step::Keep,
         Some(_) if is_static => Step::Refuse,
         _ if listed.size > max_file_bytes => Step::TooLarge,
         _ => Step::Fetch,
@@ -444,10 +447,14 @@ impl S3Source {
             source: options.name.clone(),
             op: op.to_owned(),
         };
+        // One statement each: a family's read guard lives to the end of its
+        // statement, and creating the second label needs the write lock.
+        let list_metric = S3_REQUESTS.get_or_create_owned(&labels("list"));
+        let get_metric = S3_REQUESTS.get_or_create_owned(&labels("get"));
         let counter = RequestCounter {
             counts: Arc::default(),
-            list_metric: S3_REQUESTS.get_or_create(&labels("list")).clone(),
-            get_metric: S3_REQUESTS.get_or_create(&labels("get")).clone(),
+            list_metric,
+            get_metric,
         };
         Ok(S3Source {
             options,
@@ -616,6 +623,10 @@ impl super::Source for S3Source {
     fn read(&mut self) -> Result<Snapshot, Error> {
         self.poll()
     }
+
+    fn restore(&mut self, snapshot: &Snapshot) {
+        S3Source::restore(self, snapshot);
+    }
 }
 
 /// Lists every claim object under the prefix, every page, or fails as a whole.
@@ -735,7 +746,9 @@ async fn get(client: &Client, o: &Options, listed: &Listed) -> Result<Fetched, F
         .send()
         .await
         .map_err(|e| {
-            if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+            if e.as_service_error()
+                .is_some_and(GetObjectError::is_no_such_key)
+            {
                 // Deleted between the listing and the GET: this listing is
                 // already stale; the next poll lists again.
                 Failure {
@@ -891,8 +904,7 @@ fn assemble(
     let mut revision = Sha256::new();
     for (listed, step) in steps {
         let served = match step {
-            Step::Keep => known.get(&listed.key).cloned(),
-            Step::Refuse => known.get(&listed.key).cloned(),
+            Step::Keep | Step::Refuse => known.get(&listed.key).cloned(),
             Step::TooLarge => Some(Served {
                 etag: listed.etag.clone(),
                 file: object_file(

@@ -8,6 +8,7 @@ mod examples;
 mod git;
 mod golden;
 mod pipeline;
+mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
