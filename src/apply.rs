@@ -41,6 +41,70 @@ impl Failure {
     }
 }
 
+/// One environment's change, rendered and checked, before it is applied.
+struct Prepared<'e> {
+    fresh: Vec<Rendered>,
+    /// Indices into `fresh` of the objects to write, in plan order.
+    upserts: Vec<usize>,
+    deletes: Vec<String>,
+    record: Option<&'e crate::target::EnvironmentRecord>,
+}
+
+fn prepare<'e>(
+    change: Change,
+    desired: Option<&'e crate::pipeline::Desired>,
+    steps: &[&crate::plan::Step],
+    renderer: &Renderer,
+) -> Result<Prepared<'e>, Failure> {
+    let writes = steps.iter().any(|s| s.action != StepAction::Delete);
+    let fresh = match desired.filter(|_| writes) {
+        Some(d) => renderer
+            .render(&d.claim, &d.record.versions, d.expires_at)
+            .map_err(|(template, message)| {
+                Failure::Render(format!("an error in {template}: {message}"))
+            })?,
+        None => Vec::new(),
+    };
+    let by_file: BTreeMap<String, usize> = fresh
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.object.file_name(), i))
+        .collect();
+    let planned: BTreeMap<String, &str> = desired
+        .into_iter()
+        .flat_map(|d| d.objects.iter().map(|o| (o.file_name(), o.digest.as_str())))
+        .collect();
+    let mut upserts = Vec::new();
+    let mut deletes = Vec::new();
+    for step in steps {
+        match step.action {
+            StepAction::Delete => deletes.push(step.file.clone()),
+            StepAction::Create | StepAction::Update => match by_file.get(&step.file) {
+                Some(&i) if planned.get(&step.file) == Some(&fresh[i].object.digest.as_str()) => {
+                    upserts.push(i);
+                }
+                _ => {
+                    return Err(Failure::Render(format!(
+                        "different content for {} than planned; not applied",
+                        step.file
+                    )));
+                }
+            },
+        }
+    }
+    let record = if change == Change::Delete {
+        None
+    } else {
+        desired.map(|d| &d.record)
+    };
+    Ok(Prepared {
+        fresh,
+        upserts,
+        deletes,
+        record,
+    })
+}
+
 /// What applying did.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -62,64 +126,39 @@ pub fn apply(plan: &Plan, eval: &Evaluation, renderer: &Renderer, target: &dyn T
         };
     }
     let steps = plan.steps_by_environment();
-    let results: Vec<(String, Result<(), Failure>)> = plan
+    // Render again what will be written (in parallel), checking it is what was planned.
+    let prepared: Vec<(&str, Result<Prepared<'_>, Failure>)> = plan
         .environments
         .par_iter()
         .map(|env| {
             let desired = eval.desired.get(&env.name);
             let env_steps = steps.get(env.name.as_str()).map_or(&[][..], Vec::as_slice);
-            let writes = env_steps.iter().any(|s| s.action != StepAction::Delete);
-            let fresh = match desired.filter(|_| writes) {
-                Some(d) => match renderer.render(&d.claim, &d.record.versions, d.expires_at) {
-                    Ok(r) => r,
-                    Err((template, message)) => {
-                        let failure = Failure::Render(format!("an error in {template}: {message}"));
-                        return (env.name.clone(), Err(failure));
-                    }
-                },
-                None => Vec::new(),
-            };
-            let by_file: BTreeMap<String, &Rendered> =
-                fresh.iter().map(|r| (r.object.file_name(), r)).collect();
-            let planned: BTreeMap<String, &str> = desired
-                .into_iter()
-                .flat_map(|d| d.objects.iter().map(|o| (o.file_name(), o.digest.as_str())))
-                .collect();
-            let mut upserts = Vec::new();
-            let mut deletes = Vec::new();
-            for step in env_steps {
-                match step.action {
-                    StepAction::Delete => deletes.push(step.file.clone()),
-                    StepAction::Create | StepAction::Update => match by_file.get(&step.file) {
-                        Some(r) if planned.get(&step.file) == Some(&r.object.digest.as_str()) => {
-                            upserts.push(*r);
-                        }
-                        _ => {
-                            let failure = Failure::Render(format!(
-                                "different content for {} than planned; not applied",
-                                step.file
-                            ));
-                            return (env.name.clone(), Err(failure));
-                        }
-                    },
-                }
-            }
-            let change = EnvironmentChange {
-                name: &env.name,
-                record: if env.change == Change::Delete {
-                    None
-                } else {
-                    desired.map(|d| &d.record)
-                },
-                upserts,
-                deletes,
-            };
             (
-                env.name.clone(),
-                target.apply(&change).map_err(Failure::from),
+                env.name.as_str(),
+                prepare(env.change, desired.map(AsRef::as_ref), env_steps, renderer),
             )
         })
         .collect();
+    let mut results: Vec<(String, Result<(), Failure>)> = Vec::with_capacity(prepared.len());
+    let mut ready = Vec::with_capacity(prepared.len());
+    for (name, p) in prepared {
+        match p {
+            Ok(p) => ready.push((name, p)),
+            Err(e) => results.push((name.to_owned(), Err(e))),
+        }
+    }
+    let changes: Vec<EnvironmentChange<'_>> = ready
+        .iter()
+        .map(|(name, p)| EnvironmentChange {
+            name,
+            record: p.record,
+            upserts: p.upserts.iter().map(|&i| &p.fresh[i]).collect(),
+            deletes: p.deletes.clone(),
+        })
+        .collect();
+    for ((name, _), result) in ready.iter().zip(target.apply_all(&changes)) {
+        results.push(((*name).to_owned(), result.map_err(Failure::from)));
+    }
     let mut report = Report::default();
     for (name, result) in results {
         match result {

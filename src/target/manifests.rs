@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use rayon::prelude::*;
+
 use super::{EnvironmentChange, Error, Inventory, LiveEnvironment, LiveObject, Target};
 use crate::claim::EnvironmentName;
 
@@ -51,17 +53,6 @@ impl Manifests {
     fn io(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.display().to_string();
         move |source| Error::Io { path, op, source }
-    }
-
-    fn write_inventory(dir: &Path, name: &str, live: &LiveEnvironment) -> Result<(), Error> {
-        let file = InventoryFile {
-            format: FORMAT_VERSION,
-            environment: name.to_owned(),
-            live: live.clone(),
-        };
-        let mut bytes = serde_json::to_vec_pretty(&file).expect("inventory serializes");
-        bytes.push(b'\n');
-        write_atomic(&dir.join(INVENTORY_FILE), &bytes)
     }
 
     fn read_inventory(path: &Path, name: &str) -> Result<LiveEnvironment, Error> {
@@ -116,10 +107,103 @@ impl Target for Manifests {
     }
 
     fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), Error> {
-        let dir = self.root.join(change.name);
-        let inventory_path = dir.join(INVENTORY_FILE);
+        self.apply_all(std::slice::from_ref(change))
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// Applies many environments with four filesystem syncs in all, not one
+    /// fsync per file: temp files are written, synced together (`syncfs`),
+    /// then renamed. The inventory is widened and synced before any new file
+    /// appears and narrowed after old files are gone, so a crash anywhere
+    /// leaves every file converge wrote listed.
+    fn apply_all(&self, changes: &[EnvironmentChange<'_>]) -> Vec<Result<(), Error>> {
+        let mut work: Vec<Work<'_, '_>> =
+            changes.iter().map(|c| Work::new(&self.root, c)).collect();
+        // 1. Widen inventories and stage every object, unsynced.
+        work.par_iter_mut().for_each(|w| w.run(Work::stage));
+        let synced = self.sync();
+        // 2. The widened inventories take effect.
+        work.par_iter_mut()
+            .for_each(|w| w.after(&synced, Work::widen));
+        let synced = self.sync();
+        // 3. New files take effect, old ones go, final inventories are staged.
+        work.par_iter_mut()
+            .for_each(|w| w.after(&synced, Work::replace));
+        let synced = self.sync();
+        // 4. The final inventories take effect.
+        work.par_iter_mut()
+            .for_each(|w| w.after(&synced, Work::narrow));
+        let synced = self.sync();
+        work.into_iter()
+            .map(|w| {
+                w.result?;
+                synced.as_ref().copied().map_err(|e| Error::Io {
+                    path: self.root.display().to_string(),
+                    op: "sync",
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Manifests {
+    /// Flushes the whole filesystem of the root (one call, however many files).
+    fn sync(&self) -> Result<(), Error> {
+        let root = std::fs::File::open(&self.root).map_err(Self::io(&self.root, "open"))?;
+        rustix::fs::syncfs(&root).map_err(|e| Self::io(&self.root, "sync")(e.into()))
+    }
+}
+
+/// One environment's apply, phase by phase.
+struct Work<'c, 'a> {
+    change: &'c EnvironmentChange<'a>,
+    dir: PathBuf,
+    live: Option<LiveEnvironment>,
+    widened: bool,
+    /// Remove the inventory and the directory at the end (environment gone).
+    remove: bool,
+    result: Result<(), Error>,
+}
+
+impl<'c, 'a> Work<'c, 'a> {
+    fn new(root: &Path, change: &'c EnvironmentChange<'a>) -> Self {
+        Work {
+            change,
+            dir: root.join(change.name),
+            live: None,
+            widened: false,
+            remove: false,
+            result: Ok(()),
+        }
+    }
+
+    fn run(&mut self, phase: fn(&mut Self) -> Result<(), Error>) {
+        if self.result.is_ok() {
+            self.result = phase(self);
+        }
+    }
+
+    fn after(&mut self, synced: &Result<(), Error>, phase: fn(&mut Self) -> Result<(), Error>) {
+        if let Err(e) = synced {
+            if self.result.is_ok() {
+                self.result = Err(Error::Io {
+                    path: self.dir.display().to_string(),
+                    op: "sync",
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
+            return;
+        }
+        self.run(phase);
+    }
+
+    fn stage(&mut self) -> Result<(), Error> {
+        let change = self.change;
+        let inventory_path = self.dir.join(INVENTORY_FILE);
         let mut live = if inventory_path.exists() {
-            Self::read_inventory(&inventory_path, change.name)?
+            Manifests::read_inventory(&inventory_path, change.name)?
         } else {
             match change.record {
                 Some(record) => LiveEnvironment {
@@ -130,77 +214,141 @@ impl Target for Manifests {
             }
         };
         if !change.upserts.is_empty() {
-            std::fs::create_dir_all(&dir).map_err(Self::io(&dir, "create directory"))?;
+            std::fs::create_dir_all(&self.dir)
+                .map_err(Manifests::io(&self.dir, "create directory"))?;
         }
-        remove_stale_temp_files(&dir);
+        remove_stale_temp_files(&self.dir);
         // Never overwrite a file converge did not write.
-        let mut widened = false;
         for rendered in &change.upserts {
             let object = &rendered.object;
             let file = object.file_name();
             if live.objects.contains_key(&file) {
                 continue;
             }
-            let path = dir.join(&file);
+            let path = self.dir.join(&file);
             if path.symlink_metadata().is_ok() {
                 return Err(Error::ForeignFile {
                     environment: change.name.to_owned(),
                     path: path.display().to_string(),
                 });
             }
-            live.objects.insert(
-                file,
-                LiveObject {
-                    kind: object.kind.clone(),
-                    name: object.name.clone(),
-                    digest: String::new(),
-                },
-            );
-            widened = true;
+            let pending = LiveObject {
+                kind: object.kind.clone(),
+                name: object.name.clone(),
+                digest: String::new(),
+            };
+            live.objects.insert(file, pending);
+            self.widened = true;
         }
-        if widened {
-            Self::write_inventory(&dir, change.name, &live)?;
+        if self.widened {
+            stage(
+                &self.dir.join(INVENTORY_FILE),
+                &inventory_bytes(change.name, &live),
+            )?;
         }
         for rendered in &change.upserts {
+            stage(
+                &self.dir.join(rendered.object.file_name()),
+                rendered.yaml.as_bytes(),
+            )?;
+        }
+        self.live = Some(live);
+        Ok(())
+    }
+
+    fn widen(&mut self) -> Result<(), Error> {
+        if self.widened {
+            commit(&self.dir.join(INVENTORY_FILE))?;
+        }
+        Ok(())
+    }
+
+    fn replace(&mut self) -> Result<(), Error> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(());
+        };
+        let change = self.change;
+        for rendered in &change.upserts {
             let object = &rendered.object;
-            write_atomic(&dir.join(object.file_name()), rendered.yaml.as_bytes())?;
-            live.objects.insert(
-                object.file_name(),
-                LiveObject {
-                    kind: object.kind.clone(),
-                    name: object.name.clone(),
-                    digest: object.digest.clone(),
-                },
-            );
+            commit(&self.dir.join(object.file_name()))?;
+            let applied = LiveObject {
+                kind: object.kind.clone(),
+                name: object.name.clone(),
+                digest: object.digest.clone(),
+            };
+            live.objects.insert(object.file_name(), applied);
         }
         for file in &change.deletes {
             if live.objects.remove(file).is_none() {
                 continue; // only files converge wrote
             }
-            let path = dir.join(file);
+            let path = self.dir.join(file);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Self::io(&path, "delete")(e)),
+                Err(e) => return Err(Manifests::io(&path, "delete")(e)),
             }
         }
         match change.record {
-            Some(record) => {
-                live.record = record.clone();
-                Self::write_inventory(&dir, change.name, &live)?;
-            }
+            Some(record) => live.record = record.clone(),
             None if live.objects.is_empty() => {
-                sync_dir(&dir)?;
-                std::fs::remove_file(&inventory_path)
-                    .map_err(Self::io(&inventory_path, "delete"))?;
-                // Only removes the directory when nothing foreign is left in it.
-                let _ = std::fs::remove_dir(&dir);
-                return sync_dir(&self.root);
+                self.remove = true;
+                return Ok(());
             }
-            None => Self::write_inventory(&dir, change.name, &live)?,
+            None => {}
         }
-        sync_dir(&dir)
+        stage(
+            &self.dir.join(INVENTORY_FILE),
+            &inventory_bytes(change.name, live),
+        )
     }
+
+    fn narrow(&mut self) -> Result<(), Error> {
+        if self.live.is_none() {
+            return Ok(());
+        }
+        let inventory = self.dir.join(INVENTORY_FILE);
+        if self.remove {
+            std::fs::remove_file(&inventory).map_err(Manifests::io(&inventory, "delete"))?;
+            // Only removes the directory when nothing foreign is left in it.
+            let _ = std::fs::remove_dir(&self.dir);
+            return Ok(());
+        }
+        commit(&inventory)
+    }
+}
+
+fn inventory_bytes(name: &str, live: &LiveEnvironment) -> Vec<u8> {
+    let file = InventoryFile {
+        format: FORMAT_VERSION,
+        environment: name.to_owned(),
+        live: live.clone(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&file).expect("inventory serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{file_name}{TMP_SUFFIX}"))
+}
+
+/// Writes `bytes` beside `path` as a temp file, unsynced.
+fn stage(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = temp_path(path);
+    std::fs::write(&tmp, bytes).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Manifests::io(path, "write")(e)
+    })
+}
+
+/// Renames a staged temp file over `path` (atomic).
+fn commit(path: &Path) -> Result<(), Error> {
+    std::fs::rename(temp_path(path), path).map_err(Manifests::io(path, "rename"))
 }
 
 fn is_plain_file_name(name: &str) -> bool {
@@ -237,12 +385,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         let _ = std::fs::remove_file(&tmp);
         Manifests::io(path, "write")(e)
     })
-}
-
-fn sync_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Manifests::io(dir, "sync directory"))
 }
 
 #[cfg(test)]

@@ -103,4 +103,10 @@ pub trait Target: Sync {
     fn inventory(&self) -> Result<Inventory, Error>;
     /// Applies one environment's changes, idempotently.
     fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), Error>;
+
+    /// Applies many environments' changes; one result per change, in order.
+    /// Environments are independent: one failing does not stop the others.
+    fn apply_all(&self, changes: &[EnvironmentChange<'_>]) -> Vec<Result<(), Error>> {
+        changes.iter().map(|c| self.apply(c)).collect()
+    }
 }
