@@ -331,7 +331,7 @@ pub fn status_page(view: &View, now: chrono::DateTime<chrono::Utc>) -> String {
         }
     }
     html.push_str("<h2>Environments</h2><div class=\"wrap\"><table><thead><tr><th>name</th><th>type</th><th>pool</th><th>owner</th><th>status</th><th>expires</th></tr></thead><tbody>");
-    for item in &view.items {
+    for item in view.items.iter() {
         let why = item
             .conditions
             .first()

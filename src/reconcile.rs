@@ -36,6 +36,9 @@ use crate::state::{self, Commit, Event, PassRecord, Store};
 use crate::status::{self, Detail, PassFacts, View};
 use crate::{Converge, apply, pipeline, plan};
 
+/// A full pass runs at least this often even when no source changed.
+const RESYNC: Duration = Duration::from_mins(10);
+
 /// The file an operator creates to let the next held plan through, once.
 pub const ALLOW_MASS_DELETE_FILE: &str = "allow-mass-delete";
 
@@ -157,6 +160,7 @@ pub struct Daemon {
     /// Diagnostics already reported as events (so a pass does not repeat them).
     reported: BTreeSet<String>,
     last_hold: Option<String>,
+    last_full_pass: Option<Instant>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -231,6 +235,7 @@ impl Daemon {
             next_expiry: None,
             reported: BTreeSet::new(),
             last_hold: None,
+            last_full_pass: None,
         };
         daemon.publish();
         Ok(daemon)
@@ -300,7 +305,20 @@ impl Daemon {
             if due.is_empty() && !expiry && !retry && !allowed {
                 continue;
             }
-            tokio::task::block_in_place(|| self.pass(&due));
+            tokio::task::block_in_place(|| {
+                let mut events = Vec::new();
+                let changed = self.read_sources(&due, &mut events);
+                // Level-triggered, but not wasteful: an idle poll of unchanged
+                // sources costs a ref check or a listing, not a pass; a full
+                // pass still runs every RESYNC to stay level-triggered.
+                let resync = self.last_full_pass.is_none_or(|t| t.elapsed() >= RESYNC);
+                if changed || expiry || retry || allowed || resync {
+                    self.pass(events);
+                } else {
+                    self.commit(&[], &events, None);
+                    self.publish_sources();
+                }
+            });
         }
         tracing::info!("shutting down: the last pass is complete");
     }
@@ -363,22 +381,29 @@ impl Daemon {
         event
     }
 
-    fn read_sources(&mut self, due: &[usize], new_events: &mut Vec<Event>) {
+    /// Reads the due sources; true when anything a pass depends on changed
+    /// (a new revision, a first read, an error starting or ending).
+    fn read_sources(&mut self, due: &[usize], new_events: &mut Vec<Event>) -> bool {
+        let mut any = false;
         for &i in due {
-            let result = self.sources[i].source.read();
+            let result = self.sources[i].source.read_changed();
             let name = self.sources[i].config.name().to_owned();
             match result {
                 Ok(snapshot) => {
                     let s = &mut self.sources[i];
-                    let changed = s
-                        .last_good
-                        .as_ref()
-                        .is_none_or(|old| old.revision != snapshot.revision);
-                    if changed {
-                        s.changed_at.get_or_insert_with(Instant::now);
-                        s.dirty = true;
-                        s.last_good = Some(snapshot);
+                    if let Some(snapshot) = snapshot {
+                        let changed = s
+                            .last_good
+                            .as_ref()
+                            .is_none_or(|old| old.revision != snapshot.revision);
+                        if changed {
+                            s.changed_at.get_or_insert_with(Instant::now);
+                            s.dirty = true;
+                            s.last_good = Some(snapshot);
+                            any = true;
+                        }
                     }
+                    any |= !s.fresh || s.last_error.is_some();
                     s.fresh = true;
                     s.backoff.reset();
                     s.due = Instant::now() + jittered_interval(s.interval);
@@ -417,6 +442,7 @@ impl Daemon {
                         .min(s.interval.max(Duration::from_secs(1)));
                     s.due = Instant::now() + delay;
                     let repeated = s.last_error.as_ref().is_some_and(|(_, m)| *m == message);
+                    any |= s.last_error.is_none();
                     s.last_error = Some((reason.clone(), message.clone()));
                     tracing::warn!(source = %name, reason = %reason, retry_in_ms = delay.as_millis(), "{message}");
                     if !repeated {
@@ -429,6 +455,7 @@ impl Daemon {
                 }
             }
         }
+        any
     }
 
     /// One pass over everything due. Synchronous: it runs on a blocking thread.
@@ -436,14 +463,13 @@ impl Daemon {
         clippy::too_many_lines,
         reason = "the pass reads best as the sequence it is"
     )]
-    fn pass(&mut self, due: &[usize]) {
+    fn pass(&mut self, mut new_events: Vec<Event>) {
         let started = Instant::now();
         let now = Utc::now();
         self.pass += 1;
         let span = tracing::info_span!("pass", id = self.pass);
         let _guard = span.enter();
-        let mut new_events = Vec::new();
-        self.read_sources(due, &mut new_events);
+        self.last_full_pass = Some(Instant::now());
 
         let snapshots: Vec<Snapshot> = self
             .sources
@@ -792,11 +818,9 @@ impl Daemon {
         }
     }
 
-    /// Swaps in a new view for the API.
-    fn publish(&self) {
+    fn source_docs(&self) -> Vec<SourceDoc<'_>> {
         let now = Instant::now();
-        let sources: Vec<SourceDoc<'_>> = self
-            .sources
+        self.sources
             .iter()
             .map(|s| SourceDoc {
                 name: s.config.name(),
@@ -816,17 +840,34 @@ impl Daemon {
                     .map(|(reason, message)| SourceErrorDoc { reason, message }),
                 next_poll_in_ms: s.due.saturating_duration_since(now).as_millis(),
             })
-            .collect();
-        let ready = self.first_pass_done && self.sources.iter().all(|s| s.fresh);
+            .collect()
+    }
+
+    fn ready(&self) -> bool {
+        self.first_pass_done && self.sources.iter().all(|s| s.fresh)
+    }
+
+    /// Swaps in a new view for the API.
+    fn publish(&self) {
         let events: Vec<&Event> = self.events.iter().rev().collect();
         let view = View::new(
             &self.details,
-            &sources,
+            &self.source_docs(),
             self.last_plan.clone(),
             &events,
-            ready,
+            self.ready(),
             self.pass,
         );
+        self.view.store(Arc::new(view));
+    }
+
+    /// Swaps in a view with fresh source status only (an idle poll).
+    fn publish_sources(&self) {
+        let events: Vec<&Event> = self.events.iter().rev().collect();
+        let view = self
+            .view
+            .load()
+            .with_sources(&self.source_docs(), &events, self.ready());
         self.view.store(Arc::new(view));
     }
 

@@ -384,9 +384,9 @@ fn redacted(d: &crate::pipeline::Desired) -> serde_json::Value {
 pub struct View {
     /// Every source read at least once since start, and the first pass done.
     pub ready: bool,
-    pub items: Vec<Item>,
+    pub items: std::sync::Arc<Vec<Item>>,
     /// Pre-serialized `/api/v1/environments/{name}` bodies.
-    pub details: HashMap<String, Bytes>,
+    pub details: std::sync::Arc<HashMap<String, Bytes>>,
     /// Pre-serialized `/api/v1/environments` (unfiltered).
     pub list: Bytes,
     pub sources: Bytes,
@@ -423,19 +423,42 @@ impl View {
                         Bytes::from(serde_json::to_vec(d).expect("a detail serializes")),
                     )
                 })
-                .collect(),
-            items,
-            sources: Bytes::from(
-                serde_json::to_vec(&serde_json::json!({ "items": sources }))
-                    .expect("sources serialize"),
-            ),
+                .collect::<HashMap<_, _>>()
+                .into(),
+            items: items.into(),
+            sources: list_json(sources),
             plan: Bytes::from(serde_json::to_vec(&plan.as_deref()).expect("a plan serializes")),
-            events: Bytes::from(
-                serde_json::to_vec(&serde_json::json!({ "items": events }))
-                    .expect("events serialize"),
-            ),
+            events: list_json(events),
             last_plan: plan,
             pass,
         }
     }
+
+    /// The same view with new sources and events (nothing else changed).
+    #[must_use]
+    pub fn with_sources(
+        &self,
+        sources: &impl Serialize,
+        events: &impl Serialize,
+        ready: bool,
+    ) -> View {
+        View {
+            ready,
+            items: self.items.clone(),
+            details: self.details.clone(),
+            list: self.list.clone(),
+            sources: list_json(sources),
+            plan: self.plan.clone(),
+            events: list_json(events),
+            last_plan: self.last_plan.clone(),
+            pass: self.pass,
+        }
+    }
+}
+
+/// `{"items": ...}` as bytes.
+fn list_json(items: &impl Serialize) -> Bytes {
+    Bytes::from(
+        serde_json::to_vec(&serde_json::json!({ "items": items })).expect("items serialize"),
+    )
 }

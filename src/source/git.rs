@@ -623,23 +623,19 @@ pub fn trailers(message: &str) -> BTreeMap<String, Vec<String>> {
 }
 
 impl Reader {
-    fn read(&mut self) -> Result<Snapshot, Error> {
+    /// `None` when the branch did not move since the last read.
+    fn read(&mut self) -> Result<Option<Snapshot>, Error> {
         let repo = self.open_mirror()?;
         let known = self.last.as_ref().map(|l| l.commit);
         let Some(tip) = self.fetch(&repo, known)? else {
-            return Ok(self
-                .last
-                .as_ref()
-                .expect("unchanged means read before")
-                .snapshot
-                .clone());
+            return Ok(None);
         };
         let snapshot = self.snapshot_at(&repo, tip)?;
         self.last = Some(Last {
             commit: tip,
             snapshot: snapshot.clone(),
         });
-        Ok(snapshot)
+        Ok(Some(snapshot))
     }
 }
 
@@ -653,6 +649,23 @@ impl super::Source for GitSource {
     }
 
     fn read(&mut self) -> Result<Snapshot, Error> {
+        if let Some(snapshot) = self.read_changed()? {
+            return Ok(snapshot);
+        }
+        let reader = self.reader.lock().map_err(|_| Error::Remote {
+            source_name: self.name.clone(),
+            reason: "Unreachable",
+            message: "an earlier read failed badly".to_owned(),
+        })?;
+        Ok(reader
+            .last
+            .as_ref()
+            .expect("unchanged means read before")
+            .snapshot
+            .clone())
+    }
+
+    fn read_changed(&mut self) -> Result<Option<Snapshot>, Error> {
         let busy = || Error::Remote {
             source_name: self.name.clone(),
             reason: "Timeout",

@@ -230,6 +230,11 @@ pub trait Source: Send {
     /// How often the daemon polls it.
     fn interval(&self) -> Duration;
     fn read(&mut self) -> Result<Snapshot, Error>;
+    /// Like `read`, but `None` when nothing changed since this source's last
+    /// successful read (sources that know cheaply skip building a snapshot).
+    fn read_changed(&mut self) -> Result<Option<Snapshot>, Error> {
+        self.read().map(Some)
+    }
     /// Seeds the source with a snapshot it returned before (restored from the
     /// state store after a restart), so an unchanged source is cheap to read.
     fn restore(&mut self, _snapshot: &Snapshot) {}
