@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::pipeline::Evaluation;
 use crate::plan::{Change, Plan, StepAction};
-use crate::render::{Rendered, Renderer};
+use crate::render::{Digest, Rendered, Renderer};
 use crate::target::{EnvironmentChange, Error, Target};
 
 /// Why one environment's change was not applied.
@@ -70,9 +70,9 @@ fn prepare<'e>(
         .enumerate()
         .map(|(i, r)| (r.object.file_name(), i))
         .collect();
-    let planned: BTreeMap<String, &str> = desired
+    let planned: BTreeMap<String, Digest> = desired
         .into_iter()
-        .flat_map(|d| d.objects.iter().map(|o| (o.file_name(), o.digest.as_str())))
+        .flat_map(|d| d.objects.iter().map(|o| (o.file_name(), o.digest)))
         .collect();
     let mut upserts = Vec::new();
     let mut deletes = Vec::new();
@@ -80,7 +80,7 @@ fn prepare<'e>(
         match step.action {
             StepAction::Delete => deletes.push(step.file.clone()),
             StepAction::Create | StepAction::Update => match by_file.get(&step.file) {
-                Some(&i) if planned.get(&step.file) == Some(&fresh[i].object.digest.as_str()) => {
+                Some(&i) if planned.get(&step.file) == Some(&fresh[i].object.digest) => {
                     upserts.push(i);
                 }
                 _ => {

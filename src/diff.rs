@@ -53,7 +53,7 @@ pub fn diff<'a>(desired: &'a [Object], live: Option<&LiveEnvironment>) -> Object
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::digest;
+    use crate::render::{Digest, digest};
     use crate::target::{EnvironmentRecord, LiveObject};
 
     fn object(kind: &str, name: &str, body: &str) -> Object {
@@ -72,13 +72,13 @@ mod tests {
             object("ConfigMap", "c", "new"),
             object("Service", "s", "s"),
         ];
-        let live_obj = |o: &Object, digest: &str| {
+        let live_obj = |o: &Object, digest: Digest| {
             (
                 o.file_name(),
                 LiveObject {
                     kind: o.kind.clone(),
                     name: o.name.clone(),
-                    digest: digest.to_owned(),
+                    digest,
                 },
             )
         };
@@ -92,14 +92,14 @@ mod tests {
                 expires_at: None,
             },
             objects: BTreeMap::from([
-                live_obj(&desired[0], &desired[0].digest),
-                live_obj(&desired[1], "sha256:old"),
+                live_obj(&desired[0], desired[0].digest),
+                live_obj(&desired[1], crate::render::digest(b"old")),
                 (
                     "deployment-gone.yaml".to_owned(),
                     LiveObject {
                         kind: "Deployment".into(),
                         name: "gone".into(),
-                        digest: "x".into(),
+                        digest: Digest::PENDING,
                     },
                 ),
             ]),

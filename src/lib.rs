@@ -342,7 +342,7 @@ pub fn pull_request_plan(
                         let live = target::LiveObject {
                             kind: o.kind.clone(),
                             name: o.name.clone(),
-                            digest: o.digest.clone(),
+                            digest: o.digest,
                         };
                         (o.file_name(), live)
                     })

@@ -138,7 +138,7 @@ pub struct Detail {
 pub struct InventoryEntry {
     pub kind: String,
     pub name: String,
-    pub digest: String,
+    pub digest: crate::render::Digest,
 }
 
 /// What one pass did, as the status stage needs it.
@@ -308,7 +308,7 @@ pub fn details(
                     .map(|o| InventoryEntry {
                         kind: o.kind.clone(),
                         name: o.name.clone(),
-                        digest: o.digest.clone(),
+                        digest: o.digest,
                     })
                     .collect()
             })

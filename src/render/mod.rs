@@ -18,7 +18,7 @@ use std::path::Path;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use crate::claim::Claim;
 use crate::config::{Preset, Presets};
@@ -48,8 +48,82 @@ pub struct Object {
     pub api_version: String,
     pub kind: String,
     pub name: String,
-    /// `sha256:<hex>` of the object's YAML.
-    pub digest: String,
+    /// SHA-256 of the object's YAML.
+    pub digest: Digest,
+}
+
+/// A SHA-256 content digest, 32 bytes in memory and `sha256:<hex>` on disk
+/// and in the API. All zeroes ([`Digest::PENDING`]) marks an object whose
+/// write is in flight: it never matches a real digest, so it is rewritten.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub const PENDING: Digest = Digest([0; 32]);
+
+    #[must_use]
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(Sha256::digest(bytes).into())
+    }
+
+    #[must_use]
+    pub fn is_pending(&self) -> bool {
+        *self == Digest::PENDING
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_pending() {
+            return Ok(());
+        }
+        f.write_str("sha256:")?;
+        f.write_str(&crate::source::dir::hex(&self.0))
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Digest::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a sha256 digest: {s:?}")))
+    }
+}
+
+impl Digest {
+    /// `sha256:<64 hex>`, or the empty string for [`Digest::PENDING`].
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Digest> {
+        if s.is_empty() {
+            return Some(Digest::PENDING);
+        }
+        let hex = s.strip_prefix("sha256:")?.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 32];
+        for (i, pair) in hex.chunks_exact(2).enumerate() {
+            out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        }
+        Some(Digest(out))
+    }
 }
 
 /// An object with its YAML, exactly as the target stores it.
@@ -418,10 +492,10 @@ fn to_object(doc: &Value) -> Result<Rendered, String> {
     Ok(Rendered { object, yaml })
 }
 
-/// `sha256:<hex>` of bytes.
+/// The digest of bytes.
 #[must_use]
-pub fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", crate::source::dir::hex(&Sha256::digest(bytes)))
+pub fn digest(bytes: &[u8]) -> Digest {
+    Digest::of(bytes)
 }
 
 #[cfg(test)]
@@ -436,6 +510,18 @@ mod tests {
         );
         assert_eq!(label_value("-x y-"), "x_y");
         assert_eq!(label_value(&"a".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn digests_round_trip_as_sha256_hex() {
+        let d = digest(b"x");
+        let text = d.to_string();
+        assert!(text.starts_with("sha256:") && text.len() == 71);
+        assert_eq!(Digest::parse(&text), Some(d));
+        assert_eq!(Digest::parse(""), Some(Digest::PENDING));
+        assert_eq!(Digest::parse("sha256:zz"), None);
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
     }
 
     #[test]

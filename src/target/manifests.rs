@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use super::{EnvironmentChange, Error, Inventory, LiveEnvironment, LiveObject, Target};
 use crate::claim::EnvironmentName;
+use crate::render::Digest;
 
 /// The inventory file in each environment directory.
 pub const INVENTORY_FILE: &str = ".converge-inventory.json";
@@ -235,7 +236,7 @@ impl<'c, 'a> Work<'c, 'a> {
             let pending = LiveObject {
                 kind: object.kind.clone(),
                 name: object.name.clone(),
-                digest: String::new(),
+                digest: Digest::PENDING,
             };
             live.objects.insert(file, pending);
             self.widened = true;
@@ -274,7 +275,7 @@ impl<'c, 'a> Work<'c, 'a> {
             let applied = LiveObject {
                 kind: object.kind.clone(),
                 name: object.name.clone(),
-                digest: object.digest.clone(),
+                digest: object.digest,
             };
             live.objects.insert(object.file_name(), applied);
         }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::render::Rendered;
+use crate::render::{Digest, Rendered};
 use crate::resolve::Resolved;
 use crate::source::Origin;
 
@@ -33,8 +33,8 @@ pub struct EnvironmentRecord {
 pub struct LiveObject {
     pub kind: String,
     pub name: String,
-    /// Digest of the applied content; empty while a write is in flight.
-    pub digest: String,
+    /// Digest of the applied content; pending while a write is in flight.
+    pub digest: Digest,
 }
 
 /// One environment as the target holds it.
