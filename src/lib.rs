@@ -330,33 +330,7 @@ pub fn pull_request_plan(
     let head = source::git::read_revision(&name, pr.repo, pr.head, &paths, &trust, max)?;
     let options = pipeline::Options { now };
     let before = pipeline.evaluate(std::slice::from_ref(&base), &Inventory::default(), options);
-    let live = Inventory {
-        environments: before
-            .desired
-            .iter()
-            .map(|(name, d)| {
-                let objects = d
-                    .objects
-                    .iter()
-                    .map(|o| {
-                        let live = target::LiveObject {
-                            kind: o.kind.clone(),
-                            name: o.name.clone(),
-                            digest: o.digest,
-                        };
-                        (o.file_name(), live)
-                    })
-                    .collect();
-                (
-                    name.clone(),
-                    target::LiveEnvironment {
-                        record: d.record.clone(),
-                        objects,
-                    },
-                )
-            })
-            .collect(),
-    };
+    let live = before.as_live();
     let after = pipeline.evaluate(std::slice::from_ref(&head), &live, options);
     let plan = plan::build(
         &after,

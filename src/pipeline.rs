@@ -82,6 +82,36 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
+    /// The inventory a target would hold once this evaluation is applied
+    /// (the base of a pull-request plan; tests).
+    #[must_use]
+    pub fn as_live(&self) -> Inventory {
+        let environments = self
+            .desired
+            .iter()
+            .map(|(name, d)| {
+                let objects = d
+                    .objects
+                    .iter()
+                    .map(|o| {
+                        let live = crate::target::LiveObject {
+                            kind: o.kind.clone(),
+                            name: o.name.clone(),
+                            digest: o.digest,
+                        };
+                        (o.file_name(), live)
+                    })
+                    .collect();
+                let live = crate::target::LiveEnvironment {
+                    record: d.record.clone(),
+                    objects,
+                };
+                (name.clone(), live)
+            })
+            .collect();
+        Inventory { environments }
+    }
+
     fn keep(&mut self, name: &str, why: &'static str, condition: Condition) {
         self.keep.entry(name.to_owned()).or_insert(why);
         self.conditions
@@ -604,6 +634,42 @@ impl Pipeline {
     /// A cached evaluation whose policy action changed (the environment was
     /// created or removed since): asks the policies again and keeps the rest
     /// when the answer is still yes. False when the file must be evaluated anew.
+    /// Environments this pass created will be updated from now on: authorize
+    /// their cached claims for `update` right away, so the next pass (often a
+    /// one-claim change) does not re-authorize every environment created
+    /// before it. Returns the number of authorization requests made.
+    pub fn settle_created(
+        &self,
+        cache: &mut Cache,
+        snapshots: &[Snapshot],
+        created: &BTreeSet<&str>,
+        now: DateTime<Utc>,
+    ) -> usize {
+        if created.is_empty() {
+            return 0;
+        }
+        let mut wanted: std::collections::HashMap<(&str, &str), &mut Entry> = cache
+            .entries
+            .iter_mut()
+            .filter(|(_, e)| {
+                e.action == Action::Create && e.name.as_deref().is_some_and(|n| created.contains(n))
+            })
+            .map(|(o, e)| ((o.source.as_str(), o.path.as_str()), e))
+            .collect();
+        let mut requests = 0;
+        for snapshot in snapshots {
+            for file in &snapshot.files {
+                if let Some(entry) = wanted.remove(&(snapshot.source.as_str(), file.path.as_str()))
+                    && entry.digest == file.digest
+                {
+                    requests += 1;
+                    self.reauthorize(entry, snapshot, file, Action::Update, now);
+                }
+            }
+        }
+        requests
+    }
+
     fn reauthorize(
         &self,
         entry: &mut Entry,

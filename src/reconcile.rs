@@ -533,8 +533,25 @@ impl Daemon {
             self.converge.target.as_ref(),
         );
 
+        let changes: BTreeMap<&str, &plan::EnvironmentPlan> = plan
+            .environments
+            .iter()
+            .map(|e| (e.name.as_str(), e))
+            .collect();
+        let created: BTreeSet<&str> = report
+            .applied
+            .iter()
+            .map(String::as_str)
+            .filter(|n| changes.get(n).is_some_and(|e| e.change == Change::Create))
+            .collect();
+        let settled =
+            self.converge
+                .pipeline
+                .settle_created(&mut self.cache, &snapshots, &created, now);
+
         // Record what happened.
-        let counters = evaluation.counters;
+        let mut counters = evaluation.counters;
+        counters.authorized += settled;
         self.metrics.claims_parsed.inc_by(counters.parsed as u64);
         self.metrics
             .claims_validated
@@ -573,11 +590,6 @@ impl Daemon {
                 new_events.push(ev);
             }
         }
-        let changes: BTreeMap<&str, &plan::EnvironmentPlan> = plan
-            .environments
-            .iter()
-            .map(|e| (e.name.as_str(), e))
-            .collect();
         for name in &report.applied {
             let Some(env) = changes.get(name.as_str()) else {
                 continue;
@@ -719,15 +731,7 @@ impl Daemon {
                     ))
                 })
                 .collect(),
-            created: report
-                .applied
-                .iter()
-                .filter(|n| {
-                    changes
-                        .get(n.as_str())
-                        .is_some_and(|e| e.change == Change::Create)
-                })
-                .count(),
+            created: created.len(),
             updated: report
                 .applied
                 .iter()

@@ -80,6 +80,47 @@ fn an_unchanged_file_is_not_reprocessed_and_a_changed_one_is() {
 }
 
 #[test]
+fn after_environments_are_created_a_one_claim_change_authorizes_one_claim() {
+    let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
+    let mut files: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            (
+                format!("claims/{i}.yaml"),
+                claim(&format!("dev-{i}"), "dev"),
+            )
+        })
+        .collect();
+    let options = Options {
+        now: chrono::Utc::now(),
+    };
+    let mut cache = Cache::default();
+    let snapshots = [snapshot(&files)];
+    let first = pipeline.evaluate_cached(&snapshots, &Inventory::default(), options, &mut cache);
+    assert_eq!(first.counters.authorized, 20, "authorized to create");
+    // The pass applied them all: they are live, and their claims are
+    // authorized for `update` in the same pass.
+    let live = first.as_live();
+    let created: std::collections::BTreeSet<&str> =
+        first.desired.keys().map(String::as_str).collect();
+    let settled = pipeline.settle_created(&mut cache, &snapshots, &created, options.now);
+    assert_eq!(settled, 20);
+
+    files[3].1 = files[3].1.replace("v1.2.3", "v1.2.4");
+    let next = pipeline.evaluate_cached(&[snapshot(&files)], &live, options, &mut cache);
+    assert_eq!(
+        (
+            next.counters.parsed,
+            next.counters.validated,
+            next.counters.authorized,
+            next.counters.rendered
+        ),
+        (1, 1, 1, 1),
+        "only the changed claim is authorized again"
+    );
+    assert_eq!(next.desired.len(), 20);
+}
+
+#[test]
 fn a_cached_claim_expires_when_its_time_comes() {
     let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
     let created = chrono::Utc::now();
