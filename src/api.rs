@@ -211,7 +211,7 @@ async fn environments(State(shared): State<Shared>, Query(filter): Query<Filter>
     if filter.is_empty() {
         return json(StatusCode::OK, view.list.clone());
     }
-    let items: Vec<&Item> = view.items.iter().filter(|i| filter.matches(i)).collect();
+    let items: Vec<&Item> = view.items().filter(|i| filter.matches(i)).collect();
     json(
         StatusCode::OK,
         Bytes::from(
@@ -221,8 +221,8 @@ async fn environments(State(shared): State<Shared>, Query(filter): Query<Filter>
 }
 
 async fn environment(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
-    match shared.view.load().details.get(&name) {
-        Some(body) => json(StatusCode::OK, body.clone()),
+    match shared.view.load().environments.get(&name) {
+        Some(e) => json(StatusCode::OK, e.body()),
         None => error(StatusCode::NOT_FOUND, "no such environment"),
     }
 }
@@ -292,7 +292,7 @@ pub fn countdown(expires_at: Option<&str>, now: chrono::DateTime<chrono::Utc>) -
 /// The server-rendered status page.
 #[must_use]
 pub fn status_page(view: &View, now: chrono::DateTime<chrono::Utc>) -> String {
-    let mut html = String::with_capacity(4096 + view.items.len() * 400);
+    let mut html = String::with_capacity(4096 + view.environments.len() * 400);
     html.push_str(concat!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
@@ -308,11 +308,11 @@ pub fn status_page(view: &View, now: chrono::DateTime<chrono::Utc>) -> String {
         "td::before{content:attr(data-label);display:inline-block;min-width:4.5rem;color:#57606a}}",
         "</style></head><body>",
     ));
-    let ready = view.items.iter().filter(|i| i.ready).count();
+    let ready = view.items().filter(|i| i.ready).count();
     let _ = write!(
         html,
         "<h1>converge</h1><p>{} environments, {ready} ready. Pass {}{}.</p>",
-        view.items.len(),
+        view.environments.len(),
         view.pass,
         if view.ready { "" } else { " (not ready yet)" }
     );
@@ -331,7 +331,7 @@ pub fn status_page(view: &View, now: chrono::DateTime<chrono::Utc>) -> String {
         }
     }
     html.push_str("<h2>Environments</h2><div class=\"wrap\"><table><thead><tr><th>name</th><th>type</th><th>pool</th><th>owner</th><th>status</th><th>expires</th></tr></thead><tbody>");
-    for item in view.items.iter() {
+    for item in view.items() {
         let why = item
             .conditions
             .first()

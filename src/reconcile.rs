@@ -33,7 +33,7 @@ use crate::plan::{Change, Plan};
 use crate::render::timestamp;
 use crate::source::{self, Snapshot};
 use crate::state::{self, Commit, Event, PassRecord, Store};
-use crate::status::{self, Detail, PassFacts, View};
+use crate::status::{self, EnvStatus, PassFacts, Statuses, View};
 use crate::{Converge, apply, pipeline, plan};
 
 /// A full pass runs at least this often even when no source changed.
@@ -147,7 +147,7 @@ pub struct Daemon {
     view: Arc<ArcSwap<View>>,
     sources: Vec<SourceState>,
     cache: Cache,
-    details: BTreeMap<String, Detail>,
+    statuses: Statuses,
     events: VecDeque<Event>,
     passes: VecDeque<PassRecord>,
     next_event: u64,
@@ -206,10 +206,10 @@ impl Daemon {
                 dirty: false,
             });
         }
-        let details: BTreeMap<String, Detail> = restored
+        let statuses: BTreeMap<String, Arc<EnvStatus>> = restored
             .environments
             .into_iter()
-            .filter_map(|(k, v)| Some((k, serde_json::from_value(v).ok()?)))
+            .filter_map(|(k, v)| Some((k, Arc::new(EnvStatus::restored(v).ok()?))))
             .collect();
         let pass = restored.passes.last().map_or(0, |p| p.id);
         let next_event = restored.events.last().map_or(1, |e| e.id + 1);
@@ -220,7 +220,7 @@ impl Daemon {
             view,
             sources,
             cache: Cache::default(),
-            details,
+            statuses: Arc::new(statuses),
             events: restored.events.into(),
             passes: restored.passes.into(),
             next_event,
@@ -687,9 +687,9 @@ impl Daemon {
             applying: !report.held,
             live: &live_after,
         };
-        let details = status::details(
+        let (statuses, touched) = status::statuses(
             &facts,
-            &self.details,
+            &self.statuses,
             self.converge.config.reconcile.history,
         );
         self.next_expiry = evaluation
@@ -698,10 +698,10 @@ impl Daemon {
             .filter_map(|d| d.expires_at)
             .filter(|at| *at > now)
             .min();
-        let mut by_type: BTreeMap<(String, String), i64> = BTreeMap::new();
-        for d in details.values() {
+        let mut by_type: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for e in statuses.values() {
             *by_type
-                .entry((d.item.env_type.clone(), d.item.status.clone()))
+                .entry((e.item.env_type.as_str(), e.item.status.as_str()))
                 .or_default() += 1;
         }
         self.metrics.environments.clear();
@@ -709,8 +709,8 @@ impl Daemon {
             self.metrics
                 .environments
                 .get_or_create(&EnvLabels {
-                    r#type: t,
-                    status: s,
+                    r#type: t.to_owned(),
+                    status: s.to_owned(),
                 })
                 .set(n);
         }
@@ -765,23 +765,14 @@ impl Daemon {
             held = record.held,
             "pass done"
         );
-        let changed_envs: Vec<(String, Option<serde_json::Value>)> = details
-            .iter()
-            .filter(|(k, d)| self.details.get(*k) != Some(d))
-            .map(|(k, d)| {
-                (
-                    k.clone(),
-                    Some(serde_json::to_value(d).expect("a detail serializes")),
-                )
+        let changed_envs: Vec<(String, Option<Vec<u8>>)> = touched
+            .into_iter()
+            .map(|name| {
+                let body = statuses.get(&name).map(|e| e.body().to_vec());
+                (name, body)
             })
-            .chain(
-                self.details
-                    .keys()
-                    .filter(|k| !details.contains_key(*k))
-                    .map(|k| (k.clone(), None)),
-            )
             .collect();
-        self.details = details;
+        self.statuses = Arc::new(statuses);
         self.passes.push_back(record.clone());
         while self.passes.len() > usize::try_from(state::PASS_HISTORY).unwrap_or(usize::MAX) {
             self.passes.pop_front();
@@ -794,7 +785,7 @@ impl Daemon {
 
     fn commit(
         &mut self,
-        environments: &[(String, Option<serde_json::Value>)],
+        environments: &[(String, Option<Vec<u8>>)],
         events: &[Event],
         pass: Option<PassRecord>,
     ) {
@@ -855,7 +846,7 @@ impl Daemon {
     fn publish(&self) {
         let events: Vec<&Event> = self.events.iter().rev().collect();
         let view = View::new(
-            &self.details,
+            self.statuses.clone(),
             &self.source_docs(),
             self.last_plan.clone(),
             &events,

@@ -95,7 +95,7 @@ pub struct Event {
 pub struct Restored {
     pub snapshots: BTreeMap<String, Snapshot>,
     /// Per-environment status documents, by name.
-    pub environments: BTreeMap<String, serde_json::Value>,
+    pub environments: BTreeMap<String, Vec<u8>>,
     pub passes: Vec<PassRecord>,
     pub events: Vec<Event>,
 }
@@ -105,7 +105,8 @@ pub struct Restored {
 pub struct Commit<'a> {
     /// Sources whose snapshot changed since the last commit.
     pub snapshots: Vec<(&'a Snapshot, Option<&'a Snapshot>)>,
-    pub environments: Vec<(String, Option<serde_json::Value>)>,
+    /// Environments' API bodies (JSON); `None` removes one.
+    pub environments: Vec<(String, Option<Vec<u8>>)>,
     pub pass: Option<PassRecord>,
     pub events: Vec<Event>,
 }
@@ -262,10 +263,8 @@ impl Store {
         if let Ok(envs) = read.open_table(ENVIRONMENTS) {
             for entry in envs.iter().map_err(|e| err(&e))? {
                 let (name, value) = entry.map_err(|e| err(&e))?;
-                out.environments.insert(
-                    name.value().to_owned(),
-                    serde_json::from_slice(value.value()).map_err(|e| err(&e))?,
-                );
+                out.environments
+                    .insert(name.value().to_owned(), value.value().to_vec());
             }
         }
         if let Ok(passes) = read.open_table(PASSES) {
@@ -345,8 +344,7 @@ impl Store {
             for (name, doc) in &commit.environments {
                 match doc {
                     Some(doc) => {
-                        let bytes = serde_json::to_vec(doc).expect("status serializes");
-                        envs.insert(name.as_str(), bytes.as_slice())
+                        envs.insert(name.as_str(), doc.as_slice())
                             .map_err(|e| err(&e))?;
                     }
                     None => {

@@ -61,14 +61,15 @@ pub mod reason {
     pub const SIGNATURE_REQUIRED: &str = "SignatureRequired";
 }
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
-use crate::pipeline::Evaluation;
+use crate::pipeline::{Desired, Evaluation};
 use crate::plan::{Change, EnvironmentPlan, Plan};
 use crate::resolve::Resolved;
-use crate::target::Inventory;
+use crate::target::{Inventory, LiveEnvironment};
 
 /// One environment in `/api/v1/environments`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -117,7 +118,8 @@ pub struct HistoryEntry {
     pub reason: String,
 }
 
-/// `/api/v1/environments/{name}`: the item plus what converge knows about it.
+/// `/api/v1/environments/{name}`: the item plus what converge knows about it,
+/// as clients read it.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Detail {
     #[serde(flatten)]
@@ -141,6 +143,101 @@ pub struct InventoryEntry {
     pub digest: crate::render::Digest,
 }
 
+/// What the daemon keeps of one environment between passes: the small,
+/// owned part of its [`Detail`]. The claim and the inventory are borrowed
+/// from the pipeline's cache and the target's inventory, and the API body is
+/// serialized on first request, so an environment costs little beyond what
+/// the pipeline and the target keep anyway.
+#[derive(Debug)]
+pub struct EnvStatus {
+    pub item: Item,
+    pub provenance: Option<crate::source::Provenance>,
+    pub versions: BTreeMap<String, Resolved>,
+    pub last_plan: Option<EnvironmentPlan>,
+    pub history: VecDeque<HistoryEntry>,
+    desired: Option<Arc<Desired>>,
+    live: Option<Arc<LiveEnvironment>>,
+    /// `item` as JSON, for the list body.
+    item_json: Bytes,
+    /// The `/api/v1/environments/{name}` body, serialized on first use.
+    body: OnceLock<Bytes>,
+}
+
+impl EnvStatus {
+    /// An environment as a restart finds it in the state store: its body is
+    /// served as stored until the first pass replaces it.
+    ///
+    /// # Errors
+    /// When `body` is not a detail document.
+    pub fn restored(body: Vec<u8>) -> Result<EnvStatus, serde_json::Error> {
+        let d: Detail = serde_json::from_slice(&body)?;
+        let status = EnvStatus {
+            item_json: Bytes::from(serde_json::to_vec(&d.item)?),
+            item: d.item,
+            provenance: d.provenance,
+            versions: d.versions,
+            last_plan: d.last_plan,
+            history: d.history,
+            desired: None,
+            live: None,
+            body: OnceLock::from(Bytes::from(body)),
+        };
+        Ok(status)
+    }
+
+    /// The `/api/v1/environments/{name}` body.
+    #[must_use]
+    pub fn body(&self) -> Bytes {
+        self.body
+            .get_or_init(|| {
+                let doc = DetailDoc {
+                    item: &self.item,
+                    claim: self.desired.as_deref().map(redacted),
+                    provenance: self.provenance.as_ref(),
+                    versions: &self.versions,
+                    last_plan: self.last_plan.as_ref(),
+                    inventory: InventoryDoc(self.live.as_deref()),
+                    history: &self.history,
+                };
+                Bytes::from(serde_json::to_vec(&doc).expect("a detail serializes"))
+            })
+            .clone()
+    }
+}
+
+/// The serialized form of [`Detail`], borrowing its parts.
+#[derive(Serialize)]
+struct DetailDoc<'a> {
+    #[serde(flatten)]
+    item: &'a Item,
+    claim: Option<serde_json::Value>,
+    provenance: Option<&'a crate::source::Provenance>,
+    versions: &'a BTreeMap<String, Resolved>,
+    last_plan: Option<&'a EnvironmentPlan>,
+    inventory: InventoryDoc<'a>,
+    history: &'a VecDeque<HistoryEntry>,
+}
+
+struct InventoryDoc<'a>(Option<&'a LiveEnvironment>);
+
+impl Serialize for InventoryDoc<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            kind: &'a str,
+            name: &'a str,
+            digest: crate::render::Digest,
+        }
+        s.collect_seq(self.0.into_iter().flat_map(|l| {
+            l.objects.values().map(|o| Entry {
+                kind: o.kind.as_ref(),
+                name: o.name.as_ref(),
+                digest: o.digest,
+            })
+        }))
+    }
+}
+
 /// What one pass did, as the status stage needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct PassFacts<'a> {
@@ -158,13 +255,16 @@ pub struct PassFacts<'a> {
     pub live: &'a Inventory,
 }
 
-/// Builds every environment's detail after a pass. `previous` carries history.
+/// Every environment's status after a pass, and the names whose status
+/// changed (added, updated or removed) since `previous`. An environment
+/// whose claim, live objects, plan entry and conditions are all as they were
+/// keeps its previous entry (same `Arc`): a one-claim pass builds one status.
 #[must_use]
-pub fn details(
+pub fn statuses(
     facts: &PassFacts<'_>,
-    previous: &BTreeMap<String, Detail>,
+    previous: &BTreeMap<String, Arc<EnvStatus>>,
     history_len: usize,
-) -> BTreeMap<String, Detail> {
+) -> (BTreeMap<String, Arc<EnvStatus>>, Vec<String>) {
     let eval = facts.evaluation;
     let plans: HashMap<&str, &EnvironmentPlan> = facts
         .plan
@@ -172,88 +272,50 @@ pub fn details(
         .iter()
         .map(|e| (e.name.as_str(), e))
         .collect();
-    let mut names: std::collections::BTreeSet<&str> =
-        eval.desired.keys().map(String::as_str).collect();
+    let applied: HashSet<&str> = facts.applied.iter().map(String::as_str).collect();
+    let mut names: BTreeSet<&str> = eval.desired.keys().map(String::as_str).collect();
     names.extend(eval.keep.keys().map(String::as_str));
     names.extend(eval.expired.keys().map(String::as_str));
     names.extend(facts.live.environments.keys().map(String::as_str));
     let mut out = BTreeMap::new();
+    let mut touched = Vec::new();
     for name in names {
         let desired = eval.desired.get(name);
         let live = facts.live.environments.get(name);
         let plan = plans.get(name).copied();
-        let failed = facts.failed.get(name);
-        let mut conditions: Vec<ConditionDoc> = eval
-            .conditions
-            .get(name)
-            .into_iter()
-            .flatten()
-            .map(ConditionDoc::from)
-            .collect();
-        let (ready, status, reason, message) = if let Some((reason, message)) = failed {
-            (false, "Failed", reason.clone(), message.clone())
-        } else if let Some(why) = eval.keep.get(name) {
-            (
-                false,
-                "Invalid",
-                (*why).to_owned(),
-                "the environment is left as it is".to_owned(),
-            )
-        } else if eval.expired.contains_key(name) {
-            (
-                false,
-                "Expired",
-                reason::EXPIRED.to_owned(),
-                "the environment expired".to_owned(),
-            )
-        } else if facts.plan.hold.is_some() && plan.is_some() {
-            let message = facts
-                .plan
-                .hold
-                .as_ref()
-                .map(|h| h.message.clone())
-                .unwrap_or_default();
-            (false, "Held", reason::HELD.to_owned(), message)
-        } else if let Some(p) = plan {
-            if facts.applying && facts.applied.iter().any(|a| a == name) {
-                if p.change == Change::Delete {
-                    continue; // gone: no claim asks for it and it was removed
-                }
-                (
-                    true,
-                    "Ready",
-                    reason::APPLIED.to_owned(),
-                    "applied".to_owned(),
-                )
-            } else {
-                (
-                    false,
-                    "Pending",
-                    reason::PLANNED.to_owned(),
-                    format!("planned: {:?}", p.change).to_lowercase(),
-                )
-            }
-        } else if desired.is_some() {
-            (
-                true,
-                "Ready",
-                reason::UNCHANGED.to_owned(),
-                "up to date".to_owned(),
-            )
-        } else {
+        let applied_now = plan.is_some() && applied.contains(name);
+        let Some((ready, status, reason, message)) =
+            readiness(facts, name, plan, applied_now, desired.is_some())
+        else {
             continue;
         };
-        conditions.insert(
-            0,
-            ConditionDoc {
-                kind: "Ready".into(),
-                status: if ready { "True" } else { "False" }.into(),
-                reason: reason.clone(),
-                message,
-            },
+        let mut conditions: Vec<ConditionDoc> = Vec::new();
+        conditions.push(ConditionDoc {
+            kind: "Ready".into(),
+            status: if ready { "True" } else { "False" }.into(),
+            reason: reason.clone(),
+            message,
+        });
+        conditions.extend(
+            eval.conditions
+                .get(name)
+                .into_iter()
+                .flatten()
+                .map(ConditionDoc::from),
         );
-        let record = desired.map(|d| &d.record).or(live.map(|l| &l.record));
         let before = previous.get(name);
+        if let Some(b) = before
+            && plan.is_none()
+            && b.item.ready == ready
+            && b.item.status == status
+            && b.item.conditions == conditions
+            && same(b.desired.as_ref(), desired)
+            && same_live(b.live.as_deref(), live)
+        {
+            out.insert(name.to_owned(), b.clone());
+            continue;
+        }
+        let record = desired.map(|d| &d.record).or(live.map(|l| &l.record));
         let item = match (record, before) {
             (Some(record), _) => Item {
                 name: name.to_owned(),
@@ -283,11 +345,7 @@ pub fn details(
             || before.map(|b| b.versions.clone()).unwrap_or_default(),
             |r| r.versions.clone(),
         );
-        let mut history = previous
-            .get(name)
-            .map(|d| d.history.clone())
-            .unwrap_or_default();
-        let applied_now = plan.is_some() && facts.applied.iter().any(|a| a == name);
+        let mut history = before.map(|b| b.history.clone()).unwrap_or_default();
         let changed = applied_now
             || history
                 .front()
@@ -301,41 +359,95 @@ pub fn details(
             });
             history.truncate(history_len);
         }
-        let inventory = live
-            .map(|l| {
-                l.objects
-                    .values()
-                    .map(|o| InventoryEntry {
-                        kind: o.kind.clone(),
-                        name: o.name.clone(),
-                        digest: o.digest,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let claim = desired.map(|d| redacted(d));
-        let last_plan = plan
-            .cloned()
-            .or_else(|| previous.get(name).and_then(|d| d.last_plan.clone()));
-        out.insert(
-            name.to_owned(),
-            Detail {
-                item,
-                claim,
-                provenance: desired
-                    .and_then(|d| d.provenance.as_deref().cloned())
-                    .or_else(|| before.and_then(|b| b.provenance.clone())),
-                versions,
-                last_plan,
-                inventory,
-                history,
-            },
-        );
+        let entry = EnvStatus {
+            item_json: Bytes::from(serde_json::to_vec(&item).expect("an item serializes")),
+            item,
+            provenance: desired
+                .and_then(|d| d.provenance.as_deref().cloned())
+                .or_else(|| before.and_then(|b| b.provenance.clone())),
+            versions,
+            last_plan: plan
+                .cloned()
+                .or_else(|| before.and_then(|b| b.last_plan.clone())),
+            history,
+            desired: desired.cloned(),
+            live: live.map(|l| Arc::new(l.clone())),
+            body: OnceLock::new(),
+        };
+        touched.push(name.to_owned());
+        out.insert(name.to_owned(), Arc::new(entry));
     }
-    out
+    touched.extend(
+        previous
+            .keys()
+            .filter(|k| !out.contains_key(k.as_str()))
+            .cloned(),
+    );
+    (out, touched)
 }
 
-fn redacted(d: &crate::pipeline::Desired) -> serde_json::Value {
+/// `Ready`'s status, reason and message for one environment; `None` when
+/// converge has nothing to say about it any more (deleted, not claimed).
+fn readiness(
+    facts: &PassFacts<'_>,
+    name: &str,
+    plan: Option<&EnvironmentPlan>,
+    applied_now: bool,
+    desired: bool,
+) -> Option<(bool, &'static str, String, String)> {
+    let eval = facts.evaluation;
+    if let Some((reason, message)) = facts.failed.get(name) {
+        return Some((false, "Failed", reason.clone(), message.clone()));
+    }
+    if let Some(why) = eval.keep.get(name) {
+        let message = "the environment is left as it is".to_owned();
+        return Some((false, "Invalid", (*why).to_owned(), message));
+    }
+    if eval.expired.contains_key(name) {
+        let message = "the environment expired".to_owned();
+        return Some((false, "Expired", reason::EXPIRED.to_owned(), message));
+    }
+    if let (Some(hold), Some(_)) = (&facts.plan.hold, plan) {
+        return Some((false, "Held", reason::HELD.to_owned(), hold.message.clone()));
+    }
+    if let Some(p) = plan {
+        if facts.applying && applied_now {
+            if p.change == Change::Delete {
+                return None; // gone: no claim asks for it and it was removed
+            }
+            return Some((
+                true,
+                "Ready",
+                reason::APPLIED.to_owned(),
+                "applied".to_owned(),
+            ));
+        }
+        let message = format!("planned: {:?}", p.change).to_lowercase();
+        return Some((false, "Pending", reason::PLANNED.to_owned(), message));
+    }
+    desired.then(|| {
+        let message = "up to date".to_owned();
+        (true, "Ready", reason::UNCHANGED.to_owned(), message)
+    })
+}
+
+fn same(a: Option<&Arc<Desired>>, b: Option<&Arc<Desired>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
+fn same_live(a: Option<&LiveEnvironment>, b: Option<&LiveEnvironment>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
+        _ => false,
+    }
+}
+
+fn redacted(d: &Desired) -> serde_json::Value {
     let c = &d.claim;
     let services: serde_json::Map<String, serde_json::Value> = c
         .services
@@ -378,15 +490,17 @@ fn redacted(d: &crate::pipeline::Desired) -> serde_json::Value {
     })
 }
 
+/// Every environment's status, by name, as a view shares it.
+pub type Statuses = Arc<BTreeMap<String, Arc<EnvStatus>>>;
+
 /// An immutable snapshot of everything the API serves. The loop builds a new
 /// one after each pass and swaps it in; readers never wait on a pass.
 #[derive(Debug, Default)]
 pub struct View {
     /// Every source read at least once since start, and the first pass done.
     pub ready: bool,
-    pub items: std::sync::Arc<Vec<Item>>,
-    /// Pre-serialized `/api/v1/environments/{name}` bodies.
-    pub details: std::sync::Arc<HashMap<String, Bytes>>,
+    /// Every environment, sorted by name (list filters, detail bodies, the page).
+    pub environments: Statuses,
     /// Pre-serialized `/api/v1/environments` (unfiltered).
     pub list: Bytes,
     pub sources: Bytes,
@@ -398,34 +512,30 @@ pub struct View {
 }
 
 impl View {
-    /// Builds a view from details (sorted by name).
+    /// Builds a view from the environments' statuses.
     #[must_use]
     pub fn new(
-        details: &BTreeMap<String, Detail>,
+        environments: Statuses,
         sources: &impl Serialize,
         plan: Option<std::sync::Arc<Plan>>,
         events: &impl Serialize,
         ready: bool,
         pass: u64,
     ) -> View {
-        let items: Vec<Item> = details.values().map(|d| d.item.clone()).collect();
+        let size: usize = environments.values().map(|e| e.item_json.len() + 1).sum();
+        let mut list = Vec::with_capacity(size + 16);
+        list.extend_from_slice(b"{\"items\":[");
+        for (i, e) in environments.values().enumerate() {
+            if i > 0 {
+                list.push(b',');
+            }
+            list.extend_from_slice(&e.item_json);
+        }
+        list.extend_from_slice(b"]}");
         View {
             ready,
-            list: Bytes::from(
-                serde_json::to_vec(&serde_json::json!({ "items": items }))
-                    .expect("items serialize"),
-            ),
-            details: details
-                .iter()
-                .map(|(k, d)| {
-                    (
-                        k.clone(),
-                        Bytes::from(serde_json::to_vec(d).expect("a detail serializes")),
-                    )
-                })
-                .collect::<HashMap<_, _>>()
-                .into(),
-            items: items.into(),
+            list: Bytes::from(list),
+            environments,
             sources: list_json(sources),
             plan: Bytes::from(serde_json::to_vec(&plan.as_deref()).expect("a plan serializes")),
             events: list_json(events),
@@ -444,8 +554,7 @@ impl View {
     ) -> View {
         View {
             ready,
-            items: self.items.clone(),
-            details: self.details.clone(),
+            environments: self.environments.clone(),
             list: self.list.clone(),
             sources: list_json(sources),
             plan: self.plan.clone(),
@@ -453,6 +562,11 @@ impl View {
             last_plan: self.last_plan.clone(),
             pass: self.pass,
         }
+    }
+
+    /// Every environment's list item, sorted by name.
+    pub fn items(&self) -> impl Iterator<Item = &Item> {
+        self.environments.values().map(|e| &e.item)
     }
 }
 

@@ -146,3 +146,64 @@ fn a_cached_claim_expires_when_its_time_comes() {
     assert!(then.expired.contains_key("sue-a"));
     assert!(then.desired.is_empty());
 }
+
+#[test]
+fn a_pass_rebuilds_the_status_of_the_changed_environment_only() {
+    use converge::status::{PassFacts, statuses};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
+    let mut files: Vec<(String, String)> = (0..10)
+        .map(|i| {
+            (
+                format!("claims/{i}.yaml"),
+                claim(&format!("dev-{i}"), "dev"),
+            )
+        })
+        .collect();
+    let options = Options {
+        now: chrono::Utc::now(),
+    };
+    let mut cache = Cache::default();
+    let eval = pipeline.evaluate_cached(
+        &[snapshot(&files)],
+        &Inventory::default(),
+        options,
+        &mut cache,
+    );
+    let live = eval.as_live();
+    let no_plan = converge::plan::Plan::default();
+    let failed = BTreeMap::new();
+    let facts = |eval, pass| PassFacts {
+        pass,
+        time: "t",
+        evaluation: eval,
+        plan: &no_plan,
+        applied: &[],
+        failed: &failed,
+        applying: true,
+        live: &live,
+    };
+    let (first, touched) = statuses(&facts(&eval, 1), &BTreeMap::new(), 10);
+    assert_eq!((first.len(), touched.len()), (10, 10));
+
+    let again = pipeline.evaluate_cached(&[snapshot(&files)], &live, options, &mut cache);
+    let (second, touched) = statuses(&facts(&again, 2), &first, 10);
+    assert!(touched.is_empty(), "nothing changed: {touched:?}");
+    assert!(first.iter().all(|(k, v)| Arc::ptr_eq(v, &second[k])));
+
+    files[4].1 = files[4].1.replace("v1.2.3", "v1.2.4");
+    let changed = pipeline.evaluate_cached(&[snapshot(&files)], &live, options, &mut cache);
+    let (third, touched) = statuses(&facts(&changed, 3), &second, 10);
+    assert_eq!(touched, vec!["dev-4".to_owned()]);
+    let body: serde_json::Value = serde_json::from_slice(&third["dev-4"].body()).expect("json");
+    assert_eq!(
+        body["claim"]["services"]["user-service"]["version"],
+        "v1.2.4"
+    );
+    assert_eq!(
+        body["inventory"].as_array().map(Vec::len),
+        Some(live.environments["dev-4"].objects.len())
+    );
+}
