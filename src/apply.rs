@@ -78,15 +78,15 @@ fn prepare<'e>(
     let mut deletes = Vec::new();
     for step in steps {
         match step.action {
-            StepAction::Delete => deletes.push(step.file.clone()),
-            StepAction::Create | StepAction::Update => match by_file.get(&step.file) {
-                Some(&i) if planned.get(&step.file) == Some(&fresh[i].object.digest) => {
+            StepAction::Delete => deletes.push(step.file()),
+            StepAction::Create | StepAction::Update => match by_file.get(&step.file()) {
+                Some(&i) if planned.get(&step.file()) == Some(&fresh[i].object.digest) => {
                     upserts.push(i);
                 }
                 _ => {
                     return Err(Failure::Render(format!(
                         "different content for {} than planned; not applied",
-                        step.file
+                        step.file()
                     )));
                 }
             },

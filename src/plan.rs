@@ -8,16 +8,18 @@
 //! `safety.max_delete_fraction` of the live environments, or all of them,
 //! unless this run explicitly allows it. Rendered as text, JSON or Markdown.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::diagnostic::Diagnostic;
 use crate::diff::diff;
 use crate::pipeline::Evaluation;
-use crate::render::kind_rank;
+use crate::render::{kind_name, kind_rank, object_file_name};
 use crate::status::reason;
 use crate::target::Inventory;
 use rayon::prelude::*;
@@ -48,13 +50,36 @@ pub enum StepAction {
     Delete,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A cold plan of 10k environments holds ~400k of these: the environment
+/// name is shared by its steps, built-in kinds are static, and the file name
+/// is derived (serialized as `file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
-    pub environment: String,
+    pub environment: Arc<str>,
     pub action: StepAction,
-    pub kind: String,
-    pub name: String,
-    pub file: String,
+    pub kind: Cow<'static, str>,
+    pub name: Box<str>,
+}
+
+impl Step {
+    /// The file the manifests target keeps the object in.
+    #[must_use]
+    pub fn file(&self) -> String {
+        object_file_name(&self.kind, &self.name)
+    }
+}
+
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Step", 5)?;
+        st.serialize_field("environment", &*self.environment)?;
+        st.serialize_field("action", &self.action)?;
+        st.serialize_field("kind", &*self.kind)?;
+        st.serialize_field("name", &*self.name)?;
+        st.serialize_field("file", &self.file())?;
+        st.end()
+    }
 }
 
 /// A service whose deployed version changes.
@@ -130,10 +155,7 @@ impl Plan {
     pub fn steps_by_environment(&self) -> BTreeMap<&str, Vec<&Step>> {
         let mut by_env: BTreeMap<&str, Vec<&Step>> = BTreeMap::new();
         for step in &self.steps {
-            by_env
-                .entry(step.environment.as_str())
-                .or_default()
-                .push(step);
+            by_env.entry(&*step.environment).or_default().push(step);
         }
         by_env
     }
@@ -184,13 +206,13 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options) -> Plan {
         } else {
             reason::UNCLAIMED
         };
-        for (file, l) in &env.objects {
+        let environment: Arc<str> = Arc::from(name.as_str());
+        for l in env.objects.values() {
             deletes.push(Step {
-                environment: name.clone(),
+                environment: environment.clone(),
                 action: StepAction::Delete,
-                kind: l.kind.clone(),
-                name: l.name.clone(),
-                file: file.clone(),
+                kind: kind_name(l.kind.as_ref()),
+                name: Box::from(l.name.as_ref()),
             });
         }
         plan.environments.push(EnvironmentPlan {
@@ -287,12 +309,12 @@ fn plan_environment(
             });
         }
     }
+    let environment: Arc<str> = Arc::from(name);
     let step = |action, o: &crate::render::Object| Step {
-        environment: name.to_owned(),
+        environment: environment.clone(),
         action,
-        kind: o.kind.clone(),
-        name: o.name.clone(),
-        file: o.file_name(),
+        kind: kind_name(o.kind.as_ref()),
+        name: Box::from(o.name.as_ref()),
     };
     upserts.extend(d.creates.iter().map(|o| step(StepAction::Create, o)));
     upserts.extend(d.updates.iter().map(|o| step(StepAction::Update, o)));
@@ -301,11 +323,10 @@ fn plan_environment(
             .expect("deletes come from a live environment")
             .objects[file];
         deletes.push(Step {
-            environment: name.to_owned(),
+            environment: environment.clone(),
             action: StepAction::Delete,
-            kind: l.kind.clone(),
-            name: l.name.clone(),
-            file: file.clone(),
+            kind: kind_name(l.kind.as_ref()),
+            name: Box::from(l.name.as_ref()),
         });
     }
     let env = EnvironmentPlan {

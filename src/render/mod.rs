@@ -12,6 +12,7 @@
 mod builtin;
 pub mod yaml;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -145,6 +146,25 @@ impl Object {
 #[must_use]
 pub fn object_file_name(kind: &str, name: &str) -> String {
     format!("{}-{name}.yaml", kind.to_ascii_lowercase())
+}
+
+/// A kind as a shared string: the kinds converge renders itself are static,
+/// so 400k objects or plan steps do not each carry a copy.
+#[must_use]
+pub fn kind_name(kind: &str) -> Cow<'static, str> {
+    const BUILTIN: [&str; 7] = [
+        "Namespace",
+        "ResourceQuota",
+        "LimitRange",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+    ];
+    match BUILTIN.iter().find(|k| **k == kind) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(kind.to_owned()),
+    }
 }
 
 /// The apply order of kinds: Namespaces first, workloads after their config.
