@@ -434,14 +434,10 @@ impl View {
         }
     }
 
-    /// The same view with new sources and events (nothing else changed).
+    /// The same view with new sources and events (nothing else changed);
+    /// `events` is the serialized body (see [`list_json`]).
     #[must_use]
-    pub fn with_sources(
-        &self,
-        sources: &impl Serialize,
-        events: &impl Serialize,
-        ready: bool,
-    ) -> View {
+    pub fn with_sources(&self, sources: &impl Serialize, events: Bytes, ready: bool) -> View {
         View {
             ready,
             items: self.items.clone(),
@@ -449,16 +445,19 @@ impl View {
             list: self.list.clone(),
             sources: list_json(sources),
             plan: self.plan.clone(),
-            events: list_json(events),
+            events,
             last_plan: self.last_plan.clone(),
             pass: self.pass,
         }
     }
 }
 
-/// `{"items": ...}` as bytes.
-fn list_json(items: &impl Serialize) -> Bytes {
-    Bytes::from(
-        serde_json::to_vec(&serde_json::json!({ "items": items })).expect("items serialize"),
-    )
+/// `{"items": ...}` as bytes (serialized directly, not through a `Value`).
+#[must_use]
+pub fn list_json(items: &impl Serialize) -> Bytes {
+    #[derive(Serialize)]
+    struct Items<'a, T> {
+        items: &'a T,
+    }
+    Bytes::from(serde_json::to_vec(&Items { items }).expect("items serialize"))
 }
