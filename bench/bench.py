@@ -582,6 +582,14 @@ class Bench:
                 started = done["time"] - done["duration_ms"] / 1000
                 delta = {c: after[f"converge_claims_{c}_total"] - before[f"converge_claims_{c}_total"]
                          for c in ("parsed", "validated", "authorized", "rendered")}
+                # Cross-check: the daemon's own pass start → API serving it
+                # (`converge_pass_ready_seconds`, after the state commit and
+                # the view swap), averaged over the passes of this push.
+                ready_n = (after.get("converge_pass_ready_seconds_count", 0)
+                           - before.get("converge_pass_ready_seconds_count", 0))
+                ready_sum = (after.get("converge_pass_ready_seconds_sum", 0)
+                             - before.get("converge_pass_ready_seconds_sum", 0))
+                pass_ready_ms = ready_sum * 1000 / ready_n if ready_n else None
                 # The peer: fetch the one new commit and list what it changed.
                 t0 = time.perf_counter()
                 subprocess.run(["git", "-C", peer_repo, "fetch", "-q", "origin", "+main:main"], check=True, env=GIT_ENV,
@@ -590,9 +598,12 @@ class Bench:
                                env=GIT_ENV, stdout=subprocess.DEVNULL)
                 peer_s = time.perf_counter() - t0
                 samples.append({"ready_ms": (ready_at - started) * 1000, "pass_ms": done["duration_ms"],
+                                "pass_ready_ms": pass_ready_ms, "pass_ready_passes": ready_n,
                                 "push_to_ready_s": ready_at - pushed, "peer_ms": peer_s * 1000, **delta})
+                shown = "n/a" if pass_ready_ms is None else f"{pass_ready_ms:.0f} ms"
                 log(f"S2 run {k + 1}: poll start → API shows {tag}: {samples[-1]['ready_ms']:.0f} ms "
-                    f"(pass log {done['duration_ms']} ms), counters {delta}, peer {peer_s * 1000:.1f} ms")
+                    f"(pass log {done['duration_ms']} ms, pass_ready metric {shown}), counters {delta}, "
+                    f"peer {peer_s * 1000:.1f} ms")
                 time.sleep(0.3)
             self.details["S2"] = samples
             ours = summary([s["ready_ms"] for s in samples])
@@ -608,6 +619,12 @@ class Bench:
             self.row("S2", "of which the pass up to its `pass done` log line (ref check → apply; "
                      "before the redb commit and the API view rebuild), min / median",
                      f"{inner['min']:.0f} / {inner['median']:.0f} ms", "", "", "", "")
+            ready_ms = [s["pass_ready_ms"] for s in samples if s["pass_ready_ms"] is not None]
+            if ready_ms:
+                rm = summary(ready_ms)
+                self.row("S2", "cross-check: `converge_pass_ready_seconds` (pass start → state committed and "
+                         "view swapped, the daemon's own clock; mean per push), min / median",
+                         f"{rm['min']:.1f} / {rm['median']:.1f} ms", "", "", "", "")
             counts = [f"{s['parsed']:.0f}/{s['validated']:.0f}/{s['authorized']:.0f}/{s['rendered']:.0f}"
                       for s in samples]
             self.row("S2", "claims parsed / validated / authorized / rendered, per commit in push order "
@@ -615,28 +632,44 @@ class Bench:
                      ", ".join(counts), "", "", "exactly 1/1/1/1", "met" if exact else "MISSED")
 
             # S3: idle polls of the unchanged repository. An idle poll runs no
-            # pass, so polls are counted from the source's last-success
-            # timestamp, sampled every 0.4 s (polls are >= 0.9 s apart); the
-            # CPU of those scrapes is measured apart and subtracted.
+            # pass; polls are counted by `converge_source_polls_total` and the
+            # git work by `converge_git_*_total`, read only at both ends of the
+            # window (no scrapes in between). A binary without those metrics
+            # falls back to counting changes of the last-success timestamp,
+            # sampled every 0.4 s, with the scrapes' CPU measured and subtracted.
             log(f"S3: {a.idle}s of idle 1 s polls")
             time.sleep(1.5)
             key = 'converge_source_last_success_timestamp_seconds{source="envs"}'
-            c0 = d.cpu_seconds()
-            for _ in range(100):
-                d.metrics()
-            scrape_cpu = (d.cpu_seconds() - c0) / 100
+            polls_key = 'converge_source_polls_total{source="envs"}'
+            git_keys = {w: f'converge_git_{w}_total{{source="envs"}}' for w in ("ref_checks", "fetches", "blob_reads")}
+            counted = polls_key in d.metrics()
+            scrape_cpu = 0.0
+            if not counted:
+                c0 = d.cpu_seconds()
+                for _ in range(100):
+                    d.metrics()
+                scrape_cpu = (d.cpu_seconds() - c0) / 100
             m0, c0, t0 = d.metrics(), d.cpu_seconds(), time.perf_counter()
             seen, scrapes = {m0.get(key)}, 1
-            while time.perf_counter() - t0 < a.idle:
+            if counted:
+                time.sleep(a.idle)
+            while not counted and time.perf_counter() - t0 < a.idle:
                 time.sleep(0.4)
                 seen.add(d.metrics().get(key))
                 scrapes += 1
-            m1, c1, t1 = d.metrics(), d.cpu_seconds(), time.perf_counter()
+            c1, t1 = d.cpu_seconds(), time.perf_counter()
+            m1 = d.metrics()
             scrapes += 1
             seen.add(m1.get(key))
-            polls = len(seen) - 1
+            if counted:
+                polls = int(m1[polls_key] - m0[polls_key])
+                work = {w: m1.get(k, 0) - m0.get(k, 0) for w, k in git_keys.items()}
+                cpu = max(0.0, c1 - c0)
+            else:
+                polls = len(seen) - 1
+                work = None
+                cpu = max(0.0, c1 - c0 - scrapes * scrape_cpu)
             passes = m1["converge_passes_total"] - m0["converge_passes_total"]
-            cpu = max(0.0, c1 - c0 - scrapes * scrape_cpu)
             parsed = m1["converge_claims_parsed_total"] - m0["converge_claims_parsed_total"]
             # The peer: a no-op `git fetch` of the unchanged repository.
             peer_cpu = []
@@ -649,16 +682,24 @@ class Bench:
             ps = summary(peer_cpu)
             per_poll = cpu * 1000 / max(polls, 1)
             self.details["S3"] = {"seconds": t1 - t0, "polls": polls, "passes": passes, "cpu_s": cpu,
-                                  "cpu_ms_per_poll": per_poll, "scrapes": scrapes,
-                                  "scrape_cpu_ms": scrape_cpu * 1000, "parsed": parsed, "peer_cpu_ms": peer_cpu,
-                                  "rss_kib": d.status("VmRSS")}
+                                  "cpu_ms_per_poll": per_poll, "scrapes": scrapes, "polls_counted": counted,
+                                  "scrape_cpu_ms": scrape_cpu * 1000, "parsed": parsed, "git_work": work,
+                                  "peer_cpu_ms": peer_cpu, "rss_kib": d.status("VmRSS")}
             self.row("S3", f"idle git poll, {a.n // 1000}k claims: daemon CPU per poll ({polls} polls and "
                      f"{passes:.0f} passes in {t1 - t0:.0f} s; daemon CPU in 10 ms ticks)",
                      f"{per_poll:.1f} ms",
                      f"no-op git fetch: {ps['median']:.1f} ms CPU", f"{per_poll / ps['median']:.2f}×", "≤ 2 ms CPU",
                      "met" if per_poll <= 2 else "MISSED")
-            self.row("S3", "idle git poll: claims parsed (blob reads are not exposed as a metric)",
-                     f"{parsed:.0f}", "", "", "0 blob reads", "met (0 parsed)" if parsed == 0 else "MISSED")
+            if work is not None:
+                per = {w: v / max(polls, 1) for w, v in work.items()}
+                self.row("S3", "idle git poll: git blob reads / fetches / ref checks per poll "
+                         "(`converge_git_*_total`), claims parsed in the window",
+                         f"{per['blob_reads']:.2f} / {per['fetches']:.2f} / {per['ref_checks']:.2f}; "
+                         f"{parsed:.0f} parsed", "", "", "0 blob reads",
+                         "met" if work["blob_reads"] == 0 and parsed == 0 else "MISSED")
+            else:
+                self.row("S3", "idle git poll: claims parsed (blob reads are not exposed by this build)",
+                         f"{parsed:.0f}", "", "", "0 blob reads", "met (0 parsed)" if parsed == 0 else "MISSED")
             self.row("S3", "idle s3 poll: LIST / GET calls", "not measured: the s3 source is in progress", "", "",
                      "⌈keys/1000⌉ LIST, 0 GET", "n/a")
         finally:
@@ -958,13 +999,15 @@ STANDING_NOTES = [
     "duration_ms), so the figure runs from the poll that sees the commit (ref check, fetch, tree diff, "
     "evaluation, plan, apply of the one environment, redb commit) to the rebuilt API view. The wait for "
     "the next 1 s poll is not included (that is S4). The counters are `converge_claims_*_total` deltas "
-    "over the push. The peer fetches the same commit into a bare clone and lists it with `git diff-tree`.",
+    "over the push; `converge_pass_ready_seconds` (sum / count deltas) is the daemon's own pass start → "
+    "view swap, a cross-check of the same span (from the pass start, after the poll's ref check and fetch) on the "
+    "daemon's clock. The peer fetches the same commit into a bare clone and lists it with `git diff-tree`.",
     "S3 divides the daemon's CPU time (utime + stime from /proc/PID/stat, 10 ms ticks) over the idle window "
-    "by the number of polls, counted from changes of `converge_source_last_success_timestamp_seconds` "
-    "sampled every 0.4 s (the CPU of those /metrics scrapes is measured separately and subtracted). An idle "
-    "poll no longer runs a pass (`converge_passes_total` stays put). The peer is a "
-    "no-op `git fetch` (ref advertisement, nothing to fetch). Git blob reads are counted by "
-    "`GitSource::stats` but the daemon does not export them: the claims-parsed delta stands in.",
+    "by the number of polls, `converge_source_polls_total` read at both ends of the window (no scrapes in "
+    "between; builds without it: changes of `converge_source_last_success_timestamp_seconds` sampled every "
+    "0.4 s, the scrapes' CPU measured separately and subtracted). An idle poll runs no pass "
+    "(`converge_passes_total` stays put). Git blob reads, fetches and ref checks per poll come from "
+    "`converge_git_*_total`. The peer is a no-op `git fetch` (ref advertisement, nothing to fetch).",
     "S4 polling: pushes at random phases against the 10 s timer; latency is from `git push` returning "
     "to the environment's Deployment file on disk holding the new tag. Triggered: an atomic rename into "
     "the watched dir source to the same file check.",

@@ -3,7 +3,9 @@
 //! The loop is the only writer; `/metrics` encodes the registry on demand.
 //! Work counters (`converge_claims_*_total`) count claims actually parsed,
 //! validated, authorized and rendered, so benchmarks can prove that a pass
-//! re-processes only what changed.
+//! re-processes only what changed; `converge_source_polls_total` and the git
+//! work counters (`converge_git_*_total`) prove that an idle poll does no more
+//! than a ref check.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -65,6 +67,11 @@ pub struct Metrics {
     pub claims_authorized: Counter,
     pub claims_rendered: Counter,
     pub s3_requests: Family<S3RequestLabels, Counter>,
+    pub source_polls: Family<SourceLabels, Counter>,
+    pub git_ref_checks: Family<SourceLabels, Counter>,
+    pub git_fetches: Family<SourceLabels, Counter>,
+    pub git_blob_reads: Family<SourceLabels, Counter>,
+    pub pass_ready: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -99,6 +106,11 @@ impl Metrics {
             claims_authorized: Counter::default(),
             claims_rendered: Counter::default(),
             s3_requests: S3_REQUESTS.clone(),
+            source_polls: Family::default(),
+            git_ref_checks: Family::default(),
+            git_fetches: Family::default(),
+            git_blob_reads: Family::default(),
+            pass_ready: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             registry: Registry::default(),
         };
         registry.register(
@@ -171,6 +183,31 @@ impl Metrics {
             "s3_requests",
             "HTTP requests made by s3 sources, by operation",
             m.s3_requests.clone(),
+        );
+        registry.register(
+            "source_polls",
+            "Source reads (polls), successful or not, changed or not",
+            m.source_polls.clone(),
+        );
+        registry.register(
+            "git_ref_checks",
+            "Branch listings (ls-refs) made by git sources",
+            m.git_ref_checks.clone(),
+        );
+        registry.register(
+            "git_fetches",
+            "Fetches made by git sources (the branch moved)",
+            m.git_fetches.clone(),
+        );
+        registry.register(
+            "git_blob_reads",
+            "Blobs (claim files) git sources read from their mirror",
+            m.git_blob_reads.clone(),
+        );
+        registry.register(
+            "pass_ready_seconds",
+            "From a pass's start to the API serving its result (state committed, view swapped)",
+            m.pass_ready.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -18,10 +18,14 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -85,9 +89,10 @@ pub fn jitter(d: Duration, spread: f64) -> Duration {
     d.mul_f64(1.0 - spread * fastrand::f64())
 }
 
-/// A poll interval with ±10 % jitter.
+/// A poll interval with downward jitter (`d × U(0.9, 1.0)`): sources do not
+/// poll in step, and a change never waits longer than one interval.
 fn jittered_interval(d: Duration) -> Duration {
-    d.mul_f64(0.9 + 0.2 * fastrand::f64())
+    jitter(d, 0.1)
 }
 
 /// One source as the loop tracks it.
@@ -107,6 +112,39 @@ struct SourceState {
     changed_at: Option<Instant>,
     /// Whether `last_good` changed since the last commit.
     dirty: bool,
+    /// What the state store holds of this source (so a commit writes only
+    /// the files that changed); `None` when it holds nothing yet.
+    stored: Option<state::Stored>,
+    /// `converge_source_polls_total{source}`.
+    polls: Counter,
+    /// `converge_source_last_success_timestamp_seconds{source}`.
+    last_success_gauge: Gauge<f64, AtomicU64>,
+    /// A git source's work counters, mirrored into metrics after each poll.
+    git: Option<GitWork>,
+}
+
+/// A git source's counters and what of them the metrics already count.
+struct GitWork {
+    stats: Arc<source::git::Stats>,
+    /// Ref checks, fetches, blob reads already counted.
+    seen: [u64; 3],
+    /// `converge_git_{ref_checks,fetches,blob_reads}_total{source}`.
+    counters: [Counter; 3],
+}
+
+impl GitWork {
+    /// Adds the work done since the last call to the metrics.
+    fn count(&mut self) {
+        let now = [
+            self.stats.ref_checks.load(Ordering::Relaxed),
+            self.stats.fetches.load(Ordering::Relaxed),
+            self.stats.blob_reads.load(Ordering::Relaxed),
+        ];
+        for ((counter, seen), now) in self.counters.iter().zip(&mut self.seen).zip(now) {
+            counter.inc_by(now.saturating_sub(*seen));
+            *seen = now;
+        }
+    }
 }
 
 /// `/api/v1/sources` items.
@@ -161,6 +199,8 @@ pub struct Daemon {
     reported: BTreeSet<String>,
     last_hold: Option<String>,
     last_full_pass: Option<Instant>,
+    /// `/api/v1/events` serialized, rebuilt only when an event is added.
+    events_body: Option<Bytes>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -188,7 +228,24 @@ impl Daemon {
             if let Some(snapshot) = restored.snapshots.get(c.name()) {
                 source.restore(snapshot);
             }
+            let labels = SourceLabels {
+                source: c.name().to_owned(),
+            };
+            let git = source.git_stats().map(|stats| GitWork {
+                stats,
+                seen: [0; 3],
+                counters: [
+                    &metrics.git_ref_checks,
+                    &metrics.git_fetches,
+                    &metrics.git_blob_reads,
+                ]
+                .map(|family| family.get_or_create(&labels).clone()),
+            });
             sources.push(SourceState {
+                stored: restored.snapshots.get(c.name()).map(state::Stored::of),
+                polls: metrics.source_polls.get_or_create(&labels).clone(),
+                last_success_gauge: metrics.source_last_success.get_or_create(&labels).clone(),
+                git,
                 last_good: restored.snapshots.get(c.name()).cloned(),
                 config: c.clone(),
                 interval: source.interval(),
@@ -213,7 +270,7 @@ impl Daemon {
             .collect();
         let pass = restored.passes.last().map_or(0, |p| p.id);
         let next_event = restored.events.last().map_or(1, |e| e.id + 1);
-        let daemon = Daemon {
+        let mut daemon = Daemon {
             converge,
             store,
             metrics,
@@ -236,6 +293,7 @@ impl Daemon {
             reported: BTreeSet::new(),
             last_hold: None,
             last_full_pass: None,
+            events_body: None,
         };
         daemon.publish();
         Ok(daemon)
@@ -313,8 +371,15 @@ impl Daemon {
                 // pass still runs every RESYNC to stay level-triggered.
                 let resync = self.last_full_pass.is_none_or(|t| t.elapsed() >= RESYNC);
                 if changed || expiry || retry || allowed || resync {
+                    let started = Instant::now();
                     self.pass(events);
+                    // Committed and swapped in: the API serves the result.
+                    self.metrics
+                        .pass_ready
+                        .observe(started.elapsed().as_secs_f64());
                 } else {
+                    // Nothing a pass depends on changed: no pass, and no
+                    // state transaction unless there are events to record.
                     self.commit(&[], &events, None);
                     self.publish_sources();
                 }
@@ -374,6 +439,7 @@ impl Daemon {
             message,
         };
         self.next_event += 1;
+        self.events_body = None;
         self.events.push_back(event.clone());
         while self.events.len() > usize::try_from(state::EVENT_HISTORY).unwrap_or(usize::MAX) {
             self.events.pop_front();
@@ -387,6 +453,10 @@ impl Daemon {
         let mut any = false;
         for &i in due {
             let result = self.sources[i].source.read_changed();
+            self.sources[i].polls.inc();
+            if let Some(git) = &mut self.sources[i].git {
+                git.count();
+            }
             let name = self.sources[i].config.name().to_owned();
             match result {
                 Ok(snapshot) => {
@@ -409,11 +479,7 @@ impl Daemon {
                     s.due = Instant::now() + jittered_interval(s.interval);
                     s.last_success = Some(Utc::now());
                     let recovered = s.last_error.take();
-                    self.metrics
-                        .source_last_success
-                        .get_or_create(&SourceLabels {
-                            source: name.clone(),
-                        })
+                    s.last_success_gauge
                         .set(Utc::now().timestamp_millis() as f64 / 1000.0);
                     if let Some((_, message)) = recovered {
                         let e = self.event(
@@ -789,12 +855,15 @@ impl Daemon {
         events: &[Event],
         pass: Option<PassRecord>,
     ) {
-        let dirty: Vec<(&Snapshot, Option<&Snapshot>)> = self
+        let dirty: Vec<(&Snapshot, Option<&state::Stored>)> = self
             .sources
             .iter()
             .filter(|s| s.dirty)
-            .filter_map(|s| Some((s.last_good.as_ref()?, None)))
+            .filter_map(|s| Some((s.last_good.as_ref()?, s.stored.as_ref())))
             .collect();
+        if dirty.is_empty() && environments.is_empty() && events.is_empty() && pass.is_none() {
+            return; // an idle poll: no transaction at all
+        }
         let commit = Commit {
             snapshots: dirty,
             environments: environments.to_vec(),
@@ -803,8 +872,14 @@ impl Daemon {
         };
         match self.store.commit(&commit) {
             Ok(()) => {
-                for s in &mut self.sources {
+                for s in self.sources.iter_mut().filter(|s| s.dirty) {
                     s.dirty = false;
+                    if let Some(snapshot) = &s.last_good {
+                        match &mut s.stored {
+                            Some(stored) => stored.update(snapshot),
+                            None => s.stored = Some(state::Stored::of(snapshot)),
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -842,27 +917,40 @@ impl Daemon {
         self.first_pass_done && self.sources.iter().all(|s| s.fresh)
     }
 
+    /// `/api/v1/events` (newest first), serialized again only after an
+    /// event was added.
+    fn events_body(&mut self) -> Bytes {
+        self.events_body
+            .get_or_insert_with(|| {
+                let events: Vec<&Event> = self.events.iter().rev().collect();
+                status::list_json(&events)
+            })
+            .clone()
+    }
+
     /// Swaps in a new view for the API.
-    fn publish(&self) {
-        let events: Vec<&Event> = self.events.iter().rev().collect();
-        let view = View::new(
+    fn publish(&mut self) {
+        let no_events: [&Event; 0] = [];
+        let mut view = View::new(
             self.statuses.clone(),
             &self.source_docs(),
             self.last_plan.clone(),
-            &events,
+            &no_events,
             self.ready(),
             self.pass,
         );
+        view.events = self.events_body();
         self.view.store(Arc::new(view));
     }
 
-    /// Swaps in a view with fresh source status only (an idle poll).
-    fn publish_sources(&self) {
-        let events: Vec<&Event> = self.events.iter().rev().collect();
+    /// Swaps in a view with fresh source status only (an idle poll): the
+    /// sources body is rebuilt (a few hundred bytes), everything else shared.
+    fn publish_sources(&mut self) {
+        let events = self.events_body();
         let view = self
             .view
             .load()
-            .with_sources(&self.source_docs(), &events, self.ready());
+            .with_sources(&self.source_docs(), events, self.ready());
         self.view.store(Arc::new(view));
     }
 
@@ -963,11 +1051,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn poll_intervals_jitter_within_ten_percent() {
-        for _ in 0..100 {
+        for _ in 0..1000 {
             let d = jittered_interval(Duration::from_secs(10));
             assert!(
-                d >= Duration::from_secs(9) && d <= Duration::from_secs(11),
-                "{d:?}"
+                d >= Duration::from_secs(9) && d <= Duration::from_secs(10),
+                "downward only, so a change waits at most one interval: {d:?}"
             );
         }
     }

@@ -9,7 +9,7 @@
 //! silent reset. The target's own inventory stays the truth about what is
 //! applied; the copy here serves status after a restart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -26,6 +26,9 @@ const PASSES: TableDefinition<u64, &[u8]> = TableDefinition::new("passes");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
 const APP: &str = "converge";
+/// redb's page cache (its default is 1 GiB). The store is written once per
+/// pass and read in full only at start, so a small cache loses nothing.
+const CACHE_BYTES: usize = 16 << 20;
 const FORMAT: &str = "1";
 /// Passes kept in history.
 pub const PASS_HISTORY: u64 = 100;
@@ -100,15 +103,79 @@ pub struct Restored {
     pub events: Vec<Event>,
 }
 
+/// What the store holds of one source: each file's digest, by path. The loop
+/// keeps one per source so that a commit writes only the files that changed
+/// (and removes those that are gone) instead of every file of the source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    digests: HashMap<String, [u8; 32]>,
+}
+
+impl Stored {
+    /// The index of a snapshot as committed (or restored).
+    #[must_use]
+    pub fn of(snapshot: &Snapshot) -> Stored {
+        Stored {
+            digests: snapshot
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.digest))
+                .collect(),
+        }
+    }
+
+    /// Brings the index up to `snapshot` after it was committed; allocates
+    /// only for new paths.
+    pub fn update(&mut self, snapshot: &Snapshot) {
+        let before = self.digests.len();
+        let mut kept = 0;
+        for f in &snapshot.files {
+            if let Some(d) = self.digests.get_mut(&f.path) {
+                *d = f.digest;
+                kept += 1;
+            } else {
+                self.digests.insert(f.path.clone(), f.digest);
+            }
+        }
+        if kept < before {
+            let now: HashSet<&str> = snapshot.files.iter().map(|f| f.path.as_str()).collect();
+            self.digests.retain(|p, _| now.contains(p.as_str()));
+        }
+    }
+
+    /// Files of the source the store holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.digests.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+}
+
 /// Changes of one pass, written in one transaction.
 #[derive(Debug, Default)]
 pub struct Commit<'a> {
-    /// Sources whose snapshot changed since the last commit.
-    pub snapshots: Vec<(&'a Snapshot, Option<&'a Snapshot>)>,
+    /// Sources whose snapshot changed since the last commit, each with what
+    /// the store holds of it (`None`: nothing, or unknown; every file is written).
+    pub snapshots: Vec<(&'a Snapshot, Option<&'a Stored>)>,
     /// Environments' API bodies (JSON); `None` removes one.
     pub environments: Vec<(String, Option<Vec<u8>>)>,
     pub pass: Option<PassRecord>,
     pub events: Vec<Event>,
+}
+
+impl Commit<'_> {
+    /// Nothing to write.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.snapshots.is_empty()
+            && self.environments.is_empty()
+            && self.pass.is_none()
+            && self.events.is_empty()
+    }
 }
 
 /// The open state store.
@@ -149,16 +216,19 @@ impl Store {
             message: e.to_string(),
         })?;
         let existed = path.exists() && std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::Open {
-                path: path.clone(),
-                message: "it is in use by another converge process".to_owned(),
-            },
-            other => Error::Foreign {
-                path: path.clone(),
-                message: other.to_string(),
-            },
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::Open {
+                    path: path.clone(),
+                    message: "it is in use by another converge process".to_owned(),
+                },
+                other => Error::Foreign {
+                    path: path.clone(),
+                    message: other.to_string(),
+                },
+            })?;
         let store = Store { db, path };
         store.check_meta(existed)?;
         Ok(store)
@@ -286,22 +356,24 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes one pass's changes atomically.
+    /// Writes one pass's changes atomically; nothing (not even an empty
+    /// transaction) when there is nothing to write.
     pub fn commit(&self, commit: &Commit<'_>) -> Result<(), Error> {
+        if commit.is_empty() {
+            return Ok(());
+        }
         let err = self.storage();
         let w = self.db.begin_write().map_err(|e| err(&e))?;
         {
             let mut sources = w.open_table(SOURCES).map_err(|e| err(&e))?;
             let mut files = w.open_table(FILES).map_err(|e| err(&e))?;
             for (snapshot, previous) in &commit.snapshots {
-                let old: BTreeMap<&str, &SourceFile> = previous
-                    .map(|p| p.files.iter().map(|f| (f.path.as_str(), f)).collect())
-                    .unwrap_or_default();
+                // Only what changed since `previous` is written.
+                let mut kept = 0;
                 for file in &snapshot.files {
-                    if old
-                        .get(file.path.as_str())
-                        .is_some_and(|o| o.digest == file.digest)
-                    {
+                    let old = previous.and_then(|p| p.digests.get(&file.path));
+                    kept += usize::from(old.is_some());
+                    if old == Some(&file.digest) {
                         continue;
                     }
                     let bytes: &[u8] = match &file.content {
@@ -312,12 +384,20 @@ impl Store {
                         .insert(key(&snapshot.source, &file.path).as_str(), bytes)
                         .map_err(|e| err(&e))?;
                 }
-                let now: std::collections::BTreeSet<&str> =
-                    snapshot.files.iter().map(|f| f.path.as_str()).collect();
-                for path in old.keys().filter(|p| !now.contains(*p)) {
-                    files
-                        .remove(key(&snapshot.source, path).as_str())
-                        .map_err(|e| err(&e))?;
+                if let Some(previous) = previous
+                    && kept < previous.digests.len()
+                {
+                    let now: HashSet<&str> =
+                        snapshot.files.iter().map(|f| f.path.as_str()).collect();
+                    for path in previous
+                        .digests
+                        .keys()
+                        .filter(|p| !now.contains(p.as_str()))
+                    {
+                        files
+                            .remove(key(&snapshot.source, path).as_str())
+                            .map_err(|e| err(&e))?;
+                    }
                 }
                 let record = SourceRecord {
                     kind: snapshot.kind,
@@ -379,5 +459,108 @@ impl Store {
             }
         }
         w.commit().map_err(|e| err(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(files: &[(&str, &str, u8)]) -> Snapshot {
+        Snapshot {
+            source: "local".into(),
+            kind: SourceKind::Dir,
+            is_static: false,
+            revision: Revision(format!("r{}", files.len())),
+            files: files
+                .iter()
+                .map(|(path, text, digest)| SourceFile {
+                    path: (*path).to_owned(),
+                    content: Content::Bytes(text.as_bytes().to_vec()),
+                    digest: [*digest; 32],
+                    provenance: None,
+                    notice: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn restored_files(store: &Store) -> Vec<(String, String)> {
+        let restored = store.restore().expect("restore");
+        restored.snapshots["local"]
+            .files
+            .iter()
+            .map(|f| match &f.content {
+                Content::Bytes(b) => (f.path.clone(), String::from_utf8_lossy(b).into_owned()),
+                other => (f.path.clone(), format!("{other:?}")),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_commit_writes_only_what_changed_since_the_stored_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let a = snapshot(&[
+            ("a.yaml", "a1", 1),
+            ("b.yaml", "b1", 2),
+            ("c.yaml", "c1", 3),
+        ]);
+        store
+            .commit(&Commit {
+                snapshots: vec![(&a, None)],
+                ..Commit::default()
+            })
+            .expect("first commit");
+        let mut stored = Stored::of(&a);
+        // `a.yaml` keeps its digest but (artificially) not its bytes: a write
+        // would show. `b.yaml` changes, `c.yaml` goes, `d.yaml` comes.
+        let b = snapshot(&[
+            ("a.yaml", "SKIPPED", 1),
+            ("b.yaml", "b2", 9),
+            ("d.yaml", "d1", 4),
+        ]);
+        store
+            .commit(&Commit {
+                snapshots: vec![(&b, Some(&stored))],
+                ..Commit::default()
+            })
+            .expect("second commit");
+        stored.update(&b);
+        assert_eq!(stored, Stored::of(&b));
+        assert_eq!(
+            restored_files(&store),
+            [
+                ("a.yaml".to_owned(), "a1".to_owned()),
+                ("b.yaml".to_owned(), "b2".to_owned()),
+                ("d.yaml".to_owned(), "d1".to_owned()),
+            ]
+        );
+        let read = store.db.begin_read().expect("read");
+        let files = read.open_table(FILES).expect("files");
+        assert!(
+            files
+                .get(key("local", "c.yaml").as_str())
+                .expect("get")
+                .is_none(),
+            "a removed file leaves the store"
+        );
+    }
+
+    #[test]
+    fn an_empty_commit_writes_no_transaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let before = std::fs::metadata(dir.path().join("converge.redb"))
+            .expect("file")
+            .modified()
+            .expect("mtime");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        store.commit(&Commit::default()).expect("empty commit");
+        let after = std::fs::metadata(dir.path().join("converge.redb"))
+            .expect("file")
+            .modified()
+            .expect("mtime");
+        assert_eq!(before, after);
     }
 }

@@ -544,21 +544,17 @@ impl View {
         }
     }
 
-    /// The same view with new sources and events (nothing else changed).
+    /// The same view with new sources and events (nothing else changed);
+    /// `events` is the serialized body (see [`list_json`]).
     #[must_use]
-    pub fn with_sources(
-        &self,
-        sources: &impl Serialize,
-        events: &impl Serialize,
-        ready: bool,
-    ) -> View {
+    pub fn with_sources(&self, sources: &impl Serialize, events: Bytes, ready: bool) -> View {
         View {
             ready,
             environments: self.environments.clone(),
             list: self.list.clone(),
             sources: list_json(sources),
             plan: self.plan.clone(),
-            events: list_json(events),
+            events,
             last_plan: self.last_plan.clone(),
             pass: self.pass,
         }
@@ -570,9 +566,12 @@ impl View {
     }
 }
 
-/// `{"items": ...}` as bytes.
-fn list_json(items: &impl Serialize) -> Bytes {
-    Bytes::from(
-        serde_json::to_vec(&serde_json::json!({ "items": items })).expect("items serialize"),
-    )
+/// `{"items": ...}` as bytes (serialized directly, not through a `Value`).
+#[must_use]
+pub fn list_json(items: &impl Serialize) -> Bytes {
+    #[derive(Serialize)]
+    struct Items<'a, T> {
+        items: &'a T,
+    }
+    Bytes::from(serde_json::to_vec(&Items { items }).expect("items serialize"))
 }

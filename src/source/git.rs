@@ -77,8 +77,12 @@ struct Last {
     snapshot: Snapshot,
 }
 
-/// A git repository as a [`Source`](super::Source). Each read runs on its
-/// own thread and is abandoned after `timeout` (a server that accepts but never
+/// What a read returns.
+type ReadResult = Result<Option<Snapshot>, Error>;
+
+/// A git repository as a [`Source`](super::Source). Reads run on the
+/// source's own reader thread (started on the first read, kept for the next
+/// ones) and are abandoned after `timeout` (a server that accepts but never
 /// answers must not stall the daemon); while an abandoned read is still
 /// running, further reads fail fast.
 pub struct GitSource {
@@ -86,6 +90,8 @@ pub struct GitSource {
     interval: Duration,
     timeout: Duration,
     reader: Arc<std::sync::Mutex<Reader>>,
+    /// Read requests to the reader thread, each with where to send its result.
+    worker: Option<std::sync::mpsc::Sender<std::sync::mpsc::Sender<ReadResult>>>,
     pub stats: Arc<Stats>,
 }
 
@@ -149,7 +155,29 @@ impl GitSource {
             timeout: reader.options.timeout,
             stats: reader.stats.clone(),
             reader: Arc::new(std::sync::Mutex::new(reader)),
+            worker: None,
         })
+    }
+
+    /// Starts the reader thread: it serves read requests until the source
+    /// (the sending side) is dropped.
+    fn start_worker(
+        &self,
+    ) -> std::io::Result<std::sync::mpsc::Sender<std::sync::mpsc::Sender<ReadResult>>> {
+        let (tx, rx) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<ReadResult>>();
+        let reader = self.reader.clone();
+        std::thread::Builder::new()
+            .name(format!("git-{}", self.name))
+            .spawn(move || {
+                for reply in rx {
+                    let result = match reader.lock() {
+                        Ok(mut r) => r.read(),
+                        Err(poisoned) => poisoned.into_inner().read(),
+                    };
+                    let _ = reply.send(result);
+                }
+            })?;
+        Ok(tx)
     }
 }
 
@@ -678,23 +706,26 @@ impl super::Source for GitSource {
             return Err(busy());
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        let reader = self.reader.clone();
-        std::thread::Builder::new()
-            .name(format!("git-{}", self.name))
-            .spawn(move || {
-                let result = match reader.lock() {
-                    Ok(mut r) => r.read(),
-                    Err(poisoned) => poisoned.into_inner().read(),
-                };
-                let _ = tx.send(result);
-            })
-            .map_err(|e| Error::Remote {
+        // The reader thread is gone only if a read panicked: start another.
+        let tx = match &self.worker {
+            Some(worker) => worker.send(tx).err().map(|e| e.0),
+            None => Some(tx),
+        };
+        if let Some(tx) = tx {
+            let worker = self.start_worker().map_err(|e| Error::Remote {
                 source_name: self.name.clone(),
                 reason: "Unreachable",
                 message: e.to_string(),
             })?;
+            let _ = worker.send(tx);
+            self.worker = Some(worker);
+        }
         rx.recv_timeout(self.timeout)
             .unwrap_or_else(|_| Err(busy()))
+    }
+
+    fn git_stats(&self) -> Option<Arc<Stats>> {
+        Some(self.stats.clone())
     }
 
     fn restore(&mut self, snapshot: &Snapshot) {

@@ -238,6 +238,10 @@ pub trait Source: Send {
     /// Seeds the source with a snapshot it returned before (restored from the
     /// state store after a restart), so an unchanged source is cheap to read.
     fn restore(&mut self, _snapshot: &Snapshot) {}
+    /// A git source's work counters (for metrics); `None` for other kinds.
+    fn git_stats(&self) -> Option<Arc<git::Stats>> {
+        None
+    }
 }
 
 /// True for file names converge reads as claims.

@@ -529,6 +529,8 @@ fn metrics_parse_with_the_prometheus_reference_parser() {
         "converge_apply_latency_seconds",
         "converge_claims_parsed",
         "converge_claims_rendered",
+        "converge_source_polls",
+        "converge_pass_ready_seconds",
     ] {
         assert!(out.lines().any(|l| l == want), "{want} in\n{out}");
     }

@@ -691,6 +691,123 @@ fn a_push_drives_the_daemon_end_to_end_with_commit_and_author_in_the_api() {
     assert_eq!(p.environments(), ["dev-a", "dev-b"]);
 }
 
+/// The value of one sample (`name{labels}` exactly as exposed) in `/metrics`.
+fn sample(d: &crate::daemon::Daemon, series: &str) -> f64 {
+    let (status, body) = d.get("/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} in\n{body}"))
+}
+
+#[test]
+fn idle_polls_are_counted_and_read_no_blobs() {
+    let repo = Repo::new();
+    repo.commit(
+        &[
+            ("environments/dev-a.yaml", Some(&claim("dev-a", "dev"))),
+            ("environments/dev-b.yaml", Some(&claim("dev-b", "dev"))),
+        ],
+        "first",
+        &[],
+    );
+    let server = git_daemon(&repo);
+    let p = git_project(&server.url, "");
+    let d = crate::daemon::Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let polls = r#"converge_source_polls_total{source="envs"}"#;
+    let ref_checks = r#"converge_git_ref_checks_total{source="envs"}"#;
+    let fetches = r#"converge_git_fetches_total{source="envs"}"#;
+    let blobs = r#"converge_git_blob_reads_total{source="envs"}"#;
+    assert_eq!(sample(&d, blobs), 2.0, "the first read reads every claim");
+    assert_eq!(sample(&d, fetches), 1.0);
+    assert!(sample(&d, "converge_pass_ready_seconds_count") >= 1.0);
+    let (polls0, checks0) = (sample(&d, polls), sample(&d, ref_checks));
+    let passes0 = sample(&d, "converge_passes_total");
+    // 1 s polls: wait for at least two idle ones.
+    d.wait_for("two more polls", |d| sample(d, polls) >= polls0 + 2.0);
+    assert!(sample(&d, ref_checks) >= checks0 + 2.0, "a ref check per poll");
+    assert_eq!(sample(&d, fetches), 1.0, "idle polls fetch nothing");
+    assert_eq!(sample(&d, blobs), 2.0, "idle polls read no blobs");
+    assert_eq!(
+        sample(&d, "converge_passes_total"),
+        passes0,
+        "idle polls run no pass"
+    );
+    // A commit changing one claim: one fetch, one blob read, one more ready pass.
+    let ready0 = sample(&d, "converge_pass_ready_seconds_count");
+    repo.commit(
+        &[(
+            "environments/dev-b.yaml",
+            Some(&claim("dev-b", "dev").replace("v1.2.3", "v1.2.4")),
+        )],
+        "bump b",
+        &[],
+    );
+    d.wait_for("the new version", |d| {
+        d.json("/api/v1/environments/dev-b")["claim"]["services"]["user-service"]["version"]
+            == "v1.2.4"
+    });
+    assert_eq!(sample(&d, fetches), 2.0);
+    assert_eq!(sample(&d, blobs), 3.0, "exactly one blob read");
+    assert!(sample(&d, "converge_pass_ready_seconds_count") > ready0);
+    let sources = d.json("/api/v1/sources");
+    let item = &sources["items"][0];
+    assert!(item["last_success"].is_string(), "{sources}");
+    assert!(
+        item["next_poll_in_ms"].as_u64().is_some_and(|ms| ms <= 1000),
+        "a 1 s interval never waits longer: {sources}"
+    );
+}
+
+#[test]
+fn a_server_that_never_answers_times_out_and_the_next_read_fails_fast() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            keep.lock().expect("lock").push(stream); // accepted, never answered
+        }
+    });
+    let state = tempfile::tempdir().expect("state");
+    let mut s = source_with_timeout(
+        &format!("git://127.0.0.1:{port}/envs.git"),
+        state.path(),
+        Auth::None,
+        Trust::default(),
+        Duration::from_secs(1),
+    );
+    let started = Instant::now();
+    let err = s.read().expect_err("no answer");
+    assert_eq!(err.reason(), "Timeout", "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let started = Instant::now();
+    let err = s.read().expect_err("still busy");
+    assert_eq!(err.reason(), "Timeout", "{err}");
+    assert!(err.to_string().contains("still running"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "fails fast while the abandoned read runs"
+    );
+    // The server drops its connections: the abandoned read ends and the
+    // next read is attempted again (and waits for its own answer).
+    held.lock().expect("lock").clear();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let started = Instant::now();
+        let err = s.read().expect_err("never answered");
+        if started.elapsed() >= Duration::from_millis(900) {
+            assert_eq!(err.reason(), "Timeout", "{err}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the abandoned read never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn an_unsigned_change_to_a_prod_claim_stays_at_its_last_acceptable_version() {
     let repo = Repo::new();
