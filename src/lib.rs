@@ -220,7 +220,7 @@ impl Converge {
     /// One pass: read, evaluate, plan, and (if asked and not held) apply.
     pub fn pass(&self, options: PassOptions) -> Result<PassOutcome, PassError> {
         let snapshots = self.read_sources()?;
-        let live: Inventory = self.target.inventory()?;
+        let live = self.target.inventory()?;
         let evaluation =
             self.pipeline
                 .evaluate(&snapshots, &live, pipeline::Options { now: options.now });
@@ -339,20 +339,15 @@ pub fn pull_request_plan(
                     .objects
                     .iter()
                     .map(|o| {
-                        let live = target::LiveObject {
-                            kind: o.kind.clone(),
-                            name: o.name.clone(),
-                            digest: o.digest,
-                        };
-                        (o.file_name(), live)
+                        (o.file_name(), target::LiveObject::of(o, o.digest))
                     })
                     .collect();
                 (
                     name.clone(),
-                    target::LiveEnvironment {
+                    std::sync::Arc::new(target::LiveEnvironment {
                         record: d.record.clone(),
                         objects,
-                    },
+                    }),
                 )
             })
             .collect(),

@@ -159,7 +159,7 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options) -> Plan {
     let planned: Vec<Option<Planned>> = eval
         .desired
         .par_iter()
-        .map(|(name, desired)| plan_environment(name, desired, live.environments.get(name)))
+        .map(|(name, desired)| plan_environment(name, desired, live.environments.get(name).map(AsRef::as_ref)))
         .collect();
     for p in planned {
         match p {
@@ -188,8 +188,8 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options) -> Plan {
             deletes.push(Step {
                 environment: name.clone(),
                 action: StepAction::Delete,
-                kind: l.kind.clone(),
-                name: l.name.clone(),
+                kind: l.kind.to_string(),
+                name: l.name.to_string(),
                 file: file.clone(),
             });
         }
@@ -303,8 +303,8 @@ fn plan_environment(
         deletes.push(Step {
             environment: name.to_owned(),
             action: StepAction::Delete,
-            kind: l.kind.clone(),
-            name: l.name.clone(),
+            kind: l.kind.to_string(),
+            name: l.name.to_string(),
             file: file.clone(),
         });
     }

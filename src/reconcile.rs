@@ -313,6 +313,9 @@ impl Daemon {
                 // pass still runs every RESYNC to stay level-triggered.
                 let resync = self.last_full_pass.is_none_or(|t| t.elapsed() >= RESYNC);
                 if changed || expiry || retry || allowed || resync {
+                    if resync {
+                        self.converge.target.reload();
+                    }
                     self.pass(events);
                 } else {
                     self.commit(&[], &events, None);

@@ -306,8 +306,8 @@ pub fn details(
                 l.objects
                     .values()
                     .map(|o| InventoryEntry {
-                        kind: o.kind.clone(),
-                        name: o.name.clone(),
+                        kind: o.kind.to_string(),
+                        name: o.name.to_string(),
                         digest: o.digest,
                     })
                     .collect()

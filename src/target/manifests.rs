@@ -4,46 +4,87 @@
 //! and `.converge-inventory.json`, the list of files converge wrote there with
 //! their digests. Only files in that list are ever replaced or deleted;
 //! anything else in the directory is left alone, and a file converge did not
-//! write is never overwritten. Writes are atomic (temp file, fsync, rename,
-//! directory fsync). The inventory is widened *before* new files appear and
-//! narrowed *after* old ones are gone, so a crash at any point leaves every
-//! file converge wrote listed, and the next pass converges.
+//! write is never overwritten.
+//!
+//! Writes are atomic and batched: [`Manifests::apply_all`] syncs the
+//! filesystem four times per batch (`syncfs`), not once per file. In an
+//! existing environment directory every file is written as a temp file and
+//! renamed into place; the inventory is widened (new files listed with a
+//! pending digest) *before* new files appear and narrowed *after* old ones are
+//! gone, so a crash at any point leaves every file converge wrote listed, and
+//! the next pass converges. A brand-new environment is written whole into
+//! `<root>/.converge-tmp-<environment>/` (objects and final inventory, no
+//! per-file rename), synced, and that directory is renamed into place: the
+//! environment appears at once or not at all. Temp directories left by a
+//! crash are removed by the next apply.
+//!
+//! The inventory is kept in memory after the first read (converge is its only
+//! writer) and updated by every apply, so [`Target::inventory`] costs a pointer
+//! copy; [`Target::reload`] forgets it, and an environment whose apply failed
+//! is read again from disk, so memory never disagrees with the directory.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
 use rayon::prelude::*;
 
-use super::{EnvironmentChange, Error, Inventory, LiveEnvironment, LiveObject, Target};
+use super::{
+    EnvironmentChange, EnvironmentRecord, Error, Inventory, LiveEnvironment, LiveObject, Target,
+};
 use crate::claim::EnvironmentName;
 use crate::render::Digest;
 
 /// The inventory file in each environment directory.
 pub const INVENTORY_FILE: &str = ".converge-inventory.json";
 const TMP_SUFFIX: &str = ".converge-tmp";
+/// Prefix of the directory a new environment is written into before it appears.
+const TMP_DIR_PREFIX: &str = ".converge-tmp-";
 const FORMAT_VERSION: u32 = 1;
 
 /// A manifests directory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Manifests {
     root: PathBuf,
+    /// The inventory as last read or written; `None` until the first read and
+    /// after [`Target::reload`] or an apply whose outcome is unknown.
+    cache: Mutex<Option<Arc<Inventory>>>,
+    /// Whether temp directories left by an earlier process were removed.
+    swept: AtomicBool,
 }
 
-#[derive(Serialize, Deserialize)]
+/// The inventory file as read. The same JSON as [`InventoryFileRef`] writes
+/// (and as format 1 always was: `format`, `environment`, `record`, `objects`).
+#[derive(Deserialize)]
 struct InventoryFile {
     format: u32,
     environment: String,
-    #[serde(flatten)]
-    live: LiveEnvironment,
+    record: EnvironmentRecord,
+    #[serde(deserialize_with = "super::deserialize_objects")]
+    objects: BTreeMap<String, LiveObject>,
+}
+
+/// The inventory file as written, borrowing the live environment.
+#[derive(Serialize)]
+struct InventoryFileRef<'a> {
+    format: u32,
+    environment: &'a str,
+    record: &'a EnvironmentRecord,
+    objects: &'a BTreeMap<String, LiveObject>,
 }
 
 impl Manifests {
     #[must_use]
     pub fn new(root: PathBuf) -> Manifests {
-        Manifests { root }
+        Manifests {
+            root,
+            cache: Mutex::new(None),
+            swept: AtomicBool::new(false),
+        }
     }
 
     #[must_use]
@@ -56,12 +97,22 @@ impl Manifests {
         move |source| Error::Io { path, op, source }
     }
 
-    fn read_inventory(path: &Path, name: &str) -> Result<LiveEnvironment, Error> {
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<Arc<Inventory>>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads one environment's inventory; `None` when it has none (not ours).
+    fn read_inventory(dir: &Path, name: &str) -> Result<Option<LiveEnvironment>, Error> {
+        let path = dir.join(INVENTORY_FILE);
         let corrupt = |message: String| Error::CorruptInventory {
             path: path.display().to_string(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(Self::io(path, "read inventory"))?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::io(&path, "read inventory")(e)),
+        };
         let file: InventoryFile =
             serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
         if file.format != FORMAT_VERSION {
@@ -73,38 +124,122 @@ impl Manifests {
                 file.environment
             )));
         }
-        for file_name in file.live.objects.keys() {
+        for file_name in file.objects.keys() {
             if !is_plain_file_name(file_name) {
                 return Err(corrupt(format!(
                     "it lists {file_name:?}, which is not a file name"
                 )));
             }
         }
-        Ok(file.live)
+        Ok(Some(LiveEnvironment {
+            record: file.record,
+            objects: file.objects,
+        }))
     }
-}
 
-impl Target for Manifests {
-    fn inventory(&self) -> Result<Inventory, Error> {
-        let mut environments = BTreeMap::new();
+    /// Reads every environment's inventory from disk (in parallel).
+    fn read_all(&self) -> Result<Inventory, Error> {
         let entries = match std::fs::read_dir(&self.root) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Inventory::default()),
             Err(e) => return Err(Self::io(&self.root, "list")(e)),
         };
+        let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(Self::io(&self.root, "list"))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !EnvironmentName::is_valid(&name) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let Ok(name) = entry.file_name().into_string() else {
                 continue;
+            };
+            if EnvironmentName::is_valid(&name) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                names.push(name);
             }
-            let path = entry.path().join(INVENTORY_FILE);
-            if !path.exists() {
-                continue; // not ours
-            }
-            environments.insert(name.clone(), Self::read_inventory(&path, &name)?);
         }
-        Ok(Inventory { environments })
+        names.sort_unstable();
+        let read: Vec<Option<(String, Arc<LiveEnvironment>)>> = names
+            .into_par_iter()
+            .map(|name| {
+                let live = Self::read_inventory(&self.root.join(&name), &name)?;
+                Ok(live.map(|l| (name, Arc::new(l))))
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Inventory {
+            environments: read.into_iter().flatten().collect(),
+        })
+    }
+
+    /// Removes the temp directories of new environments whose apply an
+    /// earlier process did not finish (once per process: this one's own are
+    /// removed as they fail).
+    fn sweep(&self) {
+        if self.swept.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let Some(env) = name.to_str().and_then(|n| n.strip_prefix(TMP_DIR_PREFIX)) else {
+                continue;
+            };
+            if EnvironmentName::is_valid(env) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
+    /// Brings the in-memory inventory up to date with what `work` did.
+    fn remember(&self, work: &mut [Work<'_, '_>], synced: bool) {
+        let mut cache = self.cached();
+        let Some(inventory) = cache.as_mut() else {
+            return; // not read yet: the next inventory() reads the disk
+        };
+        if !synced {
+            *cache = None; // nothing is known to be durable: read it all again
+            return;
+        }
+        let environments = &mut Arc::make_mut(inventory).environments;
+        for w in work {
+            let name = w.change.name;
+            let outcome = match w.result {
+                Ok(()) => Ok(std::mem::replace(&mut w.outcome, Outcome::Unchanged)),
+                // The outcome is unknown: what the disk says is the truth.
+                Err(_) => Self::read_inventory(&w.dir, name).map(|l| match l {
+                    Some(l) => Outcome::Live(l),
+                    None => Outcome::Removed,
+                }),
+            };
+            match outcome {
+                Ok(Outcome::Unchanged) => {}
+                Ok(Outcome::Removed) => {
+                    environments.remove(name);
+                }
+                Ok(Outcome::Live(mut live)) => {
+                    live.compact();
+                    environments.insert(name.to_owned(), Arc::new(live));
+                }
+                Err(_) => {
+                    *cache = None; // unreadable now: inventory() reports it
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Target for Manifests {
+    fn inventory(&self) -> Result<Arc<Inventory>, Error> {
+        let mut cache = self.cached();
+        if let Some(inventory) = cache.as_ref() {
+            return Ok(Arc::clone(inventory));
+        }
+        let inventory = Arc::new(self.read_all()?);
+        *cache = Some(Arc::clone(&inventory));
+        Ok(inventory)
+    }
+
+    fn reload(&self) {
+        *self.cached() = None;
     }
 
     fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), Error> {
@@ -117,14 +252,25 @@ impl Target for Manifests {
     /// fsync per file: temp files are written, synced together (`syncfs`),
     /// then renamed. The inventory is widened and synced before any new file
     /// appears and narrowed after old files are gone, so a crash anywhere
-    /// leaves every file converge wrote listed.
+    /// leaves every file converge wrote listed. A new environment's directory
+    /// is written aside and renamed into place after the first sync.
     fn apply_all(&self, changes: &[EnvironmentChange<'_>]) -> Vec<Result<(), Error>> {
-        let mut work: Vec<Work<'_, '_>> =
-            changes.iter().map(|c| Work::new(&self.root, c)).collect();
+        self.sweep();
+        let known = self.cached().clone();
+        let mut work: Vec<Work<'_, '_>> = changes
+            .iter()
+            .map(|c| {
+                let known = known
+                    .as_ref()
+                    .map(|inv| inv.environments.get(c.name).cloned());
+                Work::new(&self.root, c, known)
+            })
+            .collect();
+        drop(known);
         // 1. Widen inventories and stage every object, unsynced.
         work.par_iter_mut().for_each(|w| w.run(Work::stage));
         let synced = self.sync();
-        // 2. The widened inventories take effect.
+        // 2. The widened inventories take effect; new environments appear.
         work.par_iter_mut()
             .for_each(|w| w.after(&synced, Work::widen));
         let synced = self.sync();
@@ -136,7 +282,10 @@ impl Target for Manifests {
         work.par_iter_mut()
             .for_each(|w| w.after(&synced, Work::narrow));
         let synced = self.sync();
-        work.into_iter()
+        work.par_iter_mut().for_each(Work::clean_up);
+        self.remember(&mut work, synced.is_ok());
+        let results = work
+            .into_iter()
             .map(|w| {
                 w.result?;
                 synced.as_ref().copied().map_err(|e| Error::Io {
@@ -145,7 +294,8 @@ impl Target for Manifests {
                     source: std::io::Error::other(e.to_string()),
                 })
             })
-            .collect()
+            .collect();
+        results
     }
 }
 
@@ -157,25 +307,47 @@ impl Manifests {
     }
 }
 
+/// What an environment's apply left, for the in-memory inventory.
+enum Outcome {
+    /// Nothing of ours was there and nothing was written.
+    Unchanged,
+    Live(LiveEnvironment),
+    Removed,
+}
+
 /// One environment's apply, phase by phase.
 struct Work<'c, 'a> {
     change: &'c EnvironmentChange<'a>,
     dir: PathBuf,
+    /// The environment as the in-memory inventory has it: `None` when there
+    /// is no in-memory inventory (read the disk), `Some(None)` when it has none.
+    known: Option<Option<Arc<LiveEnvironment>>>,
     live: Option<LiveEnvironment>,
+    /// A new environment, written whole into this directory and renamed into
+    /// place (no per-file temp files).
+    aside: Option<PathBuf>,
     widened: bool,
     /// Remove the inventory and the directory at the end (environment gone).
     remove: bool,
+    outcome: Outcome,
     result: Result<(), Error>,
 }
 
 impl<'c, 'a> Work<'c, 'a> {
-    fn new(root: &Path, change: &'c EnvironmentChange<'a>) -> Self {
+    fn new(
+        root: &Path,
+        change: &'c EnvironmentChange<'a>,
+        known: Option<Option<Arc<LiveEnvironment>>>,
+    ) -> Self {
         Work {
             change,
             dir: root.join(change.name),
+            known,
             live: None,
+            aside: None,
             widened: false,
             remove: false,
+            outcome: Outcome::Unchanged,
             result: Ok(()),
         }
     }
@@ -202,17 +374,28 @@ impl<'c, 'a> Work<'c, 'a> {
 
     fn stage(&mut self) -> Result<(), Error> {
         let change = self.change;
-        let inventory_path = self.dir.join(INVENTORY_FILE);
-        let mut live = if inventory_path.exists() {
-            Manifests::read_inventory(&inventory_path, change.name)?
-        } else {
-            match change.record {
+        let known = match self.known.take() {
+            Some(Some(live)) => Some(Arc::unwrap_or_clone(live)),
+            // Not in memory: a directory there is someone else's (or from
+            // before a reload); read what it says.
+            Some(None) | None => match self.dir.symlink_metadata() {
+                Ok(_) => Manifests::read_inventory(&self.dir, change.name)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match change.record {
+                    Some(record) => return self.stage_aside(record),
+                    None => return Ok(()), // nothing of ours is there
+                },
+                Err(e) => return Err(Manifests::io(&self.dir, "stat")(e)),
+            },
+        };
+        let mut live = match known {
+            Some(live) => live,
+            None => match change.record {
                 Some(record) => LiveEnvironment {
                     record: record.clone(),
                     objects: BTreeMap::new(),
                 },
                 None => return Ok(()), // nothing of ours is there
-            }
+            },
         };
         if !change.upserts.is_empty() {
             std::fs::create_dir_all(&self.dir)
@@ -233,12 +416,8 @@ impl<'c, 'a> Work<'c, 'a> {
                     path: path.display().to_string(),
                 });
             }
-            let pending = LiveObject {
-                kind: object.kind.clone(),
-                name: object.name.clone(),
-                digest: Digest::PENDING,
-            };
-            live.objects.insert(file, pending);
+            live.objects
+                .insert(file, LiveObject::of(object, Digest::PENDING));
             self.widened = true;
         }
         if self.widened {
@@ -257,7 +436,47 @@ impl<'c, 'a> Work<'c, 'a> {
         Ok(())
     }
 
+    /// A new environment: every file, the final inventory included, goes
+    /// straight into a directory aside, which appears in one rename (`widen`).
+    fn stage_aside(&mut self, record: &EnvironmentRecord) -> Result<(), Error> {
+        let change = self.change;
+        let root = self.dir.parent().expect("an environment directory has a parent");
+        let aside = root.join(format!("{TMP_DIR_PREFIX}{}", change.name));
+        match std::fs::remove_dir_all(&aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Manifests::io(&aside, "delete")(e)),
+        }
+        std::fs::create_dir_all(root).map_err(Manifests::io(root, "create directory"))?;
+        std::fs::create_dir(&aside).map_err(Manifests::io(&aside, "create directory"))?;
+        self.aside = Some(aside.clone());
+        let mut objects = Vec::with_capacity(change.upserts.len());
+        for rendered in &change.upserts {
+            let object = &rendered.object;
+            let file = object.file_name();
+            let path = aside.join(&file);
+            std::fs::write(&path, rendered.yaml.as_bytes())
+                .map_err(Manifests::io(&self.dir.join(&file), "write"))?;
+            objects.push((file, LiveObject::of(object, object.digest)));
+        }
+        let live = LiveEnvironment {
+            record: record.clone(),
+            objects: objects.into_iter().collect(),
+        };
+        let inventory = aside.join(INVENTORY_FILE);
+        std::fs::write(&inventory, inventory_bytes(change.name, &live))
+            .map_err(Manifests::io(&self.dir.join(INVENTORY_FILE), "write"))?;
+        self.live = Some(live);
+        Ok(())
+    }
+
     fn widen(&mut self) -> Result<(), Error> {
+        if let Some(aside) = &self.aside {
+            std::fs::rename(aside, &self.dir).map_err(Manifests::io(&self.dir, "rename"))?;
+            self.aside = None;
+            self.outcome = Outcome::Live(self.live.take().expect("staged aside"));
+            return Ok(());
+        }
         if self.widened {
             commit(&self.dir.join(INVENTORY_FILE))?;
         }
@@ -271,13 +490,10 @@ impl<'c, 'a> Work<'c, 'a> {
         let change = self.change;
         for rendered in &change.upserts {
             let object = &rendered.object;
-            commit(&self.dir.join(object.file_name()))?;
-            let applied = LiveObject {
-                kind: object.kind.clone(),
-                name: object.name.clone(),
-                digest: object.digest,
-            };
-            live.objects.insert(object.file_name(), applied);
+            let file = object.file_name();
+            commit(&self.dir.join(&file))?;
+            live.objects
+                .insert(file, LiveObject::of(object, object.digest));
         }
         for file in &change.deletes {
             if live.objects.remove(file).is_none() {
@@ -305,25 +521,36 @@ impl<'c, 'a> Work<'c, 'a> {
     }
 
     fn narrow(&mut self) -> Result<(), Error> {
-        if self.live.is_none() {
+        let Some(live) = self.live.take() else {
             return Ok(());
-        }
+        };
         let inventory = self.dir.join(INVENTORY_FILE);
         if self.remove {
             std::fs::remove_file(&inventory).map_err(Manifests::io(&inventory, "delete"))?;
             // Only removes the directory when nothing foreign is left in it.
             let _ = std::fs::remove_dir(&self.dir);
+            self.outcome = Outcome::Removed;
             return Ok(());
         }
-        commit(&inventory)
+        commit(&inventory)?;
+        self.outcome = Outcome::Live(live);
+        Ok(())
+    }
+
+    /// Removes a new environment's directory aside if it never appeared.
+    fn clean_up(&mut self) {
+        if let Some(aside) = self.aside.take() {
+            let _ = std::fs::remove_dir_all(aside);
+        }
     }
 }
 
 fn inventory_bytes(name: &str, live: &LiveEnvironment) -> Vec<u8> {
-    let file = InventoryFile {
+    let file = InventoryFileRef {
         format: FORMAT_VERSION,
-        environment: name.to_owned(),
-        live: live.clone(),
+        environment: name,
+        record: &live.record,
+        objects: &live.objects,
     };
     let mut bytes = serde_json::to_vec_pretty(&file).expect("inventory serializes");
     bytes.push(b'\n');
