@@ -262,7 +262,7 @@ impl Target for Manifests {
             .map(|c| {
                 let known = known
                     .as_ref()
-                    .map(|inv| inv.environments.get(c.name).cloned());
+                    .and_then(|inv| inv.environments.get(c.name).cloned());
                 Work::new(&self.root, c, known)
             })
             .collect();
@@ -284,8 +284,7 @@ impl Target for Manifests {
         let synced = self.sync();
         work.par_iter_mut().for_each(Work::clean_up);
         self.remember(&mut work, synced.is_ok());
-        let results = work
-            .into_iter()
+        work.into_iter()
             .map(|w| {
                 w.result?;
                 synced.as_ref().copied().map_err(|e| Error::Io {
@@ -294,8 +293,7 @@ impl Target for Manifests {
                     source: std::io::Error::other(e.to_string()),
                 })
             })
-            .collect();
-        results
+            .collect()
     }
 }
 
@@ -319,9 +317,9 @@ enum Outcome {
 struct Work<'c, 'a> {
     change: &'c EnvironmentChange<'a>,
     dir: PathBuf,
-    /// The environment as the in-memory inventory has it: `None` when there
-    /// is no in-memory inventory (read the disk), `Some(None)` when it has none.
-    known: Option<Option<Arc<LiveEnvironment>>>,
+    /// The environment as the in-memory inventory has it; `None` when it has
+    /// none or there is no in-memory inventory (then the disk tells).
+    known: Option<Arc<LiveEnvironment>>,
     live: Option<LiveEnvironment>,
     /// A new environment, written whole into this directory and renamed into
     /// place (no per-file temp files).
@@ -337,7 +335,7 @@ impl<'c, 'a> Work<'c, 'a> {
     fn new(
         root: &Path,
         change: &'c EnvironmentChange<'a>,
-        known: Option<Option<Arc<LiveEnvironment>>>,
+        known: Option<Arc<LiveEnvironment>>,
     ) -> Self {
         Work {
             change,
@@ -375,10 +373,10 @@ impl<'c, 'a> Work<'c, 'a> {
     fn stage(&mut self) -> Result<(), Error> {
         let change = self.change;
         let known = match self.known.take() {
-            Some(Some(live)) => Some(Arc::unwrap_or_clone(live)),
+            Some(live) => Some(Arc::unwrap_or_clone(live)),
             // Not in memory: a directory there is someone else's (or from
             // before a reload); read what it says.
-            Some(None) | None => match self.dir.symlink_metadata() {
+            None => match self.dir.symlink_metadata() {
                 Ok(_) => Manifests::read_inventory(&self.dir, change.name)?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => match change.record {
                     Some(record) => return self.stage_aside(record),
@@ -440,7 +438,10 @@ impl<'c, 'a> Work<'c, 'a> {
     /// straight into a directory aside, which appears in one rename (`widen`).
     fn stage_aside(&mut self, record: &EnvironmentRecord) -> Result<(), Error> {
         let change = self.change;
-        let root = self.dir.parent().expect("an environment directory has a parent");
+        let root = self
+            .dir
+            .parent()
+            .expect("an environment directory has a parent");
         let aside = root.join(format!("{TMP_DIR_PREFIX}{}", change.name));
         match std::fs::remove_dir_all(&aside) {
             Ok(()) => {}
@@ -619,7 +620,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 mod tests {
     use super::*;
     use crate::render::{Object, Rendered, digest};
-    use crate::target::EnvironmentRecord;
 
     fn object(kind: &str, name: &str, body: &str) -> Rendered {
         let object = Object {
@@ -728,5 +728,217 @@ mod tests {
             .inventory()
             .expect_err("corrupt");
         assert_eq!(err.reason(), "InventoryCorrupt");
+    }
+    fn change<'a>(
+        name: &'a str,
+        record: Option<&'a EnvironmentRecord>,
+        upserts: Vec<&'a Rendered>,
+        deletes: &[&str],
+    ) -> EnvironmentChange<'a> {
+        EnvironmentChange {
+            name,
+            record,
+            upserts,
+            deletes: deletes.iter().map(|&d| d.to_owned()).collect(),
+        }
+    }
+
+    /// What a fresh process would read from `root`.
+    fn on_disk(root: &Path) -> Arc<Inventory> {
+        Manifests::new(root.to_owned())
+            .inventory()
+            .expect("inventory")
+    }
+
+    fn entries(root: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_inventory_in_memory_follows_every_apply_and_matches_the_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = Manifests::new(dir.path().to_owned());
+        assert!(target.inventory().expect("empty").environments.is_empty());
+        let rec = record();
+        let (ns, cm, cm2, svc) = (
+            object("Namespace", "e", "a: 1\n"),
+            object("ConfigMap", "c", "b: 2\n"),
+            object("ConfigMap", "c", "b: 3\n"),
+            object("Service", "s", "c: 4\n"),
+        );
+        let before = target.inventory().expect("inventory");
+        let results = target.apply_all(&[
+            change("e", Some(&rec), vec![&ns, &cm], &[]),
+            change("f", Some(&rec), vec![&ns], &[]),
+        ]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(
+            before.environments.is_empty(),
+            "a pass's inventory does not change under it"
+        );
+        assert_eq!(target.inventory().expect("memory"), on_disk(dir.path()));
+        assert_eq!(entries(dir.path()), ["e", "f"], "no directory left aside");
+        assert_eq!(
+            entries(&dir.path().join("e")),
+            [INVENTORY_FILE, "configmap-c.yaml", "namespace-e.yaml"]
+        );
+
+        target
+            .apply(&change(
+                "e",
+                Some(&rec),
+                vec![&cm2, &svc],
+                &["namespace-e.yaml"],
+            ))
+            .expect("updates");
+        let memory = target.inventory().expect("memory");
+        assert_eq!(memory, on_disk(dir.path()));
+        assert_eq!(
+            memory.environments["e"].objects["configmap-c.yaml"].digest,
+            cm2.object.digest
+        );
+        assert_eq!(
+            entries(&dir.path().join("e")),
+            [INVENTORY_FILE, "configmap-c.yaml", "service-s.yaml"]
+        );
+
+        target
+            .apply(&change("f", None, vec![], &["namespace-e.yaml"]))
+            .expect("removes");
+        assert_eq!(target.inventory().expect("memory"), on_disk(dir.path()));
+        assert_eq!(entries(dir.path()), ["e"]);
+    }
+
+    #[test]
+    fn reload_reads_the_disk_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = Manifests::new(dir.path().to_owned());
+        let rec = record();
+        let ns = object("Namespace", "e", "a: 1\n");
+        target
+            .apply(&change("e", Some(&rec), vec![&ns], &[]))
+            .expect("applies");
+        assert_eq!(target.inventory().expect("read").environments.len(), 1);
+        std::fs::remove_dir_all(dir.path().join("e")).expect("rm");
+        assert_eq!(target.inventory().expect("memory").environments.len(), 1);
+        target.reload();
+        assert!(target.inventory().expect("disk").environments.is_empty());
+    }
+
+    #[test]
+    fn a_failed_apply_leaves_the_inventory_in_memory_as_the_disk_has_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = Manifests::new(dir.path().to_owned());
+        let rec = record();
+        let (ns, cm) = (
+            object("Namespace", "e", "a: 1\n"),
+            object("ConfigMap", "c", "b: 2\n"),
+        );
+        target
+            .apply(&change("e", Some(&rec), vec![&ns], &[]))
+            .expect("applies");
+        let _ = target.inventory().expect("loaded");
+        // A foreign file in an existing environment; a file where a new
+        // environment's directory would be staged.
+        std::fs::write(dir.path().join("e/configmap-c.yaml"), "mine").expect("write");
+        std::fs::write(dir.path().join(".converge-tmp-g"), "in the way").expect("write");
+        let results = target.apply_all(&[
+            change("e", Some(&rec), vec![&ns, &cm], &[]),
+            change("f", Some(&rec), vec![&ns], &[]),
+            change("g", Some(&rec), vec![&ns], &[]),
+        ]);
+        assert_eq!(
+            results[0].as_ref().expect_err("foreign").reason(),
+            "ForeignObject"
+        );
+        assert!(results[1].is_ok());
+        assert_eq!(
+            results[2].as_ref().expect_err("in the way").reason(),
+            "TargetIo"
+        );
+        let memory = target.inventory().expect("memory");
+        assert_eq!(memory, on_disk(dir.path()));
+        assert_eq!(memory.environments.keys().collect::<Vec<_>>(), ["e", "f"]);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("e/configmap-c.yaml")).expect("kept"),
+            "mine"
+        );
+    }
+
+    #[test]
+    fn directories_left_aside_by_a_crash_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let aside = dir.path().join(".converge-tmp-e");
+        std::fs::create_dir_all(&aside).expect("mkdir");
+        std::fs::write(aside.join("namespace-e.yaml"), "half").expect("write");
+        std::fs::create_dir_all(dir.path().join(".git")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join(".converge-tmp-Not_Ours")).expect("mkdir");
+        let target = Manifests::new(dir.path().to_owned());
+        assert!(target.inventory().expect("read").environments.is_empty());
+        let rec = record();
+        let ns = object("Namespace", "f", "a: 1\n");
+        target
+            .apply(&change("f", Some(&rec), vec![&ns], &[]))
+            .expect("applies");
+        assert_eq!(entries(dir.path()), [".converge-tmp-Not_Ours", ".git", "f"]);
+    }
+
+    #[test]
+    fn the_inventory_file_keeps_its_format() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = Manifests::new(dir.path().to_owned());
+        let rec = record();
+        let ns = object("Namespace", "e", "a: 1\n");
+        target
+            .apply(&change("e", Some(&rec), vec![&ns], &[]))
+            .expect("applies");
+        let written: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("e").join(INVENTORY_FILE)).expect("read"),
+        )
+        .expect("json");
+        let expected = serde_json::json!({
+            "format": 1,
+            "environment": "e",
+            "record": {
+                "origin": null, "type": "dev", "pool": "p", "owner": "o",
+                "versions": {}, "expires_at": null
+            },
+            "objects": {
+                "namespace-e.yaml": {
+                    "kind": "Namespace", "name": "e",
+                    "digest": ns.object.digest.to_string()
+                }
+            }
+        });
+        assert_eq!(written, expected);
+        // A pending digest (an interrupted write) reads back as pending.
+        let mut pending = expected.clone();
+        pending["objects"]["namespace-e.yaml"]["digest"] = "".into();
+        std::fs::write(
+            dir.path().join("e").join(INVENTORY_FILE),
+            serde_json::to_vec(&pending).expect("json"),
+        )
+        .expect("write");
+        let live = on_disk(dir.path());
+        assert!(
+            live.environments["e"].objects["namespace-e.yaml"]
+                .digest
+                .is_pending()
+        );
+    }
+
+    #[test]
+    fn a_live_object_is_64_bytes_and_well_known_kinds_are_shared() {
+        assert_eq!(std::mem::size_of::<LiveObject>(), 64);
+        let (a, b) = (
+            super::super::kind("Deployment"),
+            super::super::kind("Deployment"),
+        );
+        assert!(Arc::ptr_eq(&a, &b));
     }
 }

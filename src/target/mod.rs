@@ -33,7 +33,10 @@ pub struct EnvironmentRecord {
 /// applied object (~41 per environment): 64 bytes inline, the kind shared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveObject {
-    #[serde(serialize_with = "serialize_kind", deserialize_with = "deserialize_kind")]
+    #[serde(
+        serialize_with = "serialize_kind",
+        deserialize_with = "deserialize_kind"
+    )]
     pub kind: Kind,
     pub name: Box<str>,
     /// Digest of the applied content; pending while a write is in flight.
@@ -91,8 +94,17 @@ fn serialize_kind<S: Serializer>(kind: &Kind, s: S) -> Result<S::Ok, S::Error> {
 }
 
 fn deserialize_kind<'de, D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
-    let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
-    Ok(kind(&s))
+    struct KindVisitor;
+    impl serde::de::Visitor<'_> for KindVisitor {
+        type Value = Kind;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object kind")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Kind, E> {
+            Ok(kind(s))
+        }
+    }
+    d.deserialize_str(KindVisitor)
 }
 
 /// Builds the map from a sorted sequence at once (full B-tree nodes) rather
@@ -106,7 +118,10 @@ pub(crate) fn deserialize_objects<'de, D: Deserializer<'de>>(
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a map of file names to objects")
         }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1024));
             while let Some(entry) = map.next_entry()? {
                 out.push(entry);
