@@ -119,9 +119,10 @@ pub struct Report {
 }
 
 /// Environments rendered and applied per batch: bounds the rendered YAML held
-/// at once (a few hundred environments, ~10 MiB) while keeping the target's
-/// per-batch costs (four filesystem syncs for the manifests target) small.
-pub const CHUNK: usize = 256;
+/// at once (~50 KiB per environment of the benchmark, so ~25 MiB) while
+/// keeping the target's per-batch costs (two to four filesystem syncs for the
+/// manifests target) few.
+pub const CHUNK: usize = 512;
 
 /// Applies `plan` (built from `eval`) to `target`. Environments with objects
 /// to write are rendered again by `renderer` (evaluation keeps digests only).

@@ -269,19 +269,19 @@ impl Target for Manifests {
         drop(known);
         // 1. Widen inventories and stage every object, unsynced.
         work.par_iter_mut().for_each(|w| w.run(Work::stage));
-        let synced = self.sync();
+        let synced = self.barrier(&mut work);
         // 2. The widened inventories take effect; new environments appear.
         work.par_iter_mut()
             .for_each(|w| w.after(&synced, Work::widen));
-        let synced = self.sync();
+        let synced = self.barrier(&mut work);
         // 3. New files take effect, old ones go, final inventories are staged.
         work.par_iter_mut()
             .for_each(|w| w.after(&synced, Work::replace));
-        let synced = self.sync();
+        let synced = self.barrier(&mut work);
         // 4. The final inventories take effect.
         work.par_iter_mut()
             .for_each(|w| w.after(&synced, Work::narrow));
-        let synced = self.sync();
+        let synced = self.barrier(&mut work);
         work.par_iter_mut().for_each(Work::clean_up);
         self.remember(&mut work, synced.is_ok());
         work.into_iter()
@@ -298,6 +298,17 @@ impl Target for Manifests {
 }
 
 impl Manifests {
+    /// Makes what the last phase did durable, if it did anything: a batch of
+    /// new environments costs two syncs (objects, then their directories'
+    /// renames), a batch with nothing to do none.
+    fn barrier(&self, work: &mut [Work<'_, '_>]) -> Result<(), Error> {
+        let mut dirty = false;
+        for w in work.iter_mut() {
+            dirty |= std::mem::take(&mut w.dirty);
+        }
+        if dirty { self.sync() } else { Ok(()) }
+    }
+
     /// Flushes the whole filesystem of the root (one call, however many files).
     fn sync(&self) -> Result<(), Error> {
         let root = std::fs::File::open(&self.root).map_err(Self::io(&self.root, "open"))?;
@@ -325,6 +336,8 @@ struct Work<'c, 'a> {
     /// place (no per-file temp files).
     aside: Option<PathBuf>,
     widened: bool,
+    /// Changed the directory since the last barrier.
+    dirty: bool,
     /// Remove the inventory and the directory at the end (environment gone).
     remove: bool,
     outcome: Outcome,
@@ -344,6 +357,7 @@ impl<'c, 'a> Work<'c, 'a> {
             live: None,
             aside: None,
             widened: false,
+            dirty: false,
             remove: false,
             outcome: Outcome::Unchanged,
             result: Ok(()),
@@ -424,6 +438,7 @@ impl<'c, 'a> Work<'c, 'a> {
                 &inventory_bytes(change.name, &live),
             )?;
         }
+        self.dirty |= self.widened || !change.upserts.is_empty();
         for rendered in &change.upserts {
             stage(
                 &self.dir.join(rendered.object.file_name()),
@@ -451,6 +466,7 @@ impl<'c, 'a> Work<'c, 'a> {
         std::fs::create_dir_all(root).map_err(Manifests::io(root, "create directory"))?;
         std::fs::create_dir(&aside).map_err(Manifests::io(&aside, "create directory"))?;
         self.aside = Some(aside.clone());
+        self.dirty = true;
         let mut objects = Vec::with_capacity(change.upserts.len());
         for rendered in &change.upserts {
             let object = &rendered.object;
@@ -473,12 +489,14 @@ impl<'c, 'a> Work<'c, 'a> {
 
     fn widen(&mut self) -> Result<(), Error> {
         if let Some(aside) = &self.aside {
+            self.dirty = true;
             std::fs::rename(aside, &self.dir).map_err(Manifests::io(&self.dir, "rename"))?;
             self.aside = None;
             self.outcome = Outcome::Live(self.live.take().expect("staged aside"));
             return Ok(());
         }
         if self.widened {
+            self.dirty = true;
             commit(&self.dir.join(INVENTORY_FILE))?;
         }
         Ok(())
@@ -488,6 +506,7 @@ impl<'c, 'a> Work<'c, 'a> {
         let Some(live) = self.live.as_mut() else {
             return Ok(());
         };
+        self.dirty = true;
         let change = self.change;
         for rendered in &change.upserts {
             let object = &rendered.object;
@@ -525,6 +544,7 @@ impl<'c, 'a> Work<'c, 'a> {
         let Some(live) = self.live.take() else {
             return Ok(());
         };
+        self.dirty = true;
         let inventory = self.dir.join(INVENTORY_FILE);
         if self.remove {
             std::fs::remove_file(&inventory).map_err(Manifests::io(&inventory, "delete"))?;
