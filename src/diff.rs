@@ -72,16 +72,7 @@ mod tests {
             object("ConfigMap", "c", "new"),
             object("Service", "s", "s"),
         ];
-        let live_obj = |o: &Object, digest: Digest| {
-            (
-                o.file_name(),
-                LiveObject {
-                    kind: o.kind.clone(),
-                    name: o.name.clone(),
-                    digest,
-                },
-            )
-        };
+        let live_obj = |o: &Object, digest: Digest| (o.file_name(), LiveObject::of(o, digest));
         let live = LiveEnvironment {
             record: EnvironmentRecord {
                 origin: None,

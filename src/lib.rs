@@ -220,7 +220,7 @@ impl Converge {
     /// One pass: read, evaluate, plan, and (if asked and not held) apply.
     pub fn pass(&self, options: PassOptions) -> Result<PassOutcome, PassError> {
         let snapshots = self.read_sources()?;
-        let live: Inventory = self.target.inventory()?;
+        let live = self.target.inventory()?;
         let evaluation =
             self.pipeline
                 .evaluate(&snapshots, &live, pipeline::Options { now: options.now });

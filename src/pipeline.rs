@@ -93,20 +93,13 @@ impl Evaluation {
                 let objects = d
                     .objects
                     .iter()
-                    .map(|o| {
-                        let live = crate::target::LiveObject {
-                            kind: o.kind.clone(),
-                            name: o.name.clone(),
-                            digest: o.digest,
-                        };
-                        (o.file_name(), live)
-                    })
+                    .map(|o| (o.file_name(), crate::target::LiveObject::of(o, o.digest)))
                     .collect();
                 let live = crate::target::LiveEnvironment {
                     record: d.record.clone(),
                     objects,
                 };
-                (name.clone(), live)
+                (name.clone(), Arc::new(live))
             })
             .collect();
         Inventory { environments }

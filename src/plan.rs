@@ -181,7 +181,13 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options) -> Plan {
     let planned: Vec<Option<Planned>> = eval
         .desired
         .par_iter()
-        .map(|(name, desired)| plan_environment(name, desired, live.environments.get(name)))
+        .map(|(name, desired)| {
+            plan_environment(
+                name,
+                desired,
+                live.environments.get(name).map(AsRef::as_ref),
+            )
+        })
         .collect();
     for p in planned {
         match p {

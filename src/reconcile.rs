@@ -372,6 +372,9 @@ impl Daemon {
                 let resync = self.last_full_pass.is_none_or(|t| t.elapsed() >= RESYNC);
                 if changed || expiry || retry || allowed || resync {
                     let started = Instant::now();
+                    if resync {
+                        self.converge.target.reload();
+                    }
                     self.pass(events);
                     // Committed and swapped in: the API serves the result.
                     self.metrics

@@ -310,7 +310,7 @@ pub fn statuses(
             && b.item.status == status
             && b.item.conditions == conditions
             && same(b.desired.as_ref(), desired)
-            && same_live(b.live.as_deref(), live)
+            && same_live(b.live.as_ref(), live)
         {
             out.insert(name.to_owned(), b.clone());
             continue;
@@ -371,7 +371,7 @@ pub fn statuses(
                 .or_else(|| before.and_then(|b| b.last_plan.clone())),
             history,
             desired: desired.cloned(),
-            live: live.map(|l| Arc::new(l.clone())),
+            live: live.cloned(),
             body: OnceLock::new(),
         };
         touched.push(name.to_owned());
@@ -439,10 +439,10 @@ fn same(a: Option<&Arc<Desired>>, b: Option<&Arc<Desired>>) -> bool {
     }
 }
 
-fn same_live(a: Option<&LiveEnvironment>, b: Option<&LiveEnvironment>) -> bool {
+fn same_live(a: Option<&Arc<LiveEnvironment>>, b: Option<&Arc<LiveEnvironment>>) -> bool {
     match (a, b) {
         (None, None) => true,
-        (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
         _ => false,
     }
 }

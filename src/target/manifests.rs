@@ -4,46 +4,87 @@
 //! and `.converge-inventory.json`, the list of files converge wrote there with
 //! their digests. Only files in that list are ever replaced or deleted;
 //! anything else in the directory is left alone, and a file converge did not
-//! write is never overwritten. Writes are atomic (temp file, fsync, rename,
-//! directory fsync). The inventory is widened *before* new files appear and
-//! narrowed *after* old ones are gone, so a crash at any point leaves every
-//! file converge wrote listed, and the next pass converges.
+//! write is never overwritten.
+//!
+//! Writes are atomic and batched: [`Manifests::apply_all`] syncs the
+//! filesystem four times per batch (`syncfs`), not once per file. In an
+//! existing environment directory every file is written as a temp file and
+//! renamed into place; the inventory is widened (new files listed with a
+//! pending digest) *before* new files appear and narrowed *after* old ones are
+//! gone, so a crash at any point leaves every file converge wrote listed, and
+//! the next pass converges. A brand-new environment is written whole into
+//! `<root>/.converge-tmp-<environment>/` (objects and final inventory, no
+//! per-file rename), synced, and that directory is renamed into place: the
+//! environment appears at once or not at all. Temp directories left by a
+//! crash are removed by the next apply.
+//!
+//! The inventory is kept in memory after the first read (converge is its only
+//! writer) and updated by every apply, so [`Target::inventory`] costs a pointer
+//! copy; [`Target::reload`] forgets it, and an environment whose apply failed
+//! is read again from disk, so memory never disagrees with the directory.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
 use rayon::prelude::*;
 
-use super::{EnvironmentChange, Error, Inventory, LiveEnvironment, LiveObject, Target};
+use super::{
+    EnvironmentChange, EnvironmentRecord, Error, Inventory, LiveEnvironment, LiveObject, Target,
+};
 use crate::claim::EnvironmentName;
 use crate::render::Digest;
 
 /// The inventory file in each environment directory.
 pub const INVENTORY_FILE: &str = ".converge-inventory.json";
 const TMP_SUFFIX: &str = ".converge-tmp";
+/// Prefix of the directory a new environment is written into before it appears.
+const TMP_DIR_PREFIX: &str = ".converge-tmp-";
 const FORMAT_VERSION: u32 = 1;
 
 /// A manifests directory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Manifests {
     root: PathBuf,
+    /// The inventory as last read or written; `None` until the first read and
+    /// after [`Target::reload`] or an apply whose outcome is unknown.
+    cache: Mutex<Option<Arc<Inventory>>>,
+    /// Whether temp directories left by an earlier process were removed.
+    swept: AtomicBool,
 }
 
-#[derive(Serialize, Deserialize)]
+/// The inventory file as read. The same JSON as [`InventoryFileRef`] writes
+/// (and as format 1 always was: `format`, `environment`, `record`, `objects`).
+#[derive(Deserialize)]
 struct InventoryFile {
     format: u32,
     environment: String,
-    #[serde(flatten)]
-    live: LiveEnvironment,
+    record: EnvironmentRecord,
+    #[serde(deserialize_with = "super::deserialize_objects")]
+    objects: BTreeMap<String, LiveObject>,
+}
+
+/// The inventory file as written, borrowing the live environment.
+#[derive(Serialize)]
+struct InventoryFileRef<'a> {
+    format: u32,
+    environment: &'a str,
+    record: &'a EnvironmentRecord,
+    objects: &'a BTreeMap<String, LiveObject>,
 }
 
 impl Manifests {
     #[must_use]
     pub fn new(root: PathBuf) -> Manifests {
-        Manifests { root }
+        Manifests {
+            root,
+            cache: Mutex::new(None),
+            swept: AtomicBool::new(false),
+        }
     }
 
     #[must_use]
@@ -56,12 +97,22 @@ impl Manifests {
         move |source| Error::Io { path, op, source }
     }
 
-    fn read_inventory(path: &Path, name: &str) -> Result<LiveEnvironment, Error> {
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<Arc<Inventory>>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads one environment's inventory; `None` when it has none (not ours).
+    fn read_inventory(dir: &Path, name: &str) -> Result<Option<LiveEnvironment>, Error> {
+        let path = dir.join(INVENTORY_FILE);
         let corrupt = |message: String| Error::CorruptInventory {
             path: path.display().to_string(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(Self::io(path, "read inventory"))?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::io(&path, "read inventory")(e)),
+        };
         let file: InventoryFile =
             serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
         if file.format != FORMAT_VERSION {
@@ -73,38 +124,122 @@ impl Manifests {
                 file.environment
             )));
         }
-        for file_name in file.live.objects.keys() {
+        for file_name in file.objects.keys() {
             if !is_plain_file_name(file_name) {
                 return Err(corrupt(format!(
                     "it lists {file_name:?}, which is not a file name"
                 )));
             }
         }
-        Ok(file.live)
+        Ok(Some(LiveEnvironment {
+            record: file.record,
+            objects: file.objects,
+        }))
     }
-}
 
-impl Target for Manifests {
-    fn inventory(&self) -> Result<Inventory, Error> {
-        let mut environments = BTreeMap::new();
+    /// Reads every environment's inventory from disk (in parallel).
+    fn read_all(&self) -> Result<Inventory, Error> {
         let entries = match std::fs::read_dir(&self.root) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Inventory::default()),
             Err(e) => return Err(Self::io(&self.root, "list")(e)),
         };
+        let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(Self::io(&self.root, "list"))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !EnvironmentName::is_valid(&name) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let Ok(name) = entry.file_name().into_string() else {
                 continue;
+            };
+            if EnvironmentName::is_valid(&name) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                names.push(name);
             }
-            let path = entry.path().join(INVENTORY_FILE);
-            if !path.exists() {
-                continue; // not ours
-            }
-            environments.insert(name.clone(), Self::read_inventory(&path, &name)?);
         }
-        Ok(Inventory { environments })
+        names.sort_unstable();
+        let read: Vec<Option<(String, Arc<LiveEnvironment>)>> = names
+            .into_par_iter()
+            .map(|name| {
+                let live = Self::read_inventory(&self.root.join(&name), &name)?;
+                Ok(live.map(|l| (name, Arc::new(l))))
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Inventory {
+            environments: read.into_iter().flatten().collect(),
+        })
+    }
+
+    /// Removes the temp directories of new environments whose apply an
+    /// earlier process did not finish (once per process: this one's own are
+    /// removed as they fail).
+    fn sweep(&self) {
+        if self.swept.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let Some(env) = name.to_str().and_then(|n| n.strip_prefix(TMP_DIR_PREFIX)) else {
+                continue;
+            };
+            if EnvironmentName::is_valid(env) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
+    /// Brings the in-memory inventory up to date with what `work` did.
+    fn remember(&self, work: &mut [Work<'_, '_>], synced: bool) {
+        let mut cache = self.cached();
+        let Some(inventory) = cache.as_mut() else {
+            return; // not read yet: the next inventory() reads the disk
+        };
+        if !synced {
+            *cache = None; // nothing is known to be durable: read it all again
+            return;
+        }
+        let environments = &mut Arc::make_mut(inventory).environments;
+        for w in work {
+            let name = w.change.name;
+            let outcome = match w.result {
+                Ok(()) => Ok(std::mem::replace(&mut w.outcome, Outcome::Unchanged)),
+                // The outcome is unknown: what the disk says is the truth.
+                Err(_) => Self::read_inventory(&w.dir, name).map(|l| match l {
+                    Some(l) => Outcome::Live(l),
+                    None => Outcome::Removed,
+                }),
+            };
+            match outcome {
+                Ok(Outcome::Unchanged) => {}
+                Ok(Outcome::Removed) => {
+                    environments.remove(name);
+                }
+                Ok(Outcome::Live(mut live)) => {
+                    live.compact();
+                    environments.insert(name.to_owned(), Arc::new(live));
+                }
+                Err(_) => {
+                    *cache = None; // unreadable now: inventory() reports it
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Target for Manifests {
+    fn inventory(&self) -> Result<Arc<Inventory>, Error> {
+        let mut cache = self.cached();
+        if let Some(inventory) = cache.as_ref() {
+            return Ok(Arc::clone(inventory));
+        }
+        let inventory = Arc::new(self.read_all()?);
+        *cache = Some(Arc::clone(&inventory));
+        Ok(inventory)
+    }
+
+    fn reload(&self) {
+        *self.cached() = None;
     }
 
     fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), Error> {
@@ -117,25 +252,38 @@ impl Target for Manifests {
     /// fsync per file: temp files are written, synced together (`syncfs`),
     /// then renamed. The inventory is widened and synced before any new file
     /// appears and narrowed after old files are gone, so a crash anywhere
-    /// leaves every file converge wrote listed.
+    /// leaves every file converge wrote listed. A new environment's directory
+    /// is written aside and renamed into place after the first sync.
     fn apply_all(&self, changes: &[EnvironmentChange<'_>]) -> Vec<Result<(), Error>> {
-        let mut work: Vec<Work<'_, '_>> =
-            changes.iter().map(|c| Work::new(&self.root, c)).collect();
+        self.sweep();
+        let known = self.cached().clone();
+        let mut work: Vec<Work<'_, '_>> = changes
+            .iter()
+            .map(|c| {
+                let known = known
+                    .as_ref()
+                    .and_then(|inv| inv.environments.get(c.name).cloned());
+                Work::new(&self.root, c, known)
+            })
+            .collect();
+        drop(known);
         // 1. Widen inventories and stage every object, unsynced.
         work.par_iter_mut().for_each(|w| w.run(Work::stage));
-        let synced = self.sync();
-        // 2. The widened inventories take effect.
+        let synced = self.barrier(&mut work);
+        // 2. The widened inventories take effect; new environments appear.
         work.par_iter_mut()
             .for_each(|w| w.after(&synced, Work::widen));
-        let synced = self.sync();
+        let synced = self.barrier(&mut work);
         // 3. New files take effect, old ones go, final inventories are staged.
         work.par_iter_mut()
             .for_each(|w| w.after(&synced, Work::replace));
-        let synced = self.sync();
+        let synced = self.barrier(&mut work);
         // 4. The final inventories take effect.
         work.par_iter_mut()
             .for_each(|w| w.after(&synced, Work::narrow));
-        let synced = self.sync();
+        let synced = self.barrier(&mut work);
+        work.par_iter_mut().for_each(Work::clean_up);
+        self.remember(&mut work, synced.is_ok());
         work.into_iter()
             .map(|w| {
                 w.result?;
@@ -150,6 +298,17 @@ impl Target for Manifests {
 }
 
 impl Manifests {
+    /// Makes what the last phase did durable, if it did anything: a batch of
+    /// new environments costs two syncs (objects, then their directories'
+    /// renames), a batch with nothing to do none.
+    fn barrier(&self, work: &mut [Work<'_, '_>]) -> Result<(), Error> {
+        let mut dirty = false;
+        for w in work.iter_mut() {
+            dirty |= std::mem::take(&mut w.dirty);
+        }
+        if dirty { self.sync() } else { Ok(()) }
+    }
+
     /// Flushes the whole filesystem of the root (one call, however many files).
     fn sync(&self) -> Result<(), Error> {
         let root = std::fs::File::open(&self.root).map_err(Self::io(&self.root, "open"))?;
@@ -157,25 +316,50 @@ impl Manifests {
     }
 }
 
+/// What an environment's apply left, for the in-memory inventory.
+enum Outcome {
+    /// Nothing of ours was there and nothing was written.
+    Unchanged,
+    Live(LiveEnvironment),
+    Removed,
+}
+
 /// One environment's apply, phase by phase.
 struct Work<'c, 'a> {
     change: &'c EnvironmentChange<'a>,
     dir: PathBuf,
+    /// The environment as the in-memory inventory has it; `None` when it has
+    /// none or there is no in-memory inventory (then the disk tells).
+    known: Option<Arc<LiveEnvironment>>,
     live: Option<LiveEnvironment>,
+    /// A new environment, written whole into this directory and renamed into
+    /// place (no per-file temp files).
+    aside: Option<PathBuf>,
     widened: bool,
+    /// Changed the directory since the last barrier.
+    dirty: bool,
     /// Remove the inventory and the directory at the end (environment gone).
     remove: bool,
+    outcome: Outcome,
     result: Result<(), Error>,
 }
 
 impl<'c, 'a> Work<'c, 'a> {
-    fn new(root: &Path, change: &'c EnvironmentChange<'a>) -> Self {
+    fn new(
+        root: &Path,
+        change: &'c EnvironmentChange<'a>,
+        known: Option<Arc<LiveEnvironment>>,
+    ) -> Self {
         Work {
             change,
             dir: root.join(change.name),
+            known,
             live: None,
+            aside: None,
             widened: false,
+            dirty: false,
             remove: false,
+            outcome: Outcome::Unchanged,
             result: Ok(()),
         }
     }
@@ -202,17 +386,28 @@ impl<'c, 'a> Work<'c, 'a> {
 
     fn stage(&mut self) -> Result<(), Error> {
         let change = self.change;
-        let inventory_path = self.dir.join(INVENTORY_FILE);
-        let mut live = if inventory_path.exists() {
-            Manifests::read_inventory(&inventory_path, change.name)?
-        } else {
-            match change.record {
+        let known = match self.known.take() {
+            Some(live) => Some(Arc::unwrap_or_clone(live)),
+            // Not in memory: a directory there is someone else's (or from
+            // before a reload); read what it says.
+            None => match self.dir.symlink_metadata() {
+                Ok(_) => Manifests::read_inventory(&self.dir, change.name)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match change.record {
+                    Some(record) => return self.stage_aside(record),
+                    None => return Ok(()), // nothing of ours is there
+                },
+                Err(e) => return Err(Manifests::io(&self.dir, "stat")(e)),
+            },
+        };
+        let mut live = match known {
+            Some(live) => live,
+            None => match change.record {
                 Some(record) => LiveEnvironment {
                     record: record.clone(),
                     objects: BTreeMap::new(),
                 },
                 None => return Ok(()), // nothing of ours is there
-            }
+            },
         };
         if !change.upserts.is_empty() {
             std::fs::create_dir_all(&self.dir)
@@ -233,12 +428,8 @@ impl<'c, 'a> Work<'c, 'a> {
                     path: path.display().to_string(),
                 });
             }
-            let pending = LiveObject {
-                kind: object.kind.clone(),
-                name: object.name.clone(),
-                digest: Digest::PENDING,
-            };
-            live.objects.insert(file, pending);
+            live.objects
+                .insert(file, LiveObject::of(object, Digest::PENDING));
             self.widened = true;
         }
         if self.widened {
@@ -247,6 +438,7 @@ impl<'c, 'a> Work<'c, 'a> {
                 &inventory_bytes(change.name, &live),
             )?;
         }
+        self.dirty |= self.widened || !change.upserts.is_empty();
         for rendered in &change.upserts {
             stage(
                 &self.dir.join(rendered.object.file_name()),
@@ -257,8 +449,54 @@ impl<'c, 'a> Work<'c, 'a> {
         Ok(())
     }
 
+    /// A new environment: every file, the final inventory included, goes
+    /// straight into a directory aside, which appears in one rename (`widen`).
+    fn stage_aside(&mut self, record: &EnvironmentRecord) -> Result<(), Error> {
+        let change = self.change;
+        let root = self
+            .dir
+            .parent()
+            .expect("an environment directory has a parent");
+        let aside = root.join(format!("{TMP_DIR_PREFIX}{}", change.name));
+        match std::fs::remove_dir_all(&aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Manifests::io(&aside, "delete")(e)),
+        }
+        std::fs::create_dir_all(root).map_err(Manifests::io(root, "create directory"))?;
+        std::fs::create_dir(&aside).map_err(Manifests::io(&aside, "create directory"))?;
+        self.aside = Some(aside.clone());
+        self.dirty = true;
+        let mut objects = Vec::with_capacity(change.upserts.len());
+        for rendered in &change.upserts {
+            let object = &rendered.object;
+            let file = object.file_name();
+            let path = aside.join(&file);
+            std::fs::write(&path, rendered.yaml.as_bytes())
+                .map_err(Manifests::io(&self.dir.join(&file), "write"))?;
+            objects.push((file, LiveObject::of(object, object.digest)));
+        }
+        let live = LiveEnvironment {
+            record: record.clone(),
+            objects: objects.into_iter().collect(),
+        };
+        let inventory = aside.join(INVENTORY_FILE);
+        std::fs::write(&inventory, inventory_bytes(change.name, &live))
+            .map_err(Manifests::io(&self.dir.join(INVENTORY_FILE), "write"))?;
+        self.live = Some(live);
+        Ok(())
+    }
+
     fn widen(&mut self) -> Result<(), Error> {
+        if let Some(aside) = &self.aside {
+            self.dirty = true;
+            std::fs::rename(aside, &self.dir).map_err(Manifests::io(&self.dir, "rename"))?;
+            self.aside = None;
+            self.outcome = Outcome::Live(self.live.take().expect("staged aside"));
+            return Ok(());
+        }
         if self.widened {
+            self.dirty = true;
             commit(&self.dir.join(INVENTORY_FILE))?;
         }
         Ok(())
@@ -268,16 +506,14 @@ impl<'c, 'a> Work<'c, 'a> {
         let Some(live) = self.live.as_mut() else {
             return Ok(());
         };
+        self.dirty = true;
         let change = self.change;
         for rendered in &change.upserts {
             let object = &rendered.object;
-            commit(&self.dir.join(object.file_name()))?;
-            let applied = LiveObject {
-                kind: object.kind.clone(),
-                name: object.name.clone(),
-                digest: object.digest,
-            };
-            live.objects.insert(object.file_name(), applied);
+            let file = object.file_name();
+            commit(&self.dir.join(&file))?;
+            live.objects
+                .insert(file, LiveObject::of(object, object.digest));
         }
         for file in &change.deletes {
             if live.objects.remove(file).is_none() {
@@ -305,25 +541,37 @@ impl<'c, 'a> Work<'c, 'a> {
     }
 
     fn narrow(&mut self) -> Result<(), Error> {
-        if self.live.is_none() {
+        let Some(live) = self.live.take() else {
             return Ok(());
-        }
+        };
+        self.dirty = true;
         let inventory = self.dir.join(INVENTORY_FILE);
         if self.remove {
             std::fs::remove_file(&inventory).map_err(Manifests::io(&inventory, "delete"))?;
             // Only removes the directory when nothing foreign is left in it.
             let _ = std::fs::remove_dir(&self.dir);
+            self.outcome = Outcome::Removed;
             return Ok(());
         }
-        commit(&inventory)
+        commit(&inventory)?;
+        self.outcome = Outcome::Live(live);
+        Ok(())
+    }
+
+    /// Removes a new environment's directory aside if it never appeared.
+    fn clean_up(&mut self) {
+        if let Some(aside) = self.aside.take() {
+            let _ = std::fs::remove_dir_all(aside);
+        }
     }
 }
 
 fn inventory_bytes(name: &str, live: &LiveEnvironment) -> Vec<u8> {
-    let file = InventoryFile {
+    let file = InventoryFileRef {
         format: FORMAT_VERSION,
-        environment: name.to_owned(),
-        live: live.clone(),
+        environment: name,
+        record: &live.record,
+        objects: &live.objects,
     };
     let mut bytes = serde_json::to_vec_pretty(&file).expect("inventory serializes");
     bytes.push(b'\n');
@@ -392,7 +640,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 mod tests {
     use super::*;
     use crate::render::{Object, Rendered, digest};
-    use crate::target::EnvironmentRecord;
 
     fn object(kind: &str, name: &str, body: &str) -> Rendered {
         let object = Object {
@@ -501,5 +748,217 @@ mod tests {
             .inventory()
             .expect_err("corrupt");
         assert_eq!(err.reason(), "InventoryCorrupt");
+    }
+    fn change<'a>(
+        name: &'a str,
+        record: Option<&'a EnvironmentRecord>,
+        upserts: Vec<&'a Rendered>,
+        deletes: &[&str],
+    ) -> EnvironmentChange<'a> {
+        EnvironmentChange {
+            name,
+            record,
+            upserts,
+            deletes: deletes.iter().map(|&d| d.to_owned()).collect(),
+        }
+    }
+
+    /// What a fresh process would read from `root`.
+    fn on_disk(root: &Path) -> Arc<Inventory> {
+        Manifests::new(root.to_owned())
+            .inventory()
+            .expect("inventory")
+    }
+
+    fn entries(root: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_inventory_in_memory_follows_every_apply_and_matches_the_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = Manifests::new(dir.path().to_owned());
+        assert!(target.inventory().expect("empty").environments.is_empty());
+        let rec = record();
+        let (ns, cm, cm2, svc) = (
+            object("Namespace", "e", "a: 1\n"),
+            object("ConfigMap", "c", "b: 2\n"),
+            object("ConfigMap", "c", "b: 3\n"),
+            object("Service", "s", "c: 4\n"),
+        );
+        let before = target.inventory().expect("inventory");
+        let results = target.apply_all(&[
+            change("e", Some(&rec), vec![&ns, &cm], &[]),
+            change("f", Some(&rec), vec![&ns], &[]),
+        ]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(
+            before.environments.is_empty(),
+            "a pass's inventory does not change under it"
+        );
+        assert_eq!(target.inventory().expect("memory"), on_disk(dir.path()));
+        assert_eq!(entries(dir.path()), ["e", "f"], "no directory left aside");
+        assert_eq!(
+            entries(&dir.path().join("e")),
+            [INVENTORY_FILE, "configmap-c.yaml", "namespace-e.yaml"]
+        );
+
+        target
+            .apply(&change(
+                "e",
+                Some(&rec),
+                vec![&cm2, &svc],
+                &["namespace-e.yaml"],
+            ))
+            .expect("updates");
+        let memory = target.inventory().expect("memory");
+        assert_eq!(memory, on_disk(dir.path()));
+        assert_eq!(
+            memory.environments["e"].objects["configmap-c.yaml"].digest,
+            cm2.object.digest
+        );
+        assert_eq!(
+            entries(&dir.path().join("e")),
+            [INVENTORY_FILE, "configmap-c.yaml", "service-s.yaml"]
+        );
+
+        target
+            .apply(&change("f", None, vec![], &["namespace-e.yaml"]))
+            .expect("removes");
+        assert_eq!(target.inventory().expect("memory"), on_disk(dir.path()));
+        assert_eq!(entries(dir.path()), ["e"]);
+    }
+
+    #[test]
+    fn reload_reads_the_disk_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = Manifests::new(dir.path().to_owned());
+        let rec = record();
+        let ns = object("Namespace", "e", "a: 1\n");
+        target
+            .apply(&change("e", Some(&rec), vec![&ns], &[]))
+            .expect("applies");
+        assert_eq!(target.inventory().expect("read").environments.len(), 1);
+        std::fs::remove_dir_all(dir.path().join("e")).expect("rm");
+        assert_eq!(target.inventory().expect("memory").environments.len(), 1);
+        target.reload();
+        assert!(target.inventory().expect("disk").environments.is_empty());
+    }
+
+    #[test]
+    fn a_failed_apply_leaves_the_inventory_in_memory_as_the_disk_has_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = Manifests::new(dir.path().to_owned());
+        let rec = record();
+        let (ns, cm) = (
+            object("Namespace", "e", "a: 1\n"),
+            object("ConfigMap", "c", "b: 2\n"),
+        );
+        target
+            .apply(&change("e", Some(&rec), vec![&ns], &[]))
+            .expect("applies");
+        let _ = target.inventory().expect("loaded");
+        // A foreign file in an existing environment; a file where a new
+        // environment's directory would be staged.
+        std::fs::write(dir.path().join("e/configmap-c.yaml"), "mine").expect("write");
+        std::fs::write(dir.path().join(".converge-tmp-g"), "in the way").expect("write");
+        let results = target.apply_all(&[
+            change("e", Some(&rec), vec![&ns, &cm], &[]),
+            change("f", Some(&rec), vec![&ns], &[]),
+            change("g", Some(&rec), vec![&ns], &[]),
+        ]);
+        assert_eq!(
+            results[0].as_ref().expect_err("foreign").reason(),
+            "ForeignObject"
+        );
+        assert!(results[1].is_ok());
+        assert_eq!(
+            results[2].as_ref().expect_err("in the way").reason(),
+            "TargetIo"
+        );
+        let memory = target.inventory().expect("memory");
+        assert_eq!(memory, on_disk(dir.path()));
+        assert_eq!(memory.environments.keys().collect::<Vec<_>>(), ["e", "f"]);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("e/configmap-c.yaml")).expect("kept"),
+            "mine"
+        );
+    }
+
+    #[test]
+    fn directories_left_aside_by_a_crash_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let aside = dir.path().join(".converge-tmp-e");
+        std::fs::create_dir_all(&aside).expect("mkdir");
+        std::fs::write(aside.join("namespace-e.yaml"), "half").expect("write");
+        std::fs::create_dir_all(dir.path().join(".git")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join(".converge-tmp-Not_Ours")).expect("mkdir");
+        let target = Manifests::new(dir.path().to_owned());
+        assert!(target.inventory().expect("read").environments.is_empty());
+        let rec = record();
+        let ns = object("Namespace", "f", "a: 1\n");
+        target
+            .apply(&change("f", Some(&rec), vec![&ns], &[]))
+            .expect("applies");
+        assert_eq!(entries(dir.path()), [".converge-tmp-Not_Ours", ".git", "f"]);
+    }
+
+    #[test]
+    fn the_inventory_file_keeps_its_format() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = Manifests::new(dir.path().to_owned());
+        let rec = record();
+        let ns = object("Namespace", "e", "a: 1\n");
+        target
+            .apply(&change("e", Some(&rec), vec![&ns], &[]))
+            .expect("applies");
+        let written: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("e").join(INVENTORY_FILE)).expect("read"),
+        )
+        .expect("json");
+        let expected = serde_json::json!({
+            "format": 1,
+            "environment": "e",
+            "record": {
+                "origin": null, "type": "dev", "pool": "p", "owner": "o",
+                "versions": {}, "expires_at": null
+            },
+            "objects": {
+                "namespace-e.yaml": {
+                    "kind": "Namespace", "name": "e",
+                    "digest": ns.object.digest.to_string()
+                }
+            }
+        });
+        assert_eq!(written, expected);
+        // A pending digest (an interrupted write) reads back as pending.
+        let mut pending = expected.clone();
+        pending["objects"]["namespace-e.yaml"]["digest"] = "".into();
+        std::fs::write(
+            dir.path().join("e").join(INVENTORY_FILE),
+            serde_json::to_vec(&pending).expect("json"),
+        )
+        .expect("write");
+        let live = on_disk(dir.path());
+        assert!(
+            live.environments["e"].objects["namespace-e.yaml"]
+                .digest
+                .is_pending()
+        );
+    }
+
+    #[test]
+    fn a_live_object_is_64_bytes_and_well_known_kinds_are_shared() {
+        assert_eq!(std::mem::size_of::<LiveObject>(), 64);
+        let (a, b) = (
+            super::super::kind("Deployment"),
+            super::super::kind("Deployment"),
+        );
+        assert!(Arc::ptr_eq(&a, &b));
     }
 }

@@ -9,8 +9,9 @@
 pub mod manifests;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::render::{Digest, Rendered};
 use crate::resolve::Resolved;
@@ -28,13 +29,107 @@ pub struct EnvironmentRecord {
     pub expires_at: Option<String>,
 }
 
-/// One object converge applied.
+/// One object converge applied. Compact, since a daemon holds one per
+/// applied object (~41 per environment): 64 bytes inline, the kind shared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveObject {
-    pub kind: String,
-    pub name: String,
+    #[serde(
+        serialize_with = "serialize_kind",
+        deserialize_with = "deserialize_kind"
+    )]
+    pub kind: Kind,
+    pub name: Box<str>,
     /// Digest of the applied content; pending while a write is in flight.
     pub digest: Digest,
+}
+
+/// An object kind (`Deployment`). The kinds the built-in renderer emits share
+/// one allocation each ([`kind`]).
+pub type Kind = Arc<str>;
+
+/// The kinds `render::builtin` emits, allocated once per process.
+static WELL_KNOWN_KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
+    [
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "Ingress",
+        "LimitRange",
+        "Namespace",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "ResourceQuota",
+        "Secret",
+        "Service",
+    ]
+    .into_iter()
+    .map(Kind::from)
+    .collect()
+});
+
+/// `kind` as a [`Kind`]: shared when well known, allocated otherwise.
+#[must_use]
+pub fn kind(kind: &str) -> Kind {
+    WELL_KNOWN_KINDS
+        .iter()
+        .find(|k| ***k == *kind)
+        .cloned()
+        .unwrap_or_else(|| Kind::from(kind))
+}
+
+impl LiveObject {
+    /// The live record of `object` with `digest`.
+    #[must_use]
+    pub fn of(object: &crate::render::Object, digest: Digest) -> LiveObject {
+        LiveObject {
+            kind: kind(&object.kind),
+            name: object.name.as_str().into(),
+            digest,
+        }
+    }
+}
+
+fn serialize_kind<S: Serializer>(kind: &Kind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind)
+}
+
+fn deserialize_kind<'de, D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+    struct KindVisitor;
+    impl serde::de::Visitor<'_> for KindVisitor {
+        type Value = Kind;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object kind")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Kind, E> {
+            Ok(kind(s))
+        }
+    }
+    d.deserialize_str(KindVisitor)
+}
+
+/// Builds the map from a sorted sequence at once (full B-tree nodes) rather
+/// than entry by entry as serde's `BTreeMap` does (half-full nodes).
+pub(crate) fn deserialize_objects<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, LiveObject>, D::Error> {
+    struct Entries;
+    impl<'de> serde::de::Visitor<'de> for Entries {
+        type Value = Vec<(String, LiveObject)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of file names to objects")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1024));
+            while let Some(entry) = map.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    Ok(d.deserialize_map(Entries)?.into_iter().collect())
 }
 
 /// One environment as the target holds it.
@@ -42,13 +137,23 @@ pub struct LiveObject {
 pub struct LiveEnvironment {
     pub record: EnvironmentRecord,
     /// By file name (`<kind>-<name>.yaml`).
+    #[serde(deserialize_with = "deserialize_objects")]
     pub objects: BTreeMap<String, LiveObject>,
 }
 
-/// Everything converge applied to a target, by environment name.
+impl LiveEnvironment {
+    /// Rebuilds the object map with full B-tree nodes (after inserts and removes).
+    pub fn compact(&mut self) {
+        self.objects = std::mem::take(&mut self.objects).into_iter().collect();
+    }
+}
+
+/// Everything converge applied to a target, by environment name. Targets hand
+/// it out as an `Arc<Inventory>` and share unchanged environments between
+/// versions, so reading it costs a pointer copy, not a deep clone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
-    pub environments: BTreeMap<String, LiveEnvironment>,
+    pub environments: BTreeMap<String, Arc<LiveEnvironment>>,
 }
 
 /// One environment's changes, as `apply` hands them to a target.
@@ -99,8 +204,13 @@ impl Error {
 
 /// The live infrastructure.
 pub trait Target: Sync {
-    /// What converge applied before, read from the target.
-    fn inventory(&self) -> Result<Inventory, Error>;
+    /// What converge applied before, as the target records it. A target may
+    /// answer from memory (it is the only writer of its inventory) until
+    /// [`Target::reload`].
+    fn inventory(&self) -> Result<Arc<Inventory>, Error>;
+    /// Forgets what the target keeps in memory: the next [`Target::inventory`]
+    /// reads the target again (the daemon's periodic full resync).
+    fn reload(&self) {}
     /// Applies one environment's changes, idempotently.
     fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), Error>;
 
