@@ -58,7 +58,6 @@ mod tests {
 
     fn object(kind: &str, name: &str, body: &str) -> Object {
         Object {
-            api_version: "v1".into(),
             kind: kind.into(),
             name: name.into(),
             digest: digest(body.as_bytes()),

@@ -22,7 +22,7 @@ use crate::render::{Object, Renderer, timestamp};
 use crate::resolve::{Tags, resolve};
 use crate::source::{Origin, Provenance, Revision, Snapshot, SourceFile};
 use crate::status::{Condition, reason};
-use crate::target::{EnvironmentRecord, Inventory};
+use crate::target::{EnvironmentRecord, Inventory, LiveEnvironment};
 use crate::validate::policy::{Action, Policies, RequestSource};
 use crate::validate::schema::Schema;
 
@@ -43,6 +43,38 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
+/// Remembers the live environment a [`Desired`] was last found identical to,
+/// so the next plan skips its object diff while neither changed (a `Weak`:
+/// it keeps nothing alive, and its address cannot be reused while held).
+#[derive(Debug, Default)]
+pub struct InSync(std::sync::Mutex<std::sync::Weak<LiveEnvironment>>);
+
+impl InSync {
+    /// Whether `live` is the environment last recorded as in sync.
+    #[must_use]
+    pub fn is(&self, live: &Arc<LiveEnvironment>) -> bool {
+        let seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::ptr::eq(seen.as_ptr(), Arc::as_ptr(live))
+    }
+
+    /// Records `live` as in sync.
+    pub fn set(&self, live: &Arc<LiveEnvironment>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::downgrade(live);
+    }
+}
+
+impl Clone for InSync {
+    fn clone(&self) -> Self {
+        InSync::default()
+    }
+}
+
 /// An environment a claim asks for, rendered.
 #[derive(Debug, Clone)]
 pub struct Desired {
@@ -54,6 +86,8 @@ pub struct Desired {
     pub revision: Revision,
     pub record: EnvironmentRecord,
     pub objects: Vec<Object>,
+    /// The live environment this was last found identical to (plan's memo).
+    pub in_sync: InSync,
 }
 
 /// Work done by one evaluation, for metrics and benchmarks.
@@ -832,6 +866,7 @@ impl Pipeline {
             revision: snapshot.revision.clone(),
             record,
             objects,
+            in_sync: InSync::default(),
         }))
     }
 }

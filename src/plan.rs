@@ -8,7 +8,6 @@
 //! `safety.max_delete_fraction` of the live environments, or all of them,
 //! unless this run explicitly allows it. Rendered as text, JSON or Markdown.
 
-use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -19,7 +18,7 @@ use serde::Serialize;
 use crate::diagnostic::Diagnostic;
 use crate::diff::diff;
 use crate::pipeline::Evaluation;
-use crate::render::{kind_name, kind_rank, object_file_name};
+use crate::render::{kind_rank, object_file_name};
 use crate::status::reason;
 use crate::target::Inventory;
 use rayon::prelude::*;
@@ -57,7 +56,7 @@ pub enum StepAction {
 pub struct Step {
     pub environment: Arc<str>,
     pub action: StepAction,
-    pub kind: Cow<'static, str>,
+    pub kind: crate::render::Kind,
     pub name: Box<str>,
 }
 
@@ -181,13 +180,7 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options) -> Plan {
     let planned: Vec<Option<Planned>> = eval
         .desired
         .par_iter()
-        .map(|(name, desired)| {
-            plan_environment(
-                name,
-                desired,
-                live.environments.get(name).map(AsRef::as_ref),
-            )
-        })
+        .map(|(name, desired)| plan_environment(name, desired, live.environments.get(name)))
         .collect();
     for p in planned {
         match p {
@@ -217,8 +210,8 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options) -> Plan {
             deletes.push(Step {
                 environment: environment.clone(),
                 action: StepAction::Delete,
-                kind: kind_name(l.kind.as_ref()),
-                name: Box::from(l.name.as_ref()),
+                kind: l.kind.clone(),
+                name: l.name.clone(),
             });
         }
         plan.environments.push(EnvironmentPlan {
@@ -283,13 +276,22 @@ type Planned = (EnvironmentPlan, Vec<Step>, Vec<Step>);
 fn plan_environment(
     name: &str,
     desired: &crate::pipeline::Desired,
-    current: Option<&crate::target::LiveEnvironment>,
+    live: Option<&Arc<crate::target::LiveEnvironment>>,
 ) -> Option<Planned> {
+    if let Some(l) = live
+        && desired.in_sync.is(l)
+    {
+        return None; // neither changed since the last plan found them equal
+    }
+    let current = live.map(AsRef::as_ref);
     let mut upserts = Vec::new();
     let mut deletes = Vec::new();
     let d = diff(&desired.objects, current);
     let record_changed = current.is_none_or(|c| c.record != desired.record);
     if d.is_empty() && !record_changed {
+        if let Some(l) = live {
+            desired.in_sync.set(l);
+        }
         return None;
     }
     let before = current.map(|c| &c.record.versions);
@@ -319,8 +321,8 @@ fn plan_environment(
     let step = |action, o: &crate::render::Object| Step {
         environment: environment.clone(),
         action,
-        kind: kind_name(o.kind.as_ref()),
-        name: Box::from(o.name.as_ref()),
+        kind: o.kind.clone(),
+        name: o.name.clone(),
     };
     upserts.extend(d.creates.iter().map(|o| step(StepAction::Create, o)));
     upserts.extend(d.updates.iter().map(|o| step(StepAction::Update, o)));
@@ -331,8 +333,8 @@ fn plan_environment(
         deletes.push(Step {
             environment: environment.clone(),
             action: StepAction::Delete,
-            kind: kind_name(l.kind.as_ref()),
-            name: Box::from(l.name.as_ref()),
+            kind: l.kind.clone(),
+            name: l.name.clone(),
         });
     }
     let env = EnvironmentPlan {

@@ -12,9 +12,9 @@
 mod builtin;
 pub mod yaml;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -44,11 +44,10 @@ pub enum Error {
 /// One desired object: what it is and the digest of its YAML. The YAML
 /// itself is not kept (10k environments of it would dominate memory); apply
 /// renders an environment again when it has something to write.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
-    pub api_version: String,
-    pub kind: String,
-    pub name: String,
+    pub kind: Kind,
+    pub name: Box<str>,
     /// SHA-256 of the object's YAML.
     pub digest: Digest,
 }
@@ -148,23 +147,38 @@ pub fn object_file_name(kind: &str, name: &str) -> String {
     format!("{}-{name}.yaml", kind.to_ascii_lowercase())
 }
 
-/// A kind as a shared string: the kinds converge renders itself are static,
-/// so 400k objects or plan steps do not each carry a copy.
-#[must_use]
-pub fn kind_name(kind: &str) -> Cow<'static, str> {
-    const BUILTIN: [&str; 7] = [
-        "Namespace",
-        "ResourceQuota",
-        "LimitRange",
+/// An object kind (`Deployment`). The kinds the built-in renderer emits share
+/// one allocation each ([`kind`]), so 400k objects do not each carry a copy.
+pub type Kind = Arc<str>;
+
+/// The kinds `render::builtin` emits, allocated once per process.
+static WELL_KNOWN_KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
+    [
         "ConfigMap",
-        "Secret",
         "Deployment",
+        "HorizontalPodAutoscaler",
+        "Ingress",
+        "LimitRange",
+        "Namespace",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "ResourceQuota",
+        "Secret",
         "Service",
-    ];
-    match BUILTIN.iter().find(|k| **k == kind) {
-        Some(k) => Cow::Borrowed(k),
-        None => Cow::Owned(kind.to_owned()),
-    }
+    ]
+    .into_iter()
+    .map(Kind::from)
+    .collect()
+});
+
+/// `kind` as a [`Kind`]: shared when well known, allocated otherwise.
+#[must_use]
+pub fn kind(kind: &str) -> Kind {
+    WELL_KNOWN_KINDS
+        .iter()
+        .find(|k| ***k == *kind)
+        .cloned()
+        .unwrap_or_else(|| Kind::from(kind))
 }
 
 /// The apply order of kinds: Namespaces first, workloads after their config.
@@ -296,11 +310,10 @@ impl Renderer {
         let values = self.values(claim, versions, expires_at, preset);
         let mut objects: Vec<Rendered> = builtin::objects(claim, &values)
             .into_iter()
-            .map(|(api_version, kind, name, yaml)| Rendered {
+            .map(|(_, k, name, yaml)| Rendered {
                 object: Object {
-                    api_version: api_version.to_owned(),
-                    kind: kind.to_owned(),
-                    name,
+                    kind: kind(k),
+                    name: name.into_boxed_str(),
                     digest: digest(yaml.as_bytes()),
                 },
                 yaml,
@@ -489,11 +502,11 @@ fn to_object(doc: &Value) -> Result<Rendered, String> {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
     };
-    let api_version = field("/apiVersion").ok_or("object has no apiVersion")?;
-    let kind = field("/kind").ok_or("object has no kind")?;
+    field("/apiVersion").ok_or("object has no apiVersion")?;
+    let k = field("/kind").ok_or("object has no kind")?;
     let name = field("/metadata/name").ok_or("object has no metadata.name")?;
-    if !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(format!("object kind {kind:?} is not a Kubernetes kind"));
+    if !k.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(format!("object kind {k:?} is not a Kubernetes kind"));
     }
     if !name
         .chars()
@@ -504,9 +517,8 @@ fn to_object(doc: &Value) -> Result<Rendered, String> {
     }
     let yaml = yaml::to_string(doc);
     let object = Object {
-        api_version: api_version.to_owned(),
-        kind: kind.to_owned(),
-        name: name.to_owned(),
+        kind: kind(k),
+        name: name.into(),
         digest: digest(yaml.as_bytes()),
     };
     Ok(Rendered { object, yaml })

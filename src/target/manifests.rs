@@ -643,7 +643,6 @@ mod tests {
 
     fn object(kind: &str, name: &str, body: &str) -> Rendered {
         let object = Object {
-            api_version: "v1".into(),
             kind: kind.into(),
             name: name.into(),
             digest: digest(body.as_bytes()),

@@ -9,7 +9,7 @@
 pub mod manifests;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -43,47 +43,15 @@ pub struct LiveObject {
     pub digest: Digest,
 }
 
-/// An object kind (`Deployment`). The kinds the built-in renderer emits share
-/// one allocation each ([`kind`]).
-pub type Kind = Arc<str>;
-
-/// The kinds `render::builtin` emits, allocated once per process.
-static WELL_KNOWN_KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
-    [
-        "ConfigMap",
-        "Deployment",
-        "HorizontalPodAutoscaler",
-        "Ingress",
-        "LimitRange",
-        "Namespace",
-        "NetworkPolicy",
-        "PodDisruptionBudget",
-        "ResourceQuota",
-        "Secret",
-        "Service",
-    ]
-    .into_iter()
-    .map(Kind::from)
-    .collect()
-});
-
-/// `kind` as a [`Kind`]: shared when well known, allocated otherwise.
-#[must_use]
-pub fn kind(kind: &str) -> Kind {
-    WELL_KNOWN_KINDS
-        .iter()
-        .find(|k| ***k == *kind)
-        .cloned()
-        .unwrap_or_else(|| Kind::from(kind))
-}
+pub use crate::render::{Kind, kind};
 
 impl LiveObject {
     /// The live record of `object` with `digest`.
     #[must_use]
     pub fn of(object: &crate::render::Object, digest: Digest) -> LiveObject {
         LiveObject {
-            kind: kind(&object.kind),
-            name: object.name.as_str().into(),
+            kind: object.kind.clone(),
+            name: object.name.clone(),
             digest,
         }
     }

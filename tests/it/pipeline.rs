@@ -207,3 +207,46 @@ fn a_pass_rebuilds_the_status_of_the_changed_environment_only() {
         Some(live.environments["dev-4"].objects.len())
     );
 }
+
+#[test]
+fn a_plan_remembers_environments_in_sync_until_either_side_changes() {
+    let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
+    let files: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            (
+                format!("claims/{i}.yaml"),
+                claim(&format!("dev-{i}"), "dev"),
+            )
+        })
+        .collect();
+    let options = Options {
+        now: chrono::Utc::now(),
+    };
+    let eval = pipeline.evaluate(&[snapshot(&files)], &Inventory::default(), options);
+    let mut live = eval.as_live();
+    let plan_options = converge::plan::Options {
+        max_delete_fraction: 1.0,
+        allow_mass_delete: false,
+    };
+    let first = converge::plan::build(&eval, &live, plan_options);
+    assert!(!first.has_changes());
+    let d = &eval.desired["dev-1"];
+    assert!(d.in_sync.is(&live.environments["dev-1"]));
+    assert!(!converge::plan::build(&eval, &live, plan_options).has_changes());
+
+    // The live side changes (a new Arc): the memo no longer applies.
+    let mut changed = (*live.environments["dev-1"]).clone();
+    changed.objects.clear();
+    live.environments
+        .insert("dev-1".into(), std::sync::Arc::new(changed));
+    assert!(!d.in_sync.is(&live.environments["dev-1"]));
+    let again = converge::plan::build(&eval, &live, plan_options);
+    assert_eq!(
+        again
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>(),
+        ["dev-1"]
+    );
+}
