@@ -577,6 +577,14 @@ class Bench:
                 done = wait_for_log(d.logfile, offset, lambda f: f.get("message") == "pass done"
                                     and f.get("parsed", 0) >= 1, 30)
                 after = d.metrics()
+                # The ready histogram is observed when `Daemon::pass` returns,
+                # just after the view swap (the pass's temporaries are dropped
+                # in between): give it a moment.
+                count = "converge_pass_ready_seconds_count"
+                deadline = time.time() + 2
+                while count in after and after[count] <= before.get(count, 0) and time.time() < deadline:
+                    time.sleep(0.005)
+                    after = d.metrics()
                 # The pass began when the poll that saw the commit started:
                 # its `pass done` time minus its duration.
                 started = done["time"] - done["duration_ms"] / 1000

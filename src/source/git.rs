@@ -110,6 +110,9 @@ struct Reader {
     shown_url: String,
     last: Option<Last>,
     stats: Arc<Stats>,
+    /// The mirror, opened by the first read and kept while reads succeed
+    /// (opening it reads its config and refs: most of an idle poll's CPU).
+    repo: Option<gix::Repository>,
 }
 
 /// A URL without user info (credentials) and query.
@@ -194,6 +197,7 @@ impl Reader {
             shown_url,
             last: None,
             stats: Arc::new(Stats::default()),
+            repo: None,
         })
     }
 
@@ -653,9 +657,14 @@ pub fn trailers(message: &str) -> BTreeMap<String, Vec<String>> {
 impl Reader {
     /// `None` when the branch did not move since the last read.
     fn read(&mut self) -> Result<Option<Snapshot>, Error> {
-        let repo = self.open_mirror()?;
+        // A failed read drops the handle: the next one opens the mirror afresh.
+        let repo = match self.repo.take() {
+            Some(repo) => repo,
+            None => self.open_mirror()?,
+        };
         let known = self.last.as_ref().map(|l| l.commit);
         let Some(tip) = self.fetch(&repo, known)? else {
+            self.repo = Some(repo);
             return Ok(None);
         };
         let snapshot = self.snapshot_at(&repo, tip)?;
@@ -663,6 +672,7 @@ impl Reader {
             commit: tip,
             snapshot: snapshot.clone(),
         });
+        self.repo = Some(repo);
         Ok(Some(snapshot))
     }
 }

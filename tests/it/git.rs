@@ -691,8 +691,9 @@ fn a_push_drives_the_daemon_end_to_end_with_commit_and_author_in_the_api() {
     assert_eq!(p.environments(), ["dev-a", "dev-b"]);
 }
 
-/// The value of one sample (`name{labels}` exactly as exposed) in `/metrics`.
-fn sample(d: &crate::daemon::Daemon, series: &str) -> f64 {
+/// The value of one integer sample (a counter, a histogram count), by
+/// `name{labels}` exactly as exposed in `/metrics`.
+fn sample(d: &crate::daemon::Daemon, series: &str) -> u64 {
     let (status, body) = d.get("/metrics");
     assert_eq!(status, 200);
     body.lines()
@@ -720,16 +721,19 @@ fn idle_polls_are_counted_and_read_no_blobs() {
     let ref_checks = r#"converge_git_ref_checks_total{source="envs"}"#;
     let fetches = r#"converge_git_fetches_total{source="envs"}"#;
     let blobs = r#"converge_git_blob_reads_total{source="envs"}"#;
-    assert_eq!(sample(&d, blobs), 2.0, "the first read reads every claim");
-    assert_eq!(sample(&d, fetches), 1.0);
-    assert!(sample(&d, "converge_pass_ready_seconds_count") >= 1.0);
+    assert_eq!(sample(&d, blobs), 2, "the first read reads every claim");
+    assert_eq!(sample(&d, fetches), 1);
+    assert!(sample(&d, "converge_pass_ready_seconds_count") >= 1);
     let (polls0, checks0) = (sample(&d, polls), sample(&d, ref_checks));
     let passes0 = sample(&d, "converge_passes_total");
     // 1 s polls: wait for at least two idle ones.
-    d.wait_for("two more polls", |d| sample(d, polls) >= polls0 + 2.0);
-    assert!(sample(&d, ref_checks) >= checks0 + 2.0, "a ref check per poll");
-    assert_eq!(sample(&d, fetches), 1.0, "idle polls fetch nothing");
-    assert_eq!(sample(&d, blobs), 2.0, "idle polls read no blobs");
+    d.wait_for("two more polls", |d| sample(d, polls) >= polls0 + 2);
+    assert!(
+        sample(&d, ref_checks) >= checks0 + 2,
+        "a ref check per poll"
+    );
+    assert_eq!(sample(&d, fetches), 1, "idle polls fetch nothing");
+    assert_eq!(sample(&d, blobs), 2, "idle polls read no blobs");
     assert_eq!(
         sample(&d, "converge_passes_total"),
         passes0,
@@ -749,14 +753,16 @@ fn idle_polls_are_counted_and_read_no_blobs() {
         d.json("/api/v1/environments/dev-b")["claim"]["services"]["user-service"]["version"]
             == "v1.2.4"
     });
-    assert_eq!(sample(&d, fetches), 2.0);
-    assert_eq!(sample(&d, blobs), 3.0, "exactly one blob read");
+    assert_eq!(sample(&d, fetches), 2);
+    assert_eq!(sample(&d, blobs), 3, "exactly one blob read");
     assert!(sample(&d, "converge_pass_ready_seconds_count") > ready0);
     let sources = d.json("/api/v1/sources");
     let item = &sources["items"][0];
     assert!(item["last_success"].is_string(), "{sources}");
     assert!(
-        item["next_poll_in_ms"].as_u64().is_some_and(|ms| ms <= 1000),
+        item["next_poll_in_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms <= 1000),
         "a 1 s interval never waits longer: {sources}"
     );
 }
