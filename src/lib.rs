@@ -224,6 +224,7 @@ impl Converge {
         let evaluation =
             self.pipeline
                 .evaluate(&snapshots, &live, pipeline::Options { now: options.now });
+        drop(snapshots); // the claims' bytes are parsed: free them before planning
         let plan = plan::build(
             &evaluation,
             &live,

@@ -294,7 +294,7 @@ fn plan(config: &Path, format: PlanFormat) -> Result<u8> {
         apply: false,
         allow_mass_delete: false,
     })?;
-    print!("{}", plan::format(&outcome.plan, format));
+    print_plan(&outcome.plan, format)?;
     Ok(u8::from(outcome.plan.has_changes()))
 }
 
@@ -308,8 +308,16 @@ fn pr_plan(
     let config = load_config(config)?;
     let pr = converge::PullRequest { repo, base, head };
     let (plan, _) = converge::pull_request_plan(&config, &pr, chrono::Utc::now())?;
-    print!("{}", plan::format(&plan, format));
+    print_plan(&plan, format)?;
     Ok(u8::from(plan.has_changes()))
+}
+
+/// Streams a plan to stdout.
+fn print_plan(plan: &plan::Plan, format: PlanFormat) -> Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    plan::write(plan, format, &mut out)?;
+    std::io::Write::flush(&mut out)?;
+    Ok(())
 }
 
 fn render(config: Option<&Path>, claim: &Path) -> Result<u8> {
