@@ -266,7 +266,7 @@ impl Daemon {
         let statuses: BTreeMap<String, Arc<EnvStatus>> = restored
             .environments
             .into_iter()
-            .filter_map(|(k, v)| Some((k, Arc::new(EnvStatus::restored(v).ok()?))))
+            .filter_map(|(k, v)| Some((k, Arc::new(EnvStatus::restored(&v).ok()?))))
             .collect();
         let pass = restored.passes.last().map_or(0, |p| p.id);
         let next_event = restored.events.last().map_or(1, |e| e.id + 1);
@@ -837,7 +837,7 @@ impl Daemon {
         let changed_envs: Vec<(String, Option<Vec<u8>>)> = touched
             .into_iter()
             .map(|name| {
-                let body = statuses.get(&name).map(|e| e.body().to_vec());
+                let body = statuses.get(&name).map(|e| e.stored());
                 (name, body)
             })
             .collect();
@@ -869,9 +869,9 @@ impl Daemon {
         }
         let commit = Commit {
             snapshots: dirty,
-            environments: environments.to_vec(),
+            environments,
             pass,
-            events: events.to_vec(),
+            events,
         };
         match self.store.commit(&commit) {
             Ok(()) => {

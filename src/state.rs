@@ -161,10 +161,10 @@ pub struct Commit<'a> {
     /// Sources whose snapshot changed since the last commit, each with what
     /// the store holds of it (`None`: nothing, or unknown; every file is written).
     pub snapshots: Vec<(&'a Snapshot, Option<&'a Stored>)>,
-    /// Environments' API bodies (JSON); `None` removes one.
-    pub environments: Vec<(String, Option<Vec<u8>>)>,
+    /// Environments' stored status (JSON); `None` removes one.
+    pub environments: &'a [(String, Option<Vec<u8>>)],
     pub pass: Option<PassRecord>,
-    pub events: Vec<Event>,
+    pub events: &'a [Event],
 }
 
 impl Commit<'_> {
@@ -421,7 +421,7 @@ impl Store {
                     .map_err(|e| err(&e))?;
             }
             let mut envs = w.open_table(ENVIRONMENTS).map_err(|e| err(&e))?;
-            for (name, doc) in &commit.environments {
+            for (name, doc) in commit.environments {
                 match doc {
                     Some(doc) => {
                         envs.insert(name.as_str(), doc.as_slice())
@@ -445,7 +445,7 @@ impl Store {
                 }
             }
             let mut events = w.open_table(EVENTS).map_err(|e| err(&e))?;
-            for event in &commit.events {
+            for event in commit.events {
                 let bytes = serde_json::to_vec(event).expect("an event serializes");
                 events
                     .insert(event.id, bytes.as_slice())
