@@ -141,9 +141,31 @@ pub struct Plan {
     pub live: usize,
     pub hold: Option<Hold>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Steps left out of `steps` by [`Plan::summarized`] (the daemon's
+    /// `/api/v1/plan`); every environment is still listed with its counts.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub steps_omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Plan {
+    /// The plan with at most `max_steps` object steps: what the daemon keeps
+    /// and serves as its last plan. A cold start of 10k environments plans
+    /// ~400k steps (tens of megabytes of JSON); each environment's counts,
+    /// and its own detail, say what it changed.
+    #[must_use]
+    pub fn summarized(mut self, max_steps: usize) -> Plan {
+        if self.steps.len() > max_steps {
+            self.steps_omitted += self.steps.len() - max_steps;
+            self.steps.truncate(max_steps);
+            self.steps.shrink_to_fit();
+        }
+        self
+    }
+
     #[must_use]
     pub fn has_changes(&self) -> bool {
         !self.environments.is_empty()

@@ -89,6 +89,9 @@ pub fn jitter(d: Duration, spread: f64) -> Duration {
     d.mul_f64(1.0 - spread * fastrand::f64())
 }
 
+/// Object steps of the last plan kept for `/api/v1/plan` and the status page.
+const PLAN_STEPS_KEPT: usize = 1000;
+
 /// A poll interval with downward jitter (`d × U(0.9, 1.0)`): sources do not
 /// poll in step, and a change never waits longer than one interval.
 fn jittered_interval(d: Duration) -> Duration {
@@ -846,7 +849,7 @@ impl Daemon {
         while self.passes.len() > usize::try_from(state::PASS_HISTORY).unwrap_or(usize::MAX) {
             self.passes.pop_front();
         }
-        self.last_plan = Some(Arc::new(plan));
+        self.last_plan = Some(Arc::new(plan.summarized(PLAN_STEPS_KEPT)));
         self.first_pass_done = true;
         self.commit(&changed_envs, &new_events, Some(record));
         self.publish();
