@@ -143,6 +143,7 @@ impl Converge {
                     },
                     max_file_bytes,
                 },
+                seen: std::collections::HashMap::new(),
                 interval: self.config.reconcile.dir_interval,
             })),
             SourceConfig::Git {

@@ -206,7 +206,7 @@ mod tests {
     use super::*;
 
     fn file(path: &str, text: &str) -> SourceFile {
-        SourceFile::new(path.into(), Content::Bytes(text.as_bytes().to_vec()))
+        SourceFile::new(path.into(), Content::Bytes(text.as_bytes().to_vec().into()))
     }
 
     fn rule(path: &str, text: &str) -> String {
@@ -233,7 +233,10 @@ mod tests {
         assert_eq!(rule("comment.yaml", "# nothing\n"), "empty");
         assert_eq!(rule("list.yaml", "- a\n"), "type");
         assert_eq!(rule("dup.yaml", "a: 1\na: 2\n"), "yaml");
-        let bad = SourceFile::new("bin.yaml".into(), Content::Bytes(vec![b'a', b':', 0xff]));
+        let bad = SourceFile::new(
+            "bin.yaml".into(),
+            Content::Bytes(vec![b'a', b':', 0xff].into()),
+        );
         assert_eq!(parse(&bad).expect_err("refused").rule, "utf-8");
     }
 

@@ -306,7 +306,7 @@ impl Store {
                 let bytes = files.get(key(&name, &path).as_str()).map_err(|e| err(&e))?;
                 let content = bytes.map_or_else(
                     || Content::Unreadable("missing from state".into()),
-                    |b| Content::Bytes(b.value().to_vec()),
+                    |b| Content::Bytes(b.value().to_vec().into()),
                 );
                 let mut file = SourceFile::new(path, content);
                 if let Some(digest) = record.digests.get(&file.path).and_then(|h| unhex(h)) {
@@ -476,7 +476,7 @@ mod tests {
                 .iter()
                 .map(|(path, text, digest)| SourceFile {
                     path: (*path).to_owned(),
-                    content: Content::Bytes(text.as_bytes().to_vec()),
+                    content: Content::Bytes(text.as_bytes().to_vec().into()),
                     digest: [*digest; 32],
                     provenance: None,
                     notice: None,

@@ -491,7 +491,7 @@ impl Reader {
         }
         self.stats.blob_reads.fetch_add(1, Ordering::Relaxed);
         match repo.find_blob(id) {
-            Ok(mut blob) => Content::Bytes(blob.take_data()),
+            Ok(mut blob) => Content::Bytes(blob.take_data().into()),
             Err(e) => Content::Unreadable(e.to_string()),
         }
     }

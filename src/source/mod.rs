@@ -60,12 +60,10 @@ pub struct Origin {
 /// The content of one file, or why it was not read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
-    Bytes(Vec<u8>),
+    /// The file's bytes (shared: a snapshot and a source's memory of it).
+    Bytes(bytes::Bytes),
     /// Refused before reading: larger than the configured cap.
-    TooLarge {
-        size: u64,
-        limit: u64,
-    },
+    TooLarge { size: u64, limit: u64 },
     /// The file could not be read (permissions, vanished, ...).
     Unreadable(String),
 }

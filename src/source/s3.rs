@@ -798,7 +798,7 @@ async fn get(client: &Client, o: &Options, listed: &Listed) -> Result<Fetched, F
                 size: size.unwrap_or(bytes.len() as u64),
                 limit,
             },
-            Ok(Ok(true)) => Content::Bytes(bytes),
+            Ok(Ok(true)) => Content::Bytes(bytes.into()),
         }
     };
     Ok(Fetched {
@@ -1043,7 +1043,7 @@ mod tests {
             etag: Some(etag.into()),
             last_modified: Some("2024-01-15T10:30:00Z".into()),
             metadata: BTreeMap::from([("uploader".into(), "ci".into())]),
-            content: Content::Bytes(body.as_bytes().to_vec()),
+            content: Content::Bytes(body.as_bytes().to_vec().into()),
         }
     }
 
@@ -1192,7 +1192,7 @@ mod tests {
         let a = object_file(
             &o,
             "a.yaml",
-            Content::Bytes(b"x".to_vec()),
+            Content::Bytes(b"x".to_vec().into()),
             Some("e1"),
             None,
             BTreeMap::new(),
@@ -1200,7 +1200,7 @@ mod tests {
         let b = object_file(
             &o,
             "a.yaml",
-            Content::Bytes(b"x".to_vec()),
+            Content::Bytes(b"x".to_vec().into()),
             Some("e1"),
             None,
             BTreeMap::from([("uploader".into(), "someone".into())]),
@@ -1208,7 +1208,7 @@ mod tests {
         let c = object_file(
             &o,
             "a.yaml",
-            Content::Bytes(b"x".to_vec()),
+            Content::Bytes(b"x".to_vec().into()),
             Some("e1"),
             None,
             BTreeMap::new(),

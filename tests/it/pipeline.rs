@@ -16,7 +16,10 @@ fn snapshot(files: &[(String, String)]) -> Snapshot {
         files: files
             .iter()
             .map(|(path, text)| {
-                SourceFile::new(path.clone(), Content::Bytes(text.clone().into_bytes()))
+                SourceFile::new(
+                    path.clone(),
+                    Content::Bytes(text.clone().into_bytes().into()),
+                )
             })
             .collect(),
     }
