@@ -25,21 +25,30 @@ fn snapshot(files: &[(String, String)]) -> Snapshot {
     }
 }
 
-#[test]
-fn an_unchanged_file_is_not_reprocessed_and_a_changed_one_is() {
-    let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
-    let mut files: Vec<(String, String)> = (0..50)
+/// `claims/{i}.yaml` holding a dev claim for `dev-{i}`, for `i` in `0..n`.
+fn dev_claims(n: usize) -> Vec<(String, String)> {
+    (0..n)
         .map(|i| {
             (
                 format!("claims/{i}.yaml"),
                 claim(&format!("dev-{i}"), "dev"),
             )
         })
-        .collect();
-    files.push(("claims/bad.yaml".into(), "environment_name: [".into()));
-    let options = Options {
+        .collect()
+}
+
+fn now() -> Options {
+    Options {
         now: chrono::Utc::now(),
-    };
+    }
+}
+
+#[test]
+fn an_unchanged_file_is_not_reprocessed_and_a_changed_one_is() {
+    let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
+    let mut files: Vec<(String, String)> = dev_claims(50);
+    files.push(("claims/bad.yaml".into(), "environment_name: [".into()));
+    let options = now();
     let mut cache = Cache::default();
     let live = Inventory::default();
     let first = pipeline.evaluate_cached(&[snapshot(&files)], &live, options, &mut cache);
@@ -85,17 +94,8 @@ fn an_unchanged_file_is_not_reprocessed_and_a_changed_one_is() {
 #[test]
 fn after_environments_are_created_a_one_claim_change_authorizes_one_claim() {
     let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
-    let mut files: Vec<(String, String)> = (0..20)
-        .map(|i| {
-            (
-                format!("claims/{i}.yaml"),
-                claim(&format!("dev-{i}"), "dev"),
-            )
-        })
-        .collect();
-    let options = Options {
-        now: chrono::Utc::now(),
-    };
+    let mut files: Vec<(String, String)> = dev_claims(20);
+    let options = now();
     let mut cache = Cache::default();
     let snapshots = [snapshot(&files)];
     let first = pipeline.evaluate_cached(&snapshots, &Inventory::default(), options, &mut cache);
@@ -157,17 +157,8 @@ fn a_pass_rebuilds_the_status_of_the_changed_environment_only() {
     use std::sync::Arc;
 
     let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
-    let mut files: Vec<(String, String)> = (0..10)
-        .map(|i| {
-            (
-                format!("claims/{i}.yaml"),
-                claim(&format!("dev-{i}"), "dev"),
-            )
-        })
-        .collect();
-    let options = Options {
-        now: chrono::Utc::now(),
-    };
+    let mut files: Vec<(String, String)> = dev_claims(10);
+    let options = now();
     let mut cache = Cache::default();
     let eval = pipeline.evaluate_cached(
         &[snapshot(&files)],
@@ -214,17 +205,8 @@ fn a_pass_rebuilds_the_status_of_the_changed_environment_only() {
 #[test]
 fn a_plan_remembers_environments_in_sync_until_either_side_changes() {
     let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
-    let files: Vec<(String, String)> = (0..3)
-        .map(|i| {
-            (
-                format!("claims/{i}.yaml"),
-                claim(&format!("dev-{i}"), "dev"),
-            )
-        })
-        .collect();
-    let options = Options {
-        now: chrono::Utc::now(),
-    };
+    let files: Vec<(String, String)> = dev_claims(3);
+    let options = now();
     let eval = pipeline.evaluate(&[snapshot(&files)], &Inventory::default(), options);
     let mut live = eval.as_live();
     let plan_options = converge::plan::Options {
