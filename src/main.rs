@@ -315,9 +315,13 @@ fn pr_plan(
 /// Streams a plan to stdout.
 fn print_plan(plan: &plan::Plan, format: PlanFormat) -> Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    plan::write(plan, format, &mut out)?;
-    std::io::Write::flush(&mut out)?;
-    Ok(())
+    let written =
+        plan::write(plan, format, &mut out).and_then(|()| std::io::Write::flush(&mut out));
+    match written {
+        // `converge plan | head`: the reader has seen enough.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 fn render(config: Option<&Path>, claim: &Path) -> Result<u8> {
