@@ -21,6 +21,8 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
 /// Key: `<source>\0<path>`.
 const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
+/// Per file (same key as `files`): its digest and provenance (`FileMeta`).
+const FILE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("file_meta");
 const ENVIRONMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("environments");
 const PASSES: TableDefinition<u64, &[u8]> = TableDefinition::new("passes");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -53,13 +55,24 @@ struct SourceRecord {
     kind: SourceKind,
     is_static: bool,
     revision: Revision,
+    /// Earlier stores kept every file's path, digest and provenance here (one
+    /// value rewritten on every commit); they are read on restore and moved to
+    /// `file_meta` by the next commit. Empty in records written now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     paths: Vec<String>,
-    /// Content digests (hex) as the source computed them (blob ids, `ETag` digests).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     digests: BTreeMap<String, String>,
-    /// Where each file came from (commit, object), for policies after a restart.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     provenance: BTreeMap<String, crate::source::Provenance>,
+}
+
+/// One file's digest (hex, as the source computed it: blob id, `ETag`
+/// digest) and provenance (commit, object), for policies after a restart.
+#[derive(Serialize, Deserialize)]
+struct FileMeta {
+    digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provenance: Option<crate::source::Provenance>,
 }
 
 /// One pass, as history keeps it.
@@ -296,27 +309,48 @@ impl Store {
         let (Ok(sources), Ok(files)) = (read.open_table(SOURCES), read.open_table(FILES)) else {
             return Ok(out);
         };
+        let meta = read.open_table(FILE_META).ok();
         for entry in sources.iter().map_err(|e| err(&e))? {
             let (name, value) = entry.map_err(|e| err(&e))?;
             let name = name.value().to_owned();
             let record: SourceRecord =
                 serde_json::from_slice(value.value()).map_err(|e| err(&e))?;
-            let mut snapshot_files = Vec::with_capacity(record.paths.len());
-            for path in record.paths {
+            // (path, digest, provenance) of every file, from either layout.
+            let mut listed: Vec<(String, Option<[u8; 32]>, Option<crate::source::Provenance>)> =
+                Vec::new();
+            if record.paths.is_empty() {
+                if let Some(meta) = &meta {
+                    let (start, end) = (format!("{name}\0"), format!("{name}\u{1}"));
+                    for row in meta
+                        .range(start.as_str()..end.as_str())
+                        .map_err(|e| err(&e))?
+                    {
+                        let (k, v) = row.map_err(|e| err(&e))?;
+                        let path = k.value()[start.len()..].to_owned();
+                        let m: FileMeta = serde_json::from_slice(v.value()).map_err(|e| err(&e))?;
+                        listed.push((path, unhex(&m.digest), m.provenance));
+                    }
+                }
+            } else {
+                let mut provenance = record.provenance;
+                for path in record.paths {
+                    let digest = record.digests.get(&path).and_then(|h| unhex(h));
+                    let p = provenance.remove(&path);
+                    listed.push((path, digest, p));
+                }
+            }
+            let mut snapshot_files = Vec::with_capacity(listed.len());
+            for (path, digest, provenance) in listed {
                 let bytes = files.get(key(&name, &path).as_str()).map_err(|e| err(&e))?;
                 let content = bytes.map_or_else(
                     || Content::Unreadable("missing from state".into()),
                     |b| Content::Bytes(b.value().to_vec().into()),
                 );
                 let mut file = SourceFile::new(path, content);
-                if let Some(digest) = record.digests.get(&file.path).and_then(|h| unhex(h)) {
+                if let Some(digest) = digest {
                     file.digest = digest;
                 }
-                file.provenance = record
-                    .provenance
-                    .get(&file.path)
-                    .cloned()
-                    .map(std::sync::Arc::new);
+                file.provenance = provenance.map(std::sync::Arc::new);
                 snapshot_files.push(file);
             }
             out.snapshots.insert(
@@ -367,7 +401,16 @@ impl Store {
         {
             let mut sources = w.open_table(SOURCES).map_err(|e| err(&e))?;
             let mut files = w.open_table(FILES).map_err(|e| err(&e))?;
+            let mut metas = w.open_table(FILE_META).map_err(|e| err(&e))?;
             for (snapshot, previous) in &commit.snapshots {
+                // A record in the earlier layout lists every file itself: the
+                // first commit after an upgrade writes every file's metadata.
+                let legacy = sources
+                    .get(snapshot.source.as_str())
+                    .map_err(|e| err(&e))?
+                    .and_then(|v| serde_json::from_slice::<SourceRecord>(v.value()).ok())
+                    .is_some_and(|r| !r.paths.is_empty());
+                let previous = if legacy { &None } else { previous };
                 // Only what changed since `previous` is written.
                 let mut kept = 0;
                 for file in &snapshot.files {
@@ -380,8 +423,15 @@ impl Store {
                         Content::Bytes(b) => b,
                         _ => &[],
                     };
-                    files
-                        .insert(key(&snapshot.source, &file.path).as_str(), bytes)
+                    let k = key(&snapshot.source, &file.path);
+                    files.insert(k.as_str(), bytes).map_err(|e| err(&e))?;
+                    let meta = FileMeta {
+                        digest: crate::source::dir::hex(&file.digest),
+                        provenance: file.provenance.as_deref().cloned(),
+                    };
+                    let meta = serde_json::to_vec(&meta).expect("file metadata serializes");
+                    metas
+                        .insert(k.as_str(), meta.as_slice())
                         .map_err(|e| err(&e))?;
                 }
                 if let Some(previous) = previous
@@ -394,26 +444,18 @@ impl Store {
                         .keys()
                         .filter(|p| !now.contains(p.as_str()))
                     {
-                        files
-                            .remove(key(&snapshot.source, path).as_str())
-                            .map_err(|e| err(&e))?;
+                        let k = key(&snapshot.source, path);
+                        files.remove(k.as_str()).map_err(|e| err(&e))?;
+                        metas.remove(k.as_str()).map_err(|e| err(&e))?;
                     }
                 }
                 let record = SourceRecord {
                     kind: snapshot.kind,
                     is_static: snapshot.is_static,
                     revision: snapshot.revision.clone(),
-                    paths: snapshot.files.iter().map(|f| f.path.clone()).collect(),
-                    digests: snapshot
-                        .files
-                        .iter()
-                        .map(|f| (f.path.clone(), crate::source::dir::hex(&f.digest)))
-                        .collect(),
-                    provenance: snapshot
-                        .files
-                        .iter()
-                        .filter_map(|f| Some((f.path.clone(), f.provenance.as_deref()?.clone())))
-                        .collect(),
+                    paths: Vec::new(),
+                    digests: BTreeMap::new(),
+                    provenance: BTreeMap::new(),
                 };
                 let bytes = serde_json::to_vec(&record).expect("a source record serializes");
                 sources
@@ -545,6 +587,68 @@ mod tests {
                 .is_none(),
             "a removed file leaves the store"
         );
+    }
+
+    #[test]
+    fn a_source_record_in_the_earlier_layout_is_restored_and_upgraded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let a = snapshot(&[("a.yaml", "a1", 1), ("b.yaml", "b1", 2)]);
+        // Write what an earlier converge wrote: every path, digest and
+        // provenance in the source record, no `file_meta` rows.
+        let w = store.db.begin_write().expect("write");
+        {
+            let mut files = w.open_table(FILES).expect("files");
+            for f in &a.files {
+                let Content::Bytes(b) = &f.content else {
+                    unreachable!()
+                };
+                files
+                    .insert(key("local", &f.path).as_str(), &b[..])
+                    .expect("insert");
+            }
+            let record = SourceRecord {
+                kind: a.kind,
+                is_static: a.is_static,
+                revision: a.revision.clone(),
+                paths: a.files.iter().map(|f| f.path.clone()).collect(),
+                digests: a
+                    .files
+                    .iter()
+                    .map(|f| (f.path.clone(), crate::source::dir::hex(&f.digest)))
+                    .collect(),
+                provenance: BTreeMap::new(),
+            };
+            let bytes = serde_json::to_vec(&record).expect("json");
+            let mut sources = w.open_table(SOURCES).expect("sources");
+            sources.insert("local", bytes.as_slice()).expect("insert");
+        }
+        w.commit().expect("commit");
+        let restored = store.restore().expect("restore");
+        assert_eq!(restored.snapshots["local"].files[1].digest, [2; 32]);
+        let mut stored = Stored::of(&restored.snapshots["local"]);
+        // One file changes; the commit moves every file to the new layout.
+        let b = snapshot(&[("a.yaml", "a1", 1), ("b.yaml", "b2", 9)]);
+        store
+            .commit(&Commit {
+                snapshots: vec![(&b, Some(&stored))],
+                ..Commit::default()
+            })
+            .expect("commit");
+        stored.update(&b);
+        assert_eq!(
+            restored_files(&store),
+            [
+                ("a.yaml".to_owned(), "a1".to_owned()),
+                ("b.yaml".to_owned(), "b2".to_owned()),
+            ]
+        );
+        let read = store.db.begin_read().expect("read");
+        let record = read.open_table(SOURCES).expect("sources");
+        let record: SourceRecord =
+            serde_json::from_slice(record.get("local").expect("get").expect("row").value())
+                .expect("json");
+        assert!(record.paths.is_empty(), "the record no longer lists files");
     }
 
     #[test]
