@@ -205,17 +205,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn unhex(h: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if h.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 fn key(source: &str, path: &str) -> String {
     format!("{source}\0{path}")
 }
@@ -328,13 +317,16 @@ impl Store {
                         let (k, v) = row.map_err(|e| err(&e))?;
                         let path = k.value()[start.len()..].to_owned();
                         let m: FileMeta = serde_json::from_slice(v.value()).map_err(|e| err(&e))?;
-                        listed.push((path, unhex(&m.digest), m.provenance));
+                        listed.push((path, crate::source::dir::unhex(&m.digest), m.provenance));
                     }
                 }
             } else {
                 let mut provenance = record.provenance;
                 for path in record.paths {
-                    let digest = record.digests.get(&path).and_then(|h| unhex(h));
+                    let digest = record
+                        .digests
+                        .get(&path)
+                        .and_then(|h| crate::source::dir::unhex(h));
                     let p = provenance.remove(&path);
                     listed.push((path, digest, p));
                 }

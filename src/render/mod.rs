@@ -70,6 +70,15 @@ impl Digest {
     pub fn is_pending(&self) -> bool {
         *self == Digest::PENDING
     }
+
+    /// `sha256:<64 hex>`, or the empty string for [`Digest::PENDING`].
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Digest> {
+        if s.is_empty() {
+            return Some(Digest::PENDING);
+        }
+        crate::source::dir::unhex(s.strip_prefix("sha256:")?).map(Digest)
+    }
 }
 
 impl std::fmt::Display for Digest {
@@ -99,30 +108,6 @@ impl<'de> serde::Deserialize<'de> for Digest {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Digest::parse(&s)
             .ok_or_else(|| serde::de::Error::custom(format!("not a sha256 digest: {s:?}")))
-    }
-}
-
-impl Digest {
-    /// `sha256:<64 hex>`, or the empty string for [`Digest::PENDING`].
-    #[must_use]
-    pub fn parse(s: &str) -> Option<Digest> {
-        if s.is_empty() {
-            return Some(Digest::PENDING);
-        }
-        let hex = s.strip_prefix("sha256:")?.as_bytes();
-        if hex.len() != 64 {
-            return None;
-        }
-        let nibble = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        let mut out = [0u8; 32];
-        for (i, pair) in hex.chunks_exact(2).enumerate() {
-            out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
-        }
-        Some(Digest(out))
     }
 }
 

@@ -263,6 +263,19 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The 32 bytes of 64 hex digits ([`hex`]'s inverse for digests).
+#[must_use]
+pub fn unhex(h: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if h.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
