@@ -24,7 +24,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::metrics::Metrics;
-use crate::status::{Item, View};
+use crate::status::Item;
+use crate::view::View;
 
 /// What the handlers share.
 #[derive(Clone)]

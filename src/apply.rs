@@ -8,10 +8,12 @@
 //! chunks of [`CHUNK`] environments, so only one chunk's rendered objects are
 //! in memory at a time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rayon::prelude::*;
 
+use crate::condition::Reason;
+use crate::object::ObjectRef;
 use crate::pipeline::Evaluation;
 use crate::plan::{Change, Plan, StepAction};
 use crate::render::{Digest, Rendered, Renderer};
@@ -29,10 +31,10 @@ pub enum Failure {
 impl Failure {
     /// A stable reason for conditions and metric labels.
     #[must_use]
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
             Self::Target(e) => e.reason(),
-            Self::Render(_) => "RenderFailed",
+            Self::Render(_) => Reason::RenderFailed,
         }
     }
 
@@ -48,7 +50,7 @@ struct Prepared<'e> {
     fresh: Vec<Rendered>,
     /// Indices into `fresh` of the objects to write, in plan order.
     upserts: Vec<usize>,
-    deletes: Vec<String>,
+    deletes: Vec<ObjectRef>,
     record: Option<&'e crate::target::EnvironmentRecord>,
 }
 
@@ -67,28 +69,28 @@ fn prepare<'e>(
             })?,
         None => Vec::new(),
     };
-    let by_file: BTreeMap<String, usize> = fresh
+    let by_id: HashMap<&ObjectRef, usize> = fresh
         .iter()
         .enumerate()
-        .map(|(i, r)| (r.object.file_name(), i))
+        .map(|(i, r)| (&r.object.id, i))
         .collect();
-    let planned: BTreeMap<String, Digest> = desired
+    let planned: HashMap<&ObjectRef, Digest> = desired
         .into_iter()
-        .flat_map(|d| d.objects.iter().map(|o| (o.file_name(), o.digest)))
+        .flat_map(|d| d.objects.iter().map(|o| (&o.id, o.digest)))
         .collect();
     let mut upserts = Vec::new();
     let mut deletes = Vec::new();
     for step in steps {
         match step.action {
-            StepAction::Delete => deletes.push(step.file()),
-            StepAction::Create | StepAction::Update => match by_file.get(&step.file()) {
-                Some(&i) if planned.get(&step.file()) == Some(&fresh[i].object.digest) => {
+            StepAction::Delete => deletes.push(step.object.clone()),
+            StepAction::Create | StepAction::Update => match by_id.get(&step.object) {
+                Some(&i) if planned.get(&step.object) == Some(&fresh[i].object.digest) => {
                     upserts.push(i);
                 }
                 _ => {
                     return Err(Failure::Render(format!(
                         "different content for {} than planned; not applied",
-                        step.file()
+                        step.object
                     )));
                 }
             },

@@ -115,7 +115,7 @@ fn table(items: &[Item]) -> String {
             let reason = i
                 .conditions
                 .first()
-                .map(|c| c.reason.clone())
+                .map(|c| c.reason.as_str())
                 .unwrap_or_default();
             [
                 i.name.clone(),

@@ -4,18 +4,19 @@
 //! recorded when it applied them. An object whose recorded digest is empty (a
 //! write that was interrupted) always differs, so the next pass rewrites it.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
+use crate::inventory::LiveEnvironment;
+use crate::object::ObjectRef;
 use crate::render::Object;
-use crate::target::LiveEnvironment;
 
 /// How one environment's objects differ from what is live.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ObjectDiff<'a> {
     pub creates: Vec<&'a Object>,
     pub updates: Vec<&'a Object>,
-    /// File names of live objects no longer desired.
-    pub deletes: Vec<String>,
+    /// Live objects no longer desired.
+    pub deletes: Vec<&'a ObjectRef>,
     pub unchanged: usize,
 }
 
@@ -26,40 +27,49 @@ impl ObjectDiff<'_> {
     }
 }
 
-/// Diffs one environment: `desired` objects against its live record (if any).
+/// Diffs one environment: `desired` objects against its live record (if
+/// any), by object identity.
 #[must_use]
-pub fn diff<'a>(desired: &'a [Object], live: Option<&LiveEnvironment>) -> ObjectDiff<'a> {
-    let empty = BTreeMap::new();
-    let live_objects = live.map_or(&empty, |l| &l.objects);
+pub fn diff<'a>(desired: &'a [Object], live: Option<&'a LiveEnvironment>) -> ObjectDiff<'a> {
     let mut out = ObjectDiff::default();
-    let mut wanted = std::collections::BTreeSet::new();
+    let Some(live) = live else {
+        out.creates = desired.iter().collect();
+        return out;
+    };
+    let mut wanted = BTreeSet::new();
     for object in desired {
-        let file = object.file_name();
-        match live_objects.get(&file) {
+        match live.objects.get(&object.id) {
             None => out.creates.push(object),
-            Some(l) if l.digest != object.digest => out.updates.push(object),
+            Some(digest) if *digest != object.digest => out.updates.push(object),
             Some(_) => out.unchanged += 1,
         }
-        wanted.insert(file);
+        wanted.insert(&object.id);
     }
-    out.deletes = live_objects
+    out.deletes = live
+        .objects
         .keys()
-        .filter(|f| !wanted.contains(*f))
-        .cloned()
+        .filter(|id| !wanted.contains(id))
         .collect();
     out
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
     use super::*;
+    use crate::inventory::EnvironmentRecord;
     use crate::render::{Digest, digest};
-    use crate::target::{EnvironmentRecord, LiveObject};
 
     fn object(kind: &str, name: &str, body: &str) -> Object {
         Object {
-            kind: kind.into(),
-            name: name.into(),
+            id: ObjectRef {
+                api_version: "v1".into(),
+                kind: kind.into(),
+                namespace: (kind != "Namespace").then(|| Arc::from("e")),
+                name: name.into(),
+            },
             digest: digest(body.as_bytes()),
         }
     }
@@ -71,7 +81,7 @@ mod tests {
             object("ConfigMap", "c", "new"),
             object("Service", "s", "s"),
         ];
-        let live_obj = |o: &Object, digest: Digest| (o.file_name(), LiveObject::of(o, digest));
+        let gone = object("Deployment", "gone", "");
         let live = LiveEnvironment {
             record: EnvironmentRecord {
                 origin: None,
@@ -82,23 +92,41 @@ mod tests {
                 expires_at: None,
             },
             objects: BTreeMap::from([
-                live_obj(&desired[0], desired[0].digest),
-                live_obj(&desired[1], crate::render::digest(b"old")),
-                (
-                    "deployment-gone.yaml".to_owned(),
-                    LiveObject {
-                        kind: "Deployment".into(),
-                        name: "gone".into(),
-                        digest: Digest::PENDING,
-                    },
-                ),
+                (desired[0].id.clone(), desired[0].digest),
+                (desired[1].id.clone(), digest(b"old")),
+                (gone.id.clone(), Digest::PENDING),
             ]),
         };
         let d = diff(&desired, Some(&live));
         assert_eq!(d.unchanged, 1);
         assert_eq!(d.updates, vec![&desired[1]]);
         assert_eq!(d.creates, vec![&desired[2]]);
-        assert_eq!(d.deletes, vec!["deployment-gone.yaml".to_owned()]);
+        assert_eq!(d.deletes, vec![&gone.id]);
         assert_eq!(diff(&desired, None).creates.len(), 3);
+    }
+
+    #[test]
+    fn a_new_api_version_of_an_object_is_an_update_not_a_create_and_a_delete() {
+        let mut hpa = object("HorizontalPodAutoscaler", "h", "v2");
+        hpa.id.api_version = "autoscaling/v2".into();
+        let mut old = hpa.id.clone();
+        old.api_version = "autoscaling/v1".into();
+        let live = LiveEnvironment {
+            record: EnvironmentRecord {
+                origin: None,
+                env_type: "dev".into(),
+                pool: "p".into(),
+                owner: "o".into(),
+                versions: BTreeMap::new(),
+                expires_at: None,
+            },
+            objects: BTreeMap::from([(old, digest(b"v1"))]),
+        };
+        let desired = [hpa];
+        let d = diff(&desired, Some(&live));
+        assert_eq!(
+            (d.creates.len(), d.updates.len(), d.deletes.len()),
+            (0, 1, 0)
+        );
     }
 }

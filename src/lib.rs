@@ -19,11 +19,14 @@ pub mod api;
 pub mod apply;
 pub mod claim;
 pub mod client;
+pub mod condition;
 pub mod config;
 pub mod diagnostic;
 pub mod diff;
+pub mod inventory;
 pub mod load;
 pub mod metrics;
+pub mod object;
 pub mod pipeline;
 pub mod plan;
 pub mod reconcile;
@@ -34,11 +37,17 @@ pub mod state;
 pub mod status;
 pub mod target;
 pub mod validate;
+pub mod view;
+pub mod yaml;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use condition::Reason;
 use config::{Config, Presets, SourceConfig, TargetConfig};
-use pipeline::{Evaluation, Pipeline};
+use pipeline::{Counters, Evaluation, Pipeline};
 use plan::Plan;
 use source::Snapshot;
 use target::{Inventory, Target};
@@ -67,6 +76,17 @@ pub enum PassError {
     Target(#[from] target::Error),
 }
 
+impl PassError {
+    /// A stable reason for events and metric labels.
+    #[must_use]
+    pub fn reason(&self) -> Reason {
+        match self {
+            Self::Source(_) => Reason::SourceUnavailable,
+            Self::Target(e) => e.reason(),
+        }
+    }
+}
+
 /// Options of one pass.
 #[derive(Debug, Clone, Copy)]
 pub struct PassOptions {
@@ -81,7 +101,22 @@ pub struct PassOptions {
 pub struct PassOutcome {
     pub evaluation: Evaluation,
     pub plan: Plan,
+    /// What applying did; `None` when the pass only planned.
     pub report: Option<apply::Report>,
+    /// The target's inventory after the pass.
+    pub live: Arc<Inventory>,
+    /// The work done, re-authorizations after apply included.
+    pub counters: Counters,
+}
+
+/// What a pass keeps for the next one: the daemon holds it across passes,
+/// one-shot commands start from empty.
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// Evaluations of unchanged files.
+    pub cache: pipeline::Cache,
+    /// Environments the last plan found in sync.
+    pub in_sync: plan::InSync,
 }
 
 /// A config wired to its pipeline and target.
@@ -218,14 +253,28 @@ impl Converge {
         }
     }
 
-    /// One pass: read, evaluate, plan, and (if asked and not held) apply.
-    pub fn pass(&self, options: PassOptions) -> Result<PassOutcome, PassError> {
-        let snapshots = self.read_sources()?;
+    /// The pass: evaluate the snapshots against the target's inventory,
+    /// plan, and (if asked and not held) apply. What a `stale` source (one
+    /// that cannot be read now) claimed is never deleted. `memory` carries
+    /// what the last pass learned (`Memory::default()` for a one-shot pass).
+    pub fn pass(
+        &self,
+        snapshots: Vec<Snapshot>,
+        stale: &BTreeSet<&str>,
+        options: PassOptions,
+        memory: &mut Memory,
+    ) -> Result<PassOutcome, PassError> {
         let live = self.target.inventory()?;
-        let evaluation =
-            self.pipeline
-                .evaluate(&snapshots, &live, pipeline::Options { now: options.now });
-        drop(snapshots); // the claims' bytes are parsed: free them before planning
+        let now = options.now;
+        let mut evaluation = self.pipeline.evaluate_cached(
+            &snapshots,
+            &live,
+            pipeline::Options { now },
+            &mut memory.cache,
+        );
+        keep_stale(&mut evaluation, &live, stale);
+        // Planning only: the claims' bytes are parsed, free them before planning.
+        let snapshots = options.apply.then_some(snapshots);
         let plan = plan::build(
             &evaluation,
             &live,
@@ -233,20 +282,74 @@ impl Converge {
                 max_delete_fraction: self.config.safety.max_delete_fraction,
                 allow_mass_delete: options.allow_mass_delete,
             },
+            &mut memory.in_sync,
         );
-        let report = options.apply.then(|| {
+        let mut counters = evaluation.counters;
+        let Some(report) = options.apply.then(|| {
             apply::apply(
                 &plan,
                 &evaluation,
                 &self.pipeline.renderer,
                 self.target.as_ref(),
             )
-        });
+        }) else {
+            return Ok(PassOutcome {
+                evaluation,
+                plan,
+                report: None,
+                live,
+                counters,
+            });
+        };
+        let applied: BTreeSet<&str> = report.applied.iter().map(String::as_str).collect();
+        let created: BTreeSet<&str> = plan
+            .environments
+            .iter()
+            .filter(|e| e.change == plan::Change::Create && applied.contains(e.name.as_str()))
+            .map(|e| e.name.as_str())
+            .collect();
+        counters.authorized += self.pipeline.settle_created(
+            &mut memory.cache,
+            snapshots.as_deref().unwrap_or_default(),
+            &created,
+            now,
+        );
+        for name in report.failed.keys() {
+            memory.cache.forget_environment(name);
+        }
+        let live = if report.applied.is_empty() && report.failed.is_empty() {
+            live
+        } else {
+            self.target.inventory().unwrap_or(live)
+        };
         Ok(PassOutcome {
             evaluation,
             plan,
-            report,
+            report: Some(report),
+            live,
+            counters,
         })
+    }
+}
+
+/// Unreadable is not empty: a live environment whose claim came from a
+/// stale source, and that no claim asks for now, is left as it is.
+fn keep_stale(evaluation: &mut Evaluation, live: &Inventory, stale: &BTreeSet<&str>) {
+    if stale.is_empty() {
+        return;
+    }
+    for (name, env) in &live.environments {
+        let from_stale = env
+            .record
+            .origin
+            .as_ref()
+            .is_some_and(|o| stale.contains(o.source.as_str()));
+        if from_stale && !evaluation.desired.contains_key(name) {
+            evaluation
+                .keep
+                .entry(name.clone())
+                .or_insert(Reason::SourceUnavailable);
+        }
     }
 }
 
@@ -341,6 +444,7 @@ pub fn pull_request_plan(
             max_delete_fraction: config.safety.max_delete_fraction,
             allow_mass_delete: false,
         },
+        &mut plan::InSync::default(),
     );
     Ok((plan, after))
 }

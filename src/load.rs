@@ -14,23 +14,6 @@ use serde_json::Value;
 use crate::diagnostic::Diagnostic;
 use crate::source::{Content, SourceFile};
 
-/// Parser limits for claim files (and the config file).
-#[must_use]
-pub fn yaml_options() -> serde_saphyr::Options {
-    serde_saphyr::options! {
-        budget: serde_saphyr::budget! {
-            max_depth: 64,
-            max_nodes: 20_000,
-            max_events: 100_000,
-            max_documents: 1,
-            max_aliases: 64,
-            max_anchors: 64,
-            max_total_scalar_bytes: 1024 * 1024,
-        },
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
-    }
-}
-
 /// The document format, from the file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -97,7 +80,7 @@ pub fn parse(file: &SourceFile) -> Result<Value, Diagnostic> {
     let value: Value = match format {
         Format::Json => serde_json::from_str(text)
             .map_err(|e| Diagnostic::new(path, "", "json", format!("invalid JSON: {e}")))?,
-        Format::Yaml => serde_saphyr::from_str_with_options(text, yaml_options())
+        Format::Yaml => serde_saphyr::from_str_with_options(text, crate::yaml::options())
             .map_err(|e| yaml_error(path, &e))?,
     };
     match value {

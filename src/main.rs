@@ -3,6 +3,7 @@
 //! Exit codes (PRODUCT.md): `validate` and `render` 0 valid / 1 invalid /
 //! 2 error; `plan` 0 no changes / 1 changes / 2 error; `run` 0 ok / 2 error.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use converge::config::Config;
 use converge::plan::{self, Format as PlanFormat};
 use converge::source::{Content, Snapshot, SourceKind};
-use converge::{Converge, PassOptions, source};
+use converge::{Converge, Memory, PassOptions, source};
 
 // The pipeline allocates many small objects from several threads; mimalloc
 // is faster than glibc's allocator at that and returns memory more readily.
@@ -235,16 +236,18 @@ async fn wait_for_signal() {
 
 fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
     let converge = Converge::new(Config::load(config)?)?;
-    let outcome = converge.pass(PassOptions {
+    let snapshots = converge.read_sources()?;
+    let options = PassOptions {
         now: chrono::Utc::now(),
         apply: true,
         allow_mass_delete,
-    })?;
+    };
+    let outcome = converge.pass(snapshots, &BTreeSet::new(), options, &mut Memory::default())?;
     for d in &outcome.plan.diagnostics {
         tracing::warn!(file = %d.file, pointer = %d.pointer, rule = %d.rule, environment = d.environment.as_deref().unwrap_or(""), "{}", d.message);
     }
     let report = outcome.report.expect("a run applies");
-    let counters = outcome.evaluation.counters;
+    let counters = outcome.counters;
     tracing::info!(
         files = counters.files,
         rendered = counters.rendered,
@@ -289,11 +292,13 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
 
 fn plan(config: &Path, format: PlanFormat) -> Result<u8> {
     let converge = Converge::new(Config::load(config)?)?;
-    let outcome = converge.pass(PassOptions {
+    let snapshots = converge.read_sources()?;
+    let options = PassOptions {
         now: chrono::Utc::now(),
         apply: false,
         allow_mass_delete: false,
-    })?;
+    };
+    let outcome = converge.pass(snapshots, &BTreeSet::new(), options, &mut Memory::default())?;
     print_plan(&outcome.plan, format)?;
     Ok(u8::from(outcome.plan.has_changes()))
 }

@@ -16,13 +16,13 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::claim::Claim;
+use crate::condition::{Condition, ConditionType, Reason};
 use crate::diagnostic::Diagnostic;
+use crate::inventory::{EnvironmentRecord, Inventory, LiveEnvironment};
 use crate::load;
 use crate::render::{Object, Renderer, timestamp};
 use crate::resolve::{Tags, resolve};
 use crate::source::{Origin, Provenance, Revision, Snapshot, SourceFile};
-use crate::status::{Condition, reason};
-use crate::target::{EnvironmentRecord, Inventory, LiveEnvironment};
 use crate::validate::policy::{Action, Policies, RequestSource};
 use crate::validate::schema::Schema;
 
@@ -43,38 +43,6 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-/// Remembers the live environment a [`Desired`] was last found identical to,
-/// so the next plan skips its object diff while neither changed (a `Weak`:
-/// it keeps nothing alive, and its address cannot be reused while held).
-#[derive(Debug, Default)]
-pub struct InSync(std::sync::Mutex<std::sync::Weak<LiveEnvironment>>);
-
-impl InSync {
-    /// Whether `live` is the environment last recorded as in sync.
-    #[must_use]
-    pub fn is(&self, live: &Arc<LiveEnvironment>) -> bool {
-        let seen = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::ptr::eq(seen.as_ptr(), Arc::as_ptr(live))
-    }
-
-    /// Records `live` as in sync.
-    pub fn set(&self, live: &Arc<LiveEnvironment>) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::downgrade(live);
-    }
-}
-
-impl Clone for InSync {
-    fn clone(&self) -> Self {
-        InSync::default()
-    }
-}
-
 /// An environment a claim asks for, rendered.
 #[derive(Debug, Clone)]
 pub struct Desired {
@@ -86,8 +54,6 @@ pub struct Desired {
     pub revision: Revision,
     pub record: EnvironmentRecord,
     pub objects: Vec<Object>,
-    /// The live environment this was last found identical to (plan's memo).
-    pub in_sync: InSync,
 }
 
 /// Work done by one evaluation, for metrics and benchmarks.
@@ -108,7 +74,7 @@ pub struct Evaluation {
     /// Valid claims whose environment has expired: removed if live.
     pub expired: BTreeMap<String, DateTime<Utc>>,
     /// Environments that must stay exactly as they are, with the reason.
-    pub keep: BTreeMap<String, &'static str>,
+    pub keep: BTreeMap<String, Reason>,
     pub diagnostics: Vec<Diagnostic>,
     /// Problem conditions per environment name.
     pub conditions: BTreeMap<String, Vec<Condition>>,
@@ -124,12 +90,8 @@ impl Evaluation {
             .desired
             .iter()
             .map(|(name, d)| {
-                let objects = d
-                    .objects
-                    .iter()
-                    .map(|o| (o.file_name(), crate::target::LiveObject::of(o, o.digest)))
-                    .collect();
-                let live = crate::target::LiveEnvironment {
+                let objects = d.objects.iter().map(|o| (o.id.clone(), o.digest)).collect();
+                let live = LiveEnvironment {
                     record: d.record.clone(),
                     objects,
                 };
@@ -139,7 +101,7 @@ impl Evaluation {
         Inventory { environments }
     }
 
-    fn keep(&mut self, name: &str, why: &'static str, condition: Condition) {
+    fn keep(&mut self, name: &str, why: Reason, condition: Condition) {
         self.keep.entry(name.to_owned()).or_insert(why);
         self.conditions
             .entry(name.to_owned())
@@ -278,7 +240,7 @@ struct Rejected {
 struct Kept {
     name: String,
     expires_at: Option<DateTime<Utc>>,
-    why: &'static str,
+    why: Reason,
     condition: Condition,
     diagnostic: Diagnostic,
 }
@@ -287,8 +249,8 @@ struct Kept {
 fn kept(
     name: String,
     expires_at: Option<DateTime<Utc>>,
-    why: &'static str,
-    condition: &str,
+    why: Reason,
+    condition: ConditionType,
     diagnostic: Diagnostic,
 ) -> Outcome {
     let condition = Condition::problem(condition, why, diagnostic.message.clone());
@@ -412,8 +374,8 @@ impl Pipeline {
                     .entry(name.clone())
                     .or_default()
                     .push(Condition::problem(
-                        "Refused",
-                        reason::REFUSED,
+                        ConditionType::Refused,
+                        Reason::NewerVersionRefused,
                         notice.message.clone(),
                     ));
             }
@@ -438,13 +400,13 @@ impl Pipeline {
                 .entry(name.to_owned())
                 .or_default()
                 .push(Condition::problem(
-                    "Conflict",
-                    reason::CONFLICT,
+                    ConditionType::Conflict,
+                    Reason::DuplicateEnvironment,
                     d.message.clone(),
                 ));
         }
         for name in &conflicted {
-            eval.keep.insert(name.clone(), reason::CONFLICT);
+            eval.keep.insert(name.clone(), Reason::DuplicateEnvironment);
         }
         eval.diagnostics.extend(conflicts);
 
@@ -465,9 +427,9 @@ impl Pipeline {
                     match &name {
                         Some(n) if !conflicted.contains(n) => {
                             let (kind, why) = if denied {
-                                ("Denied", reason::DENIED)
+                                (ConditionType::Denied, Reason::PolicyDenied)
                             } else {
-                                ("Invalid", reason::INVALID)
+                                (ConditionType::Invalid, Reason::ClaimInvalid)
                             };
                             eval.keep(n, why, Condition::problem(kind, why, message));
                         }
@@ -497,8 +459,8 @@ impl Pipeline {
                             .entry(name.clone())
                             .or_default()
                             .push(Condition::problem(
-                                "Expired",
-                                reason::EXPIRED,
+                                ConditionType::Expired,
+                                Reason::Expired,
                                 format!("expired at {}", timestamp(at)),
                             ));
                         eval.expired.insert(name, at);
@@ -520,10 +482,10 @@ impl Pipeline {
             {
                 eval.keep(
                     name,
-                    reason::INVALID,
+                    Reason::ClaimInvalid,
                     Condition::problem(
-                        "Invalid",
-                        reason::INVALID,
+                        ConditionType::Invalid,
+                        Reason::ClaimInvalid,
                         format!("its claim file {} cannot be read", origin.path),
                     ),
                 );
@@ -795,8 +757,8 @@ impl Pipeline {
             return kept(
                 env_name,
                 expires_at,
-                reason::SIGNATURE_REQUIRED,
-                "SignatureRequired",
+                Reason::SignatureRequired,
+                ConditionType::SignatureRequired,
                 Diagnostic::new(path, "", "signature-required", problem),
             );
         }
@@ -810,8 +772,8 @@ impl Pipeline {
             return kept(
                 env_name,
                 expires_at,
-                reason::SECRETS_UNAVAILABLE,
-                "SecretsUnavailable",
+                Reason::SecretsUnavailable,
+                ConditionType::SecretsUnavailable,
                 Diagnostic::new(path, "/secrets", "secrets", message),
             );
         }
@@ -827,8 +789,8 @@ impl Pipeline {
                 return kept(
                     env_name,
                     expires_at,
-                    reason::VERSION_UNRESOLVED,
-                    "VersionUnresolved",
+                    Reason::VersionUnresolved,
+                    ConditionType::VersionUnresolved,
                     Diagnostic::new(path, pointer, "version-unresolved", message),
                 );
             }
@@ -840,8 +802,8 @@ impl Pipeline {
                 return kept(
                     env_name,
                     expires_at,
-                    reason::RENDER_FAILED,
-                    "RenderFailed",
+                    Reason::RenderFailed,
+                    ConditionType::RenderFailed,
                     Diagnostic::new(path, "", "render", message),
                 );
             }
@@ -866,7 +828,6 @@ impl Pipeline {
             revision: snapshot.revision.clone(),
             record,
             objects,
-            in_sync: InSync::default(),
         }))
     }
 }

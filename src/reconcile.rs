@@ -30,15 +30,17 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::condition::Reason;
 use crate::config::SourceConfig;
 use crate::metrics::{ActionLabels, EnvLabels, Metrics, SourceErrorLabels, SourceLabels};
-use crate::pipeline::Cache;
+use crate::pipeline::Evaluation;
 use crate::plan::{Change, Plan};
 use crate::render::timestamp;
 use crate::source::{self, Snapshot};
 use crate::state::{self, Commit, Event, PassRecord, Store};
-use crate::status::{self, EnvStatus, PassFacts, Statuses, View};
-use crate::{Converge, apply, pipeline, plan};
+use crate::status::{self, EnvStatus, PassFacts, Statuses};
+use crate::view::{View, list_json};
+use crate::{Converge, Memory, PassError, PassOptions, PassOutcome, apply, plan};
 
 /// A full pass runs at least this often even when no source changed.
 const RESYNC: Duration = Duration::from_mins(10);
@@ -171,6 +173,30 @@ struct SourceErrorDoc<'a> {
     message: &'a str,
 }
 
+/// What the loop does after a pass (kube-rs's `reconcile` -> `Action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Run again after this long even if no input changes (an apply retry,
+    /// the earliest expiry).
+    Requeue(Duration),
+    /// Run again only when an input changes.
+    AwaitChange,
+}
+
+/// Why the loop woke: a closed set (rust-analyzer's main loop `Event`).
+#[derive(Debug)]
+enum Wake {
+    /// A source's poll is due, or these dir sources' files changed.
+    Poll(BTreeSet<usize>),
+    /// The last pass asked to run again now.
+    Requeue,
+    /// The periodic full resync is due.
+    Resync,
+    /// Time to look for the allow file of a held plan.
+    Allowed,
+    Shutdown,
+}
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -187,7 +213,8 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     view: Arc<ArcSwap<View>>,
     sources: Vec<SourceState>,
-    cache: Cache,
+    /// What the last pass learned (evaluations of unchanged files, the plan memo).
+    memory: Memory,
     statuses: Statuses,
     events: VecDeque<Event>,
     passes: VecDeque<PassRecord>,
@@ -196,8 +223,8 @@ pub struct Daemon {
     first_pass_done: bool,
     last_plan: Option<Arc<Plan>>,
     apply_backoff: Backoff,
-    apply_retry_at: Option<Instant>,
-    next_expiry: Option<DateTime<Utc>>,
+    /// When the last pass asked to run again (an apply retry, an expiry).
+    requeue_at: Option<Instant>,
     /// Diagnostics already reported as events (so a pass does not repeat them).
     reported: BTreeSet<String>,
     last_hold: Option<String>,
@@ -279,7 +306,7 @@ impl Daemon {
             metrics,
             view,
             sources,
-            cache: Cache::default(),
+            memory: Memory::default(),
             statuses: Arc::new(statuses),
             events: restored.events.into(),
             passes: restored.passes.into(),
@@ -291,8 +318,7 @@ impl Daemon {
                 Duration::from_secs(1),
                 max_backoff.max(Duration::from_secs(1)),
             ),
-            apply_retry_at: None,
-            next_expiry: None,
+            requeue_at: None,
             reported: BTreeSet::new(),
             last_hold: None,
             last_full_pass: None,
@@ -306,26 +332,62 @@ impl Daemon {
         self.converge.config.state_dir.join(ALLOW_MASS_DELETE_FILE)
     }
 
-    /// When the loop must wake next.
-    fn next_wake(&self) -> Instant {
+    /// Whether the last plan is held (the loop then looks for the allow file).
+    fn held(&self) -> bool {
+        self.last_plan.as_ref().is_some_and(|p| p.hold.is_some())
+    }
+
+    /// The next timer and what it means.
+    fn next_timer(&self) -> (Instant, Wake) {
         let now = Instant::now();
-        let mut wake = self
-            .sources
-            .iter()
-            .map(|s| s.due)
-            .min()
-            .unwrap_or(now + Duration::from_hours(1));
-        if let Some(at) = self.apply_retry_at {
-            wake = wake.min(at);
+        let mut next = (now + Duration::from_hours(1), Wake::Poll(BTreeSet::new()));
+        let mut consider = |at: Instant, wake: Wake| {
+            if at < next.0 {
+                next = (at, wake);
+            }
+        };
+        if let Some(due) = self.sources.iter().map(|s| s.due).min() {
+            consider(due, Wake::Poll(BTreeSet::new()));
         }
-        if let Some(at) = self.next_expiry {
-            let until = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            wake = wake.min(now + until);
+        if let Some(at) = self.requeue_at {
+            consider(at, Wake::Requeue);
         }
-        if self.last_plan.as_ref().is_some_and(|p| p.hold.is_some()) {
-            wake = wake.min(now + Duration::from_secs(2)); // look for the allow file
+        consider(
+            self.last_full_pass.map_or(now, |t| t + RESYNC),
+            Wake::Resync,
+        );
+        if self.held() {
+            consider(now + Duration::from_secs(2), Wake::Allowed);
         }
-        wake
+        next
+    }
+
+    /// Waits for the next reason to wake.
+    async fn wait(
+        &self,
+        changes: &mut mpsc::Receiver<usize>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Wake {
+        let (at, timer) = self.next_timer();
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => timer,
+            Some(i) = changes.recv() => {
+                // Debounce: editors write several events per save.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut touched = BTreeSet::from([i]);
+                while let Ok(j) = changes.try_recv() {
+                    touched.insert(j);
+                }
+                Wake::Poll(touched)
+            }
+            signal = shutdown.changed() => {
+                if signal.is_err() || *shutdown.borrow() {
+                    Wake::Shutdown
+                } else {
+                    Wake::Poll(BTreeSet::new())
+                }
+            }
+        }
     }
 
     /// Runs until `shutdown` turns true; the pass in progress always finishes.
@@ -336,62 +398,54 @@ impl Daemon {
             if watchers.len() < self.dir_sources() {
                 watchers = self.watch_dirs(&tx);
             }
-            let wake = self.next_wake();
-            tokio::select! {
-                () = tokio::time::sleep_until(wake) => {}
-                Some(i) = rx.recv() => {
-                    // Debounce: editors write several events per save.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    let mut touched = BTreeSet::from([i]);
-                    while let Ok(j) = rx.try_recv() {
-                        touched.insert(j);
-                    }
-                    for j in touched {
-                        self.sources[j].due = Instant::now();
-                    }
-                }
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
+            let wake = self.wait(&mut rx, &mut shutdown).await;
+            if matches!(wake, Wake::Shutdown) {
                 break;
             }
-            let now = Instant::now();
-            let due: Vec<usize> = (0..self.sources.len())
-                .filter(|&i| self.sources[i].due <= now)
-                .collect();
-            let expiry = self.next_expiry.is_some_and(|at| at <= Utc::now());
-            let retry = self.apply_retry_at.is_some_and(|at| at <= now);
-            let allowed = self.last_plan.as_ref().is_some_and(|p| p.hold.is_some())
-                && self.allow_file().exists();
-            if due.is_empty() && !expiry && !retry && !allowed {
-                continue;
-            }
-            tokio::task::block_in_place(|| {
-                let mut events = Vec::new();
-                let changed = self.read_sources(&due, &mut events);
-                // Level-triggered, but not wasteful: an idle poll of unchanged
-                // sources costs a ref check or a listing, not a pass; a full
-                // pass still runs every RESYNC to stay level-triggered.
-                let resync = self.last_full_pass.is_none_or(|t| t.elapsed() >= RESYNC);
-                if changed || expiry || retry || allowed || resync {
-                    let started = Instant::now();
-                    if resync {
-                        self.converge.target.reload();
-                    }
-                    self.pass(events);
-                    // Committed and swapped in: the API serves the result.
-                    self.metrics
-                        .pass_ready
-                        .observe(started.elapsed().as_secs_f64());
-                } else {
-                    // Nothing a pass depends on changed: no pass, and no
-                    // state transaction unless there are events to record.
-                    self.commit(&[], &events, None);
-                    self.publish_sources();
-                }
-            });
+            tokio::task::block_in_place(|| self.handle(&wake));
         }
         tracing::info!("shutting down: the last pass is complete");
+    }
+
+    /// Reads what is due and runs a pass when anything a pass depends on
+    /// changed. Level-triggered, but not wasteful: an idle poll of unchanged
+    /// sources costs a ref check or a listing, not a pass; a full pass still
+    /// runs every [`RESYNC`].
+    fn handle(&mut self, wake: &Wake) {
+        let now = Instant::now();
+        let mut due: BTreeSet<usize> = (0..self.sources.len())
+            .filter(|&i| self.sources[i].due <= now)
+            .collect();
+        if let Wake::Poll(touched) = wake {
+            due.extend(touched);
+        }
+        let requeue = self.requeue_at.is_some_and(|at| at <= now);
+        let resync = self.last_full_pass.is_none_or(|t| t.elapsed() >= RESYNC);
+        let allowed = self.held() && self.allow_file().exists();
+        if due.is_empty() && !requeue && !resync && !allowed {
+            return;
+        }
+        let mut events = Vec::new();
+        let changed = self.read_sources(&due, &mut events);
+        if changed || requeue || resync || allowed {
+            let started = Instant::now();
+            if resync {
+                self.converge.target.reload();
+            }
+            self.requeue_at = match self.pass(events) {
+                Action::Requeue(d) => Some(Instant::now() + d),
+                Action::AwaitChange => None,
+            };
+            // Committed and swapped in: the API serves the result.
+            self.metrics
+                .pass_ready
+                .observe(started.elapsed().as_secs_f64());
+        } else {
+            // Nothing a pass depends on changed: no pass, and no state
+            // transaction unless there are events to record.
+            self.commit(&[], &events, None);
+            self.publish_sources();
+        }
     }
 
     fn dir_sources(&self) -> usize {
@@ -455,7 +509,7 @@ impl Daemon {
 
     /// Reads the due sources; true when anything a pass depends on changed
     /// (a new revision, a first read, an error starting or ending).
-    fn read_sources(&mut self, due: &[usize], new_events: &mut Vec<Event>) -> bool {
+    fn read_sources(&mut self, due: &BTreeSet<usize>, new_events: &mut Vec<Event>) -> bool {
         let mut any = false;
         for &i in due {
             let result = self.sources[i].source.read_changed();
@@ -530,43 +584,23 @@ impl Daemon {
         any
     }
 
-    /// One pass over everything due. Synchronous: it runs on a blocking thread.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "the pass reads best as the sequence it is"
-    )]
-    fn pass(&mut self, mut new_events: Vec<Event>) {
+    /// One pass, observed. [`Converge::pass`] does the work; the loop records
+    /// its outcome, whatever it was, in the same steps (events, metrics,
+    /// statuses, the pass record, the commit, the view) and returns when to
+    /// run again. Synchronous: it runs on a blocking thread.
+    fn pass(&mut self, mut events: Vec<Event>) -> Action {
         let started = Instant::now();
         let now = Utc::now();
         self.pass += 1;
         let span = tracing::info_span!("pass", id = self.pass);
         let _guard = span.enter();
-        self.last_full_pass = Some(Instant::now());
+        self.last_full_pass = Some(started);
 
         let snapshots: Vec<Snapshot> = self
             .sources
             .iter()
             .filter_map(|s| s.last_good.clone())
             .collect();
-        let live = match self.converge.target.inventory() {
-            Ok(l) => l,
-            Err(e) => {
-                let delay = self.apply_backoff.next_delay();
-                self.apply_retry_at = Some(Instant::now() + delay);
-                tracing::error!(error = %e, retry_in_ms = delay.as_millis(), "cannot read the target's inventory");
-                let ev = self.event("Warning", e.reason(), None, e.to_string());
-                new_events.push(ev);
-                self.commit(&[], &new_events, None);
-                self.publish();
-                return;
-            }
-        };
-        let mut evaluation = self.converge.pipeline.evaluate_cached(
-            &snapshots,
-            &live,
-            pipeline::Options { now },
-            &mut self.cache,
-        );
         // Unreadable is not empty: what a source not read since start (or
         // failing now) claims is never deleted.
         let stale: BTreeSet<&str> = self
@@ -575,65 +609,58 @@ impl Daemon {
             .filter(|s| !s.fresh || s.last_error.is_some())
             .map(|s| s.config.name())
             .collect();
-        for (name, env) in &live.environments {
-            let from_stale = env
-                .record
-                .origin
-                .as_ref()
-                .is_some_and(|o| stale.contains(o.source.as_str()));
-            if from_stale && !evaluation.desired.contains_key(name) {
-                evaluation
-                    .keep
-                    .entry(name.clone())
-                    .or_insert("SourceUnavailable");
+        let allowed = self.allow_file().exists();
+        let options = PassOptions {
+            now,
+            apply: true,
+            allow_mass_delete: allowed,
+        };
+        let result = self
+            .converge
+            .pass(snapshots, &stale, options, &mut self.memory);
+        drop(stale);
+
+        let (action, touched, record) = match result {
+            Ok(outcome) => {
+                self.observe_hold(&outcome.plan, allowed, &mut events);
+                self.observe_applies(&outcome, &mut events);
+                self.observe_diagnostics(&outcome.evaluation, &mut events);
+                self.observe_latency(&outcome);
+                self.observe_counters(&outcome);
+                let action = self.action_after(&outcome, now);
+                let record = self.pass_record(Ok(&outcome), started, now);
+                let touched = self.observe_statuses(outcome, now);
+                (action, touched, record)
             }
+            Err(e) => {
+                tracing::error!(error = %e, reason = %e.reason(), "the pass could not run");
+                let ev = self.event("Warning", e.reason().as_str(), None, e.to_string());
+                events.push(ev);
+                let delay = self.apply_backoff.next_delay();
+                let record = self.pass_record(Err(&e), started, now);
+                (Action::Requeue(delay), Vec::new(), record)
+            }
+        };
+        let changed_envs: Vec<(String, Option<Vec<u8>>)> = touched
+            .into_iter()
+            .map(|name| {
+                let body = self.statuses.get(&name).map(|e| e.stored());
+                (name, body)
+            })
+            .collect();
+        self.passes.push_back(record.clone());
+        while self.passes.len() > usize::try_from(state::PASS_HISTORY).unwrap_or(usize::MAX) {
+            self.passes.pop_front();
         }
+        self.commit(&changed_envs, &events, Some(record));
+        self.publish();
+        action
+    }
+
+    /// Step: a held plan is reported once (and its allow file consumed once
+    /// the plan it allowed went through).
+    fn observe_hold(&mut self, plan: &Plan, allowed: bool, events: &mut Vec<Event>) {
         let allow_file = self.allow_file();
-        let allowed = allow_file.exists();
-        let plan = plan::build(
-            &evaluation,
-            &live,
-            plan::Options {
-                max_delete_fraction: self.converge.config.safety.max_delete_fraction,
-                allow_mass_delete: allowed,
-            },
-        );
-        let report = apply::apply(
-            &plan,
-            &evaluation,
-            &self.converge.pipeline.renderer,
-            self.converge.target.as_ref(),
-        );
-
-        let changes: BTreeMap<&str, &plan::EnvironmentPlan> = plan
-            .environments
-            .iter()
-            .map(|e| (e.name.as_str(), e))
-            .collect();
-        let created: BTreeSet<&str> = report
-            .applied
-            .iter()
-            .map(String::as_str)
-            .filter(|n| changes.get(n).is_some_and(|e| e.change == Change::Create))
-            .collect();
-        let settled =
-            self.converge
-                .pipeline
-                .settle_created(&mut self.cache, &snapshots, &created, now);
-
-        // Record what happened.
-        let mut counters = evaluation.counters;
-        counters.authorized += settled;
-        self.metrics.claims_parsed.inc_by(counters.parsed as u64);
-        self.metrics
-            .claims_validated
-            .inc_by(counters.validated as u64);
-        self.metrics
-            .claims_authorized
-            .inc_by(counters.authorized as u64);
-        self.metrics
-            .claims_rendered
-            .inc_by(counters.rendered as u64);
         if let Some(hold) = &plan.hold {
             self.metrics.plan_held.set(1);
             if self.last_hold.as_deref() != Some(hold.message.as_str()) {
@@ -644,24 +671,37 @@ impl Daemon {
                     allow_file.display()
                 );
                 tracing::warn!("{message}");
-                let ev = self.event("Warning", status::reason::HELD, None, message);
-                new_events.push(ev);
+                let ev = self.event("Warning", Reason::MassDeletionHeld.as_str(), None, message);
+                events.push(ev);
                 self.last_hold = Some(hold.message.clone());
             }
-        } else {
-            self.metrics.plan_held.set(0);
-            self.last_hold = None;
-            if allowed && plan.environments.iter().any(|e| e.change == Change::Delete) {
-                let _ = std::fs::remove_file(&allow_file);
-                let ev = self.event(
-                    "Normal",
-                    "MassDeletionAllowed",
-                    None,
-                    format!("{} was used and removed", allow_file.display()),
-                );
-                new_events.push(ev);
-            }
+            return;
         }
+        self.metrics.plan_held.set(0);
+        self.last_hold = None;
+        if allowed && plan.environments.iter().any(|e| e.change == Change::Delete) {
+            let _ = std::fs::remove_file(&allow_file);
+            let ev = self.event(
+                "Normal",
+                "MassDeletionAllowed",
+                None,
+                format!("{} was used and removed", allow_file.display()),
+            );
+            events.push(ev);
+        }
+    }
+
+    /// Step: an event and a metric per environment applied or failed.
+    fn observe_applies(&mut self, outcome: &PassOutcome, events: &mut Vec<Event>) {
+        let Some(report) = &outcome.report else {
+            return;
+        };
+        let changes: BTreeMap<&str, &plan::EnvironmentPlan> = outcome
+            .plan
+            .environments
+            .iter()
+            .map(|e| (e.name.as_str(), e))
+            .collect();
         for name in &report.applied {
             let Some(env) = changes.get(name.as_str()) else {
                 continue;
@@ -684,29 +724,23 @@ impl Daemon {
             }
             tracing::info!(environment = %name, change = action, reason = %env.reason, "applied");
             let ev = self.event("Normal", reason, Some(name), message);
-            new_events.push(ev);
+            events.push(ev);
         }
-        let mut failed = BTreeMap::new();
-        let mut transient = false;
         for (name, failure) in &report.failed {
             self.metrics.apply_failures.inc();
-            transient |= failure.is_transient();
-            self.cache.forget_environment(name);
-            tracing::error!(environment = %name, reason = failure.reason(), "{failure}");
-            failed.insert(
-                name.clone(),
-                (failure.reason().to_owned(), failure.to_string()),
+            tracing::error!(environment = %name, reason = %failure.reason(), "{failure}");
+            let ev = self.event(
+                "Warning",
+                failure.reason().as_str(),
+                Some(name),
+                failure.to_string(),
             );
-            let ev = self.event("Warning", failure.reason(), Some(name), failure.to_string());
-            new_events.push(ev);
+            events.push(ev);
         }
-        if transient {
-            let delay = self.apply_backoff.next_delay();
-            self.apply_retry_at = Some(Instant::now() + delay);
-        } else {
-            self.apply_backoff.reset();
-            self.apply_retry_at = None;
-        }
+    }
+
+    /// Step: each new diagnostic is reported once, as an event.
+    fn observe_diagnostics(&mut self, evaluation: &Evaluation, events: &mut Vec<Event>) {
         let diagnostics: BTreeSet<String> = evaluation
             .diagnostics
             .iter()
@@ -725,9 +759,17 @@ impl Daemon {
                 d.environment.as_deref(),
                 d.to_string(),
             );
-            new_events.push(ev);
+            events.push(ev);
         }
-        if !report.applied.is_empty() {
+    }
+
+    /// Step: the time from a source change being seen to it being applied.
+    fn observe_latency(&mut self, outcome: &PassOutcome) {
+        let applied = outcome
+            .report
+            .as_ref()
+            .is_some_and(|r| !r.applied.is_empty());
+        if applied {
             let seen = self
                 .sources
                 .iter_mut()
@@ -738,38 +780,49 @@ impl Daemon {
                     .apply_latency
                     .observe(seen.elapsed().as_secs_f64());
             }
-        } else if plan.environments.is_empty() {
+        } else if outcome.plan.environments.is_empty() {
             for s in &mut self.sources {
                 s.changed_at = None;
             }
         }
-        let live_after = if report.applied.is_empty() && report.failed.is_empty() {
-            live
-        } else {
-            self.converge.target.inventory().unwrap_or(live)
-        };
+    }
+
+    /// Step: the work counters.
+    fn observe_counters(&self, outcome: &PassOutcome) {
+        let c = outcome.counters;
+        self.metrics.claims_parsed.inc_by(c.parsed as u64);
+        self.metrics.claims_validated.inc_by(c.validated as u64);
+        self.metrics.claims_authorized.inc_by(c.authorized as u64);
+        self.metrics.claims_rendered.inc_by(c.rendered as u64);
+    }
+
+    /// Step: every environment's status (rebuilt only where something
+    /// changed) and the environment gauges; returns the names whose status
+    /// changed, for the commit.
+    fn observe_statuses(&mut self, outcome: PassOutcome, now: DateTime<Utc>) -> Vec<String> {
+        let failed: BTreeMap<String, (Reason, String)> = outcome
+            .report
+            .iter()
+            .flat_map(|r| &r.failed)
+            .map(|(name, f)| (name.clone(), (f.reason(), f.to_string())))
+            .collect();
+        let applied: &[String] = outcome.report.as_ref().map_or(&[], |r| &r.applied);
         let time = timestamp(now);
         let facts = PassFacts {
             pass: self.pass,
             time: &time,
-            evaluation: &evaluation,
-            plan: &plan,
-            applied: &report.applied,
+            evaluation: &outcome.evaluation,
+            plan: &outcome.plan,
+            applied,
             failed: &failed,
-            applying: !report.held,
-            live: &live_after,
+            applying: outcome.report.as_ref().is_some_and(|r| !r.held),
+            live: &outcome.live,
         };
         let (statuses, touched) = status::statuses(
             &facts,
             &self.statuses,
             self.converge.config.reconcile.history,
         );
-        self.next_expiry = evaluation
-            .desired
-            .values()
-            .filter_map(|d| d.expires_at)
-            .filter(|at| *at > now)
-            .min();
         let mut by_type: BTreeMap<(&str, &str), i64> = BTreeMap::new();
         for e in statuses.values() {
             *by_type
@@ -786,12 +839,53 @@ impl Daemon {
                 })
                 .set(n);
         }
+        self.statuses = Arc::new(statuses);
+        self.last_plan = Some(Arc::new(outcome.plan.summarized(PLAN_STEPS_KEPT)));
+        self.first_pass_done = true;
+        touched
+    }
+
+    /// When to run again without an input changing: after a backoff when an
+    /// apply failed transiently, at the earliest expiry; otherwise on change.
+    fn action_after(&mut self, outcome: &PassOutcome, now: DateTime<Utc>) -> Action {
+        let transient = outcome
+            .report
+            .iter()
+            .flat_map(|r| r.failed.values())
+            .any(apply::Failure::is_transient);
+        let retry = if transient {
+            Some(self.apply_backoff.next_delay())
+        } else {
+            self.apply_backoff.reset();
+            None
+        };
+        let expiry = outcome
+            .evaluation
+            .desired
+            .values()
+            .filter_map(|d| d.expires_at)
+            .filter(|at| *at > now)
+            .min()
+            .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO));
+        match retry.into_iter().chain(expiry).min() {
+            Some(d) => Action::Requeue(d),
+            None => Action::AwaitChange,
+        }
+    }
+
+    /// The pass as history keeps it (and logs it).
+    fn pass_record(
+        &self,
+        result: Result<&PassOutcome, &PassError>,
+        started: Instant,
+        now: DateTime<Utc>,
+    ) -> PassRecord {
         let elapsed = started.elapsed();
         self.metrics.pass_duration.observe(elapsed.as_secs_f64());
         self.metrics.passes.inc();
-        let record = PassRecord {
+        let mut record = PassRecord {
             id: self.pass,
-            started_at: time.clone(),
+            started_at: timestamp(now),
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             revisions: self
                 .sources
@@ -803,56 +897,52 @@ impl Daemon {
                     ))
                 })
                 .collect(),
-            created: created.len(),
-            updated: report
-                .applied
-                .iter()
-                .filter(|n| {
-                    changes
-                        .get(n.as_str())
-                        .is_some_and(|e| e.change == Change::Update)
-                })
-                .count(),
-            deleted: report
-                .applied
-                .iter()
-                .filter(|n| {
-                    changes
-                        .get(n.as_str())
-                        .is_some_and(|e| e.change == Change::Delete)
-                })
-                .count(),
-            unchanged: plan.unchanged,
-            held: report.held,
-            failed: report.failed.len(),
-            parsed: counters.parsed,
+            created: 0,
+            updated: 0,
+            deleted: 0,
+            unchanged: 0,
+            held: false,
+            failed: 0,
+            parsed: 0,
+            error: None,
         };
+        match result {
+            Ok(outcome) => {
+                let changes: BTreeMap<&str, Change> = outcome
+                    .plan
+                    .environments
+                    .iter()
+                    .map(|e| (e.name.as_str(), e.change))
+                    .collect();
+                if let Some(report) = &outcome.report {
+                    for name in &report.applied {
+                        match changes.get(name.as_str()) {
+                            Some(Change::Create) => record.created += 1,
+                            Some(Change::Update) => record.updated += 1,
+                            Some(Change::Delete) => record.deleted += 1,
+                            None => {}
+                        }
+                    }
+                    record.held = report.held;
+                    record.failed = report.failed.len();
+                }
+                record.unchanged = outcome.plan.unchanged;
+                record.parsed = outcome.counters.parsed;
+            }
+            Err(e) => record.error = Some(e.to_string()),
+        }
         tracing::info!(
             duration_ms = record.duration_ms,
-            parsed = counters.parsed,
+            parsed = record.parsed,
             created = record.created,
             updated = record.updated,
             deleted = record.deleted,
             failed = record.failed,
             held = record.held,
+            error = record.error.as_deref(),
             "pass done"
         );
-        let changed_envs: Vec<(String, Option<Vec<u8>>)> = touched
-            .into_iter()
-            .map(|name| {
-                let body = statuses.get(&name).map(|e| e.stored());
-                (name, body)
-            })
-            .collect();
-        self.statuses = Arc::new(statuses);
-        self.passes.push_back(record.clone());
-        while self.passes.len() > usize::try_from(state::PASS_HISTORY).unwrap_or(usize::MAX) {
-            self.passes.pop_front();
-        }
-        self.last_plan = Some(Arc::new(plan.summarized(PLAN_STEPS_KEPT)));
-        self.first_pass_done = true;
-        self.commit(&changed_envs, &new_events, Some(record));
-        self.publish();
+        record
     }
 
     fn commit(
@@ -929,7 +1019,7 @@ impl Daemon {
         self.events_body
             .get_or_insert_with(|| {
                 let events: Vec<&Event> = self.events.iter().rev().collect();
-                status::list_json(&events)
+                list_json(&events)
             })
             .clone()
     }

@@ -89,6 +89,10 @@ pub struct PassRecord {
     pub held: bool,
     pub failed: usize,
     pub parsed: usize,
+    /// Why the pass could not evaluate anything (the target's inventory
+    /// could not be read); `None` for a pass that ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Something that happened, for `/api/v1/events`.

@@ -1,75 +1,22 @@
-//! Stage 9, record: conditions and per-environment status.
+//! Stage 9, record: per-environment status from what a pass saw and did.
 //!
 //! Every environment converge knows of (claimed, live, or both) gets a status
-//! with Kubernetes-style conditions: `Ready` plus one condition per problem,
-//! each with a stable `reason` used in the API and metric labels.
+//! with Kubernetes-style [`Condition`]s: `Ready` first, then one condition per
+//! problem the pipeline found, each with a stable [`Reason`]. Statuses are
+//! rebuilt only where something changed; [`crate::view`] serves them.
 
 use serde::Serialize;
-
-/// A condition type/status/reason/message, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Condition {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub status: String,
-    pub reason: String,
-    pub message: String,
-}
-
-impl Condition {
-    /// A problem condition: `<kind>` is `True` with this reason.
-    #[must_use]
-    pub fn problem(kind: &str, reason: &str, message: impl Into<String>) -> Condition {
-        Condition {
-            kind: kind.to_owned(),
-            status: "True".to_owned(),
-            reason: reason.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    /// The `Ready` condition.
-    #[must_use]
-    pub fn ready(ready: bool, reason: &str, message: impl Into<String>) -> Condition {
-        Condition {
-            kind: "Ready".to_owned(),
-            status: if ready { "True" } else { "False" }.to_owned(),
-            reason: reason.to_owned(),
-            message: message.into(),
-        }
-    }
-}
-
-/// Stable condition reasons.
-pub mod reason {
-    pub const APPLIED: &str = "Applied";
-    pub const UNCHANGED: &str = "Unchanged";
-    pub const PLANNED: &str = "Planned";
-    pub const INVALID: &str = "ClaimInvalid";
-    pub const DENIED: &str = "PolicyDenied";
-    pub const CONFLICT: &str = "DuplicateEnvironment";
-    pub const VERSION_UNRESOLVED: &str = "VersionUnresolved";
-    pub const SECRETS_UNAVAILABLE: &str = "SecretsUnavailable";
-    pub const RENDER_FAILED: &str = "RenderFailed";
-    pub const EXPIRED: &str = "Expired";
-    pub const UNCLAIMED: &str = "Unclaimed";
-    pub const HELD: &str = "MassDeletionHeld";
-    pub const APPLY_FAILED: &str = "ApplyFailed";
-    /// A source refused a newer version of the claim and serves an earlier one.
-    pub const REFUSED: &str = "NewerVersionRefused";
-    /// A git source requires verified commits for this type, and the newest change is not.
-    pub const SIGNATURE_REQUIRED: &str = "SignatureRequired";
-}
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use crate::condition::{Condition, Reason};
+use crate::inventory::{Inventory, LiveEnvironment};
 use crate::pipeline::{Desired, Evaluation};
 use crate::plan::{Change, EnvironmentPlan, Plan};
 use crate::resolve::Resolved;
-use crate::target::{Inventory, LiveEnvironment};
 
 /// One environment in `/api/v1/environments`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -85,28 +32,7 @@ pub struct Item {
     /// `Ready`, `Pending`, `Held`, `Failed`, `Invalid` or `Expired`.
     pub status: String,
     pub expires_at: Option<String>,
-    pub conditions: Vec<ConditionDoc>,
-}
-
-/// A condition as stored and served (owned strings both ways).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ConditionDoc {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub status: String,
-    pub reason: String,
-    pub message: String,
-}
-
-impl From<&Condition> for ConditionDoc {
-    fn from(c: &Condition) -> Self {
-        ConditionDoc {
-            kind: c.kind.clone(),
-            status: c.status.clone(),
-            reason: c.reason.clone(),
-            message: c.message.clone(),
-        }
-    }
+    pub conditions: Vec<Condition>,
 }
 
 /// One pass in an environment's history.
@@ -115,7 +41,7 @@ pub struct HistoryEntry {
     pub pass: u64,
     pub time: String,
     pub status: String,
-    pub reason: String,
+    pub reason: Reason,
 }
 
 /// `/api/v1/environments/{name}`: the item plus what converge knows about it,
@@ -138,7 +64,11 @@ pub struct Detail {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct InventoryEntry {
+    #[serde(rename = "apiVersion", default)]
+    pub api_version: Option<String>,
     pub kind: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
     pub name: String,
     pub digest: crate::render::Digest,
 }
@@ -158,7 +88,7 @@ pub struct EnvStatus {
     desired: Option<Arc<Desired>>,
     live: Option<Arc<LiveEnvironment>>,
     /// `item` as JSON, for the list body.
-    item_json: Bytes,
+    pub(crate) item_json: Bytes,
     /// The `/api/v1/environments/{name}` body, serialized on first use.
     body: OnceLock<Bytes>,
 }
@@ -244,15 +174,14 @@ impl Serialize for InventoryDoc<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
         struct Entry<'a> {
-            kind: &'a str,
-            name: &'a str,
+            #[serde(flatten)]
+            id: &'a crate::object::ObjectRef,
             digest: crate::render::Digest,
         }
         s.collect_seq(self.0.into_iter().flat_map(|l| {
-            l.objects.values().map(|o| Entry {
-                kind: o.kind.as_ref(),
-                name: o.name.as_ref(),
-                digest: o.digest,
+            l.objects.iter().map(|(id, digest)| Entry {
+                id,
+                digest: *digest,
             })
         }))
     }
@@ -268,7 +197,7 @@ pub struct PassFacts<'a> {
     /// Environments applied this pass (empty when only planning or held).
     pub applied: &'a [String],
     /// Environments whose apply failed, with the reason and message.
-    pub failed: &'a BTreeMap<String, (String, String)>,
+    pub failed: &'a BTreeMap<String, (Reason, String)>,
     /// Whether the plan was applied (false for `plan` and held plans).
     pub applying: bool,
     /// The target's inventory after the pass.
@@ -309,20 +238,8 @@ pub fn statuses(
         else {
             continue;
         };
-        let mut conditions: Vec<ConditionDoc> = Vec::new();
-        conditions.push(ConditionDoc {
-            kind: "Ready".into(),
-            status: if ready { "True" } else { "False" }.into(),
-            reason: reason.clone(),
-            message,
-        });
-        conditions.extend(
-            eval.conditions
-                .get(name)
-                .into_iter()
-                .flatten()
-                .map(ConditionDoc::from),
-        );
+        let mut conditions = vec![Condition::ready(ready, reason, message)];
+        conditions.extend(eval.conditions.get(name).into_iter().flatten().cloned());
         let before = previous.get(name);
         if let Some(b) = before
             && plan.is_none()
@@ -414,40 +331,40 @@ fn readiness(
     plan: Option<&EnvironmentPlan>,
     applied_now: bool,
     desired: bool,
-) -> Option<(bool, &'static str, String, String)> {
+) -> Option<(bool, &'static str, Reason, String)> {
     let eval = facts.evaluation;
     if let Some((reason, message)) = facts.failed.get(name) {
-        return Some((false, "Failed", reason.clone(), message.clone()));
+        return Some((false, "Failed", *reason, message.clone()));
     }
     if let Some(why) = eval.keep.get(name) {
         let message = "the environment is left as it is".to_owned();
-        return Some((false, "Invalid", (*why).to_owned(), message));
+        return Some((false, "Invalid", *why, message));
     }
     if eval.expired.contains_key(name) {
         let message = "the environment expired".to_owned();
-        return Some((false, "Expired", reason::EXPIRED.to_owned(), message));
+        return Some((false, "Expired", Reason::Expired, message));
     }
     if let (Some(hold), Some(_)) = (&facts.plan.hold, plan) {
-        return Some((false, "Held", reason::HELD.to_owned(), hold.message.clone()));
+        return Some((
+            false,
+            "Held",
+            Reason::MassDeletionHeld,
+            hold.message.clone(),
+        ));
     }
     if let Some(p) = plan {
         if facts.applying && applied_now {
             if p.change == Change::Delete {
                 return None; // gone: no claim asks for it and it was removed
             }
-            return Some((
-                true,
-                "Ready",
-                reason::APPLIED.to_owned(),
-                "applied".to_owned(),
-            ));
+            return Some((true, "Ready", Reason::Applied, "applied".to_owned()));
         }
         let message = format!("planned: {:?}", p.change).to_lowercase();
-        return Some((false, "Pending", reason::PLANNED.to_owned(), message));
+        return Some((false, "Pending", Reason::Planned, message));
     }
     desired.then(|| {
         let message = "up to date".to_owned();
-        (true, "Ready", reason::UNCHANGED.to_owned(), message)
+        (true, "Ready", Reason::Unchanged, message)
     })
 }
 
@@ -512,86 +429,3 @@ fn redacted(d: &Desired) -> serde_json::Value {
 
 /// Every environment's status, by name, as a view shares it.
 pub type Statuses = Arc<BTreeMap<String, Arc<EnvStatus>>>;
-
-/// An immutable snapshot of everything the API serves. The loop builds a new
-/// one after each pass and swaps it in; readers never wait on a pass.
-#[derive(Debug, Default)]
-pub struct View {
-    /// Every source read at least once since start, and the first pass done.
-    pub ready: bool,
-    /// Every environment, sorted by name (list filters, detail bodies, the page).
-    pub environments: Statuses,
-    /// Pre-serialized `/api/v1/environments` (unfiltered).
-    pub list: Bytes,
-    pub sources: Bytes,
-    pub plan: Bytes,
-    pub events: Bytes,
-    /// The last plan, for the status page.
-    pub last_plan: Option<std::sync::Arc<Plan>>,
-    pub pass: u64,
-}
-
-impl View {
-    /// Builds a view from the environments' statuses.
-    #[must_use]
-    pub fn new(
-        environments: Statuses,
-        sources: &impl Serialize,
-        plan: Option<std::sync::Arc<Plan>>,
-        events: &impl Serialize,
-        ready: bool,
-        pass: u64,
-    ) -> View {
-        let size: usize = environments.values().map(|e| e.item_json.len() + 1).sum();
-        let mut list = Vec::with_capacity(size + 16);
-        list.extend_from_slice(b"{\"items\":[");
-        for (i, e) in environments.values().enumerate() {
-            if i > 0 {
-                list.push(b',');
-            }
-            list.extend_from_slice(&e.item_json);
-        }
-        list.extend_from_slice(b"]}");
-        View {
-            ready,
-            list: Bytes::from(list),
-            environments,
-            sources: list_json(sources),
-            plan: Bytes::from(serde_json::to_vec(&plan.as_deref()).expect("a plan serializes")),
-            events: list_json(events),
-            last_plan: plan,
-            pass,
-        }
-    }
-
-    /// The same view with new sources and events (nothing else changed);
-    /// `events` is the serialized body (see [`list_json`]).
-    #[must_use]
-    pub fn with_sources(&self, sources: &impl Serialize, events: Bytes, ready: bool) -> View {
-        View {
-            ready,
-            environments: self.environments.clone(),
-            list: self.list.clone(),
-            sources: list_json(sources),
-            plan: self.plan.clone(),
-            events,
-            last_plan: self.last_plan.clone(),
-            pass: self.pass,
-        }
-    }
-
-    /// Every environment's list item, sorted by name.
-    pub fn items(&self) -> impl Iterator<Item = &Item> {
-        self.environments.values().map(|e| &e.item)
-    }
-}
-
-/// `{"items": ...}` as bytes (serialized directly, not through a `Value`).
-#[must_use]
-pub fn list_json(items: &impl Serialize) -> Bytes {
-    #[derive(Serialize)]
-    struct Items<'a, T> {
-        items: &'a T,
-    }
-    Bytes::from(serde_json::to_vec(&Items { items }).expect("items serialize"))
-}

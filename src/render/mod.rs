@@ -14,7 +14,7 @@ pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -23,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::claim::Claim;
 use crate::config::{Preset, Presets};
+use crate::object::{ObjectRef, kind};
 use crate::resolve::Resolved;
 
 /// The label every object converge manages carries, with value `converge`.
@@ -46,8 +47,7 @@ pub enum Error {
 /// renders an environment again when it has something to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
-    pub kind: Kind,
-    pub name: Box<str>,
+    pub id: ObjectRef,
     /// SHA-256 of the object's YAML.
     pub digest: Digest,
 }
@@ -116,74 +116,6 @@ impl<'de> serde::Deserialize<'de> for Digest {
 pub struct Rendered {
     pub object: Object,
     pub yaml: String,
-}
-
-impl Object {
-    /// The file name the manifests target stores it under, unique per environment.
-    #[must_use]
-    pub fn file_name(&self) -> String {
-        object_file_name(&self.kind, &self.name)
-    }
-}
-
-/// `<kind>-<name>.yaml`, lower-case kind.
-#[must_use]
-pub fn object_file_name(kind: &str, name: &str) -> String {
-    format!("{}-{name}.yaml", kind.to_ascii_lowercase())
-}
-
-/// An object kind (`Deployment`). The kinds the built-in renderer emits share
-/// one allocation each ([`kind`]), so 400k objects do not each carry a copy.
-pub type Kind = Arc<str>;
-
-/// The kinds `render::builtin` emits, allocated once per process.
-static WELL_KNOWN_KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
-    [
-        "ConfigMap",
-        "Deployment",
-        "HorizontalPodAutoscaler",
-        "Ingress",
-        "LimitRange",
-        "Namespace",
-        "NetworkPolicy",
-        "PodDisruptionBudget",
-        "ResourceQuota",
-        "Secret",
-        "Service",
-    ]
-    .into_iter()
-    .map(Kind::from)
-    .collect()
-});
-
-/// `kind` as a [`Kind`]: shared when well known, allocated otherwise.
-#[must_use]
-pub fn kind(kind: &str) -> Kind {
-    WELL_KNOWN_KINDS
-        .iter()
-        .find(|k| ***k == *kind)
-        .cloned()
-        .unwrap_or_else(|| Kind::from(kind))
-}
-
-/// The apply order of kinds: Namespaces first, workloads after their config.
-/// Deletions run in the reverse order.
-#[must_use]
-pub fn kind_rank(kind: &str) -> u8 {
-    match kind {
-        "Namespace" => 0,
-        "ResourceQuota" => 1,
-        "LimitRange" => 2,
-        "NetworkPolicy" => 3,
-        "ServiceAccount" => 4,
-        "ConfigMap" => 5,
-        "Secret" => 6,
-        "Service" => 7,
-        "Deployment" => 8,
-        "PodDisruptionBudget" => 9,
-        "HorizontalPodAutoscaler" => 10,
-        _ => 11,
-    }
 }
 
 /// What a renderer needs besides the claim.
@@ -293,12 +225,17 @@ impl Renderer {
     ) -> Result<Vec<Rendered>, (String, String)> {
         let preset = self.presets.get(claim.environment_type);
         let values = self.values(claim, versions, expires_at, preset);
+        let namespace: Arc<str> = Arc::from(claim.environment_name.as_str());
         let mut objects: Vec<Rendered> = builtin::objects(claim, &values)
             .into_iter()
-            .map(|(_, k, name, yaml)| Rendered {
+            .map(|(api_version, k, name, yaml)| Rendered {
                 object: Object {
-                    kind: kind(k),
-                    name: name.into_boxed_str(),
+                    id: ObjectRef {
+                        api_version: crate::object::shared(api_version),
+                        kind: kind(k),
+                        namespace: (k != "Namespace").then(|| namespace.clone()),
+                        name: name.into_boxed_str(),
+                    },
                     digest: digest(yaml.as_bytes()),
                 },
                 yaml,
@@ -311,29 +248,28 @@ impl Renderer {
                 .get_template(path)
                 .and_then(|t| t.render(minijinja::value::Serde(&values)))
                 .map_err(|e| fail(format!("{e:#}")))?;
-            let rendered: Vec<Value> =
-                serde_saphyr::from_str_multiple_with_options(&text, template_yaml_options())
-                    .map_err(|e| fail(format!("template output is not YAML: {e}")))?;
+            let rendered: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
+                &text,
+                crate::yaml::template_options(),
+            )
+            .map_err(|e| fail(format!("template output is not YAML: {e}")))?;
             for doc in rendered.into_iter().filter(|d| !d.is_null()) {
                 docs.push(with_labels(doc, &values.labels).map_err(fail)?);
             }
         }
         for doc in docs {
-            objects.push(to_object(&doc).map_err(|m| ("<render>".to_owned(), m))?);
+            objects.push(to_object(&doc, &namespace).map_err(|m| ("<render>".to_owned(), m))?);
         }
-        objects.sort_by(|a, b| {
-            let (a, b) = (&a.object, &b.object);
-            kind_rank(&a.kind)
-                .cmp(&kind_rank(&b.kind))
-                .then_with(|| a.kind.cmp(&b.kind))
-                .then_with(|| a.name.cmp(&b.name))
-        });
-        for pair in objects.windows(2) {
-            let (a, b) = (&pair[0].object, &pair[1].object);
-            if a.file_name() == b.file_name() {
+        objects.sort_by(|a, b| a.object.id.cmp(&b.object.id));
+        // Within an environment a kind and a name name one object, whatever
+        // the group or namespace (the manifests target's file names rely on it).
+        let mut seen = std::collections::HashSet::with_capacity(objects.len());
+        for o in &objects {
+            let id = &o.object.id;
+            if !seen.insert((id.kind.to_ascii_lowercase(), &id.name)) {
                 return Err((
                     "<render>".to_owned(),
-                    format!("two objects are both {} {:?}", a.kind, a.name),
+                    format!("two objects are both {} {:?}", id.kind, id.name),
                 ));
             }
         }
@@ -383,18 +319,6 @@ impl Renderer {
             preset,
             labels: ownership_labels(claim.environment_name.as_str()),
         }
-    }
-}
-
-fn template_yaml_options() -> serde_saphyr::Options {
-    serde_saphyr::options! {
-        budget: serde_saphyr::budget! {
-            max_depth: 64,
-            max_nodes: 100_000,
-            max_documents: 256,
-            max_aliases: 64,
-        },
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
     }
 }
 
@@ -481,13 +405,13 @@ fn with_labels(mut doc: Value, labels: &BTreeMap<&'static str, String>) -> Resul
     Ok(doc)
 }
 
-fn to_object(doc: &Value) -> Result<Rendered, String> {
+fn to_object(doc: &Value, environment: &Arc<str>) -> Result<Rendered, String> {
     let field = |ptr: &str| {
         doc.pointer(ptr)
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
     };
-    field("/apiVersion").ok_or("object has no apiVersion")?;
+    let api_version = field("/apiVersion").ok_or("object has no apiVersion")?;
     let k = field("/kind").ok_or("object has no kind")?;
     let name = field("/metadata/name").ok_or("object has no metadata.name")?;
     if !k.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -501,9 +425,20 @@ fn to_object(doc: &Value) -> Result<Rendered, String> {
         return Err(format!("object name {name:?} is not a DNS-1123 subdomain"));
     }
     let yaml = yaml::to_string(doc);
+    let namespace = field("/metadata/namespace").map(|ns| {
+        if ns == &**environment {
+            environment.clone()
+        } else {
+            Arc::from(ns)
+        }
+    });
     let object = Object {
-        kind: kind(k),
-        name: name.into(),
+        id: ObjectRef {
+            api_version: crate::object::shared(api_version),
+            kind: kind(k),
+            namespace,
+            name: name.into(),
+        },
         digest: digest(yaml.as_bytes()),
     };
     Ok(Rendered { object, yaml })
@@ -539,11 +474,5 @@ mod tests {
         assert_eq!(Digest::parse("sha256:zz"), None);
         let json = serde_json::to_string(&d).unwrap();
         assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
-    }
-
-    #[test]
-    fn kinds_apply_namespace_first() {
-        assert!(kind_rank("Namespace") < kind_rank("Deployment"));
-        assert!(kind_rank("Deployment") < kind_rank("MyCustomThing"));
     }
 }

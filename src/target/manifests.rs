@@ -1,8 +1,11 @@
 //! The manifests target: YAML per object under `<root>/<environment>/`.
 //!
-//! The embedded default. Each environment directory holds one file per object
-//! and `.converge-inventory.json`, the list of files converge wrote there with
-//! their digests. Only files in that list are ever replaced or deleted;
+//! The embedded default. Each environment directory holds one file per object,
+//! named `<kind>-<name>.yaml` (this target's mapping of an object's identity;
+//! a kind and a name are unique within an environment), and
+//! `.converge-inventory.json`, the list of files converge wrote there with
+//! each object's identity and digest. Only files in that list are ever
+//! replaced or deleted;
 //! anything else in the directory is left alone, and a file converge did not
 //! write is never overwritten.
 //!
@@ -33,10 +36,9 @@ use serde::{Deserialize, Serialize};
 
 use rayon::prelude::*;
 
-use super::{
-    EnvironmentChange, EnvironmentRecord, Error, Inventory, LiveEnvironment, LiveObject, Target,
-};
+use super::{EnvironmentChange, EnvironmentRecord, Inventory, LiveEnvironment, Target};
 use crate::claim::EnvironmentName;
+use crate::object::{ObjectRef, kind, shared};
 use crate::render::Digest;
 
 /// The inventory file in each environment directory.
@@ -44,7 +46,52 @@ pub const INVENTORY_FILE: &str = ".converge-inventory.json";
 const TMP_SUFFIX: &str = ".converge-tmp";
 /// Prefix of the directory a new environment is written into before it appears.
 const TMP_DIR_PREFIX: &str = ".converge-tmp-";
-const FORMAT_VERSION: u32 = 1;
+/// Format 2 lists each object's `apiVersion` and namespace; format 1 did
+/// not, and is upgraded when read (from the object files themselves).
+const FORMAT_VERSION: u32 = 2;
+
+/// What can go wrong with the directory.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("target {path}: {op}: {source}")]
+    Io {
+        path: String,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("target inventory {path} is corrupt: {message}")]
+    CorruptInventory { path: String, message: String },
+    #[error("{path} exists and was not written by converge")]
+    ForeignFile {
+        environment: String,
+        object: String,
+        path: String,
+    },
+}
+
+impl From<Error> for super::Error {
+    fn from(e: Error) -> super::Error {
+        match e {
+            Error::Io { .. } => super::Error::Transient(Box::new(e)),
+            Error::CorruptInventory { .. } => super::Error::CorruptInventory(Box::new(e)),
+            Error::ForeignFile {
+                environment,
+                object,
+                path,
+            } => super::Error::Foreign {
+                environment,
+                object,
+                detail: format!("{path} is not in its inventory"),
+            },
+        }
+    }
+}
+
+/// The file an object is kept in: `<kind>-<name>.yaml`, lower-case kind.
+#[must_use]
+pub fn file_name(id: &ObjectRef) -> String {
+    format!("{}-{}.yaml", id.kind.to_ascii_lowercase(), id.name)
+}
 
 /// A manifests directory.
 #[derive(Debug)]
@@ -57,15 +104,27 @@ pub struct Manifests {
     swept: AtomicBool,
 }
 
-/// The inventory file as read. The same JSON as [`InventoryFileRef`] writes
-/// (and as format 1 always was: `format`, `environment`, `record`, `objects`).
+/// The inventory file as read: `format`, `environment`, `record`, and
+/// `objects` by file name.
 #[derive(Deserialize)]
 struct InventoryFile {
     format: u32,
     environment: String,
     record: EnvironmentRecord,
-    #[serde(deserialize_with = "super::deserialize_objects")]
-    objects: BTreeMap<String, LiveObject>,
+    objects: BTreeMap<String, FileEntry>,
+}
+
+/// One object of the inventory file. Format 1 had no `apiVersion` and no
+/// `namespace`.
+#[derive(Deserialize)]
+struct FileEntry {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<String>,
+    kind: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    name: String,
+    digest: Digest,
 }
 
 /// The inventory file as written, borrowing the live environment.
@@ -74,7 +133,64 @@ struct InventoryFileRef<'a> {
     format: u32,
     environment: &'a str,
     record: &'a EnvironmentRecord,
-    objects: &'a BTreeMap<String, LiveObject>,
+    objects: ObjectsRef<'a>,
+}
+
+/// `objects` as written: file name -> identity and digest.
+struct ObjectsRef<'a>(&'a BTreeMap<ObjectRef, Digest>);
+
+impl Serialize for ObjectsRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            #[serde(flatten)]
+            id: &'a ObjectRef,
+            digest: Digest,
+        }
+        s.collect_map(self.0.iter().map(|(id, digest)| {
+            (
+                file_name(id),
+                Entry {
+                    id,
+                    digest: *digest,
+                },
+            )
+        }))
+    }
+}
+
+/// The identity of a format-1 entry: `apiVersion` and `metadata.namespace`
+/// from the object file converge wrote; when the file is gone (an
+/// interrupted write), the built-in renderer's version of the kind, in the
+/// environment's namespace.
+fn legacy_ref(dir: &Path, file: &str, entry: &FileEntry, namespace: &Arc<str>) -> ObjectRef {
+    let doc: Option<serde_json::Value> = std::fs::read_to_string(dir.join(file))
+        .ok()
+        .and_then(|text| serde_saphyr::from_str_with_options(&text, crate::yaml::options()).ok());
+    let field = |ptr: &str| {
+        doc.as_ref()
+            .and_then(|d| d.pointer(ptr))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let builtin = match entry.kind.as_str() {
+        "Deployment" => "apps/v1",
+        "HorizontalPodAutoscaler" => "autoscaling/v2",
+        "NetworkPolicy" | "Ingress" => "networking.k8s.io/v1",
+        "PodDisruptionBudget" => "policy/v1",
+        _ => "v1",
+    };
+    let object_namespace = match (doc.is_some(), field("/metadata/namespace")) {
+        (true, ns) => ns.map(|ns| Arc::from(ns.as_str())),
+        (false, _) => (entry.kind != "Namespace").then(|| namespace.clone()),
+    };
+    ObjectRef {
+        api_version: shared(field("/apiVersion").as_deref().unwrap_or(builtin)),
+        kind: kind(&entry.kind),
+        namespace: object_namespace,
+        name: entry.name.as_str().into(),
+    }
+    .interned(namespace)
 }
 
 impl Manifests {
@@ -101,7 +217,8 @@ impl Manifests {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reads one environment's inventory; `None` when it has none (not ours).
+    /// Reads one environment's inventory; `None` when it has none (not
+    /// ours). An inventory in format 1 is upgraded on disk as it is read.
     fn read_inventory(dir: &Path, name: &str) -> Result<Option<LiveEnvironment>, Error> {
         let path = dir.join(INVENTORY_FILE);
         let corrupt = |message: String| Error::CorruptInventory {
@@ -115,7 +232,7 @@ impl Manifests {
         };
         let file: InventoryFile =
             serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        if file.format != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&file.format) {
             return Err(corrupt(format!("unknown format {}", file.format)));
         }
         if file.environment != name {
@@ -124,17 +241,40 @@ impl Manifests {
                 file.environment
             )));
         }
-        for file_name in file.objects.keys() {
-            if !is_plain_file_name(file_name) {
+        let namespace: Arc<str> = Arc::from(name);
+        let mut objects = Vec::with_capacity(file.objects.len());
+        for (file_name_listed, entry) in &file.objects {
+            if !is_plain_file_name(file_name_listed) {
                 return Err(corrupt(format!(
-                    "it lists {file_name:?}, which is not a file name"
+                    "it lists {file_name_listed:?}, which is not a file name"
                 )));
             }
+            let id = match &entry.api_version {
+                Some(api_version) => ObjectRef {
+                    api_version: shared(api_version),
+                    kind: kind(&entry.kind),
+                    namespace: entry.namespace.as_deref().map(Arc::from),
+                    name: entry.name.as_str().into(),
+                }
+                .interned(&namespace),
+                None => legacy_ref(dir, file_name_listed, entry, &namespace),
+            };
+            if file_name(&id) != *file_name_listed {
+                return Err(corrupt(format!(
+                    "it lists {file_name_listed:?} for {} {:?}",
+                    entry.kind, entry.name
+                )));
+            }
+            objects.push((id, entry.digest));
         }
-        Ok(Some(LiveEnvironment {
+        let live = LiveEnvironment {
             record: file.record,
-            objects: file.objects,
-        }))
+            objects: objects.into_iter().collect(),
+        };
+        if file.format < FORMAT_VERSION {
+            write_atomic(&path, &inventory_bytes(name, &live))?;
+        }
+        Ok(Some(live))
     }
 
     /// Reads every environment's inventory from disk (in parallel).
@@ -228,7 +368,7 @@ impl Manifests {
 }
 
 impl Target for Manifests {
-    fn inventory(&self) -> Result<Arc<Inventory>, Error> {
+    fn inventory(&self) -> Result<Arc<Inventory>, super::Error> {
         let mut cache = self.cached();
         if let Some(inventory) = cache.as_ref() {
             return Ok(Arc::clone(inventory));
@@ -242,7 +382,7 @@ impl Target for Manifests {
         *self.cached() = None;
     }
 
-    fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), Error> {
+    fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), super::Error> {
         self.apply_all(std::slice::from_ref(change))
             .pop()
             .unwrap_or(Ok(()))
@@ -254,7 +394,7 @@ impl Target for Manifests {
     /// appears and narrowed after old files are gone, so a crash anywhere
     /// leaves every file converge wrote listed. A new environment's directory
     /// is written aside and renamed into place after the first sync.
-    fn apply_all(&self, changes: &[EnvironmentChange<'_>]) -> Vec<Result<(), Error>> {
+    fn apply_all(&self, changes: &[EnvironmentChange<'_>]) -> Vec<Result<(), super::Error>> {
         self.sweep();
         let known = self.cached().clone();
         let mut work: Vec<Work<'_, '_>> = changes
@@ -287,10 +427,13 @@ impl Target for Manifests {
         work.into_iter()
             .map(|w| {
                 w.result?;
-                synced.as_ref().copied().map_err(|e| Error::Io {
-                    path: self.root.display().to_string(),
-                    op: "sync",
-                    source: std::io::Error::other(e.to_string()),
+                synced.as_ref().copied().map_err(|e| {
+                    Error::Io {
+                        path: self.root.display().to_string(),
+                        op: "sync",
+                        source: std::io::Error::other(e.to_string()),
+                    }
+                    .into()
                 })
             })
             .collect()
@@ -416,20 +559,19 @@ impl<'c, 'a> Work<'c, 'a> {
         remove_stale_temp_files(&self.dir);
         // Never overwrite a file converge did not write.
         for rendered in &change.upserts {
-            let object = &rendered.object;
-            let file = object.file_name();
-            if live.objects.contains_key(&file) {
+            let id = &rendered.object.id;
+            if live.objects.contains_key(id) {
                 continue;
             }
-            let path = self.dir.join(&file);
+            let path = self.dir.join(file_name(id));
             if path.symlink_metadata().is_ok() {
                 return Err(Error::ForeignFile {
                     environment: change.name.to_owned(),
+                    object: id.to_string(),
                     path: path.display().to_string(),
                 });
             }
-            live.objects
-                .insert(file, LiveObject::of(object, Digest::PENDING));
+            live.objects.insert(id.clone(), Digest::PENDING);
             self.widened = true;
         }
         if self.widened {
@@ -441,7 +583,7 @@ impl<'c, 'a> Work<'c, 'a> {
         self.dirty |= self.widened || !change.upserts.is_empty();
         for rendered in &change.upserts {
             stage(
-                &self.dir.join(rendered.object.file_name()),
+                &self.dir.join(file_name(&rendered.object.id)),
                 rendered.yaml.as_bytes(),
             )?;
         }
@@ -470,11 +612,11 @@ impl<'c, 'a> Work<'c, 'a> {
         let mut objects = Vec::with_capacity(change.upserts.len());
         for rendered in &change.upserts {
             let object = &rendered.object;
-            let file = object.file_name();
+            let file = file_name(&object.id);
             let path = aside.join(&file);
             std::fs::write(&path, rendered.yaml.as_bytes())
                 .map_err(Manifests::io(&self.dir.join(&file), "write"))?;
-            objects.push((file, LiveObject::of(object, object.digest)));
+            objects.push((object.id.clone(), object.digest));
         }
         let live = LiveEnvironment {
             record: record.clone(),
@@ -510,16 +652,23 @@ impl<'c, 'a> Work<'c, 'a> {
         let change = self.change;
         for rendered in &change.upserts {
             let object = &rendered.object;
-            let file = object.file_name();
-            commit(&self.dir.join(&file))?;
-            live.objects
-                .insert(file, LiveObject::of(object, object.digest));
+            commit(&self.dir.join(file_name(&object.id)))?;
+            // Replaces the key too: the object may be written under a new version.
+            live.objects.remove(&object.id);
+            live.objects.insert(object.id.clone(), object.digest);
         }
-        for file in &change.deletes {
-            if live.objects.remove(file).is_none() {
+        for id in &change.deletes {
+            if change
+                .upserts
+                .iter()
+                .any(|r| file_name(&r.object.id) == file_name(id))
+            {
+                continue; // the same file, written above under another version
+            }
+            if live.objects.remove(id).is_none() {
                 continue; // only files converge wrote
             }
-            let path = self.dir.join(file);
+            let path = self.dir.join(file_name(id));
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -571,7 +720,7 @@ fn inventory_bytes(name: &str, live: &LiveEnvironment) -> Vec<u8> {
         format: FORMAT_VERSION,
         environment: name,
         record: &live.record,
-        objects: &live.objects,
+        objects: ObjectsRef(&live.objects),
     };
     let mut bytes = serde_json::to_vec_pretty(&file).expect("inventory serializes");
     bytes.push(b'\n');
@@ -639,12 +788,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::condition::Reason;
     use crate::render::{Object, Rendered, digest};
+
+    /// `kind`/`name` of environment `e` (the Namespace is cluster-scoped).
+    fn id(kind: &str, name: &str) -> ObjectRef {
+        ObjectRef {
+            api_version: shared(if kind == "Deployment" {
+                "apps/v1"
+            } else {
+                "v1"
+            }),
+            kind: super::kind(kind),
+            namespace: (kind != "Namespace").then(|| Arc::from("e")),
+            name: name.into(),
+        }
+    }
 
     fn object(kind: &str, name: &str, body: &str) -> Rendered {
         let object = Object {
-            kind: kind.into(),
-            name: name.into(),
+            id: id(kind, name),
             digest: digest(body.as_bytes()),
         };
         Rendered {
@@ -695,9 +858,9 @@ mod tests {
                 record: None,
                 upserts: vec![],
                 deletes: vec![
-                    "configmap-c.yaml".into(),
-                    "namespace-e.yaml".into(),
-                    "notes.txt".into(),
+                    id("ConfigMap", "c"),
+                    id("Namespace", "e"),
+                    id("ConfigMap", "notes"),
                 ],
             })
             .expect("removes");
@@ -731,7 +894,7 @@ mod tests {
                 deletes: vec![],
             })
             .expect_err("refused");
-        assert_eq!(err.reason(), "ForeignObject");
+        assert_eq!(err.reason(), Reason::ForeignObject);
         assert_eq!(
             std::fs::read_to_string(dir.path().join("e/namespace-e.yaml")).expect("read"),
             "hand written"
@@ -746,7 +909,7 @@ mod tests {
         let err = Manifests::new(dir.path().to_owned())
             .inventory()
             .expect_err("corrupt");
-        assert_eq!(err.reason(), "InventoryCorrupt");
+        assert_eq!(err.reason(), Reason::InventoryCorrupt);
     }
     fn change<'a>(
         name: &'a str,
@@ -754,11 +917,20 @@ mod tests {
         upserts: Vec<&'a Rendered>,
         deletes: &[&str],
     ) -> EnvironmentChange<'a> {
+        let by_file = |file: &str| {
+            let (kind, name) = match file.trim_end_matches(".yaml").split_once('-') {
+                Some(("namespace", n)) => ("Namespace", n),
+                Some(("configmap", n)) => ("ConfigMap", n),
+                Some(("service", n)) => ("Service", n),
+                _ => panic!("no kind for {file}"),
+            };
+            id(kind, name)
+        };
         EnvironmentChange {
             name,
             record,
             upserts,
-            deletes: deletes.iter().map(|&d| d.to_owned()).collect(),
+            deletes: deletes.iter().map(|d| by_file(d)).collect(),
         }
     }
 
@@ -818,7 +990,7 @@ mod tests {
         let memory = target.inventory().expect("memory");
         assert_eq!(memory, on_disk(dir.path()));
         assert_eq!(
-            memory.environments["e"].objects["configmap-c.yaml"].digest,
+            memory.environments["e"].objects[&id("ConfigMap", "c")],
             cm2.object.digest
         );
         assert_eq!(
@@ -873,12 +1045,12 @@ mod tests {
         ]);
         assert_eq!(
             results[0].as_ref().expect_err("foreign").reason(),
-            "ForeignObject"
+            Reason::ForeignObject
         );
         assert!(results[1].is_ok());
         assert_eq!(
             results[2].as_ref().expect_err("in the way").reason(),
-            "TargetIo"
+            Reason::TargetIo
         );
         let memory = target.inventory().expect("memory");
         assert_eq!(memory, on_disk(dir.path()));
@@ -908,20 +1080,23 @@ mod tests {
     }
 
     #[test]
-    fn the_inventory_file_keeps_its_format() {
+    fn the_inventory_file_lists_each_object_by_file_with_its_identity() {
         let dir = tempfile::tempdir().expect("tempdir");
         let target = Manifests::new(dir.path().to_owned());
         let rec = record();
-        let ns = object("Namespace", "e", "a: 1\n");
+        let (ns, deploy) = (
+            object("Namespace", "e", "a: 1\n"),
+            object("Deployment", "d", "b: 1\n"),
+        );
         target
-            .apply(&change("e", Some(&rec), vec![&ns], &[]))
+            .apply(&change("e", Some(&rec), vec![&ns, &deploy], &[]))
             .expect("applies");
         let written: serde_json::Value = serde_json::from_slice(
             &std::fs::read(dir.path().join("e").join(INVENTORY_FILE)).expect("read"),
         )
         .expect("json");
         let expected = serde_json::json!({
-            "format": 1,
+            "format": 2,
             "environment": "e",
             "record": {
                 "origin": null, "type": "dev", "pool": "p", "owner": "o",
@@ -929,8 +1104,12 @@ mod tests {
             },
             "objects": {
                 "namespace-e.yaml": {
-                    "kind": "Namespace", "name": "e",
+                    "apiVersion": "v1", "kind": "Namespace", "name": "e",
                     "digest": ns.object.digest.to_string()
+                },
+                "deployment-d.yaml": {
+                    "apiVersion": "apps/v1", "kind": "Deployment", "namespace": "e", "name": "d",
+                    "digest": deploy.object.digest.to_string()
                 }
             }
         });
@@ -944,20 +1123,85 @@ mod tests {
         )
         .expect("write");
         let live = on_disk(dir.path());
-        assert!(
-            live.environments["e"].objects["namespace-e.yaml"]
-                .digest
-                .is_pending()
+        assert!(live.environments["e"].objects[&id("Namespace", "e")].is_pending());
+    }
+
+    #[test]
+    fn a_format_1_inventory_is_read_from_its_object_files_and_upgraded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env = dir.path().join("e");
+        std::fs::create_dir_all(&env).expect("mkdir");
+        std::fs::write(
+            env.join("namespace-e.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: e\n",
+        )
+        .expect("write");
+        std::fs::write(
+            env.join("database-x.yaml"),
+            "apiVersion: example.org/v1\nkind: Database\nmetadata:\n  name: x\n  namespace: e\n",
+        )
+        .expect("write");
+        let v1 = serde_json::json!({
+            "format": 1,
+            "environment": "e",
+            "record": {
+                "origin": null, "type": "dev", "pool": "p", "owner": "o",
+                "versions": {}, "expires_at": null
+            },
+            "objects": {
+                "namespace-e.yaml": {"kind": "Namespace", "name": "e", "digest": ""},
+                "database-x.yaml": {"kind": "Database", "name": "x", "digest": ""},
+                "deployment-gone.yaml": {"kind": "Deployment", "name": "gone", "digest": ""}
+            }
+        });
+        std::fs::write(
+            env.join(INVENTORY_FILE),
+            serde_json::to_vec(&v1).expect("json"),
+        )
+        .expect("write");
+        let live = on_disk(dir.path());
+        let ids: Vec<(String, Option<String>)> = live.environments["e"]
+            .objects
+            .keys()
+            .map(|id| {
+                (
+                    id.api_version.to_string(),
+                    id.namespace.as_deref().map(str::to_owned),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("v1".to_owned(), None),
+                ("apps/v1".to_owned(), Some("e".to_owned())),
+                ("example.org/v1".to_owned(), Some("e".to_owned())),
+            ],
+            "from the files, and the built-in version of a kind whose file is gone"
+        );
+        let upgraded: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(env.join(INVENTORY_FILE)).expect("read"))
+                .expect("json");
+        assert_eq!(upgraded["format"], 2);
+        assert_eq!(
+            upgraded["objects"]["database-x.yaml"]["apiVersion"],
+            "example.org/v1"
+        );
+        assert_eq!(
+            on_disk(dir.path()),
+            live,
+            "the upgraded file reads the same"
         );
     }
 
     #[test]
-    fn a_live_object_is_64_bytes_and_well_known_kinds_are_shared() {
-        assert_eq!(std::mem::size_of::<LiveObject>(), 64);
-        let (a, b) = (
-            super::super::kind("Deployment"),
-            super::super::kind("Deployment"),
+    fn an_inventory_entry_is_compact_and_well_known_strings_are_shared() {
+        assert_eq!(
+            std::mem::size_of::<(ObjectRef, Digest)>(),
+            96,
+            "four shared strings and a 32-byte digest"
         );
+        let (a, b) = (super::kind("Deployment"), super::kind("Deployment"));
         assert!(Arc::ptr_eq(&a, &b));
     }
 }

@@ -213,19 +213,20 @@ fn a_plan_remembers_environments_in_sync_until_either_side_changes() {
         max_delete_fraction: 1.0,
         allow_mass_delete: false,
     };
-    let first = converge::plan::build(&eval, &live, plan_options);
+    let mut in_sync = converge::plan::InSync::default();
+    let first = converge::plan::build(&eval, &live, plan_options, &mut in_sync);
     assert!(!first.has_changes());
     let d = &eval.desired["dev-1"];
-    assert!(d.in_sync.is(&live.environments["dev-1"]));
-    assert!(!converge::plan::build(&eval, &live, plan_options).has_changes());
+    assert!(in_sync.is("dev-1", d, &live.environments["dev-1"]));
+    assert!(!converge::plan::build(&eval, &live, plan_options, &mut in_sync).has_changes());
 
     // The live side changes (a new Arc): the memo no longer applies.
     let mut changed = (*live.environments["dev-1"]).clone();
     changed.objects.clear();
     live.environments
         .insert("dev-1".into(), std::sync::Arc::new(changed));
-    assert!(!d.in_sync.is(&live.environments["dev-1"]));
-    let again = converge::plan::build(&eval, &live, plan_options);
+    assert!(!in_sync.is("dev-1", d, &live.environments["dev-1"]));
+    let again = converge::plan::build(&eval, &live, plan_options, &mut in_sync);
     assert_eq!(
         again
             .environments

@@ -1,0 +1,53 @@
+//! What converge applied, as a target records it: the inventory.
+//!
+//! Vocabulary shared by the middle stages (which diff against it) and the
+//! targets (which keep it): per environment, the record converge wrote and
+//! the identity and digest of every object it applied. No IO.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::object::ObjectRef;
+use crate::render::Digest;
+use crate::resolve::Resolved;
+use crate::source::Origin;
+
+/// What converge records about an applied environment, next to its objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentRecord {
+    pub origin: Option<Origin>,
+    #[serde(rename = "type")]
+    pub env_type: String,
+    pub pool: String,
+    pub owner: String,
+    pub versions: BTreeMap<String, Resolved>,
+    pub expires_at: Option<String>,
+}
+
+/// One environment as the target holds it. Compact, since a daemon holds one
+/// entry per applied object (~41 per environment): the identity's strings are
+/// shared ([`crate::object`]) and the digest is 32 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveEnvironment {
+    pub record: EnvironmentRecord,
+    /// Each applied object and the digest of its applied content
+    /// ([`Digest::PENDING`] while a write is in flight).
+    pub objects: BTreeMap<ObjectRef, Digest>,
+}
+
+impl LiveEnvironment {
+    /// Rebuilds the object map with full B-tree nodes (after inserts and removes).
+    pub fn compact(&mut self) {
+        self.objects = std::mem::take(&mut self.objects).into_iter().collect();
+    }
+}
+
+/// Everything converge applied to a target, by environment name. Targets hand
+/// it out as an `Arc<Inventory>` and share unchanged environments between
+/// versions, so reading it costs a pointer copy, not a deep clone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub environments: BTreeMap<String, Arc<LiveEnvironment>>,
+}
