@@ -40,6 +40,9 @@ pub mod validate;
 pub mod view;
 pub mod yaml;
 
+#[cfg(test)]
+mod tidy;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

@@ -87,6 +87,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one registration per metric family, in the order /metrics lists them"
+    )]
     #[must_use]
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("converge");

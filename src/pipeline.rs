@@ -101,6 +101,128 @@ impl Evaluation {
         Inventory { environments }
     }
 
+    /// Takes each file's outcome into the evaluation: desired, expired, or
+    /// kept as it is with its conditions; names in `conflicted` stay as they
+    /// are. A live environment whose claim file is there but unreadable is
+    /// kept too.
+    fn absorb(
+        &mut self,
+        outcomes: Vec<(Origin, Outcome)>,
+        conflicted: &BTreeSet<String>,
+        live: &Inventory,
+    ) {
+        let mut failed_origins = BTreeSet::new();
+        for (origin, outcome) in outcomes {
+            match outcome {
+                Outcome::Invalid(Rejected {
+                    name,
+                    diagnostics,
+                    denied,
+                    ..
+                }) => {
+                    let message = diagnostics
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    match &name {
+                        Some(n) if !conflicted.contains(n) => {
+                            let (kind, why) = if denied {
+                                (ConditionType::Denied, Reason::PolicyDenied)
+                            } else {
+                                (ConditionType::Invalid, Reason::ClaimInvalid)
+                            };
+                            self.keep(n, why, Condition::problem(kind, why, message));
+                        }
+                        Some(_) => {}
+                        None => {
+                            failed_origins.insert(origin);
+                        }
+                    }
+                    self.diagnostics.extend(diagnostics);
+                }
+                Outcome::Kept(kept) => {
+                    let Kept {
+                        name,
+                        why,
+                        condition,
+                        diagnostic,
+                        ..
+                    } = *kept;
+                    if !conflicted.contains(&name) {
+                        self.keep(&name, why, condition);
+                    }
+                    self.diagnostics.push(diagnostic);
+                }
+                Outcome::Expired { name, at } => {
+                    if !conflicted.contains(&name) {
+                        self.conditions
+                            .entry(name.clone())
+                            .or_default()
+                            .push(Condition::problem(
+                                ConditionType::Expired,
+                                Reason::Expired,
+                                format!("expired at {}", timestamp(at)),
+                            ));
+                        self.expired.insert(name, at);
+                    }
+                }
+                Outcome::Desired(d) => {
+                    let name = d.claim.environment_name.as_str().to_owned();
+                    if !conflicted.contains(&name) {
+                        self.desired.insert(name, d);
+                    }
+                }
+            }
+        }
+        // A live environment whose claim file is there but unreadable stays as it is.
+        for (name, env) in &live.environments {
+            if let Some(origin) = &env.record.origin
+                && failed_origins.contains(origin)
+                && !self.desired.contains_key(name)
+            {
+                self.keep(
+                    name,
+                    Reason::ClaimInvalid,
+                    Condition::problem(
+                        ConditionType::Invalid,
+                        Reason::ClaimInvalid,
+                        format!("its claim file {} cannot be read", origin.path),
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A file a source refused a newer version of (it serves an earlier one).
+    fn refused(
+        &mut self,
+        snapshot: &Snapshot,
+        file: &SourceFile,
+        notice: &crate::source::Notice,
+        cache: &Cache,
+    ) {
+        let origin = Origin {
+            source: snapshot.source.clone(),
+            path: file.path.clone(),
+        };
+        let name = cache.entries.get(&origin).and_then(|e| e.name.clone());
+        if let Some(name) = &name {
+            self.conditions
+                .entry(name.clone())
+                .or_default()
+                .push(Condition::problem(
+                    ConditionType::Refused,
+                    Reason::NewerVersionRefused,
+                    notice.message.clone(),
+                ));
+        }
+        self.diagnostics.push(
+            Diagnostic::new(&file.path, "", &notice.rule, &notice.message)
+                .for_environment(name.as_deref()),
+        );
+    }
+
     fn keep(&mut self, name: &str, why: Reason, condition: Condition) {
         self.keep.entry(name.to_owned()).or_insert(why);
         self.conditions
@@ -180,7 +302,7 @@ fn static_origin_problem(path: &str, file: &SourceFile, claim: &Claim) -> Option
         return None;
     };
     let normalize = |u: &str| {
-        crate::source::git::sanitize_url(u)
+        crate::source::sanitize_url(u)
             .trim_end_matches('/')
             .trim_end_matches(".git")
             .to_owned()
@@ -350,39 +472,16 @@ impl Pipeline {
             count(&mut eval.counters, &entry.outcome);
         }
         eval.counters.authorized += reauthorized;
-        let mut notices = Vec::new();
-        for (snapshot, file) in &files {
-            if let Some(notice) = &file.notice {
-                notices.push((snapshot.source.as_str(), file.path.as_str(), notice));
-            }
-        }
         let mut outcomes: Vec<(Origin, Outcome)> = Vec::with_capacity(files.len());
         for (origin, mut entry) in hits.into_iter().chain(computed) {
             entry.expire(options.now);
             outcomes.push((origin.clone(), entry.outcome.clone()));
             cache.entries.insert(origin, entry);
         }
-
-        for (source, path, notice) in notices {
-            let origin = Origin {
-                source: source.to_owned(),
-                path: path.to_owned(),
-            };
-            let name = cache.entries.get(&origin).and_then(|e| e.name.clone());
-            if let Some(name) = &name {
-                eval.conditions
-                    .entry(name.clone())
-                    .or_default()
-                    .push(Condition::problem(
-                        ConditionType::Refused,
-                        Reason::NewerVersionRefused,
-                        notice.message.clone(),
-                    ));
+        for (snapshot, file) in &files {
+            if let Some(notice) = &file.notice {
+                eval.refused(snapshot, file, notice, cache);
             }
-            eval.diagnostics.push(
-                Diagnostic::new(path, "", &notice.rule, &notice.message)
-                    .for_environment(name.as_deref()),
-            );
         }
 
         // Conflicts: any name claimed by two files (valid or not) changes nothing.
@@ -410,87 +509,7 @@ impl Pipeline {
         }
         eval.diagnostics.extend(conflicts);
 
-        let mut failed_origins = BTreeSet::new();
-        for (origin, outcome) in outcomes {
-            match outcome {
-                Outcome::Invalid(Rejected {
-                    name,
-                    diagnostics,
-                    denied,
-                    ..
-                }) => {
-                    let message = diagnostics
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    match &name {
-                        Some(n) if !conflicted.contains(n) => {
-                            let (kind, why) = if denied {
-                                (ConditionType::Denied, Reason::PolicyDenied)
-                            } else {
-                                (ConditionType::Invalid, Reason::ClaimInvalid)
-                            };
-                            eval.keep(n, why, Condition::problem(kind, why, message));
-                        }
-                        Some(_) => {}
-                        None => {
-                            failed_origins.insert(origin);
-                        }
-                    }
-                    eval.diagnostics.extend(diagnostics);
-                }
-                Outcome::Kept(kept) => {
-                    let Kept {
-                        name,
-                        why,
-                        condition,
-                        diagnostic,
-                        ..
-                    } = *kept;
-                    if !conflicted.contains(&name) {
-                        eval.keep(&name, why, condition);
-                    }
-                    eval.diagnostics.push(diagnostic);
-                }
-                Outcome::Expired { name, at } => {
-                    if !conflicted.contains(&name) {
-                        eval.conditions
-                            .entry(name.clone())
-                            .or_default()
-                            .push(Condition::problem(
-                                ConditionType::Expired,
-                                Reason::Expired,
-                                format!("expired at {}", timestamp(at)),
-                            ));
-                        eval.expired.insert(name, at);
-                    }
-                }
-                Outcome::Desired(d) => {
-                    let name = d.claim.environment_name.as_str().to_owned();
-                    if !conflicted.contains(&name) {
-                        eval.desired.insert(name, d);
-                    }
-                }
-            }
-        }
-        // A live environment whose claim file is there but unreadable stays as it is.
-        for (name, env) in &live.environments {
-            if let Some(origin) = &env.record.origin
-                && failed_origins.contains(origin)
-                && !eval.desired.contains_key(name)
-            {
-                eval.keep(
-                    name,
-                    Reason::ClaimInvalid,
-                    Condition::problem(
-                        ConditionType::Invalid,
-                        Reason::ClaimInvalid,
-                        format!("its claim file {} cannot be read", origin.path),
-                    ),
-                );
-            }
-        }
+        eval.absorb(outcomes, &conflicted, live);
         eval.diagnostics
             .sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));
         eval

@@ -253,30 +253,15 @@ pub fn statuses(
             continue;
         }
         let record = desired.map(|d| &d.record).or(live.map(|l| &l.record));
-        let item = match (record, before) {
-            (Some(record), _) => Item {
-                name: name.to_owned(),
-                env_type: record.env_type.clone(),
-                pool: record.pool.clone(),
-                owner: record.owner.clone(),
-                source: record
-                    .origin
-                    .as_ref()
-                    .map(|o| format!("{}:{}", o.source, o.path)),
-                revision: desired.map(|d| d.revision.0.clone()),
-                ready,
-                status: status.to_owned(),
-                expires_at: record.expires_at.clone(),
-                conditions,
-            },
-            // Removed (expired, say) but still claimed: keep what we knew.
-            (None, Some(before)) => Item {
-                ready,
-                status: status.to_owned(),
-                conditions,
-                ..before.item.clone()
-            },
-            (None, None) => continue,
+        let Some(item) = item(
+            name,
+            record,
+            desired.map(AsRef::as_ref),
+            before,
+            (ready, status),
+            conditions,
+        ) else {
+            continue;
         };
         let versions = record.map_or_else(
             || before.map(|b| b.versions.clone()).unwrap_or_default(),
@@ -321,6 +306,43 @@ pub fn statuses(
             .cloned(),
     );
     (out, touched)
+}
+
+/// An environment's list item, from its record (desired, else live), or
+/// from what was known before when it has neither (removed, but still
+/// claimed: an expired environment, say).
+fn item(
+    name: &str,
+    record: Option<&crate::inventory::EnvironmentRecord>,
+    desired: Option<&Desired>,
+    before: Option<&Arc<EnvStatus>>,
+    (ready, status): (bool, &str),
+    conditions: Vec<Condition>,
+) -> Option<Item> {
+    match (record, before) {
+        (Some(record), _) => Some(Item {
+            name: name.to_owned(),
+            env_type: record.env_type.clone(),
+            pool: record.pool.clone(),
+            owner: record.owner.clone(),
+            source: record
+                .origin
+                .as_ref()
+                .map(|o| format!("{}:{}", o.source, o.path)),
+            revision: desired.map(|d| d.revision.0.clone()),
+            ready,
+            status: status.to_owned(),
+            expires_at: record.expires_at.clone(),
+            conditions,
+        }),
+        (None, Some(before)) => Some(Item {
+            ready,
+            status: status.to_owned(),
+            conditions,
+            ..before.item.clone()
+        }),
+        (None, None) => None,
+    }
 }
 
 /// `Ready`'s status, reason and message for one environment; `None` when

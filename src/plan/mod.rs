@@ -281,34 +281,8 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options, in_sync: &mu
         } else {
             Reason::Unclaimed
         };
-        let environment: Arc<str> = Arc::from(name.as_str());
-        for id in env.objects.keys() {
-            deletes.push(Step {
-                environment: environment.clone(),
-                action: StepAction::Delete,
-                object: id.clone(),
-            });
-        }
-        plan.environments.push(EnvironmentPlan {
-            name: name.clone(),
-            change: Change::Delete,
-            reason: why,
-            source: env.record.origin.as_ref().map(|o| o.path.clone()),
-            versions: env
-                .record
-                .versions
-                .iter()
-                .map(|(s, v)| VersionChange {
-                    service: s.clone(),
-                    from: Some(v.tag.clone()),
-                    to: None,
-                    constraint: None,
-                })
-                .collect(),
-            creates: 0,
-            updates: 0,
-            deletes: env.objects.len(),
-        });
+        plan.environments
+            .push(plan_deletion(name, env, why, &mut deletes));
     }
     for (name, why) in &eval.keep {
         plan.untouched.entry(name.clone()).or_insert(*why);
@@ -338,6 +312,41 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options, in_sync: &mu
     plan.steps.extend(deletes);
     plan.hold = gate(plan.count(Change::Delete), plan.live, options);
     plan
+}
+
+/// A live environment that no claim asks for: every object deleted.
+fn plan_deletion(
+    name: &str,
+    env: &LiveEnvironment,
+    why: Reason,
+    deletes: &mut Vec<Step>,
+) -> EnvironmentPlan {
+    let environment: Arc<str> = Arc::from(name);
+    deletes.extend(env.objects.keys().map(|id| Step {
+        environment: environment.clone(),
+        action: StepAction::Delete,
+        object: id.clone(),
+    }));
+    EnvironmentPlan {
+        name: name.to_owned(),
+        change: Change::Delete,
+        reason: why,
+        source: env.record.origin.as_ref().map(|o| o.path.clone()),
+        versions: env
+            .record
+            .versions
+            .iter()
+            .map(|(s, v)| VersionChange {
+                service: s.clone(),
+                from: Some(v.tag.clone()),
+                to: None,
+                constraint: None,
+            })
+            .collect(),
+        creates: 0,
+        updates: 0,
+        deletes: env.objects.len(),
+    }
 }
 
 /// One desired environment's plan against its live state.

@@ -22,7 +22,7 @@ use gix::bstr::ByteSlice;
 
 use super::{
     Content, Error, Person, Provenance, Revision, Signature, Snapshot, SourceFile, SourceKind,
-    is_claim_file,
+    is_claim_file, sanitize_url,
 };
 use crate::source::verify::Trust;
 
@@ -113,27 +113,6 @@ struct Reader {
     /// The mirror, opened by the first read and kept while reads succeed
     /// (opening it reads its config and refs: most of an idle poll's CPU).
     repo: Option<gix::Repository>,
-}
-
-/// A URL without user info (credentials) and query.
-#[must_use]
-pub fn sanitize_url(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) => (Some(s), r),
-        None => (None, url),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    match scheme {
-        Some(s) => format!("{s}://{authority}{path}"),
-        None => format!("{authority}{path}"),
-    }
 }
 
 /// Builds the glob set of `paths` (every claim file when empty).
@@ -789,23 +768,6 @@ pub fn read_revision(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_lose_their_credentials() {
-        assert_eq!(
-            sanitize_url("https://user:s3cret@git.example.com/a/b.git?x=1"),
-            "https://git.example.com/a/b.git"
-        );
-        assert_eq!(
-            sanitize_url("ssh://git@host:22/r.git"),
-            "ssh://host:22/r.git"
-        );
-        assert_eq!(
-            sanitize_url("git://127.0.0.1:9418/r"),
-            "git://127.0.0.1:9418/r"
-        );
-        assert_eq!(sanitize_url("/srv/repos/envs.git"), "/srv/repos/envs.git");
-    }
 
     #[test]
     fn trailers_come_from_the_last_paragraph() {

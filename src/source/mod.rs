@@ -250,3 +250,46 @@ pub fn is_claim_file(name: &str) -> bool {
         .iter()
         .any(|ext| lower.ends_with(ext))
 }
+
+/// A URL without user info (credentials) and query.
+#[must_use]
+pub fn sanitize_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    match scheme {
+        Some(s) => format!("{s}://{authority}{path}"),
+        None => format!("{authority}{path}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            sanitize_url("https://user:s3cret@git.example.com/a/b.git?x=1"),
+            "https://git.example.com/a/b.git"
+        );
+        assert_eq!(
+            sanitize_url("ssh://git@host:22/r.git"),
+            "ssh://host:22/r.git"
+        );
+        assert_eq!(
+            sanitize_url("git://127.0.0.1:9418/r"),
+            "git://127.0.0.1:9418/r"
+        );
+        assert_eq!(sanitize_url("/srv/repos/envs.git"), "/srv/repos/envs.git");
+    }
+}

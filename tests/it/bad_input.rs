@@ -52,6 +52,7 @@ fn json_claim(name: &str, services: &str) -> String {
 const SERVICES: &str = "services:\n  user-service: v1.2.3\n";
 
 /// Every bad input of the issue, with the pointer and rule it is reported with.
+#[allow(clippy::too_many_lines, reason = "a table of cases")]
 fn cases() -> Vec<Case> {
     let alias_bomb = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n\
                       c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n\

@@ -249,6 +249,7 @@ fn paths(snapshot: &converge::source::Snapshot) -> Vec<&str> {
 }
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 fn a_repository_over_git_daemon_is_read_then_polled_incrementally() {
     let repo = Repo::new();
     repo.commit(
