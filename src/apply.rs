@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::pipeline::Evaluation;
 use crate::plan::{Change, Plan, StepAction};
-use crate::render::{Digest, Rendered, Renderer};
+use crate::render::{Digest, RenderError, Rendered, Renderer};
 use crate::target::{EnvironmentChange, Error, Target};
 
 /// Why one environment's change was not applied.
@@ -22,8 +22,14 @@ use crate::target::{EnvironmentChange, Error, Target};
 pub enum Failure {
     #[error(transparent)]
     Target(#[from] Error),
-    #[error("rendering the environment again gave {0}")]
-    Render(String),
+    /// Rendering the environment again failed.
+    #[error("rendering the environment again gave an error in {0}")]
+    Render(#[source] RenderError),
+    /// Rendering the environment again gave an object other than the plan's.
+    #[error(
+        "rendering the environment again gave different content for {file} than planned; not applied"
+    )]
+    Unplanned { file: String },
 }
 
 impl Failure {
@@ -32,7 +38,7 @@ impl Failure {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Target(e) => e.reason(),
-            Self::Render(_) => "RenderFailed",
+            Self::Render(_) | Self::Unplanned { .. } => "RenderFailed",
         }
     }
 
@@ -62,9 +68,7 @@ fn prepare<'e>(
     let fresh = match desired.filter(|_| writes) {
         Some(d) => renderer
             .render(&d.claim, &d.record.versions, d.expires_at)
-            .map_err(|(template, message)| {
-                Failure::Render(format!("an error in {template}: {message}"))
-            })?,
+            .map_err(Failure::Render)?,
         None => Vec::new(),
     };
     let by_file: BTreeMap<String, usize> = fresh
@@ -86,10 +90,7 @@ fn prepare<'e>(
                     upserts.push(i);
                 }
                 _ => {
-                    return Err(Failure::Render(format!(
-                        "different content for {} than planned; not applied",
-                        step.file()
-                    )));
+                    return Err(Failure::Unplanned { file: step.file() });
                 }
             },
         }

@@ -360,10 +360,10 @@ fn render(config: Option<&Path>, claim: &Path) -> Result<u8> {
         }
         return Ok(1);
     };
-    let rendered = pipeline
-        .renderer
-        .render(&desired.claim, &desired.record.versions, desired.expires_at)
-        .map_err(|(template, message)| anyhow::anyhow!("{template}: {message}"))?;
+    let rendered =
+        pipeline
+            .renderer
+            .render(&desired.claim, &desired.record.versions, desired.expires_at)?;
     let mut out = std::io::stdout().lock();
     for (i, r) in rendered.iter().enumerate() {
         if i > 0 {
