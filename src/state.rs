@@ -6,8 +6,9 @@
 //! transaction, so a `kill -9` at any moment leaves either the previous or the
 //! next pass recorded, never half of one. A file that is not a converge state
 //! store (corrupt, or another program's) is a clear error at start, never a
-//! silent reset. The target's own inventory stays the truth about what is
-//! applied; the copy here serves status after a restart.
+//! silent reset; a store of an older format is upgraded in one transaction
+//! when it is opened. The target's own inventory stays the truth about what
+//! is applied; the copy here serves status after a restart.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
