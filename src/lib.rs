@@ -42,6 +42,9 @@ use config::{Config, Presets, SourceConfig, TargetConfig};
 use pipeline::{Evaluation, Pipeline};
 use plan::Plan;
 use source::Snapshot;
+use source::dir::DirSource;
+use source::git::GitSource;
+use source::s3::S3Source;
 use target::{Inventory, Target};
 
 /// Why converge cannot start with a config.
@@ -129,23 +132,17 @@ impl Converge {
         self.config.sources.iter().map(|s| self.source(s)).collect()
     }
 
-    /// One configured source.
+    /// One configured source, built by its kind's `from_config`.
     pub fn source(&self, config: &SourceConfig) -> Result<Box<dyn source::Source>, source::Error> {
-        let (c, max_file_bytes) = (&self.config, self.config.limits.max_file_bytes);
+        let (max, every, state) = (
+            self.config.limits.max_file_bytes,
+            self.config.reconcile.dir_interval,
+            &self.config.state_dir,
+        );
         Ok(match config {
-            SourceConfig::Dir { .. } => Box::new(source::dir::DirSource::from_config(
-                config,
-                c.reconcile.dir_interval,
-                max_file_bytes,
-            )?),
-            SourceConfig::Git { .. } => Box::new(source::git::GitSource::from_config(
-                config,
-                &c.state_dir,
-                max_file_bytes,
-            )?),
-            SourceConfig::S3 { .. } => {
-                Box::new(source::s3::S3Source::from_config(config, max_file_bytes)?)
-            }
+            SourceConfig::Dir { .. } => Box::new(DirSource::from_config(config, every, max)?),
+            SourceConfig::Git { .. } => Box::new(GitSource::from_config(config, state, max)?),
+            SourceConfig::S3 { .. } => Box::new(S3Source::from_config(config, max)?),
         })
     }
 
