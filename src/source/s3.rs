@@ -1379,6 +1379,58 @@ mod tests {
         );
     }
 
+    /// A source for `endpoint` whose credentials come from files in `dir`.
+    fn local_source(dir: &std::path::Path, endpoint: String) -> S3Source {
+        std::fs::write(dir.join("id"), "GKTEST").expect("write");
+        std::fs::write(dir.join("secret"), "not-a-real-secret").expect("write");
+        let mut o = options(false);
+        o.endpoint = Some(endpoint);
+        o.credentials = CredentialSources {
+            access_key_id: Secret::File(dir.join("id")),
+            secret_access_key: Secret::File(dir.join("secret")),
+            session_token: None,
+        };
+        S3Source::new(o).expect("source builds")
+    }
+
+    #[test]
+    fn a_refused_connection_is_unreachable_and_keeps_its_cause() {
+        use crate::source::Source as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut s = local_source(dir.path(), format!("http://127.0.0.1:{port}"));
+        let err = s.read().expect_err("nothing listens");
+        assert_eq!(err.reason(), "Unreachable", "{err}");
+        let crate::source::Error::S3 { error, .. } = &err else {
+            panic!("an s3 error: {err}");
+        };
+        assert!(
+            matches!(**error, Error::Unreachable { error: Some(_), .. }),
+            "the connector error is kept: {error:?}"
+        );
+        assert!(!err.to_string().contains("not-a-real-secret"), "{err}");
+    }
+
+    #[test]
+    fn a_server_that_never_answers_is_a_timeout() {
+        use crate::source::Source as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let held = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            std::thread::sleep(Duration::from_secs(5));
+            drop(stream);
+        });
+        let mut s = local_source(dir.path(), format!("http://127.0.0.1:{port}"));
+        let err = s.read().expect_err("no answer");
+        assert_eq!(err.reason(), "Timeout", "{err}");
+        drop(held);
+    }
+
     #[test]
     fn a_ca_file_without_a_certificate_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
