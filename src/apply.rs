@@ -16,7 +16,7 @@ use crate::condition::Reason;
 use crate::object::ObjectRef;
 use crate::pipeline::Evaluation;
 use crate::plan::{Change, Plan, StepAction};
-use crate::render::{Digest, Rendered, Renderer};
+use crate::render::{Digest, RenderError, Rendered, Renderer};
 use crate::target::{EnvironmentChange, Error, Target};
 
 /// Why one environment's change was not applied.
@@ -24,8 +24,14 @@ use crate::target::{EnvironmentChange, Error, Target};
 pub enum Failure {
     #[error(transparent)]
     Target(#[from] Error),
-    #[error("rendering the environment again gave {0}")]
-    Render(String),
+    /// Rendering the environment again failed.
+    #[error("rendering the environment again gave an error in {0}")]
+    Render(#[source] RenderError),
+    /// Rendering the environment again gave an object other than the plan's.
+    #[error(
+        "rendering the environment again gave different content for {object} than planned; not applied"
+    )]
+    Unplanned { object: String },
 }
 
 impl Failure {
@@ -34,7 +40,7 @@ impl Failure {
     pub fn reason(&self) -> Reason {
         match self {
             Self::Target(e) => e.reason(),
-            Self::Render(_) => Reason::RenderFailed,
+            Self::Render(_) | Self::Unplanned { .. } => Reason::RenderFailed,
         }
     }
 
@@ -64,9 +70,7 @@ fn prepare<'e>(
     let fresh = match desired.filter(|_| writes) {
         Some(d) => renderer
             .render(&d.claim, &d.record.versions, d.expires_at)
-            .map_err(|(template, message)| {
-                Failure::Render(format!("an error in {template}: {message}"))
-            })?,
+            .map_err(Failure::Render)?,
         None => Vec::new(),
     };
     let by_id: HashMap<&ObjectRef, usize> = fresh
@@ -88,10 +92,9 @@ fn prepare<'e>(
                     upserts.push(i);
                 }
                 _ => {
-                    return Err(Failure::Render(format!(
-                        "different content for {} than planned; not applied",
-                        step.object
-                    )));
+                    return Err(Failure::Unplanned {
+                        object: step.object.to_string(),
+                    });
                 }
             },
         }

@@ -93,8 +93,6 @@ names! {
         SourceUnavailable = "SourceUnavailable",
         MassDeletionHeld = "MassDeletionHeld",
         // Apply failures (the target's reasons)
-        /// Rendering again at apply time gave other content than planned.
-        ContentChanged = "ContentChanged",
         TargetIo = "TargetIo",
         TargetUnavailable = "TargetUnavailable",
         InventoryCorrupt = "InventoryCorrupt",

@@ -195,6 +195,50 @@ pub struct GitAuthConfig {
     pub ssh_key_file: Option<PathBuf>,
 }
 
+impl GitAuthConfig {
+    /// The one way of authenticating the block names. Naming more than one,
+    /// or a password without a user name, is an error.
+    pub fn method(&self) -> Result<GitAuth, String> {
+        match (&self.token_file, &self.password_file, &self.ssh_key_file) {
+            (Some(token_file), None, None) => Ok(GitAuth::Token {
+                username: self.username.clone(),
+                token_file: token_file.clone(),
+            }),
+            (None, Some(password_file), None) => Ok(GitAuth::Basic {
+                username: self
+                    .username
+                    .clone()
+                    .ok_or("auth.password_file needs auth.username")?,
+                password_file: password_file.clone(),
+            }),
+            (None, None, Some(key_file)) => Ok(GitAuth::SshKey {
+                key_file: key_file.clone(),
+            }),
+            (None, None, None) => Ok(GitAuth::None),
+            _ => Err("auth: give one of token_file, password_file or ssh_key_file".to_owned()),
+        }
+    }
+}
+
+/// How a git source authenticates to its remote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum GitAuth {
+    #[default]
+    None,
+    /// HTTPS: a token used as the password (user `x-access-token` unless given).
+    Token {
+        username: Option<String>,
+        token_file: PathBuf,
+    },
+    /// HTTPS basic credentials, the password read from a file.
+    Basic {
+        username: String,
+        password_file: PathBuf,
+    },
+    /// SSH with this private key (the system `ssh` does the connecting).
+    SshKey { key_file: PathBuf },
+}
+
 /// Commit signature verification for a git source.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -644,6 +688,15 @@ impl Config {
             if !names.insert(s.name()) {
                 return Err(format!("sources: the name {:?} is used twice", s.name()));
             }
+            if let SourceConfig::Git {
+                name,
+                auth: Some(auth),
+                ..
+            } = s
+            {
+                auth.method()
+                    .map_err(|message| format!("sources: {name}: {message}"))?;
+            }
         }
         if !(0.0..=1.0).contains(&self.safety.max_delete_fraction) {
             return Err("safety.max_delete_fraction must be between 0 and 1".to_owned());
@@ -785,6 +838,36 @@ safety:
         assert_eq!(config.sources.len(), 3);
         assert!(
             matches!(&config.sources[1], SourceConfig::Git { interval, .. } if *interval == Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn a_bad_git_auth_block_fails_at_load_naming_the_source() {
+        let git = |auth: &str| {
+            Config::parse(&format!(
+                "sources:\n  - name: envs\n    kind: git\n    url: https://git.example/envs.git\n    auth:\n{auth}"
+            ))
+        };
+        let err = git("      token_file: t\n      ssh_key_file: k\n").expect_err("two methods");
+        assert_eq!(
+            err,
+            "sources: envs: auth: give one of token_file, password_file or ssh_key_file"
+        );
+        let err = git("      password_file: p\n").expect_err("no user name");
+        assert_eq!(err, "sources: envs: auth.password_file needs auth.username");
+        let config = git("      username: ci\n      password_file: p\n").expect("valid");
+        let SourceConfig::Git {
+            auth: Some(auth), ..
+        } = &config.sources[0]
+        else {
+            panic!("a git source with auth");
+        };
+        assert_eq!(
+            auth.method(),
+            Ok(GitAuth::Basic {
+                username: "ci".to_owned(),
+                password_file: PathBuf::from("p"),
+            })
         );
     }
 

@@ -23,6 +23,7 @@ pub mod condition;
 pub mod config;
 pub mod diagnostic;
 pub mod diff;
+pub mod hex;
 pub mod inventory;
 pub mod load;
 pub mod metrics;
@@ -53,6 +54,9 @@ use config::{Config, Presets, SourceConfig, TargetConfig};
 use pipeline::{Counters, Evaluation, Pipeline};
 use plan::Plan;
 use source::Snapshot;
+use source::dir::DirSource;
+use source::git::GitSource;
+use source::s3::S3Source;
 use target::{Inventory, Target};
 
 /// Why converge cannot start with a config.
@@ -166,94 +170,18 @@ impl Converge {
         self.config.sources.iter().map(|s| self.source(s)).collect()
     }
 
-    /// One configured source.
+    /// One configured source, built by its kind's `from_config`.
     pub fn source(&self, config: &SourceConfig) -> Result<Box<dyn source::Source>, source::Error> {
-        let max_file_bytes = self.config.limits.max_file_bytes;
-        match config {
-            SourceConfig::Dir { name, path, shown } => Ok(Box::new(source::dir::DirSource {
-                options: source::dir::Options {
-                    name: name.clone(),
-                    root: path.clone(),
-                    display_root: if shown.is_empty() {
-                        path.display().to_string()
-                    } else {
-                        shown.clone()
-                    },
-                    max_file_bytes,
-                },
-                seen: std::collections::HashMap::new(),
-                interval: self.config.reconcile.dir_interval,
-            })),
-            SourceConfig::Git {
-                name,
-                url,
-                branch,
-                paths,
-                interval,
-                auth,
-                signatures,
-                timeout,
-            } => {
-                let config_err = |message: String| source::Error::Config {
-                    source_name: name.clone(),
-                    message,
-                };
-                let trust = match signatures {
-                    Some(sig) => source::verify::Trust::load(
-                        sig.allowed_signers.as_deref(),
-                        &sig.openpgp_keys,
-                    )
-                    .map_err(config_err)?,
-                    None => source::verify::Trust::default(),
-                };
-                let auth = match auth {
-                    None => source::git::Auth::None,
-                    Some(a) => match (&a.token_file, &a.password_file, &a.ssh_key_file) {
-                        (Some(token_file), None, None) => source::git::Auth::Token {
-                            username: a.username.clone(),
-                            token_file: token_file.clone(),
-                        },
-                        (None, Some(password_file), None) => source::git::Auth::Basic {
-                            username: a.username.clone().ok_or_else(|| {
-                                config_err("auth.password_file needs auth.username".into())
-                            })?,
-                            password_file: password_file.clone(),
-                        },
-                        (None, None, Some(key_file)) => source::git::Auth::SshKey {
-                            key_file: key_file.clone(),
-                        },
-                        (None, None, None) => source::git::Auth::None,
-                        _ => {
-                            return Err(config_err(
-                                "auth: give one of token_file, password_file or ssh_key_file"
-                                    .into(),
-                            ));
-                        }
-                    },
-                };
-                let source = source::git::GitSource::new(source::git::Options {
-                    name: name.clone(),
-                    url: url.clone(),
-                    branch: branch.clone(),
-                    paths: paths.clone(),
-                    interval: *interval,
-                    mirror: self
-                        .config
-                        .state_dir
-                        .join("git")
-                        .join(format!("{name}.git")),
-                    auth,
-                    trust,
-                    max_file_bytes,
-                    timeout: *timeout,
-                })?;
-                Ok(Box::new(source))
-            }
-            SourceConfig::S3 { .. } => Ok(Box::new(source::s3::S3Source::from_config(
-                config,
-                max_file_bytes,
-            )?)),
-        }
+        let (max, every, state) = (
+            self.config.limits.max_file_bytes,
+            self.config.reconcile.dir_interval,
+            &self.config.state_dir,
+        );
+        Ok(match config {
+            SourceConfig::Dir { .. } => Box::new(DirSource::from_config(config, every, max)?),
+            SourceConfig::Git { .. } => Box::new(GitSource::from_config(config, state, max)?),
+            SourceConfig::S3 { .. } => Box::new(S3Source::from_config(config, max)?),
+        })
     }
 
     /// The pass: evaluate the snapshots against the target's inventory,
@@ -425,14 +353,12 @@ pub fn pull_request_plan(
         _ => None,
     });
     let (name, paths, signatures) = git.unwrap_or_else(|| ("repo".to_owned(), Vec::new(), None));
-    let trust = match &signatures {
-        Some(sig) => source::verify::Trust::load(sig.allowed_signers.as_deref(), &sig.openpgp_keys)
-            .map_err(|message| source::Error::Config {
-                source_name: name.clone(),
-                message,
-            })?,
-        None => source::verify::Trust::default(),
-    };
+    let trust = source::verify::Trust::from_config(signatures.as_ref()).map_err(|e| {
+        source::Error::Git {
+            source_name: name.clone(),
+            error: Box::new(e.into()),
+        }
+    })?;
     let max = config.limits.max_file_bytes;
     let base = source::git::read_revision(&name, pr.repo, pr.base, &paths, &trust, max)?;
     let head = source::git::read_revision(&name, pr.repo, pr.head, &paths, &trust, max)?;

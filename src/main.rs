@@ -122,10 +122,27 @@ fn main() -> ExitCode {
     match execute(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes on one line. A cause whose text the line already
+/// holds is left out: errors name their cause in their own message too.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn init_logging(format: LogFormat) {
@@ -365,10 +382,10 @@ fn render(config: Option<&Path>, claim: &Path) -> Result<u8> {
         }
         return Ok(1);
     };
-    let rendered = pipeline
-        .renderer
-        .render(&desired.claim, &desired.record.versions, desired.expires_at)
-        .map_err(|(template, message)| anyhow::anyhow!("{template}: {message}"))?;
+    let rendered =
+        pipeline
+            .renderer
+            .render(&desired.claim, &desired.record.versions, desired.expires_at)?;
     let mut out = std::io::stdout().lock();
     for (i, r) in rendered.iter().enumerate() {
         if i > 0 {

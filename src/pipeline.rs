@@ -816,8 +816,8 @@ impl Pipeline {
         };
         let objects = match self.renderer.render(claim, &versions, expires_at) {
             Ok(rendered) => rendered.into_iter().map(|r| r.object).collect(),
-            Err((template, message)) => {
-                let message = format!("template {template}: {message}");
+            Err(e) => {
+                let message = e.to_string();
                 return kept(
                     env_name,
                     expires_at,

@@ -6,8 +6,9 @@
 //! transaction, so a `kill -9` at any moment leaves either the previous or the
 //! next pass recorded, never half of one. A file that is not a converge state
 //! store (corrupt, or another program's) is a clear error at start, never a
-//! silent reset. The target's own inventory stays the truth about what is
-//! applied; the copy here serves status after a restart.
+//! silent reset; a store of an older format is upgraded in one transaction
+//! when it is opened. The target's own inventory stays the truth about what
+//! is applied; the copy here serves status after a restart.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -31,7 +32,9 @@ const APP: &str = "converge";
 /// redb's page cache (its default is 1 GiB). The store is written once per
 /// pass and read in full only at start, so a small cache loses nothing.
 const CACHE_BYTES: usize = 16 << 20;
-const FORMAT: &str = "1";
+/// The layout this build reads and writes. A store of format 1 is upgraded
+/// when opened ([`Store::upgrade`]).
+const FORMAT: &str = "2";
 /// Passes kept in history.
 pub const PASS_HISTORY: u64 = 100;
 /// Events kept.
@@ -49,20 +52,28 @@ pub enum Error {
     Storage { path: PathBuf, message: String },
 }
 
-/// A source's last good snapshot, as stored.
+/// A source's last good snapshot, as stored: its files' bytes are rows of
+/// `files`, their digests and provenance rows of `file_meta`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SourceRecord {
     kind: SourceKind,
     is_static: bool,
     revision: Revision,
-    /// Earlier stores kept every file's path, digest and provenance here (one
-    /// value rewritten on every commit); they are read on restore and moved to
-    /// `file_meta` by the next commit. Empty in records written now.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+}
+
+/// A source record of format 1, which could list every file's path, digest
+/// (hex) and provenance itself instead of in `file_meta`. Read only by
+/// [`Store::upgrade`].
+#[derive(Deserialize)]
+struct SourceRecordV1 {
+    kind: SourceKind,
+    is_static: bool,
+    revision: Revision,
+    #[serde(default)]
     paths: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     digests: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     provenance: BTreeMap<String, crate::source::Provenance>,
 }
 
@@ -272,6 +283,7 @@ impl Store {
         drop(read);
         match (app.as_deref(), format.as_deref()) {
             (Some(APP), Some(FORMAT)) => Ok(()),
+            (Some(APP), Some("1")) => self.upgrade(),
             (Some(APP), Some(other)) => Err(foreign(format!(
                 "state format {other}, this converge reads {FORMAT}"
             ))),
@@ -286,6 +298,49 @@ impl Store {
             }
             _ => Err(foreign("it has no converge metadata".to_owned())),
         }
+    }
+
+    /// Upgrades a store of format 1 in one transaction: every file a source
+    /// record lists itself becomes a `file_meta` row, the record keeps only
+    /// kind and revision, and the format becomes [`FORMAT`].
+    fn upgrade(&self) -> Result<(), Error> {
+        let err = self.storage();
+        let w = self.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut sources = w.open_table(SOURCES).map_err(|e| err(&e))?;
+            let mut metas = w.open_table(FILE_META).map_err(|e| err(&e))?;
+            let mut records = Vec::new();
+            for entry in sources.iter().map_err(|e| err(&e))? {
+                let (name, value) = entry.map_err(|e| err(&e))?;
+                let record: SourceRecordV1 =
+                    serde_json::from_slice(value.value()).map_err(|e| err(&e))?;
+                records.push((name.value().to_owned(), record));
+            }
+            for (name, mut record) in records {
+                for path in &record.paths {
+                    let meta = FileMeta {
+                        digest: record.digests.remove(path).unwrap_or_default(),
+                        provenance: record.provenance.remove(path),
+                    };
+                    let meta = serde_json::to_vec(&meta).expect("file metadata serializes");
+                    metas
+                        .insert(key(&name, path).as_str(), meta.as_slice())
+                        .map_err(|e| err(&e))?;
+                }
+                let record = SourceRecord {
+                    kind: record.kind,
+                    is_static: record.is_static,
+                    revision: record.revision,
+                };
+                let bytes = serde_json::to_vec(&record).expect("a source record serializes");
+                sources
+                    .insert(name.as_str(), bytes.as_slice())
+                    .map_err(|e| err(&e))?;
+            }
+            let mut meta = w.open_table(META).map_err(|e| err(&e))?;
+            meta.insert("format", FORMAT).map_err(|e| err(&e))?;
+        }
+        w.commit().map_err(|e| err(&e))
     }
 
     fn is_empty(&self) -> Result<bool, Error> {
@@ -308,31 +363,19 @@ impl Store {
             let name = name.value().to_owned();
             let record: SourceRecord =
                 serde_json::from_slice(value.value()).map_err(|e| err(&e))?;
-            // (path, digest, provenance) of every file, from either layout.
+            // (path, digest, provenance) of every file of the source.
             let mut listed: Vec<(String, Option<[u8; 32]>, Option<crate::source::Provenance>)> =
                 Vec::new();
-            if record.paths.is_empty() {
-                if let Some(meta) = &meta {
-                    let (start, end) = (format!("{name}\0"), format!("{name}\u{1}"));
-                    for row in meta
-                        .range(start.as_str()..end.as_str())
-                        .map_err(|e| err(&e))?
-                    {
-                        let (k, v) = row.map_err(|e| err(&e))?;
-                        let path = k.value()[start.len()..].to_owned();
-                        let m: FileMeta = serde_json::from_slice(v.value()).map_err(|e| err(&e))?;
-                        listed.push((path, crate::source::dir::unhex(&m.digest), m.provenance));
-                    }
-                }
-            } else {
-                let mut provenance = record.provenance;
-                for path in record.paths {
-                    let digest = record
-                        .digests
-                        .get(&path)
-                        .and_then(|h| crate::source::dir::unhex(h));
-                    let p = provenance.remove(&path);
-                    listed.push((path, digest, p));
+            if let Some(meta) = &meta {
+                let (start, end) = (format!("{name}\0"), format!("{name}\u{1}"));
+                for row in meta
+                    .range(start.as_str()..end.as_str())
+                    .map_err(|e| err(&e))?
+                {
+                    let (k, v) = row.map_err(|e| err(&e))?;
+                    let path = k.value()[start.len()..].to_owned();
+                    let m: FileMeta = serde_json::from_slice(v.value()).map_err(|e| err(&e))?;
+                    listed.push((path, crate::hex::decode32(&m.digest), m.provenance));
                 }
             }
             let mut snapshot_files = Vec::with_capacity(listed.len());
@@ -399,14 +442,6 @@ impl Store {
             let mut files = w.open_table(FILES).map_err(|e| err(&e))?;
             let mut metas = w.open_table(FILE_META).map_err(|e| err(&e))?;
             for (snapshot, previous) in &commit.snapshots {
-                // A record in the earlier layout lists every file itself: the
-                // first commit after an upgrade writes every file's metadata.
-                let legacy = sources
-                    .get(snapshot.source.as_str())
-                    .map_err(|e| err(&e))?
-                    .and_then(|v| serde_json::from_slice::<SourceRecord>(v.value()).ok())
-                    .is_some_and(|r| !r.paths.is_empty());
-                let previous = if legacy { &None } else { previous };
                 // Only what changed since `previous` is written.
                 let mut kept = 0;
                 for file in &snapshot.files {
@@ -422,7 +457,7 @@ impl Store {
                     let k = key(&snapshot.source, &file.path);
                     files.insert(k.as_str(), bytes).map_err(|e| err(&e))?;
                     let meta = FileMeta {
-                        digest: crate::source::dir::hex(&file.digest),
+                        digest: crate::hex::encode(&file.digest),
                         provenance: file.provenance.as_deref().cloned(),
                     };
                     let meta = serde_json::to_vec(&meta).expect("file metadata serializes");
@@ -449,9 +484,6 @@ impl Store {
                     kind: snapshot.kind,
                     is_static: snapshot.is_static,
                     revision: snapshot.revision.clone(),
-                    paths: Vec::new(),
-                    digests: BTreeMap::new(),
-                    provenance: BTreeMap::new(),
                 };
                 let bytes = serde_json::to_vec(&record).expect("a source record serializes");
                 sources
@@ -586,44 +618,67 @@ mod tests {
     }
 
     #[test]
-    fn a_source_record_in_the_earlier_layout_is_restored_and_upgraded() {
+    fn a_store_of_format_1_is_upgraded_when_opened() {
+        use redb::ReadableTableMetadata as _;
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
         let a = snapshot(&[("a.yaml", "a1", 1), ("b.yaml", "b1", 2)]);
-        // Write what an earlier converge wrote: every path, digest and
-        // provenance in the source record, no `file_meta` rows.
-        let w = store.db.begin_write().expect("write");
+        // A store of format 1 whose source record lists every path, digest
+        // and provenance itself, with no `file_meta` rows.
         {
-            let mut files = w.open_table(FILES).expect("files");
-            for f in &a.files {
-                let Content::Bytes(b) = &f.content else {
-                    unreachable!()
-                };
-                files
-                    .insert(key("local", &f.path).as_str(), &b[..])
-                    .expect("insert");
+            let db = Database::create(dir.path().join("converge.redb")).expect("create");
+            let w = db.begin_write().expect("write");
+            {
+                let mut meta = w.open_table(META).expect("meta");
+                meta.insert("app", APP).expect("insert");
+                meta.insert("format", "1").expect("insert");
+                let mut files = w.open_table(FILES).expect("files");
+                for f in &a.files {
+                    let Content::Bytes(b) = &f.content else {
+                        unreachable!()
+                    };
+                    files
+                        .insert(key("local", &f.path).as_str(), &b[..])
+                        .expect("insert");
+                }
+                let record = serde_json::json!({
+                    "kind": "dir",
+                    "is_static": false,
+                    "revision": a.revision,
+                    "paths": ["a.yaml", "b.yaml"],
+                    "digests": {
+                        "a.yaml": crate::hex::encode(&[1; 32]),
+                        "b.yaml": crate::hex::encode(&[2; 32]),
+                    },
+                });
+                let bytes = serde_json::to_vec(&record).expect("json");
+                let mut sources = w.open_table(SOURCES).expect("sources");
+                sources.insert("local", bytes.as_slice()).expect("insert");
             }
-            let record = SourceRecord {
-                kind: a.kind,
-                is_static: a.is_static,
-                revision: a.revision.clone(),
-                paths: a.files.iter().map(|f| f.path.clone()).collect(),
-                digests: a
-                    .files
-                    .iter()
-                    .map(|f| (f.path.clone(), crate::source::dir::hex(&f.digest)))
-                    .collect(),
-                provenance: BTreeMap::new(),
-            };
-            let bytes = serde_json::to_vec(&record).expect("json");
-            let mut sources = w.open_table(SOURCES).expect("sources");
-            sources.insert("local", bytes.as_slice()).expect("insert");
+            w.commit().expect("commit");
         }
-        w.commit().expect("commit");
+        let store = Store::open(dir.path()).expect("open upgrades");
+        {
+            let read = store.db.begin_read().expect("read");
+            let meta = read.open_table(META).expect("meta");
+            let format = meta.get("format").expect("get").expect("row");
+            assert_eq!(format.value(), FORMAT);
+            let sources = read.open_table(SOURCES).expect("sources");
+            let record: serde_json::Value =
+                serde_json::from_slice(sources.get("local").expect("get").expect("row").value())
+                    .expect("json");
+            assert!(
+                record.get("paths").is_none() && record.get("digests").is_none(),
+                "the record no longer lists files: {record}"
+            );
+            let metas = read.open_table(FILE_META).expect("file_meta");
+            assert_eq!(metas.len().expect("len"), 2, "one row per file");
+        }
         let restored = store.restore().expect("restore");
         assert_eq!(restored.snapshots["local"].files[1].digest, [2; 32]);
+        assert_eq!(restored.snapshots["local"].revision, a.revision);
         let mut stored = Stored::of(&restored.snapshots["local"]);
-        // One file changes; the commit moves every file to the new layout.
+        assert_eq!(stored, Stored::of(&a));
+        // The upgraded store takes incremental commits: one file changes.
         let b = snapshot(&[("a.yaml", "a1", 1), ("b.yaml", "b2", 9)]);
         store
             .commit(&Commit {
@@ -639,12 +694,30 @@ mod tests {
                 ("b.yaml".to_owned(), "b2".to_owned()),
             ]
         );
-        let read = store.db.begin_read().expect("read");
-        let record = read.open_table(SOURCES).expect("sources");
-        let record: SourceRecord =
-            serde_json::from_slice(record.get("local").expect("get").expect("row").value())
-                .expect("json");
-        assert!(record.paths.is_empty(), "the record no longer lists files");
+        drop(store);
+        let again = Store::open(dir.path()).expect("reopen");
+        assert_eq!(
+            again.restore().expect("restore").snapshots["local"].files[1].digest,
+            [9; 32]
+        );
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Database::create(dir.path().join("converge.redb")).expect("create");
+            let w = db.begin_write().expect("write");
+            {
+                let mut meta = w.open_table(META).expect("meta");
+                meta.insert("app", APP).expect("insert");
+                meta.insert("format", "99").expect("insert");
+            }
+            w.commit().expect("commit");
+        }
+        let err = Store::open(dir.path()).expect_err("refused");
+        assert!(matches!(err, Error::Foreign { .. }), "{err}");
+        assert!(err.to_string().contains("state format 99"), "{err}");
     }
 
     #[test]

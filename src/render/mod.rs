@@ -23,7 +23,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::claim::Claim;
 use crate::config::{Preset, Presets};
-use crate::object::{ObjectRef, kind};
+use crate::object::{Kind, ObjectRef, kind};
 use crate::resolve::Resolved;
 
 /// The label every object converge manages carries, with value `converge`.
@@ -40,6 +40,31 @@ pub enum Error {
     },
     #[error("invalid template {path}: {message}")]
     Template { path: String, message: String },
+}
+
+/// Why one environment did not render; the environment is left as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A template failed (an undefined value, a failing filter, out of fuel).
+    #[error("template {template}: {error:#}")]
+    Template {
+        template: String,
+        #[source]
+        error: minijinja::Error,
+    },
+    #[error("template {template}: template output is not YAML: {error}")]
+    NotYaml {
+        template: String,
+        #[source]
+        error: Box<serde_saphyr::Error>,
+    },
+    /// A document of a template's output is not a Kubernetes object
+    /// converge can own (no kind, no name, no metadata mapping, ...).
+    #[error("template {template}: {message}")]
+    Object { template: String, message: String },
+    /// Two objects share a kind and name.
+    #[error("two objects are both {kind} {name:?}")]
+    Duplicate { kind: Kind, name: Box<str> },
 }
 
 /// One desired object: what it is and the digest of its YAML. The YAML
@@ -77,7 +102,7 @@ impl Digest {
         if s.is_empty() {
             return Some(Digest::PENDING);
         }
-        crate::source::dir::unhex(s.strip_prefix("sha256:")?).map(Digest)
+        crate::hex::decode32(s.strip_prefix("sha256:")?).map(Digest)
     }
 }
 
@@ -87,7 +112,7 @@ impl std::fmt::Display for Digest {
             return Ok(());
         }
         f.write_str("sha256:")?;
-        f.write_str(&crate::source::dir::hex(&self.0))
+        f.write_str(&crate::hex::encode(&self.0))
     }
 }
 
@@ -215,14 +240,13 @@ impl Renderer {
         &self.presets
     }
 
-    /// Renders one environment. A template failure is returned as
-    /// `(template file, message)` and the environment is left untouched.
+    /// Renders one environment: the built-in objects, then every template's.
     pub fn render(
         &self,
         claim: &Claim,
         versions: &BTreeMap<String, Resolved>,
         expires_at: Option<DateTime<Utc>>,
-    ) -> Result<Vec<Rendered>, (String, String)> {
+    ) -> Result<Vec<Rendered>, RenderError> {
         let preset = self.presets.get(claim.environment_type);
         let values = self.values(claim, versions, expires_at, preset);
         let namespace: Arc<str> = Arc::from(claim.environment_name.as_str());
@@ -243,22 +267,38 @@ impl Renderer {
             .collect();
         let mut docs = Vec::new();
         for (path, env) in &self.templates {
-            let fail = |m: String| (path.clone(), m);
             let text = env
                 .get_template(path)
                 .and_then(|t| t.render(minijinja::value::Serde(&values)))
-                .map_err(|e| fail(format!("{e:#}")))?;
+                .map_err(|error| RenderError::Template {
+                    template: path.clone(),
+                    error,
+                })?;
             let rendered: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
                 &text,
                 crate::yaml::template_options(),
             )
-            .map_err(|e| fail(format!("template output is not YAML: {e}")))?;
+            .map_err(|error| RenderError::NotYaml {
+                template: path.clone(),
+                error: Box::new(error),
+            })?;
+            let object_error = |message: String| RenderError::Object {
+                template: path.clone(),
+                message,
+            };
             for doc in rendered.into_iter().filter(|d| !d.is_null()) {
-                docs.push(with_labels(doc, &values.labels).map_err(fail)?);
+                let doc =
+                    with_labels(doc, &values.labels).map_err(|m| object_error(m.to_owned()))?;
+                docs.push((path, doc));
             }
         }
-        for doc in docs {
-            objects.push(to_object(&doc, &namespace).map_err(|m| ("<render>".to_owned(), m))?);
+        for (path, doc) in docs {
+            objects.push(
+                to_object(&doc, &namespace).map_err(|message| RenderError::Object {
+                    template: path.clone(),
+                    message,
+                })?,
+            );
         }
         objects.sort_by(|a, b| a.object.id.cmp(&b.object.id));
         // Within an environment a kind and a name name one object, whatever
@@ -267,10 +307,10 @@ impl Renderer {
         for o in &objects {
             let id = &o.object.id;
             if !seen.insert((id.kind.to_ascii_lowercase(), &id.name)) {
-                return Err((
-                    "<render>".to_owned(),
-                    format!("two objects are both {} {:?}", id.kind, id.name),
-                ));
+                return Err(RenderError::Duplicate {
+                    kind: id.kind.clone(),
+                    name: id.name.clone(),
+                });
             }
         }
         Ok(objects)
@@ -388,7 +428,10 @@ pub(crate) fn redacted_claim(claim: &Claim, v: &Values<'_>) -> String {
 }
 
 /// Adds the ownership labels to a template's object.
-fn with_labels(mut doc: Value, labels: &BTreeMap<&'static str, String>) -> Result<Value, String> {
+fn with_labels(
+    mut doc: Value,
+    labels: &BTreeMap<&'static str, String>,
+) -> Result<Value, &'static str> {
     let meta = doc
         .get_mut("metadata")
         .and_then(Value::as_object_mut)

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{Content, Error, Revision, Snapshot, SourceFile, SourceKind, is_claim_file};
+use crate::config::SourceConfig;
 
 /// A directory as a [`Source`](super::Source). Between reads it remembers each
 /// file's stamp (size, inode, mtime, ctime) and content, so a read stats every
@@ -56,6 +57,37 @@ impl Stamp {
     fn settled(&self, now: i64) -> bool {
         let latest = self.mtime.0.max(self.ctime.0);
         latest + i64::try_from(RACY.as_secs()).unwrap_or(i64::MAX) < now
+    }
+}
+
+impl DirSource {
+    /// The source a `dir` config describes, read again every `interval`
+    /// even without file events.
+    pub fn from_config(
+        config: &SourceConfig,
+        interval: std::time::Duration,
+        max_file_bytes: u64,
+    ) -> Result<DirSource, Error> {
+        let SourceConfig::Dir { name, path, shown } = config else {
+            return Err(Error::NotKind {
+                source_name: config.name().to_owned(),
+                kind: SourceKind::Dir,
+            });
+        };
+        Ok(DirSource {
+            options: Options {
+                name: name.clone(),
+                root: path.clone(),
+                display_root: if shown.is_empty() {
+                    path.display().to_string()
+                } else {
+                    shown.clone()
+                },
+                max_file_bytes,
+            },
+            interval,
+            seen: HashMap::new(),
+        })
     }
 }
 
@@ -248,32 +280,7 @@ pub fn revision(files: &[SourceFile]) -> Revision {
         hasher.update(f.digest);
     }
     let digest = hasher.finalize();
-    Revision(format!("sha256:{}", hex(&digest[..])))
-}
-
-/// Lower-case hex of bytes.
-#[must_use]
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
-/// The 32 bytes of 64 hex digits ([`hex`]'s inverse for digests).
-#[must_use]
-pub fn unhex(h: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if h.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    Revision(format!("sha256:{}", crate::hex::encode(&digest)))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! files and never appear in errors, logs or status: URLs are sanitized.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,28 +21,234 @@ use gix::ObjectId;
 use gix::bstr::ByteSlice;
 
 use super::{
-    Content, Error, Person, Provenance, Revision, Signature, Snapshot, SourceFile, SourceKind,
+    Content, Person, Provenance, Revision, Signature, Snapshot, SourceFile, SourceKind,
     is_claim_file, sanitize_url,
 };
-use crate::source::verify::Trust;
+use crate::config::SourceConfig;
+use crate::source::verify::{self, Trust};
 
-/// How to authenticate to the remote.
-#[derive(Debug, Clone, Default)]
-pub enum Auth {
-    #[default]
-    None,
-    /// HTTPS: a token used as the password (user `x-access-token` unless given).
-    Token {
-        username: Option<String>,
-        token_file: PathBuf,
+/// How to authenticate to the remote (the config's validated `auth` block).
+pub use crate::config::GitAuth as Auth;
+
+/// Why a git source could not be built or read. Every message that names
+/// the remote names it by its sanitized URL (no user info, no query).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("path glob {glob:?}: {error}")]
+    Glob {
+        glob: String,
+        #[source]
+        error: globset::Error,
     },
-    /// HTTPS basic credentials, the password read from a file.
-    Basic {
-        username: String,
-        password_file: PathBuf,
+    /// The `auth` block names no single way of authenticating.
+    #[error("{0}")]
+    Auth(String),
+    #[error(transparent)]
+    Trust(#[from] verify::Error),
+    #[error("cannot read {}: {error}", path.display())]
+    Credentials {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
     },
-    /// SSH with this private key (the system `ssh` does the connecting).
-    SshKey { key_file: PathBuf },
+    #[error("{url}: cannot create {}: {error}", path.display())]
+    CreateMirror {
+        url: String,
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("{url}: cannot {action} the mirror {}: {error}", path.display())]
+    Mirror {
+        url: String,
+        /// `open` or `create`.
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        error: gix::Error,
+    },
+    /// Setting the mirror's `core.sshCommand` failed.
+    #[error("{url}: {error}")]
+    SshCommand {
+        url: String,
+        #[source]
+        error: gix::Error,
+    },
+    /// The URL or the refspec does not make a remote.
+    #[error("{url}: {cause}")]
+    Remote {
+        url: String,
+        #[source]
+        cause: Cause,
+    },
+    #[error("{url}: {cause}")]
+    Connect {
+        url: String,
+        failure: Failure,
+        #[source]
+        cause: Cause,
+    },
+    /// Listing the remote's refs failed.
+    #[error("{url}: {cause}")]
+    ListRefs {
+        url: String,
+        failure: Failure,
+        #[source]
+        cause: Cause,
+    },
+    #[error("{url}: branch {branch} does not exist")]
+    BranchMissing { url: String, branch: String },
+    /// Receiving the pack failed.
+    #[error("{url}: {cause}")]
+    Receive {
+        url: String,
+        failure: Failure,
+        #[source]
+        cause: Cause,
+    },
+    /// An object of the mirror (commit, tree, blob) cannot be read.
+    #[error("{url}: {error}")]
+    Read {
+        url: String,
+        #[source]
+        error: gix::Error,
+    },
+    /// The local repository of `converge plan --repo` cannot be opened.
+    #[error("{url}: {error}")]
+    OpenRepository {
+        url: String,
+        #[source]
+        error: gix::Error,
+    },
+    #[error("{url}: {revision}: {error}")]
+    RevisionMissing {
+        url: String,
+        revision: String,
+        #[source]
+        error: gix::Error,
+    },
+    #[error("no answer within {}s; the abandoned read is still running", timeout.as_secs())]
+    Busy { timeout: Duration },
+    #[error("cannot start the reader thread: {error}")]
+    Worker {
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("an earlier read failed badly")]
+    Poisoned,
+}
+
+impl Error {
+    /// A stable reason for conditions and metric labels.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Glob { .. }
+            | Self::Auth(_)
+            | Self::Trust(_)
+            | Self::Credentials { .. }
+            | Self::SshCommand { .. }
+            | Self::Remote { .. } => "SourceMisconfigured",
+            Self::CreateMirror { .. } | Self::Mirror { .. } => "MirrorCorrupt",
+            Self::Connect { failure, .. }
+            | Self::ListRefs { failure, .. }
+            | Self::Receive { failure, .. } => failure.reason(),
+            Self::BranchMissing { .. } => "BranchMissing",
+            Self::Read { .. } => "RepositoryUnreadable",
+            Self::OpenRepository { .. } => "RepositoryMissing",
+            Self::RevisionMissing { .. } => "RevisionMissing",
+            Self::Busy { .. } => "Timeout",
+            Self::Worker { .. } | Self::Poisoned => "Unreachable",
+        }
+    }
+}
+
+/// What a failure to talk to the remote says about it, from gix's error
+/// classes and the I/O errors and HTTP statuses among its causes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Credentials missing or refused (401, 403, ssh `Permission denied`).
+    AuthFailed,
+    /// The connection timed out.
+    Timeout,
+    /// The server has no such repository (HTTP 404).
+    RepositoryMissing,
+    /// Anything else: refused connections, unknown hosts, broken streams.
+    Unreachable,
+}
+
+impl Failure {
+    /// Classifies a gix error by its causes' types, never by their text.
+    #[must_use]
+    pub fn of(error: &gix::Error) -> Failure {
+        if error.is_unauthenticated() || error.is_permission_denied() {
+            return Failure::AuthFailed;
+        }
+        let causes = || error.iter_errors();
+        if causes()
+            .filter_map(|e| e.downcast_ref::<std::io::Error>())
+            .any(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        {
+            Failure::Timeout
+        } else if causes()
+            .filter_map(|e| e.downcast_ref::<reqwest::Error>())
+            .any(|e| e.status() == Some(reqwest::StatusCode::NOT_FOUND))
+        {
+            Failure::RepositoryMissing
+        } else {
+            Failure::Unreachable
+        }
+    }
+
+    #[must_use]
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::AuthFailed => "AuthFailed",
+            Self::Timeout => "Timeout",
+            Self::RepositoryMissing => "RepositoryMissing",
+            Self::Unreachable => "Unreachable",
+        }
+    }
+}
+
+/// A gix error about the remote. Its text (the error and its causes on one
+/// line) has the configured URL sanitized; the error itself is kept as the
+/// source only when the configured URL has nothing to hide, so no printer
+/// of the chain can show a credential.
+#[derive(Debug)]
+pub struct Cause {
+    text: String,
+    error: Option<gix::Error>,
+}
+
+impl Cause {
+    fn new(error: gix::Error, url: &str) -> Cause {
+        let shown = sanitize_url(url);
+        let text = chain(&error);
+        if url == shown {
+            Cause {
+                text,
+                error: Some(error),
+            }
+        } else {
+            Cause {
+                text: sanitize_text(&text, url, &shown),
+                error: None,
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.as_ref().map(|e| e as _)
+    }
 }
 
 /// Options of one git source.
@@ -80,6 +286,14 @@ struct Last {
 /// What a read returns.
 type ReadResult = Result<Option<Snapshot>, Error>;
 
+/// A source error of the git source `name`.
+fn source_error(name: &str, error: Error) -> super::Error {
+    super::Error::Git {
+        source_name: name.to_owned(),
+        error: Box::new(error),
+    }
+}
+
 /// A git repository as a [`Source`](super::Source). Reads run on the
 /// source's own reader thread (started on the first read, kept for the next
 /// ones) and are abandoned after `timeout` (a server that accepts but never
@@ -115,22 +329,96 @@ struct Reader {
     repo: Option<gix::Repository>,
 }
 
+/// `text` without the configured URL's credentials: the URL itself becomes
+/// `shown` (its sanitized form), and its user info and query are removed
+/// wherever else they appear.
+fn sanitize_text(text: &str, url: &str, shown: &str) -> String {
+    let mut out = text.replace(url, shown);
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        out = out.replace(&format!("{userinfo}@"), "");
+        if let Some((_, password)) = userinfo.split_once(':')
+            && password.len() >= 4
+        {
+            out = out.replace(password, "***");
+        }
+    }
+    if let Some((_, query)) = url.split_once('?')
+        && !query.is_empty()
+    {
+        out = out.replace(query, "***");
+    }
+    out
+}
+
 /// Builds the glob set of `paths` (every claim file when empty).
-pub fn glob_set(paths: &[String]) -> Result<globset::GlobSet, String> {
+pub fn glob_set(paths: &[String]) -> Result<globset::GlobSet, Error> {
     let mut builder = globset::GlobSetBuilder::new();
     for p in paths {
         let glob = globset::GlobBuilder::new(p)
             .literal_separator(true)
             .build()
-            .map_err(|e| format!("path glob {p:?}: {e}"))?;
+            .map_err(|error| Error::Glob {
+                glob: p.clone(),
+                error,
+            })?;
         builder.add(glob);
     }
-    builder.build().map_err(|e| e.to_string())
+    builder.build().map_err(|error| Error::Glob {
+        glob: paths.join(", "),
+        error,
+    })
 }
 
 impl GitSource {
-    pub fn new(options: Options) -> Result<GitSource, Error> {
-        let reader = Reader::new(options)?;
+    /// The source a `git` config describes, its mirror under `state_dir/git/`.
+    pub fn from_config(
+        config: &SourceConfig,
+        state_dir: &Path,
+        max_file_bytes: u64,
+    ) -> Result<GitSource, super::Error> {
+        let SourceConfig::Git {
+            name,
+            url,
+            branch,
+            paths,
+            interval,
+            auth,
+            signatures,
+            timeout,
+        } = config
+        else {
+            return Err(super::Error::NotKind {
+                source_name: config.name().to_owned(),
+                kind: SourceKind::Git,
+            });
+        };
+        let fail = |error| source_error(name, error);
+        let trust = Trust::from_config(signatures.as_ref()).map_err(|e| fail(Error::Trust(e)))?;
+        let auth = match auth {
+            Some(auth) => auth
+                .method()
+                .map_err(|message| fail(Error::Auth(message)))?,
+            None => Auth::None,
+        };
+        GitSource::new(Options {
+            name: name.clone(),
+            url: url.clone(),
+            branch: branch.clone(),
+            paths: paths.clone(),
+            interval: *interval,
+            mirror: state_dir.join("git").join(format!("{name}.git")),
+            auth,
+            trust,
+            max_file_bytes,
+            timeout: *timeout,
+        })
+    }
+
+    pub fn new(options: Options) -> Result<GitSource, super::Error> {
+        let name = options.name.clone();
+        let reader = Reader::new(options).map_err(|e| source_error(&name, e))?;
         Ok(GitSource {
             name: reader.options.name.clone(),
             interval: reader.options.interval,
@@ -165,10 +453,7 @@ impl GitSource {
 
 impl Reader {
     fn new(options: Options) -> Result<Reader, Error> {
-        let globs = glob_set(&options.paths).map_err(|message| Error::Config {
-            source_name: options.name.clone(),
-            message,
-        })?;
+        let globs = glob_set(&options.paths)?;
         let shown_url = sanitize_url(&options.url);
         Ok(Reader {
             options,
@@ -180,16 +465,16 @@ impl Reader {
         })
     }
 
-    fn remote_error(&self, reason: &'static str, message: impl std::fmt::Display) -> Error {
-        let mut message = message.to_string();
-        // Never let a credential through, whatever the library put in its message.
-        if self.options.url != self.shown_url {
-            message = message.replace(&self.options.url, &self.shown_url);
-        }
-        Error::Remote {
-            source_name: self.options.name.clone(),
-            reason,
-            message: format!("{}: {message}", self.shown_url),
+    /// A gix error about the remote, sanitized.
+    fn cause(&self, error: gix::Error) -> Cause {
+        Cause::new(error, &self.options.url)
+    }
+
+    /// An object of the mirror cannot be read.
+    fn unreadable(&self, error: gix::Error) -> Error {
+        Error::Read {
+            url: self.shown_url.clone(),
+            error,
         }
     }
 
@@ -200,28 +485,23 @@ impl Reader {
 
     fn open_mirror(&self) -> Result<gix::Repository, Error> {
         let path = &self.options.mirror;
-        let opened = if path.join("HEAD").exists() {
-            gix::open_opts(path, gix::open::Options::isolated()).map_err(|e| {
-                self.remote_error(
-                    "MirrorCorrupt",
-                    format!("cannot open the mirror {}: {e}", path.display()),
-                )
-            })
+        let mirror = |action, error| Error::Mirror {
+            url: self.shown_url.clone(),
+            action,
+            path: path.clone(),
+            error,
+        };
+        let mut repo = if path.join("HEAD").exists() {
+            gix::open_opts(path, gix::open::Options::isolated())
+                .map_err(|error| mirror("open", error))?
         } else {
-            std::fs::create_dir_all(path).map_err(|e| {
-                self.remote_error(
-                    "MirrorCorrupt",
-                    format!("cannot create {}: {e}", path.display()),
-                )
+            std::fs::create_dir_all(path).map_err(|error| Error::CreateMirror {
+                url: self.shown_url.clone(),
+                path: path.clone(),
+                error,
             })?;
-            gix::init_bare(path).map_err(|e| {
-                self.remote_error(
-                    "MirrorCorrupt",
-                    format!("cannot create the mirror {}: {e}", path.display()),
-                )
-            })
-        }?;
-        let mut repo = opened;
+            gix::init_bare(path).map_err(|error| mirror("create", error))?
+        };
         repo.object_cache_size_if_unset(64 * 1024 * 1024);
         if let Auth::SshKey { key_file } = &self.options.auth {
             // The system ssh does the connecting, with this key only and
@@ -230,13 +510,15 @@ impl Reader {
                 "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
                 key_file.display().to_string().replace('\'', "")
             );
+            let ssh_command = |error| Error::SshCommand {
+                url: self.shown_url.clone(),
+                error,
+            };
             let mut config = repo.config_snapshot_mut();
             config
                 .set_value(&gix::config::tree::Core::SSH_COMMAND, command.as_str())
-                .map_err(|e| self.remote_error("SourceMisconfigured", e))?;
-            config
-                .commit()
-                .map_err(|e| self.remote_error("SourceMisconfigured", e))?;
+                .map_err(ssh_command)?;
+            config.commit().map_err(ssh_command)?;
         }
         Ok(repo)
     }
@@ -245,9 +527,9 @@ impl Reader {
         let read = |p: &PathBuf| {
             std::fs::read_to_string(p)
                 .map(|s| s.trim().to_owned())
-                .map_err(|e| Error::Config {
-                    source_name: self.options.name.clone(),
-                    message: format!("cannot read {}: {e}", p.display()),
+                .map_err(|error| Error::Credentials {
+                    path: p.clone(),
+                    error,
                 })
         };
         Ok(match &self.options.auth {
@@ -282,15 +564,23 @@ impl Reader {
     ) -> Result<Option<ObjectId>, Error> {
         let branch_ref = format!("refs/heads/{}", self.options.branch);
         let spec = format!("+{branch_ref}:{branch_ref}");
+        let url = || self.shown_url.clone();
+        let misconfigured = |error| Error::Remote {
+            url: url(),
+            cause: self.cause(error),
+        };
         let remote = repo
             .remote_at(self.options.url.as_str())
-            .map_err(|e| self.remote_error("SourceMisconfigured", e))?
+            .map_err(misconfigured)?
             .with_refspecs(Some(spec.as_str()), gix::remote::Direction::Fetch)
-            .map_err(|e| self.remote_error("SourceMisconfigured", e))?;
-        let connection = remote.connect(gix::remote::Direction::Fetch).map_err(|e| {
-            let text = chain(&e);
-            self.remote_error(classify(&text), text)
-        })?;
+            .map_err(misconfigured)?;
+        let connection = remote
+            .connect(gix::remote::Direction::Fetch)
+            .map_err(|error| Error::Connect {
+                url: url(),
+                failure: Failure::of(&error),
+                cause: self.cause(error),
+            })?;
         let account = self.credentials()?;
         let connection = match account {
             Some(account) => connection.with_credentials(move |action| match action {
@@ -310,9 +600,10 @@ impl Reader {
                 gix::progress::Discard,
                 gix::remote::ref_map::Options::default(),
             )
-            .map_err(|e| {
-                let text = chain(&e);
-                self.remote_error(classify(&text), text)
+            .map_err(|error| Error::ListRefs {
+                url: url(),
+                failure: Failure::of(&error),
+                cause: self.cause(error),
             })?;
         let tip = prepare
             .ref_map()
@@ -324,11 +615,9 @@ impl Reader {
                     .then(|| peeled.or(target).map(ToOwned::to_owned))
                     .flatten()
             })
-            .ok_or_else(|| {
-                self.remote_error(
-                    "BranchMissing",
-                    format!("branch {} does not exist", self.options.branch),
-                )
+            .ok_or_else(|| Error::BranchMissing {
+                url: url(),
+                branch: self.options.branch.clone(),
             })?;
         if known == Some(tip) && repo.find_object(tip).is_ok() {
             return Ok(None); // unchanged: no fetch, no blob reads
@@ -337,18 +626,19 @@ impl Reader {
         let interrupt = AtomicBool::new(false);
         prepare
             .receive(gix::progress::Discard, &interrupt)
-            .map_err(|e| {
-                let text = chain(&e);
-                self.remote_error(classify(&text), text)
+            .map_err(|error| Error::Receive {
+                url: url(),
+                failure: Failure::of(&error),
+                cause: self.cause(error),
             })?;
         Ok(Some(tip))
     }
 
     /// Reads the snapshot at `tip`, incrementally from `last` when possible.
     fn snapshot_at(&self, repo: &gix::Repository, tip: ObjectId) -> Result<Snapshot, Error> {
-        let err = |e: &dyn std::fmt::Display| self.remote_error("RepositoryUnreadable", e);
-        let commit = repo.find_commit(tip).map_err(|e| err(&e))?;
-        let tree = commit.tree().map_err(|e| err(&e))?;
+        let err = |e| self.unreadable(e);
+        let commit = repo.find_commit(tip).map_err(err)?;
+        let tree = commit.tree().map_err(err)?;
         let previous = self.last.as_ref().and_then(|l| {
             let old = repo.find_commit(l.commit).ok()?.tree().ok()?;
             Some((l, old))
@@ -364,57 +654,11 @@ impl Reader {
                 for f in &last.snapshot.files {
                     files.insert(f.path.clone(), f.clone());
                 }
-                let mut opts = gix::diff::Options::default();
-                opts.track_path().track_rewrites(None);
-                let diff = repo
-                    .diff_tree_to_tree(Some(old_tree), Some(&tree), opts)
-                    .map_err(|e| err(&e))?;
-                for change in diff {
-                    use gix::object::tree::diff::ChangeDetached as C;
-                    match change {
-                        C::Addition {
-                            location,
-                            id,
-                            entry_mode,
-                            ..
-                        }
-                        | C::Modification {
-                            location,
-                            id,
-                            entry_mode,
-                            ..
-                        } => {
-                            let path = location.to_str_lossy().into_owned();
-                            files.remove(&path);
-                            if entry_mode.is_blob() && self.wanted(&path) {
-                                changed.push((path, id));
-                            }
-                        }
-                        C::Deletion { location, .. } => {
-                            files.remove(location.to_str_lossy().as_ref());
-                        }
-                        C::Rewrite {
-                            source_location,
-                            location,
-                            id,
-                            entry_mode,
-                            ..
-                        } => {
-                            files.remove(source_location.to_str_lossy().as_ref());
-                            let path = location.to_str_lossy().into_owned();
-                            files.remove(&path);
-                            if entry_mode.is_blob() && self.wanted(&path) {
-                                changed.push((path, id));
-                            }
-                        }
-                    }
-                }
+                self.diff_into(repo, old_tree, &tree, &mut files, &mut changed)?;
             }
             None => {
                 let mut recorder = gix::traverse::tree::Recorder::default();
-                tree.traverse()
-                    .breadthfirst(&mut recorder)
-                    .map_err(|e| err(&e))?;
+                tree.traverse().breadthfirst(&mut recorder).map_err(err)?;
                 for entry in recorder.records {
                     let path = entry.filepath.to_str_lossy().into_owned();
                     if entry.mode.is_blob() && self.wanted(&path) {
@@ -456,6 +700,64 @@ impl Reader {
         })
     }
 
+    /// The tree diff from `old` to `new`: files gone or changed leave `files`,
+    /// and changed blobs converge reads are added to `changed`.
+    fn diff_into(
+        &self,
+        repo: &gix::Repository,
+        old: &gix::Tree<'_>,
+        new: &gix::Tree<'_>,
+        files: &mut BTreeMap<String, SourceFile>,
+        changed: &mut Vec<(String, ObjectId)>,
+    ) -> Result<(), Error> {
+        let mut opts = gix::diff::Options::default();
+        opts.track_path().track_rewrites(None);
+        let diff = repo
+            .diff_tree_to_tree(Some(old), Some(new), opts)
+            .map_err(|e| self.unreadable(e))?;
+        for change in diff {
+            use gix::object::tree::diff::ChangeDetached as C;
+            match change {
+                C::Addition {
+                    location,
+                    id,
+                    entry_mode,
+                    ..
+                }
+                | C::Modification {
+                    location,
+                    id,
+                    entry_mode,
+                    ..
+                } => {
+                    let path = location.to_str_lossy().into_owned();
+                    files.remove(&path);
+                    if entry_mode.is_blob() && self.wanted(&path) {
+                        changed.push((path, id));
+                    }
+                }
+                C::Deletion { location, .. } => {
+                    files.remove(location.to_str_lossy().as_ref());
+                }
+                C::Rewrite {
+                    source_location,
+                    location,
+                    id,
+                    entry_mode,
+                    ..
+                } => {
+                    files.remove(source_location.to_str_lossy().as_ref());
+                    let path = location.to_str_lossy().into_owned();
+                    files.remove(&path);
+                    if entry_mode.is_blob() && self.wanted(&path) {
+                        changed.push((path, id));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn read_blob(&self, repo: &gix::Repository, id: ObjectId) -> Content {
         let limit = self.options.max_file_bytes;
         match repo.find_header(id) {
@@ -489,22 +791,17 @@ impl Reader {
         let Some(since) = since else { return Ok(out) };
         let mut pending: HashMap<&str, ObjectId> =
             paths.iter().map(|(p, id)| (p.as_str(), *id)).collect();
-        let err = |e: &dyn std::fmt::Display| self.remote_error("RepositoryUnreadable", e);
+        let err = |e| self.unreadable(e);
         let mut current = tip;
         for _ in 0..1000 {
             if pending.is_empty() || current == since {
                 break;
             }
-            let commit = repo.find_commit(current).map_err(|e| err(&e))?;
+            let commit = repo.find_commit(current).map_err(err)?;
             let parent = commit.parent_ids().next().map(gix::Id::detach);
-            let tree = commit.tree().map_err(|e| err(&e))?;
+            let tree = commit.tree().map_err(err)?;
             let parent_tree = match parent {
-                Some(p) => Some(
-                    repo.find_commit(p)
-                        .map_err(|e| err(&e))?
-                        .tree()
-                        .map_err(|e| err(&e))?,
-                ),
+                Some(p) => Some(repo.find_commit(p).map_err(err)?.tree().map_err(err)?),
                 None => None,
             };
             // A path whose blob at `current` differs from its parent's was changed here.
@@ -534,17 +831,17 @@ impl Reader {
     }
 
     fn provenance(&self, repo: &gix::Repository, id: ObjectId) -> Result<Arc<Provenance>, Error> {
-        let err = |e: &dyn std::fmt::Display| self.remote_error("RepositoryUnreadable", e);
-        let commit = repo.find_commit(id).map_err(|e| err(&e))?;
+        let err = |e| self.unreadable(e);
+        let commit = repo.find_commit(id).map_err(err)?;
         let person = |s: gix::actor::SignatureRef<'_>| Person {
             name: s.name.to_str_lossy().into_owned(),
             email: s.email.to_str_lossy().into_owned(),
         };
-        let author = commit.author().map_err(|e| err(&e))?;
-        let committer = commit.committer().map_err(|e| err(&e))?;
+        let author = commit.author().map_err(err)?;
+        let committer = commit.committer().map_err(err)?;
         let time = committer.time().map(|t| t.seconds).unwrap_or_default();
         let message = commit.message_raw_sloppy().to_str_lossy().into_owned();
-        let signature = match commit.signature().map_err(|e| err(&e))? {
+        let signature = match commit.signature().map_err(err)? {
             None => Signature {
                 kind: "none".into(),
                 verified: false,
@@ -582,28 +879,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         next = cause.source();
     }
     out
-}
-
-/// Maps a transport error to a stable reason.
-fn classify(message: &str) -> &'static str {
-    let m = message.to_ascii_lowercase();
-    if m.contains("401")
-        || m.contains("403")
-        || m.contains("auth")
-        || m.contains("credential")
-        || m.contains("permission denied")
-    {
-        "AuthFailed"
-    } else if m.contains("timed out") || m.contains("timeout") {
-        "Timeout"
-    } else if m.contains("not found")
-        || m.contains("404")
-        || m.contains("does not appear to be a git repository")
-    {
-        "RepositoryMissing"
-    } else {
-        "Unreachable"
-    }
 }
 
 /// Git trailers of a commit message: the last paragraph's `Key: value` lines.
@@ -665,15 +940,14 @@ impl super::Source for GitSource {
         self.interval
     }
 
-    fn read(&mut self) -> Result<Snapshot, Error> {
+    fn read(&mut self) -> Result<Snapshot, super::Error> {
         if let Some(snapshot) = self.read_changed()? {
             return Ok(snapshot);
         }
-        let reader = self.reader.lock().map_err(|_| Error::Remote {
-            source_name: self.name.clone(),
-            reason: "Unreachable",
-            message: "an earlier read failed badly".to_owned(),
-        })?;
+        let reader = self
+            .reader
+            .lock()
+            .map_err(|_| source_error(&self.name, Error::Poisoned))?;
         Ok(reader
             .last
             .as_ref()
@@ -682,17 +956,12 @@ impl super::Source for GitSource {
             .clone())
     }
 
-    fn read_changed(&mut self) -> Result<Option<Snapshot>, Error> {
-        let busy = || Error::Remote {
-            source_name: self.name.clone(),
-            reason: "Timeout",
-            message: format!(
-                "no answer within {}s; the abandoned read is still running",
-                self.timeout.as_secs()
-            ),
+    fn read_changed(&mut self) -> Result<Option<Snapshot>, super::Error> {
+        let busy = || Error::Busy {
+            timeout: self.timeout,
         };
         if self.reader.try_lock().is_err() {
-            return Err(busy());
+            return Err(source_error(&self.name, busy()));
         }
         let (tx, rx) = std::sync::mpsc::channel();
         // The reader thread is gone only if a read panicked: start another.
@@ -701,16 +970,15 @@ impl super::Source for GitSource {
             None => Some(tx),
         };
         if let Some(tx) = tx {
-            let worker = self.start_worker().map_err(|e| Error::Remote {
-                source_name: self.name.clone(),
-                reason: "Unreachable",
-                message: e.to_string(),
-            })?;
+            let worker = self
+                .start_worker()
+                .map_err(|error| source_error(&self.name, Error::Worker { error }))?;
             let _ = worker.send(tx);
             self.worker = Some(worker);
         }
         rx.recv_timeout(self.timeout)
             .unwrap_or_else(|_| Err(busy()))
+            .map_err(|e| source_error(&self.name, e))
     }
 
     fn git_stats(&self) -> Option<Arc<Stats>> {
@@ -739,7 +1007,7 @@ pub fn read_revision(
     paths: &[String],
     trust: &Trust,
     max_file_bytes: u64,
-) -> Result<Snapshot, Error> {
+) -> Result<Snapshot, super::Error> {
     let options = Options {
         name: name.to_owned(),
         url: repo_path.display().to_string(),
@@ -752,22 +1020,95 @@ pub fn read_revision(
         max_file_bytes,
         timeout: Duration::from_mins(10),
     };
-    let source = Reader::new(options)?;
-    let repo = gix::open(repo_path).map_err(|e| source.remote_error("RepositoryMissing", e))?;
+    let fail = |error| source_error(name, error);
+    let source = Reader::new(options).map_err(fail)?;
+    let url = || source.shown_url.clone();
+    let repo =
+        gix::open(repo_path).map_err(|error| fail(Error::OpenRepository { url: url(), error }))?;
+    let missing = |error| {
+        fail(Error::RevisionMissing {
+            url: url(),
+            revision: rev.to_owned(),
+            error,
+        })
+    };
     let id = repo
         .rev_parse_single(rev)
-        .map_err(|e| source.remote_error("RevisionMissing", format!("{rev}: {e}")))?
+        .map_err(missing)?
         .object()
-        .map_err(|e| source.remote_error("RevisionMissing", e))?
+        .map_err(missing)?
         .peel_to_commit()
-        .map_err(|e| source.remote_error("RevisionMissing", e))?
+        .map_err(missing)?
         .id;
-    source.snapshot_at(&repo, id)
+    source.snapshot_at(&repo, id).map_err(fail)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gix_error(kind: std::io::ErrorKind, text: &str) -> gix::Error {
+        gix::Error::from_error(std::io::Error::new(kind, text.to_owned()))
+    }
+
+    #[test]
+    fn transport_failures_are_classified_by_type_not_text() {
+        use std::io::ErrorKind as K;
+        let refused = gix::Error::from_error(std::io::Error::new(
+            K::PermissionDenied,
+            gix::protocol::transport::client::AuthenticationRequired::default(),
+        ));
+        assert_eq!(Failure::of(&refused), Failure::AuthFailed, "401");
+        let ssh = gix_error(
+            K::PermissionDenied,
+            "git@host: Permission denied (publickey).",
+        );
+        assert_eq!(Failure::of(&ssh), Failure::AuthFailed, "ssh");
+        let nested = gix::Error::from_error(gix::protocol::transport::client::Error::Io(
+            std::io::Error::from(K::TimedOut),
+        ));
+        assert_eq!(
+            Failure::of(&nested),
+            Failure::Timeout,
+            "a nested I/O timeout"
+        );
+        let refused = gix_error(K::ConnectionRefused, "connection refused");
+        assert_eq!(Failure::of(&refused), Failure::Unreachable);
+        // Text that only looks like an auth failure or a missing repository is neither.
+        let author = gix_error(
+            K::Other,
+            "the author of 401 commits was not found: credential timeout",
+        );
+        assert_eq!(Failure::of(&author), Failure::Unreachable);
+    }
+
+    #[test]
+    fn errors_about_a_url_with_credentials_never_show_them() {
+        let url = "https://ci:s3cret-token@git.example.com/envs.git?key=abcd1234";
+        let error = gix_error(
+            std::io::ErrorKind::Other,
+            &format!("cannot fetch {url}: ci:s3cret-token@ and s3cret-token and key=abcd1234"),
+        );
+        let cause = Cause::new(error, url);
+        let text = cause.to_string();
+        assert!(
+            !text.contains("s3cret-token") && !text.contains("abcd1234"),
+            "{text}"
+        );
+        assert!(text.contains("https://git.example.com/envs.git"), "{text}");
+        assert!(
+            std::error::Error::source(&cause).is_none(),
+            "the unsanitized error is not kept"
+        );
+        let clean = Cause::new(
+            gix_error(std::io::ErrorKind::Other, "refused"),
+            "https://git.example.com/envs.git",
+        );
+        assert!(
+            std::error::Error::source(&clean).is_some(),
+            "with nothing to hide, the error is kept as the source"
+        );
+    }
 
     #[test]
     fn trailers_come_from_the_last_paragraph() {

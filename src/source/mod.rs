@@ -176,14 +176,16 @@ pub struct Snapshot {
     pub files: Vec<SourceFile>,
 }
 
-/// A source that cannot be read at all: it keeps its last good snapshot.
-/// Messages never contain credentials (URLs are sanitized).
+/// A source that cannot be built or read: it keeps its last good snapshot.
+/// Each kind's failures are its own error type, kept as the source; messages
+/// never contain credentials (URLs are sanitized when an error is built).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("source {source_name}: cannot read {path}: {error}")]
     Unreadable {
         source_name: String,
         path: String,
+        #[source]
         error: std::io::Error,
     },
     #[error("source {source_name}: kind {kind} is not supported by this build yet")]
@@ -191,31 +193,37 @@ pub enum Error {
         source_name: String,
         kind: &'static str,
     },
-    /// A remote source (git, s3) failed; `reason` is stable (`AuthFailed`,
-    /// `Unreachable`, `BranchMissing`, `BucketMissing`, `Timeout`, ...).
-    #[error("source {source_name}: {message}")]
-    Remote {
+    /// A source was built from the config of another kind.
+    #[error("source {source_name}: not a {} source", kind.as_str())]
+    NotKind {
         source_name: String,
-        reason: &'static str,
-        message: String,
+        kind: SourceKind,
     },
-    /// The source's configuration cannot work (bad URL, unreadable key file).
-    #[error("source {source_name}: {message}")]
-    Config {
+    #[error("source {source_name}: {error}")]
+    Git {
         source_name: String,
-        message: String,
+        #[source]
+        error: Box<git::Error>,
+    },
+    #[error("source {source_name}: {error}")]
+    S3 {
+        source_name: String,
+        #[source]
+        error: Box<s3::Error>,
     },
 }
 
 impl Error {
-    /// A stable reason for conditions and metric labels.
+    /// A stable reason for conditions and metric labels (`AuthFailed`,
+    /// `Unreachable`, `BranchMissing`, `BucketMissing`, `Timeout`, ...).
     #[must_use]
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Unreadable { .. } => "SourceUnreadable",
             Self::Unsupported { .. } => "SourceUnsupported",
-            Self::Remote { reason, .. } => reason,
-            Self::Config { .. } => "SourceMisconfigured",
+            Self::NotKind { .. } => "SourceMisconfigured",
+            Self::Git { error, .. } => error.reason(),
+            Self::S3 { error, .. } => error.reason(),
         }
     }
 }

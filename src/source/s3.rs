@@ -10,10 +10,10 @@
 //! [`S3Source::requests`] and `converge_s3_requests_total`).
 //!
 //! Failure is not emptiness: a timeout, a connection error, a 403, a 5xx, a
-//! missing bucket or any listing page failing is an [`Error::Remote`] with a
-//! stable reason, nothing partial is returned, and the last good listing stays
-//! the base of the next comparison. Messages name the endpoint and bucket,
-//! never the credentials.
+//! missing bucket or any listing page failing is an [`Error`] whose variant
+//! gives a stable reason, nothing partial is returned, and the last good
+//! listing stays the base of the next comparison. Messages name the endpoint
+//! and bucket, never the credentials.
 //!
 //! A `static` bucket is write-once: a new key is accepted, but a changed
 //! `ETag` on a key already seen is refused: the first version stays in force
@@ -45,7 +45,7 @@ use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Content, Error, Notice, Provenance, Revision, Snapshot, SourceFile, SourceKind, is_claim_file,
+    Content, Notice, Provenance, Revision, Snapshot, SourceFile, SourceKind, is_claim_file,
 };
 use crate::config::{S3Credentials, SourceConfig};
 use crate::metrics::{S3_REQUESTS, S3RequestLabels};
@@ -56,6 +56,122 @@ const PARALLEL_GETS: usize = 16;
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Credential files are a line or two; anything bigger is a mistake.
 const MAX_SECRET_FILE_BYTES: u64 = 4096;
+
+/// Why an s3 source could not be built or read. Messages carry the
+/// endpoint, bucket, key, HTTP status and S3 error code, never the server's
+/// text (it can name the key id) or a credential; causes are kept where they
+/// cannot hold either (connection and TLS failures, I/O).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting cannot work (endpoint, bucket, timeout, credentials block).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read ca_file {}: {error}", path.display())]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("ca_file {}: no PEM certificate in it", path.display())]
+    CaFileEmpty { path: PathBuf },
+    #[error("cannot start the s3 client's runtime: {error}")]
+    Runtime {
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("invalid TLS settings: {error}")]
+    Tls {
+        #[source]
+        error: aws_smithy_http_client::HttpClientError,
+    },
+    /// The credentials cannot be read now (named by file or variable, never
+    /// by value).
+    #[error("{0}")]
+    Credentials(String),
+    /// The SDK could not build the request.
+    #[error("{message}")]
+    Request {
+        message: String,
+        #[source]
+        error: BoxError,
+    },
+    #[error("{message}")]
+    Timeout { message: String },
+    #[error("{message}")]
+    Unreachable {
+        message: String,
+        #[source]
+        error: Option<BoxError>,
+    },
+    #[error("{message}")]
+    AuthFailed { message: String },
+    #[error("{message}")]
+    BucketMissing { message: String },
+    /// A 5xx, a 429, or a response that is not S3's.
+    #[error("{message}")]
+    ServerError { message: String },
+    /// Any other 4xx.
+    #[error("{message}")]
+    RequestRefused { message: String },
+    /// A listing page after the first failed.
+    #[error("listing {location} interrupted after {pages} page(s): {cause}")]
+    Interrupted {
+        location: String,
+        pages: usize,
+        #[source]
+        cause: Box<Error>,
+    },
+    #[error("listing {location}: page {page} is truncated but has no continuation token")]
+    Truncated { location: String, page: usize },
+    /// Deleted between the listing and its `GET`.
+    #[error("{object} vanished between the listing and reading it")]
+    Vanished { object: String },
+    #[error("reading {location}: {error}")]
+    Task {
+        location: String,
+        #[source]
+        error: tokio::task::JoinError,
+    },
+    #[error("reading {object}: {}", DisplayErrorContext(.error))]
+    Body {
+        object: String,
+        #[source]
+        error: aws_sdk_s3::primitives::ByteStreamError,
+    },
+}
+
+impl Error {
+    /// A stable reason for conditions and metric labels.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Invalid(_)
+            | Self::CaFile { .. }
+            | Self::CaFileEmpty { .. }
+            | Self::Runtime { .. }
+            | Self::Tls { .. }
+            | Self::Credentials(_)
+            | Self::Request { .. } => "SourceMisconfigured",
+            Self::Timeout { .. } => "Timeout",
+            Self::Unreachable { .. } | Self::Body { .. } => "Unreachable",
+            Self::AuthFailed { .. } => "AuthFailed",
+            Self::BucketMissing { .. } => "BucketMissing",
+            Self::ServerError { .. } | Self::Task { .. } => "ServerError",
+            Self::RequestRefused { .. } => "RequestRefused",
+            Self::Interrupted { .. } | Self::Truncated { .. } | Self::Vanished { .. } => {
+                "ListingInterrupted"
+            }
+        }
+    }
+}
+
+/// A source error of the s3 source `name`.
+fn source_error(name: &str, error: Error) -> super::Error {
+    super::Error::S3 {
+        source_name: name.to_owned(),
+        error: Box::new(error),
+    }
+}
 
 /// Everything an s3 source needs, from the config.
 #[derive(Debug, Clone)]
@@ -173,7 +289,10 @@ fn read_secret(from: &Secret, what: &str) -> Result<String, String> {
 impl Options {
     /// The options an `s3` source config describes. Reads `ca_file` now; the
     /// credentials are read on each poll.
-    pub fn from_config(config: &SourceConfig, max_file_bytes: u64) -> Result<Options, Error> {
+    pub fn from_config(
+        config: &SourceConfig,
+        max_file_bytes: u64,
+    ) -> Result<Options, super::Error> {
         let SourceConfig::S3 {
             name,
             endpoint,
@@ -188,15 +307,13 @@ impl Options {
             interval,
         } = config
         else {
-            return Err(Error::Config {
+            return Err(super::Error::NotKind {
                 source_name: config.name().to_owned(),
-                message: "not an s3 source".to_owned(),
+                kind: SourceKind::S3,
             });
         };
-        let bad = |message: String| Error::Config {
-            source_name: name.clone(),
-            message,
-        };
+        let fail = |error| source_error(name, error);
+        let bad = |message: String| fail(Error::Invalid(message));
         if let Some(endpoint) = endpoint {
             let rest = endpoint
                 .strip_prefix("http://")
@@ -220,13 +337,14 @@ impl Options {
         };
         let ca_pem = match ca_file {
             Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| bad(format!("cannot read ca_file {}: {e}", path.display())))?;
+                let pem = std::fs::read(path).map_err(|error| {
+                    fail(Error::CaFile {
+                        path: path.clone(),
+                        error,
+                    })
+                })?;
                 if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-                    return Err(bad(format!(
-                        "ca_file {}: no PEM certificate in it",
-                        path.display()
-                    )));
+                    return Err(fail(Error::CaFileEmpty { path: path.clone() }));
                 }
                 Some(pem)
             }
@@ -368,13 +486,6 @@ struct Fetched {
     content: Content,
 }
 
-/// Why a poll failed, before it is tied to the source's name.
-#[derive(Debug)]
-struct Failure {
-    reason: &'static str,
-    message: String,
-}
-
 /// An S3 bucket (prefix) as a [`Source`](super::Source).
 pub struct S3Source {
     options: Options,
@@ -412,20 +523,20 @@ impl Drop for S3Source {
 
 impl S3Source {
     /// The source an `s3` config describes.
-    pub fn from_config(config: &SourceConfig, max_file_bytes: u64) -> Result<S3Source, Error> {
+    pub fn from_config(
+        config: &SourceConfig,
+        max_file_bytes: u64,
+    ) -> Result<S3Source, super::Error> {
         S3Source::new(Options::from_config(config, max_file_bytes)?)
     }
 
-    pub fn new(options: Options) -> Result<S3Source, Error> {
-        let bad = |message: String| Error::Config {
-            source_name: options.name.clone(),
-            message,
-        };
+    pub fn new(options: Options) -> Result<S3Source, super::Error> {
+        let fail = |error| source_error(&options.name, error);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name(format!("s3-{}", options.name))
             .build()
-            .map_err(|e| bad(format!("cannot start the s3 client's runtime: {e}")))?;
+            .map_err(|error| fail(Error::Runtime { error }))?;
         let mut tls_context = tls::TlsContext::builder();
         if let Some(pem) = &options.ca_pem {
             tls_context = tls_context.with_trust_store(
@@ -436,7 +547,7 @@ impl S3Source {
         }
         let tls_context = tls_context
             .build()
-            .map_err(|e| bad(format!("invalid TLS settings: {e}")))?;
+            .map_err(|error| fail(Error::Tls { error }))?;
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(
                 tls::rustls_provider::CryptoMode::AwsLc,
@@ -511,10 +622,7 @@ impl S3Source {
             .options
             .credentials
             .load()
-            .map_err(|message| Error::Config {
-                source_name: self.options.name.clone(),
-                message,
-            })?;
+            .map_err(Error::Credentials)?;
         if let Some((current, client)) = &self.client
             && *current == credentials
         {
@@ -575,12 +683,7 @@ impl S3Source {
     fn poll(&mut self) -> Result<Snapshot, Error> {
         let client = self.client()?;
         let o = &self.options;
-        let remote = |f: Failure| Error::Remote {
-            source_name: o.name.clone(),
-            reason: f.reason,
-            message: f.message,
-        };
-        let (listing, pages) = self.block_on(list(&client, o)).map_err(remote)?;
+        let (listing, pages) = self.block_on(list(&client, o))?;
         let steps: Vec<(Listed, Step)> = listing
             .into_iter()
             .map(|l| {
@@ -594,9 +697,7 @@ impl S3Source {
             .map(|(l, _)| l.clone())
             .collect();
         let wanted_count = wanted.len();
-        let fetched = self
-            .block_on(fetch_all(&client, o, wanted))
-            .map_err(remote)?;
+        let fetched = self.block_on(fetch_all(&client, o, wanted))?;
         let (known, snapshot) = assemble(o, &self.known, steps, fetched);
         tracing::debug!(
             source = %o.name,
@@ -620,8 +721,8 @@ impl super::Source for S3Source {
         self.options.interval
     }
 
-    fn read(&mut self) -> Result<Snapshot, Error> {
-        self.poll()
+    fn read(&mut self) -> Result<Snapshot, super::Error> {
+        self.poll().map_err(|e| source_error(&self.options.name, e))
     }
 
     fn restore(&mut self, snapshot: &Snapshot) {
@@ -630,7 +731,7 @@ impl super::Source for S3Source {
 }
 
 /// Lists every claim object under the prefix, every page, or fails as a whole.
-async fn list(client: &Client, o: &Options) -> Result<(Vec<Listed>, usize), Failure> {
+async fn list(client: &Client, o: &Options) -> Result<(Vec<Listed>, usize), Error> {
     let mut out: BTreeMap<String, Listed> = BTreeMap::new();
     let mut token: Option<String> = None;
     let mut pages = 0;
@@ -643,17 +744,14 @@ async fn list(client: &Client, o: &Options) -> Result<(Vec<Listed>, usize), Fail
             .send()
             .await
             .map_err(|e| {
-                let failure = classify(&e, o, "listing");
+                let failure = classify(e, o, "listing");
                 if pages == 0 {
                     failure
                 } else {
-                    Failure {
-                        reason: "ListingInterrupted",
-                        message: format!(
-                            "listing {} interrupted after {pages} page(s): {}",
-                            o.location(),
-                            failure.message
-                        ),
+                    Error::Interrupted {
+                        location: o.location(),
+                        pages,
+                        cause: Box::new(failure),
                     }
                 }
             })?;
@@ -679,12 +777,9 @@ async fn list(client: &Client, o: &Options) -> Result<(Vec<Listed>, usize), Fail
         if page.is_truncated() == Some(true) {
             token = page.next_continuation_token().map(str::to_owned);
             if token.is_none() {
-                return Err(Failure {
-                    reason: "ListingInterrupted",
-                    message: format!(
-                        "listing {}: page {pages} is truncated but has no continuation token",
-                        o.location()
-                    ),
+                return Err(Error::Truncated {
+                    location: o.location(),
+                    page: pages,
                 });
             }
         } else {
@@ -707,7 +802,7 @@ async fn fetch_all(
     client: &Client,
     o: &Options,
     wanted: Vec<Listed>,
-) -> Result<HashMap<String, Fetched>, Failure> {
+) -> Result<HashMap<String, Fetched>, Error> {
     let mut out = HashMap::with_capacity(wanted.len());
     let mut tasks = tokio::task::JoinSet::new();
     let mut wanted = wanted.into_iter();
@@ -717,7 +812,7 @@ async fn fetch_all(
             let (client, o) = (client.clone(), o.clone());
             tasks.spawn(async move {
                 let fetched = get(&client, &o, &listed).await?;
-                Ok::<_, Failure>((listed.key, fetched))
+                Ok::<_, Error>((listed.key, fetched))
             });
         }
         match tasks.join_next().await {
@@ -726,10 +821,10 @@ async fn fetch_all(
                 out.insert(key, fetched);
             }
             Some(Ok(Err(failure))) => return Err(failure),
-            Some(Err(e)) => {
-                return Err(Failure {
-                    reason: "ServerError",
-                    message: format!("reading {}: {e}", o.location()),
+            Some(Err(error)) => {
+                return Err(Error::Task {
+                    location: o.location(),
+                    error,
                 });
             }
         }
@@ -737,7 +832,7 @@ async fn fetch_all(
 }
 
 /// One `GetObject`: bytes (up to the cap), `ETag`, last-modified, metadata.
-async fn get(client: &Client, o: &Options, listed: &Listed) -> Result<Fetched, Failure> {
+async fn get(client: &Client, o: &Options, listed: &Listed) -> Result<Fetched, Error> {
     let what = format!("s3://{}/{}", o.bucket, listed.key);
     let output = client
         .get_object()
@@ -751,12 +846,11 @@ async fn get(client: &Client, o: &Options, listed: &Listed) -> Result<Fetched, F
             {
                 // Deleted between the listing and the GET: this listing is
                 // already stale; the next poll lists again.
-                Failure {
-                    reason: "ListingInterrupted",
-                    message: format!("{what} vanished between the listing and reading it"),
+                Error::Vanished {
+                    object: what.clone(),
                 }
             } else {
-                classify(&e, o, "reading")
+                classify(e, o, "reading")
             }
         })?;
     let etag = output.e_tag().map(unquote);
@@ -783,15 +877,14 @@ async fn get(client: &Client, o: &Options, listed: &Listed) -> Result<Fetched, F
         };
         match tokio::time::timeout(o.timeout, read).await {
             Err(_) => {
-                return Err(Failure {
-                    reason: "Timeout",
+                return Err(Error::Timeout {
                     message: format!("reading {what} timed out after {:?}", o.timeout),
                 });
             }
-            Ok(Err(e)) => {
-                return Err(Failure {
-                    reason: "Unreachable",
-                    message: format!("reading {what}: {}", DisplayErrorContext(&e)),
+            Ok(Err(error)) => {
+                return Err(Error::Body {
+                    object: what,
+                    error,
                 });
             }
             Ok(Ok(false)) => Content::TooLarge {
@@ -809,44 +902,43 @@ async fn get(client: &Client, o: &Options, listed: &Listed) -> Result<Fetched, F
     })
 }
 
-/// The stable reason and a credential-free message for an SDK error.
-fn classify<E>(e: &SdkError<E, HttpResponse>, o: &Options, doing: &str) -> Failure
+/// The error an SDK error means, classified by its variant, HTTP status and
+/// S3 error code, with a credential-free message.
+fn classify<E>(e: SdkError<E, HttpResponse>, o: &Options, doing: &str) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let at = o.location();
     let endpoint = o.endpoint_shown();
-    let (reason, message) = match e {
-        SdkError::TimeoutError(_) => (
-            "Timeout",
-            format!("{doing} {at} at {endpoint} timed out after {:?}", o.timeout),
-        ),
-        SdkError::DispatchFailure(d) if d.is_timeout() => (
-            "Timeout",
-            format!("{doing} {at} at {endpoint} timed out after {:?}", o.timeout),
-        ),
-        SdkError::DispatchFailure(d) => (
-            "Unreachable",
-            format!(
-                "cannot reach {endpoint} ({doing} {at}): {}",
-                d.as_connector_error().map_or_else(
-                    || "dispatch failure".to_owned(),
-                    |c| DisplayErrorContext(c).to_string()
-                )
-            ),
-        ),
+    let timeout = || Error::Timeout {
+        message: format!("{doing} {at} at {endpoint} timed out after {:?}", o.timeout),
+    };
+    match e {
+        SdkError::TimeoutError(_) => timeout(),
+        SdkError::DispatchFailure(d) if d.is_timeout() => timeout(),
+        SdkError::DispatchFailure(d) => {
+            let detail = d.as_connector_error().map_or_else(
+                || "dispatch failure".to_owned(),
+                |c| DisplayErrorContext(c).to_string(),
+            );
+            Error::Unreachable {
+                message: format!("cannot reach {endpoint} ({doing} {at}): {detail}"),
+                error: SdkError::<E, HttpResponse>::DispatchFailure(d)
+                    .into_source()
+                    .ok(),
+            }
+        }
         SdkError::ServiceError(s) => {
             let status = s.raw().status().as_u16();
             let code = s.err().code().unwrap_or("no error code").to_owned();
             let described = format!("HTTP {status} {code}");
             match (status, code.as_str()) {
-                (_, "NoSuchBucket") => (
-                    "BucketMissing",
-                    format!(
+                (_, "NoSuchBucket") => Error::BucketMissing {
+                    message: format!(
                         "bucket {} does not exist at {endpoint} ({described})",
                         o.bucket
                     ),
-                ),
+                },
                 (401 | 403, _)
                 | (
                     _,
@@ -855,41 +947,39 @@ where
                     | "SignatureDoesNotMatch"
                     | "InvalidToken"
                     | "ExpiredToken",
-                ) => (
-                    "AuthFailed",
-                    format!(
+                ) => Error::AuthFailed {
+                    message: format!(
                         "{doing} {at}: access denied at {endpoint} ({described}); check the credentials and the bucket's grants"
                     ),
-                ),
+                },
                 (429 | 500..=599, _) | (_, "SlowDown" | "InternalError" | "ServiceUnavailable") => {
-                    (
-                        "ServerError",
-                        format!("{doing} {at}: {endpoint} failed ({described})"),
-                    )
+                    Error::ServerError {
+                        message: format!("{doing} {at}: {endpoint} failed ({described})"),
+                    }
                 }
-                _ => (
-                    "RequestRefused",
-                    format!("{doing} {at}: {endpoint} refused the request ({described})"),
-                ),
+                _ => Error::RequestRefused {
+                    message: format!("{doing} {at}: {endpoint} refused the request ({described})"),
+                },
             }
         }
-        SdkError::ResponseError(_) => (
-            "ServerError",
-            format!("{doing} {at}: {endpoint} sent a response that is not S3's"),
-        ),
-        SdkError::ConstructionFailure(_) => (
-            "SourceMisconfigured",
-            format!(
+        SdkError::ResponseError(_) => Error::ServerError {
+            message: format!("{doing} {at}: {endpoint} sent a response that is not S3's"),
+        },
+        e @ SdkError::ConstructionFailure(_) => {
+            let message = format!(
                 "{doing} {at}: cannot build the request: {}",
-                DisplayErrorContext(e)
-            ),
-        ),
-        _ => (
-            "Unreachable",
-            format!("{doing} {at} at {endpoint}: {}", DisplayErrorContext(e)),
-        ),
-    };
-    Failure { reason, message }
+                DisplayErrorContext(&e)
+            );
+            match e.into_source() {
+                Ok(error) => Error::Request { message, error },
+                Err(_) => Error::Invalid(message),
+            }
+        }
+        e => Error::Unreachable {
+            message: format!("{doing} {at} at {endpoint}: {}", DisplayErrorContext(&e)),
+            error: None,
+        },
+    }
 }
 
 /// Builds the new listing and the snapshot from this poll's steps (pure).
@@ -957,7 +1047,10 @@ fn assemble(
         source: o.name.clone(),
         kind: SourceKind::S3,
         is_static: o.is_static,
-        revision: Revision(format!("sha256:{}", super::dir::hex(&revision.finalize()))),
+        revision: Revision(format!(
+            "sha256:{}",
+            crate::hex::encode(&revision.finalize())
+        )),
         files,
     };
     (next, snapshot)
@@ -1237,14 +1330,11 @@ mod tests {
         );
     }
 
-    fn s3_config(extra: &str) -> Result<Options, Error> {
+    fn s3_config(extra: &str) -> Result<Options, Box<dyn std::error::Error>> {
         let text =
             format!("sources:\n  - name: b\n    kind: s3\n    bucket: environments\n{extra}");
-        let config = crate::config::Config::parse(&text).map_err(|message| Error::Config {
-            source_name: "b".into(),
-            message,
-        })?;
-        Options::from_config(&config.sources[0], 10)
+        let config = crate::config::Config::parse(&text)?;
+        Ok(Options::from_config(&config.sources[0], 10)?)
     }
 
     #[test]
@@ -1287,6 +1377,58 @@ mod tests {
             (ok.region.as_str(), ok.prefix.as_str()),
             ("eu-west-1", "team1/")
         );
+    }
+
+    /// A source for `endpoint` whose credentials come from files in `dir`.
+    fn local_source(dir: &std::path::Path, endpoint: String) -> S3Source {
+        std::fs::write(dir.join("id"), "GKTEST").expect("write");
+        std::fs::write(dir.join("secret"), "not-a-real-secret").expect("write");
+        let mut o = options(false);
+        o.endpoint = Some(endpoint);
+        o.credentials = CredentialSources {
+            access_key_id: Secret::File(dir.join("id")),
+            secret_access_key: Secret::File(dir.join("secret")),
+            session_token: None,
+        };
+        S3Source::new(o).expect("source builds")
+    }
+
+    #[test]
+    fn a_refused_connection_is_unreachable_and_keeps_its_cause() {
+        use crate::source::Source as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut s = local_source(dir.path(), format!("http://127.0.0.1:{port}"));
+        let err = s.read().expect_err("nothing listens");
+        assert_eq!(err.reason(), "Unreachable", "{err}");
+        let crate::source::Error::S3 { error, .. } = &err else {
+            panic!("an s3 error: {err}");
+        };
+        assert!(
+            matches!(**error, Error::Unreachable { error: Some(_), .. }),
+            "the connector error is kept: {error:?}"
+        );
+        assert!(!err.to_string().contains("not-a-real-secret"), "{err}");
+    }
+
+    #[test]
+    fn a_server_that_never_answers_is_a_timeout() {
+        use crate::source::Source as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let held = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            std::thread::sleep(Duration::from_secs(5));
+            drop(stream);
+        });
+        let mut s = local_source(dir.path(), format!("http://127.0.0.1:{port}"));
+        let err = s.read().expect_err("no answer");
+        assert_eq!(err.reason(), "Timeout", "{err}");
+        drop(held);
     }
 
     #[test]

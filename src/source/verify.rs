@@ -2,12 +2,32 @@
 //! file (the format `git` uses with `gpg.ssh.allowedSignersFile`) and `OpenPGP`
 //! signatures against trusted public keys. Pure: keys are read once at start.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
 
 use super::Signature;
+use crate::config::SignaturesConfig;
+
+/// Why the trusted keys cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("{}:{line}: not an allowed-signers line", path.display())]
+    AllowedSigner { path: PathBuf, line: usize },
+    #[error("{}: not an OpenPGP public key: {error}", path.display())]
+    OpenPgp {
+        path: PathBuf,
+        #[source]
+        error: pgp::errors::Error,
+    },
+}
 
 /// The keys a source trusts.
 #[derive(Debug, Clone, Default)]
@@ -17,22 +37,36 @@ pub struct Trust {
 }
 
 impl Trust {
+    /// The keys a git source's `signatures` block names; none without one.
+    pub fn from_config(signatures: Option<&SignaturesConfig>) -> Result<Trust, Error> {
+        match signatures {
+            Some(sig) => Trust::load(sig.allowed_signers.as_deref(), &sig.openpgp_keys),
+            None => Ok(Trust::default()),
+        }
+    }
+
     /// Reads an allowed-signers file and armored `OpenPGP` public keys.
     pub fn load(
         allowed_signers: Option<&Path>,
         openpgp_keys: &[impl AsRef<Path>],
-    ) -> Result<Trust, String> {
+    ) -> Result<Trust, Error> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|error| Error::Read {
+                path: path.to_owned(),
+                error,
+            })
+        };
         let mut ssh = Vec::new();
         if let Some(path) = allowed_signers {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let text = read(path)?;
             for (i, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let parsed = parse_allowed_signer(line).ok_or_else(|| {
-                    format!("{}:{}: not an allowed-signers line", path.display(), i + 1)
+                let parsed = parse_allowed_signer(line).ok_or_else(|| Error::AllowedSigner {
+                    path: path.to_owned(),
+                    line: i + 1,
                 })?;
                 ssh.push(parsed);
             }
@@ -40,10 +74,11 @@ impl Trust {
         let mut pgp = Vec::new();
         for path in openpgp_keys {
             let path = path.as_ref();
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let (key, _) = SignedPublicKey::from_string(&text)
-                .map_err(|e| format!("{}: not an OpenPGP public key: {e}", path.display()))?;
+            let text = read(path)?;
+            let (key, _) = SignedPublicKey::from_string(&text).map_err(|error| Error::OpenPgp {
+                path: path.to_owned(),
+                error,
+            })?;
             pgp.push(key);
         }
         Ok(Trust {

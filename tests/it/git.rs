@@ -1118,3 +1118,23 @@ fn ssh_with_a_key_file_goes_through_the_system_ssh() {
         crate::stdout(&refused)
     );
 }
+
+#[test]
+fn a_repository_the_http_server_does_not_have_is_repository_missing() {
+    let repo = Repo::new();
+    repo.commit(
+        &[("environments/dev-a.yaml", Some(&claim("dev-a", "dev")))],
+        "first",
+        &[],
+    );
+    let Some(server) = http_server(&repo, false) else {
+        crate::daemon::skip_tool("lighttpd is not installed");
+        return;
+    };
+    let state = tempfile::tempdir().expect("state");
+    let url = server.url.replace("envs.git", "nope.git");
+    let err = source(&url, state.path(), Auth::None, Trust::default())
+        .read()
+        .expect_err("no such repository");
+    assert_eq!(err.reason(), "RepositoryMissing", "{err}");
+}

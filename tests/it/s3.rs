@@ -389,7 +389,7 @@ fn requests_during<T>(s: &mut S3Source, f: impl FnOnce(&mut S3Source) -> T) -> (
 
 fn remote_reason(e: &Error) -> &'static str {
     match e {
-        Error::Remote { reason, .. } => reason,
+        Error::S3 { .. } => e.reason(),
         other => panic!("not a remote error: {other}"),
     }
 }
