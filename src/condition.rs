@@ -100,6 +100,8 @@ names! {
         Conflict = "Conflict",
         Forbidden = "Forbidden",
         Invalid = "Invalid",
+        /// The target refuses a change to a field that cannot change.
+        ImmutableField = "ImmutableField",
     }
 }
 

@@ -269,13 +269,66 @@ fn default_interval() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum TargetConfig {
-    Manifests {
-        path: PathBuf,
-    },
-    Kubernetes {
-        #[serde(default)]
-        report_only: bool,
-    },
+    Manifests { path: PathBuf },
+    Kubernetes(KubernetesConfig),
+}
+
+/// `target: {kind: kubernetes, ...}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file; else `$KUBECONFIG` (or `~/.kube/config`), else the
+    /// in-cluster service account.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// A context of the kubeconfig; else its current context.
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default = "default_field_manager")]
+    pub field_manager: String,
+    #[serde(default)]
+    pub drift: Drift,
+    /// API requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// The Namespace holding one inventory `ConfigMap` per environment.
+    #[serde(default = "default_inventory_namespace")]
+    pub inventory_namespace: String,
+    /// Delete and create again an object whose change the API server
+    /// refuses as immutable (a Service's `clusterIP`, a Deployment's
+    /// selector); off: such a change is an `ImmutableField` error.
+    #[serde(default)]
+    pub recreate: bool,
+    /// Each request is abandoned after this long (a transient error).
+    #[serde(default = "default_kube_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+/// What to do about live objects that differ from what converge applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Drift {
+    /// Apply again, and record an event.
+    #[default]
+    Correct,
+    /// Record a `Drifted` condition and event; change nothing.
+    Report,
+}
+
+fn default_field_manager() -> String {
+    "converge".to_owned()
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+
+fn default_inventory_namespace() -> String {
+    "converge-system".to_owned()
+}
+
+fn default_kube_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for TargetConfig {
@@ -764,8 +817,13 @@ impl Config {
                 }
             }
         }
-        if let TargetConfig::Manifests { path } = &mut self.target {
-            join(path);
+        match &mut self.target {
+            TargetConfig::Manifests { path }
+            | TargetConfig::Kubernetes(KubernetesConfig {
+                kubeconfig: Some(path),
+                ..
+            }) => join(path),
+            TargetConfig::Kubernetes(_) => {}
         }
         join(&mut self.state_dir);
         if let Some(tls) = &mut self.api.tls {

@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod blocking;
 pub mod claim;
 pub mod client;
 pub mod condition;
@@ -70,8 +71,8 @@ pub enum SetupError {
     Templates(#[from] render::Error),
     #[error("invalid presets: {0}")]
     Presets(String),
-    #[error("target kind kubernetes is not supported by this build yet; use kind: manifests")]
-    UnsupportedTarget,
+    #[error(transparent)]
+    Kubernetes(#[from] target::kube::SetupError),
 }
 
 /// Why a pass failed as a whole (bad claims never fail a pass).
@@ -149,7 +150,9 @@ impl Converge {
             TargetConfig::Manifests { path } => {
                 Box::new(target::manifests::Manifests::new(path.clone()))
             }
-            TargetConfig::Kubernetes { .. } => return Err(SetupError::UnsupportedTarget),
+            TargetConfig::Kubernetes(options) => {
+                Box::new(target::kube::Kubernetes::from_config(options)?)
+            }
         };
         Ok(Converge {
             config,

@@ -7,6 +7,7 @@
 //! listed in the inventory are ever changed or deleted. The manifests
 //! directory is the embedded default.
 
+pub mod kube;
 pub mod manifests;
 
 use std::sync::Arc;
@@ -54,6 +55,9 @@ pub enum Error {
     /// The target refuses the object's content.
     #[error("invalid: {0}")]
     Invalid(#[source] Cause),
+    /// The target refuses a change to a field that cannot change once set.
+    #[error("immutable field: {0}")]
+    Immutable(#[source] Cause),
     /// The target's own record of what converge applied cannot be read.
     #[error("{0}")]
     CorruptInventory(#[source] Cause),
@@ -68,6 +72,7 @@ impl Error {
             Self::Foreign { .. } => Reason::ForeignObject,
             Self::Forbidden(_) => Reason::Forbidden,
             Self::Invalid(_) => Reason::Invalid,
+            Self::Immutable(_) => Reason::ImmutableField,
             Self::CorruptInventory(_) => Reason::InventoryCorrupt,
         }
     }

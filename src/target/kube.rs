@@ -1,0 +1,989 @@
+//! The Kubernetes target: server-side apply to a cluster.
+//!
+//! Objects are applied with server-side apply under converge's field manager
+//! (`force`, so converge's fields win), in dependency order (Namespace first,
+//! workloads after their configuration); deletions run in the reverse order
+//! with the Namespace last. Kinds are resolved through discovery, so objects
+//! of custom templates may be of any kind, custom resources included; an
+//! unknown kind is that environment's error.
+//!
+//! **Inventory and ownership live in the cluster.** Each environment has one
+//! `ConfigMap` in the inventory Namespace (`converge-system` by default),
+//! labelled `converge.dev/inventory`, listing the record converge keeps and
+//! every object it applied (identity and digest). A restart with an empty
+//! state dir, a restored backup or a second replica therefore agrees with what
+//! is applied. Like the manifests target, an apply widens the inventory
+//! (new objects listed with a pending digest) before anything is written and
+//! narrows it after old objects are gone, so a crash at any moment leaves
+//! every object converge wrote listed, and the next pass converges.
+//!
+//! **Never someone else's object.** An object not in the inventory is looked
+//! up before it is first applied (unless its Namespace is created by the same
+//! change, so nothing can be in it yet): one that exists without converge's
+//! ownership labels, or with another environment's, is never overwritten,
+//! adopted or deleted (`ForeignObject`). Prune deletes only objects that still
+//! carry the labels, with the uid they were read with as a precondition; a
+//! failed delete stays in the inventory and is retried.
+//!
+//! **Errors are classified** by HTTP status: unreachable, timeouts, 429 and
+//! 5xx are transient (retried with backoff, nothing deleted); 401/403 are
+//! `Forbidden` naming the verb and resource; a 422 naming an immutable field
+//! is `ImmutableField` (or, with `recreate`, a delete and a create); other
+//! refusals are `Invalid`.
+//!
+//! Every API call runs on a runtime this target owns ([`crate::blocking`]):
+//! the pass stays synchronous.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt, stream};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::Scope;
+use serde::{Deserialize, Serialize};
+
+use super::{EnvironmentChange, EnvironmentRecord, Inventory, LiveEnvironment, Target};
+use crate::config::KubernetesConfig;
+use crate::object::{ObjectRef, kind, kind_rank, shared};
+use crate::render::{Digest, ENVIRONMENT_LABEL, MANAGED_BY, Rendered};
+
+/// The label marking an inventory `ConfigMap`.
+pub const INVENTORY_LABEL: &str = "converge.dev/inventory";
+/// The key of an inventory `ConfigMap` holding the inventory.
+const INVENTORY_KEY: &str = "inventory.json";
+const FORMAT_VERSION: u32 = 1;
+
+/// One failed request, as the API server or the connection said.
+#[derive(Debug, thiserror::Error)]
+#[error("{verb} {resource}{object}: {message}")]
+pub struct RequestError {
+    /// `get`, `list`, `patch`, `delete`, `discover`.
+    pub verb: &'static str,
+    /// `deployments.apps`, `configmaps`.
+    pub resource: String,
+    /// ` <namespace>/<name>`, or empty.
+    pub object: String,
+    /// The HTTP status, when the server answered.
+    pub status: Option<u16>,
+    pub message: String,
+    #[source]
+    pub source: Option<kube::Error>,
+}
+
+/// Why the target cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot read kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("cannot use the kubeconfig context: {0}")]
+    Context(#[source] kube::config::KubeconfigError),
+    #[error(
+        "no Kubernetes configuration: no kubeconfig given, none in $KUBECONFIG or ~/.kube/config, and not running in a cluster ({0})"
+    )]
+    Infer(#[source] kube::config::InferConfigError),
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    #[error("cannot start the Kubernetes client's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Group, version, kind.
+type Gvk = (String, String, String);
+
+/// A cluster, through its API server.
+pub struct Kubernetes {
+    runtime: crate::blocking::Runtime,
+    client: kube::Client,
+    options: KubernetesConfig,
+    /// Discovery results by group, version and kind.
+    resources: Mutex<HashMap<Gvk, (ApiResource, Scope)>>,
+    /// The inventory as last read or written (like the manifests target's).
+    cache: Mutex<Option<Arc<Inventory>>>,
+}
+
+impl std::fmt::Debug for Kubernetes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kubernetes")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The inventory `ConfigMap`'s content.
+#[derive(Serialize, Deserialize)]
+struct InventoryDoc {
+    format: u32,
+    environment: String,
+    record: EnvironmentRecord,
+    objects: Vec<Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    #[serde(flatten)]
+    id: ObjectRef,
+    digest: Digest,
+}
+
+impl Kubernetes {
+    /// A client for the configured cluster. Nothing is requested yet: a
+    /// cluster that is down fails the first pass (transiently), not the start.
+    pub fn from_config(options: &KubernetesConfig) -> Result<Kubernetes, SetupError> {
+        let runtime = crate::blocking::Runtime::new().map_err(SetupError::Runtime)?;
+        let kube_options = kube::config::KubeConfigOptions {
+            context: options.context.clone(),
+            ..Default::default()
+        };
+        let config = runtime.block_on(async {
+            match &options.kubeconfig {
+                Some(path) => {
+                    let file = kube::config::Kubeconfig::read_from(path).map_err(|source| {
+                        SetupError::Kubeconfig {
+                            path: path.display().to_string(),
+                            source,
+                        }
+                    })?;
+                    kube::Config::from_custom_kubeconfig(file, &kube_options)
+                        .await
+                        .map_err(SetupError::Context)
+                }
+                None if options.context.is_some() => kube::Config::from_kubeconfig(&kube_options)
+                    .await
+                    .map_err(SetupError::Context),
+                None => kube::Config::infer().await.map_err(SetupError::Infer),
+            }
+        })?;
+        let mut config = config;
+        config.read_timeout = Some(options.timeout);
+        config.write_timeout = Some(options.timeout);
+        config.connect_timeout = Some(options.timeout.min(Duration::from_secs(5)));
+        let client = runtime
+            .block_on(async { kube::Client::try_from(config) })
+            .map_err(SetupError::Client)?;
+        Ok(Kubernetes {
+            runtime,
+            client,
+            options: options.clone(),
+            resources: Mutex::new(HashMap::new()),
+            cache: Mutex::new(None),
+        })
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<Arc<Inventory>>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn inventories(&self) -> Api<k8s_openapi::api::core::v1::ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.options.inventory_namespace)
+    }
+
+    /// Reads every environment's inventory `ConfigMap` (one paginated LIST).
+    async fn read_all(&self) -> Result<Inventory, super::Error> {
+        let api = self.inventories();
+        let mut environments = BTreeMap::new();
+        let mut params = ListParams::default()
+            .labels(&format!("{INVENTORY_LABEL}=true"))
+            .limit(500);
+        loop {
+            let page = api
+                .list(&params)
+                .await
+                .map_err(|e| classify(request_error("list", "configmaps", "", e)))?;
+            for cm in page.items {
+                let Some((name, live)) = parse_inventory(&cm)? else {
+                    continue;
+                };
+                environments.insert(name, Arc::new(live));
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+        Ok(Inventory { environments })
+    }
+
+    /// The API resource and scope of an object's group, version and kind.
+    async fn resource(&self, id: &ObjectRef) -> Result<(ApiResource, Scope), super::Error> {
+        let key = (
+            id.group().to_owned(),
+            id.version().to_owned(),
+            id.kind.to_string(),
+        );
+        if let Some(found) = self
+            .resources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(found.clone());
+        }
+        let gvk = GroupVersionKind::gvk(&key.0, &key.1, &key.2);
+        let (resource, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|e| {
+                let e = request_error("discover", &id.api_version, "", e);
+                match e.status {
+                    // The group/version is not served, or has no such kind.
+                    Some(404) | None if e.source.as_ref().is_some_and(is_not_found) => {
+                        super::Error::Invalid(Box::new(RequestError {
+                            message: format!(
+                                "the cluster has no kind {} in {} (is its CustomResourceDefinition installed?)",
+                                id.kind, id.api_version
+                            ),
+                            ..e
+                        }))
+                    }
+                    _ => classify(e),
+                }
+            })?;
+        let found = (resource, caps.scope);
+        self.resources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, found.clone());
+        Ok(found)
+    }
+
+    /// The dynamic API for an object, and the namespace it lives in.
+    async fn api(
+        &self,
+        id: &ObjectRef,
+        environment: &str,
+    ) -> Result<(Api<DynamicObject>, ApiResource, Option<String>), super::Error> {
+        let (resource, scope) = self.resource(id).await?;
+        Ok(match scope {
+            Scope::Cluster => (
+                Api::all_with(self.client.clone(), &resource),
+                resource,
+                None,
+            ),
+            Scope::Namespaced => {
+                let ns = id.namespace.as_deref().unwrap_or(environment).to_owned();
+                (
+                    Api::namespaced_with(self.client.clone(), &ns, &resource),
+                    resource,
+                    Some(ns),
+                )
+            }
+        })
+    }
+
+    /// Writes an environment's inventory `ConfigMap`.
+    async fn write_inventory(
+        &self,
+        name: &str,
+        live: &LiveEnvironment,
+    ) -> Result<(), super::Error> {
+        let doc = InventoryDoc {
+            format: FORMAT_VERSION,
+            environment: name.to_owned(),
+            record: live.record.clone(),
+            objects: live
+                .objects
+                .iter()
+                .map(|(id, digest)| Entry {
+                    id: id.clone(),
+                    digest: *digest,
+                })
+                .collect(),
+        };
+        let body = serde_json::to_string(&doc).expect("an inventory serializes");
+        let cm = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": inventory_name(name),
+                "namespace": self.options.inventory_namespace,
+                "labels": {
+                    MANAGED_BY: "converge",
+                    ENVIRONMENT_LABEL: name,
+                    INVENTORY_LABEL: "true",
+                },
+            },
+            "data": { INVENTORY_KEY: body },
+        });
+        let params = PatchParams::apply(&self.options.field_manager).force();
+        self.inventories()
+            .patch(&inventory_name(name), &params, &Patch::Apply(&cm))
+            .await
+            .map(drop)
+            .map_err(|e| {
+                classify(request_error(
+                    "patch",
+                    "configmaps",
+                    &format!(
+                        " {}/{}",
+                        self.options.inventory_namespace,
+                        inventory_name(name)
+                    ),
+                    e,
+                ))
+            })
+    }
+
+    async fn delete_inventory(&self, name: &str) -> Result<(), super::Error> {
+        match self
+            .inventories()
+            .delete(&inventory_name(name), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(classify(request_error(
+                "delete",
+                "configmaps",
+                &format!(
+                    " {}/{}",
+                    self.options.inventory_namespace,
+                    inventory_name(name)
+                ),
+                e,
+            ))),
+        }
+    }
+
+    /// Makes sure the inventory Namespace exists (once per process).
+    async fn ensure_inventory_namespace(&self) -> Result<(), super::Error> {
+        let ns = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": self.options.inventory_namespace,
+                "labels": { MANAGED_BY: "converge" },
+            },
+        });
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let params = PatchParams::apply(&self.options.field_manager);
+        api.patch(
+            &self.options.inventory_namespace,
+            &params,
+            &Patch::Apply(&ns),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| {
+            classify(request_error(
+                "patch",
+                "namespaces",
+                &format!(" {}", self.options.inventory_namespace),
+                e,
+            ))
+        })
+    }
+
+    /// Whether converge may write `id` for `environment`: it is absent, or it
+    /// carries converge's labels for this environment. True when it exists.
+    async fn check_owner(&self, id: &ObjectRef, environment: &str) -> Result<bool, super::Error> {
+        let (api, resource, ns) = self.api(id, environment).await?;
+        let found = api.get_metadata_opt(&id.name).await.map_err(|e| {
+            classify(request_error(
+                "get",
+                &plural(&resource),
+                &shown(ns.as_deref(), &id.name),
+                e,
+            ))
+        })?;
+        let Some(found) = found else {
+            return Ok(false);
+        };
+        let labels = found.metadata.labels.unwrap_or_default();
+        let ours = labels.get(MANAGED_BY).map(String::as_str) == Some("converge");
+        let env = labels.get(ENVIRONMENT_LABEL).map(String::as_str);
+        if ours && env == Some(environment) {
+            return Ok(true);
+        }
+        let detail = match (ours, env) {
+            (true, Some(other)) => format!("it belongs to environment {other}"),
+            _ => "it has no converge ownership labels".to_owned(),
+        };
+        Err(super::Error::Foreign {
+            environment: environment.to_owned(),
+            object: format!("{} {}", id.kind, shown(ns.as_deref(), &id.name).trim()),
+            detail,
+        })
+    }
+
+    /// Server-side applies one object.
+    async fn apply_object(
+        &self,
+        rendered: &Rendered,
+        environment: &str,
+    ) -> Result<(), super::Error> {
+        let id = &rendered.object.id;
+        let (api, resource, ns) = self.api(id, environment).await?;
+        let mut doc: serde_json::Value =
+            serde_saphyr::from_str_with_options(&rendered.yaml, crate::yaml::template_options())
+                .map_err(|e| {
+                    super::Error::Invalid(Box::new(RequestError {
+                        verb: "patch",
+                        resource: plural(&resource),
+                        object: shown(ns.as_deref(), &id.name),
+                        status: None,
+                        message: format!("the rendered object is not YAML: {e}"),
+                        source: None,
+                    }))
+                })?;
+        if let (Some(ns), Some(meta)) =
+            (&ns, doc.get_mut("metadata").and_then(|m| m.as_object_mut()))
+        {
+            meta.entry("namespace")
+                .or_insert_with(|| serde_json::Value::String(ns.clone()));
+        }
+        let params = PatchParams::apply(&self.options.field_manager).force();
+        let result = api.patch(&id.name, &params, &Patch::Apply(&doc)).await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if self.options.recreate && is_immutable(&e) => {
+                self.delete_object(id, environment).await?;
+                self.wait_gone(&api, &id.name).await;
+                api.patch(&id.name, &params, &Patch::Apply(&doc))
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        classify(request_error(
+                            "patch",
+                            &plural(&resource),
+                            &shown(ns.as_deref(), &id.name),
+                            e,
+                        ))
+                    })
+            }
+            Err(e) => Err(classify(request_error(
+                "patch",
+                &plural(&resource),
+                &shown(ns.as_deref(), &id.name),
+                e,
+            ))),
+        }
+    }
+
+    /// Waits (at most 30 s) until a deleted object is gone.
+    async fn wait_gone(&self, api: &Api<DynamicObject>, name: &str) {
+        for _ in 0..60 {
+            match api.get_metadata_opt(name).await {
+                Ok(None) => return,
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    /// Deletes one object if it still carries converge's labels for this
+    /// environment (with its uid as a precondition). Gone already is done.
+    async fn delete_object(&self, id: &ObjectRef, environment: &str) -> Result<(), super::Error> {
+        let (api, resource, ns) = self.api(id, environment).await?;
+        let object = shown(ns.as_deref(), &id.name);
+        let found = api
+            .get_metadata_opt(&id.name)
+            .await
+            .map_err(|e| classify(request_error("get", &plural(&resource), &object, e)))?;
+        let Some(found) = found else {
+            return Ok(());
+        };
+        let labels = found.metadata.labels.unwrap_or_default();
+        if labels.get(MANAGED_BY).map(String::as_str) != Some("converge")
+            || labels.get(ENVIRONMENT_LABEL).map(String::as_str) != Some(environment)
+        {
+            // No longer ours (relabelled by hand, or replaced): never deleted.
+            return Ok(());
+        }
+        let params = DeleteParams {
+            preconditions: found.metadata.uid.map(|uid| Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match api.delete(&id.name, &params).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(classify(request_error(
+                "delete",
+                &plural(&resource),
+                &object,
+                e,
+            ))),
+        }
+    }
+
+    /// Objects not in the inventory: nobody else may own them. Objects in a
+    /// Namespace this change creates need no look: it holds nothing yet.
+    async fn check_new(&self, new: &[&Rendered], name: &str) -> Result<(), super::Error> {
+        let fresh_namespace = new
+            .iter()
+            .find(|r| &*r.object.id.kind == "Namespace")
+            .map(|r| &r.object.id);
+        let fresh_namespace = match fresh_namespace {
+            Some(id) if !self.check_owner(id, name).await? => Some(id.name.to_string()),
+            _ => None,
+        };
+        let to_check: Vec<&ObjectRef> = new
+            .iter()
+            .map(|r| &r.object.id)
+            .filter(|id| &*id.kind != "Namespace")
+            .filter(|id| {
+                fresh_namespace.is_none()
+                    || id.namespace.as_deref().unwrap_or(name)
+                        != fresh_namespace.as_deref().unwrap_or_default()
+            })
+            .collect();
+        let checks: Vec<_> = to_check
+            .into_iter()
+            .map(|id| self.check_owner(id, name))
+            .collect();
+        stream::iter(checks)
+            .buffer_unordered(self.options.concurrency.max(1))
+            .try_collect::<Vec<bool>>()
+            .await
+            .map(drop)
+    }
+
+    /// Deletes objects in reverse apply order; stops after a rank with a
+    /// failure. Deleted objects leave `live`; failed ones stay listed.
+    async fn delete_all(
+        &self,
+        deletes: &[ObjectRef],
+        name: &str,
+        live: &mut LiveEnvironment,
+    ) -> Result<(), super::Error> {
+        let mut result = Ok(());
+        let mut groups = by_rank(deletes, |id| id);
+        groups.reverse();
+        for group in groups {
+            let deletes: Vec<_> = group
+                .into_iter()
+                .map(|id| async move { (id, self.delete_object(id, name).await) })
+                .collect();
+            let done: Vec<(&ObjectRef, Result<(), super::Error>)> = stream::iter(deletes)
+                .buffer_unordered(self.options.concurrency.max(1))
+                .collect()
+                .await;
+            for (id, outcome) in done {
+                match outcome {
+                    Ok(()) => {
+                        live.objects.remove(id);
+                    }
+                    Err(e) if result.is_ok() => result = Err(e),
+                    Err(_) => {}
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        result
+    }
+
+    /// One environment's change: check, widen, apply in order, delete in
+    /// reverse order, narrow.
+    async fn apply_one(
+        &self,
+        change: &EnvironmentChange<'_>,
+        known: Option<Arc<LiveEnvironment>>,
+    ) -> Result<Option<LiveEnvironment>, super::Error> {
+        let name = change.name;
+        let mut live = match known {
+            Some(live) => Arc::unwrap_or_clone(live),
+            None => match change.record {
+                Some(record) => LiveEnvironment {
+                    record: record.clone(),
+                    objects: BTreeMap::new(),
+                },
+                None => return Ok(None), // nothing of ours is there
+            },
+        };
+        // Objects not in the inventory: make sure nobody else owns them.
+        let new: Vec<&Rendered> = change
+            .upserts
+            .iter()
+            .copied()
+            .filter(|r| !live.objects.contains_key(&r.object.id))
+            .collect();
+        self.check_new(&new, name).await?;
+        // Widen: every object about to be written is listed before it exists.
+        if !new.is_empty() {
+            for r in &new {
+                live.objects.insert(r.object.id.clone(), Digest::PENDING);
+            }
+            if let Some(record) = change.record {
+                live.record = record.clone();
+            }
+            self.write_inventory(name, &live).await?;
+        }
+        // Apply in kind order; objects of one rank in parallel.
+        let mut result = Ok(());
+        for group in by_rank(&change.upserts, |r| &r.object.id) {
+            let applies: Vec<_> = group
+                .into_iter()
+                .map(|r| async move { (*r, self.apply_object(r, name).await) })
+                .collect();
+            let done: Vec<(&Rendered, Result<(), super::Error>)> = stream::iter(applies)
+                .buffer_unordered(self.options.concurrency.max(1))
+                .collect()
+                .await;
+            for (r, outcome) in done {
+                match outcome {
+                    Ok(()) => {
+                        live.objects.remove(&r.object.id);
+                        live.objects.insert(r.object.id.clone(), r.object.digest);
+                    }
+                    Err(e) if result.is_ok() => result = Err(e),
+                    Err(_) => {}
+                }
+            }
+            if result.is_err() {
+                break; // later ranks depend on this one
+            }
+        }
+        // Delete in reverse order; a failed delete stays listed.
+        if result.is_ok() {
+            result = self.delete_all(&change.deletes, name, &mut live).await;
+        }
+        // Narrow: the inventory says what is there now.
+        if let Some(record) = change.record {
+            live.record = record.clone();
+        }
+        let gone = change.record.is_none() && live.objects.is_empty();
+        let narrowed = if gone {
+            self.delete_inventory(name).await
+        } else {
+            live.compact();
+            self.write_inventory(name, &live).await
+        };
+        result?;
+        narrowed?;
+        Ok((!gone).then_some(live))
+    }
+}
+
+impl Target for Kubernetes {
+    fn inventory(&self) -> Result<Arc<Inventory>, super::Error> {
+        let mut cache = self.cached();
+        if let Some(inventory) = cache.as_ref() {
+            return Ok(Arc::clone(inventory));
+        }
+        let inventory = Arc::new(self.runtime.block_on(self.read_all())?);
+        *cache = Some(Arc::clone(&inventory));
+        Ok(inventory)
+    }
+
+    fn reload(&self) {
+        *self.cached() = None;
+    }
+
+    fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), super::Error> {
+        self.apply_all(std::slice::from_ref(change))
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// Environments are applied concurrently (each in its own order); the
+    /// in-memory inventory follows every outcome, and an environment whose
+    /// apply failed is read again from the cluster.
+    fn apply_all(&self, changes: &[EnvironmentChange<'_>]) -> Vec<Result<(), super::Error>> {
+        let known = self.cached().clone();
+        let results: Vec<Result<Option<LiveEnvironment>, super::Error>> =
+            self.runtime.block_on(async {
+                if let Err(e) = self.ensure_inventory_namespace().await {
+                    let message = e.to_string();
+                    return changes
+                        .iter()
+                        .map(|_| {
+                            Err(super::Error::Transient(Box::new(std::io::Error::other(
+                                message.clone(),
+                            ))))
+                        })
+                        .collect();
+                }
+                let per_env = (self.options.concurrency / 4).max(1);
+                let applies: Vec<_> = changes
+                    .iter()
+                    .map(|c| {
+                        let known = known
+                            .as_ref()
+                            .and_then(|inv| inv.environments.get(c.name).cloned());
+                        self.apply_one(c, known)
+                    })
+                    .collect();
+                stream::iter(applies).buffered(per_env).collect().await
+            });
+        let mut cache = self.cached();
+        let mut out = Vec::with_capacity(results.len());
+        let mut reread = false;
+        if let Some(inventory) = cache.as_mut() {
+            let environments = &mut Arc::make_mut(inventory).environments;
+            for (change, result) in changes.iter().zip(results) {
+                match result {
+                    Ok(Some(live)) => {
+                        environments.insert(change.name.to_owned(), Arc::new(live));
+                        out.push(Ok(()));
+                    }
+                    Ok(None) => {
+                        environments.remove(change.name);
+                        out.push(Ok(()));
+                    }
+                    Err(e) => {
+                        reread = true;
+                        out.push(Err(e));
+                    }
+                }
+            }
+        } else {
+            out = results.into_iter().map(|r| r.map(drop)).collect();
+        }
+        if reread {
+            *cache = None; // what the cluster says is the truth
+        }
+        out
+    }
+}
+
+/// The inventory `ConfigMap` of an environment.
+fn inventory_name(environment: &str) -> String {
+    format!("converge-{environment}")
+}
+
+/// An inventory `ConfigMap` as an environment; `None` when it is not one.
+fn parse_inventory(
+    cm: &k8s_openapi::api::core::v1::ConfigMap,
+) -> Result<Option<(String, LiveEnvironment)>, super::Error> {
+    let name = cm.metadata.name.clone().unwrap_or_default();
+    let corrupt = |message: String| {
+        super::Error::CorruptInventory(Box::new(std::io::Error::other(format!(
+            "inventory ConfigMap {name} is corrupt: {message}"
+        ))))
+    };
+    let Some(body) = cm.data.as_ref().and_then(|d| d.get(INVENTORY_KEY)) else {
+        return Err(corrupt(format!("it has no {INVENTORY_KEY}")));
+    };
+    let doc: InventoryDoc = serde_json::from_str(body).map_err(|e| corrupt(e.to_string()))?;
+    if doc.format != FORMAT_VERSION {
+        return Err(corrupt(format!("unknown format {}", doc.format)));
+    }
+    let namespace: Arc<str> = Arc::from(doc.environment.as_str());
+    let objects = doc
+        .objects
+        .into_iter()
+        .map(|e| {
+            let id = ObjectRef {
+                api_version: shared(&e.id.api_version),
+                kind: kind(&e.id.kind),
+                ..e.id
+            }
+            .interned(&namespace);
+            (id, e.digest)
+        })
+        .collect();
+    Ok(Some((
+        doc.environment,
+        LiveEnvironment {
+            record: doc.record,
+            objects,
+        },
+    )))
+}
+
+/// Items grouped by the apply rank of their kind, in apply order.
+fn by_rank<T>(items: &[T], id: impl Fn(&T) -> &ObjectRef) -> Vec<Vec<&T>> {
+    let mut groups: BTreeMap<u8, Vec<&T>> = BTreeMap::new();
+    for item in items {
+        groups
+            .entry(kind_rank(&id(item).kind))
+            .or_default()
+            .push(item);
+    }
+    groups.into_values().collect()
+}
+
+fn plural(resource: &ApiResource) -> String {
+    if resource.group.is_empty() {
+        resource.plural.clone()
+    } else {
+        format!("{}.{}", resource.plural, resource.group)
+    }
+}
+
+fn shown(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!(" {ns}/{name}"),
+        None => format!(" {name}"),
+    }
+}
+
+fn request_error(verb: &'static str, resource: &str, object: &str, e: kube::Error) -> RequestError {
+    let (status, message) = match &e {
+        kube::Error::Api(s) => (Some(s.code), s.message.clone()),
+        other => (None, other.to_string()),
+    };
+    RequestError {
+        verb,
+        resource: resource.to_owned(),
+        object: object.to_owned(),
+        status,
+        message,
+        source: Some(e),
+    }
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+fn is_immutable(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 422 && s.message.contains("immutable"))
+}
+
+/// A failed request as a target error, by its HTTP status.
+fn classify(e: RequestError) -> super::Error {
+    match e.status {
+        Some(401 | 403) => super::Error::Forbidden(Box::new(e)),
+        Some(422) if e.message.contains("immutable") => super::Error::Immutable(Box::new(e)),
+        Some(400 | 404 | 405 | 406 | 409 | 410 | 413 | 415 | 422) => {
+            super::Error::Invalid(Box::new(e))
+        }
+        _ => super::Error::Transient(Box::new(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(kind_name: &str, name: &str) -> ObjectRef {
+        ObjectRef {
+            api_version: shared("v1"),
+            kind: kind(kind_name),
+            namespace: None,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn objects_apply_by_rank_namespace_first() {
+        let ids = [
+            id("Deployment", "d"),
+            id("Namespace", "e"),
+            id("ConfigMap", "c"),
+            id("Service", "s"),
+            id("ConfigMap", "c2"),
+        ];
+        let groups: Vec<Vec<&str>> = by_rank(&ids, |i| i)
+            .into_iter()
+            .map(|g| g.into_iter().map(|i| &*i.name).collect())
+            .collect();
+        assert_eq!(groups, [vec!["e"], vec!["c", "c2"], vec!["s"], vec!["d"]]);
+    }
+
+    #[test]
+    fn statuses_classify_as_transient_forbidden_immutable_or_invalid() {
+        use crate::condition::Reason;
+        let e = |status: Option<u16>, message: &str| RequestError {
+            verb: "patch",
+            resource: "services".into(),
+            object: " e/s".into(),
+            status,
+            message: message.into(),
+            source: None,
+        };
+        assert_eq!(
+            classify(e(None, "connection refused")).reason(),
+            Reason::TargetIo
+        );
+        assert_eq!(
+            classify(e(Some(429), "slow down")).reason(),
+            Reason::TargetIo
+        );
+        assert_eq!(
+            classify(e(Some(503), "unavailable")).reason(),
+            Reason::TargetIo
+        );
+        assert_eq!(
+            classify(e(Some(403), "forbidden")).reason(),
+            Reason::Forbidden
+        );
+        assert_eq!(
+            classify(e(
+                Some(422),
+                "spec.clusterIP: Invalid value: field is immutable"
+            ))
+            .reason(),
+            Reason::ImmutableField
+        );
+        assert_eq!(
+            classify(e(Some(422), "spec.x: Required value")).reason(),
+            Reason::Invalid
+        );
+        let forbidden = classify(e(Some(403), "user cannot patch"));
+        assert!(
+            forbidden.to_string().contains("patch services e/s"),
+            "{forbidden}"
+        );
+    }
+
+    #[test]
+    fn the_inventory_round_trips_through_its_config_map() {
+        let live = LiveEnvironment {
+            record: EnvironmentRecord {
+                origin: None,
+                env_type: "dev".into(),
+                pool: "p".into(),
+                owner: "o".into(),
+                versions: BTreeMap::new(),
+                expires_at: None,
+            },
+            objects: BTreeMap::from([
+                (id("Namespace", "e"), Digest::of(b"a")),
+                (
+                    ObjectRef {
+                        api_version: shared("apps/v1"),
+                        kind: kind("Deployment"),
+                        namespace: Some(Arc::from("e")),
+                        name: "d".into(),
+                    },
+                    Digest::PENDING,
+                ),
+            ]),
+        };
+        let doc = InventoryDoc {
+            format: FORMAT_VERSION,
+            environment: "e".into(),
+            record: live.record.clone(),
+            objects: live
+                .objects
+                .iter()
+                .map(|(id, digest)| Entry {
+                    id: id.clone(),
+                    digest: *digest,
+                })
+                .collect(),
+        };
+        let cm = k8s_openapi::api::core::v1::ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some("converge-e".into()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                INVENTORY_KEY.to_owned(),
+                serde_json::to_string(&doc).unwrap(),
+            )])),
+            ..Default::default()
+        };
+        let (name, read) = parse_inventory(&cm).unwrap().unwrap();
+        assert_eq!(name, "e");
+        assert_eq!(read, live);
+        let broken = k8s_openapi::api::core::v1::ConfigMap {
+            data: Some(BTreeMap::from([(INVENTORY_KEY.to_owned(), "{".to_owned())])),
+            ..cm
+        };
+        assert_eq!(
+            parse_inventory(&broken).unwrap_err().reason(),
+            crate::condition::Reason::InventoryCorrupt
+        );
+    }
+}
