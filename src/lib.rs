@@ -23,6 +23,7 @@ pub mod condition;
 pub mod config;
 pub mod diagnostic;
 pub mod diff;
+pub mod health;
 pub mod inventory;
 pub mod load;
 pub mod metrics;
