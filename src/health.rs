@@ -423,7 +423,11 @@ fn deployment(object: &Value) -> ObjectHealth {
                 if c.status == "False" && c.reason == "ProgressDeadlineExceeded" {
                     return ObjectHealth::failed(
                         reason::PROGRESS_DEADLINE_EXCEEDED,
-                        format!("progress deadline exceeded: {}", c.describe()),
+                        if c.message.is_empty() {
+                            "progress deadline exceeded".to_owned()
+                        } else {
+                            format!("progress deadline exceeded: {}", c.message)
+                        },
                     );
                 }
                 if c.is_true() && c.reason == "NewReplicaSetAvailable" {
@@ -1149,6 +1153,11 @@ mod tests {
         let health = object("Deployment", &deployment_progress_deadline_exceeded());
         assert_eq!(health.status, Status::Failed);
         assert_eq!(health.reason, reason::PROGRESS_DEADLINE_EXCEEDED);
+        assert_eq!(
+            health.message,
+            "progress deadline exceeded: ReplicaSet \"user-service-6d4f8b7c9\" has timed out \
+             progressing."
+        );
         assert!(
             health.message.contains("user-service-6d4f8b7c9")
                 && health.message.contains("timed out"),
