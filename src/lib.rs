@@ -24,6 +24,7 @@ pub mod condition;
 pub mod config;
 pub mod diagnostic;
 pub mod diff;
+pub mod health;
 pub mod hex;
 pub mod inventory;
 pub mod load;

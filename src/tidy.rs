@@ -10,6 +10,7 @@ const PURE: &[&str] = &[
     "condition",
     "diagnostic",
     "diff",
+    "health",
     "inventory",
     "load",
     "object",
