@@ -6,7 +6,7 @@
 //! TLS is real: a test CA (made with openssl) signs the API server's
 //! certificate for 127.0.0.1, and clients verify it with [`KubeApi::ca_file`].
 //! Authentication is by static bearer tokens (`--token-auth-file`: the admin
-//! token is in `system:masters`); authorization is RBAC, so ServiceAccount
+//! token is in `system:masters`); authorization is RBAC, so `ServiceAccount`
 //! tokens minted through the `TokenRequest` API carry only what their roles
 //! grant.
 //!
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 /// cores are not the concern here, but a loaded machine is).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The issuer of ServiceAccount tokens.
+/// The issuer of `ServiceAccount` tokens.
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// etcd, an API server and a controller manager, stopped on drop.
@@ -397,7 +397,7 @@ pub fn tool(name: &str) -> PathBuf {
 }
 
 /// The test CA, the API server's certificate for 127.0.0.1 signed by it,
-/// and the ServiceAccount token signing key pair, all made by openssl.
+/// and the `ServiceAccount` token signing key pair, all made by openssl.
 fn make_certs(dir: &Path) {
     std::fs::write(
         dir.join("openssl.cnf"),
