@@ -207,7 +207,16 @@ impl KubeApi {
             "--endpoint-reconciler-type=none".to_owned(),
             "--profiling=false".to_owned(),
         ];
-        let mut server = Server::spawn("kube-apiserver", &bin, &args, &d.join("apiserver.log"));
+        let mut server = Server::spawn(
+            "kube-apiserver",
+            &bin,
+            &args,
+            &d.join("apiserver.log"),
+            // Its graceful shutdown drains watches for up to 60 s; an API
+            // server gone at once is also what "stopped mid-run" tests want.
+            0,
+            None,
+        );
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             server.check_running();
@@ -233,8 +242,9 @@ impl KubeApi {
         self.start_apiserver();
     }
 
-    /// Stops everything (the controller manager, the API server, etcd); the
-    /// drop does this too.
+    /// Stops everything (the controller manager, the API server, etcd) and
+    /// removes the temporary directory (data, certificates, logs); the drop
+    /// does this too.
     pub fn stop(&self) {
         let mut servers = self.servers();
         drop(servers.controller_manager.take());
@@ -275,6 +285,10 @@ impl KubeApi {
             &tool("etcd"),
             &args,
             &self.dir.path().join("etcd.log"),
+            5,
+            // etcd stops last; its tether removes the directory even when the
+            // test process was killed or this is the never-dropped shared one.
+            Some(self.dir.path()),
         );
         let deadline = Instant::now() + READY_TIMEOUT;
         while !http_get(client, "/health").contains("\"health\":\"true\"") {
@@ -305,6 +319,8 @@ impl KubeApi {
             &tool("kube-controller-manager"),
             &args,
             &self.dir.path().join("controller-manager.log"),
+            0,
+            None,
         );
         self.servers().controller_manager = Some(server);
     }
@@ -324,13 +340,27 @@ struct Server {
 }
 
 impl Server {
-    fn spawn(name: &'static str, bin: &Path, args: &[String], log: &Path) -> Server {
+    /// Runs `bin` under the tether, which stops it with SIGTERM and after
+    /// `grace` seconds SIGKILL (0: SIGKILL at once), then removes `remove`.
+    fn spawn(
+        name: &'static str,
+        bin: &Path,
+        args: &[String],
+        log: &Path,
+        grace: u32,
+        remove: Option<&Path>,
+    ) -> Server {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("log file");
-        let child = Command::new(crate::repo().join("scripts/tether"))
+        let mut tether = Command::new(crate::repo().join("scripts/tether"));
+        tether.arg("--grace").arg(grace.to_string());
+        if let Some(dir) = remove {
+            tether.arg("--remove").arg(dir);
+        }
+        let child = tether
             .arg(bin)
             .args(args)
             .stdin(Stdio::piped())
@@ -361,8 +391,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // Closing the pipe makes the tether stop the server (SIGTERM, then
-        // SIGKILL after 10 s).
+        // Closing the pipe makes the tether stop the server.
         drop(self.child.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
