@@ -93,6 +93,59 @@ fn the_controller_manager_finishes_a_namespace_deletion() {
 
 #[test]
 #[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn a_service_account_token_has_what_rbac_grants_it() {
+    let api = KubeApi::shared();
+    let token = api.service_account_token("harness-rbac", "reader");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("reader.kubeconfig");
+    api.write_kubeconfig(&kubeconfig, Some("reader"), &token);
+    let as_reader = |args: &[&str]| {
+        let kubeconfig = kubeconfig.to_str().expect("utf-8 path");
+        api.kubectl(&[&["--kubeconfig", kubeconfig][..], args].concat())
+    };
+    let whoami = as_reader(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout),
+        "system:serviceaccount:harness-rbac:reader",
+        "{}",
+        String::from_utf8_lossy(&whoami.stderr)
+    );
+    let denied = as_reader(&["get", "configmaps", "-n", "harness-rbac"]);
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("Forbidden"),
+        "{denied:?}"
+    );
+    // A Role of its own: the aggregated ClusterRoles (view, edit, admin) stay
+    // empty here, as no clusterrole-aggregation controller runs.
+    let _ = api.kubectl_ok(&[
+        "create",
+        "role",
+        "read-config",
+        "-n",
+        "harness-rbac",
+        "--verb=get,list",
+        "--resource=configmaps",
+    ]);
+    let _ = api.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "reader-read-config",
+        "-n",
+        "harness-rbac",
+        "--role=read-config",
+        "--serviceaccount=harness-rbac:reader",
+    ]);
+    let allowed = as_reader(&["get", "configmaps", "-n", "harness-rbac", "-o", "name"]);
+    assert!(allowed.status.success(), "{allowed:?}");
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
 fn a_restarted_api_server_keeps_its_data_and_address() {
     let api = KubeApi::start();
     let _ = api.kubectl_ok(&["create", "namespace", "harness-restart"]);

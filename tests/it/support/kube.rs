@@ -8,7 +8,8 @@
 //! Authentication is by static bearer tokens (`--token-auth-file`: the admin
 //! token is in `system:masters`); authorization is RBAC, so `ServiceAccount`
 //! tokens minted through the `TokenRequest` API carry only what their roles
-//! grant.
+//! grant. No clusterrole-aggregation controller runs, so the aggregated
+//! cluster roles (`view`, `edit`, `admin`) have no rules: bind roles of your own.
 //!
 //! Each server runs under `scripts/tether`, which stops it when the pipe on its
 //! stdin closes: when the handle is dropped, and also when the test process is
@@ -174,6 +175,29 @@ impl KubeApi {
     #[must_use]
     pub fn kubectl_with_input_ok(&self, args: &[&str], input: &str) -> String {
         ok(&self.kubectl_with_input(args, input), args)
+    }
+
+    /// A token of `ServiceAccount` `namespace/name` (created, with its
+    /// Namespace, when missing), minted through the `TokenRequest` API: it
+    /// can do what RBAC grants that account, for a kubeconfig from
+    /// [`KubeApi::write_kubeconfig`].
+    #[must_use]
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        for args in [
+            &["create", "namespace", namespace][..],
+            &["create", "serviceaccount", name, "-n", namespace],
+        ] {
+            let out = self.kubectl(args);
+            assert!(
+                out.status.success()
+                    || String::from_utf8_lossy(&out.stderr).contains("AlreadyExists"),
+                "kubectl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.kubectl_ok(&["create", "token", name, "-n", namespace, "--duration=1h"])
+            .trim()
+            .to_owned()
     }
 
     /// Stops the API server (etcd and the controller manager keep running),
