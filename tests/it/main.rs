@@ -7,8 +7,10 @@ mod daemon;
 mod examples;
 mod git;
 mod golden;
+mod kube;
 mod pipeline;
 mod s3;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
