@@ -11,6 +11,7 @@ mod kube;
 mod pipeline;
 mod s3;
 mod support;
+mod target;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

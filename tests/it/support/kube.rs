@@ -190,7 +190,7 @@ impl KubeApi {
             let out = self.kubectl(args);
             assert!(
                 out.status.success()
-                    || String::from_utf8_lossy(&out.stderr).contains("AlreadyExists"),
+                    || String::from_utf8_lossy(&out.stderr).contains("already exists"),
                 "kubectl {args:?}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );

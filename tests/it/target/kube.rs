@@ -1,0 +1,326 @@
+//! The Kubernetes target against a real API server (etcd, kube-apiserver and
+//! kube-controller-manager on loopback, see `support::kube`): the real
+//! `converge` binary with a kubeconfig.
+
+use serde_json::Value;
+
+use crate::support::kube::KubeApi;
+use crate::{Project, claim, stderr};
+
+/// A project whose target is `api`'s cluster, with the admin kubeconfig.
+/// Projects sharing a cluster keep their inventories apart (`inventory`).
+fn project(api: &KubeApi, inventory: &str) -> Project {
+    let p = Project::new("");
+    let config = format!(
+        "sources:\n  - name: local\n    kind: dir\n    path: claims\n\
+         target:\n  kind: kubernetes\n  kubeconfig: {}\n  inventory_namespace: {inventory}\n\
+         safety:\n  max_delete_fraction: 0.5\n",
+        api.kubeconfig().display()
+    );
+    p.write("converge.yaml", config);
+    p
+}
+
+fn json(api: &KubeApi, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&api.kubectl_ok(&all)).expect("kubectl prints JSON")
+}
+
+/// `kind/name` -> resourceVersion of every object converge applies in `ns`.
+fn versions(api: &KubeApi, ns: &str) -> std::collections::BTreeMap<String, String> {
+    let list = json(
+        api,
+        &[
+            "get",
+            "resourcequota,limitrange,networkpolicy,configmap,service,deployment,hpa",
+            "-n",
+            ns,
+            "-l",
+            "app.kubernetes.io/managed-by=converge",
+        ],
+    );
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap_or_default(),
+                    o["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn gone_or_terminating(api: &KubeApi, ns: &str) -> bool {
+    let out = api.kubectl(&["get", "namespace", ns, "-o", "json"]);
+    if !out.status.success() {
+        return true;
+    }
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    doc["status"]["phase"] == "Terminating"
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one environment's life, step by step"
+)]
+fn claims_are_applied_updated_and_pruned_with_server_side_apply() {
+    let api = KubeApi::start();
+    let p = project(&api, "converge-system");
+    p.write("claims/dev-a.yaml", claim("dev-a", "dev"));
+    p.write("claims/dev-b.yaml", claim("dev-b", "dev"));
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Applied: labels, the field manager, the inventory in the cluster.
+    let ns = json(&api, &["get", "namespace", "dev-a"]);
+    assert_eq!(
+        ns["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "converge"
+    );
+    let deploy = json(
+        &api,
+        &[
+            "get",
+            "deployment",
+            "user-service",
+            "-n",
+            "dev-a",
+            "--show-managed-fields",
+        ],
+    );
+    assert_eq!(
+        deploy["metadata"]["labels"]["converge.dev/environment"],
+        "dev-a"
+    );
+    let managers: Vec<(&str, &str)> = deploy["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields")
+        .iter()
+        .map(|m| {
+            (
+                m["manager"].as_str().unwrap_or_default(),
+                m["operation"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(managers, [("converge", "Apply")]);
+    let inventory = json(
+        &api,
+        &[
+            "get",
+            "configmap",
+            "converge-dev-a",
+            "-n",
+            "converge-system",
+        ],
+    );
+    let listed: Value = serde_json::from_str(
+        inventory["data"]["inventory.json"]
+            .as_str()
+            .expect("inventory"),
+    )
+    .expect("inventory JSON");
+    let objects = listed["objects"].as_array().expect("objects");
+    assert_eq!(
+        objects.len(),
+        versions(&api, "dev-a").len() + 1,
+        "every object and the Namespace"
+    );
+    assert!(
+        objects
+            .iter()
+            .all(|o| !o["digest"].as_str().unwrap_or_default().is_empty())
+    );
+
+    // Unchanged: nothing is written again.
+    let before = versions(&api, "dev-a");
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        versions(&api, "dev-a"),
+        before,
+        "an unchanged pass writes nothing"
+    );
+
+    // A claim changes: only what changed is written.
+    p.write(
+        "claims/dev-a.yaml",
+        claim("dev-a", "dev").replace("v1.2.3", "v1.2.4"),
+    );
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = versions(&api, "dev-a");
+    let changed: Vec<&str> = after
+        .keys()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "ConfigMap/converge-claim",
+            "Deployment/user-service",
+            "Service/user-service"
+        ],
+        "exactly the objects whose content names the version"
+    );
+    let deploy = json(&api, &["get", "deployment", "user-service", "-n", "dev-a"]);
+    let image = deploy["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(image.ends_with(":v1.2.4"), "{image}");
+
+    // A claim goes: its environment is pruned, Namespace last, inventory gone.
+    p.remove("claims/dev-b.yaml");
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(gone_or_terminating(&api, "dev-b"));
+    assert!(
+        !api.kubectl(&[
+            "get",
+            "configmap",
+            "converge-dev-b",
+            "-n",
+            "converge-system"
+        ])
+        .status
+        .success()
+    );
+    assert!(!gone_or_terminating(&api, "dev-a"));
+
+    // A restart with an empty state dir agrees with the cluster: nothing to do.
+    let plan = p.run(&["plan"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "no changes: {}",
+        crate::stdout(&plan)
+    );
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn a_foreign_object_is_refused_and_left_untouched() {
+    let api = KubeApi::shared();
+    // Someone else's Namespace with the environment's name, and someone
+    // else's ConfigMap where another environment would put its own.
+    let _ = api.kubectl_with_input_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: dev-taken\n",
+    );
+    let _ = api.kubectl_with_input_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: dev-mixed\n  labels:\n    app.kubernetes.io/managed-by: converge\n    converge.dev/environment: dev-mixed\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: converge-claim\n  namespace: dev-mixed\ndata:\n  mine: \"yes\"\n",
+    );
+    let p = project(api, "converge-foreign");
+    p.write("claims/dev-taken.yaml", claim("dev-taken", "dev"));
+    p.write("claims/dev-mixed.yaml", claim("dev-mixed", "dev"));
+    p.write("claims/dev-fine.yaml", claim("dev-fine", "dev"));
+    let out = p.run(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("dev-taken") && err.contains("not written by converge"),
+        "{err}"
+    );
+    assert!(
+        err.contains("dev-mixed") && err.contains("ConfigMap"),
+        "{err}"
+    );
+    let ns = json(api, &["get", "namespace", "dev-taken"]);
+    assert!(
+        ns["metadata"]["labels"]
+            .get("converge.dev/environment")
+            .is_none(),
+        "untouched: {ns}"
+    );
+    let cm = json(
+        api,
+        &["get", "configmap", "converge-claim", "-n", "dev-mixed"],
+    );
+    assert_eq!(cm["data"], serde_json::json!({"mine": "yes"}), "untouched");
+    assert!(
+        !api.kubectl(&["get", "deployment", "user-service", "-n", "dev-mixed"])
+            .status
+            .success(),
+        "nothing of dev-mixed was applied"
+    );
+    assert!(
+        api.kubectl(&["get", "deployment", "user-service", "-n", "dev-fine"])
+            .status
+            .success(),
+        "the others go on"
+    );
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn an_unreachable_api_server_deletes_nothing_and_the_next_pass_recovers() {
+    let api = KubeApi::start();
+    let p = project(&api, "converge-system");
+    p.write("claims/dev-c.yaml", claim("dev-c", "dev"));
+    p.write("claims/dev-d.yaml", claim("dev-d", "dev"));
+    assert!(p.run(&["run", "--once"]).status.success());
+    api.stop_apiserver();
+    p.remove("claims/dev-d.yaml");
+    let out = p.run(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    api.start_apiserver();
+    assert!(
+        api.kubectl(&["get", "deployment", "user-service", "-n", "dev-d"])
+            .status
+            .success(),
+        "nothing deleted"
+    );
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(gone_or_terminating(&api, "dev-d"));
+    assert!(!gone_or_terminating(&api, "dev-c"));
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn a_token_without_a_verb_is_forbidden_naming_verb_and_resource() {
+    let api = KubeApi::shared();
+    // Everything converge needs but `create`/`patch` on deployments.
+    let role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: converge-partial\nrules:\n\
+- apiGroups: [\"\"]\n  resources: [namespaces, configmaps, services, resourcequotas, limitranges]\n  verbs: [get, list, watch, create, patch, update, delete]\n\
+- apiGroups: [networking.k8s.io]\n  resources: [networkpolicies]\n  verbs: [get, list, watch, create, patch, update, delete]\n\
+- apiGroups: [autoscaling]\n  resources: [horizontalpodautoscalers]\n  verbs: [get, list, watch, create, patch, update, delete]\n\
+- apiGroups: [apps]\n  resources: [deployments]\n  verbs: [get, list, watch, delete]\n---\n\
+apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: converge-partial\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: converge-partial\nsubjects:\n- kind: ServiceAccount\n  name: converge\n  namespace: partial\n";
+    let _ = api.kubectl_with_input_ok(&["apply", "-f", "-"], role);
+    let token = api.service_account_token("partial", "converge");
+    let p = Project::new("");
+    let kubeconfig = p.path("kubeconfig");
+    api.write_kubeconfig(&kubeconfig, Some("partial"), &token);
+    p.write(
+        "converge.yaml",
+        format!(
+            "sources:\n  - name: local\n    kind: dir\n    path: claims\n\
+             target:\n  kind: kubernetes\n  kubeconfig: {}\n  context: partial\n  inventory_namespace: converge-rbac\n",
+            kubeconfig.display()
+        ),
+    );
+    p.write("claims/dev-rbac.yaml", claim("dev-rbac", "dev"));
+    let out = p.run(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("forbidden") && err.contains("patch deployments.apps"),
+        "{err}"
+    );
+}

@@ -1,0 +1,3 @@
+//! Targets against the real servers they talk to.
+
+mod kube;
