@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use crate::support::daemon::Daemon;
 use crate::support::{Project, claim, converge, repo, stderr, stdout, test_ca, which};
 
+/// A copy of the quick start: its claims and tags, state in `.converge`, and
+/// a mass-deletion gate at half the environments.
 fn quickstart() -> Project {
     let p = Project::new("state_dir: .converge\nsafety:\n  max_delete_fraction: 0.5\n");
     for entry in std::fs::read_dir(repo().join("examples/quickstart/claims")).expect("claims") {
