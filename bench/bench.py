@@ -321,7 +321,7 @@ http {{
 
 
 # The Garage S3 server for S3 (bucket): started and provisioned as
-# tests/it/s3.rs does, under scripts/garage (which also stops it if this
+# tests/it/support/garage.rs does, under scripts/garage (which also stops it if this
 # process dies without cleaning up), with a fixed SigV4 key.
 GARAGE_KEY_ID = "GK0c0de0c0de0c0de0c0de0c01"
 GARAGE_SECRET = "5ec2e7a15ec2e7a15ec2e7a15ec2e7a15ec2e7a15ec2e7a15ec2e7a15ec2e7a1"
@@ -1264,7 +1264,7 @@ STANDING_NOTES = [
     "(`converge_passes_total` stays put). Git blob reads, fetches and ref checks per poll come from "
     "`converge_git_*_total`. The peer is a no-op `git fetch` (ref advertisement, nothing to fetch).",
     "S3 (bucket): the N JSON claims are PUT (SigV4, 16 at a time) into a bucket of a one-node Garage on "
-    "loopback (sqlite metadata, started and provisioned as tests/it/s3.rs does); the daemon polls it through an "
+    "loopback (sqlite metadata, started and provisioned as tests/it/support/garage.rs does); the daemon polls it through an "
     "`s3` source every 1 s (path-style, key files). After its first pass (`/ready`), the window starts just after "
     "a poll completes (`converge_source_polls_total` seen to move, scraped every 20 ms) and lasts `--idle` "
     "seconds; LIST and GET calls are `converge_s3_requests_total{op=\"list\"|\"get\"}` deltas (every attempt, "

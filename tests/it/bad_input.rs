@@ -3,7 +3,7 @@
 //! or hangs, and the good claim beside it is still validated, rendered and
 //! applied. The big and deep inputs are generated here, never committed.
 
-use crate::{Project, claim, converge, stderr, stdout};
+use crate::support::{Project, claim, converge, stderr, stdout};
 
 /// Nesting depth of the deep documents.
 const DEEP: usize = 10_000;

@@ -1,7 +1,7 @@
 //! The command line end to end: exit codes, idempotent apply, pruning, the
 //! mass-deletion gate, expiry, unresolved versions, custom templates.
 
-use crate::{Project, claim, stderr, stdout};
+use crate::support::{Project, claim, converge, stderr, stdout};
 
 fn code(o: &std::process::Output) -> Option<i32> {
     o.status.code()
@@ -282,7 +282,7 @@ fn relative_paths_resolve_against_the_config_file() {
     p.write("claims/a.yaml", claim("dev-a", "dev"));
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let config = p.path("converge.yaml");
-    let run = crate::converge(
+    let run = converge(
         elsewhere.path(),
         &["run", "--once", "--config", config.to_str().expect("utf-8")],
     );

@@ -1,7 +1,7 @@
 //! Examples are tests: every example claim validates, and the quick start
 //! applies every one of them.
 
-use crate::{converge, repo, stderr, stdout};
+use crate::support::{converge, repo, stderr, stdout};
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("mkdir");

@@ -2,7 +2,7 @@
 //! render`, compared byte for byte with `tests/golden/<type>.yaml`. Set
 //! `UPDATE_GOLDEN=1` to rewrite the files after an intended change.
 
-use crate::{converge, repo, stderr, stdout};
+use crate::support::{converge, repo, stderr, stdout};
 
 fn check(env_type: &str) {
     let dir = repo().join("tests/golden");

@@ -5,7 +5,7 @@ use converge::pipeline::{Cache, Options};
 use converge::source::{Content, Revision, Snapshot, SourceFile, SourceKind};
 use converge::target::Inventory;
 
-use crate::claim;
+use crate::support::claim;
 
 fn snapshot(files: &[(String, String)]) -> Snapshot {
     Snapshot {

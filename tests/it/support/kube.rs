@@ -379,7 +379,7 @@ impl Server {
             .append(true)
             .open(log)
             .expect("log file");
-        let mut tether = Command::new(crate::repo().join("scripts/tether"));
+        let mut tether = Command::new(super::repo().join("scripts/tether"));
         tether.arg("--grace").arg(grace.to_string());
         if let Some(dir) = remove {
             tether.arg("--remove").arg(dir);

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::support::kube::KubeApi;
-use crate::{Project, claim, stderr};
+use crate::support::{Project, claim, stderr};
 
 /// A project whose target is `api`'s cluster, with the admin kubeconfig.
 /// Projects sharing a cluster keep their inventories apart (`inventory`).
@@ -206,7 +206,7 @@ fn claims_are_applied_updated_and_pruned_with_server_side_apply() {
         plan.status.code(),
         Some(0),
         "no changes: {}",
-        crate::stdout(&plan)
+        crate::support::stdout(&plan)
     );
 }
 

@@ -1,3 +1,4 @@
 //! Targets against the real servers they talk to.
 
+mod cluster;
 mod kube;

@@ -1,234 +1,28 @@
 //! The daemon end to end: the real binary on a free loopback port against a
-//! copy of the quick start. Waits are bounded polls (a timeout is a failure,
-//! never a performance assertion).
+//! copy of the quick start (a dir source); `git.rs` and `s3.rs` run it against
+//! a git server and a bucket.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod git;
+mod s3;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Project, claim};
+use crate::support::daemon::Daemon;
+use crate::support::{Project, claim, converge, repo, stderr, stdout, test_ca, which};
 
-/// A running `converge run`.
-pub struct Daemon {
-    child: Option<Child>,
-    pub addr: String,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts `converge run --listen 127.0.0.1:0` in `dir` and waits until it listens.
-    pub fn start(dir: &Path) -> Daemon {
-        Self::try_start(dir).unwrap_or_else(|log| panic!("daemon did not start:\n{log}"))
-    }
-
-    /// Like `start`, but returns the log when the daemon exits or never listens.
-    pub fn try_start(dir: &Path) -> Result<Daemon, String> {
-        let log = dir.join(format!("daemon-{}.log", fastrand::u32(..)));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_converge"))
-            .args(["run", "--listen", "127.0.0.1:0"])
-            .current_dir(dir)
-            .env("CONVERGE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("converge starts");
-        let mut daemon = Daemon {
-            child: Some(child),
-            addr: String::new(),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let text = daemon.log();
-            if let Some(rest) = text
-                .split("api listening on ")
-                .nth(1)
-                .and_then(|r| r.split("://").nth(1))
-            {
-                rest.lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .clone_into(&mut daemon.addr);
-                return Ok(daemon);
-            }
-            if let Some(status) = daemon
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                daemon.child = None;
-                return Err(format!("exited with {status}:\n{text}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(daemon.log())
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// A raw HTTP/1.1 request; returns (status, headers, body).
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> (u16, String, String) {
-        http(&self.addr, method, path, headers)
-    }
-
-    pub fn get(&self, path: &str) -> (u16, String) {
-        let (status, _, body) = self.request("GET", path, &[]);
-        (status, body)
-    }
-
-    pub fn json(&self, path: &str) -> serde_json::Value {
-        let (status, body) = self.get(path);
-        assert_eq!(status, 200, "GET {path}: {body}");
-        serde_json::from_str(&body).expect("JSON body")
-    }
-
-    /// Polls until `check` holds (at most 20 s).
-    pub fn wait_for(&self, what: &str, mut check: impl FnMut(&Daemon) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if check(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("timed out waiting for {what}\n--- log ---\n{}", self.log());
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        let list = self.json("/api/v1/environments");
-        list["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .map(|i| i["name"].as_str().expect("name").to_owned())
-            .collect()
-    }
-
-    /// SIGTERM, then the exit code.
-    pub fn terminate(mut self) -> Option<i32> {
-        let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("no exit after SIGTERM");
-    }
-
-    /// SIGKILL, no chance to clean up.
-    pub fn kill9(mut self) {
-        let mut child = self.child.take().expect("running");
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A minimal HTTP/1.1 client over loopback (Connection: close).
-pub fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        request = format!("{request}{k}: {v}\r\n");
-    }
-    if method == "POST" || method == "PUT" {
-        request.push_str("Content-Length: 2\r\n\r\n{}");
-    } else {
-        request.push_str("\r\n");
-    }
-    stream.write_all(request.as_bytes()).expect("write");
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).expect("status line");
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    let mut head = String::new();
-    let mut chunked = false;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("header");
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        chunked |= line
-            .to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked");
-        head.push_str(&line);
-    }
-    let mut raw = Vec::new();
-    if method != "HEAD" {
-        reader.read_to_end(&mut raw).expect("body");
-    }
-    let body = if chunked { dechunk(&raw) } else { raw };
-    (status, head, String::from_utf8_lossy(&body).into_owned())
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap_or("0").trim(), 16)
-                .unwrap_or(0);
-        if size == 0 {
-            return out;
-        }
-        raw = &raw[end + 2..];
-        out.extend_from_slice(&raw[..size.min(raw.len())]);
-        raw = &raw[(size + 2).min(raw.len())..];
-    }
-}
-
+/// A copy of the quick start: its claims and tags, state in `.converge`, and
+/// a mass-deletion gate at half the environments.
 fn quickstart() -> Project {
     let p = Project::new("state_dir: .converge\nsafety:\n  max_delete_fraction: 0.5\n");
-    for entry in
-        std::fs::read_dir(crate::repo().join("examples/quickstart/claims")).expect("claims")
-    {
+    for entry in std::fs::read_dir(repo().join("examples/quickstart/claims")).expect("claims") {
         let entry = entry.expect("entry");
         std::fs::copy(entry.path(), p.path("claims").join(entry.file_name())).expect("copy");
     }
-    let config = std::fs::read_to_string(crate::repo().join("examples/quickstart/converge.yaml"))
-        .expect("config");
+    let config =
+        std::fs::read_to_string(repo().join("examples/quickstart/converge.yaml")).expect("config");
     let tags = config.split("tags:").nth(1).expect("quick start has tags");
     let mut own = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
     own.push_str("tags:");
@@ -352,7 +146,7 @@ fn the_api_is_read_only_and_can_require_a_token() {
         &[("Authorization", "Bearer s3cret-token")],
     );
     assert_eq!((status, body.as_str()), (200, ""));
-    let status_cli = crate::converge(
+    let status_cli = converge(
         p.dir.path(),
         &[
             "status",
@@ -362,16 +156,11 @@ fn the_api_is_read_only_and_can_require_a_token() {
             "token",
         ],
     );
-    assert_eq!(
-        status_cli.status.code(),
-        Some(0),
-        "{}",
-        crate::stderr(&status_cli)
-    );
-    let table = crate::stdout(&status_cli);
+    assert_eq!(status_cli.status.code(), Some(0), "{}", stderr(&status_cli));
+    let table = stdout(&status_cli);
     assert!(table.starts_with("NAME"), "{table}");
     assert!(table.contains("prod-team1-payments"), "{table}");
-    let one = crate::converge(
+    let one = converge(
         p.dir.path(),
         &[
             "status",
@@ -382,12 +171,8 @@ fn the_api_is_read_only_and_can_require_a_token() {
             "sue-team2-eval",
         ],
     );
-    assert!(
-        crate::stdout(&one).contains("History:"),
-        "{}",
-        crate::stdout(&one)
-    );
-    let denied = crate::converge(
+    assert!(stdout(&one).contains("History:"), "{}", stdout(&one));
+    let denied = converge(
         p.dir.path(),
         &["status", "--url", &format!("http://{}", d.addr)],
     );
@@ -508,18 +293,26 @@ fn a_corrupt_or_foreign_state_file_is_a_clear_startup_error() {
 }
 
 #[test]
+fn metrics_are_served_as_openmetrics_text() {
+    let p = quickstart();
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let (status, head, _) = d.request("GET", "/metrics", &[]);
+    assert_eq!(status, 200);
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+}
+
+#[test]
+#[ignore = "needs python3 with prometheus-client (scripts/test installs it)"]
 fn metrics_parse_with_the_prometheus_reference_parser() {
     let p = quickstart();
     let d = Daemon::start(p.dir.path());
     d.wait_for("ready", |d| d.get("/ready").0 == 200);
-    let (status, head, body) = d.request("GET", "/metrics", &[]);
+    let (status, _, body) = d.request("GET", "/metrics", &[]);
     assert_eq!(status, 200);
-    assert!(head.contains("application/openmetrics-text"), "{head}");
     let script = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
                   names = sorted({f.name for f in parse(sys.stdin.read())})\nprint('\\n'.join(names))\n";
-    let Some(out) = python(script, &body) else {
-        return;
-    };
+    let out = python(script, &body);
     for want in [
         "converge_pass_duration_seconds",
         "converge_environments",
@@ -536,19 +329,16 @@ fn metrics_parse_with_the_prometheus_reference_parser() {
     }
 }
 
-/// Runs a Python script (needs the `prometheus-client` package); `None` when
-/// Python tools are absent and not required (`CONVERGE_REQUIRE_TOOLS` unset).
-fn python(script: &str, stdin: &str) -> Option<String> {
-    let child = Command::new("python3")
+/// Runs a Python script that reads `stdin` (the `prometheus-client` package
+/// installed) and returns what it prints.
+fn python(script: &str, stdin: &str) -> String {
+    let mut child = Command::new("python3")
         .args(["-c", script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => return skip(&format!("python3: {e}")),
-    };
+        .spawn()
+        .expect("needs python3 (scripts/test installs it)");
     child
         .stdin
         .take()
@@ -557,32 +347,19 @@ fn python(script: &str, stdin: &str) -> Option<String> {
         .expect("write");
     let out = child.wait_with_output().expect("python runs");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    if err.contains("No module named 'prometheus_client'") {
-        return skip("the prometheus-client Python package is not installed");
-    }
+    assert!(
+        !err.contains("No module named 'prometheus_client'"),
+        "needs the prometheus-client Python package (scripts/test installs it)"
+    );
     assert!(
         out.status.success(),
         "the parser refused the metrics: {err}"
     );
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Skips a test whose tool is missing, unless tools are required (`scripts/test`).
-pub fn skip_tool(why: &str) {
-    let _ = skip(why);
-}
-
-fn skip(why: &str) -> Option<String> {
-    assert!(
-        std::env::var_os("CONVERGE_REQUIRE_TOOLS").is_none(),
-        "required tool missing: {why}"
-    );
-    eprintln!("skipped: {why} (scripts/test installs it)");
-    None
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
-fn the_status_page_shows_the_environments_in_a_real_browser() {
+fn the_status_page_is_html_listing_the_environments() {
     let p = quickstart();
     let d = Daemon::start(p.dir.path());
     d.wait_for("ready", |d| d.get("/ready").0 == 200);
@@ -592,13 +369,18 @@ fn the_status_page_shows_the_environments_in_a_real_browser() {
         html.contains("sue-team2-eval") && html.contains("in "),
         "{html}"
     );
-    let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
+}
+
+#[test]
+#[ignore = "needs chromium (scripts/test installs it)"]
+fn the_status_page_shows_the_environments_in_a_real_browser() {
+    let p = quickstart();
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|b| which(b))
-    else {
-        skip("chromium is not installed");
-        return;
-    };
+        .expect("needs chromium (scripts/test installs it)");
     let profile = tempfile::tempdir().expect("profile dir");
     let shot = p.path("status.png");
     let url = format!("http://{}/", d.addr);
@@ -645,45 +427,11 @@ fn the_status_page_shows_the_environments_in_a_real_browser() {
     );
 }
 
-fn which(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// A test CA (`ca.pem`) and a leaf for 127.0.0.1 (`cert.pem`, `key.pem`) in `dir`.
-pub fn test_ca(dir: &Path) -> Option<()> {
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .ok()?;
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    let steps = [
-        format!("req -x509 {ec} -days 1 -subj /CN=converge-test-CA -keyout ca.key -out ca.pem"),
-        format!("req {ec} -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr"),
-        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile leaf.ext -out cert.pem".to_owned(),
-    ];
-    steps
-        .iter()
-        .all(|args| {
-            Command::new("openssl")
-                .args(args.split(' '))
-                .current_dir(dir)
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .then_some(())
-}
-
 #[test]
+#[ignore = "needs openssl (scripts/test installs it)"]
 fn the_api_serves_tls_and_the_status_command_trusts_a_given_ca() {
     let p = quickstart();
-    if test_ca(p.dir.path()).is_none() {
-        skip("openssl cannot make a test certificate");
-        return;
-    }
+    test_ca(p.dir.path());
     let mut config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
     config.push_str("api:\n  tls:\n    cert_file: cert.pem\n    key_file: key.pem\n");
     std::fs::write(p.path("converge.yaml"), config).expect("write");
@@ -692,7 +440,7 @@ fn the_api_serves_tls_and_the_status_command_trusts_a_given_ca() {
     let url = format!("https://{}", d.addr);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let out = crate::converge(
+        let out = converge(
             p.dir.path(),
             &[
                 "status",
@@ -704,18 +452,18 @@ fn the_api_serves_tls_and_the_status_command_trusts_a_given_ca() {
                 "json",
             ],
         );
-        if out.status.code() == Some(0) && crate::stdout(&out).contains("sue-team2-eval") {
+        if out.status.code() == Some(0) && stdout(&out).contains("sue-team2-eval") {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "status over TLS: {}{}",
-            crate::stdout(&out),
-            crate::stderr(&out)
+            stdout(&out),
+            stderr(&out)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let untrusted = crate::converge(p.dir.path(), &["status", "--url", &url]);
+    let untrusted = converge(p.dir.path(), &["status", "--url", &url]);
     assert_eq!(untrusted.status.code(), Some(2), "an unknown CA is refused");
 }
 
