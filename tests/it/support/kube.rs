@@ -27,8 +27,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-/// How long a server may take to become ready (11 minutes of builds on busy
-/// cores are not the concern here, but a loaded machine is).
+/// How long a server may take to become ready: ~3 s on quiet cores, 8 s seen
+/// while others compiled; generous for a loaded CI machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The issuer of `ServiceAccount` tokens.
@@ -210,6 +210,10 @@ impl KubeApi {
     /// Starts the API server again (after [`KubeApi::stop_apiserver`]) on the
     /// same port and etcd, and waits until it is ready.
     pub fn start_apiserver(&self) {
+        assert!(
+            self.servers().apiserver.is_none(),
+            "start_apiserver: one is running"
+        );
         let bin = tool("kube-apiserver");
         let d = self.dir.path();
         let p = |name: &str| d.join(name).display().to_string();
@@ -245,7 +249,10 @@ impl KubeApi {
         loop {
             server.check_running();
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && self.kubectl(&["get", "--raw", "/readyz"]).status.success()
+                && self
+                    .kubectl(&["get", "--raw", "/readyz", "--request-timeout=5s"])
+                    .status
+                    .success()
             {
                 break;
             }
@@ -256,8 +263,7 @@ impl KubeApi {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let previous = self.servers().apiserver.replace(server);
-        assert!(previous.is_none(), "start_apiserver: one is running");
+        self.servers().apiserver = Some(server);
     }
 
     /// Stops the API server and starts it again on the same port and etcd.
