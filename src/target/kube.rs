@@ -175,6 +175,17 @@ impl Kubernetes {
         })
     }
 
+    /// Environments applied at once: a quarter of `concurrency`.
+    fn environments_at_once(&self) -> usize {
+        (self.options.concurrency / 4).max(1)
+    }
+
+    /// Requests in flight within one environment, so that in all at most
+    /// `concurrency` are.
+    fn per_environment(&self) -> usize {
+        (self.options.concurrency / self.environments_at_once()).max(1)
+    }
+
     fn cached(&self) -> std::sync::MutexGuard<'_, Option<Arc<Inventory>>> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -538,7 +549,7 @@ impl Kubernetes {
             .map(|id| self.check_owner(id, name))
             .collect();
         stream::iter(checks)
-            .buffer_unordered(self.options.concurrency.max(1))
+            .buffer_unordered(self.per_environment())
             .try_collect::<Vec<bool>>()
             .await
             .map(drop)
@@ -561,7 +572,7 @@ impl Kubernetes {
                 .map(|id| async move { (id, self.delete_object(id, name).await) })
                 .collect();
             let done: Vec<(&ObjectRef, Result<(), super::Error>)> = stream::iter(deletes)
-                .buffer_unordered(self.options.concurrency.max(1))
+                .buffer_unordered(self.per_environment())
                 .collect()
                 .await;
             for (id, outcome) in done {
@@ -624,7 +635,7 @@ impl Kubernetes {
                 .map(|r| async move { (*r, self.apply_object(r, name).await) })
                 .collect();
             let done: Vec<(&Rendered, Result<(), super::Error>)> = stream::iter(applies)
-                .buffer_unordered(self.options.concurrency.max(1))
+                .buffer_unordered(self.per_environment())
                 .collect()
                 .await;
             for (r, outcome) in done {
@@ -701,7 +712,7 @@ impl Target for Kubernetes {
                         })
                         .collect();
                 }
-                let per_env = (self.options.concurrency / 4).max(1);
+                let per_env = self.environments_at_once();
                 let applies: Vec<_> = changes
                     .iter()
                     .map(|c| {
