@@ -92,6 +92,13 @@ names! {
         /// The claim's source cannot be read now (or not yet since start).
         SourceUnavailable = "SourceUnavailable",
         MassDeletionHeld = "MassDeletionHeld",
+        // Health (the target's observation of applied objects)
+        /// Some object is not current yet, within the health timeout.
+        Progressing = "Progressing",
+        /// Some object was not current within the health timeout.
+        ProgressDeadlineExceeded = "ProgressDeadlineExceeded",
+        /// Some object failed (the message names it and why).
+        Unhealthy = "Unhealthy",
         // Apply failures (the target's reasons)
         TargetIo = "TargetIo",
         TargetUnavailable = "TargetUnavailable",
@@ -118,6 +125,8 @@ names! {
         SecretsUnavailable = "SecretsUnavailable",
         VersionUnresolved = "VersionUnresolved",
         RenderFailed = "RenderFailed",
+        Reconciling = "Reconciling",
+        Stalled = "Stalled",
     }
 }
 

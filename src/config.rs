@@ -403,6 +403,14 @@ pub struct ReconcileConfig {
     /// Passes kept in each environment's history.
     #[serde(default = "default_history")]
     pub history: usize,
+    /// How long after an apply an object may take to become current (a
+    /// Deployment rolled out) before its environment is `Stalled`.
+    #[serde(default = "default_health_timeout", deserialize_with = "de_duration")]
+    pub health_timeout: Duration,
+}
+
+fn default_health_timeout() -> Duration {
+    Duration::from_mins(10)
 }
 
 impl Default for ReconcileConfig {
@@ -411,6 +419,7 @@ impl Default for ReconcileConfig {
             dir_interval: default_interval(),
             max_backoff: default_max_backoff(),
             history: default_history(),
+            health_timeout: default_health_timeout(),
         }
     }
 }

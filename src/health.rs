@@ -81,6 +81,16 @@ impl ObjectHealth {
         ObjectHealth::new(Status::NotFound, reason::NOT_FOUND, "not found".to_owned())
     }
 
+    /// The health of an object the target has not observed yet.
+    #[must_use]
+    pub fn not_observed() -> ObjectHealth {
+        ObjectHealth::new(
+            Status::InProgress,
+            reason::NOT_OBSERVED,
+            "not observed yet".to_owned(),
+        )
+    }
+
     fn new(status: Status, reason: &'static str, message: String) -> ObjectHealth {
         ObjectHealth {
             status,
@@ -107,6 +117,8 @@ pub mod reason {
     /// The object is current (every kind); the environment is ready.
     pub const CURRENT: &str = "Current";
     pub const NOT_FOUND: &str = "NotFound";
+    /// The target has not observed the object yet (its watch has not synced).
+    pub const NOT_OBSERVED: &str = "NotObserved";
     /// `metadata.deletionTimestamp` is set, or a Namespace is in phase
     /// `Terminating`.
     pub const TERMINATING: &str = "Terminating";
@@ -166,6 +178,7 @@ pub mod reason {
     pub const ALL: &[&str] = &[
         CURRENT,
         NOT_FOUND,
+        NOT_OBSERVED,
         TERMINATING,
         NOT_AN_OBJECT,
         LATEST_GENERATION_NOT_OBSERVED,

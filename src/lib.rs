@@ -46,8 +46,9 @@ pub mod yaml;
 #[cfg(test)]
 mod tidy;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
@@ -103,6 +104,9 @@ pub struct PassOptions {
     /// Apply the plan (false: plan only).
     pub apply: bool,
     pub allow_mass_delete: bool,
+    /// Read the applied objects' health from the target (the daemon; a
+    /// one-shot pass does not wait for rollouts).
+    pub observe_health: bool,
 }
 
 /// What one pass saw, decided and did.
@@ -116,16 +120,35 @@ pub struct PassOutcome {
     pub live: Arc<Inventory>,
     /// The work done, re-authorizations after apply included.
     pub counters: Counters,
+    /// Each live environment's health, when observed (the target observes
+    /// health and the pass was asked to).
+    pub health: BTreeMap<String, health::EnvironmentHealth>,
 }
 
 /// What a pass keeps for the next one: the daemon holds it across passes,
 /// one-shot commands start from empty.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Memory {
     /// Evaluations of unchanged files.
     pub cache: pipeline::Cache,
     /// Environments the last plan found in sync.
     pub in_sync: plan::InSync,
+    /// When each environment was last applied by this process.
+    pub applied_at: HashMap<String, Instant>,
+    /// When this memory began (the last apply of environments applied
+    /// before: the health timeout counts from the start).
+    pub started: Instant,
+}
+
+impl Default for Memory {
+    fn default() -> Memory {
+        Memory {
+            cache: pipeline::Cache::default(),
+            in_sync: plan::InSync::default(),
+            applied_at: HashMap::new(),
+            started: Instant::now(),
+        }
+    }
 }
 
 /// A config wired to its pipeline and target.
@@ -234,6 +257,7 @@ impl Converge {
                 report: None,
                 live,
                 counters,
+                health: BTreeMap::new(),
             });
         };
         let applied: BTreeSet<&str> = report.applied.iter().map(String::as_str).collect();
@@ -257,13 +281,48 @@ impl Converge {
         } else {
             self.target.inventory().unwrap_or(live)
         };
+        let applied_now = Instant::now();
+        for name in &report.applied {
+            memory.applied_at.insert(name.clone(), applied_now);
+        }
+        memory
+            .applied_at
+            .retain(|name, _| live.environments.contains_key(name));
+        let health = if options.observe_health {
+            self.observe_health(&live, memory)
+        } else {
+            BTreeMap::new()
+        };
         Ok(PassOutcome {
             evaluation,
             plan,
             report: Some(report),
             live,
             counters,
+            health,
         })
+    }
+}
+
+impl Converge {
+    /// The health step: each live environment's objects as the target
+    /// observes them, folded with the health timeout counted from the
+    /// environment's last apply.
+    fn observe_health(
+        &self,
+        live: &Inventory,
+        memory: &Memory,
+    ) -> BTreeMap<String, health::EnvironmentHealth> {
+        let timeout = self.config.reconcile.health_timeout;
+        live.environments
+            .iter()
+            .filter_map(|(name, env)| {
+                let objects = self.target.health(name, env)?;
+                let since = memory.applied_at.get(name).unwrap_or(&memory.started);
+                let health = health::environment(&objects, since.elapsed(), timeout);
+                Some((name.clone(), health))
+            })
+            .collect()
     }
 }
 

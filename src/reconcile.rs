@@ -91,6 +91,9 @@ pub fn jitter(d: Duration, spread: f64) -> Duration {
     d.mul_f64(1.0 - spread * fastrand::f64())
 }
 
+/// How soon a pass looks again at environments whose objects are rolling out.
+const HEALTH_RECHECK: Duration = Duration::from_secs(2);
+
 /// Object steps of the last plan kept for `/api/v1/plan` and the status page.
 const PLAN_STEPS_KEPT: usize = 1000;
 
@@ -614,6 +617,7 @@ impl Daemon {
             now,
             apply: true,
             allow_mass_delete: allowed,
+            observe_health: true,
         };
         let result = self
             .converge
@@ -817,6 +821,7 @@ impl Daemon {
             failed: &failed,
             applying: outcome.report.as_ref().is_some_and(|r| !r.held),
             live: &outcome.live,
+            health: &outcome.health,
         };
         let (statuses, touched) = status::statuses(
             &facts,
@@ -867,7 +872,14 @@ impl Daemon {
             .filter(|at| *at > now)
             .min()
             .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO));
-        match retry.into_iter().chain(expiry).min() {
+        // While something rolls out, look again soon (health comes from the
+        // target's watches, not from an input change).
+        let rolling = outcome
+            .health
+            .values()
+            .any(|h| h.reconciling)
+            .then_some(HEALTH_RECHECK);
+        match retry.into_iter().chain(expiry).chain(rolling).min() {
             Some(d) => Action::Requeue(d),
             None => Action::AwaitChange,
         }

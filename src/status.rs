@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
-use crate::condition::{Condition, Reason};
+use crate::condition::{Condition, ConditionType, Reason};
 use crate::inventory::{Inventory, LiveEnvironment};
 use crate::pipeline::{Desired, Evaluation};
 use crate::plan::{Change, EnvironmentPlan, Plan};
@@ -202,6 +202,8 @@ pub struct PassFacts<'a> {
     pub applying: bool,
     /// The target's inventory after the pass.
     pub live: &'a Inventory,
+    /// Each environment's health, where the target observes it.
+    pub health: &'a BTreeMap<String, crate::health::EnvironmentHealth>,
 }
 
 /// Every environment's status after a pass, and the names whose status
@@ -238,7 +240,10 @@ pub fn statuses(
         else {
             continue;
         };
+        let (ready, status, reason, message, health) =
+            with_health(facts.health.get(name), (ready, status, reason, message));
         let mut conditions = vec![Condition::ready(ready, reason, message)];
+        conditions.extend(health);
         conditions.extend(eval.conditions.get(name).into_iter().flatten().cloned());
         let before = previous.get(name);
         if let Some(b) = before
@@ -388,6 +393,40 @@ fn readiness(
         let message = "up to date".to_owned();
         (true, "Ready", Reason::Unchanged, message)
     })
+}
+
+/// An environment that is otherwise ready is ready only when its objects are
+/// healthy: while some object rolls out it is `Reconciling`, and once one
+/// failed or the health timeout passed it is `Stalled`; the condition of
+/// that name says which objects and why.
+fn with_health(
+    health: Option<&crate::health::EnvironmentHealth>,
+    (ready, status, reason, message): (bool, &'static str, Reason, String),
+) -> (bool, &'static str, Reason, String, Option<Condition>) {
+    let Some(h) = health.filter(|h| ready && !h.ready) else {
+        return (ready, status, reason, message, None);
+    };
+    let (status, kind, reason) = if h.stalled {
+        let reason = if h.reason == crate::health::reason::PROGRESS_DEADLINE_EXCEEDED {
+            Reason::ProgressDeadlineExceeded
+        } else {
+            Reason::Unhealthy
+        };
+        ("Stalled", ConditionType::Stalled, reason)
+    } else {
+        (
+            "Reconciling",
+            ConditionType::Reconciling,
+            Reason::Progressing,
+        )
+    };
+    let message = if reason == Reason::Unhealthy {
+        format!("{}: {}", h.reason, h.message)
+    } else {
+        h.message.clone()
+    };
+    let condition = Condition::problem(kind, reason, message.clone());
+    (false, status, reason, message, Some(condition))
 }
 
 fn same(a: Option<&Arc<Desired>>, b: Option<&Arc<Desired>>) -> bool {

@@ -34,7 +34,7 @@
 //! Every API call runs on a runtime this target owns ([`crate::blocking`]):
 //! the pass stays synchronous.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{EnvironmentChange, EnvironmentRecord, Inventory, LiveEnvironment, Target};
 use crate::config::KubernetesConfig;
+use crate::health::ObjectHealth;
 use crate::object::{ObjectRef, kind, kind_rank, shared};
 use crate::render::{Digest, ENVIRONMENT_LABEL, MANAGED_BY, Rendered};
 
@@ -96,15 +97,143 @@ pub enum SetupError {
 /// Group, version, kind.
 type Gvk = (String, String, String);
 
+/// Kinds whose status says whether they rolled out: watched for health.
+const WATCHED: &[&str] = &["Deployment", "StatefulSet", "DaemonSet", "Job"];
+
+/// What the health watches have seen: each watched object's health by
+/// (kind, namespace, name), and the kinds whose first listing is complete.
+#[derive(Debug, Default)]
+struct Observed {
+    objects: HashMap<(&'static str, String, String), ObjectHealth>,
+    synced: HashSet<&'static str>,
+}
+
+/// Label-selected watches of the workload kinds, on a thread of their own (a
+/// current-thread runtime runs only while blocked on): one LIST and one
+/// WATCH per kind, whatever the number of environments. Stopped when the
+/// target is dropped.
+struct Watches {
+    observed: Arc<Mutex<Observed>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Watches {
+    /// Starts the watches with a client of their own: a client's request
+    /// queue runs on the runtime it was made on.
+    fn start(config: kube::Config) -> Watches {
+        use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch};
+        let observed = Arc::new(Mutex::new(Observed::default()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shared = observed.clone();
+        let spawned = std::thread::Builder::new()
+            .name("converge-kube-watch".into())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    tracing::error!("cannot start the health watches' runtime");
+                    return;
+                };
+                runtime.block_on(async move {
+                    let client = match kube::Client::try_from(config) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start the health watches' client");
+                            return;
+                        }
+                    };
+                    let o = &shared;
+                    let watches = futures::future::join4(
+                        watch::<apps::Deployment>(client.clone(), "Deployment", o),
+                        watch::<apps::StatefulSet>(client.clone(), "StatefulSet", o),
+                        watch::<apps::DaemonSet>(client.clone(), "DaemonSet", o),
+                        watch::<batch::Job>(client, "Job", o),
+                    );
+                    tokio::select! {
+                        _ = watches => {}
+                        _ = stopped => {}
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the health watches");
+        }
+        Watches {
+            observed,
+            _stop: stop,
+        }
+    }
+}
+
+/// Follows one kind's objects carrying converge's label into `observed`.
+async fn watch<K>(client: kube::Client, kind: &'static str, observed: &Mutex<Observed>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + Serialize
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    use kube::runtime::{WatchStreamExt, watcher};
+    let key = |o: &K| {
+        let meta = o.meta();
+        (
+            kind,
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    };
+    let health = |o: &K| {
+        serde_json::to_value(o).map_or_else(
+            |_| ObjectHealth::not_observed(),
+            |doc| crate::health::object(kind, &doc),
+        )
+    };
+    let config = watcher::Config::default().labels(&format!("{MANAGED_BY}=converge"));
+    let mut events = watcher(Api::<K>::all(client), config)
+        .default_backoff()
+        .boxed();
+    let mut listing = HashMap::new();
+    while let Some(event) = events.next().await {
+        let lock = || observed.lock().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            Ok(watcher::Event::Init) => listing.clear(),
+            Ok(watcher::Event::InitApply(o)) => {
+                listing.insert(key(&o), health(&o));
+            }
+            Ok(watcher::Event::InitDone) => {
+                let mut seen = lock();
+                seen.objects.retain(|k, _| k.0 != kind);
+                seen.objects.extend(listing.drain());
+                seen.synced.insert(kind);
+            }
+            Ok(watcher::Event::Apply(o)) => {
+                lock().objects.insert(key(&o), health(&o));
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                lock().objects.remove(&key(&o));
+            }
+            Err(e) => tracing::debug!(kind, error = %e, "health watch failed; retrying"),
+        }
+    }
+}
+
 /// A cluster, through its API server.
 pub struct Kubernetes {
     runtime: crate::blocking::Runtime,
     client: kube::Client,
+    /// For clients on other runtimes (the health watches).
+    config: kube::Config,
     options: KubernetesConfig,
     /// Discovery results by group, version and kind.
     resources: Mutex<HashMap<Gvk, (ApiResource, Scope)>>,
     /// The inventory as last read or written (like the manifests target's).
     cache: Mutex<Option<Arc<Inventory>>>,
+    /// Started by the first [`Target::health`].
+    watches: std::sync::OnceLock<Watches>,
 }
 
 impl std::fmt::Debug for Kubernetes {
@@ -164,14 +293,16 @@ impl Kubernetes {
         config.write_timeout = Some(options.timeout);
         config.connect_timeout = Some(options.timeout.min(Duration::from_secs(5)));
         let client = runtime
-            .block_on(async { kube::Client::try_from(config) })
+            .block_on(async { kube::Client::try_from(config.clone()) })
             .map_err(SetupError::Client)?;
         Ok(Kubernetes {
             runtime,
             client,
+            config,
             options: options.clone(),
             resources: Mutex::new(HashMap::new()),
             cache: Mutex::new(None),
+            watches: std::sync::OnceLock::new(),
         })
     }
 
@@ -686,6 +817,38 @@ impl Target for Kubernetes {
 
     fn reload(&self) {
         *self.cached() = None;
+    }
+
+    /// Workloads' health from the watches: an object not listed yet is not
+    /// observed (in progress); one gone after the first listing is not found.
+    fn health(
+        &self,
+        environment: &str,
+        live: &LiveEnvironment,
+    ) -> Option<Vec<(String, ObjectHealth)>> {
+        let watches = self
+            .watches
+            .get_or_init(|| Watches::start(self.config.clone()));
+        let observed = watches
+            .observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let objects = live
+            .objects
+            .keys()
+            .filter_map(|id| {
+                let kind = WATCHED.iter().copied().find(|k| *k == &*id.kind)?;
+                let namespace = id.namespace.as_deref().unwrap_or(environment);
+                let key = (kind, namespace.to_owned(), id.name.to_string());
+                let health = match observed.objects.get(&key) {
+                    Some(h) => h.clone(),
+                    None if observed.synced.contains(kind) => ObjectHealth::not_found(),
+                    None => ObjectHealth::not_observed(),
+                };
+                Some((format!("{}/{}", id.kind, id.name), health))
+            })
+            .collect();
+        Some(objects)
     }
 
     fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), super::Error> {

@@ -13,6 +13,7 @@ pub mod manifests;
 use std::sync::Arc;
 
 use crate::condition::Reason;
+use crate::health::ObjectHealth;
 pub use crate::inventory::{EnvironmentRecord, Inventory, LiveEnvironment};
 use crate::object::ObjectRef;
 use crate::render::Rendered;
@@ -95,6 +96,19 @@ pub trait Target: Sync {
     fn reload(&self) {}
     /// Applies one environment's changes, idempotently.
     fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), Error>;
+
+    /// The health of one environment's applied objects as the target last
+    /// observed them (`Kind/name` and health, in apply order); `None` when
+    /// this target observes no health (a manifests directory). Objects of
+    /// kinds without a status to wait for may be left out.
+    fn health(
+        &self,
+        environment: &str,
+        live: &LiveEnvironment,
+    ) -> Option<Vec<(String, ObjectHealth)>> {
+        let _ = (environment, live);
+        None
+    }
 
     /// Applies many environments' changes; one result per change, in order.
     /// Environments are independent: one failing does not stop the others.

@@ -169,6 +169,7 @@ fn a_pass_rebuilds_the_status_of_the_changed_environment_only() {
     let live = eval.as_live();
     let no_plan = converge::plan::Plan::default();
     let failed = BTreeMap::new();
+    let health = BTreeMap::new();
     let facts = |eval, pass| PassFacts {
         pass,
         time: "t",
@@ -178,6 +179,7 @@ fn a_pass_rebuilds_the_status_of_the_changed_environment_only() {
         failed: &failed,
         applying: true,
         live: &live,
+        health: &health,
     };
     let (first, touched) = statuses(&facts(&eval, 1), &BTreeMap::new(), 10);
     assert_eq!((first.len(), touched.len()), (10, 10));

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use crate::support::daemon::Daemon;
 use crate::support::kube::KubeApi;
 use crate::support::{Project, claim, stderr};
 
@@ -322,5 +323,93 @@ apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n 
     assert!(
         err.contains("forbidden") && err.contains("patch deployments.apps"),
         "{err}"
+    );
+}
+
+/// Marks a Deployment rolled out, as its controller would (no Deployment
+/// controller runs in the test cluster).
+fn roll_out(api: &KubeApi, ns: &str, name: &str) {
+    let d = json(api, &["get", "deployment", name, "-n", ns]);
+    let generation = d["metadata"]["generation"].as_i64().expect("generation");
+    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let status = serde_json::json!({"status": {
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+        "conditions": [
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+        ]
+    }});
+    let _ = api.kubectl_ok(&[
+        "patch",
+        "deployment",
+        name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn an_environment_is_ready_once_rolled_out_and_stalled_when_it_never_is() {
+    let api = KubeApi::shared();
+    let p = project(api, "converge-health");
+    p.write(
+        "converge.yaml",
+        std::fs::read_to_string(p.path("converge.yaml")).expect("config")
+            + "reconcile:\n  health_timeout: 8s\n",
+    );
+    p.write("claims/dev-roll.yaml", claim("dev-roll", "dev"));
+    p.write("claims/dev-stuck.yaml", claim("dev-stuck", "dev"));
+    let d = Daemon::start(p.dir.path());
+    let status = |d: &Daemon, name: &str| match d.get(&format!("/api/v1/environments/{name}")) {
+        (200, body) => serde_json::from_str(&body).expect("JSON"),
+        _ => Value::Null, // not there before the first pass
+    };
+    d.wait_for("both applied and rolling out", |d| {
+        ["dev-roll", "dev-stuck"]
+            .iter()
+            .all(|n| status(d, n)["status"] == "Reconciling")
+    });
+    let rolling = status(&d, "dev-roll");
+    assert_eq!(
+        rolling["conditions"][0]["reason"], "Progressing",
+        "{rolling}"
+    );
+    assert_eq!(rolling["conditions"][1]["type"], "Reconciling", "{rolling}");
+    assert!(
+        rolling["conditions"][1]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Deployment/user-service")),
+        "{rolling}"
+    );
+
+    roll_out(api, "dev-roll", "user-service");
+    d.wait_for("dev-roll ready", |d| {
+        status(d, "dev-roll")["status"] == "Ready"
+    });
+    assert_eq!(status(&d, "dev-roll")["ready"], true);
+
+    d.wait_for("dev-stuck stalled after the timeout", |d| {
+        status(d, "dev-stuck")["status"] == "Stalled"
+    });
+    let stuck = status(&d, "dev-stuck");
+    assert_eq!(stuck["ready"], false);
+    assert_eq!(
+        stuck["conditions"][0]["reason"], "ProgressDeadlineExceeded",
+        "{stuck}"
+    );
+    assert_eq!(stuck["conditions"][1]["type"], "Stalled", "{stuck}");
+    let metrics = d.get("/metrics").1;
+    assert!(
+        metrics.contains("status=\"Stalled\""),
+        "the environment gauge counts stalled environments"
     );
 }
