@@ -99,6 +99,8 @@ names! {
         ProgressDeadlineExceeded = "ProgressDeadlineExceeded",
         /// Some object failed (the message names it and why).
         Unhealthy = "Unhealthy",
+        /// Objects differ from what converge applied (`drift: report`).
+        Drifted = "Drifted",
         // Apply failures (the target's reasons)
         TargetIo = "TargetIo",
         TargetUnavailable = "TargetUnavailable",
@@ -127,6 +129,7 @@ names! {
         RenderFailed = "RenderFailed",
         Reconciling = "Reconciling",
         Stalled = "Stalled",
+        Drifted = "Drifted",
     }
 }
 

@@ -104,9 +104,9 @@ pub struct PassOptions {
     /// Apply the plan (false: plan only).
     pub apply: bool,
     pub allow_mass_delete: bool,
-    /// Read the applied objects' health from the target (the daemon; a
-    /// one-shot pass does not wait for rollouts).
-    pub observe_health: bool,
+    /// Read the applied objects' health and drift from the target (the
+    /// daemon; a one-shot pass does not wait for rollouts).
+    pub observe: bool,
 }
 
 /// What one pass saw, decided and did.
@@ -123,6 +123,12 @@ pub struct PassOutcome {
     /// Each live environment's health, when observed (the target observes
     /// health and the pass was asked to).
     pub health: BTreeMap<String, health::EnvironmentHealth>,
+    /// Each environment whose objects drifted from what converge applied:
+    /// `Kind/name` and how. With `drift: correct` they were applied again
+    /// in this pass.
+    pub drift: BTreeMap<String, Vec<(String, String)>>,
+    /// Whether drift is corrected (`drift: correct`) or only reported.
+    pub drift_corrected: bool,
 }
 
 /// What a pass keeps for the next one: the daemon holds it across passes,
@@ -224,6 +230,19 @@ impl Converge {
     ) -> Result<PassOutcome, PassError> {
         let live = self.target.inventory()?;
         let now = options.now;
+        let drift: BTreeMap<String, Vec<(String, String)>> = if options.observe {
+            live.environments
+                .iter()
+                .map(|(name, env)| (name.clone(), self.target.drift(name, env)))
+                .filter(|(_, d)| !d.is_empty())
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let drift_corrected = matches!(
+            &self.config.target,
+            TargetConfig::Kubernetes(k) if k.drift == config::Drift::Correct
+        );
         let mut evaluation = self.pipeline.evaluate_cached(
             &snapshots,
             &live,
@@ -258,6 +277,8 @@ impl Converge {
                 live,
                 counters,
                 health: BTreeMap::new(),
+                drift,
+                drift_corrected,
             });
         };
         let applied: BTreeSet<&str> = report.applied.iter().map(String::as_str).collect();
@@ -288,8 +309,8 @@ impl Converge {
         memory
             .applied_at
             .retain(|name, _| live.environments.contains_key(name));
-        let health = if options.observe_health {
-            self.observe_health(&live, memory)
+        let health = if options.observe {
+            self.observe(&live, memory)
         } else {
             BTreeMap::new()
         };
@@ -300,6 +321,8 @@ impl Converge {
             live,
             counters,
             health,
+            drift,
+            drift_corrected,
         })
     }
 }
@@ -308,7 +331,7 @@ impl Converge {
     /// The health step: each live environment's objects as the target
     /// observes them, folded with the health timeout counted from the
     /// environment's last apply.
-    fn observe_health(
+    fn observe(
         &self,
         live: &Inventory,
         memory: &Memory,

@@ -258,7 +258,7 @@ fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
         now: chrono::Utc::now(),
         apply: true,
         allow_mass_delete,
-        observe_health: false,
+        observe: false,
     };
     let outcome = converge.pass(snapshots, &BTreeSet::new(), options, &mut Memory::default())?;
     for d in &outcome.plan.diagnostics {
@@ -315,7 +315,7 @@ fn plan(config: &Path, format: PlanFormat) -> Result<u8> {
         now: chrono::Utc::now(),
         apply: false,
         allow_mass_delete: false,
-        observe_health: false,
+        observe: false,
     };
     let outcome = converge.pass(snapshots, &BTreeSet::new(), options, &mut Memory::default())?;
     print_plan(&outcome.plan, format)?;

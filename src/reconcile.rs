@@ -197,6 +197,8 @@ enum Wake {
     Resync,
     /// Time to look for the allow file of a held plan.
     Allowed,
+    /// The target observed a change of health or drift.
+    TargetChanged,
     Shutdown,
 }
 
@@ -234,6 +236,11 @@ pub struct Daemon {
     last_full_pass: Option<Instant>,
     /// `/api/v1/events` serialized, rebuilt only when an event is added.
     events_body: Option<Bytes>,
+    /// Drift last reported per environment (`drift: report`), so it is
+    /// reported once.
+    drift_reported: BTreeMap<String, String>,
+    /// The target's signal of observed changes (health, drift).
+    target_changes: Option<watch::Receiver<u64>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -326,6 +333,8 @@ impl Daemon {
             last_hold: None,
             last_full_pass: None,
             events_body: None,
+            drift_reported: BTreeMap::new(),
+            target_changes: None,
         };
         daemon.publish();
         Ok(daemon)
@@ -367,12 +376,27 @@ impl Daemon {
 
     /// Waits for the next reason to wake.
     async fn wait(
-        &self,
+        &mut self,
         changes: &mut mpsc::Receiver<usize>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Wake {
         let (at, timer) = self.next_timer();
+        if self.target_changes.is_none() {
+            self.target_changes = self.converge.target.changes();
+        }
+        let observed = self.target_changes.as_mut();
+        let target_changed = async move {
+            match observed {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
+            () = target_changed => Wake::TargetChanged,
             () = tokio::time::sleep_until(at) => timer,
             Some(i) = changes.recv() => {
                 // Debounce: editors write several events per save.
@@ -425,12 +449,13 @@ impl Daemon {
         let requeue = self.requeue_at.is_some_and(|at| at <= now);
         let resync = self.last_full_pass.is_none_or(|t| t.elapsed() >= RESYNC);
         let allowed = self.held() && self.allow_file().exists();
-        if due.is_empty() && !requeue && !resync && !allowed {
+        let observed = matches!(wake, Wake::TargetChanged);
+        if due.is_empty() && !requeue && !resync && !allowed && !observed {
             return;
         }
         let mut events = Vec::new();
         let changed = self.read_sources(&due, &mut events);
-        if changed || requeue || resync || allowed {
+        if changed || requeue || resync || allowed || observed {
             let started = Instant::now();
             if resync {
                 self.converge.target.reload();
@@ -617,7 +642,7 @@ impl Daemon {
             now,
             apply: true,
             allow_mass_delete: allowed,
-            observe_health: true,
+            observe: true,
         };
         let result = self
             .converge
@@ -630,6 +655,7 @@ impl Daemon {
                 self.observe_applies(&outcome, &mut events);
                 self.observe_diagnostics(&outcome.evaluation, &mut events);
                 self.observe_latency(&outcome);
+                self.observe_drift(&outcome, &mut events);
                 self.observe_counters(&outcome);
                 let action = self.action_after(&outcome, now);
                 let record = self.pass_record(Ok(&outcome), started, now);
@@ -791,6 +817,33 @@ impl Daemon {
         }
     }
 
+    /// Step: drift is reported once per change, as an event (corrected or
+    /// only found).
+    fn observe_drift(&mut self, outcome: &PassOutcome, events: &mut Vec<Event>) {
+        let now: BTreeMap<String, String> = outcome
+            .drift
+            .iter()
+            .map(|(name, objects)| (name.clone(), drift_message(objects)))
+            .collect();
+        let before = std::mem::take(&mut self.drift_reported);
+        for (name, message) in &now {
+            if before.get(name) == Some(message) && !outcome.drift_corrected {
+                continue;
+            }
+            let (reason, text) = if outcome.drift_corrected {
+                ("DriftCorrected", format!("applied again: {message}"))
+            } else {
+                ("Drifted", message.clone())
+            };
+            tracing::warn!(environment = %name, "{text}");
+            let ev = self.event("Warning", reason, Some(name), text);
+            events.push(ev);
+        }
+        if !outcome.drift_corrected {
+            self.drift_reported = now;
+        }
+    }
+
     /// Step: the work counters.
     fn observe_counters(&self, outcome: &PassOutcome) {
         let c = outcome.counters;
@@ -812,6 +865,15 @@ impl Daemon {
             .collect();
         let applied: &[String] = outcome.report.as_ref().map_or(&[], |r| &r.applied);
         let time = timestamp(now);
+        let drifted: BTreeMap<String, String> = if outcome.drift_corrected {
+            BTreeMap::new()
+        } else {
+            outcome
+                .drift
+                .iter()
+                .map(|(name, objects)| (name.clone(), drift_message(objects)))
+                .collect()
+        };
         let facts = PassFacts {
             pass: self.pass,
             time: &time,
@@ -822,6 +884,7 @@ impl Daemon {
             applying: outcome.report.as_ref().is_some_and(|r| !r.held),
             live: &outcome.live,
             health: &outcome.health,
+            drifted: &drifted,
         };
         let (statuses, touched) = status::statuses(
             &facts,
@@ -1067,6 +1130,15 @@ impl Daemon {
     pub fn view(&self) -> Arc<ArcSwap<View>> {
         self.view.clone()
     }
+}
+
+/// Drifted objects, one message: `Deployment/a edited: spec.replicas; ConfigMap/b deleted`.
+fn drift_message(objects: &[(String, String)]) -> String {
+    objects
+        .iter()
+        .map(|(object, how)| format!("{object} {how}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Starts the API and the loop; returns when `shutdown` turns true and both stopped.

@@ -204,6 +204,8 @@ pub struct PassFacts<'a> {
     pub live: &'a Inventory,
     /// Each environment's health, where the target observes it.
     pub health: &'a BTreeMap<String, crate::health::EnvironmentHealth>,
+    /// Environments whose drift is reported (not corrected), with the objects.
+    pub drifted: &'a BTreeMap<String, String>,
 }
 
 /// Every environment's status after a pass, and the names whose status
@@ -244,6 +246,9 @@ pub fn statuses(
             with_health(facts.health.get(name), (ready, status, reason, message));
         let mut conditions = vec![Condition::ready(ready, reason, message)];
         conditions.extend(health);
+        conditions.extend(facts.drifted.get(name).map(|objects| {
+            Condition::problem(ConditionType::Drifted, Reason::Drifted, objects.clone())
+        }));
         conditions.extend(eval.conditions.get(name).into_iter().flatten().cloned());
         let before = previous.get(name);
         if let Some(b) = before

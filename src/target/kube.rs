@@ -34,7 +34,7 @@
 //! Every API call runs on a runtime this target owns ([`crate::blocking`]):
 //! the pass stays synchronous.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -97,33 +97,121 @@ pub enum SetupError {
 /// Group, version, kind.
 type Gvk = (String, String, String);
 
-/// Kinds whose status says whether they rolled out: watched for health.
-const WATCHED: &[&str] = &["Deployment", "StatefulSet", "DaemonSet", "Job"];
+/// Kinds whose status says whether they rolled out: watched whole, for
+/// health. Every other watched kind is watched by metadata only, for drift.
+const WORKLOADS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet", "Job"];
 
-/// What the health watches have seen: each watched object's health by
-/// (kind, namespace, name), and the kinds whose first listing is complete.
+/// An object as the watches know it: kind, namespace (empty for cluster
+/// scope), name.
+type Key = (&'static str, String, String);
+
+/// What the watches have seen, shared with the target.
 #[derive(Debug, Default)]
 struct Observed {
-    objects: HashMap<(&'static str, String, String), ObjectHealth>,
+    /// Workloads' health.
+    health: HashMap<Key, ObjectHealth>,
+    /// The fields converge's field manager owns, per watched object.
+    fields: HashMap<Key, BTreeSet<String>>,
+    /// Kinds whose first listing is complete.
     synced: HashSet<&'static str>,
+    /// The fields converge owned right after its last apply (or when first
+    /// seen by this process): drift is losing one of them, or the object.
+    baseline: HashMap<Key, BTreeSet<String>>,
+    /// Objects that drifted since converge last applied them, and how.
+    drifted: HashMap<Key, String>,
 }
 
-/// Label-selected watches of the workload kinds, on a thread of their own (a
-/// current-thread runtime runs only while blocked on): one LIST and one
-/// WATCH per kind, whatever the number of environments. Stopped when the
-/// target is dropped.
+impl Observed {
+    /// Records what a watch saw of `key` (`None`: deleted) and whether that
+    /// is drift from the baseline.
+    fn saw(
+        &mut self,
+        key: Key,
+        fields: Option<BTreeSet<String>>,
+        others: &[(String, BTreeSet<String>)],
+    ) {
+        let Some(baseline) = self.baseline.get(&key) else {
+            if let Some(fields) = fields {
+                self.baseline.insert(key.clone(), fields.clone());
+                self.fields.insert(key, fields);
+            }
+            return;
+        };
+        match fields {
+            None => {
+                self.drifted.insert(key.clone(), "deleted".to_owned());
+                self.fields.remove(&key);
+            }
+            Some(fields) => {
+                // Fields an autoscaler took through the scale subresource are
+                // its to set, not drift.
+                let lost: Vec<&String> = baseline
+                    .difference(&fields)
+                    .filter(|f| {
+                        !others
+                            .iter()
+                            .any(|(m, owned)| m.ends_with(SCALER) && owned.contains(*f))
+                    })
+                    .collect();
+                if !lost.is_empty() {
+                    let by: Vec<&str> = others
+                        .iter()
+                        .filter(|(_, f)| lost.iter().any(|l| f.contains(*l)))
+                        .map(|(m, _)| m.as_str())
+                        .collect();
+                    let mut detail = format!(
+                        "edited: {}",
+                        lost.iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    if !by.is_empty() {
+                        detail = format!("{detail} (by {})", by.join(", "));
+                    }
+                    self.drifted.insert(key.clone(), detail);
+                }
+                self.fields.insert(key, fields);
+            }
+        }
+    }
+}
+
+/// Label-selected watches of the kinds converge applies, on a thread of
+/// their own (a current-thread runtime runs only while blocked on): one LIST
+/// and one WATCH per kind, whatever the number of environments; workloads
+/// whole (for health), the rest by metadata only (for drift). Stopped when
+/// the target is dropped.
 struct Watches {
     observed: Arc<Mutex<Observed>>,
+    /// Bumped when health or drift changes (the daemon wakes on it).
+    changes: tokio::sync::watch::Receiver<u64>,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// What one watch needs.
+struct Watch<'a> {
+    kind: &'static str,
+    manager: &'a str,
+    observed: &'a Mutex<Observed>,
+    changes: &'a tokio::sync::watch::Sender<u64>,
 }
 
 impl Watches {
     /// Starts the watches with a client of their own: a client's request
     /// queue runs on the runtime it was made on.
-    fn start(config: kube::Config) -> Watches {
-        use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch};
+    fn start(config: kube::Config, manager: String) -> Watches {
+        use futures::FutureExt;
+        use k8s_openapi::api::{
+            apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
+        };
+        use k8s_openapi::api::{
+            core::v1 as core, networking::v1 as networking, policy::v1 as policy,
+        };
+        use kube::core::PartialObjectMeta as Meta;
         let observed = Arc::new(Mutex::new(Observed::default()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (notify, changes) = tokio::sync::watch::channel(0_u64);
         let shared = observed.clone();
         let spawned = std::thread::Builder::new()
             .name("converge-kube-watch".into())
@@ -132,24 +220,51 @@ impl Watches {
                     .enable_all()
                     .build()
                 else {
-                    tracing::error!("cannot start the health watches' runtime");
+                    tracing::error!("cannot start the watches' runtime");
                     return;
                 };
                 runtime.block_on(async move {
                     let client = match kube::Client::try_from(config) {
                         Ok(c) => c,
                         Err(e) => {
-                            tracing::error!(error = %e, "cannot start the health watches' client");
+                            tracing::error!(error = %e, "cannot start the watches' client");
                             return;
                         }
                     };
-                    let o = &shared;
-                    let watches = futures::future::join4(
-                        watch::<apps::Deployment>(client.clone(), "Deployment", o),
-                        watch::<apps::StatefulSet>(client.clone(), "StatefulSet", o),
-                        watch::<apps::DaemonSet>(client.clone(), "DaemonSet", o),
-                        watch::<batch::Job>(client, "Job", o),
-                    );
+                    let w = |kind| Watch {
+                        kind,
+                        manager: &manager,
+                        observed: &shared,
+                        changes: &notify,
+                    };
+                    let c = &client;
+                    let watches = futures::future::join_all([
+                        watch::<apps::Deployment>(c, w("Deployment"), true).boxed_local(),
+                        watch::<apps::StatefulSet>(c, w("StatefulSet"), true).boxed_local(),
+                        watch::<apps::DaemonSet>(c, w("DaemonSet"), true).boxed_local(),
+                        watch::<batch::Job>(c, w("Job"), true).boxed_local(),
+                        watch::<Meta<core::Namespace>>(c, w("Namespace"), false).boxed_local(),
+                        watch::<Meta<core::ResourceQuota>>(c, w("ResourceQuota"), false)
+                            .boxed_local(),
+                        watch::<Meta<core::LimitRange>>(c, w("LimitRange"), false).boxed_local(),
+                        watch::<Meta<core::ConfigMap>>(c, w("ConfigMap"), false).boxed_local(),
+                        watch::<Meta<core::Secret>>(c, w("Secret"), false).boxed_local(),
+                        watch::<Meta<core::Service>>(c, w("Service"), false).boxed_local(),
+                        watch::<Meta<networking::NetworkPolicy>>(c, w("NetworkPolicy"), false)
+                            .boxed_local(),
+                        watch::<Meta<autoscaling::HorizontalPodAutoscaler>>(
+                            c,
+                            w("HorizontalPodAutoscaler"),
+                            false,
+                        )
+                        .boxed_local(),
+                        watch::<Meta<policy::PodDisruptionBudget>>(
+                            c,
+                            w("PodDisruptionBudget"),
+                            false,
+                        )
+                        .boxed_local(),
+                    ]);
                     tokio::select! {
                         _ = watches => {}
                         _ = stopped => {}
@@ -157,17 +272,83 @@ impl Watches {
                 });
             });
         if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the health watches");
+            tracing::error!(error = %e, "cannot start the watches");
         }
         Watches {
             observed,
+            changes,
             _stop: stop,
         }
     }
 }
 
-/// Follows one kind's objects carrying converge's label into `observed`.
-async fn watch<K>(client: kube::Client, kind: &'static str, observed: &Mutex<Observed>)
+/// The field paths (`spec.replicas`, `metadata.labels.app`) a `fieldsV1`
+/// trie names.
+fn field_paths(trie: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
+    let Some(map) = trie.as_object() else {
+        return;
+    };
+    if map.is_empty() && !prefix.is_empty() {
+        out.insert(prefix.to_owned());
+        return;
+    }
+    for (key, sub) in map {
+        if key == "." {
+            out.insert(prefix.to_owned());
+            continue;
+        }
+        let part = key
+            .strip_prefix("f:")
+            .map(str::to_owned)
+            .or_else(|| key.strip_prefix("k:").map(|k| format!("[{k}]")))
+            .or_else(|| key.strip_prefix("v:").map(|v| format!("[{v}]")))
+            .unwrap_or_else(|| key.clone());
+        let path = if prefix.is_empty() {
+            part
+        } else if part.starts_with('[') {
+            format!("{prefix}{part}")
+        } else {
+            format!("{prefix}.{part}")
+        };
+        field_paths(sub, &path, out);
+    }
+}
+
+/// A manager that changed fields through the scale subresource (an
+/// autoscaler): taking `spec.replicas` that way is not drift.
+const SCALER: &str = " (scale)";
+
+/// Converge's owned fields and every other updater's, from managed fields
+/// (the status subresource left out: controllers report there; the scale
+/// subresource marked with [`SCALER`]).
+fn owners(
+    meta: &kube::api::ObjectMeta,
+    manager: &str,
+) -> (BTreeSet<String>, Vec<(String, BTreeSet<String>)>) {
+    let mut ours = BTreeSet::new();
+    let mut others = Vec::new();
+    for entry in meta.managed_fields.iter().flatten() {
+        let scale = match entry.subresource.as_deref() {
+            None | Some("") => false,
+            Some("scale") => true,
+            Some(_) => continue,
+        };
+        let mut fields = BTreeSet::new();
+        if let Some(f) = &entry.fields_v1 {
+            field_paths(&f.0, "", &mut fields);
+        }
+        match entry.manager.as_deref() {
+            Some(m) if m == manager && !scale => ours.extend(fields),
+            Some(m) if scale => others.push((format!("{m}{SCALER}"), fields)),
+            Some(m) => others.push((m.to_owned(), fields)),
+            None => {}
+        }
+    }
+    (ours, others)
+}
+
+/// Follows one kind's objects carrying converge's label.
+async fn watch<K>(client: &kube::Client, w: Watch<'_>, health: bool)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -178,7 +359,8 @@ where
         + 'static,
 {
     use kube::runtime::{WatchStreamExt, watcher};
-    let key = |o: &K| {
+    let kind = w.kind;
+    let key = |o: &K| -> Key {
         let meta = o.meta();
         (
             kind,
@@ -186,37 +368,79 @@ where
             meta.name.clone().unwrap_or_default(),
         )
     };
-    let health = |o: &K| {
+    let health_of = |o: &K| {
         serde_json::to_value(o).map_or_else(
             |_| ObjectHealth::not_observed(),
             |doc| crate::health::object(kind, &doc),
         )
     };
     let config = watcher::Config::default().labels(&format!("{MANAGED_BY}=converge"));
-    let mut events = watcher(Api::<K>::all(client), config)
+    let mut events = watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
         .boxed();
-    let mut listing = HashMap::new();
+    let mut listing: Vec<K> = Vec::new();
     while let Some(event) = events.next().await {
-        let lock = || observed.lock().unwrap_or_else(PoisonError::into_inner);
-        match event {
-            Ok(watcher::Event::Init) => listing.clear(),
+        let lock = || w.observed.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = |observed: &mut Observed, o: &K| -> bool {
+            let k = key(o);
+            let (ours, others) = owners(o.meta(), w.manager);
+            let drifted_before = observed.drifted.contains_key(&k);
+            observed.saw(k.clone(), Some(ours), &others);
+            let mut changed = observed.drifted.contains_key(&k) != drifted_before;
+            if health {
+                let h = health_of(o);
+                changed |= observed.health.get(&k) != Some(&h);
+                observed.health.insert(k, h);
+            }
+            changed
+        };
+        let changed = match event {
+            Ok(watcher::Event::Init) => {
+                listing.clear();
+                false
+            }
             Ok(watcher::Event::InitApply(o)) => {
-                listing.insert(key(&o), health(&o));
+                listing.push(o);
+                false
             }
             Ok(watcher::Event::InitDone) => {
-                let mut seen = lock();
-                seen.objects.retain(|k, _| k.0 != kind);
-                seen.objects.extend(listing.drain());
-                seen.synced.insert(kind);
+                let mut observed = lock();
+                let listed: HashSet<Key> = listing.iter().map(&key).collect();
+                let gone: Vec<Key> = observed
+                    .fields
+                    .keys()
+                    .chain(observed.baseline.keys())
+                    .filter(|k| k.0 == kind && !listed.contains(*k))
+                    .cloned()
+                    .collect::<HashSet<Key>>()
+                    .into_iter()
+                    .collect();
+                let mut changed = false;
+                for k in gone {
+                    observed.health.remove(&k);
+                    observed.saw(k, None, &[]);
+                    changed = true;
+                }
+                for o in listing.drain(..) {
+                    changed |= seen(&mut observed, &o);
+                }
+                observed.synced.insert(kind);
+                changed
             }
-            Ok(watcher::Event::Apply(o)) => {
-                lock().objects.insert(key(&o), health(&o));
-            }
+            Ok(watcher::Event::Apply(o)) => seen(&mut lock(), &o),
             Ok(watcher::Event::Delete(o)) => {
-                lock().objects.remove(&key(&o));
+                let mut observed = lock();
+                observed.health.remove(&key(&o));
+                observed.saw(key(&o), None, &[]);
+                true
             }
-            Err(e) => tracing::debug!(kind, error = %e, "health watch failed; retrying"),
+            Err(e) => {
+                tracing::debug!(kind, error = %e, "watch failed; retrying");
+                false
+            }
+        };
+        if changed {
+            w.changes.send_modify(|n| *n += 1);
         }
     }
 }
@@ -315,6 +539,29 @@ impl Kubernetes {
     /// `concurrency` are.
     fn per_environment(&self) -> usize {
         (self.options.concurrency / self.environments_at_once()).max(1)
+    }
+
+    /// The watches (started on first use).
+    fn watches(&self) -> &Watches {
+        self.watches
+            .get_or_init(|| Watches::start(self.config.clone(), self.options.field_manager.clone()))
+    }
+
+    /// After converge applied `id` (with `fields` now its own) or deleted it
+    /// (`None`): the new baseline of drift, and no drift.
+    fn rebase(&self, id: &ObjectRef, environment: &str, fields: Option<BTreeSet<String>>) {
+        let (Some(watches), Some(key)) = (self.watches.get(), watched_key(id, environment)) else {
+            return;
+        };
+        let mut observed = watches
+            .observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        observed.drifted.remove(&key);
+        match fields {
+            Some(fields) => observed.baseline.insert(key, fields),
+            None => observed.baseline.remove(&key),
+        };
     }
 
     fn cached(&self) -> std::sync::MutexGuard<'_, Option<Arc<Inventory>>> {
@@ -581,7 +828,11 @@ impl Kubernetes {
         let params = PatchParams::apply(&self.options.field_manager).force();
         let result = api.patch(&id.name, &params, &Patch::Apply(&doc)).await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(applied) => {
+                let (ours, _) = owners(&applied.metadata, &self.options.field_manager);
+                self.rebase(id, environment, Some(ours));
+                Ok(())
+            }
             Err(e) if self.options.recreate && is_immutable(&e) => {
                 self.delete_object(id, environment).await?;
                 self.wait_gone(&api, &id.name).await;
@@ -635,6 +886,7 @@ impl Kubernetes {
             // No longer ours (relabelled by hand, or replaced): never deleted.
             return Ok(());
         }
+        self.rebase(id, environment, None);
         let params = DeleteParams {
             preconditions: found.metadata.uid.map(|uid| Preconditions {
                 uid: Some(uid),
@@ -805,14 +1057,50 @@ impl Kubernetes {
 }
 
 impl Target for Kubernetes {
+    /// With `drift: correct`, objects that drifted are listed with a
+    /// pending digest, so the pass applies them again.
     fn inventory(&self) -> Result<Arc<Inventory>, super::Error> {
-        let mut cache = self.cached();
-        if let Some(inventory) = cache.as_ref() {
-            return Ok(Arc::clone(inventory));
+        let inventory = {
+            let mut cache = self.cached();
+            if let Some(inventory) = cache.as_ref() {
+                Arc::clone(inventory)
+            } else {
+                let inventory = Arc::new(self.runtime.block_on(self.read_all())?);
+                *cache = Some(Arc::clone(&inventory));
+                inventory
+            }
+        };
+        if self.options.drift != crate::config::Drift::Correct {
+            return Ok(inventory);
         }
-        let inventory = Arc::new(self.runtime.block_on(self.read_all())?);
-        *cache = Some(Arc::clone(&inventory));
-        Ok(inventory)
+        let Some(watches) = self.watches.get() else {
+            return Ok(inventory);
+        };
+        let observed = watches
+            .observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if observed.drifted.is_empty() {
+            return Ok(inventory);
+        }
+        let mut corrected = (*inventory).clone();
+        for (name, env) in &mut corrected.environments {
+            let drifted: Vec<ObjectRef> = env
+                .objects
+                .keys()
+                .filter(|id| {
+                    watched_key(id, name).is_some_and(|k| observed.drifted.contains_key(&k))
+                })
+                .cloned()
+                .collect();
+            if !drifted.is_empty() {
+                let env = Arc::make_mut(env);
+                for id in drifted {
+                    env.objects.insert(id, Digest::PENDING);
+                }
+            }
+        }
+        Ok(Arc::new(corrected))
     }
 
     fn reload(&self) {
@@ -826,10 +1114,8 @@ impl Target for Kubernetes {
         environment: &str,
         live: &LiveEnvironment,
     ) -> Option<Vec<(String, ObjectHealth)>> {
-        let watches = self
-            .watches
-            .get_or_init(|| Watches::start(self.config.clone()));
-        let observed = watches
+        let observed = self
+            .watches()
             .observed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -837,10 +1123,9 @@ impl Target for Kubernetes {
             .objects
             .keys()
             .filter_map(|id| {
-                let kind = WATCHED.iter().copied().find(|k| *k == &*id.kind)?;
-                let namespace = id.namespace.as_deref().unwrap_or(environment);
-                let key = (kind, namespace.to_owned(), id.name.to_string());
-                let health = match observed.objects.get(&key) {
+                let kind = WORKLOADS.iter().copied().find(|k| *k == &*id.kind)?;
+                let key = (kind, namespace_of(id, environment), id.name.to_string());
+                let health = match observed.health.get(&key) {
                     Some(h) => h.clone(),
                     None if observed.synced.contains(kind) => ObjectHealth::not_found(),
                     None => ObjectHealth::not_observed(),
@@ -849,6 +1134,29 @@ impl Target for Kubernetes {
             })
             .collect();
         Some(objects)
+    }
+
+    fn drift(&self, environment: &str, live: &LiveEnvironment) -> Vec<(String, String)> {
+        let observed = self
+            .watches()
+            .observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if observed.drifted.is_empty() {
+            return Vec::new();
+        }
+        live.objects
+            .keys()
+            .filter_map(|id| {
+                let key = watched_key(id, environment)?;
+                let how = observed.drifted.get(&key)?;
+                Some((format!("{}/{}", id.kind, id.name), how.clone()))
+            })
+            .collect()
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.watches().changes.clone())
     }
 
     fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), super::Error> {
@@ -916,6 +1224,39 @@ impl Target for Kubernetes {
         }
         out
     }
+}
+
+/// Every kind the watches follow.
+const WATCHED: &[&str] = &[
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "Namespace",
+    "ResourceQuota",
+    "LimitRange",
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "NetworkPolicy",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+];
+
+/// The namespace an object of `environment` lives in, as the watches key
+/// it (empty for a Namespace, the only cluster-scoped kind watched).
+fn namespace_of(id: &ObjectRef, environment: &str) -> String {
+    if &*id.kind == "Namespace" {
+        String::new()
+    } else {
+        id.namespace.as_deref().unwrap_or(environment).to_owned()
+    }
+}
+
+/// The watches' key of an object of a watched kind.
+fn watched_key(id: &ObjectRef, environment: &str) -> Option<Key> {
+    let kind = WATCHED.iter().copied().find(|k| *k == &*id.kind)?;
+    Some((kind, namespace_of(id, environment), id.name.to_string()))
 }
 
 /// The inventory `ConfigMap` of an environment.

@@ -110,6 +110,21 @@ pub trait Target: Sync {
         None
     }
 
+    /// Objects of one environment that drifted from what converge applied
+    /// (`Kind/name` and how: deleted, or which of its fields someone else
+    /// changed), as the target observes them; empty when it does not.
+    fn drift(&self, environment: &str, live: &LiveEnvironment) -> Vec<(String, String)> {
+        let _ = (environment, live);
+        Vec::new()
+    }
+
+    /// A signal bumped whenever what [`Target::health`] or [`Target::drift`]
+    /// would say changes (the daemon wakes on it); `None` for a target that
+    /// observes nothing.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Applies many environments' changes; one result per change, in order.
     /// Environments are independent: one failing does not stop the others.
     fn apply_all(&self, changes: &[EnvironmentChange<'_>]) -> Vec<Result<(), Error>> {

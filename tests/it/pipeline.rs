@@ -170,6 +170,7 @@ fn a_pass_rebuilds_the_status_of_the_changed_environment_only() {
     let no_plan = converge::plan::Plan::default();
     let failed = BTreeMap::new();
     let health = BTreeMap::new();
+    let health_drift = BTreeMap::new();
     let facts = |eval, pass| PassFacts {
         pass,
         time: "t",
@@ -180,6 +181,7 @@ fn a_pass_rebuilds_the_status_of_the_changed_environment_only() {
         applying: true,
         live: &live,
         health: &health,
+        drifted: &health_drift,
     };
     let (first, touched) = statuses(&facts(&eval, 1), &BTreeMap::new(), 10);
     assert_eq!((first.len(), touched.len()), (10, 10));

@@ -413,3 +413,122 @@ fn an_environment_is_ready_once_rolled_out_and_stalled_when_it_never_is() {
         "the environment gauge counts stalled environments"
     );
 }
+
+/// A project for the drift tests: `drift` mode, its own inventory.
+fn drift_project(api: &KubeApi, mode: &str) -> Project {
+    let p = project(api, &format!("converge-drift-{mode}"));
+    let config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    p.write(
+        "converge.yaml",
+        config.replace(
+            "  kind: kubernetes\n",
+            &format!("  kind: kubernetes\n  drift: {mode}\n"),
+        ),
+    );
+    p
+}
+
+/// Someone edits a field converge owns and deletes an object converge wrote.
+fn tamper(api: &KubeApi, ns: &str) {
+    let _ = api.kubectl_ok(&[
+        "patch",
+        "deployment",
+        "user-service",
+        "-n",
+        ns,
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"user-service","image":"evil:1"}]}}}}"#,
+    ]);
+    let _ = api.kubectl_ok(&["delete", "configmap", "converge-claim", "-n", ns]);
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn drift_is_reported_naming_objects_and_fields_and_nothing_changes() {
+    let api = KubeApi::shared();
+    let p = drift_project(api, "report");
+    p.write("claims/dev-report.yaml", claim("dev-report", "dev"));
+    let d = Daemon::start(p.dir.path());
+    let detail = |d: &Daemon| match d.get("/api/v1/environments/dev-report") {
+        (200, body) => serde_json::from_str::<Value>(&body).expect("JSON"),
+        _ => Value::Null,
+    };
+    d.wait_for("applied", |d| detail(d)["last_plan"]["change"] == "create");
+    let image = |api: &KubeApi| {
+        json(
+            api,
+            &["get", "deployment", "user-service", "-n", "dev-report"],
+        )["spec"]["template"]["spec"]["containers"][0]["image"]
+            .clone()
+    };
+    std::thread::sleep(std::time::Duration::from_secs(1)); // the watches have listed
+    tamper(api, "dev-report");
+    d.wait_for("a Drifted condition", |d| {
+        detail(d)["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Drifted"))
+    });
+    let found = detail(&d);
+    let drifted = found["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Drifted"))
+        .expect("Drifted")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        drifted.contains("ConfigMap/converge-claim deleted"),
+        "{drifted}"
+    );
+    assert!(
+        drifted.contains("Deployment/user-service edited")
+            && drifted.contains("spec.template.spec.containers[{\"name\":\"user-service\"}].image")
+            && drifted.contains("kubectl-patch"),
+        "{drifted}"
+    );
+    let events = d.json("/api/v1/events");
+    assert!(
+        events.to_string().contains("\"reason\":\"Drifted\""),
+        "{events}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(image(api), "evil:1", "report changes nothing");
+    assert!(
+        !api.kubectl(&["get", "configmap", "converge-claim", "-n", "dev-report"])
+            .status
+            .success()
+    );
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn drift_is_corrected_by_applying_again() {
+    let api = KubeApi::shared();
+    let p = drift_project(api, "correct");
+    p.write("claims/dev-correct.yaml", claim("dev-correct", "dev"));
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("applied", |d| {
+        matches!(d.get("/api/v1/environments/dev-correct"), (200, body) if body.contains("\"change\":\"create\""))
+    });
+    let before = json(
+        api,
+        &["get", "deployment", "user-service", "-n", "dev-correct"],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1)); // the watches have listed
+    tamper(api, "dev-correct");
+    d.wait_for("the deleted ConfigMap applied again", |_| {
+        api.kubectl(&["get", "configmap", "converge-claim", "-n", "dev-correct"])
+            .status
+            .success()
+    });
+    d.wait_for("the edited field applied again", |_| {
+        let now = json(
+            api,
+            &["get", "deployment", "user-service", "-n", "dev-correct"],
+        );
+        now["spec"]["template"]["spec"]["containers"][0]["image"]
+            == before["spec"]["template"]["spec"]["containers"][0]["image"]
+    });
+    let events = d.json("/api/v1/events").to_string();
+    assert!(events.contains("DriftCorrected"), "{events}");
+}
