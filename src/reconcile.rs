@@ -39,6 +39,7 @@ use crate::render::timestamp;
 use crate::source::{self, Snapshot};
 use crate::state::{self, Commit, Event, PassRecord, Store};
 use crate::status::{self, EnvStatus, PassFacts, Statuses};
+use crate::target::TargetEvent;
 use crate::view::{View, list_json};
 use crate::{Converge, Memory, PassError, PassOptions, PassOutcome, apply, plan};
 
@@ -682,6 +683,7 @@ impl Daemon {
         while self.passes.len() > usize::try_from(state::PASS_HISTORY).unwrap_or(usize::MAX) {
             self.passes.pop_front();
         }
+        self.record_in_target(&events);
         self.commit(&changed_envs, &events, Some(record));
         self.publish();
         action
@@ -841,6 +843,25 @@ impl Daemon {
         }
         if !outcome.drift_corrected {
             self.drift_reported = now;
+        }
+    }
+
+    /// Step: environments' events also go to the target's own event stream
+    /// (Kubernetes Events).
+    fn record_in_target(&self, events: &[Event]) {
+        let events: Vec<TargetEvent<'_>> = events
+            .iter()
+            .filter_map(|e| {
+                Some(TargetEvent {
+                    environment: e.environment.as_deref()?,
+                    warning: e.kind == "Warning",
+                    reason: &e.reason,
+                    message: &e.message,
+                })
+            })
+            .collect();
+        if !events.is_empty() {
+            self.converge.target.record(&events);
         }
     }
 

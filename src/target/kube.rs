@@ -458,6 +458,8 @@ pub struct Kubernetes {
     cache: Mutex<Option<Arc<Inventory>>>,
     /// Started by the first [`Target::health`].
     watches: std::sync::OnceLock<Watches>,
+    /// Publishes Kubernetes Events (repeats folded into series).
+    recorder: kube::runtime::events::Recorder,
 }
 
 impl std::fmt::Debug for Kubernetes {
@@ -519,6 +521,13 @@ impl Kubernetes {
         let client = runtime
             .block_on(async { kube::Client::try_from(config.clone()) })
             .map_err(SetupError::Client)?;
+        let recorder = kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: options.field_manager.clone(),
+                instance: std::env::var("HOSTNAME").ok(),
+            },
+        );
         Ok(Kubernetes {
             runtime,
             client,
@@ -527,6 +536,7 @@ impl Kubernetes {
             resources: Mutex::new(HashMap::new()),
             cache: Mutex::new(None),
             watches: std::sync::OnceLock::new(),
+            recorder,
         })
     }
 
@@ -1159,6 +1169,46 @@ impl Target for Kubernetes {
         Some(self.watches().changes.clone())
     }
 
+    /// Events go to the environment's Namespace, about the Namespace, at
+    /// most [`EVENTS_PER_CALL`] per call; a Namespace being deleted takes
+    /// none (best effort: failures are logged, never an error of the pass).
+    fn record(&self, events: &[super::TargetEvent<'_>]) {
+        use kube::runtime::events::{Event, EventType};
+        let publish: Vec<_> = events
+            .iter()
+            .take(EVENTS_PER_CALL)
+            .map(|e| async move {
+                let reference = k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Namespace".into()),
+                    name: Some(e.environment.to_owned()),
+                    namespace: Some(e.environment.to_owned()),
+                    ..Default::default()
+                };
+                let event = Event {
+                    type_: if e.warning {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: e.reason.to_owned(),
+                    note: Some(e.message.chars().take(1000).collect()),
+                    action: e.reason.to_owned(),
+                    secondary: None,
+                };
+                if let Err(err) = self.recorder.publish(&event, &reference).await {
+                    tracing::debug!(environment = e.environment, error = %err, "cannot record a Kubernetes Event");
+                }
+            })
+            .collect();
+        self.runtime.block_on(async {
+            stream::iter(publish)
+                .buffer_unordered(self.options.concurrency.max(1))
+                .collect::<Vec<()>>()
+                .await;
+        });
+    }
+
     fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), super::Error> {
         self.apply_all(std::slice::from_ref(change))
             .pop()
@@ -1225,6 +1275,10 @@ impl Target for Kubernetes {
         out
     }
 }
+
+/// Kubernetes Events published per call at most (a cold start of thousands
+/// of environments records the rest only in converge's own event list).
+const EVENTS_PER_CALL: usize = 500;
 
 /// Every kind the watches follow.
 const WATCHED: &[&str] = &[

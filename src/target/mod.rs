@@ -30,6 +30,17 @@ pub struct EnvironmentChange<'a> {
     pub deletes: Vec<ObjectRef>,
 }
 
+/// Something that happened to an environment, for the target's own record
+/// of events (Kubernetes Events on the environment's Namespace).
+#[derive(Debug, Clone, Copy)]
+pub struct TargetEvent<'a> {
+    pub environment: &'a str,
+    pub warning: bool,
+    /// A stable `CamelCase` reason (`Created`, `Drifted`, `TargetIo`).
+    pub reason: &'a str,
+    pub message: &'a str,
+}
+
 /// A cause from a target's own error type.
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
@@ -123,6 +134,12 @@ pub trait Target: Sync {
     /// observes nothing.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
+    }
+
+    /// Records events in the target's own event stream, best effort (a
+    /// target without one ignores them).
+    fn record(&self, events: &[TargetEvent<'_>]) {
+        let _ = events;
     }
 
     /// Applies many environments' changes; one result per change, in order.

@@ -463,19 +463,19 @@ fn drift_is_reported_naming_objects_and_fields_and_nothing_changes() {
     };
     std::thread::sleep(std::time::Duration::from_secs(1)); // the watches have listed
     tamper(api, "dev-report");
-    d.wait_for("a Drifted condition", |d| {
+    let drifted = |d: &Daemon| -> String {
         detail(d)["conditions"]
             .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Drifted"))
+            .and_then(|c| c.iter().find(|c| c["type"] == "Drifted"))
+            .and_then(|c| c["message"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    d.wait_for("a Drifted condition naming both objects", |d| {
+        let m = drifted(d);
+        m.contains("ConfigMap/") && m.contains("Deployment/")
     });
-    let found = detail(&d);
-    let drifted = found["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Drifted"))
-        .expect("Drifted")["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let drifted = drifted(&d);
     assert!(
         drifted.contains("ConfigMap/converge-claim deleted"),
         "{drifted}"
@@ -493,6 +493,18 @@ fn drift_is_reported_naming_objects_and_fields_and_nothing_changes() {
     );
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(image(api), "evil:1", "report changes nothing");
+    // The same events as Kubernetes Events on the environment's Namespace.
+    d.wait_for("Kubernetes Events", |_| {
+        let events = json(api, &["get", "events.events.k8s.io", "-n", "dev-report"]);
+        let reasons: Vec<&str> = events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["reportingController"] == "converge")
+            .filter_map(|e| e["reason"].as_str())
+            .collect();
+        reasons.contains(&"Created") && reasons.contains(&"Drifted")
+    });
     assert!(
         !api.kubectl(&["get", "configmap", "converge-claim", "-n", "dev-report"])
             .status
