@@ -112,6 +112,53 @@ fn prepare<'e>(
     })
 }
 
+/// The fields each updated object of `plan` would change, as `target` would
+/// apply it (a dry run: nothing is written). Environments are rendered again
+/// as for [`apply`]; one whose preview fails is left out, with the error.
+pub fn preview(
+    plan: &Plan,
+    eval: &Evaluation,
+    renderer: &Renderer,
+    target: &dyn Target,
+) -> (Vec<crate::plan::ObjectFields>, BTreeMap<String, Failure>) {
+    let steps = plan.steps_by_environment();
+    let mut fields = Vec::new();
+    let mut failed = BTreeMap::new();
+    for env in plan
+        .environments
+        .iter()
+        .filter(|e| e.change == Change::Update)
+    {
+        let env_steps = steps.get(env.name.as_str()).map_or(&[][..], Vec::as_slice);
+        if !env_steps.iter().any(|s| s.action == StepAction::Update) {
+            continue;
+        }
+        let desired = eval.desired.get(&env.name).map(AsRef::as_ref);
+        let result = prepare(env.change, desired, env_steps, renderer).and_then(|p| {
+            let change = EnvironmentChange {
+                name: &env.name,
+                record: p.record,
+                upserts: p.upserts.iter().map(|&i| &p.fresh[i]).collect(),
+                deletes: p.deletes.clone(),
+            };
+            target.preview(&change).map_err(Failure::from)
+        });
+        match result {
+            Ok(objects) => fields.extend(objects.into_iter().map(|(object, changes)| {
+                crate::plan::ObjectFields {
+                    environment: env.name.clone(),
+                    object,
+                    changes,
+                }
+            })),
+            Err(e) => {
+                failed.insert(env.name.clone(), e);
+            }
+        }
+    }
+    (fields, failed)
+}
+
 /// What applying did.
 #[derive(Debug, Default)]
 pub struct Report {

@@ -107,6 +107,9 @@ pub struct PassOptions {
     /// Read the applied objects' health and drift from the target (the
     /// daemon; a one-shot pass does not wait for rollouts).
     pub observe: bool,
+    /// When planning only: ask the target what each update would change,
+    /// field by field (`converge plan`).
+    pub preview: bool,
 }
 
 /// What one pass saw, decided and did.
@@ -262,6 +265,24 @@ impl Converge {
             &mut memory.in_sync,
         );
         let mut counters = evaluation.counters;
+        let mut plan = plan;
+        if !options.apply && options.preview {
+            let (fields, failed) = apply::preview(
+                &plan,
+                &evaluation,
+                &self.pipeline.renderer,
+                self.target.as_ref(),
+            );
+            plan.fields = fields;
+            for (name, e) in failed {
+                plan.diagnostics.push(diagnostic::Diagnostic::new(
+                    &name,
+                    "",
+                    "preview",
+                    format!("the target cannot preview the change: {e}"),
+                ));
+            }
+        }
         let Some(report) = options.apply.then(|| {
             apply::apply(
                 &plan,

@@ -259,6 +259,7 @@ fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
         apply: true,
         allow_mass_delete,
         observe: false,
+        preview: false,
     };
     let outcome = converge.pass(snapshots, &BTreeSet::new(), options, &mut Memory::default())?;
     for d in &outcome.plan.diagnostics {
@@ -316,6 +317,7 @@ fn plan(config: &Path, format: PlanFormat) -> Result<u8> {
         apply: false,
         allow_mass_delete: false,
         observe: false,
+        preview: true,
     };
     let outcome = converge.pass(snapshots, &BTreeSet::new(), options, &mut Memory::default())?;
     print_plan(&outcome.plan, format)?;

@@ -644,6 +644,7 @@ impl Daemon {
             apply: true,
             allow_mass_delete: allowed,
             observe: true,
+            preview: false,
         };
         let result = self
             .converge

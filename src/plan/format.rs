@@ -99,6 +99,14 @@ fn text(plan: &Plan, out: &mut impl Write) {
         let _ = writeln!(out, "HELD: {}", hold.message);
     }
     let steps = plan.steps_by_environment();
+    let fields: std::collections::HashMap<
+        (&str, &crate::object::ObjectRef),
+        &Vec<crate::diff::FieldChange>,
+    > = plan
+        .fields
+        .iter()
+        .map(|f| ((f.environment.as_str(), &f.object), &f.changes))
+        .collect();
     for env in &plan.environments {
         let _ = write!(out, "{} {} ({})", sign(env.change), env.name, env.reason);
         if let Some(s) = &env.source {
@@ -119,6 +127,13 @@ fn text(plan: &Plan, out: &mut impl Write) {
                 StepAction::Delete => '-',
             };
             let _ = writeln!(out, "    {mark} {}", step.object);
+            for change in fields
+                .get(&(env.name.as_str(), &step.object))
+                .into_iter()
+                .flat_map(|changes| changes.iter())
+            {
+                let _ = writeln!(out, "        {change}");
+            }
         }
     }
     for (name, why) in &plan.untouched {

@@ -111,6 +111,15 @@ pub struct EnvironmentPlan {
     pub deletes: usize,
 }
 
+/// The fields one updated object would change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectFields {
+    pub environment: String,
+    #[serde(flatten)]
+    pub object: ObjectRef,
+    pub changes: Vec<crate::diff::FieldChange>,
+}
+
 /// Why a plan is not applied.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hold {
@@ -133,6 +142,10 @@ pub struct Plan {
     pub live: usize,
     pub hold: Option<Hold>,
     pub diagnostics: Vec<Diagnostic>,
+    /// For updated objects, the fields that change (a server-side dry run;
+    /// `converge plan` against a target that can tell).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<ObjectFields>,
     /// Steps left out of `steps` by [`Plan::summarized`] (the daemon's
     /// `/api/v1/plan`); every environment is still listed with its counts.
     #[serde(skip_serializing_if = "is_zero")]

@@ -777,6 +777,58 @@ impl Kubernetes {
         })
     }
 
+    /// What server-side applying `rendered` would change on the live object
+    /// (a dry run, writing nothing); `None` when the object does not exist.
+    async fn preview_object(
+        &self,
+        rendered: &Rendered,
+        environment: &str,
+    ) -> Result<Option<Vec<crate::diff::FieldChange>>, super::Error> {
+        let id = &rendered.object.id;
+        let (api, resource, ns) = self.api(id, environment).await?;
+        let object = shown(ns.as_deref(), &id.name);
+        let live = match api.get_opt(&id.name).await {
+            Ok(Some(live)) => live,
+            Ok(None) => return Ok(None),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => {
+                return Err(classify(request_error(
+                    "get",
+                    &plural(&resource),
+                    &object,
+                    e,
+                )));
+            }
+        };
+        let mut doc: serde_json::Value =
+            serde_saphyr::from_str_with_options(&rendered.yaml, crate::yaml::template_options())
+                .map_err(|e| {
+                    super::Error::Invalid(Box::new(std::io::Error::other(format!(
+                        "the rendered {id} is not YAML: {e}"
+                    ))))
+                })?;
+        if let (Some(ns), Some(meta)) =
+            (&ns, doc.get_mut("metadata").and_then(|m| m.as_object_mut()))
+        {
+            meta.entry("namespace")
+                .or_insert_with(|| serde_json::Value::String(ns.clone()));
+        }
+        let params = PatchParams::apply(&self.options.field_manager)
+            .force()
+            .dry_run();
+        let after = api
+            .patch(&id.name, &params, &Patch::Apply(&doc))
+            .await
+            .map_err(|e| classify(request_error("patch", &plural(&resource), &object, e)))?;
+        let to_json = |o: &DynamicObject| serde_json::to_value(o).unwrap_or_default();
+        let secret = &*id.kind == "Secret";
+        Ok(Some(crate::diff::fields(
+            &to_json(&live),
+            &to_json(&after),
+            secret,
+        )))
+    }
+
     /// Whether converge may write `id` for `environment`: it is absent, or it
     /// carries converge's labels for this environment. True when it exists.
     async fn check_owner(&self, id: &ObjectRef, environment: &str) -> Result<bool, super::Error> {
@@ -1207,6 +1259,30 @@ impl Target for Kubernetes {
                 .collect::<Vec<()>>()
                 .await;
         });
+    }
+
+    /// A server-side dry run of every object `change` writes that exists:
+    /// its field-level changes (Secret values never shown).
+    fn preview(
+        &self,
+        change: &EnvironmentChange<'_>,
+    ) -> Result<Vec<(ObjectRef, Vec<crate::diff::FieldChange>)>, super::Error> {
+        self.runtime.block_on(async {
+            let previews: Vec<_> = change
+                .upserts
+                .iter()
+                .map(|r| async move {
+                    let fields = self.preview_object(r, change.name).await?;
+                    Ok::<_, super::Error>(fields.map(|f| (r.object.id.clone(), f)))
+                })
+                .collect();
+            let found: Vec<Option<(ObjectRef, Vec<crate::diff::FieldChange>)>> =
+                stream::iter(previews)
+                    .buffered(self.options.concurrency.max(1))
+                    .try_collect()
+                    .await?;
+            Ok(found.into_iter().flatten().collect())
+        })
     }
 
     fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), super::Error> {

@@ -13,6 +13,7 @@ pub mod manifests;
 use std::sync::Arc;
 
 use crate::condition::Reason;
+use crate::diff::FieldChange;
 use crate::health::ObjectHealth;
 pub use crate::inventory::{EnvironmentRecord, Inventory, LiveEnvironment};
 use crate::object::ObjectRef;
@@ -134,6 +135,18 @@ pub trait Target: Sync {
     /// observes nothing.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
+    }
+
+    /// What applying `change` would change field by field, for each object
+    /// it updates, as the target itself would apply it (a server-side dry
+    /// run): writes nothing. Empty for a target that cannot tell (a
+    /// manifests directory: the plan's object steps say it all).
+    fn preview(
+        &self,
+        change: &EnvironmentChange<'_>,
+    ) -> Result<Vec<(ObjectRef, Vec<FieldChange>)>, Error> {
+        let _ = change;
+        Ok(Vec::new())
     }
 
     /// Records events in the target's own event stream, best effort (a

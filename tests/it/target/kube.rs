@@ -155,11 +155,34 @@ fn claims_are_applied_updated_and_pruned_with_server_side_apply() {
         "an unchanged pass writes nothing"
     );
 
-    // A claim changes: only what changed is written.
+    // A claim changes: the plan is a server-side dry run, field by field...
     p.write(
         "claims/dev-a.yaml",
         claim("dev-a", "dev").replace("v1.2.3", "v1.2.4"),
     );
+    let plan = p.run(&["plan"]);
+    assert_eq!(plan.status.code(), Some(1), "changes: {}", stderr(&plan));
+    let text = crate::support::stdout(&plan);
+    let image = text
+        .lines()
+        .find(|l| l.contains("containers[name=user-service].image"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        image.contains("v1.2.3") && image.contains("v1.2.4"),
+        "{image}"
+    );
+    assert_eq!(before, versions(&api, "dev-a"), "planning writes nothing");
+    let json_plan: Value = serde_json::from_str(&crate::support::stdout(
+        &p.run(&["plan", "--format", "json"]),
+    ))
+    .expect("JSON plan");
+    assert!(
+        json_plan["fields"].as_array().is_some_and(|f| f
+            .iter()
+            .any(|o| o["kind"] == "Deployment" && o["changes"].to_string().contains("v1.2.4"))),
+        "{json_plan}"
+    );
+    // ...and applying writes only what changed.
     let out = p.run(&["run", "--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let after = versions(&api, "dev-a");
