@@ -101,15 +101,21 @@ impl PassError {
 #[derive(Debug, Clone, Copy)]
 pub struct PassOptions {
     pub now: DateTime<Utc>,
-    /// Apply the plan (false: plan only).
-    pub apply: bool,
+    /// What the pass does with its plan.
+    pub mode: Mode,
     pub allow_mass_delete: bool,
-    /// Read the applied objects' health and drift from the target (the
-    /// daemon; a one-shot pass does not wait for rollouts).
-    pub observe: bool,
-    /// When planning only: ask the target what each update would change,
-    /// field by field (`converge plan`).
-    pub preview: bool,
+}
+
+/// What a pass does with its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Only plan (`converge plan`); with `preview`, ask the target what each
+    /// update would change, field by field.
+    Plan { preview: bool },
+    /// Apply the plan (unless held); with `observe`, read the applied
+    /// objects' health and drift from the target (the daemon: a one-shot
+    /// pass does not wait for rollouts).
+    Apply { observe: bool },
 }
 
 /// What one pass saw, decided and did.
@@ -232,8 +238,8 @@ impl Converge {
         memory: &mut Memory,
     ) -> Result<PassOutcome, PassError> {
         let live = self.target.inventory()?;
-        let now = options.now;
-        let drift: BTreeMap<String, Vec<(String, String)>> = if options.observe {
+        let observe = options.mode == Mode::Apply { observe: true };
+        let drift: BTreeMap<String, Vec<(String, String)>> = if observe {
             live.environments
                 .iter()
                 .map(|(name, env)| (name.clone(), self.target.drift(name, env)))
@@ -242,20 +248,16 @@ impl Converge {
         } else {
             BTreeMap::new()
         };
-        let drift_corrected = matches!(
-            &self.config.target,
-            TargetConfig::Kubernetes(k) if k.drift == config::Drift::Correct
-        );
         let mut evaluation = self.pipeline.evaluate_cached(
             &snapshots,
             &live,
-            pipeline::Options { now },
+            pipeline::Options { now: options.now },
             &mut memory.cache,
         );
         keep_stale(&mut evaluation, &live, stale);
         // Planning only: the claims' bytes are parsed, free them before planning.
-        let snapshots = options.apply.then_some(snapshots);
-        let plan = plan::build(
+        let snapshots = matches!(options.mode, Mode::Apply { .. }).then_some(snapshots);
+        let mut plan = plan::build(
             &evaluation,
             &live,
             plan::Options {
@@ -264,87 +266,101 @@ impl Converge {
             },
             &mut memory.in_sync,
         );
-        let mut counters = evaluation.counters;
-        let mut plan = plan;
-        if !options.apply && options.preview {
-            let (fields, failed) = apply::preview(
-                &plan,
-                &evaluation,
-                &self.pipeline.renderer,
-                self.target.as_ref(),
-            );
-            plan.fields = fields;
-            for (name, e) in failed {
-                plan.diagnostics.push(diagnostic::Diagnostic::new(
-                    &name,
-                    "",
-                    "preview",
-                    format!("the target cannot preview the change: {e}"),
-                ));
+        let mut outcome = PassOutcome {
+            counters: evaluation.counters,
+            evaluation,
+            plan: Plan::default(),
+            report: None,
+            live,
+            health: BTreeMap::new(),
+            drift,
+            drift_corrected: matches!(
+                &self.config.target,
+                TargetConfig::Kubernetes(k) if k.drift == config::Drift::Correct
+            ),
+        };
+        match options.mode {
+            Mode::Plan { preview } => {
+                if preview {
+                    self.preview(&mut plan, &outcome.evaluation);
+                }
+                outcome.plan = plan;
+            }
+            Mode::Apply { .. } => {
+                outcome.plan = plan;
+                let snapshots = snapshots.as_deref().unwrap_or_default();
+                self.apply(&mut outcome, snapshots, options.now, memory);
+                if observe {
+                    outcome.health = self.observe_health(&outcome.live, memory);
+                }
             }
         }
-        let Some(report) = options.apply.then(|| {
-            apply::apply(
-                &plan,
-                &evaluation,
-                &self.pipeline.renderer,
-                self.target.as_ref(),
-            )
-        }) else {
-            return Ok(PassOutcome {
-                evaluation,
-                plan,
-                report: None,
-                live,
-                counters,
-                health: BTreeMap::new(),
-                drift,
-                drift_corrected,
-            });
-        };
+        Ok(outcome)
+    }
+
+    /// The preview step of a plan: field-level changes from the target.
+    fn preview(&self, plan: &mut Plan, evaluation: &Evaluation) {
+        let (fields, failed) = apply::preview(
+            plan,
+            evaluation,
+            &self.pipeline.renderer,
+            self.target.as_ref(),
+        );
+        plan.fields = fields;
+        for (name, e) in failed {
+            plan.diagnostics.push(diagnostic::Diagnostic::new(
+                &name,
+                "",
+                "preview",
+                format!("the target cannot preview the change: {e}"),
+            ));
+        }
+    }
+
+    /// The apply step: apply the plan, then settle what applying changed
+    /// (cache authorizations, failed environments forgotten, the inventory
+    /// after, when each environment was applied).
+    fn apply(
+        &self,
+        outcome: &mut PassOutcome,
+        snapshots: &[Snapshot],
+        now: DateTime<Utc>,
+        memory: &mut Memory,
+    ) {
+        let report = apply::apply(
+            &outcome.plan,
+            &outcome.evaluation,
+            &self.pipeline.renderer,
+            self.target.as_ref(),
+        );
         let applied: BTreeSet<&str> = report.applied.iter().map(String::as_str).collect();
-        let created: BTreeSet<&str> = plan
+        let created: BTreeSet<&str> = outcome
+            .plan
             .environments
             .iter()
             .filter(|e| e.change == plan::Change::Create && applied.contains(e.name.as_str()))
             .map(|e| e.name.as_str())
             .collect();
-        counters.authorized += self.pipeline.settle_created(
-            &mut memory.cache,
-            snapshots.as_deref().unwrap_or_default(),
-            &created,
-            now,
-        );
+        outcome.counters.authorized +=
+            self.pipeline
+                .settle_created(&mut memory.cache, snapshots, &created, now);
         for name in report.failed.keys() {
             memory.cache.forget_environment(name);
         }
-        let live = if report.applied.is_empty() && report.failed.is_empty() {
-            live
-        } else {
-            self.target.inventory().unwrap_or(live)
-        };
+        if (!report.applied.is_empty() || !report.failed.is_empty())
+            && let Ok(live) = self.target.inventory()
+        {
+            outcome.live = live;
+        }
         let applied_now = Instant::now();
         for name in &report.applied {
             memory.applied_at.insert(name.clone(), applied_now);
         }
+        let live = &outcome.live;
         memory
             .applied_at
             .retain(|name, _| live.environments.contains_key(name));
-        let health = if options.observe {
-            self.observe(&live, memory)
-        } else {
-            BTreeMap::new()
-        };
-        Ok(PassOutcome {
-            evaluation,
-            plan,
-            report: Some(report),
-            live,
-            counters,
-            health,
-            drift,
-            drift_corrected,
-        })
+        outcome.report = Some(report);
     }
 }
 
@@ -352,7 +368,7 @@ impl Converge {
     /// The health step: each live environment's objects as the target
     /// observes them, folded with the health timeout counted from the
     /// environment's last apply.
-    fn observe(
+    fn observe_health(
         &self,
         live: &Inventory,
         memory: &Memory,

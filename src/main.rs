@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use converge::config::Config;
 use converge::plan::{self, Format as PlanFormat};
 use converge::source::{Content, Snapshot, SourceKind};
-use converge::{Converge, Memory, PassOptions, source};
+use converge::{Converge, Memory, Mode, PassOptions, source};
 
 // The pipeline allocates many small objects from several threads; mimalloc
 // is faster than glibc's allocator at that and returns memory more readily.
@@ -256,10 +256,8 @@ fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
     let snapshots = converge.read_sources()?;
     let options = PassOptions {
         now: chrono::Utc::now(),
-        apply: true,
+        mode: Mode::Apply { observe: false },
         allow_mass_delete,
-        observe: false,
-        preview: false,
     };
     let outcome = converge.pass(snapshots, &BTreeSet::new(), options, &mut Memory::default())?;
     for d in &outcome.plan.diagnostics {
@@ -314,10 +312,8 @@ fn plan(config: &Path, format: PlanFormat) -> Result<u8> {
     let snapshots = converge.read_sources()?;
     let options = PassOptions {
         now: chrono::Utc::now(),
-        apply: false,
+        mode: Mode::Plan { preview: true },
         allow_mass_delete: false,
-        observe: false,
-        preview: true,
     };
     let outcome = converge.pass(snapshots, &BTreeSet::new(), options, &mut Memory::default())?;
     print_plan(&outcome.plan, format)?;

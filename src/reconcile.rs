@@ -41,7 +41,7 @@ use crate::state::{self, Commit, Event, PassRecord, Store};
 use crate::status::{self, EnvStatus, PassFacts, Statuses};
 use crate::target::TargetEvent;
 use crate::view::{View, list_json};
-use crate::{Converge, Memory, PassError, PassOptions, PassOutcome, apply, plan};
+use crate::{Converge, Memory, Mode, PassError, PassOptions, PassOutcome, apply, plan};
 
 /// A full pass runs at least this often even when no source changed.
 const RESYNC: Duration = Duration::from_mins(10);
@@ -641,10 +641,8 @@ impl Daemon {
         let allowed = self.allow_file().exists();
         let options = PassOptions {
             now,
-            apply: true,
+            mode: Mode::Apply { observe: true },
             allow_mass_delete: allowed,
-            observe: true,
-            preview: false,
         };
         let result = self
             .converge
