@@ -567,3 +567,87 @@ fn drift_is_corrected_by_applying_again() {
     let events = d.json("/api/v1/events").to_string();
     assert!(events.contains("DriftCorrected"), "{events}");
 }
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn kill_9_during_a_200_environment_apply_loses_and_orphans_nothing() {
+    let api = KubeApi::start();
+    let p = project(&api, "converge-system");
+    let names: Vec<String> = (0..200).map(|i| format!("dev-crash-{i:03}")).collect();
+    for n in &names {
+        p.write(&format!("claims/{n}.yaml"), claim(n, "dev"));
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["run", "--once"])
+        .current_dir(p.dir.path())
+        .env("CONVERGE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("converge starts");
+    // Mid-apply: once some environments exist and before all do.
+    let started = std::time::Instant::now();
+    loop {
+        let applied = api
+            .kubectl_ok(&["get", "configmaps", "-n", "converge-system", "-o", "name"])
+            .lines()
+            .count();
+        if applied >= 20 || started.elapsed() > std::time::Duration::from_mins(1) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    let partial = api
+        .kubectl_ok(&["get", "configmaps", "-n", "converge-system", "-o", "name"])
+        .lines()
+        .count();
+    assert!(partial < 200, "killed mid-apply ({partial} inventories)");
+
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Every environment complete, every inventory final, nothing orphaned.
+    let inventories = json(&api, &["get", "configmaps", "-n", "converge-system"]);
+    let mut listed = 0;
+    for cm in inventories["items"].as_array().expect("items") {
+        let doc: Value =
+            serde_json::from_str(cm["data"]["inventory.json"].as_str().expect("inventory"))
+                .expect("JSON");
+        for o in doc["objects"].as_array().expect("objects") {
+            assert!(!o["digest"].as_str().unwrap_or_default().is_empty(), "{o}");
+            listed += 1;
+        }
+    }
+    assert_eq!(inventories["items"].as_array().map(Vec::len), Some(200));
+    let deployments = json(
+        &api,
+        &[
+            "get",
+            "deployments",
+            "-A",
+            "-l",
+            "app.kubernetes.io/managed-by=converge",
+        ],
+    );
+    let namespaces: std::collections::BTreeSet<&str> = deployments["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|d| d["metadata"]["namespace"].as_str())
+        .collect();
+    assert_eq!(
+        namespaces,
+        names.iter().map(String::as_str).collect(),
+        "one Deployment per claimed environment, none elsewhere"
+    );
+    assert_eq!(listed, 200 * 8, "8 objects per environment, all listed");
+    let plan = p.run(&["plan"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "converged: {}",
+        crate::support::stdout(&plan)
+    );
+}
