@@ -110,20 +110,37 @@ type Key = (&'static str, String, String);
 struct Observed {
     /// Workloads' health.
     health: HashMap<Key, ObjectHealth>,
-    /// The fields converge's field manager owns, per watched object.
-    fields: HashMap<Key, BTreeSet<String>>,
+    /// Watched objects that exist.
+    present: HashSet<Key>,
     /// Kinds whose first listing is complete.
     synced: HashSet<&'static str>,
     /// The fields converge owned right after its last apply (or when first
-    /// seen by this process): drift is losing one of them, or the object.
-    baseline: HashMap<Key, BTreeSet<String>>,
+    /// seen by this process), as sorted hashes of their paths (a few hundred
+    /// bytes per object, not kilobytes of paths): drift is losing one of
+    /// them, or the object.
+    baseline: HashMap<Key, Box<[u64]>>,
     /// Objects that drifted since converge last applied them, and how.
     drifted: HashMap<Key, String>,
 }
 
+/// The hash of one field path (the same in every call of a process).
+fn hash_path(path: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(path)
+}
+
+/// Sorted hashes of field paths.
+fn hashed(fields: &BTreeSet<String>) -> Box<[u64]> {
+    let mut out: Vec<u64> = fields.iter().map(|f| hash_path(f)).collect();
+    out.sort_unstable();
+    out.dedup();
+    out.into_boxed_slice()
+}
+
 impl Observed {
-    /// Records what a watch saw of `key` (`None`: deleted) and whether that
-    /// is drift from the baseline.
+    /// Records what a watch saw of `key` (`None`: deleted; else converge's
+    /// fields and every other manager's) and whether that is drift from the
+    /// baseline.
     fn saw(
         &mut self,
         key: Key,
@@ -132,48 +149,61 @@ impl Observed {
     ) {
         let Some(baseline) = self.baseline.get(&key) else {
             if let Some(fields) = fields {
-                self.baseline.insert(key.clone(), fields.clone());
-                self.fields.insert(key, fields);
+                self.baseline.insert(key.clone(), hashed(&fields));
+                self.present.insert(key);
             }
             return;
         };
-        match fields {
-            None => {
-                self.drifted.insert(key.clone(), "deleted".to_owned());
-                self.fields.remove(&key);
+        let Some(fields) = fields else {
+            self.drifted.insert(key.clone(), "deleted".to_owned());
+            self.present.remove(&key);
+            return;
+        };
+        let current = hashed(&fields);
+        let lost: HashSet<u64> = baseline
+            .iter()
+            .filter(|h| current.binary_search(h).is_err())
+            .copied()
+            .collect();
+        self.present.insert(key.clone());
+        if lost.is_empty() {
+            return;
+        }
+        // Name the lost fields by whoever owns them now; fields an
+        // autoscaler took through the scale subresource are its to set.
+        let mut names = BTreeSet::new();
+        let mut by = Vec::new();
+        let mut scaled = 0;
+        for (manager, owned) in others {
+            let taken: Vec<&String> = owned
+                .iter()
+                .filter(|f| lost.contains(&hash_path(f)))
+                .collect();
+            if taken.is_empty() {
+                continue;
             }
-            Some(fields) => {
-                // Fields an autoscaler took through the scale subresource are
-                // its to set, not drift.
-                let lost: Vec<&String> = baseline
-                    .difference(&fields)
-                    .filter(|f| {
-                        !others
-                            .iter()
-                            .any(|(m, owned)| m.ends_with(SCALER) && owned.contains(*f))
-                    })
-                    .collect();
-                if !lost.is_empty() {
-                    let by: Vec<&str> = others
-                        .iter()
-                        .filter(|(_, f)| lost.iter().any(|l| f.contains(*l)))
-                        .map(|(m, _)| m.as_str())
-                        .collect();
-                    let mut detail = format!(
-                        "edited: {}",
-                        lost.iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    if !by.is_empty() {
-                        detail = format!("{detail} (by {})", by.join(", "));
-                    }
-                    self.drifted.insert(key.clone(), detail);
-                }
-                self.fields.insert(key, fields);
+            if manager.ends_with(SCALER) {
+                scaled += taken.len();
+            } else {
+                names.extend(taken.into_iter().cloned());
+                by.push(manager.as_str());
             }
         }
+        if scaled == lost.len() {
+            return;
+        }
+        let mut detail = if names.is_empty() {
+            format!("edited: {} field(s) converge set", lost.len() - scaled)
+        } else {
+            format!(
+                "edited: {}",
+                names.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        };
+        if !by.is_empty() {
+            detail = format!("{detail} (by {})", by.join(", "));
+        }
+        self.drifted.insert(key, detail);
     }
 }
 
@@ -407,8 +437,8 @@ where
                 let mut observed = lock();
                 let listed: HashSet<Key> = listing.iter().map(&key).collect();
                 let gone: Vec<Key> = observed
-                    .fields
-                    .keys()
+                    .present
+                    .iter()
                     .chain(observed.baseline.keys())
                     .filter(|k| k.0 == kind && !listed.contains(*k))
                     .cloned()
@@ -569,7 +599,7 @@ impl Kubernetes {
             .unwrap_or_else(PoisonError::into_inner);
         observed.drifted.remove(&key);
         match fields {
-            Some(fields) => observed.baseline.insert(key, fields),
+            Some(fields) => observed.baseline.insert(key, hashed(&fields)),
             None => observed.baseline.remove(&key),
         };
     }
@@ -1629,6 +1659,59 @@ mod tests {
         assert_eq!(
             parse_inventory(&broken).unwrap_err().reason(),
             crate::condition::Reason::InventoryCorrupt
+        );
+    }
+
+    fn set(paths: &[&str]) -> BTreeSet<String> {
+        paths.iter().map(|p| (*p).to_owned()).collect()
+    }
+
+    #[test]
+    fn losing_a_field_to_another_manager_or_the_object_is_drift_naming_them() {
+        let key: Key = ("Deployment", "e".into(), "d".into());
+        let mut seen = Observed::default();
+        seen.saw(
+            key.clone(),
+            Some(set(&["spec.replicas", "spec.template.x"])),
+            &[],
+        );
+        assert!(seen.drifted.is_empty(), "the first sight is the baseline");
+        seen.saw(
+            key.clone(),
+            Some(set(&["spec.replicas", "spec.template.x"])),
+            &[],
+        );
+        assert!(seen.drifted.is_empty());
+        // An autoscaler takes replicas through the scale subresource: not drift.
+        let scaler = vec![(format!("hpa{SCALER}"), set(&["spec.replicas"]))];
+        seen.saw(key.clone(), Some(set(&["spec.template.x"])), &scaler);
+        assert!(seen.drifted.is_empty(), "{:?}", seen.drifted);
+        // Someone edits a field converge set.
+        let editor = vec![("kubectl-edit".to_owned(), set(&["spec.template.x"]))];
+        seen.saw(key.clone(), Some(set(&["spec.replicas"])), &editor);
+        assert_eq!(
+            seen.drifted[&key],
+            "edited: spec.template.x (by kubectl-edit)"
+        );
+        seen.saw(key.clone(), None, &[]);
+        assert_eq!(seen.drifted[&key], "deleted");
+    }
+
+    #[test]
+    fn managed_fields_read_as_paths() {
+        let trie = serde_json::json!({
+            "f:metadata": {"f:labels": {"f:app": {}}},
+            "f:spec": {"f:containers": {"k:{\"name\":\"a\"}": {".": {}, "f:image": {}}}}
+        });
+        let mut paths = BTreeSet::new();
+        field_paths(&trie, "", &mut paths);
+        assert_eq!(
+            paths,
+            set(&[
+                "metadata.labels.app",
+                "spec.containers[{\"name\":\"a\"}]",
+                "spec.containers[{\"name\":\"a\"}].image"
+            ])
         );
     }
 }
