@@ -651,3 +651,107 @@ fn kill_9_during_a_200_environment_apply_loses_and_orphans_nothing() {
         crate::support::stdout(&plan)
     );
 }
+
+/// A project with custom templates in `templates/`.
+fn templated(api: &KubeApi, inventory: &str, extra_target: &str) -> Project {
+    let p = project(api, inventory);
+    let config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    p.write(
+        "converge.yaml",
+        config.replace(
+            "  kind: kubernetes\n",
+            &format!("  kind: kubernetes\n{extra_target}"),
+        ) + "templates: templates\n",
+    );
+    p
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn custom_resources_resolve_through_discovery_and_an_unknown_kind_is_a_clear_error() {
+    let api = KubeApi::shared();
+    let p = templated(api, "converge-crd", "");
+    p.write(
+        "templates/cluster.yaml.j2",
+        "apiVersion: platform.example.com/v1\nkind: ClusterClaim\nmetadata:\n  name: {{ environment.name }}-cluster\n\
+         spec:\n  pool: {{ environment.pool }}\n",
+    );
+    p.write("claims/dev-crd.yaml", claim("dev-crd", "dev"));
+    let out = p.run(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("dev-crd") && err.contains("no kind ClusterClaim in platform.example.com/v1"),
+        "{err}"
+    );
+
+    let _ = api.kubectl_with_input_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: clusterclaims.platform.example.com\n\
+         spec:\n  group: platform.example.com\n  scope: Namespaced\n  names:\n    kind: ClusterClaim\n    plural: clusterclaims\n    singular: clusterclaim\n\
+         \x20 versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n",
+    );
+    let mut applied = false;
+    for _ in 0..40 {
+        // The CRD is served once established.
+        if p.run(&["run", "--once"]).status.success() {
+            applied = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(applied, "applied once the CRD is served");
+    let claim_object = json(
+        api,
+        &[
+            "get",
+            "clusterclaims.platform.example.com",
+            "dev-crd-cluster",
+            "-n",
+            "dev-crd",
+        ],
+    );
+    assert_eq!(claim_object["spec"]["pool"], "team1");
+    assert_eq!(
+        claim_object["metadata"]["labels"]["converge.dev/environment"],
+        "dev-crd"
+    );
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn an_immutable_field_is_an_error_unless_recreate_is_on() {
+    let api = KubeApi::shared();
+    let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: frozen\nimmutable: true\ndata:\n  version: \"{{ services[0].version }}\"\n";
+    let strict = templated(api, "converge-immutable", "");
+    strict.write("templates/frozen.yaml.j2", template);
+    strict.write("claims/dev-frozen.yaml", claim("dev-frozen", "dev"));
+    assert!(strict.run(&["run", "--once"]).status.success());
+    strict.write(
+        "claims/dev-frozen.yaml",
+        claim("dev-frozen", "dev").replace("v1.2.3", "v1.2.4"),
+    );
+    let out = strict.run(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("immutable field") && err.contains("configmaps dev-frozen/frozen"),
+        "{err}"
+    );
+    let frozen = json(api, &["get", "configmap", "frozen", "-n", "dev-frozen"]);
+    assert_eq!(frozen["data"]["version"], "v1.2.3", "left as it was");
+
+    let recreating = templated(api, "converge-immutable", "  recreate: true\n");
+    recreating.write("templates/frozen.yaml.j2", template);
+    recreating.write(
+        "claims/dev-frozen.yaml",
+        claim("dev-frozen", "dev").replace("v1.2.3", "v1.2.4"),
+    );
+    let out = recreating.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let frozen = json(api, &["get", "configmap", "frozen", "-n", "dev-frozen"]);
+    assert_eq!(
+        frozen["data"]["version"], "v1.2.4",
+        "deleted and created again"
+    );
+}
