@@ -755,3 +755,87 @@ fn an_immutable_field_is_an_error_unless_recreate_is_on() {
         "deleted and created again"
     );
 }
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn the_quick_start_claims_apply_to_a_cluster_in_dependency_order() {
+    let api = KubeApi::shared();
+    let p = Project::new("");
+    let quickstart = crate::support::repo().join("examples/quickstart");
+    let config = std::fs::read_to_string(quickstart.join("converge.yaml"))
+        .expect("quick start config")
+        .replace(
+            "target:\n  kind: manifests\n  path: out\n",
+            &format!(
+                "target:\n  kind: kubernetes\n  kubeconfig: {}\n  inventory_namespace: converge-quickstart\n",
+                api.kubeconfig().display()
+            ),
+        );
+    assert!(config.contains("kind: kubernetes"), "{config}");
+    p.write("converge.yaml", config);
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(quickstart.join("claims")).expect("claims") {
+        let entry = entry.expect("entry");
+        p.write(
+            &format!("claims/{}", entry.file_name().to_string_lossy()),
+            std::fs::read(entry.path()).expect("read"),
+        );
+        names.push(
+            entry
+                .path()
+                .file_stem()
+                .expect("stem")
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in &names {
+        let ns = json(api, &["get", "namespace", name]);
+        assert_eq!(
+            ns["metadata"]["labels"]["converge.dev/environment"],
+            name.as_str()
+        );
+        let objects = json(
+            api,
+            &[
+                "get",
+                "deployments,services,configmaps",
+                "-n",
+                name,
+                "-l",
+                "app.kubernetes.io/managed-by=converge",
+            ],
+        );
+        // Created after their Namespace, and workloads after their config.
+        let created = |kind: &str| -> Vec<String> {
+            objects["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .filter(|o| o["kind"] == kind)
+                .filter_map(|o| {
+                    o["metadata"]["creationTimestamp"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect()
+        };
+        let namespace_created = ns["metadata"]["creationTimestamp"]
+            .as_str()
+            .expect("time")
+            .to_owned();
+        let config_created = created("ConfigMap");
+        assert!(
+            !config_created.is_empty() && !created("Deployment").is_empty(),
+            "{objects}"
+        );
+        assert!(config_created.iter().all(|t| *t >= namespace_created));
+        assert!(
+            created("Deployment")
+                .iter()
+                .all(|t| config_created.iter().all(|c| t >= c))
+        );
+    }
+}
