@@ -489,8 +489,8 @@ struct Fetched {
 /// An S3 bucket (prefix) as a [`Source`](super::Source).
 pub struct S3Source {
     options: Options,
-    /// Drives the SDK; `None` only while dropping.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Drives the SDK.
+    runtime: crate::blocking::Runtime,
     /// Shared by every client this source builds (connection pool, TLS roots).
     http: SharedHttpClient,
     /// The client for the credentials it was built with.
@@ -511,16 +511,6 @@ impl std::fmt::Debug for S3Source {
     }
 }
 
-impl Drop for S3Source {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which panics inside an async context
-        // (the daemon drops its sources there); this does not block.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 impl S3Source {
     /// The source an `s3` config describes.
     pub fn from_config(
@@ -532,11 +522,8 @@ impl S3Source {
 
     pub fn new(options: Options) -> Result<S3Source, super::Error> {
         let fail = |error| source_error(&options.name, error);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .thread_name(format!("s3-{}", options.name))
-            .build()
-            .map_err(|error| fail(Error::Runtime { error }))?;
+        let runtime =
+            crate::blocking::Runtime::new().map_err(|error| fail(Error::Runtime { error }))?;
         let mut tls_context = tls::TlsContext::builder();
         if let Some(pem) = &options.ca_pem {
             tls_context = tls_context.with_trust_store(
@@ -569,7 +556,7 @@ impl S3Source {
         };
         Ok(S3Source {
             options,
-            runtime: Some(runtime),
+            runtime,
             http,
             client: None,
             counter,
@@ -660,30 +647,10 @@ impl S3Source {
         Ok(client)
     }
 
-    /// Runs a future on the source's runtime, from any calling context.
-    fn block_on<F>(&self, future: F) -> F::Output
-    where
-        F: Future + Send,
-        F::Output: Send,
-    {
-        let runtime = self.runtime.as_ref().expect("the runtime lives until drop");
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // Inside another runtime's context (an async caller): a runtime
-            // cannot be entered there, a fresh thread can.
-            std::thread::scope(|s| {
-                s.spawn(|| runtime.block_on(future))
-                    .join()
-                    .expect("the s3 poll does not panic")
-            })
-        } else {
-            runtime.block_on(future)
-        }
-    }
-
     fn poll(&mut self) -> Result<Snapshot, Error> {
         let client = self.client()?;
         let o = &self.options;
-        let (listing, pages) = self.block_on(list(&client, o))?;
+        let (listing, pages) = self.runtime.block_on(list(&client, o))?;
         let steps: Vec<(Listed, Step)> = listing
             .into_iter()
             .map(|l| {
@@ -697,7 +664,7 @@ impl S3Source {
             .map(|(l, _)| l.clone())
             .collect();
         let wanted_count = wanted.len();
-        let fetched = self.block_on(fetch_all(&client, o, wanted))?;
+        let fetched = self.runtime.block_on(fetch_all(&client, o, wanted))?;
         let (known, snapshot) = assemble(o, &self.known, steps, fetched);
         tracing::debug!(
             source = %o.name,

@@ -509,6 +509,24 @@ struct InventoryDoc {
     objects: Vec<Entry>,
 }
 
+impl InventoryDoc {
+    fn of(environment: &str, live: &LiveEnvironment) -> InventoryDoc {
+        InventoryDoc {
+            format: FORMAT_VERSION,
+            environment: environment.to_owned(),
+            record: live.record.clone(),
+            objects: live
+                .objects
+                .iter()
+                .map(|(id, digest)| Entry {
+                    id: id.clone(),
+                    digest: *digest,
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Entry {
     #[serde(flatten)]
@@ -710,20 +728,8 @@ impl Kubernetes {
         name: &str,
         live: &LiveEnvironment,
     ) -> Result<(), super::Error> {
-        let doc = InventoryDoc {
-            format: FORMAT_VERSION,
-            environment: name.to_owned(),
-            record: live.record.clone(),
-            objects: live
-                .objects
-                .iter()
-                .map(|(id, digest)| Entry {
-                    id: id.clone(),
-                    digest: *digest,
-                })
-                .collect(),
-        };
-        let body = serde_json::to_string(&doc).expect("an inventory serializes");
+        let body =
+            serde_json::to_string(&InventoryDoc::of(name, live)).expect("an inventory serializes");
         let cm = serde_json::json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -830,19 +836,7 @@ impl Kubernetes {
                 )));
             }
         };
-        let mut doc: serde_json::Value =
-            serde_saphyr::from_str_with_options(&rendered.yaml, crate::yaml::template_options())
-                .map_err(|e| {
-                    super::Error::Invalid(Box::new(std::io::Error::other(format!(
-                        "the rendered {id} is not YAML: {e}"
-                    ))))
-                })?;
-        if let (Some(ns), Some(meta)) =
-            (&ns, doc.get_mut("metadata").and_then(|m| m.as_object_mut()))
-        {
-            meta.entry("namespace")
-                .or_insert_with(|| serde_json::Value::String(ns.clone()));
-        }
+        let doc = manifest(rendered, ns.as_deref())?;
         let params = PatchParams::apply(&self.options.field_manager)
             .force()
             .dry_run();
@@ -899,24 +893,7 @@ impl Kubernetes {
     ) -> Result<(), super::Error> {
         let id = &rendered.object.id;
         let (api, resource, ns) = self.api(id, environment).await?;
-        let mut doc: serde_json::Value =
-            serde_saphyr::from_str_with_options(&rendered.yaml, crate::yaml::template_options())
-                .map_err(|e| {
-                    super::Error::Invalid(Box::new(RequestError {
-                        verb: "patch",
-                        resource: plural(&resource),
-                        object: shown(ns.as_deref(), &id.name),
-                        status: None,
-                        message: format!("the rendered object is not YAML: {e}"),
-                        source: None,
-                    }))
-                })?;
-        if let (Some(ns), Some(meta)) =
-            (&ns, doc.get_mut("metadata").and_then(|m| m.as_object_mut()))
-        {
-            meta.entry("namespace")
-                .or_insert_with(|| serde_json::Value::String(ns.clone()));
-        }
+        let doc = manifest(rendered, ns.as_deref())?;
         let params = PatchParams::apply(&self.options.field_manager).force();
         let result = api.patch(&id.name, &params, &Patch::Apply(&doc)).await;
         match result {
@@ -1464,6 +1441,30 @@ fn parse_inventory(
     )))
 }
 
+/// A rendered object as the body of a server-side apply, in `namespace`
+/// when the template left it out.
+fn manifest(
+    rendered: &Rendered,
+    namespace: Option<&str>,
+) -> Result<serde_json::Value, super::Error> {
+    let mut doc: serde_json::Value =
+        serde_saphyr::from_str_with_options(&rendered.yaml, crate::yaml::template_options())
+            .map_err(|e| {
+                super::Error::Invalid(Box::new(std::io::Error::other(format!(
+                    "the rendered {} is not YAML: {e}",
+                    rendered.object.id
+                ))))
+            })?;
+    if let (Some(ns), Some(meta)) = (
+        namespace,
+        doc.get_mut("metadata").and_then(|m| m.as_object_mut()),
+    ) {
+        meta.entry("namespace")
+            .or_insert_with(|| serde_json::Value::String(ns.to_owned()));
+    }
+    Ok(doc)
+}
+
 /// Items grouped by the apply rank of their kind, in apply order.
 fn by_rank<T>(items: &[T], id: impl Fn(&T) -> &ObjectRef) -> Vec<Vec<&T>> {
     let mut groups: BTreeMap<u8, Vec<&T>> = BTreeMap::new();
@@ -1625,19 +1626,7 @@ mod tests {
                 ),
             ]),
         };
-        let doc = InventoryDoc {
-            format: FORMAT_VERSION,
-            environment: "e".into(),
-            record: live.record.clone(),
-            objects: live
-                .objects
-                .iter()
-                .map(|(id, digest)| Entry {
-                    id: id.clone(),
-                    digest: *digest,
-                })
-                .collect(),
-        };
+        let doc = InventoryDoc::of("e", &live);
         let cm = k8s_openapi::api::core::v1::ConfigMap {
             metadata: kube::api::ObjectMeta {
                 name: Some("converge-e".into()),
