@@ -200,6 +200,8 @@ enum Wake {
     Allowed,
     /// The target observed a change of health or drift.
     TargetChanged,
+    /// Time to look whether this replica leads (leader election).
+    Leadership,
     Shutdown,
 }
 
@@ -242,6 +244,8 @@ pub struct Daemon {
     drift_reported: BTreeMap<String, String>,
     /// The target's signal of observed changes (health, drift).
     target_changes: Option<watch::Receiver<u64>>,
+    /// Whether this replica led at the last look (leader election).
+    leading: bool,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -336,6 +340,7 @@ impl Daemon {
             events_body: None,
             drift_reported: BTreeMap::new(),
             target_changes: None,
+            leading: true,
         };
         daemon.publish();
         Ok(daemon)
@@ -371,6 +376,9 @@ impl Daemon {
         );
         if self.held() {
             consider(now + Duration::from_secs(2), Wake::Allowed);
+        }
+        if !self.leading {
+            consider(now + Duration::from_millis(500), Wake::Leadership);
         }
         next
     }
@@ -440,6 +448,23 @@ impl Daemon {
     /// sources costs a ref check or a listing, not a pass; a full pass still
     /// runs every [`RESYNC`].
     fn handle(&mut self, wake: &Wake) {
+        // Only the leader reads, plans and applies; a standby stays not
+        // ready (so a Service routes API reads to the leader) until it leads,
+        // then reads the inventory from the target and passes at once.
+        let leading = self.converge.target.leading();
+        if leading != self.leading {
+            self.leading = leading;
+            tracing::info!(leading, "leadership changed");
+            if leading {
+                self.converge.target.reload();
+                self.last_full_pass = None;
+            } else {
+                self.publish_sources();
+            }
+        }
+        if !leading {
+            return;
+        }
         let now = Instant::now();
         let mut due: BTreeSet<usize> = (0..self.sources.len())
             .filter(|&i| self.sources[i].due <= now)
@@ -1105,7 +1130,7 @@ impl Daemon {
     }
 
     fn ready(&self) -> bool {
-        self.first_pass_done && self.sources.iter().all(|s| s.fresh)
+        self.leading && self.first_pass_done && self.sources.iter().all(|s| s.fresh)
     }
 
     /// `/api/v1/events` (newest first), serialized again only after an
