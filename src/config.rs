@@ -411,6 +411,23 @@ pub struct ApiConfig {
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Connections served at once; more are closed as they arrive (and the
+    /// limit is lowered to fit the process's file descriptors).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed, and a
+    /// request's headers must arrive within it (slow clients cannot hold
+    /// connections).
+    #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl Default for ApiConfig {
@@ -419,6 +436,8 @@ impl Default for ApiConfig {
             listen: default_listen(),
             token_file: None,
             tls: None,
+            max_connections: default_max_connections(),
+            idle_timeout: default_idle_timeout(),
         }
     }
 }

@@ -1210,6 +1210,8 @@ pub async fn run(
     let options = crate::api::ServeOptions {
         listen: listen.unwrap_or_else(|| converge.config.api.listen.clone()),
         tls: converge.config.api.tls.clone(),
+        max_connections: converge.config.api.max_connections,
+        idle_timeout: converge.config.api.idle_timeout,
     };
     let daemon = Daemon::new(converge, metrics.clone(), view.clone())?;
     let shared = crate::api::Shared {

@@ -3,6 +3,7 @@
 //! a git server and a bucket.
 
 mod git;
+mod hostile;
 mod s3;
 
 use std::io::Write;
