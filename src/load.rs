@@ -57,6 +57,9 @@ pub fn parse(file: &SourceFile) -> Result<Value, Diagnostic> {
                 format!("cannot read file: {e}"),
             ));
         }
+        Content::Refused { rule, message } => {
+            return Err(Diagnostic::new(path, "", *rule, message.as_str()));
+        }
     };
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Diagnostic::new(

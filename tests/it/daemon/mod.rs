@@ -493,3 +493,42 @@ fn an_environment_is_removed_when_its_time_is_up_not_at_the_next_poll() {
     );
     assert!(p.path("claims/short.yaml").exists(), "the claim file stays");
 }
+
+#[test]
+fn a_claim_linked_from_outside_the_claims_directory_is_refused_and_never_read_or_stored() {
+    let p = Project::new("state_dir: .converge\n");
+    p.write("claims/good.yaml", claim("dev-good", "dev"));
+    // A file the daemon can read and the claim author cannot, as it looks
+    // when converge runs as root.
+    p.write(
+        "private/secret.yaml",
+        "root-password: hunter2-very-secret\n",
+    );
+    std::os::unix::fs::symlink("../private/secret.yaml", p.path("claims/leak.yaml"))
+        .expect("symlink");
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    assert_eq!(d.names(), ["dev-good"]);
+    let (_, events) = d.get("/api/v1/events");
+    let refused = serde_json::from_str::<serde_json::Value>(&events).expect("json")["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("claims/leak.yaml"))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("an event names the link: {events}"));
+    let message = refused["message"].as_str().expect("message");
+    assert!(message.contains("(symlink)"), "{message}");
+    assert!(message.contains("outside"), "{message}");
+    assert!(!events.contains("hunter2"), "{events}");
+    assert_eq!(d.terminate(), Some(0));
+    let state = std::fs::read(p.path(".converge/converge.redb")).expect("state");
+    assert!(
+        !state.windows(7).any(|w| w == b"hunter2"),
+        "the linked file's bytes are not in the state store"
+    );
+}
