@@ -9,6 +9,9 @@
 //! anything else in the directory is left alone, and a file converge did not
 //! write is never overwritten.
 //!
+//! The inventory is converge's bookkeeping and is written 0600; object files
+//! are the product (for kubectl and other tools) and get the usual mode.
+//!
 //! Writes are atomic and batched: [`Manifests::apply_all`] syncs the
 //! filesystem four times per batch (`syncfs`), not once per file. In an
 //! existing environment directory every file is written as a temp file and
@@ -578,6 +581,7 @@ impl<'c, 'a> Work<'c, 'a> {
             stage(
                 &self.dir.join(INVENTORY_FILE),
                 &inventory_bytes(change.name, &live),
+                Access::Private,
             )?;
         }
         self.dirty |= self.widened || !change.upserts.is_empty();
@@ -585,6 +589,7 @@ impl<'c, 'a> Work<'c, 'a> {
             stage(
                 &self.dir.join(file_name(&rendered.object.id)),
                 rendered.yaml.as_bytes(),
+                Access::Shared,
             )?;
         }
         self.live = Some(live);
@@ -623,7 +628,8 @@ impl<'c, 'a> Work<'c, 'a> {
             objects: objects.into_iter().collect(),
         };
         let inventory = aside.join(INVENTORY_FILE);
-        std::fs::write(&inventory, inventory_bytes(change.name, &live))
+        create(&inventory, Access::Private)
+            .and_then(|mut f| f.write_all(&inventory_bytes(change.name, &live)))
             .map_err(Manifests::io(&self.dir.join(INVENTORY_FILE), "write"))?;
         self.live = Some(live);
         Ok(())
@@ -686,6 +692,7 @@ impl<'c, 'a> Work<'c, 'a> {
         stage(
             &self.dir.join(INVENTORY_FILE),
             &inventory_bytes(change.name, live),
+            Access::Private,
         )
     }
 
@@ -735,13 +742,45 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{file_name}{TMP_SUFFIX}"))
 }
 
+/// Who may read a file the target writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// An object file: the product, for kubectl and other tools (0666 less
+    /// the umask, like any file the process creates).
+    Shared,
+    /// converge's own bookkeeping (the inventory): 0600.
+    Private,
+}
+
+/// Creates (or truncates) `path` for writing with `access`'s mode; a
+/// private file left by a crash gets its mode back too.
+fn create(path: &Path, access: Access) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mode = match access {
+        Access::Shared => 0o666,
+        Access::Private => 0o600,
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    if access == Access::Private {
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(file)
+}
+
 /// Writes `bytes` beside `path` as a temp file, unsynced.
-fn stage(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+fn stage(path: &Path, bytes: &[u8], access: Access) -> Result<(), Error> {
     let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Manifests::io(path, "write")(e)
-    })
+    create(&tmp, access)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Manifests::io(path, "write")(e)
+        })
 }
 
 /// Renames a staged temp file over `path` (atomic).
@@ -766,15 +805,12 @@ fn remove_stale_temp_files(dir: &Path) {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}{TMP_SUFFIX}"));
+/// Writes an inventory to `path` atomically (0600): a temp file beside it,
+/// fsync, rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = temp_path(path);
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = create(&tmp, Access::Private)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

@@ -532,3 +532,55 @@ fn a_claim_linked_from_outside_the_claims_directory_is_refused_and_never_read_or
         "the linked file's bytes are not in the state store"
     );
 }
+
+/// Permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+}
+
+#[test]
+fn state_and_bookkeeping_are_private_and_a_state_dir_open_to_others_is_warned_about() {
+    let p = Project::new("state_dir: var/converge\n");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    assert_eq!(mode(&p.path("var")), 0o700);
+    assert_eq!(mode(&p.path("var/converge")), 0o700);
+    assert_eq!(mode(&p.path("var/converge/converge.redb")), 0o600);
+    let env = p.path("out/dev-a");
+    let inventory = std::fs::read_dir(&env)
+        .expect("environment")
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".converge-inventory")
+        })
+        .expect("an inventory file")
+        .path();
+    assert_eq!(mode(&inventory), 0o600, "converge's bookkeeping");
+    // The objects are the product, for kubectl and other tools: the same
+    // mode as any file this process (same umask) creates.
+    std::fs::write(p.path("umask-probe"), "").expect("write");
+    assert_eq!(
+        mode(&env.join("namespace-dev-a.yaml")),
+        mode(&p.path("umask-probe"))
+    );
+    assert!(!d.log().contains("WARN"), "{}", d.log());
+    assert_eq!(d.terminate(), Some(0));
+
+    std::fs::set_permissions(
+        p.path("var/converge"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let log = d.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("var/converge"))
+        .unwrap_or_else(|| panic!("a warning names the state dir:\n{log}"));
+    assert!(warning.contains("755"), "{warning}");
+}
