@@ -48,6 +48,13 @@ pub const EVENT_HISTORY: u64 = 1000;
 pub enum Error {
     #[error("state {path}: cannot open: {message}")]
     Open { path: PathBuf, message: String },
+    /// Another process holds the writer lock.
+    #[error(
+        "state dir {} is in use by another converge writer ({}): one writer per state dir; stop it first (plan, validate, render and status can run beside it)",
+        dir.display(),
+        holder.map_or_else(|| "pid unknown".to_owned(), |pid| format!("pid {pid}"))
+    )]
+    Locked { dir: PathBuf, holder: Option<u32> },
     #[error(
         "state {path} is not a converge state store ({message}); move it away or point state_dir elsewhere"
     )]
@@ -226,6 +233,59 @@ impl std::fmt::Debug for Store {
 
 fn key(source: &str, path: &str) -> String {
     format!("{source}\0{path}")
+}
+
+/// The lock file every writer holds in the state dir.
+pub const LOCK_FILE: &str = "converge.lock";
+
+/// The writer lock on a state dir: an exclusive `flock` on
+/// `state_dir/converge.lock`, held while this value lives (the kernel
+/// releases it when the process ends, however it ends). The file holds the
+/// holder's pid, so a second writer can name it.
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: std::fs::File,
+}
+
+impl WriterLock {
+    /// Takes the lock or fails at once, naming the holder: every writer
+    /// (`converge run`, `run --once`) holds it for as long as it runs;
+    /// read-only commands never take it.
+    pub fn acquire(dir: &Path) -> Result<WriterLock, Error> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        create_dir(dir)?;
+        let path = dir.join(LOCK_FILE);
+        let open = |e: std::io::Error| Error::Open {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(&path)
+            .map_err(open)?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(Error::Locked {
+                    dir: dir.to_owned(),
+                    holder: text.trim().parse().ok(),
+                });
+            }
+            Err(e) => return Err(open(e.into())),
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(open)?;
+        Ok(WriterLock { _file: file })
+    }
 }
 
 /// Mode of the state dir (and of any parent it creates).
@@ -800,6 +860,25 @@ mod tests {
         drop(store);
         Store::open(&state).expect("opens again");
         assert_eq!(mode(&state.join("converge.redb")), 0o600);
+    }
+
+    #[test]
+    fn one_writer_lock_per_state_dir_and_the_second_names_the_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = WriterLock::acquire(dir.path()).expect("first");
+        assert_eq!(mode(&dir.path().join(LOCK_FILE)), 0o600);
+        let err = WriterLock::acquire(dir.path()).expect_err("second");
+        assert!(
+            matches!(err, Error::Locked { holder: Some(pid), .. } if pid == std::process::id()),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        let _again = WriterLock::acquire(dir.path()).expect("free again");
     }
 
     #[test]

@@ -584,3 +584,34 @@ fn state_and_bookkeeping_are_private_and_a_state_dir_open_to_others_is_warned_ab
         .unwrap_or_else(|| panic!("a warning names the state dir:\n{log}"));
     assert!(warning.contains("755"), "{warning}");
 }
+
+#[test]
+fn a_second_writer_fails_at_once_naming_the_first_while_read_only_commands_keep_working() {
+    let p = Project::new("state_dir: .converge\n");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let holder = format!("pid {}", d.pid());
+
+    let once = p.run(&["run", "--once"]);
+    assert_eq!(once.status.code(), Some(2), "{}", stderr(&once));
+    assert!(stderr(&once).contains(&holder), "{}", stderr(&once));
+    assert!(stderr(&once).contains(".converge"), "{}", stderr(&once));
+    let second = Daemon::try_start(p.dir.path()).err().expect("refused");
+    assert!(second.contains("exit status: 2"), "{second}");
+    assert!(second.contains(&holder), "{second}");
+
+    let url = format!("http://{}", d.addr);
+    for args in [
+        &["plan"][..],
+        &["validate", "claims"],
+        &["render", "claims/a.yaml"],
+        &["status", "--url", &url],
+    ] {
+        let out = p.run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(d.terminate(), Some(0));
+    let once = p.run(&["run", "--once"]);
+    assert_eq!(once.status.code(), Some(0), "{}", stderr(&once));
+}
