@@ -3,8 +3,10 @@
 //! The embedded default. Each environment directory holds one file per object,
 //! named `<kind>-<name>.yaml` (this target's mapping of an object's identity;
 //! a kind and a name are unique within an environment), and
-//! `.converge-inventory.json`, the list of files converge wrote there with
-//! each object's identity and digest. Only files in that list are ever
+//! `.converge-inventory`, the list of files converge wrote there with
+//! each object's identity and digest (JSON, under a name without a manifest
+//! extension, so that kubectl and kustomize do not read it; a directory
+//! with the earlier `.converge-inventory.json` is migrated when read). Only files in that list are ever
 //! replaced or deleted;
 //! anything else in the directory is left alone, and a file converge did not
 //! write is never overwritten.
@@ -44,8 +46,13 @@ use crate::claim::EnvironmentName;
 use crate::object::{ObjectRef, kind, shared};
 use crate::render::Digest;
 
-/// The inventory file in each environment directory.
-pub const INVENTORY_FILE: &str = ".converge-inventory.json";
+/// The inventory file in each environment directory. Its name has no
+/// manifest extension, so `kubectl apply -R -f`, kustomize and other tools
+/// that read `*.json`/`*.yaml`/`*.yml` never take it for an object.
+pub const INVENTORY_FILE: &str = ".converge-inventory";
+/// The inventory's earlier name, which `kubectl` read as an object without
+/// `apiVersion`: renamed to [`INVENTORY_FILE`] when read.
+pub const LEGACY_INVENTORY_FILE: &str = ".converge-inventory.json";
 const TMP_SUFFIX: &str = ".converge-tmp";
 /// Prefix of the directory a new environment is written into before it appears.
 const TMP_DIR_PREFIX: &str = ".converge-tmp-";
@@ -221,7 +228,8 @@ impl Manifests {
     }
 
     /// Reads one environment's inventory; `None` when it has none (not
-    /// ours). An inventory in format 1 is upgraded on disk as it is read.
+    /// ours). An inventory in format 1 is upgraded on disk as it is read,
+    /// and one under its legacy name is renamed first.
     fn read_inventory(dir: &Path, name: &str) -> Result<Option<LiveEnvironment>, Error> {
         let path = dir.join(INVENTORY_FILE);
         let corrupt = |message: String| Error::CorruptInventory {
@@ -229,8 +237,16 @@ impl Manifests {
             message,
         };
         let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Ok(b) => {
+                Self::remove_legacy_inventory(dir)?;
+                b
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !Self::migrate_inventory(dir)? {
+                    return Ok(None);
+                }
+                std::fs::read(&path).map_err(Self::io(&path, "read inventory"))?
+            }
             Err(e) => return Err(Self::io(&path, "read inventory")(e)),
         };
         let file: InventoryFile =
@@ -278,6 +294,38 @@ impl Manifests {
             write_atomic(&path, &inventory_bytes(name, &live))?;
         }
         Ok(Some(live))
+    }
+
+    /// Renames an inventory under its legacy name to [`INVENTORY_FILE`]
+    /// (one atomic rename: a crash leaves one name or the other, and both
+    /// are read); false when there is none. Another process that renamed it
+    /// first is as good.
+    fn migrate_inventory(dir: &Path) -> Result<bool, Error> {
+        let (legacy, path) = (dir.join(LEGACY_INVENTORY_FILE), dir.join(INVENTORY_FILE));
+        match std::fs::rename(&legacy, &path) {
+            Ok(()) => {
+                tracing::info!(
+                    from = %legacy.display(),
+                    to = %path.display(),
+                    "manifests inventory renamed, so kubectl does not read it"
+                );
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(path.exists()),
+            Err(e) => Err(Self::io(&legacy, "rename inventory")(e)),
+        }
+    }
+
+    /// Removes an inventory under its legacy name beside the current one
+    /// (left by an older converge after this one wrote the current one):
+    /// the current one is the truth, and kubectl would read the legacy one.
+    fn remove_legacy_inventory(dir: &Path) -> Result<(), Error> {
+        let legacy = dir.join(LEGACY_INVENTORY_FILE);
+        match std::fs::remove_file(&legacy) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Self::io(&legacy, "delete legacy inventory")(e)),
+        }
     }
 
     /// Reads every environment's inventory from disk (in parallel).
@@ -1228,6 +1276,49 @@ mod tests {
             live,
             "the upgraded file reads the same"
         );
+    }
+
+    #[test]
+    fn an_inventory_under_its_legacy_name_is_renamed_and_applies_go_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rec = record();
+        let (ns, cm) = (
+            object("Namespace", "e", "a: 1\n"),
+            object("ConfigMap", "c", "b: 2\n"),
+        );
+        Manifests::new(dir.path().to_owned())
+            .apply(&change("e", Some(&rec), vec![&ns], &[]))
+            .expect("applies");
+        // As an earlier converge left it, with an interrupted write's temp file.
+        let env = dir.path().join("e");
+        std::fs::rename(env.join(INVENTORY_FILE), env.join(LEGACY_INVENTORY_FILE)).expect("rename");
+        std::fs::write(env.join("..converge-inventory.json.converge-tmp"), "{").expect("write");
+        let target = Manifests::new(dir.path().to_owned());
+        let live = target.inventory().expect("read");
+        assert_eq!(live.environments["e"].objects.len(), 1);
+        assert_eq!(
+            entries(&env),
+            [
+                "..converge-inventory.json.converge-tmp",
+                INVENTORY_FILE,
+                "namespace-e.yaml"
+            ]
+        );
+        target
+            .apply(&change("e", Some(&rec), vec![&ns, &cm], &[]))
+            .expect("applies");
+        assert_eq!(
+            entries(&env),
+            [INVENTORY_FILE, "configmap-c.yaml", "namespace-e.yaml"],
+            "the stale temp file is gone, no file has a manifest extension but objects"
+        );
+        assert_eq!(target.inventory().expect("memory"), on_disk(dir.path()));
+        // Both names (an older converge ran after this one): the current one
+        // is the truth and the legacy one goes.
+        std::fs::write(env.join(LEGACY_INVENTORY_FILE), "{\"stale\": true}").expect("write");
+        let live = on_disk(dir.path());
+        assert_eq!(live.environments["e"].objects.len(), 2);
+        assert!(!env.join(LEGACY_INVENTORY_FILE).exists());
     }
 
     #[test]
