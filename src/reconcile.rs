@@ -217,6 +217,8 @@ pub enum Error {
 /// The single writer.
 pub struct Daemon {
     converge: Converge,
+    /// The state dir's writer lock, held as long as the daemon lives.
+    _lock: state::WriterLock,
     store: Store,
     metrics: Arc<Metrics>,
     view: Arc<ArcSwap<View>>,
@@ -263,6 +265,7 @@ impl Daemon {
         metrics: Arc<Metrics>,
         view: Arc<ArcSwap<View>>,
     ) -> Result<Daemon, Error> {
+        let lock = state::WriterLock::acquire(&converge.config.state_dir)?;
         let store = Store::open(&converge.config.state_dir)?;
         let restored = store.restore()?;
         let now = Instant::now();
@@ -317,6 +320,7 @@ impl Daemon {
         let next_event = restored.events.last().map_or(1, |e| e.id + 1);
         let mut daemon = Daemon {
             converge,
+            _lock: lock,
             store,
             metrics,
             view,

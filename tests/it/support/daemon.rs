@@ -91,6 +91,11 @@ impl Daemon {
         Err(daemon.log())
     }
 
+    /// The daemon's process id (`setpriv` execs converge in place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
