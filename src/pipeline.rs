@@ -112,6 +112,13 @@ impl Evaluation {
         live: &Inventory,
     ) {
         let mut failed_origins = BTreeSet::new();
+        // Names a valid claim takes care of: a rejected file naming one of
+        // them keeps its diagnostics but neither holds nor marks it.
+        let claimed: BTreeSet<String> = outcomes
+            .iter()
+            .filter(|(_, o)| !matches!(o, Outcome::Invalid(_)))
+            .filter_map(|(_, o)| outcome_name(o).map(str::to_owned))
+            .collect();
         for (origin, outcome) in outcomes {
             match outcome {
                 Outcome::Invalid(Rejected {
@@ -126,7 +133,7 @@ impl Evaluation {
                         .collect::<Vec<_>>()
                         .join("; ");
                     match &name {
-                        Some(n) if !conflicted.contains(n) => {
+                        Some(n) if !conflicted.contains(n) && !claimed.contains(n) => {
                             let (kind, why) = if denied {
                                 (ConditionType::Denied, Reason::PolicyDenied)
                             } else {
@@ -484,9 +491,12 @@ impl Pipeline {
             }
         }
 
-        // Conflicts: any name claimed by two files (valid or not) changes nothing.
+        // Conflicts: a name claimed by two valid, authorized files changes
+        // nothing. A rejected file takes no part: whoever may write a file
+        // that is refused cannot freeze someone else's environment.
         let named = outcomes
             .iter()
+            .filter(|(_, o)| !matches!(o, Outcome::Invalid(_)))
             .filter_map(|(origin, o)| Some((outcome_name(o)?, origin.path.as_str())));
         let conflicts = load::conflicts(named);
         let conflicted: BTreeSet<String> = conflicts
@@ -543,6 +553,7 @@ impl Pipeline {
         let mut diagnostics = load::conflicts(
             results
                 .iter()
+                .filter(|(_, _, d)| d.is_empty())
                 .filter_map(|(n, f, _)| Some((n.as_deref()?, *f))),
         );
         diagnostics.extend(results.into_iter().flat_map(|(_, _, d)| d));

@@ -483,3 +483,39 @@ fn an_applied_environment_stays_when_its_claim_becomes_invalid_and_converge_runs
     let (_project, kept) = corrupt_an_applied_claim(b"\xff\xfe", Some(elsewhere.path()));
     assert!(kept, "out/dev-keep/ is left exactly as it was");
 }
+
+#[test]
+fn a_rejected_file_naming_a_live_environment_does_not_freeze_it() {
+    let p = Project::new("");
+    p.write("claims/dev-owned.yaml", claim("dev-owned", "dev"));
+    assert!(p.run(&["run", "--once"]).status.success());
+    // Someone who can write a file, but not a valid one, names the environment.
+    p.write(
+        "claims/intruder.yaml",
+        claim("dev-owned", "dev").replace("environment_type: dev", "environment_type: nope"),
+    );
+    p.write(
+        "claims/dev-owned.yaml",
+        claim("dev-owned", "dev").replace("v1.2.3", "v1.2.4"),
+    );
+    let run = p.run(&["run", "--once"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let deployment = std::fs::read_to_string(p.path("out/dev-owned/deployment-user-service.yaml"))
+        .expect("applied");
+    assert!(
+        deployment.contains("v1.2.4"),
+        "the owner's change is applied: {deployment}"
+    );
+    let plan = stdout(&p.run(&["plan"]));
+    assert!(!plan.contains("duplicate-environment"), "{plan}");
+    assert!(
+        plan.contains("claims/intruder.yaml"),
+        "the intruder keeps its diagnostic: {plan}"
+    );
+    let validate = p.run(&["validate", "claims"]);
+    assert!(
+        !stdout(&validate).contains("duplicate-environment"),
+        "{}",
+        stdout(&validate)
+    );
+}
