@@ -91,6 +91,9 @@ names! {
         SignatureRequired = "SignatureRequired",
         /// The claim's source cannot be read now (or not yet since start).
         SourceUnavailable = "SourceUnavailable",
+        /// The claim comes from a source that cannot be read now: what is
+        /// applied may be out of date.
+        SourceStale = "SourceStale",
         MassDeletionHeld = "MassDeletionHeld",
         // Health (the target's observation of applied objects)
         /// Some object is not current yet, within the health timeout.
@@ -130,6 +133,7 @@ names! {
         Reconciling = "Reconciling",
         Stalled = "Stalled",
         Drifted = "Drifted",
+        SourceStale = "SourceStale",
     }
 }
 

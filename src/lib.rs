@@ -387,10 +387,31 @@ impl Converge {
 }
 
 /// Unreadable is not empty: a live environment whose claim came from a
-/// stale source, and that no claim asks for now, is left as it is.
+/// stale source, and that no claim asks for now, is left as it is; every
+/// environment of a stale source says so (`SourceStale`), applied or not.
 fn keep_stale(evaluation: &mut Evaluation, live: &Inventory, stale: &BTreeSet<&str>) {
     if stale.is_empty() {
         return;
+    }
+    let from_stale: BTreeMap<String, String> = evaluation
+        .desired
+        .iter()
+        .map(|(name, d)| (name.clone(), d.origin.source.clone()))
+        .chain(live.environments.iter().filter_map(|(name, env)| {
+            Some((name.clone(), env.record.origin.as_ref()?.source.clone()))
+        }))
+        .filter(|(_, source)| stale.contains(source.as_str()))
+        .collect();
+    for (name, source) in from_stale {
+        evaluation
+            .conditions
+            .entry(name)
+            .or_default()
+            .push(condition::Condition::problem(
+                condition::ConditionType::SourceStale,
+                Reason::SourceStale,
+                format!("source {source} cannot be read now: what is applied may be out of date"),
+            ));
     }
     for (name, env) in &live.environments {
         let from_stale = env

@@ -92,6 +92,15 @@ fn an_unreadable_source_deletes_nothing_and_recovers() {
     });
     assert_eq!(d.names().len(), 4, "nothing deleted");
     assert_eq!(p.environments().len(), 4, "nothing deleted on disk");
+    let stale = |d: &Daemon| {
+        d.json("/api/v1/environments")["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|e| e["conditions"].to_string().contains("SourceStale"))
+            .count()
+    };
+    d.wait_for("every environment marked stale", |d| stale(d) == 4);
     let metrics = d.get("/metrics").1;
     assert!(
         metrics
@@ -103,6 +112,7 @@ fn an_unreadable_source_deletes_nothing_and_recovers() {
         d.json("/api/v1/sources")["items"][0]["last_error"].is_null()
     });
     assert_eq!(d.names().len(), 4);
+    d.wait_for("no longer stale", |d| stale(d) == 0);
 }
 
 #[test]
