@@ -248,6 +248,8 @@ pub struct Daemon {
     target_changes: Option<watch::Receiver<u64>>,
     /// Whether this replica led at the last look (leader election).
     leading: bool,
+    /// Files with diagnostics in the last pass (their recovery is logged).
+    rejected_files: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -345,6 +347,7 @@ impl Daemon {
             drift_reported: BTreeMap::new(),
             target_changes: None,
             leading: true,
+            rejected_files: BTreeSet::new(),
         };
         daemon.publish();
         Ok(daemon)
@@ -807,12 +810,29 @@ impl Daemon {
             .map(ToString::to_string)
             .collect();
         let previously = std::mem::replace(&mut self.reported, diagnostics);
+        let files: BTreeSet<String> = evaluation
+            .diagnostics
+            .iter()
+            .map(|d| d.file.clone())
+            .collect();
+        for file in self.rejected_files.difference(&files) {
+            tracing::info!(file = %file, "claim file no longer rejected");
+        }
+        self.rejected_files = files;
         for d in evaluation
             .diagnostics
             .iter()
             .filter(|d| !previously.contains(&d.to_string()))
             .take(100)
         {
+            tracing::warn!(
+                file = %d.file,
+                pointer = %d.pointer,
+                rule = %d.rule,
+                environment = d.environment.as_deref().unwrap_or(""),
+                "{}",
+                d.message
+            );
             let ev = self.event(
                 "Warning",
                 "ClaimRejected",

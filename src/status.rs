@@ -351,7 +351,19 @@ fn item(
             conditions,
             ..before.item.clone()
         }),
-        (None, None) => None,
+        // Named only by a rejected claim: listed, so operators find it.
+        (None, None) => (status == "Invalid").then(|| Item {
+            name: name.to_owned(),
+            env_type: String::new(),
+            pool: String::new(),
+            owner: String::new(),
+            source: None,
+            revision: None,
+            ready,
+            status: status.to_owned(),
+            expires_at: None,
+            conditions,
+        }),
     }
 }
 

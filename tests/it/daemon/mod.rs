@@ -626,3 +626,49 @@ fn a_second_writer_fails_at_once_naming_the_first_while_read_only_commands_keep_
     let once = p.run(&["run", "--once"]);
     assert_eq!(once.status.code(), Some(0), "{}", stderr(&once));
 }
+
+#[test]
+fn a_rejected_new_claim_is_logged_once_and_listed_as_invalid() {
+    let p = crate::support::Project::new("");
+    p.write(
+        "claims/dev-good.yaml",
+        crate::support::claim("dev-good", "dev"),
+    );
+    p.write(
+        "claims/dev-bad.yaml",
+        crate::support::claim("dev-bad", "dev")
+            .replace("environment_type: dev", "environment_type: nope"),
+    );
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let (status, body) = d.get("/api/v1/environments/dev-bad");
+    assert_eq!(status, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(detail["status"], "Invalid", "{detail}");
+    assert!(
+        detail["conditions"]
+            .to_string()
+            .contains("environment_type"),
+        "{detail}"
+    );
+    d.wait_for("a warning naming file, pointer and rule", |d| {
+        d.log().lines().any(|l| {
+            l.contains("WARN")
+                && l.contains("claims/dev-bad.yaml")
+                && l.contains("/environment_type")
+        })
+    });
+    p.write(
+        "claims/dev-bad.yaml",
+        crate::support::claim("dev-bad", "dev"),
+    );
+    d.wait_for("its recovery logged", |d| {
+        d.log().contains("claim file no longer rejected")
+    });
+    let warnings = d
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("claims/dev-bad.yaml"))
+        .count();
+    assert_eq!(warnings, 1, "logged once\n{}", d.log());
+}
