@@ -443,6 +443,9 @@ struct Listed {
 #[derive(Debug, Clone)]
 struct Served {
     etag: Option<String>,
+    /// Its last-modified time (RFC 3339): a PUT of the same bytes with other
+    /// metadata keeps the `ETag` but changes this.
+    modified: Option<String>,
     /// Without a notice (a refusal's notice is added per snapshot).
     file: SourceFile,
 }
@@ -468,12 +471,31 @@ fn plan(
     max_file_bytes: u64,
 ) -> Step {
     match known.get(&listed.key) {
-        Some(served) if listed.etag.is_some() && served.etag == listed.etag => Step::Keep,
+        Some(served)
+            if listed.etag.is_some()
+                && served.etag == listed.etag
+                && same_time(served.modified.as_deref(), listed.last_modified.as_deref()) =>
+        {
+            Step::Keep
+        }
+        // The same bytes uploaded again (other metadata): read again, so the
+        // policies judge the metadata as it is now, in either direction.
+        Some(served) if listed.etag.is_some() && served.etag == listed.etag => Step::Fetch,
         // Without an ETag a write-once bucket cannot tell a change: keep.
         Some(_) if is_static && listed.etag.is_none() => Step::Keep,
         Some(_) if is_static => Step::Refuse,
         _ if listed.size > max_file_bytes => Step::TooLarge,
         _ => Step::Fetch,
+    }
+}
+
+/// Whether two last-modified times are the same second (a listing and a
+/// `GET` give them at different precisions); unknown on either side is the
+/// same.
+fn same_time(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.get(..19) == b.get(..19),
+        _ => true,
     }
 }
 
@@ -586,7 +608,11 @@ impl S3Source {
         let mut taken = 0;
         for file in &snapshot.files {
             let Some(Provenance::S3 {
-                bucket, key, etag, ..
+                bucket,
+                key,
+                etag,
+                last_modified,
+                ..
             }) = file.provenance.as_deref()
             else {
                 continue;
@@ -597,7 +623,15 @@ impl S3Source {
             let mut file = file.clone();
             file.notice = None;
             let etag = (!etag.is_empty()).then(|| etag.clone());
-            self.known.insert(key.clone(), Served { etag, file });
+            let modified = last_modified.clone();
+            self.known.insert(
+                key.clone(),
+                Served {
+                    etag,
+                    modified,
+                    file,
+                },
+            );
             taken += 1;
         }
         taken
@@ -964,6 +998,7 @@ fn assemble(
             Step::Keep | Step::Refuse => known.get(&listed.key).cloned(),
             Step::TooLarge => Some(Served {
                 etag: listed.etag.clone(),
+                modified: listed.last_modified.clone(),
                 file: object_file(
                     o,
                     &listed.key,
@@ -986,6 +1021,7 @@ fn assemble(
                     f.metadata,
                 ),
                 etag: f.etag,
+                modified: listed.last_modified.clone(),
             }),
         };
         let Some(served) = served else { continue };
@@ -993,6 +1029,15 @@ fn assemble(
         revision.update(listed.key.as_bytes());
         revision.update([0]);
         revision.update(served.etag.as_deref().unwrap_or_default().as_bytes());
+        revision.update([0]);
+        revision.update(
+            served
+                .modified
+                .as_deref()
+                .and_then(|m| m.get(..19))
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         if step == Step::Refuse {
             let seen = listed.etag.as_deref().unwrap_or("unknown");
             let first = served.etag.as_deref().unwrap_or("unknown");

@@ -360,3 +360,39 @@ fn the_source_reads_from_sync_code_from_block_in_place_and_from_async_code() {
         drop(s);
     });
 }
+
+#[test]
+#[ignore = "needs garage (scripts/test builds it)"]
+fn the_same_bytes_uploaded_again_with_other_metadata_are_read_again_both_ways() {
+    let garage = Garage::shared();
+    let b = garage.bucket();
+    let body = claim("dev-meta", "dev");
+    b.put("a.yaml", body.as_str(), &[("uploader", "ci")]);
+    let mut s = source(&garage.source_yaml(&b.name, ""), 1 << 20);
+    let first = s.read().expect("reads");
+    let uploader =
+        |snap: &converge::source::Snapshot| match file(snap, "a.yaml").provenance.as_deref() {
+            Some(Provenance::S3 { metadata, .. }) => metadata.get("uploader").cloned(),
+            _ => None,
+        };
+    assert_eq!(uploader(&first).as_deref(), Some("ci"));
+    // LastModified has a one-second grain: let the next PUT land in another second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    b.put("a.yaml", body.as_str(), &[("uploader", "mallory")]);
+    let (revoked, n) = requests_during(&mut s, |s| s.read().expect("reads"));
+    assert_eq!(n, Requests { list: 1, get: 1 }, "the object is read again");
+    assert_eq!(uploader(&revoked).as_deref(), Some("mallory"));
+    assert_ne!(revoked.revision, first.revision, "a pass judges it again");
+    assert_ne!(
+        file(&revoked, "a.yaml").digest,
+        file(&first, "a.yaml").digest
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    b.put("a.yaml", body.as_str(), &[("uploader", "ci")]);
+    let (granted, n) = requests_during(&mut s, |s| s.read().expect("reads"));
+    assert_eq!(n, Requests { list: 1, get: 1 });
+    assert_eq!(uploader(&granted).as_deref(), Some("ci"));
+    let (idle, n) = requests_during(&mut s, |s| s.read().expect("reads"));
+    assert_eq!(n, Requests { list: 1, get: 0 }, "and then not again");
+    assert_eq!(idle.revision, granted.revision);
+}
