@@ -105,6 +105,9 @@ pub enum Error {
     },
     #[error("{message}")]
     AuthFailed { message: String },
+    /// The server works in another region than the configured one.
+    #[error("{message}")]
+    WrongRegion { message: String },
     #[error("{message}")]
     BucketMissing { message: String },
     /// A 5xx, a 429, or a response that is not S3's.
@@ -155,6 +158,7 @@ impl Error {
             Self::Timeout { .. } => "Timeout",
             Self::Unreachable { .. } | Self::Body { .. } => "Unreachable",
             Self::AuthFailed { .. } => "AuthFailed",
+            Self::WrongRegion { .. } => "WrongRegion",
             Self::BucketMissing { .. } => "BucketMissing",
             Self::ServerError { .. } | Self::Task { .. } => "ServerError",
             Self::RequestRefused { .. } => "RequestRefused",
@@ -933,6 +937,28 @@ where
             let status = s.raw().status().as_u16();
             let code = s.err().code().unwrap_or("no error code").to_owned();
             let described = format!("HTTP {status} {code}");
+            if code == "AuthorizationHeaderMalformed"
+                || code == "IllegalLocationConstraintException"
+            {
+                let expected = s
+                    .raw()
+                    .headers()
+                    .get("x-amz-bucket-region")
+                    .map(str::to_owned)
+                    .or_else(|| s.err().message().and_then(expected_region));
+                tracing::debug!(message = ?s.err().message(), "region refused");
+                let message = match expected {
+                    Some(region) => format!(
+                        "{doing} {at}: {endpoint} expects region {region}, not {}: set `region: {region}` ({described})",
+                        o.region
+                    ),
+                    None => format!(
+                        "{doing} {at}: {endpoint} works in another region than {} and does not say which: set `region:` to the server's (Garage: its s3_region) ({described})",
+                        o.region
+                    ),
+                };
+                return Error::WrongRegion { message };
+            }
             match (status, code.as_str()) {
                 (_, "NoSuchBucket") => Error::BucketMissing {
                     message: format!(
@@ -981,6 +1007,18 @@ where
             error: None,
         },
     }
+}
+
+/// The region a server's refusal names as expected, as AWS words it ("the
+/// region 'us-east-1' is wrong; expecting 'eu-west-1'"): only that quoted
+/// word is taken from the server's text, which can also name the key id.
+fn expected_region(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("expecting '")?;
+    let (region, _) = rest.split_once('\'')?;
+    region
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        .then(|| region.to_owned())
 }
 
 /// Builds the new listing and the snapshot from this poll's steps (pure).
@@ -1185,6 +1223,18 @@ mod tests {
             Content::Bytes(b) => std::str::from_utf8(b).expect("utf-8"),
             other => panic!("not bytes: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_expected_region_is_taken_from_aws_words_only() {
+        assert_eq!(
+            expected_region("The authorization header is malformed; the region 'us-east-1' is wrong; expecting 'eu-west-1'").as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            expected_region("unexpected scope: 20261130/us-east-1/s3/aws4_request"),
+            None
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use converge::source::{Content, Error, Provenance, Snapshot, Source, SourceFile}
 
 use crate::support::claim;
 use crate::support::fault_proxy::{Proxy, Silent};
-use crate::support::garage::{Garage, KEY_ID, SECRET, source_yaml};
+use crate::support::garage::{Garage, KEY_ID, REGION, SECRET, source_yaml};
 
 /// An s3 source built from config YAML, as `converge` builds it.
 fn source(yaml: &str, max_file_bytes: u64) -> S3Source {
@@ -395,4 +395,28 @@ fn the_same_bytes_uploaded_again_with_other_metadata_are_read_again_both_ways() 
     let (idle, n) = requests_during(&mut s, |s| s.read().expect("reads"));
     assert_eq!(n, Requests { list: 1, get: 0 }, "and then not again");
     assert_eq!(idle.revision, granted.revision);
+}
+
+#[test]
+#[ignore = "needs garage (scripts/test builds it)"]
+fn a_wrong_region_says_which_region_the_server_expects() {
+    let garage = Garage::shared();
+    let b = garage.bucket();
+    b.put("a.yaml", claim("dev-region", "dev"), &[]);
+    let yaml = garage
+        .source_yaml(&b.name, "")
+        .replace(&format!("region: {REGION}"), "region: us-east-1");
+    let err = source(&yaml, 1 << 20).read().expect_err("wrong region");
+    let text = err.to_string();
+    assert_eq!(err.reason(), "WrongRegion", "{text}");
+    // Garage does not name its region; the message says what to fix.
+    assert!(
+        text.contains("another region than us-east-1")
+            || text.contains(&format!("expects region {REGION}")),
+        "{text}"
+    );
+    assert!(
+        !text.contains(KEY_ID),
+        "the server's text is not echoed: {text}"
+    );
 }
