@@ -1,0 +1,842 @@
+//! The Helm chart (`charts/converge`): `helm lint` and `helm template` with
+//! the helm v4 that `scripts/kube-tools` builds, the rendered chart applied to
+//! a real API server, and its RBAC proven both sufficient and minimal: the
+//! real `converge run --once` with a token of the chart's `ServiceAccount`
+//! applies the quick start, and without any one rule a pass needs it is
+//! `forbidden`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::kube::{KubeApi, tool};
+use crate::support::{Project, claim, repo, stderr, stdout};
+
+fn chart() -> PathBuf {
+    repo().join("charts/converge")
+}
+
+fn everything_values() -> PathBuf {
+    chart().join("ci/everything-values.yaml")
+}
+
+/// Runs the built helm with its caches and config in a directory of its own.
+fn helm(args: &[&str]) -> Output {
+    let home = std::env::temp_dir().join("converge-test-helm");
+    Command::new(tool("helm"))
+        .args(args)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("helm runs")
+}
+
+fn helm_ok(args: &[&str]) -> String {
+    let out = helm(args);
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// `helm template RELEASE charts/converge -n NAMESPACE EXTRA...`: the YAML.
+fn template(release: &str, namespace: &str, extra: &[&str]) -> String {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        release,
+        chart.to_str().expect("a UTF-8 path"),
+        "--namespace",
+        namespace,
+    ];
+    args.extend_from_slice(extra);
+    helm_ok(&args)
+}
+
+/// The rendered objects.
+fn objects(yaml: &str) -> Vec<Value> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).expect("helm renders YAML");
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = objects
+        .iter()
+        .filter_map(|o| o["kind"].as_str().map(str::to_owned))
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind}: {found:?}");
+    found[0]
+}
+
+/// The converge.yaml the chart's `ConfigMap` holds.
+fn rendered_config(objects: &[Value]) -> String {
+    objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ConfigMap"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-config"))
+        })
+        .and_then(|o| o["data"]["converge.yaml"].as_str())
+        .expect("the config ConfigMap")
+        .to_owned()
+}
+
+/// The RBAC rules the README's "Kubernetes" section lists.
+fn readme_rules() -> Value {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let from = readme
+        .find("The RBAC rules converge needs")
+        .expect("the README lists the RBAC rules");
+    let block = &readme[from..];
+    let start = block.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let end = start + block[start..].find("```").expect("its end");
+    let doc: Value = serde_saphyr::from_str(&block[start..end]).expect("rules are YAML");
+    doc["rules"].clone()
+}
+
+#[test]
+#[ignore = "needs helm (scripts/kube-tools builds it)"]
+fn helm_lints_the_chart_clean_with_default_values_and_with_everything_on() {
+    let chart = chart();
+    let chart = chart.to_str().expect("a UTF-8 path");
+    let values = everything_values();
+    for extra in [
+        &[][..],
+        &["--values", values.to_str().expect("a UTF-8 path")],
+    ] {
+        let mut args = vec!["lint", "--strict", chart];
+        args.extend_from_slice(extra);
+        let out = helm_ok(&args);
+        assert!(
+            out.contains("1 chart(s) linted, 0 chart(s) failed"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("[WARNING]") && !out.contains("[ERROR]"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs helm (scripts/kube-tools builds it)"]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one rendered chart, object by object"
+)]
+fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
+    let objects = objects(&template("converge", "converge", &[]));
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount",
+        ]
+    );
+
+    // The pod: converge run on the mounted config, locked down, probed.
+    let deployment = one(&objects, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "converge");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let containers = pod["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(c["image"], "ghcr.io/converge-dev/converge:0.1.0");
+    assert_eq!(
+        c["args"],
+        serde_json::json!([
+            "run",
+            "--config",
+            "/etc/converge/converge.yaml",
+            "--log-format",
+            "json"
+        ])
+    );
+    let security = &c["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(c["ports"][0]["containerPort"], 8090);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(c["resources"]["requests"]["memory"], "384Mi");
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    assert_eq!(
+        mounts,
+        ["/etc/converge/converge.yaml", "/var/lib/converge", "/tmp"]
+    );
+    let state = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "state")
+        .expect("the state volume");
+    assert!(state["emptyDir"].is_object(), "{state}");
+
+    // The config: in-cluster (no kubeconfig), the API on all addresses.
+    let config: Value = serde_saphyr::from_str(&rendered_config(&objects)).expect("YAML");
+    assert_eq!(
+        config["target"],
+        serde_json::json!({
+            "kind": "kubernetes", "field_manager": "converge", "drift": "correct",
+            "concurrency": 8, "inventory_namespace": "converge", "recreate": false,
+            "timeout": "30s",
+        })
+    );
+    assert_eq!(config["api"], serde_json::json!({"listen": "0.0.0.0:8090"}));
+    assert_eq!(config["state_dir"], "/var/lib/converge");
+
+    // RBAC: the README's rules, and the Lease in the release namespace.
+    assert_eq!(one(&objects, "ClusterRole")["rules"], readme_rules());
+    let binding = one(&objects, "ClusterRoleBinding");
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "converge", "namespace": "converge"}])
+    );
+    let role = one(&objects, "Role");
+    assert_eq!(role["metadata"]["namespace"], "converge");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{
+            "apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+            "verbs": ["get", "create", "update", "patch"],
+        }])
+    );
+
+    // The Service and the NetworkPolicy: the API port only.
+    let service = one(&objects, "Service");
+    assert_eq!(service["spec"]["ports"][0]["port"], 8090);
+    let policy = one(&objects, "NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["ingress"],
+        serde_json::json!([{"ports": [{"port": "api", "protocol": "TCP"}]}])
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+}
+
+#[test]
+#[ignore = "needs helm (scripts/kube-tools builds it)"]
+fn every_optional_part_renders_mounted_read_only_and_named_in_the_config() {
+    let values = everything_values();
+    let objects = objects(&template(
+        "converge",
+        "platform",
+        &["--values", values.to_str().expect("a UTF-8 path")],
+    ));
+    let config: Value = serde_saphyr::from_str(&rendered_config(&objects)).expect("YAML");
+    assert_eq!(
+        config["target"]["kubeconfig"],
+        "/etc/converge/kubeconfig/kubeconfig"
+    );
+    assert_eq!(config["target"]["context"], "prod-eu");
+    assert_eq!(
+        config["target"]["inventory_namespace"],
+        "converge-inventory"
+    );
+    assert_eq!(
+        config["api"],
+        serde_json::json!({
+            "listen": "0.0.0.0:8090",
+            "token_file": "/etc/converge/secrets/api/token",
+            "tls": {"cert_file": "/etc/converge/tls/tls.crt", "key_file": "/etc/converge/tls/tls.key"},
+        })
+    );
+    assert_eq!(config["policies"], "/etc/converge/policies");
+    assert_eq!(config["schema"], "/etc/converge/schema/claim.json");
+    assert_eq!(config["templates"], "/etc/converge/templates");
+    assert_eq!(config["sources"].as_array().map(Vec::len), Some(2));
+    assert_eq!(config["safety"]["max_delete_fraction"], 0.3);
+    assert_eq!(
+        config["images"]["registry"],
+        "registry.example.com/releases"
+    );
+
+    let deployment = one(&objects, "Deployment");
+    let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let mounts = c["volumeMounts"].as_array().expect("mounts");
+    for path in [
+        "/etc/converge/kubeconfig",
+        "/etc/converge/secrets/api",
+        "/etc/converge/tls",
+        "/etc/converge/policies",
+        "/etc/converge/schema",
+        "/etc/converge/templates",
+        "/etc/converge/secrets/git",
+        "/etc/converge/secrets/s3",
+        "/etc/converge/secrets/registry",
+        "/etc/converge/secrets/age",
+    ] {
+        let mount = mounts
+            .iter()
+            .find(|m| m["mountPath"] == path)
+            .unwrap_or_else(|| panic!("{path} mounted: {mounts:?}"));
+        assert_eq!(mount["readOnly"], true, "{mount}");
+    }
+    assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    let rules = one(&objects, "ClusterRole")["rules"]
+        .as_array()
+        .expect("rules")
+        .clone();
+    assert_eq!(
+        rules.last(),
+        Some(&serde_json::json!({
+            "apiGroups": ["platform.example.com"], "resources": ["clusterclaims"],
+            "verbs": ["get", "create", "patch", "delete"],
+        }))
+    );
+    let names: Vec<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap")
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "converge-config",
+            "converge-policies",
+            "converge-schema",
+            "converge-templates"
+        ]
+    );
+    let policy = one(&objects, "NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+}
+
+#[test]
+#[ignore = "needs helm (scripts/kube-tools builds it)"]
+fn the_service_monitor_is_rendered_only_where_its_api_is_served() {
+    let without = objects(&template("converge", "converge", &[]));
+    assert!(!kinds(&without).contains(&"ServiceMonitor".to_owned()));
+    let values = everything_values();
+    let with = objects(&template(
+        "converge",
+        "converge",
+        &[
+            "--api-versions",
+            "monitoring.coreos.com/v1",
+            "--values",
+            values.to_str().expect("a UTF-8 path"),
+        ],
+    ));
+    let monitor = one(&with, "ServiceMonitor");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"], "api");
+    assert_eq!(endpoint["path"], "/metrics");
+    assert_eq!(endpoint["scheme"], "https");
+    assert_eq!(
+        endpoint["authorization"]["credentials"],
+        serde_json::json!({"name": "converge-api-token", "key": "token"})
+    );
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+}
+
+#[test]
+#[ignore = "needs helm (scripts/kube-tools builds it)"]
+fn converge_loads_the_config_the_chart_writes() {
+    let objects = objects(&template("converge", "converge", &[]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("converge.yaml");
+    std::fs::write(&config, rendered_config(&objects)).expect("write");
+    let claims = repo().join("examples/quickstart/claims");
+    let out = crate::support::converge(
+        dir.path(),
+        &[
+            "validate",
+            "--config",
+            config.to_str().expect("a UTF-8 path"),
+            claims.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+#[test]
+#[ignore = "needs helm, kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn the_rendered_chart_applies_to_a_real_api_server() {
+    let api = KubeApi::shared();
+    let values = everything_values();
+    for (namespace, extra) in [
+        ("converge-chart", &[][..]),
+        (
+            "converge-chart-everything",
+            &["--values", values.to_str().expect("a UTF-8 path")][..],
+        ),
+    ] {
+        let rendered = template("converge", namespace, extra);
+        let _ = api.kubectl_ok(&["create", "namespace", namespace]);
+        let applied = api.kubectl_with_input_ok(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=helm-test",
+                "-f",
+                "-",
+            ],
+            &rendered,
+        );
+        for object in [
+            "serviceaccount/converge",
+            "clusterrole.rbac.authorization.k8s.io/converge",
+            "role.rbac.authorization.k8s.io/converge-leader-election",
+            "deployment.apps/converge",
+            "service/converge",
+            "poddisruptionbudget.policy/converge",
+            "networkpolicy.networking.k8s.io/converge",
+        ] {
+            assert!(applied.contains(object), "{object}: {applied}");
+        }
+        let deployment: Value = serde_json::from_str(&api.kubectl_ok(&[
+            "get",
+            "deployment",
+            "converge",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ]))
+        .expect("JSON");
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+            true
+        );
+    }
+}
+
+/// One rule taken away: `verb` on `resource` (of `group`).
+struct Without {
+    group: &'static str,
+    resource: &'static str,
+    verb: &'static str,
+}
+
+impl Without {
+    fn new(group: &'static str, resource: &'static str, verb: &'static str) -> Without {
+        Without {
+            group,
+            resource,
+            verb,
+        }
+    }
+
+    /// `resource[.group]`, as kubectl and converge name it.
+    fn resource(&self) -> String {
+        if self.group.is_empty() {
+            self.resource.to_owned()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
+    }
+
+    /// `rules` less this verb on this resource: the resource moves to a
+    /// rule of its own with the other verbs.
+    fn from(&self, rules: &Value) -> Value {
+        let mut out = Vec::new();
+        let mut found = false;
+        for rule in rules.as_array().expect("rules") {
+            let strings = |key: &str| -> Vec<String> {
+                rule[key]
+                    .as_array()
+                    .expect("a list")
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            };
+            let resources = strings("resources");
+            if strings("apiGroups") != [self.group] || !resources.iter().any(|r| r == self.resource)
+            {
+                out.push(rule.clone());
+                continue;
+            }
+            found = true;
+            let rest: Vec<&String> = resources.iter().filter(|r| *r != self.resource).collect();
+            if !rest.is_empty() {
+                let mut others = rule.clone();
+                others["resources"] = serde_json::json!(rest);
+                out.push(others);
+            }
+            let verbs = strings("verbs");
+            assert!(
+                verbs.iter().any(|v| v == self.verb),
+                "{rule} has no {}",
+                self.verb
+            );
+            let verbs: Vec<&String> = verbs.iter().filter(|v| *v != self.verb).collect();
+            out.push(serde_json::json!({
+                "apiGroups": [self.group], "resources": [self.resource], "verbs": verbs,
+            }));
+        }
+        assert!(found, "no rule for {}", self.resource());
+        Value::Array(out)
+    }
+}
+
+/// What a pass has to do for a rule to be used.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Nothing changes (a pass still reads every inventory).
+    Nothing,
+    /// `dev-rbac`'s user-service moves to another version.
+    Version,
+    /// A new dev environment.
+    NewEnvironment,
+    /// A new prod environment (HA: a `PodDisruptionBudget` too).
+    NewProdEnvironment,
+    /// `dev-rbac`'s inventory `ConfigMap` is lost: every object is looked
+    /// up before it is written again.
+    LostInventory,
+    /// `dev-rbac`'s auth-service is dropped from its claim: pruned.
+    DroppedService,
+}
+
+/// The quick-start project whose target is `api` as the chart's
+/// `ServiceAccount`, and the changes the cases make to it.
+struct RbacProject<'a> {
+    api: &'a KubeApi,
+    p: Project,
+    namespace: &'a str,
+    version: u32,
+    fresh: u32,
+}
+
+impl RbacProject<'_> {
+    fn dev_rbac(&self, with_auth_service: bool) {
+        let mut claim =
+            claim("dev-rbac", "dev").replace("v1.2.3", &format!("v1.2.{}", 3 + self.version % 2));
+        if with_auth_service {
+            claim += "  auth-service: v2.1.0\n";
+        }
+        self.p.write("claims/dev-rbac.yaml", claim);
+    }
+
+    fn run(&self) -> Output {
+        self.p.run(&["run", "--once"])
+    }
+
+    fn converged(&self, what: &str) {
+        let out = self.run();
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+    }
+
+    /// With every rule: what the change needs to exist first.
+    fn prepare(&mut self, change: Change) {
+        if change == Change::DroppedService {
+            self.dev_rbac(true);
+            self.converged("auth-service back");
+        }
+    }
+
+    fn make(&mut self, change: Change) {
+        match change {
+            Change::Nothing => {}
+            Change::Version => {
+                self.version += 1;
+                self.dev_rbac(true);
+            }
+            Change::NewEnvironment | Change::NewProdEnvironment => {
+                self.fresh += 1;
+                let (name, kind) = if change == Change::NewEnvironment {
+                    (format!("dev-rbac-new-{}", self.fresh), "dev")
+                } else {
+                    (format!("prod-rbac-new-{}", self.fresh), "prod")
+                };
+                self.p
+                    .write(&format!("claims/{name}.yaml"), claim(&name, kind));
+            }
+            Change::LostInventory => {
+                let _ = self.api.kubectl_ok(&[
+                    "delete",
+                    "configmap",
+                    "converge-dev-rbac",
+                    "-n",
+                    self.namespace,
+                ]);
+            }
+            Change::DroppedService => self.dev_rbac(false),
+        }
+    }
+}
+
+/// The `ClusterRole` with `rules`, applied by the admin.
+fn apply_cluster_role(api: &KubeApi, role: &Value, rules: &Value) {
+    let mut role = role.clone();
+    role["rules"] = rules.clone();
+    let _ = api.kubectl_with_input_ok(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=rbac-test",
+            "-f",
+            "-",
+        ],
+        &role.to_string(),
+    );
+}
+
+/// Waits until RBAC answers `can` for `verb` on `resource` as `user` (the
+/// authorizer follows role changes through its cache).
+fn wait_can(api: &KubeApi, user: &str, verb: &str, resource: &str, can: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = api.kubectl(&["auth", "can-i", verb, resource, "--as", user, "-A"]);
+        if stdout(&out).trim() == if can { "yes" } else { "no" } {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "can-i {verb} {resource} as {user}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "needs helm, kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn the_charts_service_account_applies_the_quick_start_and_each_rule_a_pass_uses_is_needed() {
+    // A cluster of its own: this test rewrites a ClusterRole and applies the
+    // quick start's environments.
+    let api = KubeApi::start();
+    let namespace = "converge-rbac";
+    let rendered = template("converge", namespace, &[]);
+    let _ = api.kubectl_ok(&["create", "namespace", namespace]);
+    let _ = api.kubectl_with_input_ok(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=helm-test",
+            "-f",
+            "-",
+        ],
+        &rendered,
+    );
+    let objects = objects(&rendered);
+    let role = one(&objects, "ClusterRole").clone();
+    let rules = role["rules"].clone();
+    let sa = one(&objects, "ServiceAccount")["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    let user = format!("system:serviceaccount:{namespace}:{sa}");
+    let token = api.service_account_token(namespace, &sa);
+
+    // The quick start (and dev-rbac, the cases' own), as the chart's
+    // ServiceAccount, out of cluster: every environment applied.
+    let p = Project::new("");
+    let kubeconfig = p.path("kubeconfig");
+    api.write_kubeconfig(&kubeconfig, Some("chart"), &token);
+    let quickstart = repo().join("examples/quickstart");
+    let config = std::fs::read_to_string(quickstart.join("converge.yaml"))
+        .expect("quick start config")
+        .replace(
+            "target:\n  kind: manifests\n  path: out\n",
+            &format!(
+                "target:\n  kind: kubernetes\n  kubeconfig: {}\n  inventory_namespace: {namespace}\n",
+                kubeconfig.display()
+            ),
+        );
+    assert!(config.contains("kind: kubernetes"), "{config}");
+    p.write("converge.yaml", config);
+    let mut names = vec!["dev-rbac".to_owned()];
+    for entry in std::fs::read_dir(quickstart.join("claims")).expect("claims") {
+        let entry = entry.expect("entry");
+        p.write(
+            &format!("claims/{}", entry.file_name().to_string_lossy()),
+            std::fs::read(entry.path()).expect("read"),
+        );
+        names.push(file_stem(&entry.path()));
+    }
+    let mut project = RbacProject {
+        api: &api,
+        p,
+        namespace,
+        version: 0,
+        fresh: 0,
+    };
+    project.dev_rbac(true);
+    let started = Instant::now();
+    project.converged("the quick start as the chart's ServiceAccount");
+    eprintln!(
+        "rbac: the quick start applied as {user} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for name in &names {
+        let ns: Value =
+            serde_json::from_str(&api.kubectl_ok(&["get", "namespace", name, "-o", "json"]))
+                .expect("JSON");
+        assert_eq!(
+            ns["metadata"]["labels"]["converge.dev/environment"],
+            name.as_str()
+        );
+        let _ = api.kubectl_ok(&[
+            "get",
+            "configmap",
+            &format!("converge-{name}"),
+            "-n",
+            namespace,
+        ]);
+    }
+
+    // Each case: one verb taken from the ClusterRole, a change whose pass
+    // needs it, and what converge says (the API server's own words for a
+    // create: server-side apply of a new object is a `create`). Then the
+    // rule is given back and the next pass converges.
+    let cases = [
+        (
+            Without::new("", "configmaps", "list"),
+            Change::Nothing,
+            "list configmaps",
+        ),
+        (
+            Without::new("", "namespaces", "patch"),
+            Change::Version,
+            "patch namespaces",
+        ),
+        (
+            Without::new("", "configmaps", "patch"),
+            Change::Version,
+            "patch configmaps",
+        ),
+        (
+            Without::new("", "services", "patch"),
+            Change::Version,
+            "patch services",
+        ),
+        (
+            Without::new("apps", "deployments", "patch"),
+            Change::Version,
+            "patch deployments.apps",
+        ),
+        (
+            Without::new("", "namespaces", "get"),
+            Change::NewEnvironment,
+            "get namespaces",
+        ),
+        (
+            Without::new("", "namespaces", "create"),
+            Change::NewEnvironment,
+            "cannot create resource \"namespaces\"",
+        ),
+        (
+            Without::new("", "resourcequotas", "create"),
+            Change::NewEnvironment,
+            "cannot create resource \"resourcequotas\"",
+        ),
+        (
+            Without::new("networking.k8s.io", "networkpolicies", "create"),
+            Change::NewEnvironment,
+            "cannot create resource \"networkpolicies\"",
+        ),
+        (
+            Without::new("apps", "deployments", "create"),
+            Change::NewEnvironment,
+            "cannot create resource \"deployments\"",
+        ),
+        (
+            Without::new("autoscaling", "horizontalpodautoscalers", "create"),
+            Change::NewEnvironment,
+            "cannot create resource \"horizontalpodautoscalers\"",
+        ),
+        (
+            Without::new("policy", "poddisruptionbudgets", "create"),
+            Change::NewProdEnvironment,
+            "cannot create resource \"poddisruptionbudgets\"",
+        ),
+        (
+            Without::new("", "services", "get"),
+            Change::LostInventory,
+            "get services",
+        ),
+        (
+            Without::new("", "services", "delete"),
+            Change::DroppedService,
+            "delete services",
+        ),
+        (
+            Without::new("apps", "deployments", "delete"),
+            Change::DroppedService,
+            "delete deployments.apps",
+        ),
+    ];
+    let started = Instant::now();
+    let mut proven = Vec::new();
+    for (without, change, expected) in cases {
+        let what = format!("{} {}", without.verb, without.resource());
+        project.prepare(change);
+        apply_cluster_role(&api, &role, &without.from(&rules));
+        wait_can(&api, &user, without.verb, &without.resource(), false);
+        project.make(change);
+        let out = project.run();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "without {what}: {err}");
+        assert!(
+            err.contains("forbidden") && err.contains(expected),
+            "without {what}: expected {expected:?} in: {err}"
+        );
+        apply_cluster_role(&api, &role, &rules);
+        wait_can(&api, &user, without.verb, &without.resource(), true);
+        project.converged(&format!("{what} given back"));
+        proven.push(what);
+    }
+    eprintln!(
+        "rbac: each needed ({} cases in {:.1} s): {}",
+        proven.len(),
+        started.elapsed().as_secs_f64(),
+        proven.join(", ")
+    );
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .expect("stem")
+        .to_string_lossy()
+        .into_owned()
+}
