@@ -402,14 +402,17 @@ fn converge_loads_the_config_the_chart_writes() {
 fn the_rendered_chart_applies_to_a_real_api_server() {
     let api = KubeApi::shared();
     let values = everything_values();
-    for (namespace, extra) in [
-        ("converge-chart", &[][..]),
+    // Releases of their own: the ClusterRole and its binding are named
+    // after the release.
+    for (release, namespace, extra) in [
+        ("converge-chart", "converge-chart", &[][..]),
         (
+            "converge-everything",
             "converge-chart-everything",
             &["--values", values.to_str().expect("a UTF-8 path")][..],
         ),
     ] {
-        let rendered = template("converge", namespace, extra);
+        let rendered = template(release, namespace, extra);
         let _ = api.kubectl_ok(&["create", "namespace", namespace]);
         let applied = api.kubectl_with_input_ok(
             &[
@@ -421,21 +424,33 @@ fn the_rendered_chart_applies_to_a_real_api_server() {
             ],
             &rendered,
         );
-        for object in [
-            "serviceaccount/converge",
-            "clusterrole.rbac.authorization.k8s.io/converge",
-            "role.rbac.authorization.k8s.io/converge-leader-election",
-            "deployment.apps/converge",
-            "service/converge",
-            "poddisruptionbudget.policy/converge",
-            "networkpolicy.networking.k8s.io/converge",
-        ] {
-            assert!(applied.contains(object), "{object}: {applied}");
+        let mut expected = vec![
+            format!("serviceaccount/{release} serverside-applied"),
+            format!("configmap/{release}-config serverside-applied"),
+            format!("clusterrole.rbac.authorization.k8s.io/{release} serverside-applied"),
+            format!("clusterrolebinding.rbac.authorization.k8s.io/{release} serverside-applied"),
+            format!("role.rbac.authorization.k8s.io/{release}-leader-election serverside-applied"),
+            format!(
+                "rolebinding.rbac.authorization.k8s.io/{release}-leader-election serverside-applied"
+            ),
+            format!("deployment.apps/{release} serverside-applied"),
+            format!("service/{release} serverside-applied"),
+            format!("poddisruptionbudget.policy/{release} serverside-applied"),
+            format!("networkpolicy.networking.k8s.io/{release} serverside-applied"),
+        ];
+        if !extra.is_empty() {
+            for cm in ["policies", "schema", "templates"] {
+                expected.push(format!("configmap/{release}-{cm} serverside-applied"));
+            }
         }
+        let mut lines: Vec<&str> = applied.lines().collect();
+        lines.sort_unstable();
+        expected.sort();
+        assert_eq!(lines, expected, "every object applied, nothing else");
         let deployment: Value = serde_json::from_str(&api.kubectl_ok(&[
             "get",
             "deployment",
-            "converge",
+            release,
             "-n",
             namespace,
             "-o",
@@ -447,6 +462,126 @@ fn the_rendered_chart_applies_to_a_real_api_server() {
             true
         );
     }
+}
+
+/// The Prometheus operator's `ServiceMonitor` kind, schema left open.
+const SERVICE_MONITOR_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: servicemonitors.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names:
+    kind: ServiceMonitor
+    listKind: ServiceMonitorList
+    plural: servicemonitors
+    singular: servicemonitor
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+";
+
+#[test]
+#[ignore = "needs helm, kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn helm_installs_the_chart_and_renders_a_service_monitor_once_its_crd_is_served() {
+    let api = KubeApi::shared();
+    let kubeconfig = api.kubeconfig();
+    let kubeconfig = kubeconfig.to_str().expect("a UTF-8 path");
+    let chart = chart();
+    let chart = chart.to_str().expect("a UTF-8 path");
+    let namespace = "converge-helm";
+    let common = ["--kubeconfig", kubeconfig, "--namespace", namespace];
+    let install = helm_ok(
+        &[
+            &["install", "converge-helm", chart, "--create-namespace"][..],
+            &common,
+        ]
+        .concat(),
+    );
+    assert!(install.contains("STATUS: deployed"), "{install}");
+    // The cluster does not serve monitoring.coreos.com/v1: no ServiceMonitor.
+    let manifest = helm_ok(&[&["get", "manifest", "converge-helm"][..], &common].concat());
+    assert!(!manifest.contains("kind: ServiceMonitor"), "{manifest}");
+    let _ = api.kubectl_ok(&["get", "deployment", "converge-helm", "-n", namespace]);
+    let _ = api.kubectl_ok(&["get", "clusterrole", "converge-helm"]);
+
+    // Once the Prometheus operator's CRD is served, an upgrade (every
+    // optional part on) renders the ServiceMonitor, and rolls the pod
+    // template for the changed config.
+    let _ = api.kubectl_with_input_ok(&["apply", "-f", "-"], SERVICE_MONITOR_CRD);
+    let _ = api.kubectl_ok(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/servicemonitors.monitoring.coreos.com",
+    ]);
+    let before: Value = serde_json::from_str(&api.kubectl_ok(&[
+        "get",
+        "deployment",
+        "converge-helm",
+        "-n",
+        namespace,
+        "-o",
+        "json",
+    ]))
+    .expect("JSON");
+    let values = everything_values();
+    let upgrade = helm_ok(
+        &[
+            &[
+                "upgrade",
+                "converge-helm",
+                chart,
+                "--values",
+                values.to_str().expect("a UTF-8 path"),
+            ][..],
+            &common,
+        ]
+        .concat(),
+    );
+    assert!(upgrade.contains("STATUS: deployed"), "{upgrade}");
+    let after: Value = serde_json::from_str(&api.kubectl_ok(&[
+        "get",
+        "deployment",
+        "converge-helm",
+        "-n",
+        namespace,
+        "-o",
+        "json",
+    ]))
+    .expect("JSON");
+    let monitor: Value = serde_json::from_str(&api.kubectl_ok(&[
+        "get",
+        "servicemonitors.monitoring.coreos.com",
+        "converge-helm",
+        "-n",
+        namespace,
+        "-o",
+        "json",
+    ]))
+    .expect("JSON");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    let checksum =
+        |d: &Value| d["spec"]["template"]["metadata"]["annotations"]["checksum/config"].clone();
+    assert_ne!(
+        checksum(&before),
+        checksum(&after),
+        "a changed config rolls the pod"
+    );
+
+    let _ = helm_ok(&[&["uninstall", "converge-helm"][..], &common].concat());
+    assert!(
+        !api.kubectl(&["get", "clusterrole", "converge-helm"])
+            .status
+            .success(),
+        "uninstalled"
+    );
 }
 
 /// One rule taken away: `verb` on `resource` (of `group`).
