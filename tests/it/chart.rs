@@ -397,6 +397,105 @@ fn converge_loads_the_config_the_chart_writes() {
     );
 }
 
+/// Writes a `ConfigMap`'s data under `dir` as the kubelet mounts it: the
+/// files in a timestamped directory, `..data` a symlink to it, and each key
+/// a symlink through `..data`.
+fn mount_like_kubelet(config_map: &Value, dir: &Path) {
+    let stamp = "..2026_01_01_00_00_00.000000001";
+    std::fs::create_dir_all(dir.join(stamp)).expect("mkdir");
+    std::os::unix::fs::symlink(stamp, dir.join("..data")).expect("..data");
+    for (key, value) in config_map["data"].as_object().expect("data") {
+        std::fs::write(dir.join(stamp).join(key), value.as_str().expect("text")).expect("write");
+        std::os::unix::fs::symlink(format!("..data/{key}"), dir.join(key)).expect("symlink");
+    }
+}
+
+#[test]
+#[ignore = "needs helm (scripts/kube-tools builds it)"]
+fn converge_reads_policies_schema_and_templates_from_the_charts_config_map_mounts() {
+    let root = repo();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template_file = dir.path().join("owner.yaml.j2");
+    std::fs::write(
+        &template_file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owner\ndata:\n  owner: \"{{ environment.owner }}\"\n",
+    )
+    .expect("write template");
+    let file = |rel: &str| root.join(rel).display().to_string();
+    let set_files = [
+        format!(
+            "policies.files.default\\.cedar={}",
+            file("policies/default.cedar")
+        ),
+        format!(
+            "policies.files.converge\\.cedarschema={}",
+            file("policies/converge.cedarschema")
+        ),
+        format!(
+            "policies.files.entities\\.json={}",
+            file("policies/entities.json")
+        ),
+        format!("schema.content={}", file("schemas/claim.v1.json")),
+        format!(
+            "templates.files.owner\\.yaml\\.j2={}",
+            template_file.display()
+        ),
+    ];
+    let mut args = Vec::new();
+    for f in &set_files {
+        args.extend(["--set-file", f.as_str()]);
+    }
+    let objects = objects(&template("converge", "converge", &args));
+
+    // The ConfigMaps laid out as the pod sees them, the config pointed there.
+    let etc = dir.path().join("etc/converge");
+    for name in ["policies", "schema", "templates"] {
+        let config_map = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "ConfigMap" && o["metadata"]["name"] == format!("converge-{name}")
+            })
+            .unwrap_or_else(|| panic!("the {name} ConfigMap"));
+        mount_like_kubelet(config_map, &etc.join(name));
+    }
+    let config = rendered_config(&objects)
+        .replace("/etc/converge/", &format!("{}/", etc.display()))
+        .replace(
+            "/var/lib/converge",
+            &dir.path().join("state").display().to_string(),
+        );
+    let config_file = dir.path().join("converge.yaml");
+    std::fs::write(&config_file, &config).expect("write config");
+    let config_file = config_file.to_str().expect("a UTF-8 path");
+
+    let claims = file("examples/quickstart/claims");
+    let out = crate::support::converge(dir.path(), &["validate", "--config", config_file, &claims]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("4 of 4 files valid"),
+        "{}",
+        stdout(&out)
+    );
+
+    let claim_file = dir.path().join("dev-mounted.yaml");
+    std::fs::write(&claim_file, claim("dev-mounted", "dev")).expect("write claim");
+    let claim_file = claim_file.to_str().expect("a UTF-8 path");
+    let out =
+        crate::support::converge(dir.path(), &["render", "--config", config_file, claim_file]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("owner: john.doe@company.com"),
+        "the mounted template rendered: {}",
+        stdout(&out)
+    );
+}
+
 #[test]
 #[ignore = "needs helm, kube-apiserver, etcd (scripts/kube-tools builds them)"]
 fn the_rendered_chart_applies_to_a_real_api_server() {
