@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::daemon::Daemon;
 use crate::support::kube::{KubeApi, tool};
 use crate::support::{Project, claim, repo, stderr, stdout};
 
@@ -219,7 +220,7 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
         })
     );
     assert_eq!(config["api"], serde_json::json!({"listen": "0.0.0.0:8090"}));
-    assert_eq!(config["state_dir"], "/var/lib/converge");
+    assert_eq!(config["state_dir"], "/var/lib/converge/state");
 
     // RBAC: the README's rules, and the Lease in the release namespace.
     assert_eq!(one(&objects, "ClusterRole")["rules"], readme_rules());
@@ -1078,6 +1079,80 @@ fn the_charts_service_account_applies_the_quick_start_and_each_rule_a_pass_uses_
         started.elapsed().as_secs_f64(),
         proven.join(", ")
     );
+
+    daemon_as_the_charts_service_account(&project, &api);
+}
+
+/// The daemon as the chart's `ServiceAccount`: its watches (`list`, `watch`)
+/// follow a rollout to `Ready` and notice a deleted object, which it applies
+/// again, and it records Kubernetes Events. (A watch refused by RBAC is
+/// retried and logged at debug level, not shown as a condition, so the
+/// cases above cannot prove `list`/`watch` rules needed one by one.)
+fn daemon_as_the_charts_service_account(project: &RbacProject<'_>, api: &KubeApi) {
+    let d = Daemon::start(project.p.dir.path());
+    let status = |d: &Daemon| match d.get("/api/v1/environments/dev-rbac") {
+        (200, body) => serde_json::from_str::<Value>(&body).expect("JSON")["status"].clone(),
+        _ => Value::Null,
+    };
+    d.wait_for("dev-rbac rolling out", |d| status(d) == "Reconciling");
+    // The last cases dropped auth-service: user-service is dev-rbac's one.
+    roll_out(api, "dev-rbac", "user-service");
+    d.wait_for("dev-rbac ready", |d| status(d) == "Ready");
+    let _ = api.kubectl_ok(&["delete", "configmap", "converge-claim", "-n", "dev-rbac"]);
+    d.wait_for("the deleted ConfigMap applied again", |_| {
+        api.kubectl(&["get", "configmap", "converge-claim", "-n", "dev-rbac"])
+            .status
+            .success()
+    });
+    d.wait_for("Kubernetes Events recorded", |_| {
+        let events: Value = serde_json::from_str(&api.kubectl_ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            "dev-rbac",
+            "-o",
+            "json",
+        ]))
+        .expect("JSON");
+        events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["reportingController"] == "converge" && e["reason"] == "DriftCorrected")
+    });
+    assert_eq!(d.terminate(), Some(0), "{}", "the daemon stops cleanly");
+}
+
+/// Marks a Deployment rolled out, as its controller would (none runs in the
+/// test cluster).
+fn roll_out(api: &KubeApi, ns: &str, name: &str) {
+    let d: Value =
+        serde_json::from_str(&api.kubectl_ok(&["get", "deployment", name, "-n", ns, "-o", "json"]))
+            .expect("JSON");
+    let generation = d["metadata"]["generation"].as_i64().expect("generation");
+    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let status = serde_json::json!({"status": {
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+        "conditions": [
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+        ]
+    }});
+    let _ = api.kubectl_ok(&[
+        "patch",
+        "deployment",
+        name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
 }
 
 fn file_stem(path: &Path) -> String {

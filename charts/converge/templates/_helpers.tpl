@@ -57,7 +57,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- $_ := set $cfg "sources" (default list .Values.sources) -}}
 {{- $_ := set $cfg "target" $target -}}
 {{- $_ := set $cfg "api" $api -}}
-{{- $_ := set $cfg "state_dir" "/var/lib/converge" -}}
+{{- $_ := set $cfg "state_dir" "/var/lib/converge/state" -}}
 {{- if or .Values.policies.files .Values.policies.existingConfigMap -}}
 {{- $_ := set $cfg "policies" "/etc/converge/policies" -}}
 {{- end -}}
