@@ -409,7 +409,136 @@ pub enum ServeError {
 pub struct ServeOptions {
     pub listen: String,
     pub tls: Option<crate::config::TlsConfig>,
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Closes a connection that sends nothing (or not a whole request's
+    /// headers) for this long.
+    pub idle_timeout: Duration,
 }
+
+/// Admits at most `permits` connections at once: one over is closed at
+/// once (queueing it would let idle clients hold the queue too), and each
+/// admitted one is closed after `idle` without a byte from its client.
+#[derive(Debug, Clone)]
+struct Limit<A> {
+    inner: A,
+    permits: Arc<tokio::sync::Semaphore>,
+    idle: Duration,
+}
+
+impl<A, I, S> axum_server::accept::Accept<I, S> for Limit<A>
+where
+    A: axum_server::accept::Accept<Limited<I>, S> + Clone + Send + 'static,
+    A::Future: Send,
+    I: Send + 'static,
+    S: Send + 'static,
+{
+    type Stream = A::Stream;
+    type Service = A::Service;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::io::Result<(Self::Stream, Self::Service)>> + Send,
+        >,
+    >;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let permit = self.permits.clone().try_acquire_owned();
+        let inner = self.inner.clone();
+        let idle = self.idle;
+        Box::pin(async move {
+            let Ok(permit) = permit else {
+                return Err(std::io::Error::other("too many connections"));
+            };
+            let limited = Limited {
+                inner: stream,
+                _permit: permit,
+                idle,
+                deadline: Box::pin(tokio::time::sleep(idle)),
+            };
+            inner.accept(limited, service).await
+        })
+    }
+}
+
+/// A connection holding its permit, closed when its client is idle.
+struct Limited<I> {
+    inner: I,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    idle: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Limited<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + self.idle;
+                    self.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client sent nothing for too long",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Limited<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit; returns the limit.
+fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    if limit.maximum.is_some()
+        && limit.current != limit.maximum
+        && setrlimit(Resource::Nofile, raised).is_ok()
+    {
+        return limit.maximum.unwrap_or(u64::MAX);
+    }
+    limit.current.unwrap_or(u64::MAX)
+}
+
+/// File descriptors kept for the sources, the target and the state store
+/// whatever the API's load.
+const RESERVED_FDS: u64 = 256;
 
 /// A running server: its address and a handle to stop it gracefully.
 #[derive(Debug)]
@@ -435,9 +564,31 @@ pub async fn serve(router: Router, options: &ServeOptions) -> Result<Server, Ser
         .map_err(|_| ServeError::Listen(options.listen.clone()))?;
     let handle = axum_server::Handle::new();
     let service = router.into_make_service();
+    let fds = raise_fd_limit();
+    // Every connection is a descriptor: the API gets what the reserve leaves.
+    let fitting = usize::try_from(fds.saturating_sub(RESERVED_FDS) / 2).unwrap_or(usize::MAX);
+    let max = options.max_connections.min(fitting).max(1);
+    if max < options.max_connections {
+        tracing::warn!(
+            max,
+            fds,
+            "api.max_connections lowered to fit the open-files limit"
+        );
+    }
+    let limit = Limit {
+        inner: axum_server::accept::DefaultAcceptor::new(),
+        permits: Arc::new(tokio::sync::Semaphore::new(max)),
+        idle: options.idle_timeout,
+    };
     let task = match &options.tls {
         None => {
-            let server = axum_server::bind(addr).handle(handle.clone());
+            let mut server = axum_server::bind(addr)
+                .handle(handle.clone())
+                .acceptor(limit);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(Some(options.idle_timeout));
             tokio::spawn(async move { server.serve(service).await })
         }
         Some(tls) => {
@@ -449,7 +600,14 @@ pub async fn serve(router: Router, options: &ServeOptions) -> Result<Server, Ser
             };
             let (cert, key) = (read(&tls.cert_file)?, read(&tls.key_file)?);
             let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key).await?;
-            let server = axum_server::bind_rustls(addr, config).handle(handle.clone());
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(limit);
+            let mut server = axum_server::bind(addr)
+                .handle(handle.clone())
+                .acceptor(acceptor);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(Some(options.idle_timeout));
             tokio::spawn(async move { server.serve(service).await })
         }
     };

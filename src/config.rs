@@ -302,6 +302,47 @@ pub struct KubernetesConfig {
     /// Each request is abandoned after this long (a transient error).
     #[serde(default = "default_kube_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// Replicas elect one writer with a Lease in `inventory_namespace`.
+    #[serde(default)]
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// `target.leader_election`: client-go's timings by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderElection {
+    /// The Lease's name.
+    #[serde(default = "default_lease")]
+    pub lease: String,
+    /// This replica's identity; empty: the pod name (or host name) and pid.
+    #[serde(default)]
+    pub identity: String,
+    /// How long a Lease not renewed stays held.
+    #[serde(default = "default_lease_duration", deserialize_with = "de_duration")]
+    pub lease_duration: Duration,
+    /// A leader that has not renewed for this long stops applying (shorter
+    /// than `lease_duration`, so it stops before anyone may take over).
+    #[serde(default = "default_renew_deadline", deserialize_with = "de_duration")]
+    pub renew_deadline: Duration,
+    /// How often replicas try to acquire or renew.
+    #[serde(default = "default_retry_period", deserialize_with = "de_duration")]
+    pub retry_period: Duration,
+}
+
+fn default_lease() -> String {
+    "converge".to_owned()
+}
+
+fn default_lease_duration() -> Duration {
+    Duration::from_secs(15)
+}
+
+fn default_renew_deadline() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_retry_period() -> Duration {
+    Duration::from_secs(2)
 }
 
 /// What to do about live objects that differ from what converge applied.
@@ -370,6 +411,23 @@ pub struct ApiConfig {
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Connections served at once; more are closed as they arrive (and the
+    /// limit is lowered to fit the process's file descriptors).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed, and a
+    /// request's headers must arrive within it (slow clients cannot hold
+    /// connections).
+    #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl Default for ApiConfig {
@@ -378,6 +436,8 @@ impl Default for ApiConfig {
             listen: default_listen(),
             token_file: None,
             tls: None,
+            max_connections: default_max_connections(),
+            idle_timeout: default_idle_timeout(),
         }
     }
 }
@@ -762,6 +822,17 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.safety.max_delete_fraction) {
             return Err("safety.max_delete_fraction must be between 0 and 1".to_owned());
+        }
+        if let TargetConfig::Kubernetes(KubernetesConfig {
+            leader_election: Some(le),
+            ..
+        }) = &self.target
+            && (le.renew_deadline >= le.lease_duration || le.retry_period >= le.renew_deadline)
+        {
+            return Err(
+                "target.leader_election: retry_period < renew_deadline < lease_duration is needed, so a leader stops applying before its lease can be taken"
+                    .to_owned(),
+            );
         }
         Presets::new(&self.presets)?;
         Ok(())

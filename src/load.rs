@@ -2,8 +2,10 @@
 //!
 //! JSON with `serde_json` (recursion-limited), YAML with serde-saphyr under an
 //! explicit [`Budget`](serde_saphyr::Budget): alias bombs, deep nesting and
-//! node floods are refused fast with bounded memory. One environment per file:
-//! a multi-document YAML file is an error for that file. Size caps are applied
+//! node floods are refused fast with bounded memory. A key repeated in one
+//! mapping is an error in both formats (`serde_json` alone would keep the last
+//! one; [`json`] refuses it with the repeat's pointer). One environment per
+//! file: a multi-document YAML file is an error for that file. Size caps are applied
 //! by the sources before any byte is read. This module also finds conflicts:
 //! two files claiming the same `environment_name`.
 
@@ -55,6 +57,9 @@ pub fn parse(file: &SourceFile) -> Result<Value, Diagnostic> {
                 format!("cannot read file: {e}"),
             ));
         }
+        Content::Refused { rule, message } => {
+            return Err(Diagnostic::new(path, "", *rule, message.as_str()));
+        }
     };
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Diagnostic::new(
@@ -78,8 +83,15 @@ pub fn parse(file: &SourceFile) -> Result<Value, Diagnostic> {
     }
     let format = Format::of(path);
     let value: Value = match format {
-        Format::Json => serde_json::from_str(text)
-            .map_err(|e| Diagnostic::new(path, "", "json", format!("invalid JSON: {e}")))?,
+        Format::Json => json(text).map_err(|e| match e {
+            JsonError::DuplicateKey { pointer, key } => Diagnostic::new(
+                path,
+                pointer,
+                "duplicate-key",
+                format!("key {key:?} appears more than once in this mapping"),
+            ),
+            JsonError::Syntax(e) => Diagnostic::new(path, "", "json", format!("invalid JSON: {e}")),
+        })?,
         Format::Yaml => serde_saphyr::from_str_with_options(text, crate::yaml::options())
             .map_err(|e| yaml_error(path, &e))?,
     };
@@ -100,6 +112,133 @@ pub fn parse(file: &SourceFile) -> Result<Value, Diagnostic> {
                 kind(&other)
             ),
         )),
+    }
+}
+
+/// Why a JSON document was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    #[error("invalid JSON: {0}")]
+    Syntax(#[source] serde_json::Error),
+    /// A mapping names `key` twice; `pointer` is the repeat's JSON pointer.
+    #[error("{pointer}: key {key:?} appears more than once")]
+    DuplicateKey { pointer: String, key: String },
+}
+
+/// Parses one JSON document into a value, refusing a key repeated within a
+/// mapping (`serde_json`'s own `Value` keeps the last one). Its
+/// recursion limit still applies.
+pub fn json(text: &str) -> Result<Value, JsonError> {
+    let repeat = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = serde::de::DeserializeSeed::deserialize(Document { repeat: &repeat }, &mut de)
+        .and_then(|value| de.end().map(|()| value));
+    match (parsed, repeat.into_inner()) {
+        (Ok(value), _) => Ok(value),
+        (Err(_), Some((pointer, key))) => Err(JsonError::DuplicateKey { pointer, key }),
+        (Err(e), None) => Err(JsonError::Syntax(e)),
+    }
+}
+
+/// A JSON value as [`Value`] deserializes it, except that a repeated key is
+/// an error. The repeat is recorded in `repeat` as (pointer, key); each
+/// enclosing mapping or list prefixes its key or index as the error returns,
+/// so a document without repeats builds no pointer at all.
+#[derive(Clone, Copy)]
+struct Document<'a> {
+    repeat: &'a std::cell::RefCell<Option<(String, String)>>,
+}
+
+impl Document<'_> {
+    /// Prefixes the recorded repeat's pointer with `key` (one level up).
+    fn within(self, key: &str) {
+        if let Some((pointer, _)) = self.repeat.borrow_mut().as_mut() {
+            *pointer = crate::diagnostic::pointer_join("", key) + pointer.as_str();
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Document<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Document<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        loop {
+            match seq.next_element_seed(self) {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => return Ok(Value::Array(items)),
+                Err(e) => {
+                    self.within(&items.len().to_string());
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = match map.next_value_seed(self) {
+                Ok(value) => value,
+                Err(e) => {
+                    self.within(&key);
+                    return Err(e);
+                }
+            };
+            match object.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                serde_json::map::Entry::Occupied(first) => {
+                    let key = first.key().clone();
+                    let pointer = crate::diagnostic::pointer_join("", &key);
+                    let message = format!("key {key:?} appears more than once");
+                    *self.repeat.borrow_mut() = Some((pointer, key));
+                    return Err(serde::de::Error::custom(message));
+                }
+            }
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -221,6 +360,37 @@ mod tests {
             Content::Bytes(vec![b'a', b':', 0xff].into()),
         );
         assert_eq!(parse(&bad).expect_err("refused").rule, "utf-8");
+    }
+
+    #[test]
+    fn json_with_a_repeated_key_is_refused_with_the_pointer_of_the_repeat() {
+        let top = parse(&file(
+            "dev-x.json",
+            r#"{"environment_type": "dev", "user": "a", "environment_type": "prod"}"#,
+        ))
+        .expect_err("refused");
+        assert_eq!(
+            (top.file.as_str(), top.pointer.as_str(), top.rule.as_str()),
+            ("dev-x.json", "/environment_type", "duplicate-key")
+        );
+        assert!(top.message.contains("environment_type"), "{}", top.message);
+        let nested = parse(&file(
+            "a.json",
+            r#"{"services": [{"x": 1}, {"a/b": {"v": 1, "v": 2}}]}"#,
+        ))
+        .expect_err("refused");
+        assert_eq!(nested.pointer, "/services/1/a~1b/v");
+        assert_eq!(nested.rule, "duplicate-key");
+        // Equal keys in different objects are not repeats.
+        let fine = parse(&file(
+            "b.json",
+            r#"{"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]}"#,
+        ))
+        .expect("parses");
+        assert_eq!(
+            fine,
+            serde_json::json!({"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]})
+        );
     }
 
     #[test]

@@ -200,6 +200,8 @@ enum Wake {
     Allowed,
     /// The target observed a change of health or drift.
     TargetChanged,
+    /// Time to look whether this replica leads (leader election).
+    Leadership,
     Shutdown,
 }
 
@@ -215,6 +217,8 @@ pub enum Error {
 /// The single writer.
 pub struct Daemon {
     converge: Converge,
+    /// The state dir's writer lock, held as long as the daemon lives.
+    _lock: state::WriterLock,
     store: Store,
     metrics: Arc<Metrics>,
     view: Arc<ArcSwap<View>>,
@@ -242,6 +246,8 @@ pub struct Daemon {
     drift_reported: BTreeMap<String, String>,
     /// The target's signal of observed changes (health, drift).
     target_changes: Option<watch::Receiver<u64>>,
+    /// Whether this replica led at the last look (leader election).
+    leading: bool,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -259,6 +265,7 @@ impl Daemon {
         metrics: Arc<Metrics>,
         view: Arc<ArcSwap<View>>,
     ) -> Result<Daemon, Error> {
+        let lock = state::WriterLock::acquire(&converge.config.state_dir)?;
         let store = Store::open(&converge.config.state_dir)?;
         let restored = store.restore()?;
         let now = Instant::now();
@@ -313,6 +320,7 @@ impl Daemon {
         let next_event = restored.events.last().map_or(1, |e| e.id + 1);
         let mut daemon = Daemon {
             converge,
+            _lock: lock,
             store,
             metrics,
             view,
@@ -336,6 +344,7 @@ impl Daemon {
             events_body: None,
             drift_reported: BTreeMap::new(),
             target_changes: None,
+            leading: true,
         };
         daemon.publish();
         Ok(daemon)
@@ -371,6 +380,9 @@ impl Daemon {
         );
         if self.held() {
             consider(now + Duration::from_secs(2), Wake::Allowed);
+        }
+        if !self.leading {
+            consider(now + Duration::from_millis(500), Wake::Leadership);
         }
         next
     }
@@ -440,6 +452,23 @@ impl Daemon {
     /// sources costs a ref check or a listing, not a pass; a full pass still
     /// runs every [`RESYNC`].
     fn handle(&mut self, wake: &Wake) {
+        // Only the leader reads, plans and applies; a standby stays not
+        // ready (so a Service routes API reads to the leader) until it leads,
+        // then reads the inventory from the target and passes at once.
+        let leading = self.converge.target.leading();
+        if leading != self.leading {
+            self.leading = leading;
+            tracing::info!(leading, "leadership changed");
+            if leading {
+                self.converge.target.reload();
+                self.last_full_pass = None;
+            } else {
+                self.publish_sources();
+            }
+        }
+        if !leading {
+            return;
+        }
         let now = Instant::now();
         let mut due: BTreeSet<usize> = (0..self.sources.len())
             .filter(|&i| self.sources[i].due <= now)
@@ -1105,7 +1134,7 @@ impl Daemon {
     }
 
     fn ready(&self) -> bool {
-        self.first_pass_done && self.sources.iter().all(|s| s.fresh)
+        self.leading && self.first_pass_done && self.sources.iter().all(|s| s.fresh)
     }
 
     /// `/api/v1/events` (newest first), serialized again only after an
@@ -1185,6 +1214,8 @@ pub async fn run(
     let options = crate::api::ServeOptions {
         listen: listen.unwrap_or_else(|| converge.config.api.listen.clone()),
         tls: converge.config.api.tls.clone(),
+        max_connections: converge.config.api.max_connections,
+        idle_timeout: converge.config.api.idle_timeout,
     };
     let daemon = Daemon::new(converge, metrics.clone(), view.clone())?;
     let shared = crate::api::Shared {

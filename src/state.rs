@@ -9,6 +9,10 @@
 //! silent reset; a store of an older format is upgraded in one transaction
 //! when it is opened. The target's own inventory stays the truth about what
 //! is applied; the copy here serves status after a restart.
+//!
+//! The store holds claim bytes, so the state dir is created 0700 and the
+//! store 0600 ([`create_dir`]); an existing state dir or store open to
+//! other users is reported with a warning at start, and left as it is.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -44,6 +48,13 @@ pub const EVENT_HISTORY: u64 = 1000;
 pub enum Error {
     #[error("state {path}: cannot open: {message}")]
     Open { path: PathBuf, message: String },
+    /// Another process holds the writer lock.
+    #[error(
+        "state dir {} is in use by another converge writer ({}): one writer per state dir; stop it first (plan, validate, render and status can run beside it)",
+        dir.display(),
+        holder.map_or_else(|| "pid unknown".to_owned(), |pid| format!("pid {pid}"))
+    )]
+    Locked { dir: PathBuf, holder: Option<u32> },
     #[error(
         "state {path} is not a converge state store ({message}); move it away or point state_dir elsewhere"
     )]
@@ -224,15 +235,128 @@ fn key(source: &str, path: &str) -> String {
     format!("{source}\0{path}")
 }
 
+/// The lock file every writer holds in the state dir.
+pub const LOCK_FILE: &str = "converge.lock";
+
+/// The writer lock on a state dir: an exclusive `flock` on
+/// `state_dir/converge.lock`, held while this value lives (the kernel
+/// releases it when the process ends, however it ends). The file holds the
+/// holder's pid, so a second writer can name it.
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: std::fs::File,
+}
+
+impl WriterLock {
+    /// Takes the lock or fails at once, naming the holder: every writer
+    /// (`converge run`, `run --once`) holds it for as long as it runs;
+    /// read-only commands never take it.
+    pub fn acquire(dir: &Path) -> Result<WriterLock, Error> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        create_dir(dir)?;
+        let path = dir.join(LOCK_FILE);
+        let open = |e: std::io::Error| Error::Open {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(&path)
+            .map_err(open)?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(Error::Locked {
+                    dir: dir.to_owned(),
+                    holder: text.trim().parse().ok(),
+                });
+            }
+            Err(e) => return Err(open(e.into())),
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(open)?;
+        Ok(WriterLock { _file: file })
+    }
+}
+
+/// Mode of the state dir (and of any parent it creates).
+const DIR_MODE: u32 = 0o700;
+/// Mode of the files converge keeps there.
+const FILE_MODE: u32 = 0o600;
+
+/// Creates the state dir (and missing parents) 0700; warns when an existing
+/// one is open to other users (`chmod 700` fixes it).
+pub fn create_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|e| Error::Open {
+            path: dir.to_owned(),
+            message: format!("cannot create the state dir: {e}"),
+        })?;
+    warn_if_open(dir, DIR_MODE);
+    Ok(())
+}
+
+/// Creates `path` 0600 if it does not exist (the mode of an existing file is
+/// only checked).
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            warn_if_open(path, FILE_MODE);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Logs a warning when `path` grants more than `private` (group or other bits).
+fn warn_if_open(path: &Path, private: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & !private != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:o}"),
+            expected = format!("{private:o}"),
+            "converge's state holds claim bytes and is open to other users: chmod {private:o} {}",
+            path.display()
+        );
+    }
+}
+
 impl Store {
-    /// Opens (or creates) `dir/converge.redb`.
+    /// Opens (or creates) `dir/converge.redb`; the dir is created 0700 and
+    /// the file 0600.
     pub fn open(dir: &Path) -> Result<Store, Error> {
         let path = dir.join("converge.redb");
-        std::fs::create_dir_all(dir).map_err(|e| Error::Open {
+        create_dir(dir)?;
+        let existed = path.exists() && std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+        create_private_file(&path).map_err(|e| Error::Open {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let existed = path.exists() && std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
@@ -718,6 +842,43 @@ mod tests {
         let err = Store::open(dir.path()).expect_err("refused");
         assert!(matches!(err, Error::Foreign { .. }), "{err}");
         assert!(err.to_string().contains("state format 99"), "{err}");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_state_dir_is_created_0700_and_the_store_0600() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("var").join("state");
+        let store = Store::open(&state).expect("open");
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&dir.path().join("var")), 0o700);
+        assert_eq!(mode(&state.join("converge.redb")), 0o600);
+        drop(store);
+        Store::open(&state).expect("opens again");
+        assert_eq!(mode(&state.join("converge.redb")), 0o600);
+    }
+
+    #[test]
+    fn one_writer_lock_per_state_dir_and_the_second_names_the_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = WriterLock::acquire(dir.path()).expect("first");
+        assert_eq!(mode(&dir.path().join(LOCK_FILE)), 0o600);
+        let err = WriterLock::acquire(dir.path()).expect_err("second");
+        assert!(
+            matches!(err, Error::Locked { holder: Some(pid), .. } if pid == std::process::id()),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        let _again = WriterLock::acquire(dir.path()).expect("free again");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::yaml::push_string;
+use super::yaml::{push_key, push_string};
 use super::{Values, label_value};
 use crate::claim::Claim;
 
@@ -35,9 +35,13 @@ impl Doc {
         }
     }
 
+    /// `key:`, or `? key` and `:` on the next line for a key too long to be implicit.
     fn key(&mut self, at: usize, key: &str) {
         self.indent(at);
-        push_string(&mut self.out, key, at);
+        if push_key(&mut self.out, key) {
+            self.out.push('\n');
+            self.out.extend(std::iter::repeat_n(' ', at));
+        }
         self.out.push(':');
     }
 

@@ -5,8 +5,10 @@
 //! values, so the emitter needs only block mappings and sequences, and a
 //! conservative scalar rule: a string is written plain only when no YAML 1.1
 //! or 1.2 parser could read it as anything but that string; otherwise it is
-//! double-quoted with JSON escapes (valid YAML). Multi-line strings become
-//! literal blocks when that round-trips exactly.
+//! double-quoted with JSON escapes (valid YAML). Multi-line string values
+//! become literal blocks when that round-trips exactly. Keys have their own
+//! path ([`push_key`]): plain or double-quoted on one line, never a block, and
+//! in the explicit `? key` form when longer than an implicit key may be.
 
 use std::fmt::Write;
 
@@ -31,12 +33,45 @@ fn indent(out: &mut String, n: usize) {
     out.extend(std::iter::repeat_n(' ', n));
 }
 
+/// The longest key written as an implicit key (`key: value`), in characters,
+/// quotes included. YAML limits an implicit key to 1,024 characters; a
+/// margin keeps every parser's way of counting within it. Longer keys use
+/// the explicit form (`? key` then `: value` on the next line).
+const MAX_IMPLICIT_KEY: usize = 1000;
+
+/// Writes a mapping key on one line: plain when [`is_plain`], else
+/// double-quoted (never a block scalar, which cannot be an implicit key).
+/// Returns true when the key is too long for an implicit key and was written
+/// in the explicit form (`? key`); the caller then writes `:` on its own line.
+pub(super) fn push_key(out: &mut String, k: &str) -> bool {
+    let start = out.len();
+    if is_plain(k) {
+        out.push_str(k);
+    } else {
+        quoted(out, k);
+    }
+    let written = &out[start..];
+    let explicit = written.len() > MAX_IMPLICIT_KEY && written.chars().count() > MAX_IMPLICIT_KEY;
+    if explicit {
+        out.insert_str(start, "? ");
+    }
+    explicit
+}
+
 fn map(out: &mut String, m: &Map<String, Value>, at: usize, first_inline: bool) {
     for (i, (k, v)) in m.iter().enumerate() {
         if i > 0 || !first_inline {
             indent(out, at);
         }
-        push_string(out, k, at);
+        // An explicit key's value follows `:` on the next line, and a
+        // collection value is indented below that `:`.
+        let nested = if push_key(out, k) {
+            out.push('\n');
+            indent(out, at);
+            at + 2
+        } else {
+            at
+        };
         out.push(':');
         match v {
             Value::Object(inner) if !inner.is_empty() => {
@@ -45,7 +80,7 @@ fn map(out: &mut String, m: &Map<String, Value>, at: usize, first_inline: bool) 
             }
             Value::Array(items) if !items.is_empty() => {
                 out.push('\n');
-                seq(out, items, at);
+                seq(out, items, nested);
             }
             other => {
                 out.push(' ');
@@ -170,7 +205,98 @@ fn is_literal_block(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// Strings that stress the emitter: YAML indicators, comments, line
+    /// breaks, spaces at either end, look-alikes of other types, and any
+    /// unicode at all.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[ a-z0-9:#\n\r\t\"'\\{}\\[\\],&*!|>%@`?.~-]{0,24}",
+            Just(String::new()),
+            prop_oneof![
+                Just("true"),
+                Just("No"),
+                Just("null"),
+                Just("~"),
+                Just("0x1f"),
+                Just("1e3"),
+                Just(".inf"),
+                Just("2024-01-15"),
+                Just("- a"),
+                Just("---"),
+                Just("..."),
+                Just("a: b"),
+                Just("a #b"),
+                Just(" lead"),
+                Just("trail "),
+                Just("multi\nline"),
+                Just("multi\n  indented\nlines"),
+                Just("\nleading break"),
+                Just("é\u{2028}\u{85}\u{feff}"),
+            ]
+            .prop_map(str::to_owned),
+        ]
+    }
+
+    /// Keys: any [`text`], and now and then one too long for an implicit key.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => text(),
+            1 => ("[a-z]{1,3}", 1000..1100usize).prop_map(|(s, n)| s.repeat(n)),
+            1 => (text(), 1000..1100usize).prop_map(|(s, n)| format!("{}\n{s}", "k".repeat(n))),
+        ]
+    }
+
+    /// Any JSON value: nested mappings and lists of scalars of every kind.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter_map("finite", serde_json::Number::from_f64)
+                .prop_map(Value::Number),
+            text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec((key(), inner), 0..6)
+                    .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_value_emitted_as_yaml_parses_back_to_the_same_value(v in value()) {
+            let text = to_string(&v);
+            let back: Value = serde_saphyr::from_str(&text)
+                .map_err(|e| TestCaseError::fail(format!("invalid YAML ({e}):\n{text}")))?;
+            prop_assert_eq!(back, v, "{}", text);
+        }
+    }
+
+    #[test]
+    fn keys_are_never_blocks_and_long_keys_read_back() {
+        let long = "k".repeat(2000);
+        let v = json!({
+            "multi\nline": {"a\nb": ["x"]},
+            "trailing\n": 1,
+            long.clone(): {"nested": [1, {long.clone(): "v"}]},
+            "list": [{long.clone(): [1, 2], "b": {}}],
+        });
+        let text = to_string(&v);
+        assert!(!text.contains("|-"), "{text}");
+        let back: Value = serde_saphyr::from_str(&text).expect("valid YAML");
+        assert_eq!(back, v, "{text}");
+    }
 
     #[test]
     fn emits_kubectl_style_blocks_that_read_back_identically() {

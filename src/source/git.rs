@@ -495,7 +495,13 @@ impl Reader {
             gix::open_opts(path, gix::open::Options::isolated())
                 .map_err(|error| mirror("open", error))?
         } else {
-            std::fs::create_dir_all(path).map_err(|error| Error::CreateMirror {
+            // Under the state dir, private like it (the mirror holds claims).
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(path)
+            .map_err(|error| Error::CreateMirror {
                 url: self.shown_url.clone(),
                 path: path.clone(),
                 error,

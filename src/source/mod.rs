@@ -66,6 +66,9 @@ pub enum Content {
     TooLarge { size: u64, limit: u64 },
     /// The file could not be read (permissions, vanished, ...).
     Unreadable(String),
+    /// The source refused to read the file (a symbolic link out of a
+    /// directory source's root): `rule` and `message` as the diagnostic says.
+    Refused { rule: &'static str, message: String },
 }
 
 /// One claim file of a snapshot.
@@ -154,6 +157,9 @@ impl SourceFile {
             Content::Bytes(b) => hasher.update(b),
             Content::TooLarge { size, .. } => hasher.update(format!("\0too-large:{size}")),
             Content::Unreadable(e) => hasher.update(format!("\0unreadable:{e}")),
+            Content::Refused { rule, message } => {
+                hasher.update(format!("\0refused:{rule}:{message}"));
+            }
         }
         SourceFile {
             path,

@@ -36,7 +36,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
@@ -490,6 +490,8 @@ pub struct Kubernetes {
     watches: std::sync::OnceLock<Watches>,
     /// Publishes Kubernetes Events (repeats folded into series).
     recorder: kube::runtime::events::Recorder,
+    /// The leader election, when configured (started on first use).
+    election: std::sync::OnceLock<super::lease::Election>,
 }
 
 impl std::fmt::Debug for Kubernetes {
@@ -585,6 +587,7 @@ impl Kubernetes {
             cache: Mutex::new(None),
             watches: std::sync::OnceLock::new(),
             recorder,
+            election: std::sync::OnceLock::new(),
         })
     }
 
@@ -597,6 +600,34 @@ impl Kubernetes {
     /// `concurrency` are.
     fn per_environment(&self) -> usize {
         (self.options.concurrency / self.environments_at_once()).max(1)
+    }
+
+    /// The leader election, when configured (started on first use).
+    fn election(&self) -> Option<&super::lease::Election> {
+        let options = self.options.leader_election.as_ref()?;
+        Some(self.election.get_or_init(|| {
+            let mut options = options.clone();
+            if options.identity.is_empty() {
+                options.identity = super::lease::default_identity();
+            }
+            super::lease::Election::start(
+                self.config.clone(),
+                self.options.inventory_namespace.clone(),
+                options,
+            )
+        }))
+    }
+
+    /// A write is refused unless this replica leads (or no election is
+    /// configured): checked before every write of a change.
+    fn fence(&self) -> Result<(), super::Error> {
+        if self.leading() {
+            Ok(())
+        } else {
+            Err(super::Error::Transient(Box::new(std::io::Error::other(
+                "this replica does not lead (leader election): not applying",
+            ))))
+        }
     }
 
     /// The watches (started on first use).
@@ -1019,6 +1050,7 @@ impl Kubernetes {
         let mut groups = by_rank(deletes, |id| id);
         groups.reverse();
         for group in groups {
+            self.fence()?;
             let deletes: Vec<_> = group
                 .into_iter()
                 .map(|id| async move { (id, self.delete_object(id, name).await) })
@@ -1070,6 +1102,7 @@ impl Kubernetes {
             .collect();
         self.check_new(&new, name).await?;
         // Widen: every object about to be written is listed before it exists.
+        self.fence()?;
         if !new.is_empty() {
             for r in &new {
                 live.objects.insert(r.object.id.clone(), Digest::PENDING);
@@ -1082,6 +1115,7 @@ impl Kubernetes {
         // Apply in kind order; objects of one rank in parallel.
         let mut result = Ok(());
         for group in by_rank(&change.upserts, |r| &r.object.id) {
+            self.fence()?;
             let applies: Vec<_> = group
                 .into_iter()
                 .map(|r| async move { (*r, self.apply_object(r, name).await) })
@@ -1112,6 +1146,7 @@ impl Kubernetes {
         if let Some(record) = change.record {
             live.record = record.clone();
         }
+        self.fence()?;
         let gone = change.record.is_none() && live.objects.is_empty();
         let narrowed = if gone {
             self.delete_inventory(name).await
@@ -1292,6 +1327,10 @@ impl Target for Kubernetes {
         })
     }
 
+    fn leading(&self) -> bool {
+        self.election().is_none_or(super::lease::Election::leading)
+    }
+
     fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), super::Error> {
         self.apply_all(std::slice::from_ref(change))
             .pop()
@@ -1302,6 +1341,14 @@ impl Target for Kubernetes {
     /// in-memory inventory follows every outcome, and an environment whose
     /// apply failed is read again from the cluster.
     fn apply_all(&self, changes: &[EnvironmentChange<'_>]) -> Vec<Result<(), super::Error>> {
+        // A one-shot run with an election waits (at most a lease duration
+        // and a retry) to lead; the daemon applies only while it leads.
+        if let Some(le) = &self.options.leader_election {
+            let deadline = Instant::now() + le.lease_duration + le.retry_period;
+            while !self.leading() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let known = self.cached().clone();
         let results: Vec<Result<Option<LiveEnvironment>, super::Error>> =
             self.runtime.block_on(async {

@@ -3,11 +3,16 @@
 //! The embedded default. Each environment directory holds one file per object,
 //! named `<kind>-<name>.yaml` (this target's mapping of an object's identity;
 //! a kind and a name are unique within an environment), and
-//! `.converge-inventory.json`, the list of files converge wrote there with
-//! each object's identity and digest. Only files in that list are ever
+//! `.converge-inventory`, the list of files converge wrote there with
+//! each object's identity and digest (JSON, under a name without a manifest
+//! extension, so that kubectl and kustomize do not read it; a directory
+//! with the earlier `.converge-inventory.json` is migrated when read). Only files in that list are ever
 //! replaced or deleted;
 //! anything else in the directory is left alone, and a file converge did not
 //! write is never overwritten.
+//!
+//! The inventory is converge's bookkeeping and is written 0600; object files
+//! are the product (for kubectl and other tools) and get the usual mode.
 //!
 //! Writes are atomic and batched: [`Manifests::apply_all`] syncs the
 //! filesystem four times per batch (`syncfs`), not once per file. In an
@@ -41,8 +46,13 @@ use crate::claim::EnvironmentName;
 use crate::object::{ObjectRef, kind, shared};
 use crate::render::Digest;
 
-/// The inventory file in each environment directory.
-pub const INVENTORY_FILE: &str = ".converge-inventory.json";
+/// The inventory file in each environment directory. Its name has no
+/// manifest extension, so `kubectl apply -R -f`, kustomize and other tools
+/// that read `*.json`/`*.yaml`/`*.yml` never take it for an object.
+pub const INVENTORY_FILE: &str = ".converge-inventory";
+/// The inventory's earlier name, which `kubectl` read as an object without
+/// `apiVersion`: renamed to [`INVENTORY_FILE`] when read.
+pub const LEGACY_INVENTORY_FILE: &str = ".converge-inventory.json";
 const TMP_SUFFIX: &str = ".converge-tmp";
 /// Prefix of the directory a new environment is written into before it appears.
 const TMP_DIR_PREFIX: &str = ".converge-tmp-";
@@ -218,7 +228,8 @@ impl Manifests {
     }
 
     /// Reads one environment's inventory; `None` when it has none (not
-    /// ours). An inventory in format 1 is upgraded on disk as it is read.
+    /// ours). An inventory in format 1 is upgraded on disk as it is read,
+    /// and one under its legacy name is renamed first.
     fn read_inventory(dir: &Path, name: &str) -> Result<Option<LiveEnvironment>, Error> {
         let path = dir.join(INVENTORY_FILE);
         let corrupt = |message: String| Error::CorruptInventory {
@@ -226,8 +237,16 @@ impl Manifests {
             message,
         };
         let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Ok(b) => {
+                Self::remove_legacy_inventory(dir)?;
+                b
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !Self::migrate_inventory(dir)? {
+                    return Ok(None);
+                }
+                std::fs::read(&path).map_err(Self::io(&path, "read inventory"))?
+            }
             Err(e) => return Err(Self::io(&path, "read inventory")(e)),
         };
         let file: InventoryFile =
@@ -275,6 +294,38 @@ impl Manifests {
             write_atomic(&path, &inventory_bytes(name, &live))?;
         }
         Ok(Some(live))
+    }
+
+    /// Renames an inventory under its legacy name to [`INVENTORY_FILE`]
+    /// (one atomic rename: a crash leaves one name or the other, and both
+    /// are read); false when there is none. Another process that renamed it
+    /// first is as good.
+    fn migrate_inventory(dir: &Path) -> Result<bool, Error> {
+        let (legacy, path) = (dir.join(LEGACY_INVENTORY_FILE), dir.join(INVENTORY_FILE));
+        match std::fs::rename(&legacy, &path) {
+            Ok(()) => {
+                tracing::info!(
+                    from = %legacy.display(),
+                    to = %path.display(),
+                    "manifests inventory renamed, so kubectl does not read it"
+                );
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(path.exists()),
+            Err(e) => Err(Self::io(&legacy, "rename inventory")(e)),
+        }
+    }
+
+    /// Removes an inventory under its legacy name beside the current one
+    /// (left by an older converge after this one wrote the current one):
+    /// the current one is the truth, and kubectl would read the legacy one.
+    fn remove_legacy_inventory(dir: &Path) -> Result<(), Error> {
+        let legacy = dir.join(LEGACY_INVENTORY_FILE);
+        match std::fs::remove_file(&legacy) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Self::io(&legacy, "delete legacy inventory")(e)),
+        }
     }
 
     /// Reads every environment's inventory from disk (in parallel).
@@ -578,6 +629,7 @@ impl<'c, 'a> Work<'c, 'a> {
             stage(
                 &self.dir.join(INVENTORY_FILE),
                 &inventory_bytes(change.name, &live),
+                Access::Private,
             )?;
         }
         self.dirty |= self.widened || !change.upserts.is_empty();
@@ -585,6 +637,7 @@ impl<'c, 'a> Work<'c, 'a> {
             stage(
                 &self.dir.join(file_name(&rendered.object.id)),
                 rendered.yaml.as_bytes(),
+                Access::Shared,
             )?;
         }
         self.live = Some(live);
@@ -623,7 +676,8 @@ impl<'c, 'a> Work<'c, 'a> {
             objects: objects.into_iter().collect(),
         };
         let inventory = aside.join(INVENTORY_FILE);
-        std::fs::write(&inventory, inventory_bytes(change.name, &live))
+        create(&inventory, Access::Private)
+            .and_then(|mut f| f.write_all(&inventory_bytes(change.name, &live)))
             .map_err(Manifests::io(&self.dir.join(INVENTORY_FILE), "write"))?;
         self.live = Some(live);
         Ok(())
@@ -686,6 +740,7 @@ impl<'c, 'a> Work<'c, 'a> {
         stage(
             &self.dir.join(INVENTORY_FILE),
             &inventory_bytes(change.name, live),
+            Access::Private,
         )
     }
 
@@ -735,13 +790,45 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{file_name}{TMP_SUFFIX}"))
 }
 
+/// Who may read a file the target writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// An object file: the product, for kubectl and other tools (0666 less
+    /// the umask, like any file the process creates).
+    Shared,
+    /// converge's own bookkeeping (the inventory): 0600.
+    Private,
+}
+
+/// Creates (or truncates) `path` for writing with `access`'s mode; a
+/// private file left by a crash gets its mode back too.
+fn create(path: &Path, access: Access) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mode = match access {
+        Access::Shared => 0o666,
+        Access::Private => 0o600,
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    if access == Access::Private {
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(file)
+}
+
 /// Writes `bytes` beside `path` as a temp file, unsynced.
-fn stage(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+fn stage(path: &Path, bytes: &[u8], access: Access) -> Result<(), Error> {
     let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Manifests::io(path, "write")(e)
-    })
+    create(&tmp, access)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Manifests::io(path, "write")(e)
+        })
 }
 
 /// Renames a staged temp file over `path` (atomic).
@@ -766,15 +853,12 @@ fn remove_stale_temp_files(dir: &Path) {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}{TMP_SUFFIX}"));
+/// Writes an inventory to `path` atomically (0600): a temp file beside it,
+/// fsync, rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = temp_path(path);
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = create(&tmp, Access::Private)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -1192,6 +1276,49 @@ mod tests {
             live,
             "the upgraded file reads the same"
         );
+    }
+
+    #[test]
+    fn an_inventory_under_its_legacy_name_is_renamed_and_applies_go_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rec = record();
+        let (ns, cm) = (
+            object("Namespace", "e", "a: 1\n"),
+            object("ConfigMap", "c", "b: 2\n"),
+        );
+        Manifests::new(dir.path().to_owned())
+            .apply(&change("e", Some(&rec), vec![&ns], &[]))
+            .expect("applies");
+        // As an earlier converge left it, with an interrupted write's temp file.
+        let env = dir.path().join("e");
+        std::fs::rename(env.join(INVENTORY_FILE), env.join(LEGACY_INVENTORY_FILE)).expect("rename");
+        std::fs::write(env.join("..converge-inventory.json.converge-tmp"), "{").expect("write");
+        let target = Manifests::new(dir.path().to_owned());
+        let live = target.inventory().expect("read");
+        assert_eq!(live.environments["e"].objects.len(), 1);
+        assert_eq!(
+            entries(&env),
+            [
+                "..converge-inventory.json.converge-tmp",
+                INVENTORY_FILE,
+                "namespace-e.yaml"
+            ]
+        );
+        target
+            .apply(&change("e", Some(&rec), vec![&ns, &cm], &[]))
+            .expect("applies");
+        assert_eq!(
+            entries(&env),
+            [INVENTORY_FILE, "configmap-c.yaml", "namespace-e.yaml"],
+            "the stale temp file is gone, no file has a manifest extension but objects"
+        );
+        assert_eq!(target.inventory().expect("memory"), on_disk(dir.path()));
+        // Both names (an older converge ran after this one): the current one
+        // is the truth and the legacy one goes.
+        std::fs::write(env.join(LEGACY_INVENTORY_FILE), "{\"stale\": true}").expect("write");
+        let live = on_disk(dir.path());
+        assert_eq!(live.environments["e"].objects.len(), 2);
+        assert!(!env.join(LEGACY_INVENTORY_FILE).exists());
     }
 
     #[test]

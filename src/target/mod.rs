@@ -8,6 +8,7 @@
 //! directory is the embedded default.
 
 pub mod kube;
+pub mod lease;
 pub mod manifests;
 
 use std::sync::Arc;
@@ -147,6 +148,13 @@ pub trait Target: Sync {
     ) -> Result<Vec<(ObjectRef, Vec<FieldChange>)>, Error> {
         let _ = change;
         Ok(Vec::new())
+    }
+
+    /// Whether this process may write to the target now: false while
+    /// another replica leads (leader election); always true for a target
+    /// with one writer.
+    fn leading(&self) -> bool {
+        true
     }
 
     /// Records events in the target's own event stream, best effort (a

@@ -84,6 +84,16 @@ fn cases() -> Vec<Case> {
             "recursion limit",
         ),
         case(
+            "duplicate-key.json",
+            json_claim("dev-duplicate-key", r#"{"user-service": "v1.2.3"}"#)
+                .strip_suffix('}')
+                .map(|open| format!(r#"{open}, "environment_type": "prod"}}"#))
+                .expect("an object"),
+            "/environment_type",
+            "duplicate-key",
+            "more than once",
+        ),
+        case(
             "deep-flow.yaml",
             claim_with("dev-deep-flow", SERVICES, &format!("services: {nested}\n")),
             "/",

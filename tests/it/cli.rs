@@ -75,7 +75,7 @@ fn removing_a_claim_prunes_only_what_converge_wrote() {
     let run = p.run(&["run", "--once"]);
     assert_eq!(code(&run), Some(0), "{}", stderr(&run));
     assert!(!p.path("out/dev-b/namespace-dev-b.yaml").exists());
-    assert!(!p.path("out/dev-b/.converge-inventory.json").exists());
+    assert!(!p.path("out/dev-b/.converge-inventory").exists());
     assert!(p.path("out/dev-b/README.md").exists(), "foreign files stay");
     assert!(
         p.path("out/unrelated/file.yaml").exists(),

@@ -3,6 +3,7 @@
 //! a git server and a bucket.
 
 mod git;
+mod hostile;
 mod s3;
 
 use std::io::Write;
@@ -492,4 +493,126 @@ fn an_environment_is_removed_when_its_time_is_up_not_at_the_next_poll() {
         "its resources are pruned"
     );
     assert!(p.path("claims/short.yaml").exists(), "the claim file stays");
+}
+
+#[test]
+fn a_claim_linked_from_outside_the_claims_directory_is_refused_and_never_read_or_stored() {
+    let p = Project::new("state_dir: .converge\n");
+    p.write("claims/good.yaml", claim("dev-good", "dev"));
+    // A file the daemon can read and the claim author cannot, as it looks
+    // when converge runs as root.
+    p.write(
+        "private/secret.yaml",
+        "root-password: hunter2-very-secret\n",
+    );
+    std::os::unix::fs::symlink("../private/secret.yaml", p.path("claims/leak.yaml"))
+        .expect("symlink");
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    assert_eq!(d.names(), ["dev-good"]);
+    let (_, events) = d.get("/api/v1/events");
+    let refused = serde_json::from_str::<serde_json::Value>(&events).expect("json")["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("claims/leak.yaml"))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("an event names the link: {events}"));
+    let message = refused["message"].as_str().expect("message");
+    assert!(message.contains("(symlink)"), "{message}");
+    assert!(message.contains("outside"), "{message}");
+    assert!(!events.contains("hunter2"), "{events}");
+    assert_eq!(d.terminate(), Some(0));
+    let state = std::fs::read(p.path(".converge/converge.redb")).expect("state");
+    assert!(
+        !state.windows(7).any(|w| w == b"hunter2"),
+        "the linked file's bytes are not in the state store"
+    );
+}
+
+/// Permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+}
+
+#[test]
+fn state_and_bookkeeping_are_private_and_a_state_dir_open_to_others_is_warned_about() {
+    let p = Project::new("state_dir: var/converge\n");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    assert_eq!(mode(&p.path("var")), 0o700);
+    assert_eq!(mode(&p.path("var/converge")), 0o700);
+    assert_eq!(mode(&p.path("var/converge/converge.redb")), 0o600);
+    let env = p.path("out/dev-a");
+    let inventory = std::fs::read_dir(&env)
+        .expect("environment")
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".converge-inventory")
+        })
+        .expect("an inventory file")
+        .path();
+    assert_eq!(mode(&inventory), 0o600, "converge's bookkeeping");
+    // The objects are the product, for kubectl and other tools: the same
+    // mode as any file this process (same umask) creates.
+    std::fs::write(p.path("umask-probe"), "").expect("write");
+    assert_eq!(
+        mode(&env.join("namespace-dev-a.yaml")),
+        mode(&p.path("umask-probe"))
+    );
+    assert!(!d.log().contains("WARN"), "{}", d.log());
+    assert_eq!(d.terminate(), Some(0));
+
+    std::fs::set_permissions(
+        p.path("var/converge"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let log = d.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("var/converge"))
+        .unwrap_or_else(|| panic!("a warning names the state dir:\n{log}"));
+    assert!(warning.contains("755"), "{warning}");
+}
+
+#[test]
+fn a_second_writer_fails_at_once_naming_the_first_while_read_only_commands_keep_working() {
+    let p = Project::new("state_dir: .converge\n");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let holder = format!("pid {}", d.pid());
+
+    let once = p.run(&["run", "--once"]);
+    assert_eq!(once.status.code(), Some(2), "{}", stderr(&once));
+    assert!(stderr(&once).contains(&holder), "{}", stderr(&once));
+    assert!(stderr(&once).contains(".converge"), "{}", stderr(&once));
+    let second = Daemon::try_start(p.dir.path()).err().expect("refused");
+    assert!(second.contains("exit status: 2"), "{second}");
+    assert!(second.contains(&holder), "{second}");
+
+    let url = format!("http://{}", d.addr);
+    for args in [
+        &["plan"][..],
+        &["validate", "claims"],
+        &["render", "claims/a.yaml"],
+        &["status", "--url", &url],
+    ] {
+        let out = p.run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(d.terminate(), Some(0));
+    let once = p.run(&["run", "--once"]);
+    assert_eq!(once.status.code(), Some(0), "{}", stderr(&once));
 }

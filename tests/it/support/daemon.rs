@@ -26,9 +26,30 @@ impl Daemon {
 
     /// Like `start`, but returns the log when the daemon exits or never listens.
     pub fn try_start(dir: &Path) -> Result<Daemon, String> {
+        Self::try_start_limited(dir, None)
+    }
+
+    /// Like `start`, with soft and hard limits of `nofile` open files
+    /// (`prlimit`, util-linux).
+    pub fn start_with_open_files(dir: &Path, nofile: u64) -> Daemon {
+        Self::try_start_limited(dir, Some(nofile))
+            .unwrap_or_else(|log| panic!("daemon did not start:\n{log}"))
+    }
+
+    fn try_start_limited(dir: &Path, nofile: Option<u64>) -> Result<Daemon, String> {
         let log = dir.join(format!("daemon-{}.log", fastrand::u32(..)));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = tethered(env!("CARGO_BIN_EXE_converge"))
+        let mut command = match nofile {
+            None => tethered(env!("CARGO_BIN_EXE_converge")),
+            Some(n) => {
+                let mut c = tethered("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_converge"));
+                c
+            }
+        };
+        let child = command
             .args(["run", "--listen", "127.0.0.1:0"])
             .current_dir(dir)
             .env("CONVERGE_LOG", "info")
@@ -68,6 +89,11 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(daemon.log())
+    }
+
+    /// The daemon's process id (`setpriv` execs converge in place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn log(&self) -> String {

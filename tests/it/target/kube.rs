@@ -839,3 +839,90 @@ fn the_quick_start_claims_apply_to_a_cluster_in_dependency_order() {
         );
     }
 }
+
+/// A replica of a leader-elected installation: its own directory and state,
+/// the shared claims and cluster, one Lease.
+fn replica(api: &KubeApi, names: &[&str]) -> Project {
+    let p = project(api, "converge-ha");
+    let config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    p.write(
+        "converge.yaml",
+        config.replace(
+            "  kind: kubernetes\n",
+            "  kind: kubernetes\n  leader_election:\n    lease: converge-ha\n",
+        ),
+    );
+    for n in names {
+        p.write(&format!("claims/{n}.yaml"), claim(n, "dev"));
+    }
+    p
+}
+
+fn ready(d: &Daemon) -> bool {
+    d.get("/ready").0 == 200
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn one_of_two_replicas_leads_and_the_other_takes_over_after_kill_9_applying_nothing_twice() {
+    let api = KubeApi::start();
+    let names = ["dev-ha-1", "dev-ha-2"];
+    let (p1, p2) = (replica(&api, &names), replica(&api, &names));
+    let leader = Daemon::start(p1.dir.path());
+    leader.wait_for("the first replica leads and applies", ready);
+    let standby = Daemon::start(p2.dir.path());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        !ready(&standby),
+        "the standby is not ready while the other leads"
+    );
+    assert!(ready(&leader));
+    let lease = json(&api, &["get", "lease", "converge-ha", "-n", "converge-ha"]);
+    let holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let before: Vec<_> = names.iter().map(|n| versions(&api, n)).collect();
+
+    leader.kill9();
+    let killed = std::time::Instant::now();
+    while !ready(&standby) && killed.elapsed() < std::time::Duration::from_secs(40) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let took = killed.elapsed();
+    eprintln!("failover after kill -9: {:.1} s", took.as_secs_f64());
+    assert!(ready(&standby), "the standby took over\n{}", standby.log());
+    assert!(
+        took <= std::time::Duration::from_secs(15 + 10),
+        "within the lease duration (15 s) and a few retries: {took:?}"
+    );
+    let lease = json(&api, &["get", "lease", "converge-ha", "-n", "converge-ha"]);
+    assert_ne!(
+        lease["spec"]["holderIdentity"].as_str().unwrap_or_default(),
+        holder
+    );
+    let after: Vec<_> = names.iter().map(|n| versions(&api, n)).collect();
+    assert_eq!(
+        before, after,
+        "the new leader read the inventory: nothing applied twice"
+    );
+    let events = standby.json("/api/v1/events").to_string();
+    assert!(
+        !events.contains("\"Created\""),
+        "no environment created again: {events}"
+    );
+
+    // The new leader reconciles.
+    p2.write(
+        "claims/dev-ha-1.yaml",
+        claim("dev-ha-1", "dev").replace("v1.2.3", "v1.2.4"),
+    );
+    standby.wait_for("the change applied by the new leader", |_| {
+        json(
+            &api,
+            &["get", "deployment", "user-service", "-n", "dev-ha-1"],
+        )["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .is_some_and(|i| i.ends_with(":v1.2.4"))
+    });
+}

@@ -1,0 +1,223 @@
+//! Leader election with a Kubernetes Lease, so replicas never write at once.
+//!
+//! The algorithm of client-go's `leaderelection`, on a `coordination.k8s.io/v1`
+//! Lease: every `retry_period` each replica reads the Lease; one that holds it,
+//! or finds it expired (`renewTime + leaseDurationSeconds` in the past),
+//! writes itself as holder with the Lease's `resourceVersion` as a
+//! precondition, so of two replicas trying at once exactly one succeeds.
+//!
+//! **Never two writers.** A replica leads only while its last successful
+//! renewal is younger than `renew_deadline`, which is shorter than
+//! `lease_duration`: a leader cut off from the API server stops applying
+//! before any other replica may take the Lease. The time is measured on the
+//! leader's own monotonic clock from before its renewal request was sent.
+//! The election runs on a thread and runtime of its own, so renewals go on
+//! while a pass runs.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, PostParams};
+
+use crate::config::LeaderElection;
+
+/// A running election.
+pub struct Election {
+    shared: Arc<Shared>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for Election {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Election")
+            .field("identity", &self.shared.options.identity)
+            .field("leading", &self.leading())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    options: LeaderElection,
+    /// When the last successful renewal was sent.
+    renewed: Mutex<Option<Instant>>,
+}
+
+impl Election {
+    /// Starts electing in `namespace` with a client of its own.
+    pub fn start(config: kube::Config, namespace: String, options: LeaderElection) -> Election {
+        let shared = Arc::new(Shared {
+            options,
+            renewed: Mutex::new(None),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let inner = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("converge-lease".into())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    tracing::error!("cannot start the leader election's runtime");
+                    return;
+                };
+                runtime.block_on(async move {
+                    let client = match kube::Client::try_from(config) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start the leader election's client");
+                            return;
+                        }
+                    };
+                    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
+                        Api::all(client.clone());
+                    let api: Api<Lease> = Api::namespaced(client, &namespace);
+                    tokio::select! {
+                        () = elect(&api, &namespaces, &namespace, &inner) => {}
+                        _ = stopped => {}
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the leader election");
+        }
+        Election {
+            shared,
+            _stop: stop,
+        }
+    }
+
+    /// Whether this replica leads now (its last renewal is younger than the
+    /// renew deadline).
+    #[must_use]
+    pub fn leading(&self) -> bool {
+        self.shared
+            .renewed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < self.shared.options.renew_deadline)
+    }
+}
+
+async fn elect(
+    api: &Api<Lease>,
+    namespaces: &Api<k8s_openapi::api::core::v1::Namespace>,
+    namespace: &str,
+    shared: &Shared,
+) {
+    let o = &shared.options;
+    let mut was_leading = false;
+    loop {
+        let sent = Instant::now();
+        let mut outcome = try_acquire_or_renew(api, o).await;
+        if matches!(&outcome, Err(kube::Error::Api(s)) if s.code == 404) {
+            // The Lease's Namespace (the inventory's) does not exist yet.
+            let ns = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": namespace, "labels": {crate::render::MANAGED_BY: "converge"}},
+            });
+            let params = kube::api::PatchParams::apply("converge");
+            outcome = match namespaces
+                .patch(namespace, &params, &kube::api::Patch::Apply(&ns))
+                .await
+            {
+                Ok(_) => try_acquire_or_renew(api, o).await,
+                Err(e) => Err(e),
+            };
+        }
+        let leading = match outcome {
+            Ok(true) => {
+                *shared
+                    .renewed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(sent);
+                true
+            }
+            Ok(false) => {
+                *shared
+                    .renewed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, lease = %o.lease, "cannot renew the lease");
+                false
+            }
+        };
+        if leading != was_leading {
+            tracing::info!(identity = %o.identity, lease = %o.lease, leading, "leadership changed");
+            was_leading = leading;
+        }
+        tokio::time::sleep(o.retry_period).await;
+    }
+}
+
+/// One round: true when this replica holds the Lease afterwards.
+async fn try_acquire_or_renew(api: &Api<Lease>, o: &LeaderElection) -> Result<bool, kube::Error> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let duration = i32::try_from(o.lease_duration.as_secs()).unwrap_or(i32::MAX);
+    let Some(mut lease) = api.get_opt(&o.lease).await? else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(o.lease.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(o.identity.clone()),
+                lease_duration_seconds: Some(duration),
+                acquire_time: Some(MicroTime(now)),
+                renew_time: Some(MicroTime(now)),
+                lease_transitions: Some(0),
+                ..LeaseSpec::default()
+            }),
+        };
+        return match api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        };
+    };
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    let ours = spec.holder_identity.as_deref() == Some(o.identity.as_str());
+    let expired = spec.renew_time.as_ref().is_none_or(|t| {
+        let held = k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
+            spec.lease_duration_seconds.unwrap_or(0),
+        ));
+        t.0.checked_add(held).is_ok_and(|until| until < now)
+    });
+    if !ours
+        && !expired
+        && spec
+            .holder_identity
+            .as_deref()
+            .is_some_and(|h| !h.is_empty())
+    {
+        return Ok(false);
+    }
+    if !ours {
+        spec.acquire_time = Some(MicroTime(now));
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+    }
+    spec.holder_identity = Some(o.identity.clone());
+    spec.lease_duration_seconds = Some(duration);
+    spec.renew_time = Some(MicroTime(now));
+    // The resourceVersion read is the precondition: one writer wins.
+    match api.replace(&o.lease, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// An identity for this replica: the pod name, else host name and pid.
+#[must_use]
+pub fn default_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "converge".to_owned());
+    format!("{host}-{}", std::process::id())
+}
