@@ -217,12 +217,22 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
             "kind": "kubernetes", "field_manager": "converge", "drift": "correct",
             "concurrency": 8, "inventory_namespace": "converge", "recreate": false,
             "timeout": "30s",
+            "leader_election": {
+                "lease": "converge", "lease_duration": "15s", "renew_deadline": "10s",
+                "retry_period": "2s",
+            },
         })
     );
     assert_eq!(config["api"], serde_json::json!({"listen": "0.0.0.0:8090"}));
     assert_eq!(config["state_dir"], "/var/lib/converge/state");
 
-    // RBAC: the README's rules, and the Lease in the release namespace.
+    assert_eq!(
+        one(&objects, "PodDisruptionBudget")["spec"]["maxUnavailable"],
+        1
+    );
+
+    // RBAC: the README's rules, and the Lease in the release namespace (the
+    // inventory's by default).
     assert_eq!(one(&objects, "ClusterRole")["rules"], readme_rules());
     let binding = one(&objects, "ClusterRoleBinding");
     assert_eq!(
@@ -235,7 +245,7 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
         role["rules"],
         serde_json::json!([{
             "apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-            "verbs": ["get", "create", "update", "patch"],
+            "verbs": ["get", "create", "update"],
         }])
     );
 
@@ -289,6 +299,21 @@ fn every_optional_part_renders_mounted_read_only_and_named_in_the_config() {
         config["images"]["registry"],
         "registry.example.com/releases"
     );
+    assert_eq!(
+        config["target"]["leader_election"]["lease"],
+        "converge-platform"
+    );
+    assert_eq!(
+        one(&objects, "Role")["metadata"]["namespace"],
+        "converge-inventory",
+        "the Lease's Role is where the Lease is"
+    );
+    assert_eq!(
+        one(&objects, "PodDisruptionBudget")["spec"]["maxUnavailable"],
+        2,
+        "only the leader is ready: the leader stays evictable"
+    );
+    assert_eq!(one(&objects, "Deployment")["spec"]["replicas"], 2);
 
     let deployment = one(&objects, "Deployment");
     let c = &deployment["spec"]["template"]["spec"]["containers"][0];
@@ -514,6 +539,8 @@ fn the_rendered_chart_applies_to_a_real_api_server() {
     ] {
         let rendered = template(release, namespace, extra);
         let _ = api.kubectl_ok(&["create", "namespace", namespace]);
+        // The everything values' inventory namespace, where its Lease Role goes.
+        let _ = api.kubectl(&["create", "namespace", "converge-inventory"]);
         let applied = api.kubectl_with_input_ok(
             &[
                 "apply",
@@ -615,6 +642,7 @@ fn helm_installs_the_chart_and_renders_a_service_monitor_once_its_crd_is_served(
     // optional part on) renders the ServiceMonitor, and rolls the pod
     // template for the changed config.
     let _ = api.kubectl_with_input_ok(&["apply", "-f", "-"], SERVICE_MONITOR_CRD);
+    let _ = api.kubectl(&["create", "namespace", "converge-inventory"]);
     let _ = api.kubectl_ok(&[
         "wait",
         "--for=condition=established",
@@ -860,7 +888,7 @@ impl RbacProject<'_> {
     }
 }
 
-/// The `ClusterRole` with `rules`, applied by the admin.
+/// The `ClusterRole` (or `Role`) with `rules`, applied by the admin.
 fn apply_cluster_role(api: &KubeApi, role: &Value, rules: &Value) {
     let mut role = role.clone();
     role["rules"] = rules.clone();
@@ -879,9 +907,20 @@ fn apply_cluster_role(api: &KubeApi, role: &Value, rules: &Value) {
 /// Waits until RBAC answers `can` for `verb` on `resource` as `user` (the
 /// authorizer follows role changes through its cache).
 fn wait_can(api: &KubeApi, user: &str, verb: &str, resource: &str, can: bool) {
+    wait_can_in(api, user, verb, resource, "-A", can);
+}
+
+/// [`wait_can`] in `namespace` (`-A`: all namespaces).
+fn wait_can_in(api: &KubeApi, user: &str, verb: &str, resource: &str, namespace: &str, can: bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let scope: &[&str] = if namespace == "-A" {
+        &["-A"]
+    } else {
+        &["-n", namespace]
+    };
     loop {
-        let out = api.kubectl(&["auth", "can-i", verb, resource, "--as", user, "-A"]);
+        let out =
+            api.kubectl(&[&["auth", "can-i", verb, resource, "--as", user][..], scope].concat());
         if stdout(&out).trim() == if can { "yes" } else { "no" } {
             return;
         }
@@ -1081,6 +1120,69 @@ fn the_charts_service_account_applies_the_quick_start_and_each_rule_a_pass_uses_
     );
 
     daemon_as_the_charts_service_account(&project, &api);
+    let lease_role = one(&objects, "Role").clone();
+    leader_election_as_the_charts_service_account(&mut project, &lease_role, &user);
+}
+
+/// With `leader_election`, a pass as the chart's `ServiceAccount` takes the
+/// Lease in the inventory namespace (the Role); without `get`, `create` or
+/// `update` on leases it cannot lead: the refusal is logged and nothing is
+/// applied (exit 2).
+fn leader_election_as_the_charts_service_account(
+    project: &mut RbacProject<'_>,
+    role: &Value,
+    user: &str,
+) {
+    let api = project.api;
+    let namespace = project.namespace;
+    let inventory = format!("  inventory_namespace: {namespace}\n");
+    let config = std::fs::read_to_string(project.p.path("converge.yaml")).expect("config");
+    assert!(config.contains(&inventory), "{config}");
+    project.p.write(
+        "converge.yaml",
+        config.replace(
+            &inventory,
+            &format!(
+                "{inventory}  leader_election:\n    lease_duration: 3s\n    renew_deadline: 2s\n    retry_period: 1s\n"
+            ),
+        ),
+    );
+    project.make(Change::Version);
+    project.converged("with leader election");
+    let lease: Value = serde_json::from_str(
+        &api.kubectl_ok(&["get", "lease", "converge", "-n", namespace, "-o", "json"]),
+    )
+    .expect("JSON");
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        "{lease}"
+    );
+    let rules = role["rules"].clone();
+    let mut proven = Vec::new();
+    for verb in ["get", "create", "update"] {
+        let without = Without::new("coordination.k8s.io", "leases", verb);
+        if verb == "create" {
+            let _ = api.kubectl_ok(&["delete", "lease", "converge", "-n", namespace]);
+        }
+        apply_cluster_role(api, role, &without.from(&rules));
+        wait_can_in(api, user, verb, &without.resource(), namespace, false);
+        project.make(Change::Version);
+        let out = project.run();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "without {verb} leases: {err}");
+        assert!(
+            err.contains("cannot renew the lease")
+                && err.contains(&format!("cannot {verb} resource \"leases\"")),
+            "without {verb} leases: {err}"
+        );
+        apply_cluster_role(api, role, &rules);
+        wait_can_in(api, user, verb, &without.resource(), namespace, true);
+        project.converged(&format!("{verb} leases given back"));
+        proven.push(format!("{verb} leases"));
+    }
+    eprintln!("rbac: leader election: each needed: {}", proven.join(", "));
 }
 
 /// The daemon as the chart's `ServiceAccount`: its watches (`list`, `watch`)

@@ -40,9 +40,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "converge.config" -}}
 {{- $cfg := deepCopy (default dict .Values.config) -}}
 {{- $t := .Values.target -}}
-{{- $target := dict "kind" "kubernetes" "field_manager" $t.field_manager "drift" $t.drift "concurrency" $t.concurrency "inventory_namespace" (default .Release.Namespace $t.inventory_namespace) "recreate" $t.recreate "timeout" $t.timeout -}}
+{{- $target := dict "kind" "kubernetes" "field_manager" $t.field_manager "drift" $t.drift "concurrency" $t.concurrency "inventory_namespace" (include "converge.inventoryNamespace" .) "recreate" $t.recreate "timeout" $t.timeout -}}
 {{- if $t.kubeconfigSecret -}}
 {{- $_ := set $target "kubeconfig" (printf "/etc/converge/kubeconfig/%s" $t.kubeconfigKey) -}}
+{{- end -}}
+{{- if .Values.leaderElection.enabled -}}
+{{- $le := .Values.leaderElection -}}
+{{- $_ := set $target "leader_election" (dict "lease" $le.lease "lease_duration" $le.lease_duration "renew_deadline" $le.renew_deadline "retry_period" $le.retry_period) -}}
 {{- end -}}
 {{- if $t.context -}}
 {{- $_ := set $target "context" $t.context -}}
@@ -68,4 +72,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- $_ := set $cfg "templates" "/etc/converge/templates" -}}
 {{- end -}}
 {{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* The namespace of the inventory ConfigMaps and the Lease. */}}
+{{- define "converge.inventoryNamespace" -}}
+{{- default .Release.Namespace .Values.target.inventory_namespace -}}
 {{- end -}}
