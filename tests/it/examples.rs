@@ -85,3 +85,43 @@ fn the_quick_start_applies_every_example_of_every_type() {
         assert!(stdout(&out).contains("kind: Namespace"));
     }
 }
+
+#[test]
+fn the_production_example_config_loads_validates_and_renders() {
+    let root = repo();
+    let config = "examples/production/converge.yaml";
+    let out = converge(
+        &root,
+        &["validate", "--config", config, "examples/quickstart/claims"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    // Its image registry and tag lists are the ones a render uses.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let claim = dir.path().join("dev-prod-example.yaml");
+    std::fs::write(
+        &claim,
+        crate::support::claim("dev-prod-example", "dev").replace("v1.2.3", "^1.2.0"),
+    )
+    .expect("write claim");
+    let out = converge(
+        &root,
+        &[
+            "render",
+            "--config",
+            config,
+            claim.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("image: registry.example.com/releases/user-service:v1.3.0"),
+        "{}",
+        stdout(&out)
+    );
+}
