@@ -644,18 +644,23 @@ current-context: bench
         return json.loads(body)
 
     def requests(self):
-        """apiserver_request_total from /metrics: {(verb, resource, subresource): count}, codes summed."""
+        """apiserver_request_total from /metrics: {(verb, resource, subresource): count}, codes
+        summed; also, under ("~seconds", "", ""), the sum of apiserver_request_duration_seconds
+        over the verbs that are not long-running (all but WATCH and CONNECT)."""
         status, body = self.request("GET", "/metrics")
         if status != 200:
             raise RuntimeError(f"GET /metrics: HTTP {status}")
-        out = {}
+        out = {("~seconds", "", ""): 0.0}
         for line in body.decode().splitlines():
-            if not line.startswith("apiserver_request_total{"):
-                continue
-            labels, value = line[len("apiserver_request_total"):].rsplit(" ", 1)
-            have = dict(LABEL.findall(labels))
-            key = (have.get("verb", ""), have.get("resource", ""), have.get("subresource", ""))
-            out[key] = out.get(key, 0) + float(value)
+            if line.startswith("apiserver_request_total{"):
+                labels, value = line[len("apiserver_request_total"):].rsplit(" ", 1)
+                have = dict(LABEL.findall(labels))
+                key = (have.get("verb", ""), have.get("resource", ""), have.get("subresource", ""))
+                out[key] = out.get(key, 0) + float(value)
+            elif line.startswith("apiserver_request_duration_seconds_sum{"):
+                labels, value = line[len("apiserver_request_duration_seconds_sum"):].rsplit(" ", 1)
+                if dict(LABEL.findall(labels)).get("verb") not in ("WATCH", "CONNECT"):
+                    out[("~seconds", "", "")] += float(value)
         return out
 
     def cpu_seconds(self):
@@ -704,7 +709,7 @@ def request_delta(before, after, scrapes=1):
     out = {}
     for (verb, res, sub), v in after.items():
         d = v - before.get((verb, res, sub), 0)
-        if d > 0:
+        if d > 0 and not verb.startswith("~"):
             key = f"{verb} {res or '-'}" + (f"/{sub}" if sub else "")
             out[key] = int(round(d))
     if "GET -" in out:
@@ -718,6 +723,13 @@ def request_delta(before, after, scrapes=1):
 # its identity lease renewed every 10 s, a ClusterIP (an IPAddress object) allocated per Service
 # created, and the events of those. Shown apart from the client's requests.
 BACKGROUND = {"leases", "ipaddresses", "servicecidrs", "events"}
+
+
+def in_flight(before, after, seconds):
+    """Requests in flight on average over `seconds` (Little's law: the server-side time of the
+    requests that completed in the window ÷ the window)."""
+    key = ("~seconds", "", "")
+    return (after[key] - before[key]) / seconds
 
 
 def split_background(delta):
@@ -737,12 +749,19 @@ def by_verb(delta):
     return dict(sorted(out.items()))
 
 
-def shown_verbs(delta, background=True):
-    """"APPLY 657, GET 21, LIST 1 (+ POST 170 ipaddresses by the API server)"."""
+def shown_verbs(delta, background=True, per=1):
+    """"APPLY 657, GET 21, LIST 1; non-resource GET 2 (API server's own: POST ipaddresses 170)":
+    the client's requests by verb, GETs of non-resource URLs (discovery, OpenAPI) apart, then
+    the API server's own; every count divided by `per`."""
     ours, theirs = split_background(delta)
-    text = ", ".join(f"{k} {n}" for k, n in by_verb(ours).items()) or "none"
+    plain = {k: n for k, n in ours.items() if not k.startswith("GET -")}
+    nonres = sum(n for k, n in ours.items() if k.startswith("GET -"))
+    fmt = (lambda n: f"{n / per:.2f}") if per != 1 else str
+    text = ", ".join(f"{k} {fmt(n)}" for k, n in by_verb(plain).items()) or "none"
+    if nonres:
+        text += f"; non-resource GET {fmt(nonres)}"
     if background and theirs:
-        text += " (API server's own: " + ", ".join(f"{k} {n}" for k, n in theirs.items()) + ")"
+        text += " (API server's own: " + ", ".join(f"{k} {fmt(n)}" for k, n in theirs.items()) + ")"
     return text
 
 
@@ -1658,8 +1677,30 @@ class Bench:
                         shutil.rmtree(cluster.dir, ignore_errors=True)
             log(f"S8 round {i + 1}/{runs}: cold floor {res['floor'][-1]['cold_s']:.2f} s, kubectl "
                 f"{res['kubectl'][-1]['cold']['wall']:.2f} s, converge {res['converge'][-1]['cold']['wall']:.2f} s")
-        self.details["S8"] = {"environments": n, "objects": total, "kinds": expected, "rounds": res}
-        self.s8_rows(n, total, res)
+        diag = None
+        if a.s8_diagnose:
+            # Diagnosis: the same cold apply with 4× the concurrency (converge applies
+            # concurrency/4 environments at once, each with 4 requests in flight).
+            c = a.s8_concurrency * 4
+            cluster = KubeCluster(os.path.join(run, "kube-diagnose"))
+            try:
+                time.sleep(1)
+                cdir = fresh_dir(os.path.join(run, "converge-diagnose"))
+                cfg = kube_config(os.path.join(cdir, "c.yaml"), claims, cdir, cluster.kubeconfig, self.tags, c)
+                m0 = cluster.requests()
+                cold = timed([self.bin, "run", "--once", "--config", cfg])
+                m1 = cluster.requests()
+                diag = {"concurrency": c, "cold": cold, "in_flight": in_flight(m0, m1, cold["wall"]),
+                        "requests": request_delta(m0, m1)}
+                log(f"S8 diagnosis: converge at concurrency {c}: cold {cold['wall']:.2f} s "
+                    f"({total / cold['wall']:.0f} objects/s), {diag['in_flight']:.1f} in flight")
+            finally:
+                cluster.stop()
+                if not a.keep:
+                    shutil.rmtree(cluster.dir, ignore_errors=True)
+        self.details["S8"] = {"environments": n, "objects": total, "kinds": expected, "rounds": res,
+                              "diagnosis": diag}
+        self.s8_rows(n, total, res, diag)
 
     def s8_floor(self, cluster, objects, expected):
         m0 = cluster.requests()
@@ -1678,6 +1719,7 @@ class Bench:
         log(f"S8 floor: cold {cold_s:.2f} s ({len(objects) / cold_s:.0f} objects/s, client CPU {cpu_s:.1f} s), "
             f"again {again_s:.2f} s")
         return {"cold_s": cold_s, "client_cpu_s": cpu_s, "server_cpu_s": k1 - k0,
+                "in_flight": in_flight(m0, m1, cold_s),
                 "cold_requests": request_delta(m0, m1), "again_s": again_s, "again_requests": request_delta(m2, m3)}
 
     def s8_kubectl(self, cluster, kin, objects, expected):
@@ -1699,6 +1741,7 @@ class Bench:
         log(f"S8 kubectl: cold {cold['wall']:.2f} s ({len(objects) / cold['wall']:.0f} objects/s), "
             f"again {again['wall']:.2f} s")
         return {"cold": cold, "server_cpu_s": k1 - k0, "cold_requests": request_delta(m0, m1),
+                "in_flight": in_flight(m0, m1, cold["wall"]),
                 "again": again, "again_requests": request_delta(m2, m3)}
 
     def s8_converge(self, cluster, claims_src, run, objects, expected, changes):
@@ -1718,6 +1761,7 @@ class Bench:
         m1 = cluster.requests()
         out["server_cpu_s"] = k1 - k0
         out["cold_requests"] = request_delta(m0, m1)
+        out["in_flight"] = in_flight(m0, m1, out["cold"]["wall"])
         counts = count_applied(cluster, objects, skip_namespace="converge-system")
         if counts != expected:
             raise RuntimeError(f"S8 converge applied {counts}, expected {expected}")
@@ -1816,7 +1860,7 @@ class Bench:
             shutil.rmtree(run, ignore_errors=True)
         return out
 
-    def s8_rows(self, n, total, res):
+    def s8_rows(self, n, total, res, diag=None):
         fl, kc, cv = res["floor"], res["kubectl"], res["converge"]
         fw = summary([r["cold_s"] for r in fl])
         kw = summary([r["cold"]["wall"] for r in kc])
@@ -1846,6 +1890,16 @@ class Bench:
                  f"{med(fl, lambda r: r['server_cpu_s']):.1f} s; kubectl "
                  f"{med(kc, lambda r: r['cold']['user'] + r['cold']['sys']):.2f} s, server "
                  f"{med(kc, lambda r: r['server_cpu_s']):.1f} s")
+        self.row("S8", "cold apply: requests in flight on average (Little's law: Σ server-side request time "
+                 "÷ wall), median", f"{med(cv, lambda r: r['in_flight']):.1f}",
+                 f"floor {med(fl, lambda r: r['in_flight']):.1f}; kubectl {med(kc, lambda r: r['in_flight']):.1f}")
+        if diag:
+            fm = statistics.median([r["cold_s"] for r in fl])
+            self.row("S8", f"diagnosis (one run, not a target): converge cold apply at concurrency "
+                     f"{diag['concurrency']} ({diag['concurrency'] // 4} environments at once × 4 requests)",
+                     f"{diag['cold']['wall']:.2f} s ({total / diag['cold']['wall']:.0f} objects/s), "
+                     f"{diag['in_flight']:.1f} in flight", f"floor at {self.a.s8_concurrency}: {total / fm:.0f} objects/s",
+                     f"{fm / diag['cold']['wall']:.2f}× the floor's throughput")
         rss = max(r["cold"]["rss_kib"] for r in cv) / 1024
         self.row("S8", "cold apply: peak RSS (GNU time)", f"{rss:.0f} MiB",
                  f"kubectl {max(r['cold']['rss_kib'] for r in kc) / 1024:.0f} MiB")
@@ -1885,11 +1939,10 @@ class Bench:
             cpu = sum(i["cpu_s"] for i in idle) * 1000 / passes
             scpu = sum(i["server_cpu_s"] for i in idle) * 1000 / passes
             dur = [p for i in idle for p in i["pass_ms"] if p is not None]
-            per_verb = {k: v / passes for k, v in by_verb(per).items()}
             self.row("S8", f"idle pass of the daemon at {n} environments ({passes} passes in "
                      f"{sum(i['seconds'] for i in idle):.0f} s; Deployments never roll out on this cluster, "
                      "so it re-runs its pass every 2 s): API requests per pass by verb",
-                     ", ".join(f"{k} {v:.2f}" for k, v in per_verb.items()) or "none", "", "",
+                     shown_verbs(per, per=passes), "", "",
                      "0 writes, no per-object reads", "met" if w == 0 and g == 0 else "MISSED")
             self.row("S8", "idle pass: daemon CPU per pass; API server side CPU per pass; pass duration median",
                      f"{cpu:.1f} ms; server {scpu:.1f} ms; {statistics.median(dur) if dur else float('nan'):.0f} ms")
@@ -2049,6 +2102,34 @@ STANDING_NOTES = [
     "mimalloc gives the cold start's memory back only gradually.",
     "S7 and the SOPS variant of S1 need secrets, which this build cannot decrypt (SecretsUnavailable); "
     "age and sops are therefore not installed.",
+    "S8: the first `--s8-envs` claims (default $S8_ENVS, else 200; the issue's figure is 1,000) are rendered "
+    "once by converge's manifests target (`run --once` into a directory); those files, without the "
+    "`.converge-inventory.json` files, are what kubectl and the floor send. Every peer, every round, gets a "
+    "fresh etcd + kube-apiserver + kube-controller-manager (namespace and garbage-collector controllers) on "
+    "loopback, started from scripts/kube-tools' builds with the flags of tests/it/support/kube.rs (TLS, "
+    "static admin token, RBAC), so no peer sees another's objects; the peers' order rotates per round. "
+    "converge: `run --once` (release) with `target: {kind: kubernetes, concurrency: 8, inventory_namespace: "
+    "converge-system}` and the admin kubeconfig. kubectl: `kubectl apply --server-side -R -f DIR` with a fresh "
+    "discovery cache; DIR holds the Namespaces in a first subdirectory (kubectl applies files in path order "
+    "and a namespaced object needs its Namespace). Floor: a Python client (http.client over TLS, one kept-alive "
+    "connection per thread, 8 threads) sending each file's bytes as a server-side apply PATCH "
+    "(application/apply-patch+yaml, fieldManager, force=true), Namespaces first, then everything else; the "
+    "resource paths come from discovery before the clock starts. Every cold apply is checked afterwards "
+    "(a LIST per kind: every object present with converge's labels). Throughput = objects ÷ wall. The "
+    "requests are `apiserver_request_total` deltas by verb and resource (the scrape itself taken off; "
+    "non-resource GETs such as discovery and /metrics are not object reads); the API server's own requests "
+    "(its identity lease renewal, an IPAddress POSTed per Service created, events) are shown apart. \"In "
+    "flight\" is Little's law: the `apiserver_request_duration_seconds` sum over the window ÷ the wall. "
+    "The one-claim change edits a claim's exact service version; the time runs from just before `run --once` "
+    "is started to the Deployment's new image arriving on a watch opened beforehand (so process start, "
+    "reading the claims, the inventory LIST and the apply are all in it). The daemon (`converge run`, same "
+    "config and cluster) then runs: this cluster has no kubelet and no deployment controller, so Deployments "
+    "never roll out and the daemon, its environments Reconciling, re-runs its pass every 2 s (until "
+    "`health_timeout`, 10 min): those are the idle passes, counted from its `pass done` log lines (read from "
+    "the file, so the window has no scrapes of the daemon), with its CPU (utime + stime) and the API "
+    "requests over whole passes. Finally one-claim saves (atomic renames) into its watched claims "
+    "directory, timed to the watch event. The diagnosis row is one extra cold apply at 4× the concurrency. "
+    "Drift detection is not built, so the drift sweep is not measured.",
 ]
 
 
@@ -2126,6 +2207,8 @@ def main():
     ap.add_argument("--s8-concurrency", type=int, default=8,
                     help="requests in flight: converge's target concurrency and the floor client's threads")
     ap.add_argument("--s8-idle", type=int, default=10, help="seconds of the S8 idle-pass window per round")
+    ap.add_argument("--no-s8-diagnose", dest="s8_diagnose", action="store_false",
+                    help="skip S8's one extra converge cold apply at 4× the concurrency")
     ap.add_argument("--s8-saves", type=int, default=2,
                     help="one-claim saves into the S8 daemon's watched directory per round")
     ap.add_argument("--no-apply", dest="apply", action="store_false", help="skip run --once in S1")
