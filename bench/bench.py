@@ -693,6 +693,18 @@ current-context: bench
         self.procs = []
 
 
+def kube_versions():
+    """The versions scripts/kube-tools stamped on its builds."""
+    def stamp(tool):
+        try:
+            with open(os.path.join(kube_tools_bin(), f".{tool}.version")) as f:
+                return f.read().strip()
+        except OSError:
+            return "not installed"
+    return (f"kube-apiserver, kube-controller-manager, kubectl {stamp('kube-apiserver')}, etcd {stamp('etcd')} "
+            "(scripts/kube-tools)")
+
+
 def child_pids(pid):
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -1985,6 +1997,7 @@ class Bench:
             "nginx": out([self.a.nginx, "-v"]),
             "wrk": out([self.a.wrk, "--version"]).split(" [")[0],
             "garage": out([garage, "--version"]).split(" [")[0] if garage else "not installed",
+            "kubernetes (S8)": kube_versions(),
         }
 
     def machine(self):
@@ -2013,9 +2026,39 @@ class Bench:
             "n": self.a.n, "seed": self.a.seed, "runs": self.a.runs, "versions": self.versions(),
         }
         doc = {"meta": meta, "rows": self.rows, "notes": self.notes + STANDING_NOTES, "details": self.details}
-        with open(os.path.splitext(self.a.results)[0] + ".json", "w") as f:
+        json_path = os.path.splitext(self.a.results)[0] + ".json"
+        if self.a.merge and os.path.exists(json_path):
+            doc = merged(json_path, doc, self.rows, self.notes)
+        with open(json_path, "w") as f:
             json.dump(doc, f, indent=1, default=str)
         render(doc, self.a.results)
+
+
+def merged(json_path, doc, rows, notes):
+    """The saved run with the scenarios measured now replacing its rows of them (--merge):
+    the other rows, notes and figures stay as they were, and meta["merged"] says which
+    rows came from this later run and under what conditions."""
+    with open(json_path) as f:
+        old = json.load(f)
+    ran = {r[0] for r in rows}
+    order = lambda r: int(re.sub(r"\D", "", r[0]) or 0)  # noqa: E731
+    kept = [r for r in old["rows"] if r[0] not in ran]
+    out_rows = sorted(kept + [list(r) for r in rows], key=order)  # stable: each scenario's own order
+    # The old run's own notes (not standing ones) about scenarios not run now, then the standing ones.
+    # (An old standing note whose text changed since has a current one with the same opening.)
+    out_notes = [n for n in old["notes"] if n not in STANDING_NOTES and not any(n.startswith(s) for s in ran)
+                 and not any(n[:25] == m[:25] for m in STANDING_NOTES)]
+    out_notes += [n for n in notes if n not in STANDING_NOTES] + list(STANDING_NOTES)
+    meta = dict(old["meta"])
+    meta["merged"] = [m for m in meta.get("merged", []) if not set(m["scenarios"]) & ran] + [{
+        "scenarios": sorted(ran, key=lambda s: int(re.sub(r"\D", "", s) or 0)),
+        "date": doc["meta"]["date"], "minutes": doc["meta"]["minutes"],
+        "load_before": doc["meta"]["load_before"], "load_after": doc["meta"]["load_after"],
+        "converge": doc["meta"]["versions"]["converge"], "runs": doc["meta"]["runs"],
+        "kubernetes": doc["meta"]["versions"].get("kubernetes (S8)")}]
+    details = dict(old["details"])
+    details.update(doc["details"])
+    return {"meta": meta, "rows": out_rows, "notes": out_notes, "details": details}
 
 
 def render(doc, path):
@@ -2038,6 +2081,14 @@ def render(doc, path):
         f"- workload: {meta['n']} claims, seed {meta['seed']} (`bench/gen.py`), {meta['runs']} runs per "
         "figure unless stated (min and median), peak RSS from `/usr/bin/time -v`",
         "- versions: " + "; ".join(f"{k}: {val}" for k, val in meta["versions"].items()),
+    ]
+    for m in meta.get("merged", []):
+        md.append(f"- {', '.join(m['scenarios'])}: measured later, on their own (`--only {','.join(m['scenarios'])} "
+                  f"--merge`): {m['date']}, {m['minutes']} min, load average before {' '.join(m['load_before'])}, "
+                  f"after {' '.join(m['load_after'])}; {m['converge']}"
+                  + (f"; {m['kubernetes']}" if m.get("kubernetes") else "")
+                  + "; their rows replace that scenario's rows of the run above, the rest is that run's")
+    md += [
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -2216,6 +2267,8 @@ def main():
                     help="runs of the S1 apply (each writes ~340k files: 20-60 s here)")
     ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace only the rows of the scenarios run now in the saved RESULTS.json/RESULTS.md")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite RESULTS.md from RESULTS.json and ANALYSIS.md, measuring nothing")
     if "--render-only" in sys.argv[1:]:
