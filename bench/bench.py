@@ -1956,7 +1956,8 @@ class Bench:
                      "so it re-runs its pass every 2 s): API requests per pass by verb",
                      shown_verbs(per, per=passes), "", "",
                      "0 writes, no per-object reads", "met" if w == 0 and g == 0 else "MISSED")
-            self.row("S8", "idle pass: daemon CPU per pass; API server side CPU per pass; pass duration median",
+            self.row("S8", "idle pass: daemon CPU per pass (10 ms ticks); API server + etcd + controller manager CPU "
+                     "over the window ÷ passes (their own background included); pass duration median",
                      f"{cpu:.1f} ms; server {scpu:.1f} ms; {statistics.median(dur) if dur else float('nan'):.0f} ms")
         else:
             per = {}
