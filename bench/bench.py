@@ -1939,7 +1939,7 @@ class Bench:
             self.row("S8", f"one-claim change, daemon watching the claims dir: save → Deployment image updated on "
                      f"the server ({len(saves)} saves): p50 / max",
                      f"{pct(saves, 50):.0f} / {max(saves):.0f} ms", "", "", "≤ 250 ms",
-                     "met" if pct(saves, 50) <= 250 else "MISSED")
+                     "met" if max(saves) <= 250 else ("p50 met, max over" if pct(saves, 50) <= 250 else "MISSED"))
         idle = [r["idle"] for r in cv]
         passes = sum(i["passes"] for i in idle)
         if passes:
