@@ -1951,9 +1951,9 @@ class Bench:
             cpu = sum(i["cpu_s"] for i in idle) * 1000 / passes
             scpu = sum(i["server_cpu_s"] for i in idle) * 1000 / passes
             dur = [p for i in idle for p in i["pass_ms"] if p is not None]
-            self.row("S8", f"idle pass of the daemon at {n} environments ({passes} passes in "
-                     f"{sum(i['seconds'] for i in idle):.0f} s; Deployments never roll out on this cluster, "
-                     "so it re-runs its pass every 2 s): API requests per pass by verb",
+            self.row("S8", f"idle passes of the daemon at {n} environments ({passes} passes in "
+                     f"{sum(i['seconds'] for i in idle):.0f} s, no input changed; on this cluster Deployments "
+                     "never roll out): API requests per pass by verb",
                      shown_verbs(per, per=passes), "", "",
                      "0 writes, no per-object reads", "met" if w == 0 and g == 0 else "MISSED")
             self.row("S8", "idle pass: daemon CPU per pass (10 ms ticks); API server + etcd + controller manager CPU "
@@ -1970,9 +1970,9 @@ class Bench:
         hwm = max(r["daemon_hwm_kib"] for r in cv) / 1024
         self.row("S8", f"daemon peak RSS (VmHWM) at {n} environments; API server ready in (median)",
                  f"{hwm:.0f} MiB", f"{statistics.median([r['cluster_ready_s'] for rs in res.values() for r in rs]):.1f} s")
-        self.row("S8", "drift sweep at 1,000 environments: API calls and CPU",
-                 "not measured: drift detection is not built yet (`drift:` has no effect in this build)", "", "",
-                 "reported", "n/a")
+        self.row("S8", "drift sweep: API calls and CPU",
+                 "not measured: S8 has no drift step yet (drift detection was not built in the commit S8 was "
+                 "written against)", "", "", "reported", "n/a")
 
 
     # -- report -----------------------------------------------------------
@@ -2155,8 +2155,8 @@ STANDING_NOTES = [
     "S7 and the SOPS variant of S1 need secrets, which this build cannot decrypt (SecretsUnavailable); "
     "age and sops are therefore not installed.",
     "S8: the first `--s8-envs` claims (default $S8_ENVS, else 200; the issue's figure is 1,000) are rendered "
-    "once by converge's manifests target (`run --once` into a directory); those files, without the "
-    "`.converge-inventory.json` files, are what kubectl and the floor send. Every peer, every round, gets a "
+    "once by converge's manifests target (`run --once` into a directory); those `.yaml` files (not "
+    "the inventory file) are what kubectl and the floor send. Every peer, every round, gets a "
     "fresh etcd + kube-apiserver + kube-controller-manager (namespace and garbage-collector controllers) on "
     "loopback, started from scripts/kube-tools' builds with the flags of tests/it/support/kube.rs (TLS, "
     "static admin token, RBAC), so no peer sees another's objects; the peers' order rotates per round. "
@@ -2176,12 +2176,14 @@ STANDING_NOTES = [
     "is started to the Deployment's new image arriving on a watch opened beforehand (so process start, "
     "reading the claims, the inventory LIST and the apply are all in it). The daemon (`converge run`, same "
     "config and cluster) then runs: this cluster has no kubelet and no deployment controller, so Deployments "
-    "never roll out and the daemon, its environments Reconciling, re-runs its pass every 2 s (until "
-    "`health_timeout`, 10 min): those are the idle passes, counted from its `pass done` log lines (read from "
+    "never roll out; a daemon that re-runs its pass while its environments are Reconciling (every 2 s at "
+    "237dc36, until `health_timeout`) makes idle passes, counted from its `pass done` log lines (read from "
     "the file, so the window has no scrapes of the daemon), with its CPU (utime + stime) and the API "
-    "requests over whole passes. Finally one-claim saves (atomic renames) into its watched claims "
+    "requests over whole passes; a daemon that runs no pass without a change gets a window of "
+    "`--s8-idle` seconds instead, and the row says no pass ran. Finally one-claim saves (atomic renames) into its watched claims "
     "directory, timed to the watch event. The diagnosis row is one extra cold apply at 4× the concurrency. "
-    "Drift detection is not built, so the drift sweep is not measured.",
+    "The drift sweep is not measured yet: drift detection was not built in the commit S8 was written "
+    "against (237dc36).",
 ]
 
 
