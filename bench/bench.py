@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""converge benchmarks: scenarios S1-S7 of shared/PERFORMANCE.md against their
+"""converge benchmarks: scenarios S1-S8 of shared/PERFORMANCE.md against their
 peers, measured in the same invocation. Run through `bench/run` (which installs
 the peers and builds converge); see bench/README.md.
 
@@ -25,6 +25,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -472,6 +473,484 @@ def wrk(wrk_bin, url, duration=5, threads=1, conns=32):
     sock = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p50_ms": lat["50"], "p90_ms": lat["90"], "p99_ms": lat["99"],
             "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else ""}
+
+
+# ---------------------------------------------------------------- Kubernetes (S8)
+
+def kube_tools_bin():
+    """Where scripts/kube-tools installs etcd, kube-apiserver, kube-controller-manager and kubectl."""
+    tools = os.environ.get("CONVERGE_TOOLS_DIR", os.path.expanduser("~/.cache/converge-test-tools"))
+    return os.path.join(tools, "bin")
+
+
+KUBE_OPENSSL_CNF = """[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local, IP:10.96.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+
+
+def make_kube_certs(d):
+    """The test CA, the API server's certificate for 127.0.0.1 and the ServiceAccount signing
+    key pair, made by openssl exactly as tests/it/support/kube.rs makes them."""
+    with open(os.path.join(d, "openssl.cnf"), "w") as f:
+        f.write(KUBE_OPENSSL_CNF)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    cfg = ["-config", "openssl.cnf"]
+    for args in (
+        ["req", "-x509", "-extensions", "ca", "-days", "30", *cfg, *ec, "-subj", "/CN=converge-bench-ca",
+         "-keyout", "ca.key", "-out", "ca.crt"],
+        ["req", "-new", *cfg, *ec, "-subj", "/CN=kube-apiserver", "-keyout", "apiserver.key",
+         "-out", "apiserver.csr"],
+        ["x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+         "-set_serial", "0x" + os.urandom(8).hex(), "-days", "30", "-extfile", "openssl.cnf",
+         "-extensions", "server", "-out", "apiserver.crt"],
+        ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key"],
+        ["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"],
+    ):
+        subprocess.run(["openssl", *args], cwd=d, check=True, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+WRITE_VERBS = ("APPLY", "PATCH", "CREATE", "UPDATE", "DELETE", "DELETECOLLECTION", "POST", "PUT")
+
+
+class KubeCluster:
+    """etcd, kube-apiserver and kube-controller-manager (namespace and garbage-collector
+    controllers only) on free loopback ports: the recipe and flags of tests/it/support/kube.rs
+    (TLS with an openssl-made CA, a static admin token in system:masters, RBAC). Each server
+    runs under scripts/tether, which stops it when this process goes away, even with kill -9."""
+
+    def __init__(self, run):
+        t0 = time.perf_counter()
+        self.dir = fresh_dir(run)
+        os.makedirs(os.path.join(self.dir, "apiserver-certs"))
+        self.bin = kube_tools_bin()
+        self.procs = []
+        make_kube_certs(self.dir)
+        self.ca = os.path.join(self.dir, "ca.crt")
+        self.token = os.urandom(16).hex()
+        with open(os.path.join(self.dir, "tokens.csv"), "w") as f:
+            f.write(f'{self.token},admin,admin-uid,"system:masters"\n')
+        self.ssl = ssl.create_default_context(cafile=self.ca)
+        # etcd
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        peer_url = f"http://127.0.0.1:{peer}"
+        self._spawn("etcd", [
+            "--name=converge-bench", f"--data-dir={self.dir}/etcd", f"--listen-client-urls={self.etcd_url}",
+            f"--advertise-client-urls={self.etcd_url}", f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}", f"--initial-cluster=converge-bench={peer_url}",
+            "--unsafe-no-fsync", "--log-level=warn"], grace=5)
+        deadline = time.time() + 90
+        while True:
+            try:
+                if b'"health":"true"' in http_get(self.etcd_url + "/health", timeout=2)[1]:
+                    break
+            except Exception:  # noqa: BLE001
+                pass
+            self._check("etcd", deadline)
+            time.sleep(0.05)
+        # kube-apiserver
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        d = self.dir
+        self._spawn("kube-apiserver", [
+            f"--etcd-servers={self.etcd_url}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={self.port}", f"--cert-dir={d}/apiserver-certs", f"--tls-cert-file={d}/apiserver.crt",
+            f"--tls-private-key-file={d}/apiserver.key",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={d}/sa.pub", f"--service-account-signing-key-file={d}/sa.key",
+            "--service-cluster-ip-range=10.96.0.0/12", f"--token-auth-file={d}/tokens.csv",
+            "--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount",
+            "--endpoint-reconciler-type=none", "--profiling=false"], grace=0)
+        self.kubeconfig = os.path.join(d, "admin.kubeconfig")
+        with open(self.kubeconfig, "w") as f:
+            f.write(f"""apiVersion: v1
+kind: Config
+clusters:
+- name: bench
+  cluster:
+    server: {self.url}
+    certificate-authority: {self.ca}
+users:
+- name: bench
+  user:
+    token: {self.token}
+contexts:
+- name: bench
+  context:
+    cluster: bench
+    user: bench
+current-context: bench
+""")
+        deadline = time.time() + 90
+        while True:
+            try:
+                if self.request("GET", "/readyz", timeout=5)[0] == 200:
+                    break
+            except Exception:  # noqa: BLE001
+                pass
+            self._check("kube-apiserver", deadline)
+            time.sleep(0.1)
+        self._spawn("kube-controller-manager", [
+            f"--kubeconfig={self.kubeconfig}", "--controllers=namespace,garbagecollector", "--leader-elect=false",
+            "--bind-address=127.0.0.1", "--secure-port=0", "--use-service-account-credentials=false"], grace=0)
+        self.ready_s = time.perf_counter() - t0
+
+    def _spawn(self, name, args, grace):
+        logf = open(os.path.join(self.dir, f"{name}.log"), "ab")
+        p = spawn([os.path.join(ROOT, "scripts", "tether"), "--grace", str(grace), os.path.join(self.bin, name),
+                   *args], stdin=subprocess.PIPE, stdout=logf, stderr=logf)
+        self.procs.append((name, p, logf))
+
+    def _check(self, name, deadline):
+        for n, p, _ in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{n} exited {p.returncode}: {tail(os.path.join(self.dir, n + '.log'))}")
+        if time.time() > deadline:
+            raise RuntimeError(f"{name} not ready: {tail(os.path.join(self.dir, name + '.log'))}")
+
+    def connection(self, timeout=60):
+        return http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ssl, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, conn=None, timeout=60):
+        """(status, body) of one request with the admin token; on `conn` when given (kept open)."""
+        h = {"Authorization": "Bearer " + self.token}
+        h.update(headers or {})
+        c = conn or self.connection(timeout)
+        try:
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            if conn is None:
+                c.close()
+
+    def get_json(self, path):
+        status, body = self.request("GET", path)
+        if status != 200:
+            raise RuntimeError(f"GET {path}: HTTP {status} {body[:300]!r}")
+        return json.loads(body)
+
+    def requests(self):
+        """apiserver_request_total from /metrics: {(verb, resource, subresource): count}, codes
+        summed; also, under ("~seconds", "", ""), the sum of apiserver_request_duration_seconds
+        over the verbs that are not long-running (all but WATCH and CONNECT)."""
+        status, body = self.request("GET", "/metrics")
+        if status != 200:
+            raise RuntimeError(f"GET /metrics: HTTP {status}")
+        out = {("~seconds", "", ""): 0.0}
+        for line in body.decode().splitlines():
+            if line.startswith("apiserver_request_total{"):
+                labels, value = line[len("apiserver_request_total"):].rsplit(" ", 1)
+                have = dict(LABEL.findall(labels))
+                key = (have.get("verb", ""), have.get("resource", ""), have.get("subresource", ""))
+                out[key] = out.get(key, 0) + float(value)
+            elif line.startswith("apiserver_request_duration_seconds_sum{"):
+                labels, value = line[len("apiserver_request_duration_seconds_sum"):].rsplit(" ", 1)
+                if dict(LABEL.findall(labels)).get("verb") not in ("WATCH", "CONNECT"):
+                    out[("~seconds", "", "")] += float(value)
+        return out
+
+    def cpu_seconds(self):
+        """utime + stime of the API server, etcd and the controller manager (the tethers' children)."""
+        total = 0.0
+        for _, p, _ in self.procs:
+            for child in child_pids(p.pid):
+                try:
+                    with open(f"/proc/{child}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+                except OSError:
+                    pass
+        return total
+
+    def stop(self):
+        for name, p, logf in reversed(self.procs):
+            try:
+                p.stdin.close()  # the tether stops its server when its stdin closes
+            except OSError:
+                pass
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.terminate()
+                p.wait(timeout=10)
+            if p in _children:
+                _children.remove(p)
+            logf.close()
+        self.procs = []
+
+
+def kube_versions():
+    """The versions scripts/kube-tools stamped on its builds."""
+    def stamp(tool):
+        try:
+            with open(os.path.join(kube_tools_bin(), f".{tool}.version")) as f:
+                return f.read().strip()
+        except OSError:
+            return "not installed"
+    return (f"kube-apiserver, kube-controller-manager, kubectl {stamp('kube-apiserver')}, etcd {stamp('etcd')} "
+            "(scripts/kube-tools)")
+
+
+def child_pids(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def request_delta(before, after, scrapes=1):
+    """The increase between two KubeCluster.requests(), as {"VERB resource[/subresource]": count}
+    ("VERB -" for non-resource URLs: discovery, /metrics). The /metrics scrape that read
+    `before` is counted in `after` (a request is counted when it completes): `scrapes` of
+    them are taken off."""
+    out = {}
+    for (verb, res, sub), v in after.items():
+        d = v - before.get((verb, res, sub), 0)
+        if d > 0 and not verb.startswith("~"):
+            key = f"{verb} {res or '-'}" + (f"/{sub}" if sub else "")
+            out[key] = int(round(d))
+    if "GET -" in out:
+        out["GET -"] -= min(scrapes, out["GET -"])
+        if not out["GET -"]:
+            del out["GET -"]
+    return dict(sorted(out.items()))
+
+
+# Requests of the API server itself and of the controller manager, whatever the client does:
+# its identity lease renewed every 10 s, a ClusterIP (an IPAddress object) allocated per Service
+# created, and the events of those. Shown apart from the client's requests.
+BACKGROUND = {"leases", "ipaddresses", "servicecidrs", "events"}
+
+
+def in_flight(before, after, seconds):
+    """Requests in flight on average over `seconds` (Little's law: the server-side time of the
+    requests that completed in the window ÷ the window)."""
+    key = ("~seconds", "", "")
+    return (after[key] - before[key]) / seconds
+
+
+def split_background(delta):
+    """(the client's requests, the API server's own) of a request_delta."""
+    ours, theirs = {}, {}
+    for k, n in delta.items():
+        res = k.split(" ", 1)[1].split("/", 1)[0]
+        (theirs if res in BACKGROUND else ours)[k] = n
+    return ours, theirs
+
+
+def by_verb(delta):
+    out = {}
+    for k, n in delta.items():
+        verb = k.split(" ", 1)[0]
+        out[verb] = out.get(verb, 0) + n
+    return dict(sorted(out.items()))
+
+
+def shown_verbs(delta, background=True, per=1):
+    """"APPLY 657, GET 21, LIST 1; non-resource GET 2 (API server's own: POST ipaddresses 170)":
+    the client's requests by verb, GETs of non-resource URLs (discovery, OpenAPI) apart, then
+    the API server's own; every count divided by `per`."""
+    ours, theirs = split_background(delta)
+    plain = {k: n for k, n in ours.items() if not k.startswith("GET -")}
+    nonres = sum(n for k, n in ours.items() if k.startswith("GET -"))
+    fmt = (lambda n: f"{n / per:.2f}") if per != 1 else str
+    text = ", ".join(f"{k} {fmt(n)}" for k, n in by_verb(plain).items()) or "none"
+    if nonres:
+        text += f"; non-resource GET {fmt(nonres)}"
+    if background and theirs:
+        text += " (API server's own: " + ", ".join(f"{k} {fmt(n)}" for k, n in theirs.items()) + ")"
+    return text
+
+
+def writes_and_object_reads(delta):
+    """(writes, GETs of objects) by the client: discovery and other non-resource GETs are not
+    object reads, and the API server's own background requests are not the client's."""
+    ours, _ = split_background(delta)
+    writes = sum(n for k, n in ours.items() if k.split(" ", 1)[0] in WRITE_VERBS)
+    gets = sum(n for k, n in ours.items() if k.startswith("GET ") and not k.startswith("GET -"))
+    return writes, gets
+
+
+MANIFEST_FIELD = {
+    "apiVersion": re.compile(r"^apiVersion: *[\"']?([^\"'\s]+)", re.M),
+    "kind": re.compile(r"^kind: *[\"']?([^\"'\s]+)", re.M),
+    "name": re.compile(r"^metadata:\n(?:  .*\n)*?  name: *[\"']?([^\"'\s]+)", re.M),
+    "namespace": re.compile(r"^metadata:\n(?:  .*\n)*?  namespace: *[\"']?([^\"'\s]+)", re.M),
+}
+
+
+def load_manifests(out):
+    """Every object the manifests target wrote under `out` (one per file; the
+    `.converge-inventory.json` files are not objects): dicts with the file, its bytes and identity."""
+    objects = []
+    for env in sorted(os.listdir(out)):
+        d = os.path.join(out, env)
+        if not os.path.isdir(d):
+            continue
+        for name in sorted(os.listdir(d)):
+            if not name.endswith(".yaml"):
+                continue
+            path = os.path.join(d, name)
+            with open(path, "rb") as f:
+                body = f.read()
+            text = body.decode()
+            o = {"file": path, "env": env, "body": body}
+            for k, rx in MANIFEST_FIELD.items():
+                m = rx.search(text)
+                o[k] = m.group(1) if m else None
+            if not (o["apiVersion"] and o["kind"] and o["name"]):
+                raise RuntimeError(f"{path}: no apiVersion, kind or metadata.name")
+            objects.append(o)
+    return objects
+
+
+def kube_paths(cluster, objects):
+    """Sets each object's server-side apply path, from the API server's discovery."""
+    found = {}
+    for gv in sorted({o["apiVersion"] for o in objects}):
+        doc = cluster.get_json("/api/v1" if gv == "v1" else f"/apis/{gv}")
+        for r in doc["resources"]:
+            if "/" not in r["name"]:
+                found[(gv, r["kind"])] = (r["name"], r["namespaced"])
+    for o in objects:
+        plural, namespaced = found[(o["apiVersion"], o["kind"])]
+        base = "/api/v1" if o["apiVersion"] == "v1" else f"/apis/{o['apiVersion']}"
+        ns = o["namespace"] or o["env"]
+        o["resource"] = plural
+        o["path"] = (f"{base}/namespaces/{ns}/{plural}/{o['name']}" if namespaced
+                     else f"{base}/{plural}/{o['name']}")
+
+
+def floor_apply(cluster, objects, threads=8, manager="bench-floor"):
+    """The floor: every object's server-side apply PATCH (application/apply-patch+yaml, the
+    rendered bytes as they are, fieldManager, force=true) from a minimal client, `threads`
+    requests in flight on kept-alive TLS connections; Namespaces first (a namespaced object
+    needs its Namespace), then everything else. (seconds, process CPU seconds, errors)."""
+    local = threading.local()
+    errors = []
+    headers = {"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"}
+
+    def one(o):
+        path = o["path"] + f"?fieldManager={manager}&force=true"
+        for attempt in range(3):
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = cluster.connection()
+            try:
+                status, body = cluster.request("PATCH", path, o["body"], headers, conn=conn)
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                local.conn = None
+                if attempt == 2:
+                    errors.append(f"{path}: {e}")
+                continue
+            if status not in (200, 201):
+                errors.append(f"{path}: HTTP {status} {body[:200]!r}")
+            return
+
+    namespaces = [o for o in objects if o["kind"] == "Namespace"]
+    rest = [o for o in objects if o["kind"] != "Namespace"]
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for phase in (namespaces, rest):
+            for _ in pool.map(one, phase):
+                pass
+    return time.perf_counter() - t0, time.process_time() - cpu0, errors
+
+
+def count_applied(cluster, objects, skip_namespace=None):
+    """Objects carrying converge's managed-by label on the server, per kind (LIST, all namespaces)."""
+    counts = {}
+    for gv, kind in sorted({(o["apiVersion"], o["kind"]) for o in objects}):
+        plural = next(o["resource"] for o in objects if o["kind"] == kind and o["apiVersion"] == gv)
+        base = "/api/v1" if gv == "v1" else f"/apis/{gv}"
+        doc = cluster.get_json(f"{base}/{plural}?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dconverge")
+        counts[kind] = sum(1 for i in doc["items"] if not skip_namespace or (
+            i["metadata"].get("namespace") != skip_namespace and i["metadata"]["name"] != skip_namespace))
+    return counts
+
+
+class DeploymentWatch:
+    """Watches one Deployment from its current resourceVersion; `.seen` is set, with `.at`
+    (time.perf_counter()) when a version whose containers' images contain `tag` arrives."""
+
+    def __init__(self, cluster, namespace, name, tag):
+        base = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+        doc = cluster.get_json(f"{base}/{name}")
+        self.rv = doc["metadata"]["resourceVersion"]
+        self.tag, self.at, self.seen = tag, None, threading.Event()
+        self.conn = cluster.connection(timeout=120)
+        self.conn.request("GET", f"{base}?watch=true&fieldSelector=metadata.name%3D{name}"
+                                 f"&resourceVersion={self.rv}",
+                          headers={"Authorization": "Bearer " + cluster.token})
+        self.r = self.conn.getresponse()
+        if self.r.status != 200:
+            raise RuntimeError(f"watch {namespace}/{name}: HTTP {self.r.status}")
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        try:
+            while not self.seen.is_set():
+                line = self.r.readline()
+                if not line:
+                    return
+                at = time.perf_counter()
+                ev = json.loads(line)
+                spec = ev.get("object", {}).get("spec", {}).get("template", {}).get("spec", {})
+                if any(self.tag in c.get("image", "") for c in spec.get("containers", [])):
+                    self.at = at
+                    self.seen.set()
+        except Exception:  # noqa: BLE001 (closed)
+            return
+
+    def wait(self, timeout):
+        if not self.seen.wait(timeout):
+            raise RuntimeError(f"the Deployment did not show {self.tag} within {timeout} s")
+        return self.at
+
+    def close(self):
+        self.seen.set()
+        try:
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.conn.close()
+
+
+def kube_config(path, claims, run, kubeconfig, tags_file, concurrency=8, extra=""):
+    with open(tags_file) as f:
+        tags = f.read()
+    with open(path, "w") as f:
+        f.write(f"""sources:
+  - name: bench
+    kind: dir
+    path: {json.dumps(claims)}
+target:
+  kind: kubernetes
+  kubeconfig: {json.dumps(kubeconfig)}
+  inventory_namespace: converge-system
+  concurrency: {concurrency}
+state_dir: {json.dumps(os.path.join(run, 'state'))}
+safety:
+  max_delete_fraction: 1.0
+{extra}{tags}""")
+    return path
 
 
 # ---------------------------------------------------------------- workload
@@ -1147,6 +1626,355 @@ class Bench:
                  "not available: secrets (SOPS/age) are not implemented", "age, sops: not installed (not needed yet)",
                  "", "≤ 1.0 s; 0 X25519 warm", "n/a")
 
+    # -- S8: the Kubernetes target against a real API server -----------------
+    def s8(self):
+        a = self.a
+        n, runs = a.s8_envs, a.s8_runs
+        for tool in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl"):
+            if not os.path.isfile(os.path.join(kube_tools_bin(), tool)):
+                self.row("S8", "Kubernetes apply", f"not measured: {tool} missing in {kube_tools_bin()} "
+                         "(scripts/kube-tools builds it; bench/run calls it)", "", "", "", "n/a")
+                return
+        log(f"S8: Kubernetes apply of {n} environments, {runs} rounds; a fresh API server per peer and round")
+        run = fresh_dir(os.path.join(self.run, "s8"))
+        claims = os.path.join(run, "claims")
+        os.makedirs(claims)
+        files = sorted(os.listdir(os.path.join(self.w, "claims-yaml")))[:n]
+        if len(files) < n:
+            raise RuntimeError(f"S8 needs {n} claims; the workload has {len(files)} (raise --n)")
+        for f in files:
+            shutil.copyfile(os.path.join(self.w, "claims-yaml", f), os.path.join(claims, f))
+        # The rendered manifests, once: converge's manifests target into a directory.
+        rcfg = write_config(os.path.join(run, "render.yaml"), [{"name": "bench", "kind": "dir", "path": claims}],
+                            os.path.join(run, "render"), self.tags)
+        subprocess.run([self.bin, "run", "--once", "--config", rcfg], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        objects = load_manifests(os.path.join(run, "render", "out"))
+        expected = {}
+        for o in objects:
+            expected[o["kind"]] = expected.get(o["kind"], 0) + 1
+        total = len(objects)
+        # kubectl's input: the same files (no .converge-inventory.json), Namespaces first:
+        # kubectl applies files in path order and a namespaced object needs its Namespace.
+        kin = os.path.join(run, "kubectl-input")
+        for o in objects:
+            sub = "0-namespaces" if o["kind"] == "Namespace" else os.path.join("1-objects", o["env"])
+            os.makedirs(os.path.join(kin, sub), exist_ok=True)
+            os.link(o["file"], os.path.join(kin, sub, os.path.basename(o["file"])))
+        log(f"S8: {n} environments render to {total} objects ({', '.join(f'{k} {v}' for k, v in sorted(expected.items()))})")
+        changes = mutable_claims(claims, runs * (1 + a.s8_saves), a.seed + 8)
+        if len(changes) < runs * (1 + a.s8_saves):
+            raise RuntimeError("S8: not enough claims with an exact service version to change")
+        res = {"floor": [], "kubectl": [], "converge": []}
+        peers = list(res)
+        for i in range(runs):
+            for peer in peers[i % 3:] + peers[:i % 3]:  # rotated, so drift hits everyone alike
+                cluster = KubeCluster(os.path.join(run, f"kube-{peer}-{i}"))
+                try:
+                    kube_paths(cluster, objects)
+                    time.sleep(1)  # let the controller manager's start-up requests pass
+                    if peer == "floor":
+                        r = self.s8_floor(cluster, objects, expected)
+                    elif peer == "kubectl":
+                        r = self.s8_kubectl(cluster, kin, objects, expected)
+                    else:
+                        mine = changes[i * (1 + a.s8_saves):(i + 1) * (1 + a.s8_saves)]
+                        r = self.s8_converge(cluster, claims, os.path.join(run, f"converge-{i}"), objects,
+                                             expected, mine)
+                    r["cluster_ready_s"] = cluster.ready_s
+                    res[peer].append(r)
+                finally:
+                    cluster.stop()
+                    if not a.keep:
+                        shutil.rmtree(cluster.dir, ignore_errors=True)
+            log(f"S8 round {i + 1}/{runs}: cold floor {res['floor'][-1]['cold_s']:.2f} s, kubectl "
+                f"{res['kubectl'][-1]['cold']['wall']:.2f} s, converge {res['converge'][-1]['cold']['wall']:.2f} s")
+        diag = None
+        if a.s8_diagnose:
+            # Diagnosis: the same cold apply with 4× the concurrency (converge applies
+            # concurrency/4 environments at once, each with 4 requests in flight).
+            c = a.s8_concurrency * 4
+            cluster = KubeCluster(os.path.join(run, "kube-diagnose"))
+            try:
+                time.sleep(1)
+                cdir = fresh_dir(os.path.join(run, "converge-diagnose"))
+                cfg = kube_config(os.path.join(cdir, "c.yaml"), claims, cdir, cluster.kubeconfig, self.tags, c)
+                m0 = cluster.requests()
+                cold = timed([self.bin, "run", "--once", "--config", cfg])
+                m1 = cluster.requests()
+                diag = {"concurrency": c, "cold": cold, "in_flight": in_flight(m0, m1, cold["wall"]),
+                        "requests": request_delta(m0, m1)}
+                log(f"S8 diagnosis: converge at concurrency {c}: cold {cold['wall']:.2f} s "
+                    f"({total / cold['wall']:.0f} objects/s), {diag['in_flight']:.1f} in flight")
+            finally:
+                cluster.stop()
+                if not a.keep:
+                    shutil.rmtree(cluster.dir, ignore_errors=True)
+        self.details["S8"] = {"environments": n, "objects": total, "kinds": expected, "rounds": res,
+                              "diagnosis": diag}
+        self.s8_rows(n, total, res, diag)
+
+    def s8_floor(self, cluster, objects, expected):
+        m0 = cluster.requests()
+        k0 = cluster.cpu_seconds()
+        cold_s, cpu_s, errors = floor_apply(cluster, objects, self.a.s8_concurrency)
+        k1 = cluster.cpu_seconds()
+        m1 = cluster.requests()
+        if errors:
+            raise RuntimeError(f"S8 floor: {len(errors)} failed requests, e.g. {errors[:3]}")
+        counts = count_applied(cluster, objects)
+        if counts != expected:
+            raise RuntimeError(f"S8 floor applied {counts}, expected {expected}")
+        m2 = cluster.requests()
+        again_s, again_cpu, errors = floor_apply(cluster, objects, self.a.s8_concurrency)
+        m3 = cluster.requests()
+        log(f"S8 floor: cold {cold_s:.2f} s ({len(objects) / cold_s:.0f} objects/s, client CPU {cpu_s:.1f} s), "
+            f"again {again_s:.2f} s")
+        return {"cold_s": cold_s, "client_cpu_s": cpu_s, "server_cpu_s": k1 - k0,
+                "in_flight": in_flight(m0, m1, cold_s),
+                "cold_requests": request_delta(m0, m1), "again_s": again_s, "again_requests": request_delta(m2, m3)}
+
+    def s8_kubectl(self, cluster, kin, objects, expected):
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        env["KUBECACHEDIR"] = os.path.join(cluster.dir, "kubectl-cache")
+        cmd = [os.path.join(kube_tools_bin(), "kubectl"), "--kubeconfig", cluster.kubeconfig,
+               "apply", "--server-side", "-R", "-f", kin]
+        m0 = cluster.requests()
+        k0 = cluster.cpu_seconds()
+        cold = timed(cmd, env=env)
+        k1 = cluster.cpu_seconds()
+        m1 = cluster.requests()
+        counts = count_applied(cluster, objects)
+        if counts != expected:
+            raise RuntimeError(f"S8 kubectl applied {counts}, expected {expected}")
+        m2 = cluster.requests()
+        again = timed(cmd, env=env)
+        m3 = cluster.requests()
+        log(f"S8 kubectl: cold {cold['wall']:.2f} s ({len(objects) / cold['wall']:.0f} objects/s), "
+            f"again {again['wall']:.2f} s")
+        return {"cold": cold, "server_cpu_s": k1 - k0, "cold_requests": request_delta(m0, m1),
+                "in_flight": in_flight(m0, m1, cold["wall"]),
+                "again": again, "again_requests": request_delta(m2, m3)}
+
+    def s8_converge(self, cluster, claims_src, run, objects, expected, changes):
+        a = self.a
+        run = fresh_dir(run)
+        claims = os.path.join(run, "claims")
+        shutil.copytree(claims_src, claims)
+        cfg = kube_config(os.path.join(run, "c.yaml"), claims, run, cluster.kubeconfig, self.tags,
+                          a.s8_concurrency)
+        once = [self.bin, "run", "--once", "--config", cfg]
+        out = {}
+        # 1. cold apply
+        m0 = cluster.requests()
+        k0 = cluster.cpu_seconds()
+        out["cold"] = timed(once)
+        k1 = cluster.cpu_seconds()
+        m1 = cluster.requests()
+        out["server_cpu_s"] = k1 - k0
+        out["cold_requests"] = request_delta(m0, m1)
+        out["in_flight"] = in_flight(m0, m1, out["cold"]["wall"])
+        counts = count_applied(cluster, objects, skip_namespace="converge-system")
+        if counts != expected:
+            raise RuntimeError(f"S8 converge applied {counts}, expected {expected}")
+        # 2. unchanged re-apply
+        m2 = cluster.requests()
+        out["again"] = timed(once)
+        m3 = cluster.requests()
+        out["again_requests"] = request_delta(m2, m3)
+        # 3. one claim's version changed, run --once: until the Deployment's image is on the server
+        name = changes[0]
+        env = name.rsplit(".", 1)[0]
+        with open(os.path.join(claims, name)) as f:
+            text, service, tag = mutate(f.read(), 800)
+        w = DeploymentWatch(cluster, env, service, tag)
+        try:
+            tmp = os.path.join(run, name)
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, os.path.join(claims, name))
+            m4 = cluster.requests()
+            t0 = time.perf_counter()
+            r = timed(once)
+            at = w.wait(60)
+            m5 = cluster.requests()
+        finally:
+            w.close()
+        out["change"] = {"ms": (at - t0) * 1000, "run": r, "requests": request_delta(m4, m5)}
+        log(f"S8 converge: cold {out['cold']['wall']:.2f} s ({len(objects) / out['cold']['wall']:.0f} objects/s, "
+            f"{shown_verbs(out['cold_requests'])}), again {out['again']['wall']:.2f} s "
+            f"({shown_verbs(out['again_requests'])}), one claim: Deployment updated after "
+            f"{out['change']['ms']:.0f} ms (run --once {r['wall'] * 1000:.0f} ms)")
+        # 4. the daemon: idle passes, then one-claim saves into its watched directory
+        logfile = os.path.join(run, "daemon.log")
+        d = Daemon(self.bin, cfg, logfile)
+        try:
+            out["daemon_ready_s"] = d.wait_ready()
+
+            def passes_done():
+                with open(logfile, "rb") as f:
+                    return [json.loads(line) for line in f if b'"pass done"' in line]
+
+            def next_pass(count, timeout=30):
+                """Waits (reading the log, not the daemon) until more than `count` passes are done."""
+                deadline = time.time() + timeout
+                while time.time() < deadline:
+                    done = passes_done()
+                    if len(done) > count:
+                        return done
+                    time.sleep(0.01)
+                return None
+
+            time.sleep(2)
+            start = next_pass(len(passes_done()), timeout=a.s8_idle + 5)
+            if start is None:  # no pass runs by itself: the idle window is just time
+                r0, c0, k0, t0 = cluster.requests(), d.cpu_seconds(), cluster.cpu_seconds(), time.perf_counter()
+                time.sleep(a.s8_idle)
+                end = []
+            else:
+                r0, c0, k0, t0 = cluster.requests(), d.cpu_seconds(), cluster.cpu_seconds(), time.perf_counter()
+                time.sleep(a.s8_idle)
+                end = next_pass(len(passes_done()), timeout=30) or passes_done()
+            c1, k1, t1 = d.cpu_seconds(), cluster.cpu_seconds(), time.perf_counter()
+            r1 = cluster.requests()
+            window = end[len(start):] if start else []
+            out["idle"] = {"seconds": t1 - t0, "passes": len(window), "cpu_s": c1 - c0, "server_cpu_s": k1 - k0,
+                           "requests": request_delta(r0, r1),
+                           "pass_ms": [p.get("fields", {}).get("duration_ms") for p in window],
+                           "pass_fields": window[-1].get("fields", {}) if window else None,
+                           "rss_kib": d.status("VmRSS")}
+            log(f"S8 idle: {len(window)} passes in {t1 - t0:.1f} s, daemon CPU {c1 - c0:.2f} s, "
+                f"API requests {shown_verbs(out['idle']['requests'])}")
+            saves = []
+            stage = os.path.join(run, "stage")
+            os.makedirs(stage)
+            for k, name in enumerate(changes[1:]):
+                env = name.rsplit(".", 1)[0]
+                with open(os.path.join(claims, name)) as f:
+                    text, service, tag = mutate(f.read(), 900 + k)
+                w = DeploymentWatch(cluster, env, service, tag)
+                try:
+                    tmp = os.path.join(stage, name)
+                    with open(tmp, "w") as f:
+                        f.write(text)
+                    t0 = time.perf_counter()
+                    os.replace(tmp, os.path.join(claims, name))  # an editor's atomic save
+                    saves.append((w.wait(60) - t0) * 1000)
+                finally:
+                    w.close()
+                log(f"S8 daemon: claim saved → Deployment updated on the server after {saves[-1]:.0f} ms")
+                time.sleep(0.5)
+            out["saves_ms"] = saves
+            out["daemon_hwm_kib"] = d.status("VmHWM")
+        finally:
+            d.stop()
+        if not a.keep:
+            shutil.rmtree(run, ignore_errors=True)
+        return out
+
+    def s8_rows(self, n, total, res, diag=None):
+        fl, kc, cv = res["floor"], res["kubectl"], res["converge"]
+        fw = summary([r["cold_s"] for r in fl])
+        kw = summary([r["cold"]["wall"] for r in kc])
+        cw = summary([r["cold"]["wall"] for r in cv])
+        what = f"{n} environments = {total} objects"
+        ratio_floor = fw["median"] / cw["median"]  # throughput ratio = inverse time ratio
+        ratio_kubectl = kw["median"] / cw["median"]
+        self.row("S8", f"cold apply, {what}: `converge run --once` wall min / median (objects/s at the median)",
+                 f"{cw['min']:.2f} / {cw['median']:.2f} s ({total / cw['median']:.0f}/s)",
+                 f"floor (Python, {self.a.s8_concurrency} in flight): {fw['min']:.2f} / {fw['median']:.2f} s "
+                 f"({total / fw['median']:.0f}/s)",
+                 f"{ratio_floor:.2f}× the floor's throughput", "≥ 0.8× the floor",
+                 "met" if ratio_floor >= 0.8 else "MISSED")
+        self.row("S8", f"cold apply, {what}: vs `kubectl apply --server-side -R -f` of the same rendered manifests",
+                 f"{total / cw['median']:.0f} objects/s",
+                 f"kubectl: {kw['min']:.2f} / {kw['median']:.2f} s ({total / kw['median']:.0f}/s)",
+                 f"{ratio_kubectl:.2f}× kubectl's throughput", "ahead of kubectl (≥ 1.3× implied)",
+                 "met" if ratio_kubectl >= 1.3 else ("ahead, < 1.3×" if ratio_kubectl > 1 else "MISSED"))
+        med = lambda rs, f: statistics.median([f(r) for r in rs])  # noqa: E731
+        self.row("S8", "cold apply: API requests by verb (apiserver_request_total, first round; the controller "
+                 "manager's few requests included)", shown_verbs(cv[0]["cold_requests"]),
+                 f"floor: {shown_verbs(fl[0]['cold_requests'])}; kubectl: {shown_verbs(kc[0]['cold_requests'])}")
+        self.row("S8", "cold apply: CPU, median (converge user+sys; API server + etcd + controller manager)",
+                 f"{med(cv, lambda r: r['cold']['user'] + r['cold']['sys']):.2f} s; server "
+                 f"{med(cv, lambda r: r['server_cpu_s']):.1f} s",
+                 f"floor client {med(fl, lambda r: r['client_cpu_s']):.2f} s, server "
+                 f"{med(fl, lambda r: r['server_cpu_s']):.1f} s; kubectl "
+                 f"{med(kc, lambda r: r['cold']['user'] + r['cold']['sys']):.2f} s, server "
+                 f"{med(kc, lambda r: r['server_cpu_s']):.1f} s")
+        self.row("S8", "cold apply: requests in flight on average (Little's law: Σ server-side request time "
+                 "÷ wall), median", f"{med(cv, lambda r: r['in_flight']):.1f}",
+                 f"floor {med(fl, lambda r: r['in_flight']):.1f}; kubectl {med(kc, lambda r: r['in_flight']):.1f}")
+        if diag:
+            fm = statistics.median([r["cold_s"] for r in fl])
+            self.row("S8", f"diagnosis (one run, not a target): converge cold apply at concurrency "
+                     f"{diag['concurrency']} ({diag['concurrency'] // 4} environments at once × 4 requests)",
+                     f"{diag['cold']['wall']:.2f} s ({total / diag['cold']['wall']:.0f} objects/s), "
+                     f"{diag['in_flight']:.1f} in flight", f"floor at {self.a.s8_concurrency}: {total / fm:.0f} objects/s",
+                     f"{fm / diag['cold']['wall']:.2f}× the floor's throughput")
+        rss = max(r["cold"]["rss_kib"] for r in cv) / 1024
+        self.row("S8", "cold apply: peak RSS (GNU time)", f"{rss:.0f} MiB",
+                 f"kubectl {max(r['cold']['rss_kib'] for r in kc) / 1024:.0f} MiB")
+        ca = summary([r["again"]["wall"] for r in cv])
+        ka = summary([r["again"]["wall"] for r in kc])
+        fa = summary([r["again_s"] for r in fl])
+        wr = [writes_and_object_reads(r["again_requests"]) for r in cv]
+        ok = all(w == 0 and g == 0 for w, g in wr)
+        self.row("S8", "unchanged re-apply: wall min / median", f"{ca['min']:.2f} / {ca['median']:.2f} s",
+                 f"kubectl {ka['min']:.2f} / {ka['median']:.2f} s; floor re-sending {fa['median']:.2f} s",
+                 f"{ca['median'] / ka['median']:.2f}× kubectl's time")
+        self.row("S8", "unchanged re-apply: API requests by verb (first round); writes / object GETs in every round",
+                 f"{shown_verbs(cv[0]['again_requests'])}; " + ", ".join(f"{w} / {g}" for w, g in wr),
+                 f"kubectl: {shown_verbs(kc[0]['again_requests'])}", "", "0 writes, no per-object reads",
+                 "met" if ok else "MISSED")
+        ch = summary([r["change"]["ms"] for r in cv])
+        chr_ = summary([r["change"]["run"]["wall"] * 1000 for r in cv])
+        self.row("S8", f"one-claim change, `run --once` at {n} environments: start → Deployment image updated on "
+                 "the server (watch event), min / median",
+                 f"{ch['min']:.0f} / {ch['median']:.0f} ms", f"(the whole run --once: {chr_['median']:.0f} ms)", "",
+                 "≤ 250 ms", "met" if ch["median"] <= 250 else "MISSED")
+        self.row("S8", "one-claim change: API requests by verb (first round)", shown_verbs(cv[0]["change"]["requests"]))
+        saves = [s for r in cv for s in r["saves_ms"]]
+        if saves:
+            self.row("S8", f"one-claim change, daemon watching the claims dir: save → Deployment image updated on "
+                     f"the server ({len(saves)} saves): p50 / max",
+                     f"{pct(saves, 50):.0f} / {max(saves):.0f} ms", "", "", "≤ 250 ms",
+                     "met" if max(saves) <= 250 else ("p50 met, max over" if pct(saves, 50) <= 250 else "MISSED"))
+        idle = [r["idle"] for r in cv]
+        passes = sum(i["passes"] for i in idle)
+        if passes:
+            per = {}
+            for i in idle:
+                for k, v in i["requests"].items():
+                    per[k] = per.get(k, 0) + v
+            w, g = writes_and_object_reads(per)
+            cpu = sum(i["cpu_s"] for i in idle) * 1000 / passes
+            scpu = sum(i["server_cpu_s"] for i in idle) * 1000 / passes
+            dur = [p for i in idle for p in i["pass_ms"] if p is not None]
+            self.row("S8", f"idle passes of the daemon at {n} environments ({passes} passes in "
+                     f"{sum(i['seconds'] for i in idle):.0f} s, no input changed; on this cluster Deployments "
+                     "never roll out): API requests per pass by verb",
+                     shown_verbs(per, per=passes), "", "",
+                     "0 writes, no per-object reads", "met" if w == 0 and g == 0 else "MISSED")
+            self.row("S8", "idle pass: daemon CPU per pass (10 ms ticks); API server + etcd + controller manager CPU "
+                     "over the window ÷ passes (their own background included); pass duration median",
+                     f"{cpu:.1f} ms; server {scpu:.1f} ms; {statistics.median(dur) if dur else float('nan'):.0f} ms")
+        else:
+            per = {}
+            for i in idle:
+                for k, v in i["requests"].items():
+                    per[k] = per.get(k, 0) + v
+            self.row("S8", f"idle daemon at {n} environments ({sum(i['seconds'] for i in idle):.0f} s)",
+                     f"no pass ran; API requests in the window: {shown_verbs(per)}", "", "",
+                     "0 writes, no per-object reads", "met" if writes_and_object_reads(per) == (0, 0) else "MISSED")
+        hwm = max(r["daemon_hwm_kib"] for r in cv) / 1024
+        self.row("S8", f"daemon peak RSS (VmHWM) at {n} environments; API server ready in (median)",
+                 f"{hwm:.0f} MiB", f"{statistics.median([r['cluster_ready_s'] for rs in res.values() for r in rs]):.1f} s")
+        self.row("S8", "drift sweep: API calls and CPU",
+                 "not measured: S8 has no drift step yet (drift detection was not built in the commit S8 was "
+                 "written against)", "", "", "reported", "n/a")
+
+
     # -- report -----------------------------------------------------------
     def versions(self):
         garage = garage_binary(self.a.garage)
@@ -1170,6 +1998,7 @@ class Bench:
             "nginx": out([self.a.nginx, "-v"]),
             "wrk": out([self.a.wrk, "--version"]).split(" [")[0],
             "garage": out([garage, "--version"]).split(" [")[0] if garage else "not installed",
+            "kubernetes (S8)": kube_versions(),
         }
 
     def machine(self):
@@ -1198,9 +2027,39 @@ class Bench:
             "n": self.a.n, "seed": self.a.seed, "runs": self.a.runs, "versions": self.versions(),
         }
         doc = {"meta": meta, "rows": self.rows, "notes": self.notes + STANDING_NOTES, "details": self.details}
-        with open(os.path.splitext(self.a.results)[0] + ".json", "w") as f:
+        json_path = os.path.splitext(self.a.results)[0] + ".json"
+        if self.a.merge and os.path.exists(json_path):
+            doc = merged(json_path, doc, self.rows, self.notes)
+        with open(json_path, "w") as f:
             json.dump(doc, f, indent=1, default=str)
         render(doc, self.a.results)
+
+
+def merged(json_path, doc, rows, notes):
+    """The saved run with the scenarios measured now replacing its rows of them (--merge):
+    the other rows, notes and figures stay as they were, and meta["merged"] says which
+    rows came from this later run and under what conditions."""
+    with open(json_path) as f:
+        old = json.load(f)
+    ran = {r[0] for r in rows}
+    order = lambda r: int(re.sub(r"\D", "", r[0]) or 0)  # noqa: E731
+    kept = [r for r in old["rows"] if r[0] not in ran]
+    out_rows = sorted(kept + [list(r) for r in rows], key=order)  # stable: each scenario's own order
+    # The old run's own notes (not standing ones) about scenarios not run now, then the standing ones.
+    # (An old standing note whose text changed since has a current one with the same opening.)
+    out_notes = [n for n in old["notes"] if n not in STANDING_NOTES and not any(n.startswith(s) for s in ran)
+                 and not any(n[:25] == m[:25] for m in STANDING_NOTES)]
+    out_notes += [n for n in notes if n not in STANDING_NOTES] + list(STANDING_NOTES)
+    meta = dict(old["meta"])
+    meta["merged"] = [m for m in meta.get("merged", []) if not set(m["scenarios"]) & ran] + [{
+        "scenarios": sorted(ran, key=lambda s: int(re.sub(r"\D", "", s) or 0)),
+        "date": doc["meta"]["date"], "minutes": doc["meta"]["minutes"],
+        "load_before": doc["meta"]["load_before"], "load_after": doc["meta"]["load_after"],
+        "converge": doc["meta"]["versions"]["converge"], "runs": doc["meta"]["runs"],
+        "kubernetes": doc["meta"]["versions"].get("kubernetes (S8)")}]
+    details = dict(old["details"])
+    details.update(doc["details"])
+    return {"meta": meta, "rows": out_rows, "notes": out_notes, "details": details}
 
 
 def render(doc, path):
@@ -1223,6 +2082,14 @@ def render(doc, path):
         f"- workload: {meta['n']} claims, seed {meta['seed']} (`bench/gen.py`), {meta['runs']} runs per "
         "figure unless stated (min and median), peak RSS from `/usr/bin/time -v`",
         "- versions: " + "; ".join(f"{k}: {val}" for k, val in meta["versions"].items()),
+    ]
+    for m in meta.get("merged", []):
+        md.append(f"- {', '.join(m['scenarios'])}: measured later, on their own (`--only {','.join(m['scenarios'])} "
+                  f"--merge`): {m['date']}, {m['minutes']} min, load average before {' '.join(m['load_before'])}, "
+                  f"after {' '.join(m['load_after'])}; {m['converge']}"
+                  + (f"; {m['kubernetes']}" if m.get("kubernetes") else "")
+                  + "; their rows replace that scenario's rows of the run above, the rest is that run's")
+    md += [
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -1287,6 +2154,36 @@ STANDING_NOTES = [
     "mimalloc gives the cold start's memory back only gradually.",
     "S7 and the SOPS variant of S1 need secrets, which this build cannot decrypt (SecretsUnavailable); "
     "age and sops are therefore not installed.",
+    "S8: the first `--s8-envs` claims (default $S8_ENVS, else 200; the issue's figure is 1,000) are rendered "
+    "once by converge's manifests target (`run --once` into a directory); those `.yaml` files (not "
+    "the inventory file) are what kubectl and the floor send. Every peer, every round, gets a "
+    "fresh etcd + kube-apiserver + kube-controller-manager (namespace and garbage-collector controllers) on "
+    "loopback, started from scripts/kube-tools' builds with the flags of tests/it/support/kube.rs (TLS, "
+    "static admin token, RBAC), so no peer sees another's objects; the peers' order rotates per round. "
+    "converge: `run --once` (release) with `target: {kind: kubernetes, concurrency: 8, inventory_namespace: "
+    "converge-system}` and the admin kubeconfig. kubectl: `kubectl apply --server-side -R -f DIR` with a fresh "
+    "discovery cache; DIR holds the Namespaces in a first subdirectory (kubectl applies files in path order "
+    "and a namespaced object needs its Namespace). Floor: a Python client (http.client over TLS, one kept-alive "
+    "connection per thread, 8 threads) sending each file's bytes as a server-side apply PATCH "
+    "(application/apply-patch+yaml, fieldManager, force=true), Namespaces first, then everything else; the "
+    "resource paths come from discovery before the clock starts. Every cold apply is checked afterwards "
+    "(a LIST per kind: every object present with converge's labels). Throughput = objects ÷ wall. The "
+    "requests are `apiserver_request_total` deltas by verb and resource (the scrape itself taken off; "
+    "non-resource GETs such as discovery and /metrics are not object reads); the API server's own requests "
+    "(its identity lease renewal, an IPAddress POSTed per Service created, events) are shown apart. \"In "
+    "flight\" is Little's law: the `apiserver_request_duration_seconds` sum over the window ÷ the wall. "
+    "The one-claim change edits a claim's exact service version; the time runs from just before `run --once` "
+    "is started to the Deployment's new image arriving on a watch opened beforehand (so process start, "
+    "reading the claims, the inventory LIST and the apply are all in it). The daemon (`converge run`, same "
+    "config and cluster) then runs: this cluster has no kubelet and no deployment controller, so Deployments "
+    "never roll out; a daemon that re-runs its pass while its environments are Reconciling (every 2 s at "
+    "237dc36, until `health_timeout`) makes idle passes, counted from its `pass done` log lines (read from "
+    "the file, so the window has no scrapes of the daemon), with its CPU (utime + stime) and the API "
+    "requests over whole passes; a daemon that runs no pass without a change gets a window of "
+    "`--s8-idle` seconds instead, and the row says no pass ran. Finally one-claim saves (atomic renames) into its watched claims "
+    "directory, timed to the watch event. The diagnosis row is one extra cold apply at 4× the concurrency. "
+    "The drift sweep is not measured yet: drift detection was not built in the commit S8 was written "
+    "against (237dc36).",
 ]
 
 
@@ -1338,7 +2235,7 @@ def wait_for_text(path, text, timeout):
 
 
 def main():
-    ap = argparse.ArgumentParser(description="converge benchmarks (S1-S7)")
+    ap = argparse.ArgumentParser(description="converge benchmarks (S1-S8)")
     ap.add_argument("--bin", required=True, help="the converge binary (a release build)")
     ap.add_argument("--ajv", required=True)
     ap.add_argument("--cedar", required=True)
@@ -1356,12 +2253,25 @@ def main():
                          "~/.cache/converge-test-tools/bin/garage")
     ap.add_argument("--rss-runs", type=int, default=3, help="fresh 1k daemons for S6")
     ap.add_argument("--wrk-seconds", type=int, default=5)
-    ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6,S7")
+    ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6,S7,S8")
+    ap.add_argument("--s8-envs", type=int, default=int(os.environ.get("S8_ENVS", "200")),
+                    help="environments applied in S8 (default $S8_ENVS, else 200; the issue's figure is 1,000)")
+    ap.add_argument("--s8-runs", type=int, default=None,
+                    help="S8 rounds (each starts a fresh API server per peer); default --runs")
+    ap.add_argument("--s8-concurrency", type=int, default=8,
+                    help="requests in flight: converge's target concurrency and the floor client's threads")
+    ap.add_argument("--s8-idle", type=int, default=10, help="seconds of the S8 idle-pass window per round")
+    ap.add_argument("--no-s8-diagnose", dest="s8_diagnose", action="store_false",
+                    help="skip S8's one extra converge cold apply at 4× the concurrency")
+    ap.add_argument("--s8-saves", type=int, default=2,
+                    help="one-claim saves into the S8 daemon's watched directory per round")
     ap.add_argument("--no-apply", dest="apply", action="store_false", help="skip run --once in S1")
     ap.add_argument("--apply-runs", type=int, default=2,
                     help="runs of the S1 apply (each writes ~340k files: 20-60 s here)")
     ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace only the rows of the scenarios run now in the saved RESULTS.json/RESULTS.md")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite RESULTS.md from RESULTS.json and ANALYSIS.md, measuring nothing")
     if "--render-only" in sys.argv[1:]:
@@ -1370,6 +2280,8 @@ def main():
             render(json.load(f), results)
         return
     args = ap.parse_args()
+    if args.s8_runs is None:
+        args.s8_runs = args.runs
     only = set(args.only.upper().split(","))
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.time()
@@ -1389,6 +2301,8 @@ def main():
             b.s4_s5_s6()
         if "S7" in only:
             b.s7()
+        if "S8" in only:
+            b.s8()
     finally:
         if b.git:
             b.git.stop()
