@@ -132,6 +132,9 @@ pub struct PassOutcome {
     /// Each live environment's health, when observed (the target observes
     /// health and the pass was asked to).
     pub health: BTreeMap<String, health::EnvironmentHealth>,
+    /// How long until the first environment still rolling out reaches the
+    /// health timeout (and becomes `Stalled` if nothing changes).
+    pub health_deadline: Option<std::time::Duration>,
     /// Each environment whose objects drifted from what converge applied:
     /// `Kind/name` and how. With `drift: correct` they were applied again
     /// in this pass.
@@ -273,6 +276,7 @@ impl Converge {
             report: None,
             live,
             health: BTreeMap::new(),
+            health_deadline: None,
             drift,
             drift_corrected: matches!(
                 &self.config.target,
@@ -291,7 +295,7 @@ impl Converge {
                 let snapshots = snapshots.as_deref().unwrap_or_default();
                 self.apply(&mut outcome, snapshots, options.now, memory);
                 if observe {
-                    outcome.health = self.observe_health(&outcome.live, memory);
+                    self.observe_health(&mut outcome, memory);
                 }
             }
         }
@@ -368,21 +372,26 @@ impl Converge {
     /// The health step: each live environment's objects as the target
     /// observes them, folded with the health timeout counted from the
     /// environment's last apply.
-    fn observe_health(
-        &self,
-        live: &Inventory,
-        memory: &Memory,
-    ) -> BTreeMap<String, health::EnvironmentHealth> {
+    fn observe_health(&self, outcome: &mut PassOutcome, memory: &Memory) {
         let timeout = self.config.reconcile.health_timeout;
-        live.environments
-            .iter()
-            .filter_map(|(name, env)| {
-                let objects = self.target.health(name, env)?;
-                let since = memory.applied_at.get(name).unwrap_or(&memory.started);
-                let health = health::environment(&objects, since.elapsed(), timeout);
-                Some((name.clone(), health))
-            })
-            .collect()
+        let mut deadline: Option<std::time::Duration> = None;
+        for (name, env) in &outcome.live.environments {
+            let Some(objects) = self.target.health(name, env) else {
+                continue;
+            };
+            let since = memory
+                .applied_at
+                .get(name)
+                .unwrap_or(&memory.started)
+                .elapsed();
+            let health = health::environment(&objects, since, timeout);
+            if health.reconciling {
+                let left = timeout.saturating_sub(since);
+                deadline = Some(deadline.map_or(left, |d| d.min(left)));
+            }
+            outcome.health.insert(name.clone(), health);
+        }
+        outcome.health_deadline = deadline;
     }
 }
 

@@ -92,9 +92,6 @@ pub fn jitter(d: Duration, spread: f64) -> Duration {
     d.mul_f64(1.0 - spread * fastrand::f64())
 }
 
-/// How soon a pass looks again at environments whose objects are rolling out.
-const HEALTH_RECHECK: Duration = Duration::from_secs(2);
-
 /// Object steps of the last plan kept for `/api/v1/plan` and the status page.
 const PLAN_STEPS_KEPT: usize = 1000;
 
@@ -1004,13 +1001,9 @@ impl Daemon {
             .filter(|at| *at > now)
             .min()
             .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO));
-        // While something rolls out, look again soon (health comes from the
-        // target's watches, not from an input change).
-        let rolling = outcome
-            .health
-            .values()
-            .any(|h| h.reconciling)
-            .then_some(HEALTH_RECHECK);
+        // A rollout's progress wakes the loop through the target's watches;
+        // its timeout passes without any event, so look again then.
+        let rolling = outcome.health_deadline;
         match retry.into_iter().chain(expiry).chain(rolling).min() {
             Some(d) => Action::Requeue(d),
             None => Action::AwaitChange,
