@@ -30,7 +30,13 @@ pub enum Error {
 }
 
 fn get(options: &Options, path: &str) -> Result<String, Error> {
-    let url = format!("{}{path}", options.url.trim_end_matches('/'));
+    // `127.0.0.1:8090` means `http://127.0.0.1:8090`.
+    let base = options.url.trim_end_matches('/');
+    let url = if base.contains("://") {
+        format!("{base}{path}")
+    } else {
+        format!("http://{base}{path}")
+    };
     let http = |message: String| Error::Http {
         url: url.clone(),
         message,

@@ -18,7 +18,7 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {source}{}", if source.kind() == std::io::ErrorKind::NotFound { " (give the config file with --config)" } else { "" })]
     Read {
         path: PathBuf,
         source: std::io::Error,

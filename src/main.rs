@@ -50,6 +50,7 @@ enum ValidateFormat {
 enum Command {
     /// Reconcile: read the sources, plan and apply (`--once`: one pass, then exit).
     Run {
+        /// The config file (relative paths in it resolve against its directory).
         #[arg(long, default_value = "converge.yaml")]
         config: PathBuf,
         /// Do one pass and exit.
@@ -81,16 +82,20 @@ enum Command {
     },
     /// Check claim files (or directories of them) against the schema and policies.
     Validate {
+        /// The config file (its schema, policies and presets); default:
+        /// ./converge.yaml if present, else the built-in ones.
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
         format: ValidateFormat,
+        /// Claim files, or directories of them.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
     /// Show what a pass would change, without applying it; with `--repo`, what
     /// merging a pull request (`--head` into `--base`) would change.
     Plan {
+        /// The config file; default: ./converge.yaml.
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
@@ -107,8 +112,11 @@ enum Command {
     },
     /// Print the resources one claim becomes, as YAML.
     Render {
+        /// The config file (presets, templates); default: ./converge.yaml if
+        /// present, else the built-in ones.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The claim file to render.
         claim: PathBuf,
     },
 }
@@ -148,8 +156,13 @@ fn one_line(e: &anyhow::Error) -> String {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CONVERGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal, and never with NO_COLOR set: logs written
+    // to files and pipes stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

@@ -343,3 +343,37 @@ fn validate_reports_json() {
     let ok = p.run(&["validate", "claims/a.yaml"]);
     assert_eq!(code(&ok), Some(0), "{}", stdout(&ok));
 }
+
+#[test]
+fn error_messages_say_what_to_do_and_logs_to_pipes_are_plain() {
+    let p = Project::new("");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    let missing = p.run(&["plan", "--config", "nope.yaml"]);
+    assert!(
+        stderr(&missing).contains("(give the config file with --config)"),
+        "{}",
+        stderr(&missing)
+    );
+    // Colours only on a terminal: stderr here is a pipe, and NO_COLOR is unset.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["run", "--once"])
+        .current_dir(p.dir.path())
+        .env("CONVERGE_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("runs");
+    assert!(run.status.success());
+    assert!(!stderr(&run).contains('\u{1b}'), "{}", stderr(&run));
+    // A URL without a scheme is http.
+    let status = p.run(&["status", "--url", "127.0.0.1:1"]);
+    assert!(
+        stderr(&status).contains("http://127.0.0.1:1/"),
+        "{}",
+        stderr(&status)
+    );
+    assert!(
+        !stderr(&status).contains("invalid format"),
+        "{}",
+        stderr(&status)
+    );
+}
