@@ -98,7 +98,13 @@ async fn auth(State(shared): State<Shared>, request: Request, next: Next) -> Res
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim_start())
+        })
         .map(token_digest);
     if given.is_some_and(|g| bool::from(g.ct_eq(&expected))) {
         return next.run(request).await;
@@ -207,7 +213,25 @@ impl Filter {
     }
 }
 
-async fn environments(State(shared): State<Shared>, Query(filter): Query<Filter>) -> Response {
+async fn environments(
+    State(shared): State<Shared>,
+    filter: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let mut filter = match filter {
+        Ok(Query(filter)) => filter,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, &rejection.body_text()),
+    };
+    // An empty parameter (`?type=`) is no filter.
+    for value in [
+        &mut filter.env_type,
+        &mut filter.pool,
+        &mut filter.status,
+        &mut filter.q,
+    ] {
+        if value.as_deref().is_some_and(str::is_empty) {
+            *value = None;
+        }
+    }
     let view = shared.view.load();
     if filter.is_empty() {
         return json(StatusCode::OK, view.list.clone());
@@ -402,6 +426,15 @@ pub enum ServeError {
     },
     #[error("api: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "api: cannot listen on {addr}: {reason}; choose another address with --listen or api.listen"
+    )]
+    Bind {
+        addr: String,
+        reason: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where and how to serve.
@@ -614,7 +647,15 @@ pub async fn serve(router: Router, options: &ServeOptions) -> Result<Server, Ser
     match handle.listening().await {
         Some(addr) => Ok(Server { addr, handle, task }),
         None => match task.await {
-            Ok(Err(e)) => Err(ServeError::Io(e)),
+            Ok(Err(e)) => Err(ServeError::Bind {
+                addr: addr.to_string(),
+                reason: match e.kind() {
+                    std::io::ErrorKind::AddrInUse => "the address is in use".to_owned(),
+                    std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+                    _ => e.to_string(),
+                },
+                source: e,
+            }),
             _ => Err(ServeError::Listen(options.listen.clone())),
         },
     }

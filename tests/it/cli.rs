@@ -377,3 +377,17 @@ fn error_messages_say_what_to_do_and_logs_to_pipes_are_plain() {
         stderr(&status)
     );
 }
+
+#[test]
+fn an_address_in_use_names_it_and_how_to_choose_another() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let p = Project::new("");
+    let out = p.run(&["run", "--listen", &addr]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&addr) && err.contains("--listen") && err.contains("in use"),
+        "{err}"
+    );
+}

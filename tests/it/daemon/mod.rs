@@ -157,6 +157,24 @@ fn the_api_is_read_only_and_can_require_a_token() {
         &[("Authorization", "Bearer s3cret-token")],
     );
     assert_eq!((status, body.as_str()), (200, ""));
+    // The scheme is case-insensitive.
+    let (status, _, body) = d.request(
+        "GET",
+        "/api/v1/environments",
+        &[("Authorization", "bearer s3cret-token")],
+    );
+    assert_eq!(status, 200, "{body}");
+    let auth = [("Authorization", "Bearer s3cret-token")];
+    // An empty filter is no filter; a malformed query is a JSON 400.
+    let (_, _, all) = d.request("GET", "/api/v1/environments", &auth);
+    let (status, _, empty) = d.request("GET", "/api/v1/environments?type=", &auth);
+    assert_eq!((status, &empty), (200, &all));
+    let (status, _, bad) = d.request("GET", "/api/v1/environments?type=a&type=b", &auth);
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&bad).is_ok(),
+        "JSON: {bad}"
+    );
     let status_cli = converge(
         p.dir.path(),
         &[
