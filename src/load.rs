@@ -243,30 +243,68 @@ impl<'de> serde::de::Visitor<'de> for Document<'_> {
 }
 
 fn yaml_error(path: &str, e: &serde_saphyr::Error) -> Diagnostic {
-    let message = e.to_string();
-    let first = message.lines().next().unwrap_or_default();
-    let lower = message.to_ascii_lowercase();
-    let rule = if matches!(e, serde_saphyr::Error::MultipleDocuments { .. })
-        || lower.contains("multiple documents")
-        || (lower.contains("budget") && lower.contains("document"))
-    {
-        return Diagnostic::new(
+    use serde_saphyr::Error as E;
+    use serde_saphyr::budget::BudgetBreach as B;
+    let at = |line: u64| format!("line {line}: ");
+    // The cause, under a snippet and the alias it came through.
+    let mut e = e.without_snippet();
+    while let E::AliasError { error, .. } = e {
+        e = error.without_snippet();
+    }
+    match e {
+        E::MultipleDocuments { .. }
+        | E::Budget {
+            breach: B::Documents { .. },
+            ..
+        } => Diagnostic::new(
             path,
             "",
             "one-document",
             "file holds several YAML documents: one environment per file",
-        );
-    } else if lower.contains("budget") {
-        "yaml-budget"
-    } else {
-        "yaml"
-    };
-    Diagnostic::new(
-        path,
-        "",
-        rule,
-        format!("invalid YAML: {}", truncate(first, 300)),
-    )
+        ),
+        E::DuplicateMappingKey { key, location } => Diagnostic::new(
+            path,
+            "",
+            "duplicate-key",
+            format!(
+                "{}the key {} appears twice in one mapping",
+                at(location.line()),
+                key.as_deref().map_or_else(
+                    || "(not a string)".to_owned(),
+                    |k| format!("{:?}", truncate(k, 100))
+                )
+            ),
+        ),
+        E::Budget { breach, location } => {
+            let what = match breach {
+                B::Nodes { .. } => "has too many nodes",
+                B::Depth { .. } | B::InclusionDepth { .. } => "is nested too deeply",
+                B::Aliases { .. } | B::AliasAnchorRatio { .. } => "has too many aliases",
+                B::Anchors { .. } => "has too many anchors",
+                B::ScalarBytes { .. } => "has too much text",
+                _ => "is too large",
+            };
+            Diagnostic::new(
+                path,
+                "",
+                "yaml-budget",
+                format!(
+                    "{}the document {what} for a claim; refused",
+                    at(location.line())
+                ),
+            )
+        }
+        other => {
+            let message = other.to_string();
+            let first = message.lines().next().unwrap_or_default();
+            Diagnostic::new(
+                path,
+                "",
+                "yaml",
+                format!("invalid YAML: {}", truncate(first, 300)),
+            )
+        }
+    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -354,7 +392,7 @@ mod tests {
         assert_eq!(rule("empty.json", "  \n"), "empty");
         assert_eq!(rule("comment.yaml", "# nothing\n"), "empty");
         assert_eq!(rule("list.yaml", "- a\n"), "type");
-        assert_eq!(rule("dup.yaml", "a: 1\na: 2\n"), "yaml");
+        assert_eq!(rule("dup.yaml", "a: 1\na: 2\n"), "duplicate-key");
         let bad = SourceFile::new(
             "bin.yaml".into(),
             Content::Bytes(vec![b'a', b':', 0xff].into()),
