@@ -2028,6 +2028,7 @@ class Bench:
         }
         doc = {"meta": meta, "rows": self.rows, "notes": self.notes + STANDING_NOTES, "details": self.details}
         json_path = os.path.splitext(self.a.results)[0] + ".json"
+        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
         if self.a.merge and os.path.exists(json_path):
             doc = merged(json_path, doc, self.rows, self.notes)
         with open(json_path, "w") as f:
