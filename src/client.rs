@@ -69,7 +69,23 @@ fn get(options: &Options, path: &str) -> Result<String, Error> {
         })?;
         request = request.header("Authorization", &format!("Bearer {}", token.trim()));
     }
-    let mut response = request.call().map_err(|e| http(e.to_string()))?;
+    let mut response = request.call().map_err(|e| {
+        // TLS to a server that answers in plain HTTP.
+        let plain = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        let tls = match &e {
+            ureq::Error::Rustls(t) => Some(t),
+            ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+            _ => None,
+        };
+        if tls == Some(&plain) {
+            http(format!(
+                "the server does not speak TLS there; try {}",
+                url.replacen("https://", "http://", 1)
+            ))
+        } else {
+            http(e.to_string())
+        }
+    })?;
     let status = response.status();
     let body = response
         .body_mut()

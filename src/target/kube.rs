@@ -492,6 +492,8 @@ pub struct Kubernetes {
     recorder: kube::runtime::events::Recorder,
     /// The leader election, when configured (started on first use).
     election: std::sync::OnceLock<super::lease::Election>,
+    /// The inventory Namespace is known to exist (written once per process).
+    namespace_ensured: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Kubernetes {
@@ -588,6 +590,7 @@ impl Kubernetes {
             watches: std::sync::OnceLock::new(),
             recorder,
             election: std::sync::OnceLock::new(),
+            namespace_ensured: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -1209,6 +1212,8 @@ impl Target for Kubernetes {
 
     fn reload(&self) {
         *self.cached() = None;
+        self.namespace_ensured
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Workloads' health from the watches: an object not listed yet is not
@@ -1352,7 +1357,19 @@ impl Target for Kubernetes {
         let known = self.cached().clone();
         let results: Vec<Result<Option<LiveEnvironment>, super::Error>> =
             self.runtime.block_on(async {
-                if let Err(e) = self.ensure_inventory_namespace().await {
+                let ensure = if self
+                    .namespace_ensured
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    Ok(())
+                } else {
+                    self.ensure_inventory_namespace().await
+                };
+                if ensure.is_ok() {
+                    self.namespace_ensured
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                if let Err(e) = ensure {
                     let message = e.to_string();
                     return changes
                         .iter()
@@ -1366,14 +1383,23 @@ impl Target for Kubernetes {
                 let per_env = self.environments_at_once();
                 let applies: Vec<_> = changes
                     .iter()
-                    .map(|c| {
+                    .enumerate()
+                    .map(|(i, c)| {
                         let known = known
                             .as_ref()
                             .and_then(|inv| inv.environments.get(c.name).cloned());
-                        self.apply_one(c, known)
+                        async move { (i, self.apply_one(c, known).await) }
                     })
                     .collect();
-                stream::iter(applies).buffered(per_env).collect().await
+                // Unordered: an environment that finishes frees its slot at
+                // once; the results are put back in order.
+                let mut done: Vec<(usize, Result<Option<LiveEnvironment>, super::Error>)> =
+                    stream::iter(applies)
+                        .buffer_unordered(per_env)
+                        .collect()
+                        .await;
+                done.sort_by_key(|(i, _)| *i);
+                done.into_iter().map(|(_, r)| r).collect()
             });
         let mut cache = self.cached();
         let mut out = Vec::with_capacity(results.len());

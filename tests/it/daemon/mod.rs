@@ -690,3 +690,19 @@ fn a_rejected_new_claim_is_logged_once_and_listed_as_invalid() {
         .count();
     assert_eq!(warnings, 1, "logged once\n{}", d.log());
 }
+
+#[test]
+fn status_over_https_to_a_plain_server_says_to_use_http() {
+    let p = quickstart();
+    let d = Daemon::start(p.dir.path());
+    let out = converge(
+        p.dir.path(),
+        &["status", "--url", &format!("https://{}", d.addr)],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("does not speak TLS") && err.contains(&format!("http://{}", d.addr)),
+        "{err}"
+    );
+}
