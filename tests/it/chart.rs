@@ -1198,7 +1198,7 @@ fn daemon_as_the_charts_service_account(project: &RbacProject<'_>, api: &KubeApi
     };
     d.wait_for("dev-rbac rolling out", |d| status(d) == "Reconciling");
     // The last cases dropped auth-service: user-service is dev-rbac's one.
-    roll_out(api, "dev-rbac", "user-service");
+    api.roll_out("dev-rbac", "user-service");
     d.wait_for("dev-rbac ready", |d| status(d) == "Ready");
     let _ = api.kubectl_ok(&["delete", "configmap", "converge-claim", "-n", "dev-rbac"]);
     d.wait_for("the deleted ConfigMap applied again", |_| {
@@ -1223,38 +1223,6 @@ fn daemon_as_the_charts_service_account(project: &RbacProject<'_>, api: &KubeApi
             .any(|e| e["reportingController"] == "converge" && e["reason"] == "DriftCorrected")
     });
     assert_eq!(d.terminate(), Some(0), "{}", "the daemon stops cleanly");
-}
-
-/// Marks a Deployment rolled out, as its controller would (none runs in the
-/// test cluster).
-fn roll_out(api: &KubeApi, ns: &str, name: &str) {
-    let d: Value =
-        serde_json::from_str(&api.kubectl_ok(&["get", "deployment", name, "-n", ns, "-o", "json"]))
-            .expect("JSON");
-    let generation = d["metadata"]["generation"].as_i64().expect("generation");
-    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
-    let status = serde_json::json!({"status": {
-        "observedGeneration": generation,
-        "replicas": replicas,
-        "updatedReplicas": replicas,
-        "readyReplicas": replicas,
-        "availableReplicas": replicas,
-        "conditions": [
-            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
-            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
-        ]
-    }});
-    let _ = api.kubectl_ok(&[
-        "patch",
-        "deployment",
-        name,
-        "-n",
-        ns,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status.to_string(),
-    ]);
 }
 
 fn file_stem(path: &Path) -> String {

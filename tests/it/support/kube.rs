@@ -200,6 +200,46 @@ impl KubeApi {
             .to_owned()
     }
 
+    /// Marks a Deployment rolled out, as its controller would (none runs in
+    /// the test cluster): its status subresource says every replica is
+    /// updated, ready and available for its current generation.
+    pub fn roll_out(&self, namespace: &str, name: &str) {
+        let d: serde_json::Value = serde_json::from_str(&self.kubectl_ok(&[
+            "get",
+            "deployment",
+            name,
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ]))
+        .expect("JSON");
+        let generation = d["metadata"]["generation"].as_i64().expect("generation");
+        let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+        let status = serde_json::json!({"status": {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+            ]
+        }});
+        let _ = self.kubectl_ok(&[
+            "patch",
+            "deployment",
+            name,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ]);
+    }
+
     /// Stops the API server (etcd and the controller manager keep running),
     /// for tests of an API server gone mid-run.
     pub fn stop_apiserver(&self) {

@@ -349,36 +349,6 @@ apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n 
     );
 }
 
-/// Marks a Deployment rolled out, as its controller would (no Deployment
-/// controller runs in the test cluster).
-fn roll_out(api: &KubeApi, ns: &str, name: &str) {
-    let d = json(api, &["get", "deployment", name, "-n", ns]);
-    let generation = d["metadata"]["generation"].as_i64().expect("generation");
-    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
-    let status = serde_json::json!({"status": {
-        "observedGeneration": generation,
-        "replicas": replicas,
-        "updatedReplicas": replicas,
-        "readyReplicas": replicas,
-        "availableReplicas": replicas,
-        "conditions": [
-            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
-            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
-        ]
-    }});
-    let _ = api.kubectl_ok(&[
-        "patch",
-        "deployment",
-        name,
-        "-n",
-        ns,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status.to_string(),
-    ]);
-}
-
 #[test]
 #[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
 fn an_environment_is_ready_once_rolled_out_and_stalled_when_it_never_is() {
@@ -414,7 +384,7 @@ fn an_environment_is_ready_once_rolled_out_and_stalled_when_it_never_is() {
         "{rolling}"
     );
 
-    roll_out(api, "dev-roll", "user-service");
+    api.roll_out("dev-roll", "user-service");
     d.wait_for("dev-roll ready", |d| {
         status(d, "dev-roll")["status"] == "Ready"
     });
