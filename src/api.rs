@@ -34,6 +34,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// SHA-256 of the bearer token, when auth is on.
     pub token_digest: Option<[u8; 32]>,
+    /// Origins a browser on another origin may read the API from (CORS);
+    /// empty: no CORS headers at all.
+    pub cors_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -52,7 +55,12 @@ pub fn token_digest(token: &str) -> [u8; 32] {
 
 /// The router with every endpoint and layer.
 pub fn router(shared: Shared) -> Router {
-    Router::new()
+    let origins: Vec<HeaderValue> = shared
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let router = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -69,8 +77,19 @@ pub fn router(shared: Shared) -> Router {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(10),
-        ))
-        .with_state(shared)
+        ));
+    let router = if origins.is_empty() {
+        router
+    } else {
+        // Outermost: a preflight (OPTIONS) is answered before read_only.
+        router.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::HEAD])
+                .allow_headers([header::AUTHORIZATION]),
+        )
+    };
+    router.with_state(shared)
 }
 
 async fn read_only(request: Request, next: Next) -> Response {

@@ -420,6 +420,18 @@ pub struct ApiConfig {
     /// connections).
     #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
+    /// Cross-origin reads for a dashboard on another origin; off by default.
+    #[serde(default)]
+    pub cors: CorsConfig,
+}
+
+/// `api.cors`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`https://dash.example.com`) allowed to read the API.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 fn default_max_connections() -> usize {
@@ -438,6 +450,7 @@ impl Default for ApiConfig {
             tls: None,
             max_connections: default_max_connections(),
             idle_timeout: default_idle_timeout(),
+            cors: CorsConfig::default(),
         }
     }
 }

@@ -1230,11 +1230,13 @@ pub async fn run(
         max_connections: converge.config.api.max_connections,
         idle_timeout: converge.config.api.idle_timeout,
     };
+    let cors_origins = converge.config.api.cors.allowed_origins.clone();
     let daemon = Daemon::new(converge, metrics.clone(), view.clone())?;
     let shared = crate::api::Shared {
         view,
         metrics,
         token_digest,
+        cors_origins,
     };
     let server = crate::api::serve(crate::api::router(shared), &options).await?;
     tracing::info!(addr = %server.addr, tls = options.tls.is_some(), "api listening");

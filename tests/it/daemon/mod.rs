@@ -706,3 +706,67 @@ fn status_over_https_to_a_plain_server_says_to_use_http() {
         "{err}"
     );
 }
+
+#[test]
+fn cors_is_off_unless_origins_are_configured_and_then_only_for_reads() {
+    let plain = quickstart();
+    let d = Daemon::start(plain.dir.path());
+    let (_, head, _) = d.request(
+        "GET",
+        "/api/v1/environments",
+        &[("Origin", "https://dash.example")],
+    );
+    assert!(
+        !head.to_ascii_lowercase().contains("access-control"),
+        "{head}"
+    );
+    drop(d);
+
+    let p = quickstart();
+    let mut config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    config.push_str("api:\n  cors:\n    allowed_origins: [\"https://dash.example\"]\n");
+    std::fs::write(p.path("converge.yaml"), config).expect("write");
+    let d = Daemon::start(p.dir.path());
+    let (status, head, _) = d.request(
+        "GET",
+        "/api/v1/environments",
+        &[("Origin", "https://dash.example")],
+    );
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("access-control-allow-origin: https://dash.example"),
+        "{head}"
+    );
+    let (status, head, _) = d.request(
+        "OPTIONS",
+        "/api/v1/environments",
+        &[
+            ("Origin", "https://dash.example"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+    );
+    assert_eq!(status, 200, "{head}");
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("access-control-allow-methods: get,head"),
+        "{head}"
+    );
+    let (_, other, _) = d.request(
+        "GET",
+        "/api/v1/environments",
+        &[("Origin", "https://evil.example")],
+    );
+    assert!(
+        !other
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin"),
+        "{other}"
+    );
+    let (status, _, _) = d.request(
+        "POST",
+        "/api/v1/environments",
+        &[("Origin", "https://dash.example")],
+    );
+    assert_eq!(status, 405, "still read-only");
+}
