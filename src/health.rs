@@ -603,13 +603,24 @@ fn daemon_set(object: &Value) -> ObjectHealth {
         ),
         ("/status/numberReady", reason::LESS_READY, "ready"),
     ];
-    for (pointer, reason, what) in counts {
-        let n = int_or(object, pointer, 0);
-        if desired > n {
-            return ObjectHealth::in_progress(reason, format!("{what} pods: {n}/{desired}"));
-        }
+    if let Some(short) = short_of(object, desired, &counts, "pods") {
+        return short;
     }
     ObjectHealth::current(format!("ready on all {desired} nodes"))
+}
+
+/// The first count (a status field, its reason, what it counts) short of
+/// `want`, as in progress: `"{what} {unit}: {n}/{want}"`.
+fn short_of(
+    object: &Value,
+    want: i64,
+    counts: &[(&str, &'static str, &str)],
+    unit: &str,
+) -> Option<ObjectHealth> {
+    counts.iter().find_map(|&(pointer, reason, what)| {
+        let n = int_or(object, pointer, 0);
+        (want > n).then(|| ObjectHealth::in_progress(reason, format!("{what} {unit}: {n}/{want}")))
+    })
 }
 
 fn replica_set(object: &Value) -> ObjectHealth {
@@ -637,11 +648,8 @@ fn replica_set(object: &Value) -> ObjectHealth {
         ),
         ("/status/readyReplicas", reason::LESS_READY, "ready"),
     ];
-    for (pointer, reason, what) in counts {
-        let n = int_or(object, pointer, 0);
-        if spec > n {
-            return ObjectHealth::in_progress(reason, format!("{what} replicas: {n}/{spec}"));
-        }
+    if let Some(short) = short_of(object, spec, &counts, "replicas") {
+        return short;
     }
     if replicas > spec {
         return ObjectHealth::in_progress(
