@@ -616,6 +616,7 @@ impl Kubernetes {
             super::lease::Election::start(
                 self.config.clone(),
                 self.options.inventory_namespace.clone(),
+                self.options.field_manager.clone(),
                 options,
             )
         }))
@@ -820,23 +821,12 @@ impl Kubernetes {
 
     /// Makes sure the inventory Namespace exists (once per process).
     async fn ensure_inventory_namespace(&self) -> Result<(), super::Error> {
-        let ns = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": self.options.inventory_namespace,
-                "labels": { MANAGED_BY: "converge" },
-            },
-        });
-        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
-        let params = PatchParams::apply(&self.options.field_manager);
-        api.patch(
+        ensure_namespace(
+            &self.client,
             &self.options.inventory_namespace,
-            &params,
-            &Patch::Apply(&ns),
+            &self.options.field_manager,
         )
         .await
-        .map(drop)
         .map_err(|e| {
             classify(request_error(
                 "patch",
@@ -1512,6 +1502,24 @@ fn parse_inventory(
             objects,
         },
     )))
+}
+
+/// Server-side applies a Namespace carrying converge's label (the inventory's
+/// and the Lease's).
+pub(super) async fn ensure_namespace(
+    client: &kube::Client,
+    name: &str,
+    field_manager: &str,
+) -> Result<(), kube::Error> {
+    let ns = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": { MANAGED_BY: "converge" }},
+    });
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    api.patch(name, &PatchParams::apply(field_manager), &Patch::Apply(&ns))
+        .await
+        .map(drop)
 }
 
 /// A rendered object as the body of a server-side apply, in `namespace`

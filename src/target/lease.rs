@@ -46,7 +46,13 @@ struct Shared {
 
 impl Election {
     /// Starts electing in `namespace` with a client of its own.
-    pub fn start(config: kube::Config, namespace: String, options: LeaderElection) -> Election {
+    /// `field_manager` writes the Namespace when it is missing.
+    pub fn start(
+        config: kube::Config,
+        namespace: String,
+        field_manager: String,
+        options: LeaderElection,
+    ) -> Election {
         let shared = Arc::new(Shared {
             options,
             renewed: Mutex::new(None),
@@ -71,11 +77,10 @@ impl Election {
                             return;
                         }
                     };
-                    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
-                        Api::all(client.clone());
-                    let api: Api<Lease> = Api::namespaced(client, &namespace);
+                    let api: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+                    let ensure = || super::kube::ensure_namespace(&client, &namespace, &field_manager);
                     tokio::select! {
-                        () = elect(&api, &namespaces, &namespace, &inner) => {}
+                        () = elect(&api, ensure, &inner) => {}
                         _ = stopped => {}
                     }
                 });
@@ -101,12 +106,11 @@ impl Election {
     }
 }
 
-async fn elect(
-    api: &Api<Lease>,
-    namespaces: &Api<k8s_openapi::api::core::v1::Namespace>,
-    namespace: &str,
-    shared: &Shared,
-) {
+async fn elect<F, Fut>(api: &Api<Lease>, ensure_namespace: F, shared: &Shared)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+{
     let o = &shared.options;
     let mut was_leading = false;
     loop {
@@ -114,17 +118,8 @@ async fn elect(
         let mut outcome = try_acquire_or_renew(api, o).await;
         if matches!(&outcome, Err(kube::Error::Api(s)) if s.code == 404) {
             // The Lease's Namespace (the inventory's) does not exist yet.
-            let ns = serde_json::json!({
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": namespace, "labels": {crate::render::MANAGED_BY: "converge"}},
-            });
-            let params = kube::api::PatchParams::apply("converge");
-            outcome = match namespaces
-                .patch(namespace, &params, &kube::api::Patch::Apply(&ns))
-                .await
-            {
-                Ok(_) => try_acquire_or_renew(api, o).await,
+            outcome = match ensure_namespace().await {
+                Ok(()) => try_acquire_or_renew(api, o).await,
                 Err(e) => Err(e),
             };
         }
