@@ -478,7 +478,7 @@ def wrk(wrk_bin, url, duration=5, threads=1, conns=32):
 # ---------------------------------------------------------------- Kubernetes (S8)
 
 def kube_tools_bin():
-    """Where scripts/kube-tools installs etcd, kube-apiserver, kube-controller-manager and kubectl."""
+    """Where scripts/tools installs etcd, kube-apiserver, kube-controller-manager and kubectl."""
     tools = os.environ.get("CONVERGE_TOOLS_DIR", os.path.expanduser("~/.cache/converge-test-tools"))
     return os.path.join(tools, "bin")
 
@@ -694,7 +694,7 @@ current-context: bench
 
 
 def kube_versions():
-    """The versions scripts/kube-tools stamped on its builds."""
+    """The versions scripts/tools stamped on its builds."""
     def stamp(tool):
         try:
             with open(os.path.join(kube_tools_bin(), f".{tool}.version")) as f:
@@ -702,7 +702,7 @@ def kube_versions():
         except OSError:
             return "not installed"
     return (f"kube-apiserver, kube-controller-manager, kubectl {stamp('kube-apiserver')}, etcd {stamp('etcd')} "
-            "(scripts/kube-tools)")
+            "(scripts/tools)")
 
 
 def child_pids(pid):
@@ -1633,7 +1633,7 @@ class Bench:
         for tool in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl"):
             if not os.path.isfile(os.path.join(kube_tools_bin(), tool)):
                 self.row("S8", "Kubernetes apply", f"not measured: {tool} missing in {kube_tools_bin()} "
-                         "(scripts/kube-tools builds it; bench/run calls it)", "", "", "", "n/a")
+                         "(scripts/tools builds it; bench/run calls it)", "", "", "", "n/a")
                 return
         log(f"S8: Kubernetes apply of {n} environments, {runs} rounds; a fresh API server per peer and round")
         run = fresh_dir(os.path.join(self.run, "s8"))
@@ -2159,7 +2159,7 @@ STANDING_NOTES = [
     "once by converge's manifests target (`run --once` into a directory); those `.yaml` files (not "
     "the inventory file) are what kubectl and the floor send. Every peer, every round, gets a "
     "fresh etcd + kube-apiserver + kube-controller-manager (namespace and garbage-collector controllers) on "
-    "loopback, started from scripts/kube-tools' builds with the flags of tests/it/support/kube.rs (TLS, "
+    "loopback, started from scripts/tools' builds with the flags of tests/it/support/kube.rs (TLS, "
     "static admin token, RBAC), so no peer sees another's objects; the peers' order rotates per round. "
     "converge: `run --once` (release) with `target: {kind: kubernetes, concurrency: 8, inventory_namespace: "
     "converge-system}` and the admin kubeconfig. kubectl: `kubectl apply --server-side -R -f DIR` with a fresh "

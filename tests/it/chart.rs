@@ -1,5 +1,5 @@
 //! The Helm chart (`charts/converge`): `helm lint` and `helm template` with
-//! the helm v4 that `scripts/kube-tools` builds, the rendered chart applied to
+//! the helm v4 that `scripts/tools` builds, the rendered chart applied to
 //! a real API server, and its RBAC proven both sufficient and minimal: the
 //! real `converge run --once` with a token of the chart's `ServiceAccount`
 //! applies the quick start, and without any one rule a pass needs it is
@@ -111,7 +111,7 @@ fn readme_rules() -> Value {
 }
 
 #[test]
-#[ignore = "needs helm (scripts/kube-tools builds it)"]
+#[ignore = "needs helm (scripts/tools builds it)"]
 fn helm_lints_the_chart_clean_with_default_values_and_with_everything_on() {
     let chart = chart();
     let chart = chart.to_str().expect("a UTF-8 path");
@@ -135,7 +135,7 @@ fn helm_lints_the_chart_clean_with_default_values_and_with_everything_on() {
 }
 
 #[test]
-#[ignore = "needs helm (scripts/kube-tools builds it)"]
+#[ignore = "needs helm (scripts/tools builds it)"]
 #[allow(
     clippy::too_many_lines,
     reason = "one rendered chart, object by object"
@@ -264,7 +264,7 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
 }
 
 #[test]
-#[ignore = "needs helm (scripts/kube-tools builds it)"]
+#[ignore = "needs helm (scripts/tools builds it)"]
 fn every_optional_part_renders_mounted_read_only_and_named_in_the_config() {
     let values = everything_values();
     let objects = objects(&template(
@@ -370,7 +370,7 @@ fn every_optional_part_renders_mounted_read_only_and_named_in_the_config() {
 }
 
 #[test]
-#[ignore = "needs helm (scripts/kube-tools builds it)"]
+#[ignore = "needs helm (scripts/tools builds it)"]
 fn the_service_monitor_is_rendered_only_where_its_api_is_served() {
     let without = objects(&template("converge", "converge", &[]));
     assert!(!kinds(&without).contains(&"ServiceMonitor".to_owned()));
@@ -398,7 +398,7 @@ fn the_service_monitor_is_rendered_only_where_its_api_is_served() {
 }
 
 #[test]
-#[ignore = "needs helm (scripts/kube-tools builds it)"]
+#[ignore = "needs helm (scripts/tools builds it)"]
 fn converge_loads_the_config_the_chart_writes() {
     let objects = objects(&template("converge", "converge", &[]));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -437,7 +437,7 @@ fn mount_like_kubelet(config_map: &Value, dir: &Path) {
 }
 
 #[test]
-#[ignore = "needs helm (scripts/kube-tools builds it)"]
+#[ignore = "needs helm (scripts/tools builds it)"]
 fn converge_reads_policies_schema_and_templates_from_the_charts_config_map_mounts() {
     let root = repo();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -523,7 +523,7 @@ fn converge_reads_policies_schema_and_templates_from_the_charts_config_map_mount
 }
 
 #[test]
-#[ignore = "needs helm, kube-apiserver, etcd (scripts/kube-tools builds them)"]
+#[ignore = "needs helm, kube-apiserver, etcd (scripts/tools builds them)"]
 fn the_rendered_chart_applies_to_a_real_api_server() {
     let api = KubeApi::shared();
     let values = everything_values();
@@ -615,7 +615,7 @@ spec:
 ";
 
 #[test]
-#[ignore = "needs helm, kube-apiserver, etcd (scripts/kube-tools builds them)"]
+#[ignore = "needs helm, kube-apiserver, etcd (scripts/tools builds them)"]
 fn helm_installs_the_chart_and_renders_a_service_monitor_once_its_crd_is_served() {
     let api = KubeApi::shared();
     let kubeconfig = api.kubeconfig();
@@ -1001,7 +1001,7 @@ fn cases() -> Vec<(Without, Change, String)> {
 }
 
 #[test]
-#[ignore = "needs helm, kube-apiserver, etcd (scripts/kube-tools builds them)"]
+#[ignore = "needs helm, kube-apiserver, etcd (scripts/tools builds them)"]
 #[allow(
     clippy::too_many_lines,
     reason = "one proof: the chart applied, the quick start, then case by case"

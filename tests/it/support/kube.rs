@@ -1,7 +1,7 @@
 //! A real Kubernetes API server for the tests, on loopback, no containers:
 //! etcd, kube-apiserver and kube-controller-manager (only the namespace and
 //! garbage-collector controllers), built from Go modules by
-//! `scripts/kube-tools` into the tools cache.
+//! `scripts/tools` into the tools cache.
 //!
 //! TLS is real: a test CA (made with openssl) signs the API server's
 //! certificate for 127.0.0.1, and clients verify it with [`KubeApi::ca_file`].
@@ -17,7 +17,7 @@
 //! forbids unsafe code, tests included, which rules out `PR_SET_PDEATHSIG`.
 //!
 //! Tests that use it are `#[ignore = "needs kube-apiserver, etcd
-//! (scripts/kube-tools builds them)"]`; `scripts/test` runs them.
+//! (scripts/tools builds them)"]`; `scripts/test` runs them.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -489,7 +489,7 @@ pub fn tool(name: &str) -> PathBuf {
     let bin = dir.join("bin").join(name);
     assert!(
         bin.is_file(),
-        "{} is missing: scripts/kube-tools builds it",
+        "{} is missing: scripts/tools builds it",
         bin.display()
     );
     bin
