@@ -83,6 +83,12 @@ names! {
         PolicyDenied = "PolicyDenied",
         DuplicateEnvironment = "DuplicateEnvironment",
         VersionUnresolved = "VersionUnresolved",
+        /// The tag a constraint last resolved to is gone from the tag list:
+        /// the environment keeps it (never a silent downgrade).
+        ResolvedTagMissing = "ResolvedTagMissing",
+        /// The tag source (registry, git tags) cannot be read now: the
+        /// environment keeps its last resolved versions.
+        TagsStale = "TagsStale",
         SecretsUnavailable = "SecretsUnavailable",
         RenderFailed = "RenderFailed",
         /// A source refused a newer version of the claim and serves an earlier one.
@@ -129,6 +135,8 @@ names! {
         SignatureRequired = "SignatureRequired",
         SecretsUnavailable = "SecretsUnavailable",
         VersionUnresolved = "VersionUnresolved",
+        ResolvedTagMissing = "ResolvedTagMissing",
+        TagsStale = "TagsStale",
         RenderFailed = "RenderFailed",
         Reconciling = "Reconciling",
         Stalled = "Stalled",

@@ -60,10 +60,141 @@ pub struct Config {
     /// Per-type overrides of the built-in presets (only the keys given change).
     #[serde(default)]
     pub presets: BTreeMap<EnvironmentType, serde_json::Value>,
-    /// Fixed tag lists per service, for constraints to resolve against until a
-    /// registry or git tag source is configured.
+    /// Fixed tag lists per service (`versions.from: static`, the default).
     #[serde(default)]
     pub tags: BTreeMap<String, Vec<String>>,
+    /// Where version constraints find the tags that exist.
+    #[serde(default)]
+    pub versions: VersionsConfig,
+    /// The service catalog: asking for a service brings its dependencies.
+    #[serde(default)]
+    pub services: BTreeMap<String, CatalogService>,
+}
+
+/// `versions:`: where the tags constraints resolve against come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionsConfig {
+    #[serde(default)]
+    pub from: VersionsFrom,
+    /// How often the tag lists are read again.
+    #[serde(
+        default = "default_versions_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub interval: Duration,
+    /// Talk to the registry over `http://` (only when set; never a fallback).
+    #[serde(default)]
+    pub plain_http: bool,
+    /// Registry credentials, read from files on every scan.
+    #[serde(default)]
+    pub credentials: Option<RegistryCredentials>,
+    /// PEM CA certificates trusted for the registry (instead of the system roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The bound on each request.
+    #[serde(default = "default_s3_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// At most this many tags are read per repository per scan.
+    #[serde(default = "default_max_tags")]
+    pub max_tags: usize,
+    /// At most this many requests per registry per scan; repositories left
+    /// over keep their last list and are listed first in the next scan.
+    #[serde(default = "default_budget")]
+    pub budget: u32,
+    /// Listings in flight at once.
+    #[serde(default = "default_versions_concurrency")]
+    pub concurrency: usize,
+    /// `from: git`: the repository whose tags are the versions.
+    #[serde(default)]
+    pub git: Option<GitTagsConfig>,
+}
+
+impl Default for VersionsConfig {
+    fn default() -> Self {
+        Self {
+            from: VersionsFrom::Static,
+            interval: default_versions_interval(),
+            plain_http: false,
+            credentials: None,
+            ca_file: None,
+            timeout: default_s3_timeout(),
+            max_tags: default_max_tags(),
+            budget: default_budget(),
+            concurrency: default_versions_concurrency(),
+            git: None,
+        }
+    }
+}
+
+/// `versions.from`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionsFrom {
+    /// The config's `tags:` lists.
+    #[default]
+    Static,
+    /// The OCI registries of `images.registry` and `images.dev_registry`.
+    Registry,
+    /// A repository's git tags (`versions.git`).
+    Git,
+}
+
+/// `versions.credentials`: a user name with a password file, or a token file
+/// (sent as a bearer token, or exchanged at a token endpoint as the password).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryCredentials {
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `versions.git`: tags of one repository.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitTagsConfig {
+    pub url: String,
+    /// A tag prefix per service: `{service}/` reads `billing/v1.2.3` as
+    /// version `v1.2.3` of `billing`; empty: every tag is every service's.
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub auth: Option<GitAuthConfig>,
+}
+
+/// One service of the catalog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogService {
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// The constraint a dependency is deployed at unless the claim names it.
+    #[serde(default = "default_catalog_version")]
+    pub version: String,
+}
+
+fn default_catalog_version() -> String {
+    "*".to_owned()
+}
+
+fn default_versions_interval() -> Duration {
+    Duration::from_mins(2)
+}
+
+fn default_max_tags() -> usize {
+    1000
+}
+
+fn default_budget() -> u32 {
+    1000
+}
+
+fn default_versions_concurrency() -> usize {
+    4
 }
 
 impl Default for Config {
@@ -82,6 +213,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             presets: BTreeMap::new(),
             tags: BTreeMap::new(),
+            versions: VersionsConfig::default(),
+            services: BTreeMap::new(),
         }
     }
 }
@@ -386,12 +519,29 @@ pub struct ImagesConfig {
     /// Image prefix for services without `docker_image`: `<registry>/<service>:<tag>`.
     #[serde(default = "default_registry")]
     pub registry: String,
+    /// Where dev tags live (environments whose preset says `use_dev_tags`,
+    /// `sue` by default): their images come from here and their constraints
+    /// resolve against its tags. `registry` when absent.
+    #[serde(default)]
+    pub dev_registry: Option<String>,
+}
+
+impl ImagesConfig {
+    /// The image prefix for an environment that uses dev tags or not.
+    #[must_use]
+    pub fn registry_for(&self, dev: bool) -> &str {
+        match (&self.dev_registry, dev) {
+            (Some(d), true) => d,
+            _ => &self.registry,
+        }
+    }
 }
 
 impl Default for ImagesConfig {
     fn default() -> Self {
         Self {
             registry: default_registry(),
+            dev_registry: None,
         }
     }
 }
@@ -848,7 +998,49 @@ impl Config {
             );
         }
         Presets::new(&self.presets)?;
+        self.catalog()?;
+        if self.versions.from == VersionsFrom::Git && self.versions.git.is_none() {
+            return Err("versions.from: git needs versions.git.url".to_owned());
+        }
+        if let Some(GitTagsConfig {
+            auth: Some(auth), ..
+        }) = &self.versions.git
+        {
+            auth.method().map_err(|m| format!("versions.git: {m}"))?;
+        }
+        if let Some(c) = &self.versions.credentials
+            && (c.password_file.is_some() == c.token_file.is_some()
+                || (c.password_file.is_some() && c.username.is_none()))
+        {
+            return Err(
+                "versions.credentials: give username with password_file, or token_file".to_owned(),
+            );
+        }
+        if self.versions.concurrency == 0
+            || self.versions.budget == 0
+            || self.versions.max_tags == 0
+        {
+            return Err("versions: concurrency, budget and max_tags must be at least 1".to_owned());
+        }
         Ok(())
+    }
+
+    /// The service catalog, checked: constraints parse, every dependency is
+    /// in the catalog, no cycle.
+    pub fn catalog(&self) -> Result<crate::resolve::Catalog, String> {
+        let mut entries = BTreeMap::new();
+        for (name, s) in &self.services {
+            let version = s
+                .version
+                .parse()
+                .map_err(|e| format!("services.{name}.version: {e}"))?;
+            let entry = crate::resolve::CatalogEntry {
+                depends_on: s.depends_on.clone(),
+                version,
+            };
+            entries.insert(name.clone(), entry);
+        }
+        crate::resolve::Catalog::new(entries).map_err(|e| e.to_string())
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -919,6 +1111,31 @@ impl Config {
             TargetConfig::Kubernetes(_) => {}
         }
         join(&mut self.state_dir);
+        let creds = self.versions.credentials.as_mut();
+        for p in creds
+            .into_iter()
+            .flat_map(|c| [&mut c.password_file, &mut c.token_file])
+            .chain([&mut self.versions.ca_file])
+            .flatten()
+        {
+            join(p);
+        }
+        if let Some(git) = &mut self.versions.git {
+            for p in git
+                .auth
+                .iter_mut()
+                .flat_map(|a| [&mut a.token_file, &mut a.password_file, &mut a.ssh_key_file])
+                .flatten()
+            {
+                join(p);
+            }
+            if !git.url.contains("://")
+                && !git.url.contains('@')
+                && Path::new(&git.url).is_relative()
+            {
+                git.url = base.join(&git.url).display().to_string();
+            }
+        }
         if let Some(tls) = &mut self.api.tls {
             join(&mut tls.cert_file);
             join(&mut tls.key_file);

@@ -73,6 +73,8 @@ pub enum SetupError {
     Templates(#[from] render::Error),
     #[error("invalid presets: {0}")]
     Presets(String),
+    #[error("invalid service catalog: {0}")]
+    Catalog(String),
     #[error(transparent)]
     Kubernetes(#[from] target::kube::SetupError),
 }
@@ -448,15 +450,19 @@ pub fn pipeline_for(config: &Config) -> Result<Pipeline, SetupError> {
         None => validate::policy::Policies::builtin(),
     };
     let presets = Presets::new(&config.presets).map_err(SetupError::Presets)?;
-    let mut renderer = render::Renderer::new(presets, config.images.registry.clone());
+    let mut renderer = render::Renderer::new(presets, config.images.registry.clone())
+        .with_dev_registry(config.images.dev_registry.clone());
     if let Some(dir) = &config.templates {
         renderer = renderer.with_templates(dir)?;
     }
-    let tags: Box<dyn resolve::Tags> = if config.tags.is_empty() {
-        Box::new(resolve::NoTags)
+    // The fixed lists; a registry or git tag source replaces them with what
+    // it reads (the daemon before each pass, `validate` and `plan` once).
+    let tags = if config.versions.from == config::VersionsFrom::Static {
+        resolve::TagSet::fixed(&config.tags)
     } else {
-        Box::new(resolve::StaticTags(config.tags.clone()))
+        resolve::TagSet::default()
     };
+    let catalog = config.catalog().map_err(SetupError::Catalog)?;
     let signatures_required = config
         .sources
         .iter()
@@ -474,6 +480,7 @@ pub fn pipeline_for(config: &Config) -> Result<Pipeline, SetupError> {
         policies,
         renderer,
         tags,
+        catalog,
         signatures_required,
     })
 }

@@ -21,7 +21,7 @@ use crate::diagnostic::Diagnostic;
 use crate::inventory::{EnvironmentRecord, Inventory, LiveEnvironment};
 use crate::load;
 use crate::render::{Object, Renderer, timestamp};
-use crate::resolve::{Tags, resolve};
+use crate::resolve::{Catalog, Request, Resolved, TagSet, resolve};
 use crate::source::{Origin, Provenance, Revision, Snapshot, SourceFile};
 use crate::validate::policy::{Action, Policies, RequestSource};
 use crate::validate::schema::Schema;
@@ -31,7 +31,12 @@ pub struct Pipeline {
     pub schema: Schema,
     pub policies: Policies,
     pub renderer: Renderer,
-    pub tags: Box<dyn Tags>,
+    /// The tag lists constraints resolve against: the config's fixed lists,
+    /// or what the daemon last read from a registry or git tags (handed in
+    /// with [`Pipeline::set_tags`] before a pass).
+    pub tags: TagSet,
+    /// The service catalog (dependencies come along).
+    pub catalog: Catalog,
     /// Per git source: the environment types whose claims must come from
     /// verified (signed by a trusted key) commits.
     pub signatures_required: std::collections::HashMap<String, Vec<crate::claim::EnvironmentType>>,
@@ -54,6 +59,9 @@ pub struct Desired {
     pub revision: Revision,
     pub record: EnvironmentRecord,
     pub objects: Vec<Object>,
+    /// Problems that do not stop the environment (a resolved tag kept
+    /// although it left the tag list).
+    pub conditions: Vec<Condition>,
 }
 
 /// Work done by one evaluation, for metrics and benchmarks.
@@ -64,6 +72,9 @@ pub struct Counters {
     pub validated: usize,
     pub authorized: usize,
     pub rendered: usize,
+    /// Claims whose versions were resolved (again): a new tag list costs
+    /// only the claims whose constraints consult it.
+    pub resolved: usize,
 }
 
 /// What the claims ask for, and what must not be touched.
@@ -177,6 +188,12 @@ impl Evaluation {
                 Outcome::Desired(d) => {
                     let name = d.claim.environment_name.as_str().to_owned();
                     if !conflicted.contains(&name) {
+                        if !d.conditions.is_empty() {
+                            self.conditions
+                                .entry(name.clone())
+                                .or_default()
+                                .extend(d.conditions.iter().cloned());
+                        }
                         self.desired.insert(name, d);
                     }
                 }
@@ -275,6 +292,41 @@ struct Entry {
     /// The claim, when the file held a valid one (for re-authorization).
     claim: Option<Arc<Claim>>,
     outcome: Outcome,
+    /// What the outcome's resolution read, when it consulted tag lists.
+    memo: Option<ResolveMemo>,
+}
+
+/// What a claim's resolution depended on: its requests (kept, as they
+/// depend only on the claim and the catalog), the digest of the constraints
+/// and tag lists they consulted, and the versions the environment ran
+/// before and after. A pass resolves a cached claim again only when the
+/// digest changed or the environment runs something else than either.
+#[derive(Clone)]
+struct ResolveMemo {
+    requests: Arc<BTreeMap<String, Request>>,
+    dev: bool,
+    inputs: u64,
+    previous: u64,
+    result: u64,
+}
+
+impl ResolveMemo {
+    fn current(&self, tags: &TagSet, live: &Inventory, name: &str) -> bool {
+        let running = versions_digest(running(live, name));
+        crate::resolve::inputs_digest(&self.requests, self.dev, tags) == self.inputs
+            && (running == self.previous || running == self.result)
+    }
+}
+
+fn running<'a>(live: &'a Inventory, name: &str) -> Option<&'a BTreeMap<String, Resolved>> {
+    live.environments.get(name).map(|e| &e.record.versions)
+}
+
+fn versions_digest(v: Option<&BTreeMap<String, Resolved>>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
 }
 
 impl Entry {
@@ -441,10 +493,10 @@ impl Pipeline {
                 Some(mut entry) if entry.digest == file.digest => {
                     let action = action_for(entry.name.as_deref(), live);
                     if entry.action == action {
-                        hits.push((origin, entry));
+                        hits.push((origin, entry, snapshot, file));
                     } else if self.reauthorize(&mut entry, snapshot, file, action, options.now) {
                         reauthorized += 1;
-                        hits.push((origin, entry));
+                        hits.push((origin, entry, snapshot, file));
                     } else {
                         misses.push((origin, snapshot, file));
                     }
@@ -452,10 +504,32 @@ impl Pipeline {
                 _ => misses.push((origin, snapshot, file)),
             }
         }
+        // Unchanged files whose resolution inputs changed (a new tag list,
+        // another running version) are resolved and rendered again.
+        let (hits, stale): (Vec<_>, Vec<_>) = hits.into_iter().partition(|(_, e, _, _)| {
+            e.memo
+                .as_ref()
+                .is_none_or(|m| m.current(&self.tags, live, e.name.as_deref().unwrap_or_default()))
+        });
+        let resolved_again: Vec<(Origin, Entry)> = stale
+            .into_par_iter()
+            .map(|(origin, mut entry, snapshot, file)| {
+                if let Some(claim) = entry.claim.clone() {
+                    let expires_at =
+                        claim.expires_at(self.renderer.presets().get(claim.environment_type).ttl);
+                    let (outcome, memo) =
+                        self.evaluate_claim(snapshot, file, &claim, expires_at, live, options);
+                    entry.outcome = outcome;
+                    entry.memo = memo;
+                }
+                (origin, entry)
+            })
+            .collect();
+        let hits: Vec<(Origin, Entry)> = hits.into_iter().map(|(o, e, _, _)| (o, e)).collect();
         let computed: Vec<(Origin, Entry)> = misses
             .into_par_iter()
             .map(|(origin, snapshot, file)| {
-                let (outcome, claim) = self.evaluate_file(snapshot, file, live, options);
+                let (outcome, claim, memo) = self.evaluate_file(snapshot, file, live, options);
                 let name = outcome_name(&outcome).map(str::to_owned);
                 let action = action_for(name.as_deref(), live);
                 let entry = Entry {
@@ -464,6 +538,7 @@ impl Pipeline {
                     name,
                     claim,
                     outcome,
+                    memo,
                 };
                 (origin, entry)
             })
@@ -477,10 +552,15 @@ impl Pipeline {
         };
         for (_, entry) in &computed {
             count(&mut eval.counters, &entry.outcome);
+            eval.counters.resolved += usize::from(entry.memo.is_some());
+        }
+        for (_, entry) in &resolved_again {
+            eval.counters.resolved += 1;
+            eval.counters.rendered += usize::from(matches!(entry.outcome, Outcome::Desired(_)));
         }
         eval.counters.authorized += reauthorized;
         let mut outcomes: Vec<(Origin, Outcome)> = Vec::with_capacity(files.len());
-        for (origin, mut entry) in hits.into_iter().chain(computed) {
+        for (origin, mut entry) in hits.into_iter().chain(resolved_again).chain(computed) {
             entry.expire(options.now);
             outcomes.push((origin.clone(), entry.outcome.clone()));
             cache.entries.insert(origin, entry);
@@ -733,16 +813,15 @@ impl Pipeline {
         file: &SourceFile,
         live: &Inventory,
         options: Options,
-    ) -> (Outcome, Option<Arc<Claim>>) {
+    ) -> (Outcome, Option<Arc<Claim>>, Option<ResolveMemo>) {
         match self.check_file(snapshot, file, live, options.now) {
             Ok((claim, expires_at)) => {
                 let claim = Arc::new(claim);
-                (
-                    self.evaluate_claim(snapshot, file, &claim, expires_at, options),
-                    Some(claim),
-                )
+                let (outcome, memo) =
+                    self.evaluate_claim(snapshot, file, &claim, expires_at, live, options);
+                (outcome, Some(claim), memo)
             }
-            Err(rejected) => (Outcome::Invalid(rejected), None),
+            Err(rejected) => (Outcome::Invalid(rejected), None, None),
         }
     }
 
@@ -778,37 +857,63 @@ impl Pipeline {
         file: &SourceFile,
         claim: &Arc<Claim>,
         expires_at: Option<DateTime<Utc>>,
+        live: &Inventory,
         options: Options,
-    ) -> Outcome {
+    ) -> (Outcome, Option<ResolveMemo>) {
         let path = file.path.as_str();
         let env_name = claim.environment_name.as_str().to_owned();
         let preset = self.renderer.presets().get(claim.environment_type);
         if let Some(problem) = self.signature_problem(snapshot, file, claim) {
-            return kept(
+            let outcome = kept(
                 env_name,
                 expires_at,
                 Reason::SignatureRequired,
                 ConditionType::SignatureRequired,
                 Diagnostic::new(path, "", "signature-required", problem),
             );
+            return (outcome, None);
         }
         if let Some(at) = expires_at
             && at <= options.now
         {
-            return Outcome::Expired { name: env_name, at };
+            return (Outcome::Expired { name: env_name, at }, None);
         }
         if !claim.secret_names.is_empty() {
             let message = "the claim carries SOPS secrets, and secret decryption is not available in this build; the environment is left as it is";
-            return kept(
+            let outcome = kept(
                 env_name,
                 expires_at,
                 Reason::SecretsUnavailable,
                 ConditionType::SecretsUnavailable,
                 Diagnostic::new(path, "/secrets", "secrets", message),
             );
+            return (outcome, None);
         }
-        let versions = match resolve(claim, preset.use_dev_tags, self.tags.as_ref()) {
-            Ok(v) => v,
+        let requests = crate::resolve::requests(claim, &self.catalog);
+        let dev = preset.use_dev_tags;
+        let before = running(live, &env_name);
+        let memo = (!crate::resolve::all_exact(&requests)).then(|| ResolveMemo {
+            inputs: crate::resolve::inputs_digest(&requests, dev, &self.tags),
+            previous: versions_digest(before),
+            result: versions_digest(before),
+            requests: Arc::new(requests.clone()),
+            dev,
+        });
+        let (versions, conditions) = match resolve(&requests, dev, &self.tags, before) {
+            Ok(r) => {
+                let conditions = r
+                    .missing
+                    .iter()
+                    .map(|n| {
+                        Condition::problem(
+                            ConditionType::ResolvedTagMissing,
+                            Reason::ResolvedTagMissing,
+                            n.message.clone(),
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                (r.versions, conditions)
+            }
             Err(unresolved) => {
                 let message = unresolved
                     .iter()
@@ -816,26 +921,32 @@ impl Pipeline {
                     .collect::<Vec<_>>()
                     .join("; ");
                 let pointer = crate::diagnostic::pointer_join("/services", &unresolved[0].service);
-                return kept(
+                let outcome = kept(
                     env_name,
                     expires_at,
                     Reason::VersionUnresolved,
                     ConditionType::VersionUnresolved,
                     Diagnostic::new(path, pointer, "version-unresolved", message),
                 );
+                return (outcome, memo);
             }
         };
+        let memo = memo.map(|m| ResolveMemo {
+            result: versions_digest(Some(&versions)),
+            ..m
+        });
         let objects = match self.renderer.render(claim, &versions, expires_at) {
             Ok(rendered) => rendered.into_iter().map(|r| r.object).collect(),
             Err(e) => {
                 let message = e.to_string();
-                return kept(
+                let outcome = kept(
                     env_name,
                     expires_at,
                     Reason::RenderFailed,
                     ConditionType::RenderFailed,
                     Diagnostic::new(path, "", "render", message),
                 );
+                return (outcome, memo);
             }
         };
         let origin = Origin {
@@ -850,7 +961,7 @@ impl Pipeline {
             versions,
             expires_at: expires_at.map(timestamp),
         };
-        Outcome::Desired(Arc::new(Desired {
+        let desired = Desired {
             claim: claim.clone(),
             provenance: file.provenance.clone(),
             expires_at,
@@ -858,7 +969,9 @@ impl Pipeline {
             revision: snapshot.revision.clone(),
             record,
             objects,
-        }))
+            conditions,
+        };
+        (Outcome::Desired(Arc::new(desired)), memo)
     }
 }
 

@@ -147,6 +147,8 @@ pub struct Rendered {
 pub struct Renderer {
     presets: Presets,
     registry: String,
+    /// The image prefix of environments that use dev tags.
+    dev_registry: Option<String>,
     templates: Vec<(String, minijinja::Environment<'static>)>,
 }
 
@@ -190,6 +192,8 @@ pub struct ServiceValues<'a> {
     pub constraint: &'a str,
     pub image: String,
     pub ansible_artifact: Option<&'a str>,
+    /// The requested services this one came with as a dependency.
+    pub dependency_of: &'a [String],
 }
 
 impl Renderer {
@@ -199,8 +203,16 @@ impl Renderer {
         Renderer {
             presets,
             registry,
+            dev_registry: None,
             templates: Vec::new(),
         }
+    }
+
+    /// Images of environments whose preset uses dev tags come from `registry`.
+    #[must_use]
+    pub fn with_dev_registry(mut self, registry: Option<String>) -> Renderer {
+        self.dev_registry = registry;
+        self
     }
 
     /// Adds every `*.j2` file of `dir` (sorted by name); a syntax error is an error here, at start.
@@ -323,24 +335,26 @@ impl Renderer {
         expires_at: Option<DateTime<Utc>>,
         preset: &'a Preset,
     ) -> Values<'a> {
-        let services = claim
-            .services
+        let registry = match (&self.dev_registry, preset.use_dev_tags) {
+            (Some(dev), true) => dev.as_str(),
+            _ => self.registry.as_str(),
+        };
+        // Every resolved service: the claim's and the dependencies the
+        // catalog brought along (which have no claim entry).
+        let services = versions
             .iter()
-            .filter_map(|(name, svc)| {
-                let resolved = versions.get(name)?;
-                Some(ServiceValues {
+            .map(|(name, resolved)| {
+                let svc = claim.services.get(name);
+                ServiceValues {
                     name,
                     version: &resolved.tag,
                     constraint: &resolved.constraint,
-                    image: svc.docker_image.clone().unwrap_or_else(|| {
-                        format!(
-                            "{}/{name}:{}",
-                            self.registry.trim_end_matches('/'),
-                            resolved.tag
-                        )
+                    image: svc.and_then(|s| s.docker_image.clone()).unwrap_or_else(|| {
+                        format!("{}/{name}:{}", registry.trim_end_matches('/'), resolved.tag)
                     }),
-                    ansible_artifact: svc.ansible_artifact.as_deref(),
-                })
+                    ansible_artifact: svc.and_then(|s| s.ansible_artifact.as_deref()),
+                    dependency_of: &resolved.dependency_of,
+                }
             })
             .collect();
         Values {
@@ -400,10 +414,12 @@ pub(crate) fn redacted_claim(claim: &Claim, v: &Values<'_>) -> String {
         .services
         .iter()
         .map(|s| {
-            (
-                s.name.to_owned(),
-                json!({"constraint": s.constraint, "version": s.version, "image": s.image}),
-            )
+            let mut service =
+                json!({"constraint": s.constraint, "version": s.version, "image": s.image});
+            if !s.dependency_of.is_empty() {
+                service["dependency_of"] = json!(s.dependency_of);
+            }
+            (s.name.to_owned(), service)
         })
         .collect();
     let secrets: Map<String, Value> = claim
