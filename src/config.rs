@@ -98,6 +98,9 @@ pub struct VersionsConfig {
     /// At most this many tags are read per repository per scan.
     #[serde(default = "default_max_tags")]
     pub max_tags: usize,
+    /// Tags asked for per page (`n`); the registry may send fewer.
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
     /// At most this many requests per registry per scan; repositories left
     /// over keep their last list and are listed first in the next scan.
     #[serde(default = "default_budget")]
@@ -120,6 +123,7 @@ impl Default for VersionsConfig {
             ca_file: None,
             timeout: default_s3_timeout(),
             max_tags: default_max_tags(),
+            page_size: default_page_size(),
             budget: default_budget(),
             concurrency: default_versions_concurrency(),
             git: None,
@@ -187,6 +191,10 @@ fn default_versions_interval() -> Duration {
 
 fn default_max_tags() -> usize {
     1000
+}
+
+fn default_page_size() -> usize {
+    100
 }
 
 fn default_budget() -> u32 {
@@ -1111,6 +1119,31 @@ impl Config {
             TargetConfig::Kubernetes(_) => {}
         }
         join(&mut self.state_dir);
+        self.resolve_version_paths(base);
+        if let Some(tls) = &mut self.api.tls {
+            join(&mut tls.cert_file);
+            join(&mut tls.key_file);
+        }
+        for p in [
+            &mut self.policies,
+            &mut self.schema,
+            &mut self.templates,
+            &mut self.api.token_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            join(p);
+        }
+    }
+
+    /// The `versions:` block's files and a local git tag repository.
+    fn resolve_version_paths(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
         let creds = self.versions.credentials.as_mut();
         for p in creds
             .into_iter()
@@ -1135,21 +1168,6 @@ impl Config {
             {
                 git.url = base.join(&git.url).display().to_string();
             }
-        }
-        if let Some(tls) = &mut self.api.tls {
-            join(&mut tls.cert_file);
-            join(&mut tls.key_file);
-        }
-        for p in [
-            &mut self.policies,
-            &mut self.schema,
-            &mut self.templates,
-            &mut self.api.token_file,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            join(p);
         }
     }
 }

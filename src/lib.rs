@@ -38,6 +38,7 @@ pub mod resolve;
 pub mod source;
 pub mod state;
 pub mod status;
+pub mod tags;
 pub mod target;
 pub mod validate;
 pub mod view;
@@ -77,6 +78,8 @@ pub enum SetupError {
     Catalog(String),
     #[error(transparent)]
     Kubernetes(#[from] target::kube::SetupError),
+    #[error(transparent)]
+    Tags(#[from] tags::Error),
 }
 
 /// Why a pass failed as a whole (bad claims never fail a pass).
@@ -176,6 +179,8 @@ pub struct Converge {
     pub config: Config,
     pub pipeline: Pipeline,
     pub target: Box<dyn Target>,
+    /// The registry or git tag source (`versions.from`), if any.
+    pub tags: Option<tags::Scanner>,
 }
 
 impl std::fmt::Debug for Converge {
@@ -198,10 +203,12 @@ impl Converge {
                 Box::new(target::kube::Kubernetes::from_config(options)?)
             }
         };
+        let tags = tags::Scanner::from_config(&config)?;
         Ok(Converge {
             config,
             pipeline,
             target,
+            tags,
         })
     }
 
@@ -236,7 +243,7 @@ impl Converge {
     /// that cannot be read now) claimed is never deleted. `memory` carries
     /// what the last pass learned (`Memory::default()` for a one-shot pass).
     pub fn pass(
-        &self,
+        &mut self,
         snapshots: Vec<Snapshot>,
         stale: &BTreeSet<&str>,
         options: PassOptions,
@@ -259,6 +266,19 @@ impl Converge {
             pipeline::Options { now: options.now },
             &mut memory.cache,
         );
+        if self.list_new_tags(&memory.cache) {
+            // Lists for services no claim needed before: resolve again (only
+            // the claims that consult them are resolved and rendered).
+            let before = evaluation.counters;
+            evaluation = self.pipeline.evaluate_cached(
+                &snapshots,
+                &live,
+                pipeline::Options { now: options.now },
+                &mut memory.cache,
+            );
+            add_counters(&mut evaluation.counters, before);
+        }
+        self.tags_stale(&mut evaluation);
         keep_stale(&mut evaluation, &live, stale);
         // Planning only: the claims' bytes are parsed, free them before planning.
         let snapshots = matches!(options.mode, Mode::Apply { .. }).then_some(snapshots);
@@ -302,6 +322,70 @@ impl Converge {
             }
         }
         Ok(outcome)
+    }
+
+    /// Lists the tags of services the cached claims need and the tag source
+    /// has never tried; true when the pipeline got new lists.
+    pub fn list_new_tags(&mut self, cache: &pipeline::Cache) -> bool {
+        let Some(scanner) = &mut self.tags else {
+            return false;
+        };
+        let new = scanner.want(&cache.wanted());
+        if new.is_empty() {
+            return false;
+        }
+        let outcome = scanner.scan(Some(&new));
+        for (key, reason, message) in &outcome.failed {
+            tracing::warn!(service = %key.service, dev = key.dev, reason = %reason, "{message}");
+        }
+        self.pipeline.tags = scanner.tag_set();
+        outcome.changed
+    }
+
+    /// Lists every wanted repository again (the daemon, every
+    /// `versions.interval`); the pipeline gets the lists. `None` without a
+    /// tag source.
+    pub fn scan_tags(&mut self) -> Option<tags::ScanOutcome> {
+        let scanner = self.tags.as_mut()?;
+        let outcome = scanner.scan(None);
+        if outcome.changed {
+            self.pipeline.tags = scanner.tag_set();
+        }
+        Some(outcome)
+    }
+
+    /// `TagsStale` on each desired environment that resolved a constraint
+    /// against a list the tag source cannot read now.
+    fn tags_stale(&self, evaluation: &mut Evaluation) {
+        let Some(scanner) = self.tags.as_ref().filter(|s| s.any_stale()) else {
+            return;
+        };
+        let presets = self.pipeline.renderer.presets();
+        for (name, d) in &evaluation.desired {
+            let dev = presets.get(d.claim.environment_type).use_dev_tags;
+            for (service, r) in &d.record.versions {
+                if matches!(
+                    r.constraint.parse::<claim::Constraint>(),
+                    Ok(claim::Constraint::Exact(_)) | Err(_)
+                ) {
+                    continue;
+                }
+                if let Some(why) = scanner.stale(service, dev) {
+                    evaluation
+                        .conditions
+                        .entry(name.clone())
+                        .or_default()
+                        .push(condition::Condition::problem(
+                            condition::ConditionType::TagsStale,
+                            Reason::TagsStale,
+                            format!(
+                                "the tags of {service} cannot be read now ({why}); it stays at {} ({})",
+                                r.tag, r.constraint
+                            ),
+                        ));
+                }
+            }
+        }
     }
 
     /// The preview step of a plan: field-level changes from the target.
@@ -397,6 +481,14 @@ impl Converge {
     }
 }
 
+fn add_counters(c: &mut Counters, before: Counters) {
+    c.parsed += before.parsed;
+    c.validated += before.validated;
+    c.authorized += before.authorized;
+    c.rendered += before.rendered;
+    c.resolved += before.resolved;
+}
+
 /// Unreadable is not empty: a live environment whose claim came from a
 /// stale source, and that no claim asks for now, is left as it is; every
 /// environment of a stale source says so (`SourceStale`), applied or not.
@@ -483,6 +575,106 @@ pub fn pipeline_for(config: &Config) -> Result<Pipeline, SetupError> {
         catalog,
         signatures_required,
     })
+}
+
+/// What `converge validate` found checking versions against the tags that exist.
+#[derive(Debug, Default)]
+pub struct VersionCheck {
+    /// Constraints that match no tag (rule `version-unresolved`).
+    pub diagnostics: Vec<diagnostic::Diagnostic>,
+    /// Constraints checked against a tag list.
+    pub checked: usize,
+    /// Constraints that could not be checked, and why.
+    pub unchecked: Vec<String>,
+}
+
+/// Resolves every constraint of the valid claims in `snapshots` against the
+/// tags that exist (the tag source's lists, read now, or the fixed `tags:`).
+pub fn check_versions(
+    config: &Config,
+    pipeline: &Pipeline,
+    snapshots: &[Snapshot],
+    now: DateTime<Utc>,
+) -> Result<VersionCheck, SetupError> {
+    let claims = pipeline.valid_claims(snapshots, now);
+    let presets = pipeline.renderer.presets();
+    let requested: Vec<(String, bool, BTreeMap<String, resolve::Request>)> = claims
+        .iter()
+        .map(|(file, claim)| {
+            let dev = presets.get(claim.environment_type).use_dev_tags;
+            (
+                file.clone(),
+                dev,
+                resolve::requests(claim, &pipeline.catalog),
+            )
+        })
+        .collect();
+    let mut scanner = tags::Scanner::from_config(config)?;
+    let tag_set = match &mut scanner {
+        Some(scanner) => {
+            let wanted = requested
+                .iter()
+                .flat_map(|(_, dev, r)| {
+                    r.iter()
+                        .filter(|(_, q)| !matches!(q.constraint, claim::Constraint::Exact(_)))
+                        .map(|(s, _)| (s.clone(), *dev))
+                })
+                .collect();
+            let keys = scanner.want(&wanted);
+            scanner.scan(Some(&keys));
+            scanner.tag_set()
+        }
+        None => pipeline.tags.clone(),
+    };
+    let mut out = VersionCheck::default();
+    for (file, dev, requests) in &requested {
+        for (service, r) in requests {
+            if matches!(r.constraint, claim::Constraint::Exact(_)) {
+                continue;
+            }
+            let constraint = r.constraint.to_string();
+            let (pointer, via) = match r.dependency_of.first() {
+                Some(root) => (
+                    diagnostic::pointer_join("/services", root),
+                    format!(
+                        " (a dependency of {}, at the catalog's constraint)",
+                        r.dependency_of.join(", ")
+                    ),
+                ),
+                None => (
+                    diagnostic::pointer_join("/services", service),
+                    String::new(),
+                ),
+            };
+            let Some(list) = tag_set.get(service, *dev) else {
+                let why = match scanner.as_ref().and_then(|s| s.failure(service, *dev)) {
+                    Some((_, message)) => message.clone(),
+                    None => "no tag list is configured for it".to_owned(),
+                };
+                out.unchecked.push(format!(
+                    "{file}{pointer}: {service} {constraint:?}{via}: {why}"
+                ));
+                continue;
+            };
+            out.checked += 1;
+            if r.constraint
+                .pick(list.tags.iter().map(String::as_str))
+                .is_none()
+            {
+                out.diagnostics.push(diagnostic::Diagnostic::new(
+                    file,
+                    pointer,
+                    "version-unresolved",
+                    format!(
+                        "{service} {constraint:?}{via} matches none of its {} {}tags",
+                        list.tags.len(),
+                        if *dev { "dev " } else { "" }
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What `converge plan --repo R --base B --head H` compares.

@@ -265,7 +265,7 @@ async fn wait_for_signal() {
 }
 
 fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
-    let converge = Converge::new(Config::load(config)?)?;
+    let mut converge = Converge::new(Config::load(config)?)?;
     // One writer per state dir: a daemon (or another `run --once`) holds it.
     let _lock = converge::state::WriterLock::acquire(&converge.config.state_dir)?;
     let snapshots = converge.read_sources()?;
@@ -303,7 +303,12 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
     let config = load_config(config)?;
     let pipeline = converge::pipeline_for(&config)?;
     let snapshot = source::dir::read_paths("cli", paths, config.limits.max_file_bytes)?;
-    let (files, diagnostics) = pipeline.validate(&[snapshot], chrono::Utc::now());
+    let now = chrono::Utc::now();
+    let snapshots = [snapshot];
+    let (files, mut diagnostics) = pipeline.validate(&snapshots, now);
+    let versions = converge::check_versions(&config, &pipeline, &snapshots, now)?;
+    diagnostics.extend(versions.diagnostics);
+    diagnostics.sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));
     let mut out = std::io::stdout().lock();
     let invalid: std::collections::BTreeSet<&str> =
         diagnostics.iter().map(|d| d.file.as_str()).collect();
@@ -312,10 +317,22 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
             for d in &diagnostics {
                 writeln!(out, "{d}")?;
             }
+            for u in &versions.unchecked {
+                writeln!(out, "not checked: {u}")?;
+            }
             writeln!(out, "{} of {files} files valid", files - invalid.len())?;
+            if !versions.unchecked.is_empty() {
+                writeln!(
+                    out,
+                    "versions: {} constraints checked against the tags that exist; {} could not be checked",
+                    versions.checked,
+                    versions.unchecked.len()
+                )?;
+            }
         }
         ValidateFormat::Json => {
-            let doc = serde_json::json!({"files": files, "invalid": invalid.len(), "diagnostics": diagnostics});
+            let doc = serde_json::json!({"files": files, "invalid": invalid.len(), "diagnostics": diagnostics,
+                "versions": {"checked": versions.checked, "unchecked": versions.unchecked}});
             writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         }
     }
@@ -323,7 +340,7 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
 }
 
 fn plan(config: &Path, format: PlanFormat) -> Result<u8> {
-    let converge = Converge::new(Config::load(config)?)?;
+    let mut converge = Converge::new(Config::load(config)?)?;
     let snapshots = converge.read_sources()?;
     let options = PassOptions {
         now: chrono::Utc::now(),

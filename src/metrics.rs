@@ -49,6 +49,27 @@ pub struct S3RequestLabels {
 pub static S3_REQUESTS: std::sync::LazyLock<Family<S3RequestLabels, Counter>> =
     std::sync::LazyLock::new(Family::default);
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryRequestLabels {
+    /// The registry's host (or a git tag source's sanitized URL).
+    pub registry: String,
+    /// `tags` (a tag list page), `token` (a token endpoint), `ls-refs` (git tags).
+    pub op: String,
+    /// The HTTP status, or `error` when no answer came.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepositoryLabels {
+    /// `registry/repository` (or the git URL and tag prefix).
+    pub repository: String,
+}
+
+/// Requests tag sources made, by registry, operation and status.
+/// Process-wide like [`S3_REQUESTS`]: `validate` and `plan` list tags too.
+pub static REGISTRY_REQUESTS: std::sync::LazyLock<Family<RegistryRequestLabels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
 /// Every metric converge exposes.
 pub struct Metrics {
     registry: Registry,
@@ -72,6 +93,11 @@ pub struct Metrics {
     pub git_fetches: Family<SourceLabels, Counter>,
     pub git_blob_reads: Family<SourceLabels, Counter>,
     pub pass_ready: Histogram,
+    pub registry_requests: Family<RegistryRequestLabels, Counter>,
+    pub tags_seen: Family<RepositoryLabels, Gauge>,
+    pub tags_last_scan: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub tag_scans: Counter,
+    pub claims_resolved: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -115,6 +141,11 @@ impl Metrics {
             git_fetches: Family::default(),
             git_blob_reads: Family::default(),
             pass_ready: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            registry_requests: REGISTRY_REQUESTS.clone(),
+            tags_seen: Family::default(),
+            tags_last_scan: Gauge::default(),
+            tag_scans: Counter::default(),
+            claims_resolved: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -212,6 +243,27 @@ impl Metrics {
             "pass_ready_seconds",
             "From a pass's start to the API serving its result (state committed, view swapped)",
             m.pass_ready.clone(),
+        );
+        registry.register(
+            "registry_requests",
+            "Requests tag sources made (registry tag list pages, token endpoints, git ls-refs), by status",
+            m.registry_requests.clone(),
+        );
+        registry.register(
+            "tags_seen",
+            "Tags in each repository's last successful listing",
+            m.tags_seen.clone(),
+        );
+        registry.register(
+            "tags_last_scan_success_timestamp_seconds",
+            "Unix time of the last tag scan in which every listing succeeded",
+            m.tags_last_scan.clone(),
+        );
+        registry.register("tag_scans", "Tag scans run", m.tag_scans.clone());
+        registry.register(
+            "claims_resolved",
+            "Claims whose versions were resolved (again)",
+            m.claims_resolved.clone(),
         );
         Metrics { registry, ..m }
     }

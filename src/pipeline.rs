@@ -278,6 +278,22 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
+    /// The tag lists the cached claims' constraints consult: (service, dev).
+    #[must_use]
+    pub fn wanted(&self) -> BTreeSet<(String, bool)> {
+        let mut out = BTreeSet::new();
+        for memo in self.entries.values().filter_map(|e| e.memo.as_ref()) {
+            for (service, r) in memo.requests.iter() {
+                if !matches!(r.constraint, crate::claim::Constraint::Exact(_))
+                    && !out.contains(&(service.clone(), memo.dev))
+                {
+                    out.insert((service.clone(), memo.dev));
+                }
+            }
+        }
+        out
+    }
+
     /// Forgets one environment's evaluation, so the next pass renders it again.
     pub fn forget_environment(&mut self, name: &str) {
         self.entries.retain(|_, e| e.name.as_deref() != Some(name));
@@ -295,6 +311,16 @@ struct Entry {
     /// What the outcome's resolution read, when it consulted tag lists.
     memo: Option<ResolveMemo>,
 }
+
+/// A file's cache entry.
+type Evaluated = (Origin, Entry);
+
+/// A cache hit: the entry and the file it is for.
+type Hit<'a> = (Origin, Entry, &'a Snapshot, &'a SourceFile);
+
+/// Resolved versions with the conditions resolution adds, or what did not resolve.
+type Resolve =
+    Result<(BTreeMap<String, Resolved>, Vec<Condition>), Vec<crate::resolve::Unresolved>>;
 
 /// What a claim's resolution depended on: its requests (kept, as they
 /// depend only on the claim and the catalog), the digest of the constraints
@@ -504,28 +530,7 @@ impl Pipeline {
                 _ => misses.push((origin, snapshot, file)),
             }
         }
-        // Unchanged files whose resolution inputs changed (a new tag list,
-        // another running version) are resolved and rendered again.
-        let (hits, stale): (Vec<_>, Vec<_>) = hits.into_iter().partition(|(_, e, _, _)| {
-            e.memo
-                .as_ref()
-                .is_none_or(|m| m.current(&self.tags, live, e.name.as_deref().unwrap_or_default()))
-        });
-        let resolved_again: Vec<(Origin, Entry)> = stale
-            .into_par_iter()
-            .map(|(origin, mut entry, snapshot, file)| {
-                if let Some(claim) = entry.claim.clone() {
-                    let expires_at =
-                        claim.expires_at(self.renderer.presets().get(claim.environment_type).ttl);
-                    let (outcome, memo) =
-                        self.evaluate_claim(snapshot, file, &claim, expires_at, live, options);
-                    entry.outcome = outcome;
-                    entry.memo = memo;
-                }
-                (origin, entry)
-            })
-            .collect();
-        let hits: Vec<(Origin, Entry)> = hits.into_iter().map(|(o, e, _, _)| (o, e)).collect();
+        let (hits, resolved_again) = self.resolve_stale(hits, live, options);
         let computed: Vec<(Origin, Entry)> = misses
             .into_par_iter()
             .map(|(origin, snapshot, file)| {
@@ -550,14 +555,7 @@ impl Pipeline {
             },
             ..Evaluation::default()
         };
-        for (_, entry) in &computed {
-            count(&mut eval.counters, &entry.outcome);
-            eval.counters.resolved += usize::from(entry.memo.is_some());
-        }
-        for (_, entry) in &resolved_again {
-            eval.counters.resolved += 1;
-            eval.counters.rendered += usize::from(matches!(entry.outcome, Outcome::Desired(_)));
-        }
+        count_work(&mut eval.counters, &computed, &resolved_again);
         eval.counters.authorized += reauthorized;
         let mut outcomes: Vec<(Origin, Outcome)> = Vec::with_capacity(files.len());
         for (origin, mut entry) in hits.into_iter().chain(resolved_again).chain(computed) {
@@ -605,6 +603,78 @@ impl Pipeline {
         eval
     }
 
+    /// Splits cache hits: those whose resolution inputs changed (a new tag
+    /// list, another running version) are resolved and rendered again (the
+    /// second list); the rest are kept as they are.
+    fn resolve_stale(
+        &self,
+        hits: Vec<Hit<'_>>,
+        live: &Inventory,
+        options: Options,
+    ) -> (Vec<Evaluated>, Vec<Evaluated>) {
+        let (hits, stale): (Vec<_>, Vec<_>) = hits.into_iter().partition(|(_, e, _, _)| {
+            e.memo
+                .as_ref()
+                .is_none_or(|m| m.current(&self.tags, live, e.name.as_deref().unwrap_or_default()))
+        });
+        let resolved_again = stale
+            .into_par_iter()
+            .map(|(origin, mut entry, snapshot, file)| {
+                if let Some(claim) = entry.claim.clone() {
+                    let preset = self.renderer.presets().get(claim.environment_type);
+                    let expires_at = claim.expires_at(preset.ttl);
+                    let (outcome, memo) =
+                        self.evaluate_claim(snapshot, file, &claim, expires_at, live, options);
+                    entry.outcome = outcome;
+                    entry.memo = memo;
+                }
+                (origin, entry)
+            })
+            .collect();
+        let hits = hits.into_iter().map(|(o, e, _, _)| (o, e)).collect();
+        (hits, resolved_again)
+    }
+
+    /// Stage 4 for one claim: its requests (dependencies included) against
+    /// the tag lists, never below what the environment runs; the memo of
+    /// what it read (none when every version is exact).
+    fn resolve_versions(
+        &self,
+        claim: &Claim,
+        dev: bool,
+        before: Option<&BTreeMap<String, Resolved>>,
+    ) -> (Resolve, Option<ResolveMemo>) {
+        let requests = crate::resolve::requests(claim, &self.catalog);
+        let memo = (!crate::resolve::all_exact(&requests)).then(|| ResolveMemo {
+            inputs: crate::resolve::inputs_digest(&requests, dev, &self.tags),
+            previous: versions_digest(before),
+            result: versions_digest(before),
+            requests: Arc::new(requests.clone()),
+            dev,
+        });
+        match resolve(&requests, dev, &self.tags, before) {
+            Ok(r) => {
+                let conditions = r
+                    .missing
+                    .iter()
+                    .map(|n| {
+                        Condition::problem(
+                            ConditionType::ResolvedTagMissing,
+                            Reason::ResolvedTagMissing,
+                            n.message.clone(),
+                        )
+                    })
+                    .collect();
+                let memo = memo.map(|m| ResolveMemo {
+                    result: versions_digest(Some(&r.versions)),
+                    ..m
+                });
+                (Ok((r.versions, conditions)), memo)
+            }
+            Err(unresolved) => (Err(unresolved), memo),
+        }
+    }
+
     /// Stages 2–3 only (parse, schema, claim checks, policy) for every file:
     /// what `converge validate` reports. Returns the number of files and every
     /// diagnostic, conflicts included.
@@ -639,6 +709,24 @@ impl Pipeline {
         diagnostics.extend(results.into_iter().flat_map(|(_, _, d)| d));
         diagnostics.sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));
         (files.len(), diagnostics)
+    }
+
+    /// The claims that pass stages 2–3, with their files (what
+    /// `converge validate` checks versions of).
+    #[must_use]
+    pub fn valid_claims(&self, snapshots: &[Snapshot], now: DateTime<Utc>) -> Vec<(String, Claim)> {
+        let files: Vec<(&Snapshot, &SourceFile)> = snapshots
+            .iter()
+            .flat_map(|s| s.files.iter().map(move |f| (s, f)))
+            .collect();
+        let empty = Inventory::default();
+        files
+            .par_iter()
+            .filter_map(|(snapshot, file)| {
+                let (claim, _) = self.check_file(snapshot, file, &empty, now).ok()?;
+                Some((file.path.clone(), claim))
+            })
+            .collect()
     }
 
     /// Parse, schema, claim checks and policy for one file.
@@ -889,31 +977,10 @@ impl Pipeline {
             );
             return (outcome, None);
         }
-        let requests = crate::resolve::requests(claim, &self.catalog);
-        let dev = preset.use_dev_tags;
         let before = running(live, &env_name);
-        let memo = (!crate::resolve::all_exact(&requests)).then(|| ResolveMemo {
-            inputs: crate::resolve::inputs_digest(&requests, dev, &self.tags),
-            previous: versions_digest(before),
-            result: versions_digest(before),
-            requests: Arc::new(requests.clone()),
-            dev,
-        });
-        let (versions, conditions) = match resolve(&requests, dev, &self.tags, before) {
-            Ok(r) => {
-                let conditions = r
-                    .missing
-                    .iter()
-                    .map(|n| {
-                        Condition::problem(
-                            ConditionType::ResolvedTagMissing,
-                            Reason::ResolvedTagMissing,
-                            n.message.clone(),
-                        )
-                    })
-                    .collect::<Vec<_>>();
-                (r.versions, conditions)
-            }
+        let (resolution, memo) = self.resolve_versions(claim, preset.use_dev_tags, before);
+        let (versions, conditions) = match resolution {
+            Ok(r) => r,
             Err(unresolved) => {
                 let message = unresolved
                     .iter()
@@ -931,10 +998,6 @@ impl Pipeline {
                 return (outcome, memo);
             }
         };
-        let memo = memo.map(|m| ResolveMemo {
-            result: versions_digest(Some(&versions)),
-            ..m
-        });
         let objects = match self.renderer.render(claim, &versions, expires_at) {
             Ok(rendered) => rendered.into_iter().map(|r| r.object).collect(),
             Err(e) => {
@@ -981,6 +1044,18 @@ fn outcome_name(o: &Outcome) -> Option<&str> {
         Outcome::Kept(k) => Some(&k.name),
         Outcome::Expired { name, .. } => Some(name),
         Outcome::Desired(d) => Some(d.claim.environment_name.as_str()),
+    }
+}
+
+/// The work of files evaluated anew and of cached claims resolved again.
+fn count_work(c: &mut Counters, computed: &[(Origin, Entry)], resolved_again: &[(Origin, Entry)]) {
+    for (_, entry) in computed {
+        count(c, &entry.outcome);
+        c.resolved += usize::from(entry.memo.is_some());
+    }
+    for (_, entry) in resolved_again {
+        c.resolved += 1;
+        c.rendered += usize::from(matches!(entry.outcome, Outcome::Desired(_)));
     }
 }
 

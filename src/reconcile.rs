@@ -199,6 +199,8 @@ enum Wake {
     TargetChanged,
     /// Time to look whether this replica leads (leader election).
     Leadership,
+    /// The tag source's scan is due (`versions.interval`).
+    Tags,
     Shutdown,
 }
 
@@ -247,6 +249,10 @@ pub struct Daemon {
     leading: bool,
     /// Files with diagnostics in the last pass (their recovery is logged).
     rejected_files: BTreeSet<String>,
+    /// When the tag source scans next (none without one).
+    tags_due: Option<Instant>,
+    /// The tag source's last failure reported as an event.
+    tags_error: Option<String>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -260,7 +266,7 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// Opens the state store and restores what the last run left.
     pub fn new(
-        converge: Converge,
+        mut converge: Converge,
         metrics: Arc<Metrics>,
         view: Arc<ArcSwap<View>>,
     ) -> Result<Daemon, Error> {
@@ -268,6 +274,16 @@ impl Daemon {
         let store = Store::open(&converge.config.state_dir)?;
         let restored = store.restore()?;
         let now = Instant::now();
+        // The last good tag lists resolve as before until the first scan
+        // (a restart during a registry outage changes nothing).
+        let tags_due = match &mut converge.tags {
+            Some(scanner) => {
+                scanner.restore(&restored.tags);
+                converge.pipeline.tags = scanner.tag_set();
+                Some(now)
+            }
+            None => None,
+        };
         let max_backoff = converge.config.reconcile.max_backoff;
         let mut sources = Vec::new();
         for c in &converge.config.sources {
@@ -345,6 +361,8 @@ impl Daemon {
             target_changes: None,
             leading: true,
             rejected_files: BTreeSet::new(),
+            tags_due,
+            tags_error: None,
         };
         daemon.publish();
         Ok(daemon)
@@ -373,6 +391,9 @@ impl Daemon {
         }
         if let Some(at) = self.requeue_at {
             consider(at, Wake::Requeue);
+        }
+        if let Some(at) = self.tags_due {
+            consider(at, Wake::Tags);
         }
         consider(
             self.last_full_pass.map_or(now, |t| t + RESYNC),
@@ -480,11 +501,15 @@ impl Daemon {
         let resync = self.last_full_pass.is_none_or(|t| t.elapsed() >= RESYNC);
         let allowed = self.held() && self.allow_file().exists();
         let observed = matches!(wake, Wake::TargetChanged);
-        if due.is_empty() && !requeue && !resync && !allowed && !observed {
+        let tags_due = self.tags_due.is_some_and(|at| at <= now);
+        if due.is_empty() && !requeue && !resync && !allowed && !observed && !tags_due {
             return;
         }
         let mut events = Vec::new();
-        let changed = self.read_sources(&due, &mut events);
+        let mut changed = self.read_sources(&due, &mut events);
+        if tags_due {
+            changed |= self.scan_tags(&mut events);
+        }
         if changed || requeue || resync || allowed || observed {
             let started = Instant::now();
             if resync {
@@ -640,6 +665,67 @@ impl Daemon {
             }
         }
         any
+    }
+
+    /// Lists every wanted repository again; true when a list changed or
+    /// turned stale or fresh (a pass is due). A failure keeps the last good
+    /// lists and is reported once, as for sources.
+    fn scan_tags(&mut self, new_events: &mut Vec<Event>) -> bool {
+        let Some(outcome) = self.converge.scan_tags() else {
+            self.tags_due = None;
+            return false;
+        };
+        let Some(scanner) = &self.converge.tags else {
+            return false;
+        };
+        self.tags_due = Some(Instant::now() + jittered_interval(scanner.interval));
+        self.metrics.tag_scans.inc();
+        for (repository, n) in scanner.seen() {
+            self.metrics
+                .tags_seen
+                .get_or_create(&crate::metrics::RepositoryLabels { repository })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let kind = scanner.kind();
+        if outcome.failed.is_empty() {
+            self.metrics
+                .tags_last_scan
+                .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+            if let Some(was) = self.tags_error.take() {
+                let text = format!("the {kind} tag source is readable again (was: {was})");
+                let e = self.event("Normal", "SourceRecovered", None, text);
+                new_events.push(e);
+            }
+        } else {
+            for (key, reason, message) in &outcome.failed {
+                self.metrics
+                    .source_errors
+                    .get_or_create(&SourceErrorLabels {
+                        source: "versions".to_owned(),
+                        reason: reason.clone(),
+                    })
+                    .inc();
+                tracing::warn!(service = %key.service, dev = key.dev, reason = %reason, "{message}");
+            }
+            let (_, reason, message) = &outcome.failed[0];
+            let more = outcome.failed.len() - 1;
+            let text = if more > 0 {
+                format!("{message} (and {more} more listings)")
+            } else {
+                message.clone()
+            };
+            if self.tags_error.as_deref() != Some(text.as_str()) {
+                let e = self.event(
+                    "Warning",
+                    reason,
+                    None,
+                    format!("{text}; the last resolved versions stay, nothing is deleted"),
+                );
+                new_events.push(e);
+                self.tags_error = Some(text);
+            }
+        }
+        outcome.changed || outcome.staleness_changed
     }
 
     /// One pass, observed. [`Converge::pass`] does the work; the loop records
@@ -917,6 +1003,7 @@ impl Daemon {
         self.metrics.claims_validated.inc_by(c.validated as u64);
         self.metrics.claims_authorized.inc_by(c.authorized as u64);
         self.metrics.claims_rendered.inc_by(c.rendered as u64);
+        self.metrics.claims_resolved.inc_by(c.resolved as u64);
     }
 
     /// Step: every environment's status (rebuilt only where something
@@ -1094,7 +1181,18 @@ impl Daemon {
             .filter(|s| s.dirty)
             .filter_map(|s| Some((s.last_good.as_ref()?, s.stored.as_ref())))
             .collect();
-        if dirty.is_empty() && environments.is_empty() && events.is_empty() && pass.is_none() {
+        let tags = self
+            .converge
+            .tags
+            .as_mut()
+            .map(crate::tags::Scanner::take_dirty)
+            .unwrap_or_default();
+        if dirty.is_empty()
+            && environments.is_empty()
+            && events.is_empty()
+            && pass.is_none()
+            && tags.is_empty()
+        {
             return; // an idle poll: no transaction at all
         }
         let commit = Commit {
@@ -1102,6 +1200,7 @@ impl Daemon {
             environments,
             pass,
             events,
+            tags: &tags,
         };
         match self.store.commit(&commit) {
             Ok(()) => {
@@ -1123,6 +1222,23 @@ impl Daemon {
 
     fn source_docs(&self) -> Vec<SourceDoc<'_>> {
         let now = Instant::now();
+        let tags = self.converge.tags.as_ref().map(|s| SourceDoc {
+            name: "versions",
+            kind: s.kind(),
+            revision: None,
+            files: s.lists(),
+            ready: s.status.scans > 0,
+            last_success: s.status.last_success.map(timestamp),
+            errors: s.status.errors,
+            last_error: s
+                .status
+                .last_error
+                .as_ref()
+                .map(|(reason, message)| SourceErrorDoc { reason, message }),
+            next_poll_in_ms: self
+                .tags_due
+                .map_or(0, |d| d.saturating_duration_since(now).as_millis()),
+        });
         self.sources
             .iter()
             .map(|s| SourceDoc {
@@ -1143,6 +1259,7 @@ impl Daemon {
                     .map(|(reason, message)| SourceErrorDoc { reason, message }),
                 next_poll_in_ms: s.due.saturating_duration_since(now).as_millis(),
             })
+            .chain(tags)
             .collect()
     }
 

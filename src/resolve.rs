@@ -91,6 +91,13 @@ impl TagSet {
         }
     }
 
+    /// Dev lookups without a dev list use the release list (no dev registry).
+    #[must_use]
+    pub fn with_dev_fallback(mut self, on: bool) -> TagSet {
+        self.dev_fallback = on;
+        self
+    }
+
     /// True when no list is known at all.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -567,6 +574,8 @@ mod tests {
         )
     }
 
+    type Want<'a> = &'a [(&'a str, &'a str, &'a [&'a str])];
+
     #[test]
     fn dependencies_come_along_transitively_at_the_catalog_constraint() {
         let cat = catalog(&[
@@ -577,7 +586,7 @@ mod tests {
             ("search", &[], "*"),
         ])
         .expect("valid");
-        let table: &[(serde_json::Value, &[(&str, &str, &[&str])])] = &[
+        let table: &[(serde_json::Value, Want<'_>)] = &[
             (
                 json!({"checkout": "1.0.0"}),
                 &[

@@ -31,6 +31,9 @@ const FILE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("file_meta"
 const ENVIRONMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("environments");
 const PASSES: TableDefinition<u64, &[u8]> = TableDefinition::new("passes");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// The tag source's last good list per service (`release/<service>`,
+/// `dev/<service>`), so a restart during a registry outage resolves as before.
+const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 
 const APP: &str = "converge";
 /// redb's page cache (its default is 1 GiB). The store is written once per
@@ -140,6 +143,8 @@ pub struct Restored {
     pub environments: BTreeMap<String, Vec<u8>>,
     pub passes: Vec<PassRecord>,
     pub events: Vec<Event>,
+    /// The tag source's last good lists, by key.
+    pub tags: BTreeMap<String, Vec<u8>>,
 }
 
 /// What the store holds of one source: each file's digest, by path. The loop
@@ -204,6 +209,8 @@ pub struct Commit<'a> {
     pub environments: &'a [(String, Option<Vec<u8>>)],
     pub pass: Option<PassRecord>,
     pub events: &'a [Event],
+    /// Tag lists that changed (JSON), by key.
+    pub tags: &'a [(String, Vec<u8>)],
 }
 
 impl Commit<'_> {
@@ -214,6 +221,7 @@ impl Commit<'_> {
             && self.environments.is_empty()
             && self.pass.is_none()
             && self.events.is_empty()
+            && self.tags.is_empty()
     }
 }
 
@@ -478,6 +486,12 @@ impl Store {
         let err = self.storage();
         let read = self.db.begin_read().map_err(|e| err(&e))?;
         let mut out = Restored::default();
+        if let Ok(tags) = read.open_table(TAGS) {
+            for entry in tags.iter().map_err(|e| err(&e))? {
+                let (k, v) = entry.map_err(|e| err(&e))?;
+                out.tags.insert(k.value().to_owned(), v.value().to_vec());
+            }
+        }
         let (Ok(sources), Ok(files)) = (read.open_table(SOURCES), read.open_table(FILES)) else {
             return Ok(out);
         };
@@ -651,9 +665,22 @@ impl Store {
                 let floor = last.id - EVENT_HISTORY;
                 events.retain(|id, _| id > floor).map_err(|e| err(&e))?;
             }
+            write_tags(&w, commit.tags).map_err(|e| err(&e))?;
         }
         w.commit().map_err(|e| err(&e))
     }
+}
+
+/// The tag lists that changed, in the pass's transaction.
+fn write_tags(w: &redb::WriteTransaction, lists: &[(String, Vec<u8>)]) -> Result<(), redb::Error> {
+    if lists.is_empty() {
+        return Ok(());
+    }
+    let mut tags = w.open_table(TAGS)?;
+    for (k, v) in lists {
+        tags.insert(k.as_str(), v.as_slice())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

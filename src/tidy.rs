@@ -43,6 +43,7 @@ const IO_MODULES: &[&str] = &[
     "crate::source::dir",
     "crate::source::git",
     "crate::source::s3",
+    "crate::tags",
     "crate::target::manifests",
 ];
 

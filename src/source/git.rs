@@ -872,6 +872,12 @@ impl Reader {
     }
 }
 
+/// A gix error and its causes on one line, the URL's credentials removed.
+#[must_use]
+pub fn sanitized_chain(error: &gix::Error, url: &str, shown: &str) -> String {
+    sanitize_text(&chain(error), url, shown)
+}
+
 /// An error and its sources, as one line.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
