@@ -19,4 +19,5 @@ mod examples;
 mod golden;
 mod pipeline;
 mod source;
+mod tags;
 mod target;

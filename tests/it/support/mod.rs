@@ -10,6 +10,9 @@
 //! - `garage.rs`: Garage, a real S3 server, and buckets written with the AWS SDK.
 //! - `fault_proxy.rs`: network faults: a server that accepts and never answers,
 //!   and a proxy that cuts connections after a number of requests.
+//! - `registry.rs`: the CNCF distribution registry (no auth, htpasswd basic
+//!   auth, or bearer tokens from a token server in front of it), tags pushed
+//!   and deleted by plain HTTP.
 //! - `kube.rs`: a Kubernetes API server (etcd, kube-apiserver,
 //!   kube-controller-manager) for the kubernetes target.
 
@@ -18,6 +21,7 @@ pub mod fault_proxy;
 pub mod garage;
 pub mod git;
 pub mod kube;
+pub mod registry;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
