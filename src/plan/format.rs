@@ -243,7 +243,19 @@ mod tests {
             from: Some("1.2.3".into()),
             to: Some("1.2.4".into()),
             constraint: Some("^1.0.0.0".into()),
+            dependency_of: Vec::new(),
         };
         assert_eq!(v.to_string(), "user-service 1.2.3 -> 1.2.4 (^1.0.0.0)");
+        let dep = VersionChange {
+            service: "billing".into(),
+            from: None,
+            to: Some("1.4.0".into()),
+            constraint: Some("^1.0.0".into()),
+            dependency_of: vec!["checkout".into()],
+        };
+        assert_eq!(
+            dep.to_string(),
+            "billing (none) -> 1.4.0 (^1.0.0, dependency of checkout)"
+        );
     }
 }

@@ -80,6 +80,9 @@ pub struct VersionChange {
     pub from: Option<String>,
     pub to: Option<String>,
     pub constraint: Option<String>,
+    /// The services of the claim this one comes with (catalog dependencies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependency_of: Vec<String>,
 }
 
 impl std::fmt::Display for VersionChange {
@@ -87,10 +90,17 @@ impl std::fmt::Display for VersionChange {
         let from = self.from.as_deref().unwrap_or("(none)");
         let to = self.to.as_deref().unwrap_or("(removed)");
         write!(f, "{} {from} -> {to}", self.service)?;
+        let mut notes = Vec::new();
         if let Some(c) = &self.constraint
             && Some(c) != self.to.as_ref()
         {
-            write!(f, " ({c})")?;
+            notes.push(c.clone());
+        }
+        if !self.dependency_of.is_empty() {
+            notes.push(format!("dependency of {}", self.dependency_of.join(", ")));
+        }
+        if !notes.is_empty() {
+            write!(f, " ({})", notes.join(", "))?;
         }
         Ok(())
     }
@@ -354,6 +364,7 @@ fn plan_deletion(
                 from: Some(v.tag.clone()),
                 to: None,
                 constraint: None,
+                dependency_of: Vec::new(),
             })
             .collect(),
         creates: 0,
@@ -381,6 +392,7 @@ fn plan_environment(name: &str, desired: &Desired, current: Option<&LiveEnvironm
                 from,
                 to: Some(r.tag.clone()),
                 constraint: Some(r.constraint.clone()),
+                dependency_of: r.dependency_of.clone(),
             });
         }
     }
@@ -391,6 +403,7 @@ fn plan_environment(name: &str, desired: &Desired, current: Option<&LiveEnvironm
                 from: Some(v.tag.clone()),
                 to: None,
                 constraint: None,
+                dependency_of: Vec::new(),
             });
         }
     }

@@ -5,6 +5,7 @@
 mod git;
 mod hostile;
 mod s3;
+mod tags;
 
 use std::io::Write;
 use std::path::Path;

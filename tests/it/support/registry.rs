@@ -23,8 +23,7 @@ use std::time::Duration;
 use super::daemon::http;
 use super::{free_port, tethered, wait_for_port};
 
-/// The user and password of the basic and token modes.
-pub const USER: &str = "ci";
+/// The password of user `ci` in the basic and token modes.
 pub const PASSWORD: &str = "s3cret";
 /// bcrypt of [`PASSWORD`] (the registry's htpasswd accepts bcrypt only).
 const HTPASSWD: &str = "ci:$2b$05$r1GYl2D.xvSEV9n0Agi5TO9zkh7FyirVw99lZ74vWvZw1l6k27laS\n";

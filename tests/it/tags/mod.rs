@@ -13,8 +13,13 @@ use crate::support::Project;
 pub fn claim_with(name: &str, env_type: &str, services: &[(&str, &str)]) -> String {
     let mut out = format!(
         "user: john.doe@company.com\nenvironment_pool: team1\ncreation_date: \"2024-01-15T10:30:00Z\"\n\
-         environment_name: {name}\nenvironment_type: {env_type}\ndeployment_method: dynamic\nservices:\n"
+         environment_name: {name}\nenvironment_type: {env_type}\ndeployment_method: dynamic\n"
     );
+    if env_type == "sue" {
+        // A sue environment lives 24 h from its creation date unless told.
+        out.push_str("expiration_date: \"2099-01-01T00:00:00Z\"\n");
+    }
+    out.push_str("services:\n");
     for (s, v) in services {
         out.push_str(&format!("  {s}: \"{v}\"\n"));
     }
