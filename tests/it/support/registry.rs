@@ -198,6 +198,18 @@ impl Registry {
         assert_eq!(status, 202, "delete {repository}:{tag}: {head}");
     }
 
+    /// How the token server answers the next authorized requests (token
+    /// mode): `None` passes one through, `Some(429)` asks to retry after 1 s,
+    /// another status is an error answer.
+    pub fn answer_next(&self, answers: &[Option<u16>]) {
+        let proxy = self.proxy.as_ref().expect("answers need Auth::Token");
+        proxy
+            .answers
+            .lock()
+            .expect("answers")
+            .extend(answers.iter().copied());
+    }
+
     /// Tag-list requests that reached the registry through the token server.
     #[must_use]
     pub fn proxied(&self) -> usize {
@@ -281,8 +293,11 @@ struct TokenServer {
     port: u16,
     stop: Arc<AtomicBool>,
     forwarded: Arc<AtomicUsize>,
+    answers: Answers,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+type Answers = Arc<Mutex<std::collections::VecDeque<Option<u16>>>>;
 
 impl TokenServer {
     fn start(backend: u16) -> TokenServer {
@@ -292,13 +307,14 @@ impl TokenServer {
         let stop = Arc::new(AtomicBool::new(false));
         let forwarded = Arc::new(AtomicUsize::new(0));
         let tokens: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let (s, f) = (stop.clone(), forwarded.clone());
+        let answers: Answers = Arc::default();
+        let (s, f, a) = (stop.clone(), forwarded.clone(), answers.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let (tokens, f) = (tokens.clone(), f.clone());
-                        std::thread::spawn(move || serve(conn, port, backend, &tokens, &f));
+                        let (tokens, f, a) = (tokens.clone(), f.clone(), a.clone());
+                        std::thread::spawn(move || serve(conn, port, backend, &tokens, &f, &a));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -308,6 +324,7 @@ impl TokenServer {
             port,
             stop,
             forwarded,
+            answers,
             thread: Some(thread),
         }
     }
@@ -329,6 +346,7 @@ fn serve(
     backend: u16,
     tokens: &Mutex<HashSet<String>>,
     forwarded: &AtomicUsize,
+    answers: &Mutex<std::collections::VecDeque<Option<u16>>>,
 ) {
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
@@ -376,7 +394,20 @@ fn serve(
             let authorized = get("authorization")
                 .and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned))
                 .is_some_and(|t| tokens.lock().expect("tokens").contains(&t));
-            if authorized {
+            let answer = if authorized {
+                answers.lock().expect("answers").pop_front().flatten()
+            } else {
+                None
+            };
+            if authorized && answer == Some(429) {
+                reply(
+                    429,
+                    &[("Retry-After", "1")],
+                    "{\"errors\":[{\"code\":\"TOOMANYREQUESTS\"}]}",
+                )
+            } else if let (true, Some(status)) = (authorized, answer) {
+                reply(status, &[], "{\"errors\":[{\"code\":\"UNAVAILABLE\"}]}")
+            } else if authorized {
                 forwarded.fetch_add(1, Ordering::Relaxed);
                 forward(backend, &target)
             } else {

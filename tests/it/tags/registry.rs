@@ -161,3 +161,69 @@ fn validate_fails_on_a_constraint_no_tag_matches_and_says_when_it_cannot_check()
     );
     assert!(text.contains("could not be checked"), "{text}");
 }
+
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn a_429_is_waited_out_and_a_listing_failing_halfway_is_no_list() {
+    let r = Registry::start(Auth::Token);
+    push_all(&r, "releases/billing", &["1.0.0", "1.1.0", "1.2.0"]);
+    let creds = "  credentials:\n    username: ci\n    password_file: registry-password\n";
+    let p = Project::new(&registry_config(&r.host(), creds));
+    p.write("registry-password", PASSWORD);
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "^1.0.0")]),
+    );
+    // Rate limited once: Retry-After is honoured, then the listing goes on.
+    r.answer_next(&[Some(429)]);
+    let out = p.run(&["validate", "claims"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("not checked"), "{}", stdout(&out));
+    // The second page fails: the whole listing fails, nothing partial.
+    r.answer_next(&[None, Some(503)]);
+    let out = p.run(&["validate", "claims"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("page 2 of the listing failed") && text.contains("HTTP 503"),
+        "{text}"
+    );
+    // The same in a pass: the environment is not created from half a list.
+    r.answer_next(&[None, Some(503)]);
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        images(&p, "dev-a").is_empty(),
+        "left as it is (VersionUnresolved)"
+    );
+}
+
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn the_request_budget_and_the_tag_cap_bound_a_scan() {
+    let r = Registry::start(Auth::None);
+    push_all(&r, "releases/a", &["1.0.0", "1.1.0", "1.2.0"]);
+    push_all(&r, "releases/b", &["1.0.0"]);
+    // Budget 2: a's two pages spend it, b is left for the next scan.
+    let p = Project::new(&registry_config(&r.host(), "  budget: 2\n"));
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("a", "*"), ("b", "*")]),
+    );
+    let text = stdout(&p.run(&["validate", "claims"]));
+    assert!(
+        text.contains("the request budget of this scan is spent"),
+        "{text}"
+    );
+    // A cap of 2 tags: the first two (lexically) are all that is read.
+    let p = Project::new(&registry_config(&r.host(), "  max_tags: 2\n"));
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("a", "*")]),
+    );
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        images(&p, "dev-a"),
+        [format!("{}/releases/a:1.1.0", r.host())]
+    );
+}
