@@ -76,6 +76,9 @@ names! {
         // Planned changes
         Claimed = "Claimed",
         ClaimChanged = "ClaimChanged",
+        /// The claim is as it was; a constraint resolved to another tag (a
+        /// new tag was published, or a dependency came along).
+        TagsChanged = "TagsChanged",
         Unclaimed = "Unclaimed",
         Expired = "Expired",
         // Left as they are

@@ -694,7 +694,7 @@ pub fn pull_request_plan(
     pr: &PullRequest<'_>,
     now: DateTime<Utc>,
 ) -> Result<(Plan, Evaluation), PlanError> {
-    let pipeline = pipeline_for(config)?;
+    let mut pipeline = pipeline_for(config)?;
     let git = config.sources.iter().find_map(|s| match s {
         SourceConfig::Git {
             name,
@@ -715,6 +715,15 @@ pub fn pull_request_plan(
     let base = source::git::read_revision(&name, pr.repo, pr.base, &paths, &trust, max)?;
     let head = source::git::read_revision(&name, pr.repo, pr.head, &paths, &trust, max)?;
     let options = pipeline::Options { now };
+    if let Some(mut scanner) = tags::Scanner::from_config(config).map_err(SetupError::from)? {
+        // The tags both revisions need, read once.
+        let mut cache = pipeline::Cache::default();
+        let both = [base.clone(), head.clone()];
+        let _ = pipeline.evaluate_cached(&both, &Inventory::default(), options, &mut cache);
+        let keys = scanner.want(&cache.wanted());
+        scanner.scan(Some(&keys));
+        pipeline.tags = scanner.tag_set();
+    }
     let before = pipeline.evaluate(std::slice::from_ref(&base), &Inventory::default(), options);
     let live = before.as_live();
     let after = pipeline.evaluate(std::slice::from_ref(&head), &live, options);

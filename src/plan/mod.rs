@@ -373,6 +373,28 @@ fn plan_deletion(
     }
 }
 
+/// True when two records differ in resolved tags only: the same services at
+/// the same constraints (what a newly published tag changes).
+fn only_tags_changed(
+    live: &crate::inventory::EnvironmentRecord,
+    desired: &crate::inventory::EnvironmentRecord,
+) -> bool {
+    let same_constraints = live.versions.len() == desired.versions.len()
+        && live
+            .versions
+            .iter()
+            .zip(&desired.versions)
+            .all(|((a, x), (b, y))| {
+                a == b && x.constraint == y.constraint && x.dependency_of == y.dependency_of
+            });
+    let others_same = live.origin == desired.origin
+        && live.env_type == desired.env_type
+        && live.pool == desired.pool
+        && live.owner == desired.owner
+        && live.expires_at == desired.expires_at;
+    same_constraints && others_same && live.versions != desired.versions
+}
+
 /// One desired environment's plan against its live state.
 fn plan_environment(name: &str, desired: &Desired, current: Option<&LiveEnvironment>) -> Planned {
     let mut upserts = Vec::new();
@@ -423,7 +445,9 @@ fn plan_environment(name: &str, desired: &Desired, current: Option<&LiveEnvironm
         } else {
             Change::Create
         },
-        reason: if current.is_some() {
+        reason: if current.is_some_and(|c| only_tags_changed(&c.record, &desired.record)) {
+            Reason::TagsChanged
+        } else if current.is_some() {
             Reason::ClaimChanged
         } else {
             Reason::Claimed

@@ -12,6 +12,7 @@
 //! so every tag has its own digest and can be deleted alone).
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -262,7 +263,7 @@ fn raw(
         body.len()
     );
     for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(request, "{k}: {v}\r\n");
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).expect("write");
@@ -437,7 +438,7 @@ fn serve(
 fn reply(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
     let mut r = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
-        r.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(r, "{k}: {v}\r\n");
     }
     r.push_str("\r\n");
     r.push_str(body);

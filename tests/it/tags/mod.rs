@@ -6,6 +6,8 @@
 mod git;
 mod registry;
 
+use std::fmt::Write as _;
+
 use crate::support::Project;
 
 /// A claim of `env_type` for `name` with these services (YAML mapping lines,
@@ -21,7 +23,7 @@ pub fn claim_with(name: &str, env_type: &str, services: &[(&str, &str)]) -> Stri
     }
     out.push_str("services:\n");
     for (s, v) in services {
-        out.push_str(&format!("  {s}: \"{v}\"\n"));
+        let _ = writeln!(out, "  {s}: \"{v}\"");
     }
     out
 }
