@@ -281,17 +281,15 @@ impl Cache {
     /// The tag lists the cached claims' constraints consult: (service, dev).
     #[must_use]
     pub fn wanted(&self) -> BTreeSet<(String, bool)> {
-        let mut out = BTreeSet::new();
+        let mut seen: std::collections::HashSet<(&str, bool)> = std::collections::HashSet::new();
         for memo in self.entries.values().filter_map(|e| e.memo.as_ref()) {
             for (service, r) in memo.requests.iter() {
-                if !matches!(r.constraint, crate::claim::Constraint::Exact(_))
-                    && !out.contains(&(service.clone(), memo.dev))
-                {
-                    out.insert((service.clone(), memo.dev));
+                if !matches!(r.constraint, crate::claim::Constraint::Exact(_)) {
+                    seen.insert((service.as_str(), memo.dev));
                 }
             }
         }
-        out
+        seen.into_iter().map(|(s, d)| (s.to_owned(), d)).collect()
     }
 
     /// Forgets one environment's evaluation, so the next pass renders it again.

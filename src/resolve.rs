@@ -276,10 +276,10 @@ pub struct Resolution {
     pub missing: Vec<Note>,
 }
 
-/// A digest of everything resolution reads for these requests besides the
-/// previous versions: the constraints and the digests of the lists they
-/// consult. Equal digests (and equal previous versions) mean an equal
-/// resolution, so the caller can skip resolving and rendering.
+/// A digest of the tag lists these requests consult (their digests, in
+/// request order). The requests themselves come from the claim, so for one
+/// claim equal digests (and equal previous versions) mean an equal
+/// resolution, and the caller can skip resolving and rendering.
 #[must_use]
 pub fn inputs_digest(requests: &BTreeMap<String, Request>, dev: bool, tags: &TagSet) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
@@ -287,8 +287,6 @@ pub fn inputs_digest(requests: &BTreeMap<String, Request>, dev: bool, tags: &Tag
         if matches!(r.constraint, Constraint::Exact(_)) {
             continue;
         }
-        name.hash(&mut h);
-        r.constraint.to_string().hash(&mut h);
         tags.get(name, dev).map(|l| l.digest).hash(&mut h);
     }
     h.finish()

@@ -240,3 +240,46 @@ fn a_plan_remembers_environments_in_sync_until_either_side_changes() {
         ["dev-1"]
     );
 }
+
+#[test]
+fn a_new_tag_list_resolves_and_renders_again_only_the_claims_that_consult_it() {
+    let mut pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
+    let with = |name: &str, service: &str| {
+        claim(name, "dev").replace("user-service: v1.2.3", &format!("{service}: ^1.0.0"))
+    };
+    let files = vec![
+        ("claims/a.yaml".to_owned(), with("dev-a", "billing")),
+        ("claims/b.yaml".to_owned(), with("dev-b", "ledger")),
+        ("claims/c.yaml".to_owned(), claim("dev-c", "dev")),
+    ];
+    let list = |tags: &[&str]| {
+        std::sync::Arc::new(converge::resolve::TagList::new(
+            tags.iter().map(|t| (*t).to_owned()).collect(),
+        ))
+    };
+    let mut tags = converge::resolve::TagSet::default();
+    tags.insert("billing", false, list(&["1.0.0"]));
+    tags.insert("ledger", false, list(&["1.1.0"]));
+    pipeline.tags = tags.clone();
+    let (options, mut cache, live) = (now(), Cache::default(), Inventory::default());
+    let snapshots = [snapshot(&files)];
+    let first = pipeline.evaluate_cached(&snapshots, &live, options, &mut cache);
+    assert_eq!((first.counters.resolved, first.counters.rendered), (2, 3));
+    // The same lists again (a new TagSet, equal contents): nothing to do.
+    pipeline.tags = tags.clone();
+    let idle = pipeline.evaluate_cached(&snapshots, &live, options, &mut cache);
+    assert_eq!((idle.counters.resolved, idle.counters.rendered), (0, 0));
+    // billing gets 1.0.1: dev-a only.
+    tags.insert("billing", false, list(&["1.0.0", "1.0.1"]));
+    pipeline.tags = tags;
+    let moved = pipeline.evaluate_cached(&snapshots, &live, options, &mut cache);
+    assert_eq!((moved.counters.resolved, moved.counters.rendered), (1, 1));
+    assert_eq!(
+        moved.desired["dev-a"].record.versions["billing"].tag,
+        "1.0.1"
+    );
+    assert_eq!(
+        moved.desired["dev-b"].record.versions["ledger"].tag,
+        "1.1.0"
+    );
+}
