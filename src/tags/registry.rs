@@ -96,6 +96,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// The same transport failure for another repository of this scan.
+    fn again(&self) -> Error {
+        match self {
+            Self::Timeout { registry, message } => Self::Timeout {
+                registry: registry.clone(),
+                message: message.clone(),
+            },
+            Self::Unreachable { registry, message } => Self::Unreachable {
+                registry: registry.clone(),
+                message: message.clone(),
+            },
+            other => Self::Unreachable {
+                registry: String::new(),
+                message: other.to_string(),
+            },
+        }
+    }
+
     /// A stable reason for conditions and metric labels.
     #[must_use]
     pub fn reason(&self) -> &'static str {
@@ -169,6 +187,9 @@ pub struct Registry {
     basic: AtomicBool,
     /// Requests left in this scan.
     budget: AtomicU32,
+    /// The registry did not answer in this scan: the rest of the scan does
+    /// not wait for it again (a black-holed registry costs one timeout).
+    down: Mutex<Option<Error>>,
     secret: Mutex<Secret>,
 }
 
@@ -233,6 +254,7 @@ impl Registry {
             tokens: Mutex::new(HashMap::new()),
             basic: AtomicBool::new(false),
             budget: AtomicU32::new(0),
+            down: Mutex::new(None),
             secret: Mutex::new(Secret::None),
         })
     }
@@ -250,6 +272,10 @@ impl Registry {
     /// An unreadable credentials file.
     pub fn begin_scan(&self, budget: u32) -> Result<(), Error> {
         self.budget.store(budget, Ordering::Relaxed);
+        *self
+            .down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         let read = |path: &PathBuf| {
             std::fs::read_to_string(path)
                 .map(|s| s.trim().to_owned())
@@ -421,6 +447,14 @@ impl Registry {
         let mut challenged = false;
         let mut limited = 0;
         loop {
+            if let Some(e) = self
+                .down
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+            {
+                return Err(e.again());
+            }
             self.spend(repository)?;
             let mut request = self.agent.get(url);
             if let Some(auth) = self.authorization(scope) {
@@ -430,7 +464,12 @@ impl Registry {
                 Ok(r) => r,
                 Err(e) => {
                     self.count("tags", "error");
-                    return Err(self.transport(&e));
+                    let error = self.transport(&e);
+                    *self
+                        .down
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.again());
+                    return Err(error);
                 }
             };
             let status = response.status().as_u16();
