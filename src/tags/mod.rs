@@ -502,7 +502,7 @@ impl Scanner {
     ) -> Vec<(Key, Result<Arc<TagList>, Error>)> {
         let mut out = Vec::new();
         let mut work = Vec::new();
-        let mut started: BTreeMap<&str, Result<(), String>> = BTreeMap::new();
+        let mut started: BTreeMap<&str, Result<(), registry::Error>> = BTreeMap::new();
         for key in keys {
             let (host, path) = if key.dev {
                 dev.unwrap_or(release)
@@ -514,14 +514,9 @@ impl Scanner {
             };
             let begun = started
                 .entry(host.as_str())
-                .or_insert_with(|| client.begin_scan(self.budget).map_err(|e| e.to_string()));
-            if let Err(message) = begun {
-                let error = registry::Error::BadResponse {
-                    registry: host.clone(),
-                    repository: join(path, &key.service),
-                    message: message.clone(),
-                };
-                out.push((key.clone(), Err(error.into())));
+                .or_insert_with(|| client.begin_scan(self.budget));
+            if let Err(e) = begun {
+                out.push((key.clone(), Err(e.again().into())));
                 continue;
             }
             work.push((key.clone(), client.clone(), join(path, &key.service)));

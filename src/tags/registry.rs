@@ -97,7 +97,7 @@ pub enum Error {
 
 impl Error {
     /// The same transport failure for another repository of this scan.
-    fn again(&self) -> Error {
+    pub(crate) fn again(&self) -> Error {
         match self {
             Self::Timeout { registry, message } => Self::Timeout {
                 registry: registry.clone(),
@@ -106,6 +106,15 @@ impl Error {
             Self::Unreachable { registry, message } => Self::Unreachable {
                 registry: registry.clone(),
                 message: message.clone(),
+            },
+            Self::Credentials {
+                registry,
+                path,
+                error,
+            } => Self::Credentials {
+                registry: registry.clone(),
+                path: path.clone(),
+                error: std::io::Error::new(error.kind(), error.to_string()),
             },
             other => Self::Unreachable {
                 registry: String::new(),
