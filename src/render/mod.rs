@@ -524,6 +524,57 @@ mod tests {
     }
 
     #[test]
+    fn dev_tag_types_take_their_images_from_the_dev_registry() {
+        let claim = |t: &str| {
+            Claim::from_document(
+                "f",
+                serde_json::json!({
+                    "user": "u@x.io", "environment_pool": "p", "creation_date": "2024-01-15T10:30:00Z",
+                    "environment_name": "e", "environment_type": t, "deployment_method": "dynamic",
+                    "services": {"s": "1.0.0"}
+                }),
+            )
+            .expect("valid")
+        };
+        let versions = BTreeMap::from([(
+            "s".to_owned(),
+            Resolved {
+                tag: "1.0.0".into(),
+                constraint: "1.0.0".into(),
+                dependency_of: Vec::new(),
+            },
+        )]);
+        let presets = |dev_uses_dev_tags: bool| {
+            let overrides = BTreeMap::from([(
+                crate::claim::EnvironmentType::Dev,
+                serde_json::json!({"use_dev_tags": dev_uses_dev_tags}),
+            )]);
+            Presets::new(&overrides).expect("presets")
+        };
+        // (type, dev uses dev tags, dev registry configured) -> image prefix
+        let table = [
+            ("sue", false, true, "snap"),
+            ("sue", false, false, "rel"),
+            ("dev", false, true, "rel"),
+            ("dev", true, true, "snap"),
+            ("stage", true, true, "rel"),
+            ("prod", false, true, "rel"),
+        ];
+        for (t, dev_tags, configured, want) in table {
+            let renderer = Renderer::new(presets(dev_tags), "rel".into())
+                .with_dev_registry(configured.then(|| "snap".to_owned()));
+            let c = claim(t);
+            let preset = renderer.presets().get(c.environment_type);
+            let values = renderer.values(&c, &versions, None, preset);
+            assert_eq!(
+                values.services[0].image,
+                format!("{want}/s:1.0.0"),
+                "{t} {dev_tags} {configured}"
+            );
+        }
+    }
+
+    #[test]
     fn digests_round_trip_as_sha256_hex() {
         let d = digest(b"x");
         let text = d.to_string();
