@@ -1258,6 +1258,40 @@ safety:
     }
 
     #[test]
+    fn the_versions_block_and_the_catalog_are_checked_at_load() {
+        let config = Config::parse(
+            "images:\n  registry: r.example/rel\n  dev_registry: r.example/snap\nversions:\n  from: registry\n  interval: 2m\n  credentials: {username: ci, password_file: p}\n  ca_file: ca.pem\nservices:\n  checkout: {depends_on: [billing]}\n  billing: {version: ^1.0.0}\n",
+        )
+        .expect("parses");
+        assert_eq!(config.versions.from, VersionsFrom::Registry);
+        assert_eq!(config.versions.interval, Duration::from_mins(2));
+        assert_eq!(config.images.registry_for(true), "r.example/snap");
+        let bad = [
+            (
+                "versions:\n  credentials: {password_file: p}\n",
+                "versions.credentials: give username with password_file, or token_file",
+            ),
+            (
+                "versions:\n  from: git\n",
+                "versions.from: git needs versions.git.url",
+            ),
+            (
+                "services:\n  a: {depends_on: [b]}\n  b: {depends_on: [a]}\n",
+                "services: the dependencies form a cycle: a -> b -> a",
+            ),
+            (
+                "services:\n  a: {depends_on: [nope]}\n",
+                "services.a.depends_on names \"nope\", which is not in the catalog",
+            ),
+        ];
+        for (text, want) in bad {
+            assert_eq!(Config::parse(text).expect_err(text), want);
+        }
+        let err = Config::parse("services:\n  a: {version: \"^x\"}\n").expect_err("bad constraint");
+        assert!(err.starts_with("services.a.version: "), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = Config::parse("sources: []\ntraget: {}\n").expect_err("refused");
         assert!(err.contains("traget"), "{err}");
