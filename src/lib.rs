@@ -586,6 +586,9 @@ pub struct VersionCheck {
     pub checked: usize,
     /// Constraints that could not be checked, and why.
     pub unchecked: Vec<String>,
+    /// No tag source and no `tags:` lists: nothing could be checked (one
+    /// line says so rather than one per constraint).
+    pub no_source: bool,
 }
 
 /// Resolves every constraint of the valid claims in `snapshots` against the
@@ -626,7 +629,10 @@ pub fn check_versions(
         }
         None => pipeline.tags.clone(),
     };
-    let mut out = VersionCheck::default();
+    let mut out = VersionCheck {
+        no_source: scanner.is_none() && tag_set.is_empty(),
+        ..VersionCheck::default()
+    };
     for (file, dev, requests) in &requested {
         for (service, r) in requests {
             if matches!(r.constraint, claim::Constraint::Exact(_)) {

@@ -317,11 +317,19 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
             for d in &diagnostics {
                 writeln!(out, "{d}")?;
             }
-            for u in &versions.unchecked {
-                writeln!(out, "not checked: {u}")?;
+            if !versions.no_source {
+                for u in &versions.unchecked {
+                    writeln!(out, "not checked: {u}")?;
+                }
             }
             writeln!(out, "{} of {files} files valid", files - invalid.len())?;
-            if !versions.unchecked.is_empty() {
+            if versions.no_source && !versions.unchecked.is_empty() {
+                writeln!(
+                    out,
+                    "versions: {} constraints not checked: no tag source is configured (versions.from, or tags: lists)",
+                    versions.unchecked.len()
+                )?;
+            } else if !versions.unchecked.is_empty() {
                 writeln!(
                     out,
                     "versions: {} constraints checked against the tags that exist; {} could not be checked",
