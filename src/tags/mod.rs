@@ -287,18 +287,20 @@ impl Scanner {
         }
     }
 
-    /// Adds the services the claims need; returns the keys never tried yet.
+    /// The services the claims need now (scans list only these); returns
+    /// the keys never tried yet.
     pub fn want(&mut self, wanted: &BTreeSet<(String, bool)>) -> Vec<Key> {
-        let mut new = Vec::new();
-        for (service, dev) in wanted {
-            let key = self.normalize(service, *dev);
-            if self.wanted.insert(key.clone())
-                && !self.known.contains_key(&key)
-                && !self.errors.contains_key(&key)
-            {
-                new.push(key);
-            }
-        }
+        let now: BTreeSet<Key> = wanted
+            .iter()
+            .map(|(service, dev)| self.normalize(service, *dev))
+            .collect();
+        let new = now
+            .iter()
+            .filter(|k| !self.known.contains_key(*k) && !self.errors.contains_key(*k))
+            .cloned()
+            .collect();
+        self.errors.retain(|k, _| now.contains(k));
+        self.wanted = now;
         new
     }
 
@@ -333,7 +335,9 @@ impl Scanner {
     /// True when some list is stale.
     #[must_use]
     pub fn any_stale(&self) -> bool {
-        self.known.values().any(|k| !k.fresh)
+        self.known
+            .iter()
+            .any(|(k, v)| !v.fresh && self.wanted.contains(k))
     }
 
     /// The last failure listing `service`, when it has no list at all.
