@@ -1802,7 +1802,6 @@ versions:
   from: registry
   plain_http: true
   interval: {a.s9_interval}s
-  page_size: 100
   budget: 10000
 """)
             d = Daemon(self.bin, cfg, os.path.join(run, "daemon.log"))
@@ -1878,7 +1877,7 @@ versions:
         self.details["S9"] = {"services": len(services), "tags": len(tags), "environments": n_envs,
                               "interval_s": a.s9_interval, "idle": idle, "pushes": pushes}
         per = max(idle["scans"], 1)
-        self.row("S9", f"idle scan, {len(services)} services × {len(tags)} tags (pages of 100): registry requests; "
+        self.row("S9", f"idle scan, {len(services)} services × {len(tags)} tags (page size 1000): registry requests; "
                  "bytes sent / received per scan",
                  f"{idle['requests'] / per:.0f} requests; {idle['bytes_up'] / per / 1024:.1f} / "
                  f"{idle['bytes_down'] / per / 1024:.1f} KiB", "", "", "", "")

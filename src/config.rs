@@ -194,7 +194,7 @@ fn default_max_tags() -> usize {
 }
 
 fn default_page_size() -> usize {
-    100
+    1000
 }
 
 fn default_budget() -> u32 {
