@@ -64,6 +64,19 @@ pub struct Config {
     /// registry or git tag source is configured.
     #[serde(default)]
     pub tags: BTreeMap<String, Vec<String>>,
+    /// Keys for SOPS-encrypted claim `secrets`.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+}
+
+/// Keys for SOPS-encrypted claim values (age only).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// age identity files (`AGE-SECRET-KEY-1...`, one per line), read again
+    /// when they change.
+    #[serde(default)]
+    pub age_key_files: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -82,6 +95,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             presets: BTreeMap::new(),
             tags: BTreeMap::new(),
+            secrets: SecretsConfig::default(),
         }
     }
 }
@@ -919,6 +933,9 @@ impl Config {
             TargetConfig::Kubernetes(_) => {}
         }
         join(&mut self.state_dir);
+        for p in &mut self.secrets.age_key_files {
+            join(p);
+        }
         if let Some(tls) = &mut self.api.tls {
             join(&mut tls.cert_file);
             join(&mut tls.key_file);

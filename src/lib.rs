@@ -6,7 +6,8 @@
 //! 2. [`load`] parses them (JSON, or YAML under a budget);
 //! 3. [`validate`] checks the JSON Schema and asks Cedar;
 //! 4. [`resolve`] turns version constraints into tags;
-//! 5. [`render`] builds each environment's objects;
+//! 5. [`render`] builds each environment's objects ([`secret`] opens
+//!    SOPS-encrypted `secrets` for its `Secret`);
 //! 6. [`diff`] compares them with the target's inventory;
 //! 7. [`plan`] orders the changes and holds mass deletions;
 //! 8. [`apply`] hands the plan to the [`target`];
@@ -27,6 +28,7 @@ pub mod diff;
 pub mod health;
 pub mod hex;
 pub mod inventory;
+pub mod keys;
 pub mod load;
 pub mod metrics;
 pub mod object;
@@ -35,6 +37,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod render;
 pub mod resolve;
+pub mod secret;
 pub mod source;
 pub mod state;
 pub mod status;
@@ -75,6 +78,8 @@ pub enum SetupError {
     Presets(String),
     #[error(transparent)]
     Kubernetes(#[from] target::kube::SetupError),
+    #[error("the fingerprint key in the state dir cannot be used: {0}")]
+    FingerprintKey(String),
 }
 
 /// Why a pass failed as a whole (bad claims never fail a pass).
@@ -174,6 +179,8 @@ pub struct Converge {
     pub config: Config,
     pub pipeline: Pipeline,
     pub target: Box<dyn Target>,
+    /// The age identity files, stat'ed before every pass.
+    pub key_files: keys::KeyFiles,
 }
 
 impl std::fmt::Debug for Converge {
@@ -187,7 +194,7 @@ impl std::fmt::Debug for Converge {
 impl Converge {
     /// Compiles the schema, policies and templates a config names.
     pub fn new(config: Config) -> Result<Converge, SetupError> {
-        let pipeline = pipeline_for(&config)?;
+        let (pipeline, key_files) = pipeline_and_keys(&config)?;
         let target: Box<dyn Target> = match &config.target {
             TargetConfig::Manifests { path } => {
                 Box::new(target::manifests::Manifests::new(path.clone()))
@@ -200,7 +207,18 @@ impl Converge {
             config,
             pipeline,
             target,
+            key_files,
         })
+    }
+
+    /// For a writer (`run`): the installation's fingerprint key, created in
+    /// the state dir (made 0700 when missing) on first use, so `Secret`
+    /// digests and fingerprints stay the same across restarts.
+    pub fn with_installation_key(mut self) -> Result<Converge, SetupError> {
+        let key = keys::fingerprint_key(&self.config.state_dir, true)
+            .map_err(|e| SetupError::FingerprintKey(e.to_string()))?;
+        self.pipeline.renderer.set_fingerprint_key(key);
+        Ok(self)
     }
 
     /// Reads every source once; any unreadable source fails the read (never
@@ -240,6 +258,7 @@ impl Converge {
         options: PassOptions,
         memory: &mut Memory,
     ) -> Result<PassOutcome, PassError> {
+        self.key_files.refresh();
         let live = self.target.inventory()?;
         let observe = options.mode == Mode::Apply { observe: true };
         let drift: BTreeMap<String, Vec<(String, String)>> = if observe {
@@ -437,8 +456,14 @@ fn keep_stale(evaluation: &mut Evaluation, live: &Inventory, stale: &BTreeSet<&s
     }
 }
 
-/// The pipeline a config describes (schema, policies, presets, templates).
+/// The pipeline a config describes (schema, policies, presets, templates,
+/// secrets keys). The age key files are read once, here; the fingerprint key
+/// is the state dir's when it exists (read-only commands create nothing).
 pub fn pipeline_for(config: &Config) -> Result<Pipeline, SetupError> {
+    Ok(pipeline_and_keys(config)?.0)
+}
+
+fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, keys::KeyFiles), SetupError> {
     let schema = match &config.schema {
         Some(path) => validate::schema::Schema::from_file(path)?,
         None => validate::schema::Schema::builtin(),
@@ -448,7 +473,10 @@ pub fn pipeline_for(config: &Config) -> Result<Pipeline, SetupError> {
         None => validate::policy::Policies::builtin(),
     };
     let presets = Presets::new(&config.presets).map_err(SetupError::Presets)?;
-    let mut renderer = render::Renderer::new(presets, config.images.registry.clone());
+    let key = keys::fingerprint_key(&config.state_dir, false)
+        .map_err(|e| SetupError::FingerprintKey(e.to_string()))?;
+    let mut renderer =
+        render::Renderer::new(presets, config.images.registry.clone()).with_fingerprint_key(key);
     if let Some(dir) = &config.templates {
         renderer = renderer.with_templates(dir)?;
     }
@@ -469,13 +497,17 @@ pub fn pipeline_for(config: &Config) -> Result<Pipeline, SetupError> {
             _ => None,
         })
         .collect();
-    Ok(Pipeline {
+    let key_files = keys::KeyFiles::new(config.secrets.age_key_files.clone());
+    let pipeline = Pipeline {
         schema,
         policies,
         renderer,
         tags,
         signatures_required,
-    })
+        secrets: key_files.keys(),
+        decrypts: std::sync::atomic::AtomicUsize::new(0),
+    };
+    Ok((pipeline, key_files))
 }
 
 /// What `converge plan --repo R --base B --head H` compares.

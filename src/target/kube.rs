@@ -1693,6 +1693,7 @@ mod tests {
                 owner: "o".into(),
                 versions: BTreeMap::new(),
                 expires_at: None,
+                secrets: BTreeMap::new(),
             },
             objects: BTreeMap::from([
                 (id("Namespace", "e"), Digest::of(b"a")),

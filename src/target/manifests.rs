@@ -908,6 +908,7 @@ mod tests {
             owner: "o".into(),
             versions: BTreeMap::new(),
             expires_at: None,
+            secrets: BTreeMap::new(),
         }
     }
 
