@@ -66,6 +66,10 @@ pub struct Metrics {
     pub claims_validated: Counter,
     pub claims_authorized: Counter,
     pub claims_rendered: Counter,
+    /// Claims whose SOPS secrets were decrypted and MAC-checked (or failed to).
+    pub secrets_decrypts: Counter,
+    /// SOPS data keys unwrapped (X25519 operations).
+    pub secrets_key_unwraps: Counter,
     pub s3_requests: Family<S3RequestLabels, Counter>,
     pub source_polls: Family<SourceLabels, Counter>,
     pub git_ref_checks: Family<SourceLabels, Counter>,
@@ -109,6 +113,8 @@ impl Metrics {
             claims_validated: Counter::default(),
             claims_authorized: Counter::default(),
             claims_rendered: Counter::default(),
+            secrets_decrypts: Counter::default(),
+            secrets_key_unwraps: Counter::default(),
             s3_requests: S3_REQUESTS.clone(),
             source_polls: Family::default(),
             git_ref_checks: Family::default(),
@@ -182,6 +188,16 @@ impl Metrics {
             "claims_rendered",
             "Environments rendered",
             m.claims_rendered.clone(),
+        );
+        registry.register(
+            "secrets_decrypts",
+            "Claims whose SOPS secrets were decrypted and MAC-checked",
+            m.secrets_decrypts.clone(),
+        );
+        registry.register(
+            "secrets_key_unwraps",
+            "SOPS data keys unwrapped (X25519 operations)",
+            m.secrets_key_unwraps.clone(),
         );
         registry.register(
             "s3_requests",

@@ -479,18 +479,7 @@ impl Pipeline {
         let computed: Vec<(Origin, Entry)> = misses
             .into_par_iter()
             .map(|(origin, snapshot, file)| {
-                let (outcome, claim, sealed) = self.evaluate_file(snapshot, file, live, options);
-                let name = outcome_name(&outcome).map(str::to_owned);
-                let action = action_for(name.as_deref(), live);
-                let keys = sealed.then_some(generation);
-                let entry = Entry {
-                    digest: file.digest,
-                    action,
-                    name,
-                    claim,
-                    outcome,
-                    keys,
-                };
+                let entry = self.entry(snapshot, file, live, options, generation);
                 (origin, entry)
             })
             .collect();
@@ -555,6 +544,28 @@ impl Pipeline {
         eval.diagnostics
             .sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));
         eval
+    }
+
+    /// One file evaluated anew, as the cache keeps it.
+    fn entry(
+        &self,
+        snapshot: &Snapshot,
+        file: &SourceFile,
+        live: &Inventory,
+        options: Options,
+        generation: u64,
+    ) -> Entry {
+        let (outcome, claim, sealed) = self.evaluate_file(snapshot, file, live, options);
+        let name = outcome_name(&outcome).map(str::to_owned);
+        let action = action_for(name.as_deref(), live);
+        Entry {
+            digest: file.digest,
+            action,
+            name,
+            claim,
+            outcome,
+            keys: sealed.then_some(generation),
+        }
     }
 
     /// Stages 2–3 only (parse, schema, claim checks, policy) for every file:
@@ -635,7 +646,7 @@ impl Pipeline {
         file: &SourceFile,
         live: &Inventory,
         now: DateTime<Utc>,
-    ) -> Result<(Claim, Option<DateTime<Utc>>, Option<Sealed>), Rejected> {
+    ) -> Result<Checked, Rejected> {
         let path = file.path.as_str();
         let doc = match load::parse(file) {
             Ok(doc) => doc,
@@ -956,6 +967,10 @@ impl Pipeline {
         }))
     }
 }
+
+/// A claim that passed its checks: the claim, when it expires, and its
+/// sealed secrets.
+type Checked = (Claim, Option<DateTime<Utc>>, Option<Sealed>);
 
 /// What `converge validate` found.
 #[derive(Debug, Default)]

@@ -917,6 +917,10 @@ impl Daemon {
         self.metrics.claims_validated.inc_by(c.validated as u64);
         self.metrics.claims_authorized.inc_by(c.authorized as u64);
         self.metrics.claims_rendered.inc_by(c.rendered as u64);
+        self.metrics.secrets_decrypts.inc_by(c.decrypts as u64);
+        self.metrics
+            .secrets_key_unwraps
+            .inc_by(c.key_unwraps as u64);
     }
 
     /// Step: every environment's status (rebuilt only where something
