@@ -89,6 +89,10 @@ pub struct Evaluation {
     /// Environments that must stay exactly as they are, with the reason.
     pub keep: BTreeMap<String, Reason>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Files refused before they became a typed claim (unreadable,
+    /// unparsable, schema or secrets errors): the state store keeps their
+    /// digest, not their bytes, since they may hold a secret by mistake.
+    pub withheld: BTreeSet<Origin>,
     /// Problem conditions per environment name.
     pub conditions: BTreeMap<String, Vec<Condition>>,
     pub counters: Counters,
@@ -138,8 +142,11 @@ impl Evaluation {
                     name,
                     diagnostics,
                     denied,
-                    ..
+                    stage,
                 }) => {
+                    if stage < Stage::Validated {
+                        self.withheld.insert(origin.clone());
+                    }
                     let message = diagnostics
                         .iter()
                         .map(ToString::to_string)

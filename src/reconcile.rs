@@ -232,6 +232,11 @@ pub struct Daemon {
     apply_backoff: Backoff,
     /// When the last pass asked to run again (an apply retry, an expiry).
     requeue_at: Option<Instant>,
+    /// Files the last evaluation refused before they became claims: their
+    /// bytes are not stored (they may hold a secret by mistake). `None`
+    /// until a pass evaluated the sources' snapshots; snapshots are stored
+    /// only after one did.
+    withheld: Option<BTreeSet<crate::source::Origin>>,
     /// Diagnostics already reported as events (so a pass does not repeat them).
     reported: BTreeSet<String>,
     last_hold: Option<String>,
@@ -337,6 +342,7 @@ impl Daemon {
                 max_backoff.max(Duration::from_secs(1)),
             ),
             requeue_at: None,
+            withheld: None,
             reported: BTreeSet::new(),
             last_hold: None,
             last_full_pass: None,
@@ -680,6 +686,7 @@ impl Daemon {
 
         let (action, touched, record) = match result {
             Ok(outcome) => {
+                self.withheld = Some(outcome.evaluation.withheld.clone());
                 self.observe_hold(&outcome.plan, allowed, &mut events);
                 self.observe_applies(&outcome, &mut events);
                 self.observe_diagnostics(&outcome.evaluation, &mut events);
@@ -692,6 +699,8 @@ impl Daemon {
                 (action, touched, record)
             }
             Err(e) => {
+                // Its snapshots were not evaluated: stored after a pass that is.
+                self.withheld = None;
                 tracing::error!(error = %e, reason = %e.reason(), "the pass could not run");
                 let ev = self.event("Warning", e.reason().as_str(), None, e.to_string());
                 events.push(ev);
@@ -1092,10 +1101,11 @@ impl Daemon {
         events: &[Event],
         pass: Option<PassRecord>,
     ) {
+        let evaluated = self.withheld.is_some();
         let dirty: Vec<(&Snapshot, Option<&state::Stored>)> = self
             .sources
             .iter()
-            .filter(|s| s.dirty)
+            .filter(|s| s.dirty && evaluated)
             .filter_map(|s| Some((s.last_good.as_ref()?, s.stored.as_ref())))
             .collect();
         if dirty.is_empty() && environments.is_empty() && events.is_empty() && pass.is_none() {
@@ -1106,10 +1116,11 @@ impl Daemon {
             environments,
             pass,
             events,
+            withheld: self.withheld.as_ref(),
         };
         match self.store.commit(&commit) {
             Ok(()) => {
-                for s in self.sources.iter_mut().filter(|s| s.dirty) {
+                for s in self.sources.iter_mut().filter(|s| s.dirty && evaluated) {
                     s.dirty = false;
                     if let Some(snapshot) = &s.last_good {
                         match &mut s.stored {

@@ -4,7 +4,7 @@
 //! for real servers.
 //!
 //! A test that needs a tool a machine may lack (Garage, lighttpd, sshd, gpg,
-//! openssl, Chromium, Python's prometheus-client, the Kubernetes API server, helm) is `#[ignore = "needs …"]`:
+//! openssl, Chromium, Python's prometheus-client, the Kubernetes API server, helm, sops) is `#[ignore = "needs …"]`:
 //! plain `cargo test` reports it as ignored, and `scripts/test` installs the
 //! tools and runs `cargo test -- --include-ignored`, where a missing tool fails
 //! the test.
@@ -18,5 +18,6 @@ mod daemon;
 mod examples;
 mod golden;
 mod pipeline;
+mod secret;
 mod source;
 mod target;
