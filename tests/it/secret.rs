@@ -5,6 +5,7 @@
 //! canary: a recognizable secret appears nowhere but in the `Secret` object.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -20,7 +21,7 @@ fn secret_claim(name: &str, secrets: &[(&str, &str)]) -> String {
     let mut text = format!("# {name}: a claim with secrets\n{}", claim(name, "dev"));
     text.push_str("secrets:\n  # credentials\n");
     for (k, v) in secrets {
-        text.push_str(&format!("  {k}: {v}\n"));
+        let _ = writeln!(text, "  {k}: {v}");
     }
     text
 }
@@ -166,8 +167,8 @@ fn tampering_wrong_or_missing_keys_and_key_groups_leave_the_live_environment_as_
     let (a, _, c) = keys(&p);
     let scratch = p.path("scratch");
     std::fs::create_dir_all(&scratch).expect("mkdir");
-    let plain = secret_claim("dev-t", &[("db_password", "first-value")]);
-    let good = encrypt(&scratch, "dev-t.yaml", &plain, &[&a]);
+    let claim_text = secret_claim("dev-t", &[("db_password", "first-value")]);
+    let good = encrypt(&scratch, "dev-t.yaml", &claim_text, &[&a]);
     p.write("claims/dev-t.yaml", &good);
     let run = p.run(&["run", "--once"]);
     assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
@@ -202,13 +203,13 @@ fn tampering_wrong_or_missing_keys_and_key_groups_leave_the_live_environment_as_
         ),
         (
             "a claim for another key",
-            encrypt(&scratch, "dev-t.yaml", &plain, &[&c]),
+            encrypt(&scratch, "dev-t.yaml", &claim_text, &[&c]),
             "SecretsUnavailable",
             "none of the configured age identities",
         ),
         (
             "key groups with a Shamir threshold",
-            encrypt_shamir(&scratch, "dev-t.yaml", &plain, &a, &c),
+            encrypt_shamir(&scratch, "dev-t.yaml", &claim_text, &a, &c),
             "SecretsUnsupported",
             "key groups",
         ),
@@ -331,18 +332,8 @@ fn a_plaintext_value_under_secrets_is_refused_naming_file_pointer_and_rule_not_t
     );
 }
 
-/// The canary: a claim whose secret is a recognizable random string, in the
-/// quick start, through the daemon at trace level, every API endpoint,
-/// `/metrics`, the status command, `run --once`, `plan` in every format, the
-/// PR plan, `validate` and `render`; then every file in the state dir and in
-/// the target. The plaintext and its base64 appear only in the `Secret`.
-fn canary(malformed: bool) {
-    let canary = format!(
-        "canary-{:016x}{:016x}",
-        fastrand::u64(..),
-        fastrand::u64(..)
-    );
-    let forms = [canary.clone(), b64(&canary)];
+/// The quick start with `keys/a.key` configured, and its key.
+fn quickstart_with_keys() -> (Project, AgeKey) {
     let p = Project::new(
         "state_dir: .converge\nsecrets:\n  age_key_files: [keys/a.key]\nsafety:\n  max_delete_fraction: 0.5\n",
     );
@@ -357,26 +348,28 @@ fn canary(malformed: bool) {
     own.push_str(config.split("tags:").nth(1).expect("tags"));
     std::fs::write(p.path("converge.yaml"), own).expect("write");
     let (a, _, _) = keys(&p);
+    (p, a)
+}
+
+/// Writes the canary claims (malformed: plaintext by mistake beside an
+/// encrypted value, a schema error under secrets, a YAML syntax error on
+/// the secret's line) and a repository for the PR plan (the claim as base,
+/// a new value as head). Returns the repository, base and head.
+fn canary_claims(p: &Project, a: &AgeKey, canary: &str, malformed: bool) -> (Repo, String, String) {
     let scratch = std::env::temp_dir().join(format!("converge-canary-{}", fastrand::u64(..)));
     std::fs::create_dir_all(&scratch).expect("mkdir");
-    let plain = secret_claim("dev-canary", &[("db_password", &canary), ("other", "x")]);
-    let enc = encrypt(&scratch, "c.yaml", &plain, &[&a]);
+    let text = secret_claim("dev-canary", &[("db_password", canary), ("other", "x")]);
+    let enc = encrypt(&scratch, "c.yaml", &text, &[a]);
     let content = if malformed {
-        // Plaintext by mistake beside an encrypted value, a schema error
-        // under secrets, and a YAML syntax error on the secret's line.
+        let list = format!("[{canary}, 1]");
         p.write(
             "claims/dev-canary-2.yaml",
-            secret_claim(
-                "dev-canary-two",
-                &[("db_password", &format!("[{canary}, 1]"))],
-            ),
+            secret_claim("dev-canary-two", &[("db_password", &list)]),
         );
+        let open_quote = format!("\"{canary}");
         p.write(
             "claims/dev-canary-3.yaml",
-            secret_claim(
-                "dev-canary-three",
-                &[("db_password", &format!("\"{canary}"))],
-            ),
+            secret_claim("dev-canary-three", &[("db_password", &open_quote)]),
         );
         enc.replacen(
             "secrets:\n",
@@ -384,25 +377,24 @@ fn canary(malformed: bool) {
             1,
         )
     } else {
-        enc.clone()
+        enc
     };
     p.write("claims/dev-canary.yaml", &content);
-
-    // A repository for the PR plan: the claim as base, a new value as head.
     let git = Repo::new();
     let base = git.commit(&[("claims/dev-canary.yaml", Some(&content))], "base", &[]);
-    let head_plain = plain
+    let next = text
         .replace("v1.2.3", "v1.2.4")
-        .replace(&canary, &format!("{canary}-2"));
-    let head_content = encrypt(&scratch, "c.yaml", &head_plain, &[&a]);
-    let head = git.commit(
-        &[("claims/dev-canary.yaml", Some(&head_content))],
-        "head",
-        &[],
-    );
+        .replace(canary, &format!("{canary}-2"));
+    let next = encrypt(&scratch, "c.yaml", &next, &[a]);
+    let head = git.commit(&[("claims/dev-canary.yaml", Some(&next))], "head", &[]);
     std::fs::remove_dir_all(&scratch).expect("rm scratch");
+    (git, base, head)
+}
 
-    let mut seen: Vec<(String, String)> = Vec::new();
+/// The daemon at trace level: every API endpoint, `/metrics`, the status
+/// page and the status command; then its log.
+fn canary_daemon(p: &Project, malformed: bool) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
     let d = Daemon::start_logging(p.dir.path(), "trace");
     d.wait_for("ready", |d| d.get("/ready").0 == 200);
     d.wait_for("the canary environment listed", |d| {
@@ -414,21 +406,26 @@ fn canary(malformed: bool) {
                 .exists()
         });
     }
-    let names = d.names();
-    let mut paths = vec![
-        "/health".to_owned(),
-        "/ready".to_owned(),
-        "/metrics".to_owned(),
-        "/".to_owned(),
-        "/api/v1/environments".to_owned(),
-        "/api/v1/sources".to_owned(),
-        "/api/v1/plan".to_owned(),
-        "/api/v1/events".to_owned(),
-    ];
-    paths.extend(names.iter().map(|n| format!("/api/v1/environments/{n}")));
+    let mut paths: Vec<String> = [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/",
+        "/api/v1/environments",
+        "/api/v1/sources",
+        "/api/v1/plan",
+        "/api/v1/events",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    paths.extend(
+        d.names()
+            .iter()
+            .map(|n| format!("/api/v1/environments/{n}")),
+    );
     for path in &paths {
         let (status, body) = d.get(path);
-        assert!(status == 200 || path == "/ready", "GET {path}: {status}");
+        assert_eq!(status, 200, "GET {path}");
         seen.push((format!("GET {path}"), body));
     }
     let url = format!("http://{}", d.addr);
@@ -446,7 +443,12 @@ fn canary(malformed: bool) {
     assert!(log.contains("TRACE"), "the daemon logged at trace level");
     assert_eq!(d.terminate(), Some(0));
     seen.push(("the daemon's log".to_owned(), log));
+    seen
+}
 
+/// `run --once`, `validate`, `render`, `plan` and the PR plan in every
+/// format, each at trace level.
+fn canary_commands(p: &Project, git: &Repo, base: &str, head: &str) -> Vec<(String, String)> {
     let work = git.work();
     let work = work.to_str().expect("utf-8");
     let mut commands: Vec<Vec<&str>> = vec![
@@ -458,9 +460,10 @@ fn canary(malformed: bool) {
     for format in ["text", "json", "markdown"] {
         commands.push(vec!["plan", "--format", format]);
         commands.push(vec![
-            "plan", "--format", format, "--repo", work, "--base", &base, "--head", &head,
+            "plan", "--format", format, "--repo", work, "--base", base, "--head", head,
         ]);
     }
+    let mut seen = Vec::new();
     for args in &commands {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
             .args(args)
@@ -476,15 +479,37 @@ fn canary(malformed: bool) {
         );
         seen.push((args.join(" "), format!("{}{}", stdout(&out), stderr(&out))));
     }
+    seen
+}
+
+/// The canary: a claim whose secret is a recognizable random string, in the
+/// quick start, through the daemon at trace level, every API endpoint,
+/// `/metrics`, the status command, `run --once`, `plan` in every format, the
+/// PR plan, `validate` and `render`; then every file in the state dir and in
+/// the target. The plaintext and its base64 appear only in the `Secret`.
+fn canary(malformed: bool) {
+    let canary = format!(
+        "canary-{:016x}{:016x}",
+        fastrand::u64(..),
+        fastrand::u64(..)
+    );
+    let forms = [canary.clone(), b64(&canary)];
+    let (p, a) = quickstart_with_keys();
+    let (git, base, head) = canary_claims(&p, &a, &canary, malformed);
+    let mut seen = canary_daemon(&p, malformed);
+    seen.extend(canary_commands(&p, &git, &base, &head));
     if !malformed {
-        // The positive control: asked explicitly, render shows the value.
+        // The positive controls: asked explicitly, render shows the value;
+        // the PR plan names the changed key by fingerprint.
         let shown = p.run(&["render", "--show-secrets", "claims/dev-canary.yaml"]);
         assert!(stdout(&shown).contains(&forms[1]), "{}", stdout(&shown));
-        let plan = p.run(&["plan", "--repo", work, "--base", &base, "--head", &head]);
+        let work = git.work();
+        let work = work.to_str().expect("utf-8");
+        let pr = p.run(&["plan", "--repo", work, "--base", &base, "--head", &head]);
         assert!(
-            stdout(&plan).contains("secret db_password hmac:"),
+            stdout(&pr).contains("secret db_password hmac:"),
             "{}",
-            stdout(&plan)
+            stdout(&pr)
         );
     }
 
