@@ -896,3 +896,66 @@ fn one_of_two_replicas_leads_and_the_other_takes_over_after_kill_9_applying_noth
             .is_some_and(|i| i.ends_with(":v1.2.4"))
     });
 }
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd, sops and age-keygen (scripts/tools builds them)"]
+fn a_claim_with_sops_secrets_is_applied_as_a_secret_holding_the_values_only_there() {
+    use crate::support::sops::{age_key, encrypt};
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let api = KubeApi::start();
+    let p = project(&api, "converge-secrets");
+    let mut config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    config.push_str("secrets:\n  age_key_files: [keys/a.key]\n");
+    p.write("converge.yaml", config);
+    let a = age_key(&p.path("keys"), "a");
+    let scratch = p.path("scratch");
+    std::fs::create_dir_all(&scratch).expect("mkdir");
+    let with = |value: &str| {
+        let text = format!(
+            "{}secrets:\n  db_password: {value}\n",
+            claim("dev-s", "dev")
+        );
+        encrypt(&scratch, "s.yaml", &text, &[&a])
+    };
+    p.write("claims/dev-s.yaml", with("kube-first-8d2c"));
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let secret = json(&api, &["get", "secret", "converge-secrets", "-n", "dev-s"]);
+    assert_eq!(secret["type"], "Opaque");
+    assert_eq!(secret["data"]["db_password"], b64("kube-first-8d2c"));
+    let inventory = json(
+        &api,
+        &[
+            "get",
+            "configmap",
+            "converge-dev-s",
+            "-n",
+            "converge-secrets",
+        ],
+    )
+    .to_string();
+    assert!(inventory.contains("hmac:"), "fingerprints: {inventory}");
+    assert!(!inventory.contains("kube-first-8d2c") && !inventory.contains(&b64("kube-first-8d2c")));
+    let plan = p.run(&["plan"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "in sync: {}",
+        crate::support::stdout(&plan)
+    );
+
+    p.write("claims/dev-s.yaml", with("kube-second-41ab"));
+    let plan = p.run(&["plan"]);
+    assert_eq!(plan.status.code(), Some(1));
+    let text = crate::support::stdout(&plan);
+    assert!(text.contains("secret db_password hmac:"), "{text}");
+    assert!(
+        !text.contains(&b64("kube-second-41ab")) && !text.contains(&b64("kube-first-8d2c")),
+        "{text}"
+    );
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let secret = json(&api, &["get", "secret", "converge-secrets", "-n", "dev-s"]);
+    assert_eq!(secret["data"]["db_password"], b64("kube-second-41ab"));
+}
