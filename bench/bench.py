@@ -1636,7 +1636,7 @@ class Bench:
             self.row("S7", "secrets", f"not measured: sops or age-keygen missing in {tools} (scripts/tools)",
                      "", "", "≤ 1.0 s; 0 X25519 warm", "n/a")
             return
-        log("S7: secrets (10k claims with one SOPS secret each)")
+        log(f"S7: secrets ({a.n} claims with one SOPS secret each)")
         run = os.path.join(self.run, "s7")
         os.makedirs(run)
         key = os.path.join(run, "age.key")

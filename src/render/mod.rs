@@ -649,6 +649,83 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_renders_base64_values_under_a_keyed_digest_and_prints_redacted() {
+        use crate::secret::{FingerprintKey, Secrets};
+        let doc = serde_json::json!({
+            "user": "john.doe@company.com", "environment_pool": "team1",
+            "creation_date": "2024-01-15T10:30:00Z", "environment_name": "dev-s",
+            "environment_type": "dev", "deployment_method": "dynamic",
+            "services": {}, "secrets": {"db": "ENC[...]"},
+        });
+        let claim = Claim::from_document("f", doc).expect("claim");
+        let presets = Presets::new(&BTreeMap::new()).expect("presets");
+        let key = FingerprintKey::new([1; 32]);
+        let renderer = Renderer::new(presets, "r".into()).with_fingerprint_key(key.clone());
+        let values = BTreeMap::from([(
+            "db".to_owned(),
+            zeroize::Zeroizing::new(b"hunter2".to_vec()),
+        )]);
+        let secrets = Secrets::new(values, "dev-s", &key);
+        let objects = renderer
+            .render(&claim, &BTreeMap::new(), None, Some(&secrets))
+            .expect("renders");
+        let secret = objects.iter().find(|o| o.is_secret()).expect("a Secret");
+        assert!(
+            secret.yaml.contains("db: aHVudGVyMg=="),
+            "{}",
+            &*secret.yaml
+        );
+        assert_ne!(
+            secret.object.digest,
+            digest(secret.yaml.as_bytes()),
+            "keyed, not a plain hash"
+        );
+        let shown = secret.redacted_yaml();
+        assert!(
+            shown.contains("db: '***'") && !shown.contains("aHVudGVyMg"),
+            "{shown}"
+        );
+        assert!(!format!("{objects:?}").contains("aHVudGVyMg"));
+        for o in objects.iter().filter(|o| !o.is_secret()) {
+            assert!(!o.yaml.contains("aHVudGVyMg") && !o.yaml.contains("hunter2"));
+        }
+        // Another installation's key gives another digest.
+        let other = Renderer::new(Presets::new(&BTreeMap::new()).expect("presets"), "r".into())
+            .with_fingerprint_key(FingerprintKey::new([2; 32]));
+        let again = other
+            .render(&claim, &BTreeMap::new(), None, Some(&secrets))
+            .expect("renders");
+        let d2 = again
+            .iter()
+            .find(|o| o.is_secret())
+            .expect("Secret")
+            .object
+            .digest;
+        assert_ne!(d2, secret.object.digest);
+    }
+
+    #[test]
+    fn templates_see_secret_keys_never_values() {
+        let doc = serde_json::json!({
+            "user": "u@x", "environment_pool": "team1",
+            "creation_date": "2024-01-15T10:30:00Z", "environment_name": "dev-s",
+            "environment_type": "dev", "deployment_method": "dynamic",
+            "services": {}, "secrets": {"db": "ENC[...]", "api": "ENC[...]"},
+        });
+        let claim = Claim::from_document("f", doc).expect("claim");
+        let presets = Presets::new(&BTreeMap::new()).expect("presets");
+        let renderer = Renderer::new(presets, "r".into());
+        let preset = renderer.presets().get(claim.environment_type);
+        let versions = BTreeMap::new();
+        let values = renderer.values(&claim, &versions, None, preset);
+        let json = serde_json::to_value(&values).expect("values");
+        assert_eq!(
+            json["secrets"],
+            serde_json::json!({"name": "converge-secrets", "keys": ["api", "db"]})
+        );
+    }
+
+    #[test]
     fn digests_round_trip_as_sha256_hex() {
         let d = digest(b"x");
         let text = d.to_string();

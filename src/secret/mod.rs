@@ -64,6 +64,28 @@ impl fmt::Debug for Secrets {
 }
 
 impl Secrets {
+    /// Decrypted values of environment `env`, fingerprinted under `key`
+    /// (what a key service's `open` builds; tests).
+    #[must_use]
+    pub fn new(
+        values: BTreeMap<String, Zeroizing<Vec<u8>>>,
+        env: &str,
+        key: &FingerprintKey,
+    ) -> Secrets {
+        let fingerprints = values
+            .iter()
+            .map(|(k, v)| (k.clone(), key.fingerprint(env, k, v)))
+            .collect();
+        let values = values
+            .into_iter()
+            .map(|(k, v)| (k, SecretValue::new(v)))
+            .collect();
+        Secrets {
+            values,
+            fingerprints,
+        }
+    }
+
     /// The values, by key (only for building the `Secret` object).
     #[must_use]
     pub fn values(&self) -> &BTreeMap<String, SecretValue> {
