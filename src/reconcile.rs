@@ -491,7 +491,10 @@ impl Daemon {
         }
         let mut events = Vec::new();
         let changed = self.read_sources(&due, &mut events);
-        if changed || requeue || resync || allowed || observed {
+        // The age key files are checked with the sources: new keys may open
+        // claims that waited for them.
+        let keys = !due.is_empty() && self.converge.key_files.refresh();
+        if changed || keys || requeue || resync || allowed || observed {
             let started = Instant::now();
             if resync {
                 self.converge.target.reload();

@@ -561,7 +561,9 @@ fn a_malformed_canary_secret_appears_nowhere_at_all() {
 #[test]
 #[ignore = "needs sops and age-keygen (scripts/tools builds them)"]
 fn a_warm_pass_unwraps_no_key_and_a_rotated_key_file_is_read_without_a_restart() {
-    let p = project("a");
+    let p = Project::new(
+        "state_dir: .converge\nsecrets:\n  age_key_files: [keys/a.key]\nreconcile:\n  dir_interval: 1s\n",
+    );
     let (a, b, _) = keys(&p);
     let scratch = p.path("scratch");
     std::fs::create_dir_all(&scratch).expect("mkdir");
@@ -605,14 +607,10 @@ fn a_warm_pass_unwraps_no_key_and_a_rotated_key_file_is_read_without_a_restart()
         "unchanged claims are not decrypted"
     );
     assert!(!p.path("out/dev-later").exists());
-    // The key file gains b's identity: the next pass opens dev-later.
+    // The key file gains b's identity: with no other change, a pass opens dev-later.
     let mut both = std::fs::read_to_string(&a.file).expect("a");
     both.push_str(&std::fs::read_to_string(&b.file).expect("b"));
     std::fs::write(&a.file, both).expect("rotate");
-    p.write(
-        "claims/plain.yaml",
-        claim("dev-plain", "dev").replace("v1.2.3", "v1.2.4"),
-    );
     d.wait_for("dev-later applied", |_| {
         p.path("out/dev-later/secret-converge-secrets.yaml")
             .exists()
