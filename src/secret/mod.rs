@@ -477,15 +477,22 @@ pub fn open(
                     .ok_or_else(|| OpenError::Ciphertext {
                         pointer: pointer.clone(),
                     })?;
+                // SOPS hashes a bool as `True`/`False` whatever its text;
+                // the Secret holds it as YAML and JSON write it.
                 let plain = match (value.kind, plain.as_slice()) {
-                    // SOPS hashes a bool as `True`/`False` whatever its text.
                     (sops::ValueType::Bool, b"true" | b"True" | b"TRUE" | b"1" | b"t" | b"T") => {
-                        Zeroizing::new(b"True".to_vec())
+                        mac.update(b"True");
+                        Zeroizing::new(b"true".to_vec())
                     }
-                    (sops::ValueType::Bool, _) => Zeroizing::new(b"False".to_vec()),
-                    _ => plain,
+                    (sops::ValueType::Bool, _) => {
+                        mac.update(b"False");
+                        Zeroizing::new(b"false".to_vec())
+                    }
+                    _ => {
+                        mac.update(plain.as_slice());
+                        plain
+                    }
                 };
-                mac.update(plain.as_slice());
                 if let Some(k) = secret {
                     prints.insert(k.clone(), fingerprints.fingerprint(env, k, &plain));
                     values.insert(k.clone(), SecretValue::new(plain));

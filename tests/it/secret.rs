@@ -107,7 +107,15 @@ fn claims_encrypted_by_sops_in_yaml_and_json_are_applied_with_their_secret_by_ei
         let (a, b, _) = keys(&p);
         let scratch = p.path("scratch");
         std::fs::create_dir_all(&scratch).expect("mkdir");
-        let yaml = secret_claim("dev-y", &[("db_password", "s3cr3t-yaml"), ("token", "t0k")]);
+        let yaml = secret_claim(
+            "dev-y",
+            &[
+                ("db_password", "s3cr3t-yaml"),
+                ("token", "t0k"),
+                ("pin", "1234"),
+                ("flag", "true"),
+            ],
+        );
         p.write(
             "claims/dev-y.yaml",
             encrypt(&scratch, "dev-y.yaml", &yaml, &[&a, &b]),
@@ -148,10 +156,13 @@ fn claims_encrypted_by_sops_in_yaml_and_json_are_applied_with_their_secret_by_ei
         }
         let secret = std::fs::read_to_string(p.path("out/dev-y/secret-converge-secrets.yaml"))
             .expect("secret");
-        assert!(
-            secret.contains(&format!("token: {}", b64("t0k"))),
-            "{secret}"
-        );
+        // sops encrypts typed values (type:int, type:bool); the Secret holds their text.
+        for (k, v) in [("token", "t0k"), ("pin", "1234"), ("flag", "true")] {
+            assert!(
+                secret.contains(&format!("{k}: {}", b64(v))),
+                "{k}: {secret}"
+            );
+        }
         // A second pass changes nothing: the keyed digests are stable.
         let plan = p.run(&["plan"]);
         assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
@@ -453,6 +464,8 @@ fn canary_commands(p: &Project, git: &Repo, base: &str, head: &str) -> Vec<(Stri
     let work = work.to_str().expect("utf-8");
     let mut commands: Vec<Vec<&str>> = vec![
         vec!["run", "--once"],
+        vec!["--log-format", "json", "run", "--once"],
+        vec!["--log-format", "json", "plan"],
         vec!["validate", "claims"],
         vec!["validate", "--format", "json", "claims"],
         vec!["render", "claims/dev-canary.yaml"],
