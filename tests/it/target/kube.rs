@@ -919,8 +919,18 @@ fn a_claim_with_sops_secrets_is_applied_as_a_secret_holding_the_values_only_ther
         encrypt(&scratch, "s.yaml", &text, &[&a])
     };
     p.write("claims/dev-s.yaml", with("kube-first-8d2c"));
-    let out = p.run(&["run", "--once"]);
+    // At trace level (kube's client included), the value is never logged.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["run", "--once"])
+        .current_dir(p.dir.path())
+        .env("CONVERGE_LOG", "trace")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("converge runs");
     assert!(out.status.success(), "{}", stderr(&out));
+    let logged = format!("{}{}", crate::support::stdout(&out), stderr(&out));
+    assert!(logged.contains("TRACE"), "logged at trace level");
+    assert!(!logged.contains("kube-first-8d2c") && !logged.contains(&b64("kube-first-8d2c")));
     let secret = json(&api, &["get", "secret", "converge-secrets", "-n", "dev-s"]);
     assert_eq!(secret["type"], "Opaque");
     assert_eq!(secret["data"]["db_password"], b64("kube-first-8d2c"));
