@@ -738,6 +738,37 @@ mod tests {
     }
 
     #[test]
+    fn a_withheld_file_is_stored_without_its_bytes_and_restored_as_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let a = snapshot(&[
+            ("good.yaml", "fine", 1),
+            ("bad.yaml", "secrets: {db: hunter2-plain}", 2),
+        ]);
+        let withheld = std::collections::BTreeSet::from([crate::source::Origin {
+            source: "local".into(),
+            path: "bad.yaml".into(),
+        }]);
+        store
+            .commit(&Commit {
+                snapshots: vec![(&a, None)],
+                withheld: Some(&withheld),
+                ..Commit::default()
+            })
+            .expect("commit");
+        let files = restored_files(&store);
+        assert_eq!(files[1], ("good.yaml".to_owned(), "fine".to_owned()));
+        assert_eq!(files[0].0, "bad.yaml");
+        assert!(files[0].1.contains("withheld"), "{:?}", files[0]);
+        let restored = store.restore().expect("restore");
+        let bad = &restored.snapshots["local"].files[0];
+        assert_ne!(bad.digest, [2; 32], "never mistaken for the real bytes");
+        drop(store);
+        let bytes = std::fs::read(dir.path().join("converge.redb")).expect("read the store");
+        assert!(!bytes.windows(13).any(|w| w == b"hunter2-plain"));
+    }
+
+    #[test]
     fn a_commit_writes_only_what_changed_since_the_stored_snapshot() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
