@@ -917,6 +917,21 @@ impl Daemon {
         self.metrics.claims_validated.inc_by(c.validated as u64);
         self.metrics.claims_authorized.inc_by(c.authorized as u64);
         self.metrics.claims_rendered.inc_by(c.rendered as u64);
+        if let Some(m) = &outcome.members {
+            let share = outcome
+                .evaluation
+                .desired
+                .keys()
+                .chain(outcome.live.environments.keys())
+                .collect::<BTreeSet<_>>()
+                .len();
+            self.metrics
+                .shard_members
+                .set(i64::try_from(m.live().len()).unwrap_or(i64::MAX));
+            self.metrics
+                .shard_environments
+                .set(i64::try_from(share).unwrap_or(i64::MAX));
+        }
     }
 
     /// Step: every environment's status (rebuilt only where something

@@ -18,6 +18,7 @@ const PURE: &[&str] = &[
     "plan",
     "render",
     "resolve",
+    "shard",
     "status",
     "validate",
     "view",

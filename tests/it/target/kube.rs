@@ -10,7 +10,7 @@ use crate::support::{Project, claim, stderr};
 
 /// A project whose target is `api`'s cluster, with the admin kubeconfig.
 /// Projects sharing a cluster keep their inventories apart (`inventory`).
-fn project(api: &KubeApi, inventory: &str) -> Project {
+pub(super) fn project(api: &KubeApi, inventory: &str) -> Project {
     let p = Project::new("");
     let config = format!(
         "sources:\n  - name: local\n    kind: dir\n    path: claims\n\
@@ -22,14 +22,14 @@ fn project(api: &KubeApi, inventory: &str) -> Project {
     p
 }
 
-fn json(api: &KubeApi, args: &[&str]) -> Value {
+pub(super) fn json(api: &KubeApi, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["-o", "json"]);
     serde_json::from_str(&api.kubectl_ok(&all)).expect("kubectl prints JSON")
 }
 
 /// `kind/name` -> resourceVersion of every object converge applies in `ns`.
-fn versions(api: &KubeApi, ns: &str) -> std::collections::BTreeMap<String, String> {
+pub(super) fn versions(api: &KubeApi, ns: &str) -> std::collections::BTreeMap<String, String> {
     let list = json(
         api,
         &[
@@ -828,7 +828,7 @@ fn replica(api: &KubeApi, names: &[&str]) -> Project {
     p
 }
 
-fn ready(d: &Daemon) -> bool {
+pub(super) fn ready(d: &Daemon) -> bool {
     d.get("/ready").0 == 200
 }
 
