@@ -8,9 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use converge::shard::Members;
-use serde_json::Value;
 
-use super::kube::{json, project, ready, versions};
+use super::kube::{Applied, applied, json, project, ready};
 use crate::support::daemon::Daemon;
 use crate::support::kube::KubeApi;
 use crate::support::{Project, claim};
@@ -81,36 +80,12 @@ fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Durati
     panic!("timed out after {limit:?} waiting for {what}");
 }
 
-/// Every object's resourceVersion and the time converge's field manager
-/// last wrote it (`managedFields`), per environment.
-fn applied(api: &KubeApi) -> BTreeMap<String, (BTreeMap<String, String>, Vec<String>)> {
+/// Every environment's objects as last written (see `kube::applied`).
+fn applied_all(api: &KubeApi) -> BTreeMap<String, Applied> {
     names()
         .into_iter()
-        .map(|n| {
-            let list = json(
-                api,
-                &[
-                    "get",
-                    "resourcequota,limitrange,networkpolicy,configmap,service,deployment",
-                    "-n",
-                    &n,
-                    "-l",
-                    "app.kubernetes.io/managed-by=converge",
-                    "--show-managed-fields",
-                ],
-            );
-            let times = list["items"]
-                .as_array()
-                .expect("items")
-                .iter()
-                .filter_map(|o| o["metadata"]["managedFields"].as_array().cloned())
-                .flatten()
-                .filter(|f| f["manager"] == "converge")
-                .map(|f: Value| f["time"].as_str().unwrap_or_default().to_owned())
-                .collect();
-            let v = versions(api, &n);
-            (n, (v, times))
-        })
+        .map(|n| (applied(api, &n), n))
+        .map(|(a, n)| (n, a))
         .collect()
 }
 
@@ -162,8 +137,12 @@ fn three_shards_apply_each_environment_once_and_heal_when_one_dies_or_joins() {
     for m in all {
         assert!(leases.contains(&format!("converge-shard-{m}")), "{leases}");
     }
-    let before = applied(&api);
-    assert!(before.values().all(|(v, t)| v.len() >= 5 && !t.is_empty()));
+    let before = applied_all(&api);
+    assert!(
+        before
+            .values()
+            .all(|a| a.versions.len() >= 5 && !a.times.is_empty())
+    );
 
     // b dies: its share moves to a and c, applying nothing again.
     let (created_a, created_c) = (changes(&a, "create"), changes(&c, "create"));
@@ -181,7 +160,7 @@ fn three_shards_apply_each_environment_once_and_heal_when_one_dies_or_joins() {
         ready(&a) && ready(&c)
     });
     assert_eq!(
-        applied(&api),
+        applied_all(&api),
         before,
         "the survivors read b's inventory: nothing applied twice (resourceVersions and managedFields times)"
     );
@@ -218,7 +197,7 @@ fn three_shards_apply_each_environment_once_and_heal_when_one_dies_or_joins() {
             .is_some_and(|i| i.ends_with(":v1.2.4"))
         },
     );
-    let after_change = applied(&api);
+    let after_change = applied_all(&api);
 
     // d joins: it takes what the hash gives it (about a third), nothing
     // else moves, nothing is applied again or deleted.
@@ -242,7 +221,7 @@ fn three_shards_apply_each_environment_once_and_heal_when_one_dies_or_joins() {
         names().len()
     );
     assert!(fraction > 0.0 && fraction <= 0.5, "{fraction}");
-    assert_eq!(applied(&api), after_change, "nothing applied again");
+    assert_eq!(applied_all(&api), after_change, "nothing applied again");
     assert_eq!(changes(&d, "create") + changes(&d, "update"), 0);
     for x in [&a, &c, &d] {
         assert_eq!(changes(x, "delete"), 0, "nothing deleted");
@@ -263,5 +242,5 @@ fn three_shards_apply_each_environment_once_and_heal_when_one_dies_or_joins() {
             .iter()
             .all(|n| share(&a).contains(n) || share(&c).contains(n))
     );
-    assert_eq!(applied(&api), after_change, "nothing applied again");
+    assert_eq!(applied_all(&api), after_change, "nothing applied again");
 }
