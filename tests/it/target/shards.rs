@@ -7,7 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use converge::shard::Members;
+use converge::target::{EnvironmentChange, Error, Inventory, Target};
+use converge::{Converge, Memory, Mode, PassOptions};
 
 use super::kube::{Applied, applied, json, project, ready};
 use crate::support::daemon::Daemon;
@@ -225,6 +229,11 @@ fn three_shards_apply_each_environment_once_and_heal_when_one_dies_or_joins() {
     assert_eq!(changes(&d, "create") + changes(&d, "update"), 0);
     for x in [&a, &c, &d] {
         assert_eq!(changes(x, "delete"), 0, "nothing deleted");
+        assert_eq!(
+            metric(x, "converge_plans_held_total"),
+            0,
+            "handed over, not held"
+        );
     }
 
     // d stops cleanly: its Lease is deleted and its share moves at once.
@@ -243,4 +252,91 @@ fn three_shards_apply_each_environment_once_and_heal_when_one_dies_or_joins() {
             .all(|n| share(&a).contains(n) || share(&c).contains(n))
     );
     assert_eq!(applied_all(&api), after_change, "nothing applied again");
+}
+
+/// A target that plays member `a` of `a` and `b` over another target.
+struct Member {
+    inner: Box<dyn Target>,
+    members: Arc<Members>,
+}
+
+impl Target for Member {
+    fn inventory(&self) -> Result<Arc<Inventory>, Error> {
+        self.inner.inventory()
+    }
+    fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), Error> {
+        self.inner.apply(change)
+    }
+    fn members(&self) -> Option<Arc<Members>> {
+        Some(Arc::clone(&self.members))
+    }
+}
+
+fn pass(converge: &Converge) -> converge::PassOutcome {
+    let snapshots = converge.read_sources().expect("sources read");
+    let options = PassOptions {
+        now: chrono::Utc::now(),
+        mode: Mode::Apply { observe: false },
+        allow_mass_delete: false,
+    };
+    converge
+        .pass(snapshots, &BTreeSet::new(), options, &mut Memory::default())
+        .expect("a pass")
+}
+
+#[test]
+fn a_shard_prunes_only_its_own_environments_and_its_gate_counts_only_its_share() {
+    let p = Project::new("safety:\n  max_delete_fraction: 0.5\n");
+    for n in names() {
+        p.write(&format!("claims/{n}.yaml"), claim(&n, "dev"));
+    }
+    assert!(p.run(&["run", "--once"]).status.success());
+    assert_eq!(p.environments().len(), 24);
+    let config = converge::config::Config::load(&p.path("converge.yaml")).expect("config");
+    let mut converge = Converge::new(config).expect("converge");
+    let inner = std::mem::replace(
+        &mut converge.target,
+        Box::new(converge::target::manifests::Manifests::new(p.path("out"))),
+    );
+    converge.target = Box::new(Member {
+        inner,
+        members: Arc::new(Members::new("a", vec!["a".into(), "b".into()], 1)),
+    });
+    let mine = predicted("a", &["a", "b"]);
+
+    // Every claim there: b's environments are not a's to plan.
+    let outcome = pass(&converge);
+    assert!(
+        outcome.plan.environments.is_empty(),
+        "{:?}",
+        outcome.plan.environments
+    );
+    assert_eq!(outcome.live.environments.len(), mine.len());
+
+    // Four of a's claims and all of b's removed: a deletes its four (under
+    // half of its share: the gate counts a's share, not all 24) and
+    // leaves b's alone.
+    let removed: Vec<&String> = mine.iter().take(4).collect();
+    for n in names() {
+        if removed.contains(&&n) || !mine.contains(&n) {
+            p.remove(&format!("claims/{n}.yaml"));
+        }
+    }
+    let outcome = pass(&converge);
+    assert!(outcome.plan.hold.is_none(), "{:?}", outcome.plan.hold);
+    let deleted: Vec<&String> = outcome.plan.environments.iter().map(|e| &e.name).collect();
+    assert_eq!(deleted, removed);
+    let left: BTreeSet<String> = p.environments().into_iter().collect();
+    let expected: BTreeSet<String> = names()
+        .into_iter()
+        .filter(|n| !removed.contains(&n))
+        .collect();
+    assert_eq!(left, expected, "b's environments stay");
+
+    // All of a's claims removed: more than half of a's share, held.
+    for n in &mine {
+        let _ = std::fs::remove_file(p.path(&format!("claims/{n}.yaml")));
+    }
+    let outcome = pass(&converge);
+    assert!(outcome.plan.hold.is_some(), "the gate holds a's share");
 }
