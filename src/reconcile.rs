@@ -245,6 +245,8 @@ pub struct Daemon {
     target_changes: Option<watch::Receiver<u64>>,
     /// Whether this replica led at the last look (leader election).
     leading: bool,
+    /// The shard members of the last pass (`shards`).
+    shard: Option<Arc<crate::shard::Members>>,
     /// Files with diagnostics in the last pass (their recovery is logged).
     rejected_files: BTreeSet<String>,
 }
@@ -344,6 +346,7 @@ impl Daemon {
             drift_reported: BTreeMap::new(),
             target_changes: None,
             leading: true,
+            shard: None,
             rejected_files: BTreeSet::new(),
         };
         daemon.publish();
@@ -911,12 +914,13 @@ impl Daemon {
     }
 
     /// Step: the work counters.
-    fn observe_counters(&self, outcome: &PassOutcome) {
+    fn observe_counters(&mut self, outcome: &PassOutcome) {
         let c = outcome.counters;
         self.metrics.claims_parsed.inc_by(c.parsed as u64);
         self.metrics.claims_validated.inc_by(c.validated as u64);
         self.metrics.claims_authorized.inc_by(c.authorized as u64);
         self.metrics.claims_rendered.inc_by(c.rendered as u64);
+        self.shard.clone_from(&outcome.members);
         if let Some(m) = &outcome.members {
             let share = outcome
                 .evaluation
@@ -1188,6 +1192,7 @@ impl Daemon {
             self.pass,
         );
         view.events = self.events_body();
+        let view = view.for_shard(self.shard.clone());
         self.view.store(Arc::new(view));
     }
 

@@ -137,6 +137,18 @@ fn three_shards_apply_each_environment_once_and_heal_when_one_dies_or_joins() {
             share(d).len() as u64
         );
     }
+    // Each replica lists its own share and says whose it is; another's
+    // environment is a 404 naming its owner.
+    let list = a.json("/api/v1/environments");
+    assert_eq!(list["shard"]["identity"], "a");
+    assert_eq!(list["shard"]["members"], serde_json::json!(["a", "b", "c"]));
+    let of_b = predicted("b", &all)
+        .into_iter()
+        .next()
+        .expect("b owns some");
+    let (status, body) = a.get(&format!("/api/v1/environments/{of_b}"));
+    assert_eq!(status, 404);
+    assert!(body.contains("member b"), "{body}");
     let leases = api.kubectl_ok(&["get", "leases", "-n", INVENTORY, "-o", "name"]);
     for m in all {
         assert!(leases.contains(&format!("converge-shard-{m}")), "{leases}");
