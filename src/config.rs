@@ -1007,6 +1007,29 @@ fn read_capped(path: &Path) -> std::io::Result<String> {
 mod tests {
     use super::*;
 
+    fn kube(target_extra: &str) -> Result<Config, String> {
+        Config::parse(&format!(
+            "sources: []\ntarget:\n  kind: kubernetes\n{target_extra}"
+        ))
+    }
+
+    #[test]
+    fn shards_take_defaults_and_exclude_leader_election() {
+        let c = kube("  shards: {}\n").expect("shards parse");
+        let TargetConfig::Kubernetes(k) = c.target else {
+            panic!("kubernetes")
+        };
+        let sh = k.shards.expect("shards");
+        assert_eq!(sh.lease_prefix, "converge-shard-");
+        assert_eq!(sh.lease_duration, Duration::from_secs(15));
+        let both = kube("  shards: {}\n  leader_election: {}\n").expect_err("refused");
+        assert!(both.contains("exclude each other"), "{both}");
+        let timing = kube("  shards: {renew_deadline: 20s}\n").expect_err("refused");
+        assert!(timing.contains("renew_deadline < lease_duration"), "{timing}");
+        let name = kube("  shards: {identity: Pod_1}\n").expect_err("refused");
+        assert!(name.contains("Lease"), "{name}");
+    }
+
     #[test]
     fn product_example_config_parses() {
         let text = r"
