@@ -1025,7 +1025,10 @@ mod tests {
         let both = kube("  shards: {}\n  leader_election: {}\n").expect_err("refused");
         assert!(both.contains("exclude each other"), "{both}");
         let timing = kube("  shards: {renew_deadline: 20s}\n").expect_err("refused");
-        assert!(timing.contains("renew_deadline < lease_duration"), "{timing}");
+        assert!(
+            timing.contains("renew_deadline < lease_duration"),
+            "{timing}"
+        );
         let name = kube("  shards: {identity: Pod_1}\n").expect_err("refused");
         assert!(name.contains("Lease"), "{name}");
     }

@@ -639,7 +639,7 @@ impl Kubernetes {
         Some(self.membership.get_or_init(|| {
             let mut options = (**options).clone();
             if options.identity.is_empty() {
-                options.identity = super::lease::default_identity();
+                options.identity = super::shards::default_identity();
             }
             super::shards::Membership::start(
                 self.config.clone(),

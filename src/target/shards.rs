@@ -196,6 +196,23 @@ impl Drop for Membership {
     }
 }
 
+/// This replica's identity when none is configured: the leader election's
+/// (pod or host name and pid), made fit for a Lease's name.
+#[must_use]
+pub fn default_identity() -> String {
+    super::lease::default_identity()
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 fn lease_name(o: &Shards) -> String {
     format!("{}{}", o.lease_prefix, o.identity)
 }
