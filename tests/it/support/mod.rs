@@ -12,12 +12,14 @@
 //!   and a proxy that cuts connections after a number of requests.
 //! - `kube.rs`: a Kubernetes API server (etcd, kube-apiserver,
 //!   kube-controller-manager) for the kubernetes target.
+//! - `registry.rs`: the CNCF distribution registry (the image test).
 
 pub mod daemon;
 pub mod fault_proxy;
 pub mod garage;
 pub mod git;
 pub mod kube;
+pub mod registry;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
