@@ -13,14 +13,14 @@ use crate::support::kube::tool;
 use crate::support::registry::{Auth, Registry};
 use crate::support::{repo, stderr, stdout};
 
-fn ok(out: Output, what: &str) -> String {
+fn ok(out: &Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what}: {}{}",
-        stdout(&out),
-        stderr(&out)
+        stdout(out),
+        stderr(out)
     );
-    stdout(&out)
+    stdout(out)
 }
 
 fn crane(args: &[&str]) -> String {
@@ -29,14 +29,14 @@ fn crane(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("crane runs");
-    ok(out, &format!("crane {args:?}"))
+    ok(&out, &format!("crane {args:?}"))
 }
 
 /// Runs `args` inside `root` as the image's user: chroot as root, else an
 /// unprivileged user namespace (`unshare --map-root-user --root`).
 fn inside(root: &Path, args: &[&str]) -> Output {
     let uid = ok(
-        Command::new("id").arg("-u").output().expect("id runs"),
+        &Command::new("id").arg("-u").output().expect("id runs"),
         "id -u",
     );
     let mut command = if uid.trim() == "0" {
@@ -84,7 +84,7 @@ fn the_image_is_pushed_pulled_back_and_runs_converge_as_a_non_root_user() {
         )
         .output()
         .expect("scripts/image runs");
-    ok(out, "scripts/image");
+    ok(&out, "scripts/image");
 
     // The config: converge as entrypoint, run as the non-root user.
     let config: Value = serde_json::from_str(&crane(&["config", &reference])).expect("JSON");
@@ -103,7 +103,7 @@ fn the_image_is_pushed_pulled_back_and_runs_converge_as_a_non_root_user() {
     let fs = root.path().join("rootfs");
     std::fs::create_dir(&fs).expect("mkdir");
     ok(
-        Command::new("tar")
+        &Command::new("tar")
             .arg("-xf")
             .arg(&tarball)
             .arg("-C")
@@ -114,7 +114,7 @@ fn the_image_is_pushed_pulled_back_and_runs_converge_as_a_non_root_user() {
     );
     std::fs::remove_file(&tarball).expect("remove the tarball");
     let linked = ok(
-        Command::new("ldd").arg(binary).output().expect("ldd runs"),
+        &Command::new("ldd").arg(binary).output().expect("ldd runs"),
         "ldd",
     );
     let mut expected: BTreeSet<String> = linked
@@ -147,7 +147,7 @@ fn the_image_is_pushed_pulled_back_and_runs_converge_as_a_non_root_user() {
 
     // It runs: the version, and validate on the quick start.
     let out = inside(&fs, &["/usr/local/bin/converge", "--version"]);
-    assert!(ok(out, "converge --version").starts_with("converge "));
+    assert!(ok(&out, "converge --version").starts_with("converge "));
     let quickstart = fs.join("tmp/quickstart");
     std::fs::create_dir_all(&quickstart).expect("mkdir");
     for rel in ["converge.yaml", "claims"] {
@@ -157,7 +157,7 @@ fn the_image_is_pushed_pulled_back_and_runs_converge_as_a_non_root_user() {
             .arg(quickstart.join(rel))
             .output()
             .expect("cp runs");
-        ok(out, "cp");
+        ok(&out, "cp");
     }
     let out = inside(
         &fs,
@@ -169,6 +169,6 @@ fn the_image_is_pushed_pulled_back_and_runs_converge_as_a_non_root_user() {
             "/tmp/quickstart/claims",
         ],
     );
-    let text = ok(out, "converge validate in the image");
+    let text = ok(&out, "converge validate in the image");
     assert!(text.contains("valid"), "{text}");
 }
