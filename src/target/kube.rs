@@ -629,6 +629,7 @@ impl Kubernetes {
                 self.options.inventory_namespace.clone(),
                 self.options.field_manager.clone(),
                 options,
+                self.notify.clone(),
             )
         }))
     }

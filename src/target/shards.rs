@@ -234,8 +234,15 @@ where
                 Err(e) => Err(e),
             };
         }
+        // Look again when a live member's Lease expires if that comes
+        // before the next round: its share moves as soon as it may.
+        let mut wait = o.retry_period;
         match outcome {
-            Ok(others) => settle(shared, sent, others),
+            Ok(others) => {
+                if let Some(next) = settle(shared, sent, others) {
+                    wait = wait.min(next + Duration::from_millis(20));
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, lease = %lease_name(o), "cannot renew the shard membership");
             }
@@ -247,7 +254,7 @@ where
             let now_members = shared.state().members.clone();
             publish(shared, &now_members, true);
         }
-        tokio::time::sleep(o.retry_period).await;
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -346,8 +353,13 @@ async fn collect(api: &Api<Lease>, lease: &Lease) {
     }
 }
 
-/// After a successful round sent at `sent`: the live members.
-fn settle(shared: &Shared, sent: Instant, others: Vec<(String, Option<MicroTime>, Duration)>) {
+/// After a successful round sent at `sent`: the live members. Returns how
+/// long until the first live member's Lease expires unless renewed.
+fn settle(
+    shared: &Shared,
+    sent: Instant,
+    others: Vec<(String, Option<MicroTime>, Duration)>,
+) -> Option<Duration> {
     let o = &shared.options;
     let now_wall = k8s_openapi::jiff::Timestamp::now();
     let members = {
@@ -358,6 +370,7 @@ fn settle(shared: &Shared, sent: Instant, others: Vec<(String, Option<MicroTime>
         }
         s.renewed = Some(sent);
         let mut live = Vec::new();
+        let mut next: Option<Duration> = None;
         let mut seen = std::collections::HashSet::new();
         for (identity, renewed, duration) in others {
             let text = renewed
@@ -383,10 +396,13 @@ fn settle(shared: &Shared, sent: Instant, others: Vec<(String, Option<MicroTime>
             if let Some(at) = fresh {
                 s.observed.insert(identity.clone(), (text, at));
             }
-            if s.observed
+            if let Some(left) = s
+                .observed
                 .get(&identity)
-                .is_some_and(|(_, at)| at.elapsed() < duration)
+                .and_then(|(_, at)| duration.checked_sub(at.elapsed()))
+                .filter(|left| !left.is_zero())
             {
+                next = Some(next.map_or(left, |n| n.min(left)));
                 live.push(identity);
             }
         }
@@ -396,7 +412,7 @@ fn settle(shared: &Shared, sent: Instant, others: Vec<(String, Option<MicroTime>
         }
         let mut candidate = Members::new(&o.identity, live, s.members.generation());
         if candidate.live() == s.members.live() {
-            return;
+            return next;
         }
         candidate = Members::new(
             &o.identity,
@@ -404,9 +420,10 @@ fn settle(shared: &Shared, sent: Instant, others: Vec<(String, Option<MicroTime>
             s.members.generation() + 1,
         );
         s.members = Arc::new(candidate);
-        Arc::clone(&s.members)
+        (Arc::clone(&s.members), next)
     };
-    publish(shared, &members, false);
+    publish(shared, &members.0, false);
+    members.1
 }
 
 fn publish(shared: &Shared, members: &Members, quiet: bool) {
