@@ -438,6 +438,12 @@ fn with_shards_on_the_config_names_shards_not_leader_election_and_leases_are_lis
         "{config}"
     );
     assert!(doc["target"]["leader_election"].is_null(), "{config}");
+    let deployment = one(&objects, "Deployment");
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        one(&objects, "PodDisruptionBudget")["spec"]["maxUnavailable"],
+        1
+    );
     let role = objects
         .iter()
         .find(|o| {
