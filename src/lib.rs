@@ -246,8 +246,12 @@ impl Converge {
     ) -> Result<PassOutcome, PassError> {
         // Sharded: one view of the members for the whole pass, so an
         // environment is in both the share of the inventory and of the
-        // claims, or in neither (never planned as a deletion).
-        let members = self.target.members();
+        // claims, or in neither (never planned as a deletion). Planning
+        // only (`converge plan`) joins no shard and shows every environment.
+        let members = match options.mode {
+            Mode::Apply { .. } => self.target.members(),
+            Mode::Plan { .. } => None,
+        };
         let all = self.target.inventory()?;
         let live = share(&all, members.as_deref());
         let observe = options.mode == Mode::Apply { observe: true };
