@@ -284,11 +284,11 @@ impl Target for Member {
     }
 }
 
-fn pass(converge: &Converge) -> converge::PassOutcome {
+fn pass(converge: &Converge, mode: Mode) -> converge::PassOutcome {
     let snapshots = converge.read_sources().expect("sources read");
     let options = PassOptions {
         now: chrono::Utc::now(),
-        mode: Mode::Apply { observe: false },
+        mode,
         allow_mass_delete: false,
     };
     converge
@@ -317,13 +317,17 @@ fn a_shard_prunes_only_its_own_environments_and_its_gate_counts_only_its_share()
     let mine = predicted("a", &["a", "b"]);
 
     // Every claim there: b's environments are not a's to plan.
-    let outcome = pass(&converge);
+    let outcome = pass(&converge, Mode::Apply { observe: false });
     assert!(
         outcome.plan.environments.is_empty(),
         "{:?}",
         outcome.plan.environments
     );
     assert_eq!(outcome.live.environments.len(), mine.len());
+    // Planning only joins no shard: every environment is planned.
+    let outcome = pass(&converge, Mode::Plan { preview: false });
+    assert_eq!(outcome.live.environments.len(), 24);
+    assert!(outcome.members.is_none());
 
     // Four of a's claims and all of b's removed: a deletes its four (under
     // half of its share: the gate counts a's share, not all 24) and
@@ -334,7 +338,7 @@ fn a_shard_prunes_only_its_own_environments_and_its_gate_counts_only_its_share()
             p.remove(&format!("claims/{n}.yaml"));
         }
     }
-    let outcome = pass(&converge);
+    let outcome = pass(&converge, Mode::Apply { observe: false });
     assert!(outcome.plan.hold.is_none(), "{:?}", outcome.plan.hold);
     let deleted: Vec<&String> = outcome.plan.environments.iter().map(|e| &e.name).collect();
     assert_eq!(deleted, removed);
@@ -349,6 +353,6 @@ fn a_shard_prunes_only_its_own_environments_and_its_gate_counts_only_its_share()
     for n in &mine {
         let _ = std::fs::remove_file(p.path(&format!("claims/{n}.yaml")));
     }
-    let outcome = pass(&converge);
+    let outcome = pass(&converge, Mode::Apply { observe: false });
     assert!(outcome.plan.hold.is_some(), "the gate holds a's share");
 }
