@@ -1838,16 +1838,25 @@ class Bench:
                 return {i["name"] for i in body["items"]}, body.get("shard", {}).get("members", [])
 
             def settled(names, size):
-                """Each of `names` is ready, sees `size` members, and the shares split all n."""
-                shares = {}
+                """Each of `names` is ready, sees `size` members, and the shares split all n
+                (the gauges first, cheap; then the lists)."""
+                total = 0
                 for x in names:
                     r = members[x]
                     try:
                         if http_get(r.url + "/ready", timeout=2)[0] != 200:
                             return None
+                        m = r.metrics()
                     except Exception:  # noqa: BLE001
                         return None
-                    got, live = share(r)
+                    if m.get("converge_shard_members") != size:
+                        return None
+                    total += int(m.get("converge_shard_environments", 0))
+                if total != n:
+                    return None
+                shares = {}
+                for x in names:
+                    got, live = share(members[x])
                     if len(live) != size:
                         return None
                     shares[x] = got
