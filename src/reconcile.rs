@@ -689,6 +689,7 @@ impl Daemon {
                 self.observe_latency(&outcome);
                 self.observe_drift(&outcome, &mut events);
                 self.observe_counters(&outcome);
+                self.observe_shard(&outcome);
                 let action = self.action_after(&outcome, now);
                 let record = self.pass_record(Ok(&outcome), started, now);
                 let touched = self.observe_statuses(outcome, now);
@@ -914,12 +915,17 @@ impl Daemon {
     }
 
     /// Step: the work counters.
-    fn observe_counters(&mut self, outcome: &PassOutcome) {
+    fn observe_counters(&self, outcome: &PassOutcome) {
         let c = outcome.counters;
         self.metrics.claims_parsed.inc_by(c.parsed as u64);
         self.metrics.claims_validated.inc_by(c.validated as u64);
         self.metrics.claims_authorized.inc_by(c.authorized as u64);
         self.metrics.claims_rendered.inc_by(c.rendered as u64);
+    }
+
+    /// Step: the shard members the pass planned with (`shards`), for the
+    /// view, and this replica's share in the gauges.
+    fn observe_shard(&mut self, outcome: &PassOutcome) {
         self.shard.clone_from(&outcome.members);
         if let Some(m) = &outcome.members {
             let share = outcome
