@@ -72,11 +72,14 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Active: renewed within the renew deadline, and counted among the
+    /// members (which a round does once the joining wait is over), so the
+    /// daemon never passes with a snapshot that leaves this replica out.
     fn active(&self) -> bool {
         let o = &self.options;
         let s = self.state();
         s.renewed.is_some_and(|t| t.elapsed() < o.renew_deadline)
-            && s.joined.is_some_and(|t| t.elapsed() >= o.lease_duration)
+            && s.members.live().iter().any(|m| m == s.members.me())
     }
 }
 
