@@ -38,6 +38,7 @@ pub mod reconcile;
 pub mod render;
 pub mod resolve;
 pub mod secret;
+pub mod shard;
 pub mod source;
 pub mod state;
 pub mod status;
@@ -146,6 +147,9 @@ pub struct PassOutcome {
     pub drift: BTreeMap<String, Vec<(String, String)>>,
     /// Whether drift is corrected (`drift: correct`) or only reported.
     pub drift_corrected: bool,
+    /// The shard members the pass planned with (`shards`): the evaluation,
+    /// the plan and `live` hold only this replica's share.
+    pub members: Option<Arc<shard::Members>>,
 }
 
 /// What a pass keeps for the next one: the daemon holds it across passes,
@@ -259,7 +263,16 @@ impl Converge {
         memory: &mut Memory,
     ) -> Result<PassOutcome, PassError> {
         self.key_files.refresh();
-        let live = self.target.inventory()?;
+        // Sharded: one view of the members for the whole pass, so an
+        // environment is in both the share of the inventory and of the
+        // claims, or in neither (never planned as a deletion). Planning
+        // only (`converge plan`) joins no shard and shows every environment.
+        let members = match options.mode {
+            Mode::Apply { .. } => self.target.members(),
+            Mode::Plan { .. } => None,
+        };
+        let all = self.target.inventory()?;
+        let live = share(&all, members.as_deref());
         let observe = options.mode == Mode::Apply { observe: true };
         let drift: BTreeMap<String, Vec<(String, String)>> = if observe {
             live.environments
@@ -270,12 +283,18 @@ impl Converge {
         } else {
             BTreeMap::new()
         };
+        // Every claim is evaluated against the whole inventory (policies
+        // see create or update truly); the plan sees only this share.
         let mut evaluation = self.pipeline.evaluate_cached(
             &snapshots,
-            &live,
+            &all,
             pipeline::Options { now: options.now },
             &mut memory.cache,
         );
+        drop(all);
+        if let Some(m) = &members {
+            evaluation.retain_environments(|name| m.owns(name));
+        }
         keep_stale(&mut evaluation, &live, stale);
         // Planning only: the claims' bytes are parsed, free them before planning.
         let snapshots = matches!(options.mode, Mode::Apply { .. }).then_some(snapshots);
@@ -301,6 +320,7 @@ impl Converge {
                 &self.config.target,
                 TargetConfig::Kubernetes(k) if k.drift == config::Drift::Correct
             ),
+            members,
         };
         match options.mode {
             Mode::Plan { preview } => {
@@ -373,7 +393,7 @@ impl Converge {
         if (!report.applied.is_empty() || !report.failed.is_empty())
             && let Ok(live) = self.target.inventory()
         {
-            outcome.live = live;
+            outcome.live = share(&live, outcome.members.as_deref());
         }
         let applied_now = Instant::now();
         for name in &report.applied {
@@ -411,6 +431,21 @@ impl Converge {
             outcome.health.insert(name.clone(), health);
         }
         outcome.health_deadline = deadline;
+    }
+}
+
+/// The part of an inventory a shard owns (all of it when not sharded).
+fn share(all: &Arc<Inventory>, members: Option<&shard::Members>) -> Arc<Inventory> {
+    match members {
+        None => Arc::clone(all),
+        Some(m) => Arc::new(Inventory {
+            environments: all
+                .environments
+                .iter()
+                .filter(|(name, _)| m.owns(name))
+                .map(|(name, env)| (name.clone(), Arc::clone(env)))
+                .collect(),
+        }),
     }
 }
 

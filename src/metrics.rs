@@ -76,6 +76,8 @@ pub struct Metrics {
     pub git_fetches: Family<SourceLabels, Counter>,
     pub git_blob_reads: Family<SourceLabels, Counter>,
     pub pass_ready: Histogram,
+    pub shard_members: Gauge,
+    pub shard_environments: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -121,6 +123,8 @@ impl Metrics {
             git_fetches: Family::default(),
             git_blob_reads: Family::default(),
             pass_ready: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            shard_members: Gauge::default(),
+            shard_environments: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -228,6 +232,16 @@ impl Metrics {
             "pass_ready_seconds",
             "From a pass's start to the API serving its result (state committed, view swapped)",
             m.pass_ready.clone(),
+        );
+        registry.register(
+            "shard_members",
+            "Live shard members this replica sees, itself included once active (shards only)",
+            m.shard_members.clone(),
+        );
+        registry.register(
+            "shard_environments",
+            "Environments this replica owns and reconciles (shards only)",
+            m.shard_environments.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -118,6 +118,16 @@ impl Evaluation {
         Inventory { environments }
     }
 
+    /// Keeps only the environments `owned` accepts (a shard's share):
+    /// desired, expired, kept and their conditions. Diagnostics name files
+    /// and stay.
+    pub fn retain_environments(&mut self, owned: impl Fn(&str) -> bool) {
+        self.desired.retain(|name, _| owned(name));
+        self.expired.retain(|name, _| owned(name));
+        self.keep.retain(|name, _| owned(name));
+        self.conditions.retain(|name, _| owned(name));
+    }
+
     /// Takes each file's outcome into the evaluation: desired, expired, or
     /// kept as it is with its conditions; names in `conflicted` stay as they
     /// are. A live environment whose claim file is there but unreadable is

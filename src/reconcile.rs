@@ -250,6 +250,8 @@ pub struct Daemon {
     target_changes: Option<watch::Receiver<u64>>,
     /// Whether this replica led at the last look (leader election).
     leading: bool,
+    /// The shard members of the last pass (`shards`).
+    shard: Option<Arc<crate::shard::Members>>,
     /// Files with diagnostics in the last pass (their recovery is logged).
     rejected_files: BTreeSet<String>,
 }
@@ -350,6 +352,7 @@ impl Daemon {
             drift_reported: BTreeMap::new(),
             target_changes: None,
             leading: true,
+            shard: None,
             rejected_files: BTreeSet::new(),
         };
         daemon.publish();
@@ -696,6 +699,7 @@ impl Daemon {
                 self.observe_latency(&outcome);
                 self.observe_drift(&outcome, &mut events);
                 self.observe_counters(&outcome);
+                self.observe_shard(&outcome);
                 let action = self.action_after(&outcome, now);
                 let record = self.pass_record(Ok(&outcome), started, now);
                 let touched = self.observe_statuses(outcome, now);
@@ -933,6 +937,27 @@ impl Daemon {
         self.metrics
             .secrets_key_unwraps
             .inc_by(c.key_unwraps as u64);
+    }
+
+    /// Step: the shard members the pass planned with (`shards`), for the
+    /// view, and this replica's share in the gauges.
+    fn observe_shard(&mut self, outcome: &PassOutcome) {
+        self.shard.clone_from(&outcome.members);
+        if let Some(m) = &outcome.members {
+            let share = outcome
+                .evaluation
+                .desired
+                .keys()
+                .chain(outcome.live.environments.keys())
+                .collect::<BTreeSet<_>>()
+                .len();
+            self.metrics
+                .shard_members
+                .set(i64::try_from(m.live().len()).unwrap_or(i64::MAX));
+            self.metrics
+                .shard_environments
+                .set(i64::try_from(share).unwrap_or(i64::MAX));
+        }
     }
 
     /// Step: every environment's status (rebuilt only where something
@@ -1191,6 +1216,7 @@ impl Daemon {
             self.pass,
         );
         view.events = self.events_body();
+        let view = view.for_shard(self.shard.clone());
         self.view.store(Arc::new(view));
     }
 

@@ -19,6 +19,7 @@ const PURE: &[&str] = &[
     "plan",
     "render",
     "resolve",
+    "shard",
     "status",
     "validate",
     "view",

@@ -1,6 +1,6 @@
 //! converge's integration tests: one binary, a module per area, mirroring
 //! `src/` (`source/` for the sources against real servers, `daemon/` for the
-//! daemon end to end, `target/` for the targets, `chart.rs` for the Helm chart); `support/` holds the project helpers and the harnesses
+//! daemon end to end, `target/` for the targets, `chart.rs` for the Helm chart, `image.rs` for the container image); `support/` holds the project helpers and the harnesses
 //! for real servers.
 //!
 //! A test that needs a tool a machine may lack (Garage, lighttpd, sshd, gpg,
@@ -17,6 +17,7 @@ mod cli;
 mod daemon;
 mod examples;
 mod golden;
+mod image;
 mod pipeline;
 mod secret;
 mod source;

@@ -14,12 +14,14 @@
 //!   real `sops` CLI.
 //! - `kube.rs`: a Kubernetes API server (etcd, kube-apiserver,
 //!   kube-controller-manager) for the kubernetes target.
+//! - `registry.rs`: the CNCF distribution registry (the image test).
 
 pub mod daemon;
 pub mod fault_proxy;
 pub mod garage;
 pub mod git;
 pub mod kube;
+pub mod registry;
 pub mod sops;
 
 use std::net::TcpListener;

@@ -10,7 +10,7 @@ use crate::support::{Project, claim, stderr};
 
 /// A project whose target is `api`'s cluster, with the admin kubeconfig.
 /// Projects sharing a cluster keep their inventories apart (`inventory`).
-fn project(api: &KubeApi, inventory: &str) -> Project {
+pub(super) fn project(api: &KubeApi, inventory: &str) -> Project {
     let p = Project::new("");
     let config = format!(
         "sources:\n  - name: local\n    kind: dir\n    path: claims\n\
@@ -22,14 +22,14 @@ fn project(api: &KubeApi, inventory: &str) -> Project {
     p
 }
 
-fn json(api: &KubeApi, args: &[&str]) -> Value {
+pub(super) fn json(api: &KubeApi, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["-o", "json"]);
     serde_json::from_str(&api.kubectl_ok(&all)).expect("kubectl prints JSON")
 }
 
 /// `kind/name` -> resourceVersion of every object converge applies in `ns`.
-fn versions(api: &KubeApi, ns: &str) -> std::collections::BTreeMap<String, String> {
+pub(super) fn versions(api: &KubeApi, ns: &str) -> std::collections::BTreeMap<String, String> {
     let list = json(
         api,
         &[
@@ -59,6 +59,43 @@ fn versions(api: &KubeApi, ns: &str) -> std::collections::BTreeMap<String, Strin
             )
         })
         .collect()
+}
+
+/// One environment's objects as last written: each object's
+/// resourceVersion, and when converge's field manager last wrote each
+/// (`managedFields` times). Equal before and after: nothing applied again.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Applied {
+    pub(super) versions: std::collections::BTreeMap<String, String>,
+    pub(super) times: Vec<String>,
+}
+
+pub(super) fn applied(api: &KubeApi, ns: &str) -> Applied {
+    let list = json(
+        api,
+        &[
+            "get",
+            "resourcequota,limitrange,networkpolicy,configmap,service,deployment,hpa",
+            "-n",
+            ns,
+            "-l",
+            "app.kubernetes.io/managed-by=converge",
+            "--show-managed-fields",
+        ],
+    );
+    let times = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|o| o["metadata"]["managedFields"].as_array().cloned())
+        .flatten()
+        .filter(|f| f["manager"] == "converge")
+        .map(|f| f["time"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    Applied {
+        versions: versions(api, ns),
+        times,
+    }
 }
 
 fn gone_or_terminating(api: &KubeApi, ns: &str) -> bool {
@@ -828,7 +865,7 @@ fn replica(api: &KubeApi, names: &[&str]) -> Project {
     p
 }
 
-fn ready(d: &Daemon) -> bool {
+pub(super) fn ready(d: &Daemon) -> bool {
     d.get("/ready").0 == 200
 }
 
@@ -852,7 +889,17 @@ fn one_of_two_replicas_leads_and_the_other_takes_over_after_kill_9_applying_noth
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let before: Vec<_> = names.iter().map(|n| versions(&api, n)).collect();
+    let before: Vec<_> = names.iter().map(|n| applied(&api, n)).collect();
+    assert!(before.iter().all(|a| !a.times.is_empty()));
+    let created = r#"converge_plan_changes_total{action="create"}"#;
+    assert_eq!(leader.sample(created), 2, "the leader created both");
+    assert!(
+        !standby
+            .get("/metrics")
+            .1
+            .contains("converge_plan_changes_total{"),
+        "the standby applied nothing"
+    );
 
     leader.kill9();
     let killed = std::time::Instant::now();
@@ -871,10 +918,17 @@ fn one_of_two_replicas_leads_and_the_other_takes_over_after_kill_9_applying_noth
         lease["spec"]["holderIdentity"].as_str().unwrap_or_default(),
         holder
     );
-    let after: Vec<_> = names.iter().map(|n| versions(&api, n)).collect();
+    let after: Vec<_> = names.iter().map(|n| applied(&api, n)).collect();
     assert_eq!(
         before, after,
-        "the new leader read the inventory: nothing applied twice"
+        "the new leader read the inventory: nothing applied twice (resourceVersions and managedFields times)"
+    );
+    assert!(
+        !standby
+            .get("/metrics")
+            .1
+            .contains("converge_plan_changes_total{"),
+        "the new leader changed nothing on taking over"
     );
     let events = standby.json("/api/v1/events").to_string();
     assert!(
