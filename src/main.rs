@@ -118,6 +118,9 @@ enum Command {
         config: Option<PathBuf>,
         /// The claim file to render.
         claim: PathBuf,
+        /// Print the `Secret`'s decrypted values (base64) instead of `***`.
+        #[arg(long)]
+        show_secrets: bool,
     },
 }
 
@@ -232,12 +235,16 @@ fn execute(command: Command) -> Result<u8> {
                 format,
             ),
         },
-        Command::Render { config, claim } => render(config.as_deref(), &claim),
+        Command::Render {
+            config,
+            claim,
+            show_secrets,
+        } => render(config.as_deref(), &claim, show_secrets),
     }
 }
 
 fn daemon(config: &Path, listen: Option<String>) -> Result<u8> {
-    let converge = Converge::new(Config::load(config)?)?;
+    let converge = Converge::new(Config::load(config)?)?.with_installation_key()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -265,7 +272,7 @@ async fn wait_for_signal() {
 }
 
 fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
-    let mut converge = Converge::new(Config::load(config)?)?;
+    let mut converge = Converge::new(Config::load(config)?)?.with_installation_key()?;
     // One writer per state dir: a daemon (or another `run --once`) holds it.
     let _lock = converge::state::WriterLock::acquire(&converge.config.state_dir)?;
     let snapshots = converge.read_sources()?;
@@ -305,7 +312,9 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
     let snapshot = source::dir::read_paths("cli", paths, config.limits.max_file_bytes)?;
     let now = chrono::Utc::now();
     let snapshots = [snapshot];
-    let (files, mut diagnostics) = pipeline.validate(&snapshots, now);
+    let validated = pipeline.validate(&snapshots, now);
+    let (files, mut diagnostics) = (validated.files, validated.diagnostics);
+    let unchecked = validated.secrets_unchecked;
     let versions = converge::check_versions(&config, &pipeline, &snapshots, now)?;
     diagnostics.extend(versions.diagnostics);
     diagnostics.sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));
@@ -337,9 +346,15 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
                     versions.unchecked.len()
                 )?;
             }
+            if unchecked > 0 {
+                writeln!(
+                    out,
+                    "{unchecked} files carry SOPS secrets that were not decrypted or MAC-checked: no age key is configured (secrets.age_key_files)"
+                )?;
+            }
         }
         ValidateFormat::Json => {
-            let doc = serde_json::json!({"files": files, "invalid": invalid.len(), "diagnostics": diagnostics,
+            let doc = serde_json::json!({"files": files, "invalid": invalid.len(), "secrets_unchecked": unchecked, "diagnostics": diagnostics,
                 "versions": {"checked": versions.checked, "unchecked": versions.unchecked}});
             writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         }
@@ -386,7 +401,7 @@ fn print_plan(plan: &plan::Plan, format: PlanFormat) -> Result<()> {
     }
 }
 
-fn render(config: Option<&Path>, claim: &Path) -> Result<u8> {
+fn render(config: Option<&Path>, claim: &Path, show_secrets: bool) -> Result<u8> {
     let config = load_config(config)?;
     let pipeline = converge::pipeline_for(&config)?;
     let snapshot =
@@ -422,16 +437,22 @@ fn render(config: Option<&Path>, claim: &Path) -> Result<u8> {
         }
         return Ok(1);
     };
-    let rendered =
-        pipeline
-            .renderer
-            .render(&desired.claim, &desired.record.versions, desired.expires_at)?;
+    let rendered = pipeline.renderer.render(
+        &desired.claim,
+        &desired.record.versions,
+        desired.expires_at,
+        desired.secrets.as_deref(),
+    )?;
     let mut out = std::io::stdout().lock();
     for (i, r) in rendered.iter().enumerate() {
         if i > 0 {
             writeln!(out, "---")?;
         }
-        out.write_all(r.yaml.as_bytes())?;
+        if show_secrets {
+            out.write_all(r.yaml.as_bytes())?;
+        } else {
+            out.write_all(r.redacted_yaml().as_bytes())?;
+        }
     }
     Ok(0)
 }

@@ -12,7 +12,9 @@
 //!   and a proxy that cuts connections after a number of requests.
 //! - `registry.rs`: the CNCF distribution registry (no auth, htpasswd basic
 //!   auth, or bearer tokens from a token server in front of it), tags pushed
-//!   and deleted by plain HTTP.
+//!   and deleted by plain HTTP; the image test pushes to it too.
+//! - `sops.rs`: age identities (`age-keygen`) and claims encrypted by the
+//!   real `sops` CLI.
 //! - `kube.rs`: a Kubernetes API server (etcd, kube-apiserver,
 //!   kube-controller-manager) for the kubernetes target.
 
@@ -22,6 +24,7 @@ pub mod garage;
 pub mod git;
 pub mod kube;
 pub mod registry;
+pub mod sops;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
