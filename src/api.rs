@@ -69,6 +69,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/sources", get(sources))
         .route("/api/v1/plan", get(plan))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/", get(page))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
@@ -281,6 +282,16 @@ async fn plan(State(shared): State<Shared>) -> Response {
 
 async fn events(State(shared): State<Shared>) -> Response {
     json(StatusCode::OK, shared.view.load().events.clone())
+}
+
+/// The OpenAPI document, serialized once per process.
+async fn openapi() -> Response {
+    static BODY: std::sync::LazyLock<Bytes> = std::sync::LazyLock::new(|| {
+        Bytes::from(
+            serde_json::to_vec(&crate::openapi::document()).expect("the document serializes"),
+        )
+    });
+    json(StatusCode::OK, BODY.clone())
 }
 
 async fn page(State(shared): State<Shared>) -> Response {

@@ -30,6 +30,7 @@ pub mod inventory;
 pub mod load;
 pub mod metrics;
 pub mod object;
+pub mod openapi;
 pub mod pipeline;
 pub mod plan;
 pub mod reconcile;

@@ -14,6 +14,7 @@ const PURE: &[&str] = &[
     "inventory",
     "load",
     "object",
+    "openapi",
     "pipeline",
     "plan",
     "render",

@@ -11,6 +11,7 @@
 
 mod support;
 
+mod api;
 mod bad_input;
 mod chart;
 mod cli;
