@@ -14,6 +14,7 @@ mod support;
 mod api;
 mod bad_input;
 mod chart;
+mod claim;
 mod cli;
 mod daemon;
 mod examples;
