@@ -284,7 +284,7 @@ async fn events(State(shared): State<Shared>) -> Response {
     json(StatusCode::OK, shared.view.load().events.clone())
 }
 
-/// The OpenAPI document, serialized once per process.
+/// The `OpenAPI` document, serialized once per process.
 async fn openapi() -> Response {
     static BODY: std::sync::LazyLock<Bytes> = std::sync::LazyLock::new(|| {
         Bytes::from(

@@ -1,4 +1,4 @@
-//! The OpenAPI 3.1 description of the read-only API, served at
+//! The `OpenAPI` 3.1 description of the read-only API, served at
 //! `/api/v1/openapi.json`.
 //!
 //! Built from the same closed vocabularies the API serves (reasons,
@@ -98,6 +98,124 @@ fn names<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> Vec<&'static s
     all.iter().map(|t| name(*t)).collect()
 }
 
+/// The plan's schemas (`/api/v1/plan`, and each environment's last plan).
+fn plan_schemas(object_ref: &dyn Fn(&Value) -> Value) -> Value {
+    let count = json!({ "type": "integer", "minimum": 0 });
+    let string = json!({ "type": "string" });
+    json!({
+        "EnvironmentPlan": {
+            "allOf": [object(&json!({
+                "name": string,
+                "change": { "type": "string", "enum": ["create", "update", "delete"] },
+                "reason": reference("Reason"),
+                "source": string,
+                "versions": { "type": "array", "items": object(&json!({
+                    "service": string,
+                    "from": nullable(&string),
+                    "to": nullable(&string),
+                    "constraint": nullable(&string),
+                })) },
+                "creates": count,
+                "updates": count,
+                "deletes": count,
+            }))],
+        },
+        "Step": object_ref(&json!({
+            "environment": string,
+            "action": { "type": "string", "enum": ["create", "update", "delete"] },
+        })),
+        "Diagnostic": {
+            "allOf": [object(&json!({
+                "file": string,
+                "pointer": { "type": "string", "description": "A JSON pointer; empty for the whole document." },
+                "rule": string,
+                "message": string,
+                "environment": string,
+            }))],
+        },
+        "Plan": object(&json!({
+            "environments": { "type": "array", "items": reference("EnvironmentPlan") },
+            "steps": { "type": "array", "items": reference("Step") },
+            "untouched": { "type": "object", "additionalProperties": reference("Reason") },
+            "unchanged": count,
+            "live": count,
+            "hold": nullable(&object(&json!({
+                "deletions": count,
+                "live": count,
+                "max_delete_fraction": { "type": "number" },
+                "message": string,
+            }))),
+            "diagnostics": { "type": "array", "items": reference("Diagnostic") },
+            "fields": { "type": "array", "items": object_ref(&json!({
+                "environment": string,
+                "changes": { "type": "array", "items": object(&json!({
+                    "path": string, "from": nullable(&string), "to": nullable(&string),
+                })) },
+            })) },
+            "steps_omitted": count,
+        })),
+    })
+}
+
+/// Where claims come from (`/api/v1/sources`, provenance) and what
+/// happened (`/api/v1/events`).
+fn source_schemas() -> Value {
+    let count = json!({ "type": "integer", "minimum": 0 });
+    let string = json!({ "type": "string" });
+    let time = json!({ "type": "string", "format": "date-time" });
+    let person = object(&json!({ "name": string, "email": string }));
+    json!({
+        "Provenance": { "oneOf": [
+            object(&json!({
+                "kind": { "const": "git" },
+                "repository": string,
+                "branch": string,
+                "commit": string,
+                "author": person,
+                "committer": person,
+                "time": { "type": "integer", "description": "Commit time, unix seconds." },
+                "trailers": { "type": "object", "additionalProperties": { "type": "array", "items": string } },
+                "signature": object(&json!({
+                    "kind": { "type": "string", "enum": ["none", "ssh", "gpg"] },
+                    "verified": { "type": "boolean" },
+                    "signer": nullable(&string),
+                    "problem": nullable(&string),
+                })),
+            })),
+            object(&json!({
+                "kind": { "const": "s3" },
+                "bucket": string,
+                "key": string,
+                "etag": string,
+                "last_modified": nullable(&time),
+                "metadata": { "type": "object", "additionalProperties": string },
+            })),
+        ]},
+        "Source": object(&json!({
+            "name": string,
+            "kind": { "type": "string", "enum": ["dir", "git", "s3"] },
+            "revision": nullable(&string),
+            "files": count,
+            "ready": { "type": "boolean", "description": "Read at least once since start, and the last read succeeded." },
+            "last_success": nullable(&time),
+            "errors": count,
+            "last_error": nullable(&object(&json!({ "reason": string, "message": string }))),
+            "next_poll_in_ms": count,
+        })),
+        "Sources": list_of("Source"),
+        "Event": object(&json!({
+            "id": count,
+            "time": time,
+            "pass": count,
+            "type": { "type": "string", "enum": ["Normal", "Warning"] },
+            "reason": string,
+            "environment": string,
+            "message": string,
+        })),
+        "Events": list_of("Event"),
+    })
+}
+
 fn schemas() -> Value {
     let env_types: Vec<&str> = std::iter::once("")
         .chain(EnvironmentType::ALL.iter().map(|t| t.as_str()))
@@ -153,8 +271,7 @@ fn schemas() -> Value {
             .unwrap_or_default(),
         );
     }
-    let person = object(&json!({ "name": string, "email": string }));
-    json!({
+    let mut schemas = json!({
         "Error": object(&json!({
             "error": { "type": "string", "description": "What is wrong, in words." },
             "status": { "type": "integer", "description": "The HTTP status again." },
@@ -174,106 +291,13 @@ fn schemas() -> Value {
         "HistoryEntry": object(&json!({
             "pass": count, "time": time, "status": string, "reason": reference("Reason"),
         })),
-        "Provenance": { "oneOf": [
-            object(&json!({
-                "kind": { "const": "git" },
-                "repository": string,
-                "branch": string,
-                "commit": string,
-                "author": person,
-                "committer": person,
-                "time": { "type": "integer", "description": "Commit time, unix seconds." },
-                "trailers": { "type": "object", "additionalProperties": { "type": "array", "items": string } },
-                "signature": object(&json!({
-                    "kind": { "type": "string", "enum": ["none", "ssh", "gpg"] },
-                    "verified": { "type": "boolean" },
-                    "signer": nullable(&string),
-                    "problem": nullable(&string),
-                })),
-            })),
-            object(&json!({
-                "kind": { "const": "s3" },
-                "bucket": string,
-                "key": string,
-                "etag": string,
-                "last_modified": nullable(&time),
-                "metadata": { "type": "object", "additionalProperties": string },
-            })),
-        ]},
-        "EnvironmentPlan": {
-            "allOf": [object(&json!({
-                "name": string,
-                "change": { "type": "string", "enum": ["create", "update", "delete"] },
-                "reason": reference("Reason"),
-                "source": string,
-                "versions": { "type": "array", "items": object(&json!({
-                    "service": string,
-                    "from": nullable(&string),
-                    "to": nullable(&string),
-                    "constraint": nullable(&string),
-                })) },
-                "creates": count,
-                "updates": count,
-                "deletes": count,
-            }))],
-        },
-        "Step": object_ref(&json!({
-            "environment": string,
-            "action": { "type": "string", "enum": ["create", "update", "delete"] },
-        })),
-        "Diagnostic": {
-            "allOf": [object(&json!({
-                "file": string,
-                "pointer": { "type": "string", "description": "A JSON pointer; empty for the whole document." },
-                "rule": string,
-                "message": string,
-                "environment": string,
-            }))],
-        },
-        "Plan": object(&json!({
-            "environments": { "type": "array", "items": reference("EnvironmentPlan") },
-            "steps": { "type": "array", "items": reference("Step") },
-            "untouched": { "type": "object", "additionalProperties": reference("Reason") },
-            "unchanged": count,
-            "live": count,
-            "hold": nullable(&object(&json!({
-                "deletions": count,
-                "live": count,
-                "max_delete_fraction": { "type": "number" },
-                "message": string,
-            }))),
-            "diagnostics": { "type": "array", "items": reference("Diagnostic") },
-            "fields": { "type": "array", "items": object_ref(&json!({
-                "environment": string,
-                "changes": { "type": "array", "items": object(&json!({
-                    "path": string, "from": nullable(&string), "to": nullable(&string),
-                })) },
-            })) },
-            "steps_omitted": count,
-        })),
-        "Source": object(&json!({
-            "name": string,
-            "kind": { "type": "string", "enum": ["dir", "git", "s3"] },
-            "revision": nullable(&string),
-            "files": count,
-            "ready": { "type": "boolean", "description": "Read at least once since start, and the last read succeeded." },
-            "last_success": nullable(&time),
-            "errors": count,
-            "last_error": nullable(&object(&json!({ "reason": string, "message": string }))),
-            "next_poll_in_ms": count,
-        })),
-        "Sources": list_of("Source"),
-        "Event": object(&json!({
-            "id": count,
-            "time": time,
-            "pass": count,
-            "type": { "type": "string", "enum": ["Normal", "Warning"] },
-            "reason": string,
-            "environment": string,
-            "message": string,
-        })),
-        "Events": list_of("Event"),
-    })
+    });
+    for more in [plan_schemas(&object_ref), source_schemas()] {
+        if let (Some(all), Value::Object(more)) = (schemas.as_object_mut(), more) {
+            all.extend(more);
+        }
+    }
+    schemas
 }
 
 /// Fields serialized only when present: not required.

@@ -224,7 +224,7 @@ pub struct Cause {
 impl Cause {
     fn new(error: gix::Error, url: &str) -> Cause {
         let shown = sanitize_url(url);
-        let text = chain(&error);
+        let text = super::chain(&error);
         if url == shown {
             Cause {
                 text,
@@ -870,21 +870,6 @@ impl Reader {
             signature,
         }))
     }
-}
-
-/// An error and its sources, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = cause.source();
-    }
-    out
 }
 
 /// Git trailers of a commit message: the last paragraph's `Key: value` lines.

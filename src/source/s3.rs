@@ -38,7 +38,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, ConfigBag, Credentials, IdentityCache, Intercept, Region,
     RequestChecksumCalculation, ResponseChecksumValidation, RuntimeComponents, SharedHttpClient,
 };
-use aws_sdk_s3::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_smithy_http_client::tls;
 use prometheus_client::metrics::counter::Counter;
@@ -135,7 +135,7 @@ pub enum Error {
         #[source]
         error: tokio::task::JoinError,
     },
-    #[error("reading {object}: {}", DisplayErrorContext(.error))]
+    #[error("reading {object}: {}", super::chain(.error))]
     Body {
         object: String,
         #[source]
@@ -922,10 +922,9 @@ where
         SdkError::TimeoutError(_) => timeout(),
         SdkError::DispatchFailure(d) if d.is_timeout() => timeout(),
         SdkError::DispatchFailure(d) => {
-            let detail = d.as_connector_error().map_or_else(
-                || "dispatch failure".to_owned(),
-                |c| DisplayErrorContext(c).to_string(),
-            );
+            let detail = d
+                .as_connector_error()
+                .map_or_else(|| "dispatch failure".to_owned(), |c| super::chain(c));
             Error::Unreachable {
                 message: format!("cannot reach {endpoint} ({doing} {at}): {detail}"),
                 error: SdkError::<E, HttpResponse>::DispatchFailure(d)
@@ -989,13 +988,13 @@ where
                 },
             }
         }
-        SdkError::ResponseError(_) => Error::ServerError {
-            message: format!("{doing} {at}: {endpoint} sent a response that is not S3's"),
-        },
+        SdkError::ResponseError(r) => {
+            response_error(SdkError::<E, HttpResponse>::ResponseError(r), o, doing)
+        }
         e @ SdkError::ConstructionFailure(_) => {
             let message = format!(
                 "{doing} {at}: cannot build the request: {}",
-                DisplayErrorContext(&e)
+                super::chain(&e)
             );
             match e.into_source() {
                 Ok(error) => Error::Request { message, error },
@@ -1003,10 +1002,45 @@ where
             }
         }
         e => Error::Unreachable {
-            message: format!("{doing} {at} at {endpoint}: {}", DisplayErrorContext(&e)),
+            message: format!("{doing} {at} at {endpoint}: {}", super::chain(&e)),
             error: None,
         },
     }
+}
+
+/// A response that could not be read: cut (reset, closed short) is the
+/// network's fault and `Unreachable`; malformed is the server's.
+fn response_error<E>(e: SdkError<E, HttpResponse>, o: &Options, doing: &str) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (at, endpoint) = (o.location(), o.endpoint_shown());
+    if broke(&e) {
+        Error::Unreachable {
+            message: format!(
+                "{doing} {at}: the connection to {endpoint} broke during the response: {}",
+                super::chain(&e)
+            ),
+            error: e.into_source().ok(),
+        }
+    } else {
+        Error::ServerError {
+            message: format!("{doing} {at}: {endpoint} sent a response that is not S3's"),
+        }
+    }
+}
+
+/// Whether a transport error (HTTP or I/O) is among the causes: the
+/// response was cut, not malformed.
+fn broke(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        if cause.is::<hyper::Error>() || cause.is::<std::io::Error>() {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
 }
 
 /// The region a server's refusal names as expected, as AWS words it ("the

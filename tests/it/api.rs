@@ -1,4 +1,4 @@
-//! The API as its OpenAPI document describes it: every endpoint's real
+//! The API as its `OpenAPI` document describes it: every endpoint's real
 //! responses (successes and errors) checked against the document's schemas,
 //! and schemathesis attacking a real daemon from the same document.
 

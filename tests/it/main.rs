@@ -18,6 +18,7 @@ mod claim;
 mod cli;
 mod daemon;
 mod examples;
+mod faults;
 mod golden;
 mod pipeline;
 mod source;
