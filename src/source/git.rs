@@ -224,7 +224,7 @@ pub struct Cause {
 impl Cause {
     fn new(error: gix::Error, url: &str) -> Cause {
         let shown = sanitize_url(url);
-        let text = super::chain(&error);
+        let text = crate::diagnostic::chain(&error);
         if url == shown {
             Cause {
                 text,

@@ -28,22 +28,6 @@ impl fmt::Display for Revision {
     }
 }
 
-/// An error and its sources, as one line, in words: a cause whose text the
-/// line already holds is left out, and no `Debug` output is ever shown.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = cause.source();
-    }
-    out
-}
-
 /// The kind of a source, as the policy context sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -135,7 +135,7 @@ pub enum Error {
         #[source]
         error: tokio::task::JoinError,
     },
-    #[error("reading {object}: {}", super::chain(.error))]
+    #[error("reading {object}: {}", crate::diagnostic::chain(.error))]
     Body {
         object: String,
         #[source]
@@ -922,9 +922,10 @@ where
         SdkError::TimeoutError(_) => timeout(),
         SdkError::DispatchFailure(d) if d.is_timeout() => timeout(),
         SdkError::DispatchFailure(d) => {
-            let detail = d
-                .as_connector_error()
-                .map_or_else(|| "dispatch failure".to_owned(), |c| super::chain(c));
+            let detail = d.as_connector_error().map_or_else(
+                || "dispatch failure".to_owned(),
+                |c| crate::diagnostic::chain(c),
+            );
             Error::Unreachable {
                 message: format!("cannot reach {endpoint} ({doing} {at}): {detail}"),
                 error: SdkError::<E, HttpResponse>::DispatchFailure(d)
@@ -994,7 +995,7 @@ where
         e @ SdkError::ConstructionFailure(_) => {
             let message = format!(
                 "{doing} {at}: cannot build the request: {}",
-                super::chain(&e)
+                crate::diagnostic::chain(&e)
             );
             match e.into_source() {
                 Ok(error) => Error::Request { message, error },
@@ -1002,7 +1003,10 @@ where
             }
         }
         e => Error::Unreachable {
-            message: format!("{doing} {at} at {endpoint}: {}", super::chain(&e)),
+            message: format!(
+                "{doing} {at} at {endpoint}: {}",
+                crate::diagnostic::chain(&e)
+            ),
             error: None,
         },
     }
@@ -1019,7 +1023,7 @@ where
         Error::Unreachable {
             message: format!(
                 "{doing} {at}: the connection to {endpoint} broke during the response: {}",
-                super::chain(&e)
+                crate::diagnostic::chain(&e)
             ),
             error: e.into_source().ok(),
         }

@@ -1576,7 +1576,20 @@ fn shown(namespace: Option<&str>, name: &str) -> String {
 fn request_error(verb: &'static str, resource: &str, object: &str, e: kube::Error) -> RequestError {
     let (status, message) = match &e {
         kube::Error::Api(s) => (Some(s.code), s.message.clone()),
-        other => (None, other.to_string()),
+        // The connection's failure (refused, reset, TLS, timed out), in
+        // words: kube's own wrapper ("ServiceError") says nothing more.
+        kube::Error::Service(inner) => {
+            let message = crate::diagnostic::chain(inner.as_ref());
+            return RequestError {
+                verb,
+                resource: resource.to_owned(),
+                object: object.to_owned(),
+                status: None,
+                message,
+                source: None,
+            };
+        }
+        other => (None, crate::diagnostic::chain(other)),
     };
     RequestError {
         verb,

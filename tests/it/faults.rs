@@ -14,6 +14,7 @@ use crate::support::daemon::Daemon;
 use crate::support::fault_proxy::{Fault, FaultProxy};
 use crate::support::garage::{Garage, source_yaml};
 use crate::support::git::{Repo, http_server};
+use crate::support::kube::KubeApi;
 use crate::support::{Project, claim};
 
 const FAULTS: [Fault; 5] = [
@@ -178,4 +179,93 @@ fn s3_faults_are_source_errors_that_delete_nothing_and_clear() {
     assert_eq!(reasons, expected_source_reasons());
     drop(d);
     assert!(Path::new(&p.path("out/dev-one")).is_dir());
+}
+
+#[test]
+#[ignore = "needs kube-apiserver and etcd (scripts/tools builds them)"]
+fn kubernetes_api_faults_are_apply_errors_that_delete_nothing_and_clear() {
+    let api = KubeApi::shared();
+    let upstream = api
+        .url()
+        .trim_start_matches("https://")
+        .parse()
+        .expect("an address");
+    let proxy = FaultProxy::start(upstream);
+    let p = Project::new("");
+    let kubeconfig = p.path("kubeconfig");
+    api.write_kubeconfig(&kubeconfig, None, api.admin_token());
+    let text = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        text.replace(&api.url(), &format!("https://{}", proxy.addr)),
+    )
+    .expect("write");
+    p.write(
+        "converge.yaml",
+        format!(
+            "sources:\n  - name: local\n    kind: dir\n    path: claims\n\
+             target:\n  kind: kubernetes\n  kubeconfig: kubeconfig\n  inventory_namespace: converge-faults\n  timeout: 3s\n\
+             state_dir: .converge\n{RECONCILE}"
+        ),
+    );
+    p.write("claims/keep.yaml", claim("dev-kf-keep", "dev"));
+    p.write("claims/change.yaml", claim("dev-kf-change", "dev"));
+    let image = |ns: &str| {
+        api.kubectl(&[
+            "get",
+            "deployment",
+            "user-service",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+    };
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("both applied", |_| {
+        ["dev-kf-keep", "dev-kf-change"]
+            .iter()
+            .all(|ns| image(ns).status.success())
+    });
+    let mut reasons = BTreeMap::new();
+    for (i, fault) in FAULTS.into_iter().enumerate() {
+        let tag = format!("v1.2.{}", 10 + i);
+        proxy.set(fault);
+        p.write(
+            "claims/change.yaml",
+            claim("dev-kf-change", "dev").replace("v1.2.3", &tag),
+        );
+        d.wait_for(&format!("{fault:?} to fail the apply"), |d| {
+            let detail = d.json("/api/v1/environments/dev-kf-change");
+            detail["status"] == "Failed"
+        });
+        let detail = d.json("/api/v1/environments/dev-kf-change");
+        let failed = detail["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .expect("a Ready condition")
+            .clone();
+        let reason = failed["reason"].as_str().expect("reason").to_owned();
+        let message = failed["message"].as_str().expect("message");
+        eprintln!("{fault:?}: {reason}: {message}");
+        in_words(message);
+        reasons.insert(format!("{fault:?}"), reason);
+        for ns in ["dev-kf-keep", "dev-kf-change"] {
+            let out = image(ns);
+            assert!(out.status.success(), "{fault:?} deleted nothing in {ns}");
+        }
+
+        proxy.set(Fault::None);
+        d.wait_for(&format!("recovery from {fault:?}"), |d| {
+            String::from_utf8_lossy(&image("dev-kf-change").stdout).ends_with(&tag)
+                && d.json("/api/v1/environments/dev-kf-change")["status"] != "Failed"
+        });
+    }
+    let expected: BTreeMap<String, String> = FAULTS
+        .iter()
+        .map(|f| (format!("{f:?}"), "TargetIo".to_owned()))
+        .collect();
+    assert_eq!(reasons, expected);
 }
