@@ -105,9 +105,13 @@ pub enum Error {
     },
     #[error("{message}")]
     AuthFailed { message: String },
-    /// The server works in another region than the configured one.
+    /// The server works in another region than the configured one;
+    /// `expected` when it says which (the source then follows it).
     #[error("{message}")]
-    WrongRegion { message: String },
+    WrongRegion {
+        message: String,
+        expected: Option<String>,
+    },
     #[error("{message}")]
     BucketMissing { message: String },
     /// A 5xx, a 429, or a response that is not S3's.
@@ -685,7 +689,31 @@ impl S3Source {
         Ok(client)
     }
 
+    /// One poll; a bucket in another region than the configured one is
+    /// followed to the region the server names, as AWS clients do (once,
+    /// for the rest of the process, with a warning saying what to set).
     fn poll(&mut self) -> Result<Snapshot, Error> {
+        match self.poll_once() {
+            Err(Error::WrongRegion {
+                expected: Some(region),
+                ..
+            }) if region != self.options.region => {
+                tracing::warn!(
+                    source = %self.options.name,
+                    bucket = %self.options.bucket,
+                    configured = %self.options.region,
+                    region = %region,
+                    "the bucket is in another region than configured: following the server; set `region: {region}` in the source"
+                );
+                self.options.region = region;
+                self.client = None;
+                self.poll_once()
+            }
+            other => other,
+        }
+    }
+
+    fn poll_once(&mut self) -> Result<Snapshot, Error> {
         let client = self.client()?;
         let o = &self.options;
         let (listing, pages) = self.runtime.block_on(list(&client, o))?;
@@ -940,14 +968,17 @@ where
             if code == "AuthorizationHeaderMalformed"
                 || code == "IllegalLocationConstraintException"
             {
+                // As AWS clients do: the bucket's region header, else the
+                // error's <Region> element (AWS and Garage send it), else
+                // AWS's words in the message.
                 let expected = s
                     .raw()
                     .headers()
                     .get("x-amz-bucket-region")
-                    .map(str::to_owned)
+                    .and_then(plain_region)
+                    .or_else(|| s.raw().body().bytes().and_then(region_element))
                     .or_else(|| s.err().message().and_then(expected_region));
-                tracing::debug!(message = ?s.err().message(), "region refused");
-                let message = match expected {
+                let message = match &expected {
                     Some(region) => format!(
                         "{doing} {at}: {endpoint} expects region {region}, not {}: set `region: {region}` ({described})",
                         o.region
@@ -957,7 +988,7 @@ where
                         o.region
                     ),
                 };
-                return Error::WrongRegion { message };
+                return Error::WrongRegion { message, expected };
             }
             match (status, code.as_str()) {
                 (_, "NoSuchBucket") => Error::BucketMissing {
@@ -1045,6 +1076,25 @@ fn broke(e: &(dyn std::error::Error + 'static)) -> bool {
         next = cause.source();
     }
     false
+}
+
+/// A region name as servers send it: letters, digits, `-` and `_` only
+/// (nothing else of the server's text is ever taken).
+fn plain_region(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    .then(|| s.to_owned())
+}
+
+/// The `<Region>` element of an S3 error body.
+fn region_element(body: &[u8]) -> Option<String> {
+    let body = std::str::from_utf8(body).ok()?;
+    let (_, rest) = body.split_once("<Region>")?;
+    let (region, _) = rest.split_once("</Region>")?;
+    plain_region(region)
 }
 
 /// The region a server's refusal names as expected, as AWS words it ("the
@@ -1273,6 +1323,16 @@ mod tests {
             expected_region("unexpected scope: 20261130/us-east-1/s3/aws4_request"),
             None
         );
+        assert_eq!(
+            region_element(
+                b"<Error><Code>AuthorizationHeaderMalformed</Code><Region>garage</Region></Error>"
+            )
+            .as_deref(),
+            Some("garage")
+        );
+        assert_eq!(region_element(b"<Error><Region>a b</Region></Error>"), None);
+        assert_eq!(region_element(b"<Error><Region></Region></Error>"), None);
+        assert_eq!(plain_region(" eu-west-1 ").as_deref(), Some("eu-west-1"));
     }
 
     #[test]
