@@ -204,6 +204,18 @@ impl Converge {
         })
     }
 
+    /// The locks every writer (`run`, `run --once`) holds while it runs: the
+    /// state dir's, and a manifests target directory's (two writers with
+    /// different state dirs must not write one directory either). A second
+    /// writer fails at once, naming the holder.
+    pub fn writer_locks(&self) -> Result<Vec<state::WriterLock>, state::Error> {
+        let mut locks = vec![state::WriterLock::acquire(&self.config.state_dir)?];
+        if let TargetConfig::Manifests { path } = &self.config.target {
+            locks.push(state::WriterLock::acquire_target(path)?);
+        }
+        Ok(locks)
+    }
+
     /// Reads every source once; any unreadable source fails the read (never
     /// an empty snapshot).
     pub fn read_sources(&self) -> Result<Vec<Snapshot>, source::Error> {

@@ -266,8 +266,9 @@ async fn wait_for_signal() {
 
 fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
     let converge = Converge::new(Config::load(config)?)?;
-    // One writer per state dir: a daemon (or another `run --once`) holds it.
-    let _lock = converge::state::WriterLock::acquire(&converge.config.state_dir)?;
+    // One writer per state dir and manifests directory: a daemon (or
+    // another `run --once`) holds them.
+    let _locks = converge.writer_locks()?;
     let snapshots = converge.read_sources()?;
     let options = PassOptions {
         now: chrono::Utc::now(),
