@@ -378,7 +378,7 @@ pub fn document() -> Value {
             "/api/v1/environments/{name}": { "get": with_parameters(
                 get("environment", "One environment: its status, claim (redacted), provenance, versions, last plan, inventory and history.",
                     json_response("The environment.", &reference("Detail")),
-                    &[("404", "No such environment.")], false),
+                    &[("400", "The name is not UTF-8 (percent-decoded)."), ("404", "No such environment.")], false),
                 &[string_param("name", "path", "The environment's name.")]) },
             "/api/v1/sources": { "get": get("sources", "Every source: revision, files, freshness, errors.",
                 json_response("The sources, in config order.", &reference("Sources")), &[], false) },

@@ -3,6 +3,7 @@
 //! and schemathesis attacking a real daemon from the same document.
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
 
 use serde_json::{Value, json};
 
@@ -216,4 +217,48 @@ fn schemathesis_finds_nothing_against_a_real_daemon() {
     );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("No issues found"), "{text}");
+}
+
+#[test]
+fn every_error_is_json_whoever_answers_it() {
+    let p = Project::new("");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    let d = Daemon::start(p.dir.path());
+    let is_json_error = |status: u16, body: &str| {
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(v["status"], status, "{body}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    };
+    // The path extractor's rejection (a name that is not UTF-8).
+    let (status, _, body) = d.request("GET", "/api/v1/environments/%FF", &[]);
+    assert_eq!(status, 400);
+    is_json_error(400, &body);
+    for (method, path, want) in [
+        ("GET", "/nowhere", 404),
+        ("DELETE", "/api/v1/plan", 405),
+        ("GET", "/api/v1/environments?type=a&type=b", 400),
+    ] {
+        let (status, _, body) = d.request(method, path, &[]);
+        assert_eq!(status, want, "{method} {path}");
+        is_json_error(want, &body);
+    }
+    // The body limit answers before any handler.
+    let mut stream = std::net::TcpStream::connect(&d.addr).expect("connect");
+    let body = "a".repeat(4096);
+    write!(
+        stream,
+        "GET /api/v1/plan HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    is_json_error(413, body);
 }
