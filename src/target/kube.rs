@@ -82,6 +82,12 @@ pub enum SetupError {
         #[source]
         source: kube::config::KubeconfigError,
     },
+    #[error("cannot read kubeconfig {path}: {source}")]
+    KubeconfigUnreadable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot use the kubeconfig context: {0}")]
     Context(#[source] kube::config::KubeconfigError),
     #[error(
@@ -550,10 +556,14 @@ impl Kubernetes {
         let config = runtime.block_on(async {
             match &options.kubeconfig {
                 Some(path) => {
-                    let file = kube::config::Kubeconfig::read_from(path).map_err(|source| {
-                        SetupError::Kubeconfig {
-                            path: path.display().to_string(),
-                            source,
+                    let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                        let path = path.display().to_string();
+                        match e {
+                            // kube's own text repeats the path, quoted twice.
+                            kube::config::KubeconfigError::ReadConfig(source, _) => {
+                                SetupError::KubeconfigUnreadable { path, source }
+                            }
+                            source => SetupError::Kubeconfig { path, source },
                         }
                     })?;
                     kube::Config::from_custom_kubeconfig(file, &kube_options)
