@@ -19,6 +19,7 @@ mod cli;
 mod daemon;
 mod examples;
 mod faults;
+mod fuzz;
 mod golden;
 mod pipeline;
 mod source;
