@@ -376,6 +376,11 @@ fn error_messages_say_what_to_do_and_logs_to_pipes_are_plain() {
         "{}",
         stderr(&status)
     );
+    assert!(
+        stderr(&status).contains("cannot reach the API"),
+        "{}",
+        stderr(&status)
+    );
 }
 
 #[test]
