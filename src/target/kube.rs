@@ -471,7 +471,7 @@ where
                 true
             }
             Err(e) => {
-                tracing::debug!(kind, error = %e, "watch failed; retrying");
+                tracing::debug!(kind, error = %crate::diagnostic::chain(&e), "watch failed; retrying");
                 false
             }
         };
