@@ -122,7 +122,7 @@ async fn json_errors(request: Request, next: Next) -> Response {
     let mut json_response = error(status, &message);
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            json_response.headers_mut().insert(name, value.clone());
+            json_response.headers_mut().append(name, value.clone());
         }
     }
     json_response
