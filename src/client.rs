@@ -83,7 +83,9 @@ fn get(options: &Options, path: &str) -> Result<String, Error> {
                 url.replacen("https://", "http://", 1)
             ))
         } else if let ureq::Error::Io(io) = &e {
-            http(format!("cannot reach the API: {io}"))
+            http(format!(
+                "cannot reach the API: {io} (is `converge run` listening there? --url chooses the address)"
+            ))
         } else {
             http(crate::diagnostic::chain(&e))
         }
