@@ -292,18 +292,33 @@ async fn environments(
         return json(StatusCode::OK, view.list.clone());
     }
     let items: Vec<&Item> = view.items().filter(|i| filter.matches(i)).collect();
+    let body = match &view.shard {
+        Some(m) => serde_json::json!({ "shard": crate::view::shard_json(m), "items": items }),
+        None => serde_json::json!({ "items": items }),
+    };
     json(
         StatusCode::OK,
-        Bytes::from(
-            serde_json::to_vec(&serde_json::json!({ "items": items })).expect("items serialize"),
-        ),
+        Bytes::from(serde_json::to_vec(&body).expect("items serialize")),
     )
 }
 
+/// One environment's detail; sharded, a name another member owns is a 404
+/// that names the owner.
 async fn environment(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
-    match shared.view.load().environments.get(&name) {
-        Some(e) => json(StatusCode::OK, e.body()),
-        None => error(StatusCode::NOT_FOUND, "no such environment"),
+    let view = shared.view.load();
+    if let Some(e) = view.environments.get(&name) {
+        return json(StatusCode::OK, e.body());
+    }
+    match view
+        .shard
+        .as_deref()
+        .and_then(|m| Some((m.me(), m.owner(&name)?)))
+    {
+        Some((me, owner)) if owner != me => error(
+            StatusCode::NOT_FOUND,
+            &format!("no such environment on this replica ({me}): its shard is member {owner}'s"),
+        ),
+        _ => error(StatusCode::NOT_FOUND, "no such environment"),
     }
 }
 

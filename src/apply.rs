@@ -69,7 +69,12 @@ fn prepare<'e>(
     let writes = steps.iter().any(|s| s.action != StepAction::Delete);
     let fresh = match desired.filter(|_| writes) {
         Some(d) => renderer
-            .render(&d.claim, &d.record.versions, d.expires_at)
+            .render(
+                &d.claim,
+                &d.record.versions,
+                d.expires_at,
+                d.secrets.as_deref(),
+            )
             .map_err(Failure::Render)?,
         None => Vec::new(),
     };

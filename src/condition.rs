@@ -83,7 +83,15 @@ names! {
         PolicyDenied = "PolicyDenied",
         DuplicateEnvironment = "DuplicateEnvironment",
         VersionUnresolved = "VersionUnresolved",
+        /// No key is configured, or none of the configured identities is a
+        /// recipient of the claim's SOPS data key.
         SecretsUnavailable = "SecretsUnavailable",
+        /// The claim's SOPS MAC or a ciphertext does not check: it changed
+        /// after it was encrypted.
+        SecretsTampered = "SecretsTampered",
+        /// The claim uses a SOPS feature converge does not implement (PGP,
+        /// cloud KMS, Vault, key groups with a Shamir threshold).
+        SecretsUnsupported = "SecretsUnsupported",
         RenderFailed = "RenderFailed",
         /// A source refused a newer version of the claim and serves an earlier one.
         NewerVersionRefused = "NewerVersionRefused",

@@ -64,6 +64,19 @@ pub struct Config {
     /// registry or git tag source is configured.
     #[serde(default)]
     pub tags: BTreeMap<String, Vec<String>>,
+    /// Keys for SOPS-encrypted claim `secrets`.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+}
+
+/// Keys for SOPS-encrypted claim values (age only).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// age identity files (`AGE-SECRET-KEY-1...`, one per line), read again
+    /// when they change.
+    #[serde(default)]
+    pub age_key_files: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -82,6 +95,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             presets: BTreeMap::new(),
             tags: BTreeMap::new(),
+            secrets: SecretsConfig::default(),
         }
     }
 }
@@ -304,7 +318,40 @@ pub struct KubernetesConfig {
     pub timeout: Duration,
     /// Replicas elect one writer with a Lease in `inventory_namespace`.
     #[serde(default)]
-    pub leader_election: Option<LeaderElection>,
+    pub leader_election: Option<Box<LeaderElection>>,
+    /// Replicas split the environments between them (one membership Lease
+    /// each in `inventory_namespace`); not with `leader_election`.
+    #[serde(default)]
+    pub shards: Option<Box<Shards>>,
+}
+
+/// `target.shards`: each replica keeps a Lease `<lease_prefix><identity>`;
+/// an environment belongs to the live member with the highest rendezvous
+/// weight for its name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shards {
+    /// Membership Leases are named with this prefix and the identity.
+    #[serde(default = "default_lease_prefix")]
+    pub lease_prefix: String,
+    /// This replica's identity; empty: the pod name (or host name) and pid.
+    #[serde(default)]
+    pub identity: String,
+    /// A member whose Lease is not renewed for this long drops out.
+    #[serde(default = "default_lease_duration", deserialize_with = "de_duration")]
+    pub lease_duration: Duration,
+    /// A member that has not renewed its Lease (and read the others') for
+    /// this long stops applying (shorter than `lease_duration`, so it stops
+    /// before its environments move).
+    #[serde(default = "default_renew_deadline", deserialize_with = "de_duration")]
+    pub renew_deadline: Duration,
+    /// How often a member renews its Lease and reads the others'.
+    #[serde(default = "default_retry_period", deserialize_with = "de_duration")]
+    pub retry_period: Duration,
+}
+
+fn default_lease_prefix() -> String {
+    "converge-shard-".to_owned()
 }
 
 /// `target.leader_election`: client-go's timings by default.
@@ -847,6 +894,30 @@ impl Config {
                     .to_owned(),
             );
         }
+        if let TargetConfig::Kubernetes(k) = &self.target
+            && let Some(sh) = &k.shards
+        {
+            if k.leader_election.is_some() {
+                return Err(
+                    "target: leader_election and shards exclude each other (shards: every replica writes its own share; leader_election: one replica writes all)"
+                        .to_owned(),
+                );
+            }
+            if sh.renew_deadline >= sh.lease_duration || sh.retry_period >= sh.renew_deadline {
+                return Err(
+                    "target.shards: retry_period < renew_deadline < lease_duration is needed, so a member stops applying before its environments move"
+                        .to_owned(),
+                );
+            }
+            if !crate::shard::valid_name_part(&sh.lease_prefix)
+                || !crate::shard::valid_name_part(&sh.identity)
+            {
+                return Err(
+                    "target.shards: lease_prefix and identity may hold only lower-case letters, digits, '-' and '.' (they name a Lease)"
+                        .to_owned(),
+                );
+            }
+        }
         Presets::new(&self.presets)?;
         Ok(())
     }
@@ -919,6 +990,9 @@ impl Config {
             TargetConfig::Kubernetes(_) => {}
         }
         join(&mut self.state_dir);
+        for p in &mut self.secrets.age_key_files {
+            join(p);
+        }
         if let Some(tls) = &mut self.api.tls {
             join(&mut tls.cert_file);
             join(&mut tls.key_file);
@@ -949,6 +1023,32 @@ fn read_capped(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kube(target_extra: &str) -> Result<Config, String> {
+        Config::parse(&format!(
+            "sources: []\ntarget:\n  kind: kubernetes\n{target_extra}"
+        ))
+    }
+
+    #[test]
+    fn shards_take_defaults_and_exclude_leader_election() {
+        let c = kube("  shards: {}\n").expect("shards parse");
+        let TargetConfig::Kubernetes(k) = c.target else {
+            panic!("kubernetes")
+        };
+        let sh = k.shards.expect("shards");
+        assert_eq!(sh.lease_prefix, "converge-shard-");
+        assert_eq!(sh.lease_duration, Duration::from_secs(15));
+        let both = kube("  shards: {}\n  leader_election: {}\n").expect_err("refused");
+        assert!(both.contains("exclude each other"), "{both}");
+        let timing = kube("  shards: {renew_deadline: 20s}\n").expect_err("refused");
+        assert!(
+            timing.contains("renew_deadline < lease_duration"),
+            "{timing}"
+        );
+        let name = kube("  shards: {identity: Pod_1}\n").expect_err("refused");
+        assert!(name.contains("Lease"), "{name}");
+    }
 
     #[test]
     fn product_example_config_parses() {

@@ -370,6 +370,7 @@ mod tests {
                 owner: "o".into(),
                 versions: BTreeMap::new(),
                 expires_at: None,
+                secrets: BTreeMap::new(),
             },
             objects: BTreeMap::from([
                 (desired[0].id.clone(), desired[0].digest),
@@ -399,6 +400,7 @@ mod tests {
                 owner: "o".into(),
                 versions: BTreeMap::new(),
                 expires_at: None,
+                secrets: BTreeMap::new(),
             },
             objects: BTreeMap::from([(old, digest(b"v1"))]),
         };

@@ -24,6 +24,10 @@ pub struct EnvironmentRecord {
     pub owner: String,
     pub versions: BTreeMap<String, Resolved>,
     pub expires_at: Option<String>,
+    /// Each secret key's keyed fingerprint (`hmac:<16 hex>`, never a value
+    /// or a plain hash of one): what a plan compares to name changed keys.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// One environment as the target holds it. Compact, since a daemon holds one

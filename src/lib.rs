@@ -6,7 +6,8 @@
 //! 2. [`load`] parses them (JSON, or YAML under a budget);
 //! 3. [`validate`] checks the JSON Schema and asks Cedar;
 //! 4. [`resolve`] turns version constraints into tags;
-//! 5. [`render`] builds each environment's objects;
+//! 5. [`render`] builds each environment's objects ([`secret`] opens
+//!    SOPS-encrypted `secrets` for its `Secret`);
 //! 6. [`diff`] compares them with the target's inventory;
 //! 7. [`plan`] orders the changes and holds mass deletions;
 //! 8. [`apply`] hands the plan to the [`target`];
@@ -27,6 +28,7 @@ pub mod diff;
 pub mod health;
 pub mod hex;
 pub mod inventory;
+pub mod keys;
 pub mod load;
 pub mod metrics;
 pub mod object;
@@ -36,6 +38,8 @@ pub mod plan;
 pub mod reconcile;
 pub mod render;
 pub mod resolve;
+pub mod secret;
+pub mod shard;
 pub mod source;
 pub mod state;
 pub mod status;
@@ -76,6 +80,8 @@ pub enum SetupError {
     Presets(String),
     #[error(transparent)]
     Kubernetes(#[from] target::kube::SetupError),
+    #[error("the fingerprint key in the state dir cannot be used: {0}")]
+    FingerprintKey(String),
 }
 
 /// Why a pass failed as a whole (bad claims never fail a pass).
@@ -142,6 +148,9 @@ pub struct PassOutcome {
     pub drift: BTreeMap<String, Vec<(String, String)>>,
     /// Whether drift is corrected (`drift: correct`) or only reported.
     pub drift_corrected: bool,
+    /// The shard members the pass planned with (`shards`): the evaluation,
+    /// the plan and `live` hold only this replica's share.
+    pub members: Option<Arc<shard::Members>>,
 }
 
 /// What a pass keeps for the next one: the daemon holds it across passes,
@@ -175,6 +184,8 @@ pub struct Converge {
     pub config: Config,
     pub pipeline: Pipeline,
     pub target: Box<dyn Target>,
+    /// The age identity files, stat'ed before every pass.
+    pub key_files: keys::KeyFiles,
 }
 
 impl std::fmt::Debug for Converge {
@@ -188,7 +199,7 @@ impl std::fmt::Debug for Converge {
 impl Converge {
     /// Compiles the schema, policies and templates a config names.
     pub fn new(config: Config) -> Result<Converge, SetupError> {
-        let pipeline = pipeline_for(&config)?;
+        let (pipeline, key_files) = pipeline_and_keys(&config)?;
         let target: Box<dyn Target> = match &config.target {
             TargetConfig::Manifests { path } => {
                 Box::new(target::manifests::Manifests::new(path.clone()))
@@ -201,6 +212,7 @@ impl Converge {
             config,
             pipeline,
             target,
+            key_files,
         })
     }
 
@@ -214,6 +226,16 @@ impl Converge {
             locks.push(state::WriterLock::acquire_target(path)?);
         }
         Ok(locks)
+    }
+
+    /// For a writer (`run`): the installation's fingerprint key, created in
+    /// the state dir (made 0700 when missing) on first use, so `Secret`
+    /// digests and fingerprints stay the same across restarts.
+    pub fn with_installation_key(mut self) -> Result<Converge, SetupError> {
+        let key = keys::fingerprint_key(&self.config.state_dir, true)
+            .map_err(|e| SetupError::FingerprintKey(e.to_string()))?;
+        self.pipeline.renderer.set_fingerprint_key(key);
+        Ok(self)
     }
 
     /// Reads every source once; any unreadable source fails the read (never
@@ -253,7 +275,17 @@ impl Converge {
         options: PassOptions,
         memory: &mut Memory,
     ) -> Result<PassOutcome, PassError> {
-        let live = self.target.inventory()?;
+        self.key_files.refresh();
+        // Sharded: one view of the members for the whole pass, so an
+        // environment is in both the share of the inventory and of the
+        // claims, or in neither (never planned as a deletion). Planning
+        // only (`converge plan`) joins no shard and shows every environment.
+        let members = match options.mode {
+            Mode::Apply { .. } => self.target.members(),
+            Mode::Plan { .. } => None,
+        };
+        let all = self.target.inventory()?;
+        let live = share(&all, members.as_deref());
         let observe = options.mode == Mode::Apply { observe: true };
         let drift: BTreeMap<String, Vec<(String, String)>> = if observe {
             live.environments
@@ -264,12 +296,18 @@ impl Converge {
         } else {
             BTreeMap::new()
         };
+        // Every claim is evaluated against the whole inventory (policies
+        // see create or update truly); the plan sees only this share.
         let mut evaluation = self.pipeline.evaluate_cached(
             &snapshots,
-            &live,
+            &all,
             pipeline::Options { now: options.now },
             &mut memory.cache,
         );
+        drop(all);
+        if let Some(m) = &members {
+            evaluation.retain_environments(|name| m.owns(name));
+        }
         keep_stale(&mut evaluation, &live, stale);
         // Planning only: the claims' bytes are parsed, free them before planning.
         let snapshots = matches!(options.mode, Mode::Apply { .. }).then_some(snapshots);
@@ -295,6 +333,7 @@ impl Converge {
                 &self.config.target,
                 TargetConfig::Kubernetes(k) if k.drift == config::Drift::Correct
             ),
+            members,
         };
         match options.mode {
             Mode::Plan { preview } => {
@@ -367,7 +406,7 @@ impl Converge {
         if (!report.applied.is_empty() || !report.failed.is_empty())
             && let Ok(live) = self.target.inventory()
         {
-            outcome.live = live;
+            outcome.live = share(&live, outcome.members.as_deref());
         }
         let applied_now = Instant::now();
         for name in &report.applied {
@@ -405,6 +444,21 @@ impl Converge {
             outcome.health.insert(name.clone(), health);
         }
         outcome.health_deadline = deadline;
+    }
+}
+
+/// The part of an inventory a shard owns (all of it when not sharded).
+fn share(all: &Arc<Inventory>, members: Option<&shard::Members>) -> Arc<Inventory> {
+    match members {
+        None => Arc::clone(all),
+        Some(m) => Arc::new(Inventory {
+            environments: all
+                .environments
+                .iter()
+                .filter(|(name, _)| m.owns(name))
+                .map(|(name, env)| (name.clone(), Arc::clone(env)))
+                .collect(),
+        }),
     }
 }
 
@@ -450,8 +504,14 @@ fn keep_stale(evaluation: &mut Evaluation, live: &Inventory, stale: &BTreeSet<&s
     }
 }
 
-/// The pipeline a config describes (schema, policies, presets, templates).
+/// The pipeline a config describes (schema, policies, presets, templates,
+/// secrets keys). The age key files are read once, here; the fingerprint key
+/// is the state dir's when it exists (read-only commands create nothing).
 pub fn pipeline_for(config: &Config) -> Result<Pipeline, SetupError> {
+    Ok(pipeline_and_keys(config)?.0)
+}
+
+fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, keys::KeyFiles), SetupError> {
     let schema = match &config.schema {
         Some(path) => validate::schema::Schema::from_file(path)?,
         None => validate::schema::Schema::builtin(),
@@ -461,7 +521,10 @@ pub fn pipeline_for(config: &Config) -> Result<Pipeline, SetupError> {
         None => validate::policy::Policies::builtin(),
     };
     let presets = Presets::new(&config.presets).map_err(SetupError::Presets)?;
-    let mut renderer = render::Renderer::new(presets, config.images.registry.clone());
+    let key = keys::fingerprint_key(&config.state_dir, false)
+        .map_err(|e| SetupError::FingerprintKey(e.to_string()))?;
+    let mut renderer =
+        render::Renderer::new(presets, config.images.registry.clone()).with_fingerprint_key(key);
     if let Some(dir) = &config.templates {
         renderer = renderer.with_templates(dir)?;
     }
@@ -482,13 +545,17 @@ pub fn pipeline_for(config: &Config) -> Result<Pipeline, SetupError> {
             _ => None,
         })
         .collect();
-    Ok(Pipeline {
+    let key_files = keys::KeyFiles::new(config.secrets.age_key_files.clone());
+    let pipeline = Pipeline {
         schema,
         policies,
         renderer,
         tags,
         signatures_required,
-    })
+        secrets: key_files.keys(),
+        decrypts: std::sync::atomic::AtomicUsize::new(0),
+    };
+    Ok((pipeline, key_files))
 }
 
 /// What `converge plan --repo R --base B --head H` compares.

@@ -118,6 +118,9 @@ enum Command {
         config: Option<PathBuf>,
         /// The claim file to render.
         claim: PathBuf,
+        /// Print the `Secret`'s decrypted values (base64) instead of `***`.
+        #[arg(long)]
+        show_secrets: bool,
     },
 }
 
@@ -246,12 +249,16 @@ fn execute(command: Command) -> Result<u8> {
                 format,
             ),
         },
-        Command::Render { config, claim } => render(config.as_deref(), &claim),
+        Command::Render {
+            config,
+            claim,
+            show_secrets,
+        } => render(config.as_deref(), &claim, show_secrets),
     }
 }
 
 fn daemon(config: &Path, listen: Option<String>) -> Result<u8> {
-    let converge = Converge::new(Config::load(config)?)?;
+    let converge = Converge::new(Config::load(config)?)?.with_installation_key()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -279,7 +286,7 @@ async fn wait_for_signal() {
 }
 
 fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
-    let converge = Converge::new(Config::load(config)?)?;
+    let converge = Converge::new(Config::load(config)?)?.with_installation_key()?;
     // One writer per state dir and manifests directory: a daemon (or
     // another `run --once`) holds them.
     let _locks = converge.writer_locks()?;
@@ -318,7 +325,9 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
     let config = load_config(config)?;
     let pipeline = converge::pipeline_for(&config)?;
     let snapshot = source::dir::read_paths("cli", paths, config.limits.max_file_bytes)?;
-    let (files, diagnostics) = pipeline.validate(&[snapshot], chrono::Utc::now());
+    let validated = pipeline.validate(&[snapshot], chrono::Utc::now());
+    let (files, diagnostics) = (validated.files, validated.diagnostics);
+    let unchecked = validated.secrets_unchecked;
     let mut out = std::io::stdout().lock();
     let invalid: std::collections::BTreeSet<&str> =
         diagnostics.iter().map(|d| d.file.as_str()).collect();
@@ -328,9 +337,15 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
                 writeln!(out, "{d}")?;
             }
             writeln!(out, "{} of {files} files valid", files - invalid.len())?;
+            if unchecked > 0 {
+                writeln!(
+                    out,
+                    "{unchecked} files carry SOPS secrets that were not decrypted or MAC-checked: no age key is configured (secrets.age_key_files)"
+                )?;
+            }
         }
         ValidateFormat::Json => {
-            let doc = serde_json::json!({"files": files, "invalid": invalid.len(), "diagnostics": diagnostics});
+            let doc = serde_json::json!({"files": files, "invalid": invalid.len(), "secrets_unchecked": unchecked, "diagnostics": diagnostics});
             writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         }
     }
@@ -376,7 +391,7 @@ fn print_plan(plan: &plan::Plan, format: PlanFormat) -> Result<()> {
     }
 }
 
-fn render(config: Option<&Path>, claim: &Path) -> Result<u8> {
+fn render(config: Option<&Path>, claim: &Path, show_secrets: bool) -> Result<u8> {
     let config = load_config(config)?;
     let pipeline = converge::pipeline_for(&config)?;
     let snapshot =
@@ -413,16 +428,22 @@ fn render(config: Option<&Path>, claim: &Path) -> Result<u8> {
         }
         return Ok(1);
     };
-    let rendered =
-        pipeline
-            .renderer
-            .render(&desired.claim, &desired.record.versions, desired.expires_at)?;
+    let rendered = pipeline.renderer.render(
+        &desired.claim,
+        &desired.record.versions,
+        desired.expires_at,
+        desired.secrets.as_deref(),
+    )?;
     let mut out = std::io::stdout().lock();
     for (i, r) in rendered.iter().enumerate() {
         if i > 0 {
             writeln!(out, "---")?;
         }
-        out.write_all(r.yaml.as_bytes())?;
+        if show_secrets {
+            out.write_all(r.yaml.as_bytes())?;
+        } else {
+            out.write_all(r.redacted_yaml().as_bytes())?;
+        }
     }
     Ok(0)
 }

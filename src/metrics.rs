@@ -66,12 +66,18 @@ pub struct Metrics {
     pub claims_validated: Counter,
     pub claims_authorized: Counter,
     pub claims_rendered: Counter,
+    /// Claims whose SOPS secrets were decrypted and MAC-checked (or failed to).
+    pub secrets_decrypts: Counter,
+    /// SOPS data keys unwrapped (X25519 operations).
+    pub secrets_key_unwraps: Counter,
     pub s3_requests: Family<S3RequestLabels, Counter>,
     pub source_polls: Family<SourceLabels, Counter>,
     pub git_ref_checks: Family<SourceLabels, Counter>,
     pub git_fetches: Family<SourceLabels, Counter>,
     pub git_blob_reads: Family<SourceLabels, Counter>,
     pub pass_ready: Histogram,
+    pub shard_members: Gauge,
+    pub shard_environments: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -109,12 +115,16 @@ impl Metrics {
             claims_validated: Counter::default(),
             claims_authorized: Counter::default(),
             claims_rendered: Counter::default(),
+            secrets_decrypts: Counter::default(),
+            secrets_key_unwraps: Counter::default(),
             s3_requests: S3_REQUESTS.clone(),
             source_polls: Family::default(),
             git_ref_checks: Family::default(),
             git_fetches: Family::default(),
             git_blob_reads: Family::default(),
             pass_ready: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            shard_members: Gauge::default(),
+            shard_environments: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -184,6 +194,16 @@ impl Metrics {
             m.claims_rendered.clone(),
         );
         registry.register(
+            "secrets_decrypts",
+            "Claims whose SOPS secrets were decrypted and MAC-checked",
+            m.secrets_decrypts.clone(),
+        );
+        registry.register(
+            "secrets_key_unwraps",
+            "SOPS data keys unwrapped (X25519 operations)",
+            m.secrets_key_unwraps.clone(),
+        );
+        registry.register(
             "s3_requests",
             "HTTP requests made by s3 sources, by operation",
             m.s3_requests.clone(),
@@ -212,6 +232,16 @@ impl Metrics {
             "pass_ready_seconds",
             "From a pass's start to the API serving its result (state committed, view swapped)",
             m.pass_ready.clone(),
+        );
+        registry.register(
+            "shard_members",
+            "Live shard members this replica sees, itself included once active (shards only)",
+            m.shard_members.clone(),
+        );
+        registry.register(
+            "shard_environments",
+            "Environments this replica owns and reconciles (shards only)",
+            m.shard_environments.clone(),
         );
         Metrics { registry, ..m }
     }

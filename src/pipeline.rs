@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
@@ -22,6 +23,7 @@ use crate::inventory::{EnvironmentRecord, Inventory, LiveEnvironment};
 use crate::load;
 use crate::render::{Object, Renderer, timestamp};
 use crate::resolve::{Tags, resolve};
+use crate::secret::{Decryptor, Sealed, Secrets};
 use crate::source::{Origin, Provenance, Revision, Snapshot, SourceFile};
 use crate::validate::policy::{Action, Policies, RequestSource};
 use crate::validate::schema::Schema;
@@ -35,6 +37,10 @@ pub struct Pipeline {
     /// Per git source: the environment types whose claims must come from
     /// verified (signed by a trusted key) commits.
     pub signatures_required: std::collections::HashMap<String, Vec<crate::claim::EnvironmentType>>,
+    /// The key service that opens SOPS-encrypted `secrets`.
+    pub secrets: Arc<dyn Decryptor>,
+    /// Claims whose secrets were opened (decrypted and MAC-checked, or failed).
+    pub decrypts: AtomicUsize,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -54,6 +60,9 @@ pub struct Desired {
     pub revision: Revision,
     pub record: EnvironmentRecord,
     pub objects: Vec<Object>,
+    /// The decrypted `secrets`, kept for apply to render the `Secret`
+    /// (zeroed when the last reference goes).
+    pub secrets: Option<Arc<Secrets>>,
 }
 
 /// Work done by one evaluation, for metrics and benchmarks.
@@ -64,6 +73,10 @@ pub struct Counters {
     pub validated: usize,
     pub authorized: usize,
     pub rendered: usize,
+    /// Claims whose SOPS secrets were opened.
+    pub decrypts: usize,
+    /// Data keys unwrapped (X25519 operations) by the key service.
+    pub key_unwraps: usize,
 }
 
 /// What the claims ask for, and what must not be touched.
@@ -76,6 +89,10 @@ pub struct Evaluation {
     /// Environments that must stay exactly as they are, with the reason.
     pub keep: BTreeMap<String, Reason>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Files refused before they became a typed claim (unreadable,
+    /// unparsable, schema or secrets errors): the state store keeps their
+    /// digest, not their bytes, since they may hold a secret by mistake.
+    pub withheld: BTreeSet<Origin>,
     /// Problem conditions per environment name.
     pub conditions: BTreeMap<String, Vec<Condition>>,
     pub counters: Counters,
@@ -99,6 +116,16 @@ impl Evaluation {
             })
             .collect();
         Inventory { environments }
+    }
+
+    /// Keeps only the environments `owned` accepts (a shard's share):
+    /// desired, expired, kept and their conditions. Diagnostics name files
+    /// and stay.
+    pub fn retain_environments(&mut self, owned: impl Fn(&str) -> bool) {
+        self.desired.retain(|name, _| owned(name));
+        self.expired.retain(|name, _| owned(name));
+        self.keep.retain(|name, _| owned(name));
+        self.conditions.retain(|name, _| owned(name));
     }
 
     /// Takes each file's outcome into the evaluation: desired, expired, or
@@ -125,8 +152,11 @@ impl Evaluation {
                     name,
                     diagnostics,
                     denied,
-                    ..
+                    stage,
                 }) => {
+                    if stage < Stage::Validated {
+                        self.withheld.insert(origin.clone());
+                    }
                     let message = diagnostics
                         .iter()
                         .map(ToString::to_string)
@@ -275,6 +305,9 @@ struct Entry {
     /// The claim, when the file held a valid one (for re-authorization).
     claim: Option<Arc<Claim>>,
     outcome: Outcome,
+    /// The key generation a claim with secrets was opened with: new keys
+    /// evaluate it again.
+    keys: Option<u64>,
 }
 
 impl Entry {
@@ -428,6 +461,11 @@ impl Pipeline {
             .iter()
             .flat_map(|s| s.files.iter().map(move |f| (s, f)))
             .collect();
+        let generation = self.secrets.generation();
+        let (decrypts, unwraps) = (
+            self.decrypts.load(Ordering::Relaxed),
+            self.secrets.unwraps(),
+        );
         let mut previous = std::mem::take(&mut cache.entries);
         let mut hits = Vec::new();
         let mut misses = Vec::new();
@@ -438,7 +476,10 @@ impl Pipeline {
                 path: file.path.clone(),
             };
             match previous.remove(&origin) {
-                Some(mut entry) if entry.digest == file.digest => {
+                Some(mut entry)
+                    if entry.digest == file.digest
+                        && entry.keys.is_none_or(|g| g == generation) =>
+                {
                     let action = action_for(entry.name.as_deref(), live);
                     if entry.action == action {
                         hits.push((origin, entry));
@@ -455,16 +496,7 @@ impl Pipeline {
         let computed: Vec<(Origin, Entry)> = misses
             .into_par_iter()
             .map(|(origin, snapshot, file)| {
-                let (outcome, claim) = self.evaluate_file(snapshot, file, live, options);
-                let name = outcome_name(&outcome).map(str::to_owned);
-                let action = action_for(name.as_deref(), live);
-                let entry = Entry {
-                    digest: file.digest,
-                    action,
-                    name,
-                    claim,
-                    outcome,
-                };
+                let entry = self.entry(snapshot, file, live, options, generation);
                 (origin, entry)
             })
             .collect();
@@ -479,6 +511,12 @@ impl Pipeline {
             count(&mut eval.counters, &entry.outcome);
         }
         eval.counters.authorized += reauthorized;
+        eval.counters.decrypts = self
+            .decrypts
+            .load(Ordering::Relaxed)
+            .saturating_sub(decrypts);
+        eval.counters.key_unwraps =
+            usize::try_from(self.secrets.unwraps().saturating_sub(unwraps)).unwrap_or(usize::MAX);
         let mut outcomes: Vec<(Origin, Outcome)> = Vec::with_capacity(files.len());
         for (origin, mut entry) in hits.into_iter().chain(computed) {
             entry.expire(options.now);
@@ -525,25 +563,63 @@ impl Pipeline {
         eval
     }
 
+    /// One file evaluated anew, as the cache keeps it.
+    fn entry(
+        &self,
+        snapshot: &Snapshot,
+        file: &SourceFile,
+        live: &Inventory,
+        options: Options,
+        generation: u64,
+    ) -> Entry {
+        let (outcome, claim, sealed) = self.evaluate_file(snapshot, file, live, options);
+        let name = outcome_name(&outcome).map(str::to_owned);
+        let action = action_for(name.as_deref(), live);
+        Entry {
+            digest: file.digest,
+            action,
+            name,
+            claim,
+            outcome,
+            keys: sealed.then_some(generation),
+        }
+    }
+
     /// Stages 2–3 only (parse, schema, claim checks, policy) for every file:
     /// what `converge validate` reports. Returns the number of files and every
     /// diagnostic, conflicts included.
+    /// With keys configured, a claim's secrets are decrypted and its MAC
+    /// checked too (values dropped at once); without, such claims are
+    /// counted in `Validated::secrets_unchecked`.
     #[must_use]
-    pub fn validate(&self, snapshots: &[Snapshot], now: DateTime<Utc>) -> (usize, Vec<Diagnostic>) {
+    pub fn validate(&self, snapshots: &[Snapshot], now: DateTime<Utc>) -> Validated {
         let files: Vec<(&Snapshot, &SourceFile)> = snapshots
             .iter()
             .flat_map(|s| s.files.iter().map(move |f| (s, f)))
             .collect();
         let empty = Inventory::default();
+        let unchecked = AtomicUsize::new(0);
         let results: Vec<(Option<String>, &str, Vec<Diagnostic>)> = files
             .par_iter()
             .map(
                 |(snapshot, file)| match self.check_file(snapshot, file, &empty, now) {
-                    Ok((claim, _)) => (
-                        Some(claim.environment_name.as_str().to_owned()),
-                        file.path.as_str(),
-                        Vec::new(),
-                    ),
+                    Ok((claim, _, sealed)) => {
+                        let name = claim.environment_name.as_str();
+                        let mut diagnostics = Vec::new();
+                        if let Some(sealed) = sealed {
+                            if self.secrets.configured() {
+                                if let Err(e) = self.open_secrets(&sealed, name) {
+                                    diagnostics.push(
+                                        secrets_diagnostic(&file.path, &e)
+                                            .for_environment(Some(name)),
+                                    );
+                                }
+                            } else {
+                                unchecked.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        (Some(name.to_owned()), file.path.as_str(), diagnostics)
+                    }
                     Err(Rejected {
                         name, diagnostics, ..
                     }) => (name, file.path.as_str(), diagnostics),
@@ -558,7 +634,26 @@ impl Pipeline {
         );
         diagnostics.extend(results.into_iter().flat_map(|(_, _, d)| d));
         diagnostics.sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));
-        (files.len(), diagnostics)
+        Validated {
+            files: files.len(),
+            diagnostics,
+            secrets_unchecked: unchecked.into_inner(),
+        }
+    }
+
+    /// Decrypts a claim's secrets and checks its MAC, counting the attempt.
+    fn open_secrets(
+        &self,
+        sealed: &Sealed,
+        env: &str,
+    ) -> Result<Secrets, crate::secret::OpenError> {
+        self.decrypts.fetch_add(1, Ordering::Relaxed);
+        crate::secret::open(
+            sealed,
+            self.secrets.as_ref(),
+            env,
+            self.renderer.fingerprint_key(),
+        )
     }
 
     /// Parse, schema, claim checks and policy for one file.
@@ -568,7 +663,7 @@ impl Pipeline {
         file: &SourceFile,
         live: &Inventory,
         now: DateTime<Utc>,
-    ) -> Result<(Claim, Option<DateTime<Utc>>), Rejected> {
+    ) -> Result<Checked, Rejected> {
         let path = file.path.as_str();
         let doc = match load::parse(file) {
             Ok(doc) => doc,
@@ -599,6 +694,20 @@ impl Pipeline {
                 stage: Stage::Parsed,
             });
         }
+        let sealed = match crate::secret::seal(path, &doc) {
+            Ok(s) => s,
+            Err(diagnostics) => {
+                return Err(Rejected {
+                    diagnostics: diagnostics
+                        .into_iter()
+                        .map(|d| d.for_environment(name.as_deref()))
+                        .collect(),
+                    name,
+                    denied: false,
+                    stage: Stage::Parsed,
+                });
+            }
+        };
         let claim = match Claim::from_document(path, doc) {
             Ok(c) => c,
             Err(diagnostics) => {
@@ -647,7 +756,7 @@ impl Pipeline {
                 stage: Stage::Validated,
             });
         }
-        Ok((claim, expires_at))
+        Ok((claim, expires_at, sealed))
     }
 
     /// A cached evaluation whose policy action changed (the environment was
@@ -733,16 +842,18 @@ impl Pipeline {
         file: &SourceFile,
         live: &Inventory,
         options: Options,
-    ) -> (Outcome, Option<Arc<Claim>>) {
+    ) -> (Outcome, Option<Arc<Claim>>, bool) {
         match self.check_file(snapshot, file, live, options.now) {
-            Ok((claim, expires_at)) => {
+            Ok((claim, expires_at, sealed)) => {
                 let claim = Arc::new(claim);
+                let has_secrets = sealed.is_some();
                 (
-                    self.evaluate_claim(snapshot, file, &claim, expires_at, options),
+                    self.evaluate_claim(snapshot, file, &claim, expires_at, sealed, options),
                     Some(claim),
+                    has_secrets,
                 )
             }
-            Err(rejected) => (Outcome::Invalid(rejected), None),
+            Err(rejected) => (Outcome::Invalid(rejected), None, false),
         }
     }
 
@@ -778,6 +889,7 @@ impl Pipeline {
         file: &SourceFile,
         claim: &Arc<Claim>,
         expires_at: Option<DateTime<Utc>>,
+        sealed: Option<Sealed>,
         options: Options,
     ) -> Outcome {
         let path = file.path.as_str();
@@ -797,16 +909,19 @@ impl Pipeline {
         {
             return Outcome::Expired { name: env_name, at };
         }
-        if !claim.secret_names.is_empty() {
-            let message = "the claim carries SOPS secrets, and secret decryption is not available in this build; the environment is left as it is";
-            return kept(
-                env_name,
-                expires_at,
-                Reason::SecretsUnavailable,
-                ConditionType::SecretsUnavailable,
-                Diagnostic::new(path, "/secrets", "secrets", message),
-            );
-        }
+        let secrets = match sealed.map(|s| self.open_secrets(&s, &env_name)) {
+            None => None,
+            Some(Ok(s)) => Some(Arc::new(s)),
+            Some(Err(e)) => {
+                return kept(
+                    env_name,
+                    expires_at,
+                    e.reason(),
+                    ConditionType::SecretsUnavailable,
+                    secrets_diagnostic(path, &e),
+                );
+            }
+        };
         let versions = match resolve(claim, preset.use_dev_tags, self.tags.as_ref()) {
             Ok(v) => v,
             Err(unresolved) => {
@@ -825,7 +940,10 @@ impl Pipeline {
                 );
             }
         };
-        let objects = match self.renderer.render(claim, &versions, expires_at) {
+        let objects = match self
+            .renderer
+            .render(claim, &versions, expires_at, secrets.as_deref())
+        {
             Ok(rendered) => rendered.into_iter().map(|r| r.object).collect(),
             Err(e) => {
                 let message = e.to_string();
@@ -849,6 +967,10 @@ impl Pipeline {
             owner: claim.user.clone(),
             versions,
             expires_at: expires_at.map(timestamp),
+            secrets: secrets
+                .as_ref()
+                .map(|s| s.fingerprints().clone())
+                .unwrap_or_default(),
         };
         Outcome::Desired(Arc::new(Desired {
             claim: claim.clone(),
@@ -858,8 +980,32 @@ impl Pipeline {
             revision: snapshot.revision.clone(),
             record,
             objects,
+            secrets,
         }))
     }
+}
+
+/// A claim that passed its checks: the claim, when it expires, and its
+/// sealed secrets.
+type Checked = (Claim, Option<DateTime<Utc>>, Option<Sealed>);
+
+/// What `converge validate` found.
+#[derive(Debug, Default)]
+pub struct Validated {
+    pub files: usize,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Claims with secrets that could not be checked: no key is configured.
+    pub secrets_unchecked: usize,
+}
+
+/// A secrets failure as a diagnostic (never a value): at `/sops`, rule `secrets`.
+fn secrets_diagnostic(path: &str, e: &crate::secret::OpenError) -> Diagnostic {
+    Diagnostic::new(
+        path,
+        "/sops",
+        "secrets",
+        format!("{e}; the environment is left as it is"),
+    )
 }
 
 fn outcome_name(o: &Outcome) -> Option<&str> {

@@ -232,6 +232,11 @@ pub struct Daemon {
     apply_backoff: Backoff,
     /// When the last pass asked to run again (an apply retry, an expiry).
     requeue_at: Option<Instant>,
+    /// Files the last evaluation refused before they became claims: their
+    /// bytes are not stored (they may hold a secret by mistake). `None`
+    /// until a pass evaluated the sources' snapshots; snapshots are stored
+    /// only after one did.
+    withheld: Option<BTreeSet<crate::source::Origin>>,
     /// Diagnostics already reported as events (so a pass does not repeat them).
     reported: BTreeSet<String>,
     last_hold: Option<String>,
@@ -245,6 +250,8 @@ pub struct Daemon {
     target_changes: Option<watch::Receiver<u64>>,
     /// Whether this replica led at the last look (leader election).
     leading: bool,
+    /// The shard members of the last pass (`shards`).
+    shard: Option<Arc<crate::shard::Members>>,
     /// Files with diagnostics in the last pass (their recovery is logged).
     rejected_files: BTreeSet<String>,
 }
@@ -337,6 +344,7 @@ impl Daemon {
                 max_backoff.max(Duration::from_secs(1)),
             ),
             requeue_at: None,
+            withheld: None,
             reported: BTreeSet::new(),
             last_hold: None,
             last_full_pass: None,
@@ -344,6 +352,7 @@ impl Daemon {
             drift_reported: BTreeMap::new(),
             target_changes: None,
             leading: true,
+            shard: None,
             rejected_files: BTreeSet::new(),
         };
         daemon.publish();
@@ -485,7 +494,10 @@ impl Daemon {
         }
         let mut events = Vec::new();
         let changed = self.read_sources(&due, &mut events);
-        if changed || requeue || resync || allowed || observed {
+        // The age key files are checked with the sources: new keys may open
+        // claims that waited for them.
+        let keys = !due.is_empty() && self.converge.key_files.refresh();
+        if changed || keys || requeue || resync || allowed || observed {
             let started = Instant::now();
             if resync {
                 self.converge.target.reload();
@@ -680,18 +692,22 @@ impl Daemon {
 
         let (action, touched, record) = match result {
             Ok(outcome) => {
+                self.withheld = Some(outcome.evaluation.withheld.clone());
                 self.observe_hold(&outcome.plan, allowed, &mut events);
                 self.observe_applies(&outcome, &mut events);
                 self.observe_diagnostics(&outcome.evaluation, &mut events);
                 self.observe_latency(&outcome);
                 self.observe_drift(&outcome, &mut events);
                 self.observe_counters(&outcome);
+                self.observe_shard(&outcome);
                 let action = self.action_after(&outcome, now);
                 let record = self.pass_record(Ok(&outcome), started, now);
                 let touched = self.observe_statuses(outcome, now);
                 (action, touched, record)
             }
             Err(e) => {
+                // Its snapshots were not evaluated: stored after a pass that is.
+                self.withheld = None;
                 tracing::error!(error = %e, reason = %e.reason(), "the pass could not run");
                 let ev = self.event("Warning", e.reason().as_str(), None, e.to_string());
                 events.push(ev);
@@ -917,6 +933,31 @@ impl Daemon {
         self.metrics.claims_validated.inc_by(c.validated as u64);
         self.metrics.claims_authorized.inc_by(c.authorized as u64);
         self.metrics.claims_rendered.inc_by(c.rendered as u64);
+        self.metrics.secrets_decrypts.inc_by(c.decrypts as u64);
+        self.metrics
+            .secrets_key_unwraps
+            .inc_by(c.key_unwraps as u64);
+    }
+
+    /// Step: the shard members the pass planned with (`shards`), for the
+    /// view, and this replica's share in the gauges.
+    fn observe_shard(&mut self, outcome: &PassOutcome) {
+        self.shard.clone_from(&outcome.members);
+        if let Some(m) = &outcome.members {
+            let share = outcome
+                .evaluation
+                .desired
+                .keys()
+                .chain(outcome.live.environments.keys())
+                .collect::<BTreeSet<_>>()
+                .len();
+            self.metrics
+                .shard_members
+                .set(i64::try_from(m.live().len()).unwrap_or(i64::MAX));
+            self.metrics
+                .shard_environments
+                .set(i64::try_from(share).unwrap_or(i64::MAX));
+        }
     }
 
     /// Step: every environment's status (rebuilt only where something
@@ -1088,10 +1129,11 @@ impl Daemon {
         events: &[Event],
         pass: Option<PassRecord>,
     ) {
+        let evaluated = self.withheld.is_some();
         let dirty: Vec<(&Snapshot, Option<&state::Stored>)> = self
             .sources
             .iter()
-            .filter(|s| s.dirty)
+            .filter(|s| s.dirty && evaluated)
             .filter_map(|s| Some((s.last_good.as_ref()?, s.stored.as_ref())))
             .collect();
         if dirty.is_empty() && environments.is_empty() && events.is_empty() && pass.is_none() {
@@ -1102,10 +1144,11 @@ impl Daemon {
             environments,
             pass,
             events,
+            withheld: self.withheld.as_ref(),
         };
         match self.store.commit(&commit) {
             Ok(()) => {
-                for s in self.sources.iter_mut().filter(|s| s.dirty) {
+                for s in self.sources.iter_mut().filter(|s| s.dirty && evaluated) {
                     s.dirty = false;
                     if let Some(snapshot) = &s.last_good {
                         match &mut s.stored {
@@ -1173,6 +1216,7 @@ impl Daemon {
             self.pass,
         );
         view.events = self.events_body();
+        let view = view.for_shard(self.shard.clone());
         self.view.store(Arc::new(view));
     }
 

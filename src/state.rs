@@ -103,6 +103,9 @@ struct FileMeta {
     digest: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     provenance: Option<crate::source::Provenance>,
+    /// The bytes were not stored (see [`Commit::withheld`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    withheld: bool,
 }
 
 /// One pass, as history keeps it.
@@ -202,6 +205,14 @@ impl Stored {
     }
 }
 
+/// A file as the store lists it: path, digest, provenance, withheld.
+type Listed = (
+    String,
+    Option<[u8; 32]>,
+    Option<crate::source::Provenance>,
+    bool,
+);
+
 /// Changes of one pass, written in one transaction.
 #[derive(Debug, Default)]
 pub struct Commit<'a> {
@@ -212,9 +223,24 @@ pub struct Commit<'a> {
     pub environments: &'a [(String, Option<Vec<u8>>)],
     pub pass: Option<PassRecord>,
     pub events: &'a [Event],
+    /// Files whose bytes are not stored: refused before they became a
+    /// typed claim, they may hold a secret by mistake (an unencrypted value
+    /// under `secrets`, a syntax error on a secret's line). They are
+    /// restored as refused and read again from their source.
+    pub withheld: Option<&'a std::collections::BTreeSet<crate::source::Origin>>,
 }
 
 impl Commit<'_> {
+    /// Whether a file's bytes are withheld from the store.
+    fn withholds(&self, source: &str, path: &str) -> bool {
+        self.withheld.is_some_and(|w| {
+            w.contains(&crate::source::Origin {
+                source: source.to_owned(),
+                path: path.to_owned(),
+            })
+        })
+    }
+
     /// Nothing to write.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -490,6 +516,7 @@ impl Store {
                     let meta = FileMeta {
                         digest: record.digests.remove(path).unwrap_or_default(),
                         provenance: record.provenance.remove(path),
+                        withheld: false,
                     };
                     let meta = serde_json::to_vec(&meta).expect("file metadata serializes");
                     metas
@@ -532,9 +559,8 @@ impl Store {
             let name = name.value().to_owned();
             let record: SourceRecord =
                 serde_json::from_slice(value.value()).map_err(|e| err(&e))?;
-            // (path, digest, provenance) of every file of the source.
-            let mut listed: Vec<(String, Option<[u8; 32]>, Option<crate::source::Provenance>)> =
-                Vec::new();
+            // (path, digest, provenance, withheld) of every file of the source.
+            let mut listed: Vec<Listed> = Vec::new();
             if let Some(meta) = &meta {
                 let (start, end) = (format!("{name}\0"), format!("{name}\u{1}"));
                 for row in meta
@@ -544,11 +570,29 @@ impl Store {
                     let (k, v) = row.map_err(|e| err(&e))?;
                     let path = k.value()[start.len()..].to_owned();
                     let m: FileMeta = serde_json::from_slice(v.value()).map_err(|e| err(&e))?;
-                    listed.push((path, crate::hex::decode32(&m.digest), m.provenance));
+                    listed.push((
+                        path,
+                        crate::hex::decode32(&m.digest),
+                        m.provenance,
+                        m.withheld,
+                    ));
                 }
             }
             let mut snapshot_files = Vec::with_capacity(listed.len());
-            for (path, digest, provenance) in listed {
+            for (path, digest, provenance, withheld) in listed {
+                if withheld {
+                    // A digest of its own: never mistaken for the real bytes.
+                    let mut file = SourceFile::new(
+                        path,
+                        Content::Refused {
+                            rule: "withheld",
+                            message: "the file was refused before it became a claim, so its bytes are not kept in the state store; it is read again from its source".into(),
+                        },
+                    );
+                    file.provenance = provenance.map(std::sync::Arc::new);
+                    snapshot_files.push(file);
+                    continue;
+                }
                 let bytes = files.get(key(&name, &path).as_str()).map_err(|e| err(&e))?;
                 let content = bytes.map_or_else(
                     || Content::Unreadable("missing from state".into()),
@@ -619,8 +663,9 @@ impl Store {
                     if old == Some(&file.digest) {
                         continue;
                     }
+                    let withheld = commit.withholds(&snapshot.source, &file.path);
                     let bytes: &[u8] = match &file.content {
-                        Content::Bytes(b) => b,
+                        Content::Bytes(b) if !withheld => b,
                         _ => &[],
                     };
                     let k = key(&snapshot.source, &file.path);
@@ -628,6 +673,7 @@ impl Store {
                     let meta = FileMeta {
                         digest: crate::hex::encode(&file.digest),
                         provenance: file.provenance.as_deref().cloned(),
+                        withheld,
                     };
                     let meta = serde_json::to_vec(&meta).expect("file metadata serializes");
                     metas
@@ -734,6 +780,37 @@ mod tests {
                 other => (f.path.clone(), format!("{other:?}")),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_withheld_file_is_stored_without_its_bytes_and_restored_as_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let a = snapshot(&[
+            ("good.yaml", "fine", 1),
+            ("bad.yaml", "secrets: {db: hunter2-plain}", 2),
+        ]);
+        let withheld = std::collections::BTreeSet::from([crate::source::Origin {
+            source: "local".into(),
+            path: "bad.yaml".into(),
+        }]);
+        store
+            .commit(&Commit {
+                snapshots: vec![(&a, None)],
+                withheld: Some(&withheld),
+                ..Commit::default()
+            })
+            .expect("commit");
+        let files = restored_files(&store);
+        assert_eq!(files[1], ("good.yaml".to_owned(), "fine".to_owned()));
+        assert_eq!(files[0].0, "bad.yaml");
+        assert!(files[0].1.contains("withheld"), "{:?}", files[0]);
+        let restored = store.restore().expect("restore");
+        let bad = &restored.snapshots["local"].files[0];
+        assert_ne!(bad.digest, [2; 32], "never mistaken for the real bytes");
+        drop(store);
+        let bytes = std::fs::read(dir.path().join("converge.redb")).expect("read the store");
+        assert!(!bytes.windows(13).any(|w| w == b"hunter2-plain"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// The pure stages and the vocabulary they share: no IO crate, no IO module.
 const PURE: &[&str] = &[
+    "secret",
     "claim",
     "condition",
     "diagnostic",
@@ -19,6 +20,7 @@ const PURE: &[&str] = &[
     "plan",
     "render",
     "resolve",
+    "shard",
     "status",
     "validate",
     "view",
@@ -39,6 +41,7 @@ const IO_CRATES: &[&str] = &[
 const IO_MODULES: &[&str] = &[
     "crate::api",
     "crate::client",
+    "crate::keys",
     "crate::reconcile",
     "crate::state",
     "crate::source::dir",

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::plan::Plan;
+use crate::shard::Members;
 use crate::status::{Item, Statuses};
 
 /// An immutable snapshot of everything the API serves. The loop builds a new
@@ -28,6 +29,9 @@ pub struct View {
     /// The last plan, for the status page.
     pub last_plan: Option<Arc<Plan>>,
     pub pass: u64,
+    /// The shard members of the last pass (`shards`): the environments
+    /// are this replica's share.
+    pub shard: Option<Arc<Members>>,
 }
 
 impl View {
@@ -60,7 +64,25 @@ impl View {
             events: list_json(events),
             last_plan: plan,
             pass,
+            shard: None,
         }
+    }
+
+    /// The same view for one shard: the list body says whose share it is
+    /// (`{"shard": {"identity": …, "members": […]}, "items": …}`).
+    #[must_use]
+    pub fn for_shard(mut self, shard: Option<Arc<Members>>) -> View {
+        if let Some(m) = &shard {
+            let head = serde_json::to_vec(&shard_json(m)).expect("a shard serializes");
+            let mut list = Vec::with_capacity(self.list.len() + head.len() + 12);
+            list.extend_from_slice(b"{\"shard\":");
+            list.extend_from_slice(&head);
+            list.push(b',');
+            list.extend_from_slice(&self.list[1..]);
+            self.list = Bytes::from(list);
+        }
+        self.shard = shard;
+        self
     }
 
     /// The same view with new sources and events (nothing else changed);
@@ -76,6 +98,7 @@ impl View {
             events,
             last_plan: self.last_plan.clone(),
             pass: self.pass,
+            shard: self.shard.clone(),
         }
     }
 
@@ -83,6 +106,12 @@ impl View {
     pub fn items(&self) -> impl Iterator<Item = &Item> {
         self.environments.values().map(|e| &e.item)
     }
+}
+
+/// A shard as the API shows it: this replica's identity and the live members.
+#[must_use]
+pub fn shard_json(m: &Members) -> serde_json::Value {
+    serde_json::json!({ "identity": m.me(), "members": m.live() })
 }
 
 /// `{"items": ...}` as bytes (serialized directly, not through a `Value`).

@@ -163,8 +163,6 @@ struct RawClaim {
     branch: Option<String>,
     services: BTreeMap<String, RawService>,
     #[serde(default)]
-    secrets: Option<BTreeMap<String, String>>,
-    #[serde(default)]
     #[allow(
         dead_code,
         reason = "sops metadata is accepted beside secrets and used by decryption"
@@ -188,7 +186,26 @@ enum RawService {
 impl Claim {
     /// Builds a claim from a schema-valid document. `file` names the document
     /// in diagnostics.
-    pub fn from_document(file: &str, doc: serde_json::Value) -> Result<Claim, Vec<Diagnostic>> {
+    /// `secrets` is taken out before the document is typed: only its keys
+    /// are kept, and no error message can quote one of its values.
+    pub fn from_document(file: &str, mut doc: serde_json::Value) -> Result<Claim, Vec<Diagnostic>> {
+        let secret_names: Vec<String> = match doc.as_object_mut().and_then(|o| o.remove("secrets"))
+        {
+            Some(serde_json::Value::Object(map)) => {
+                let mut names: Vec<String> = map.into_iter().map(|(k, _)| k).collect();
+                names.sort();
+                names
+            }
+            Some(serde_json::Value::Null) | None => Vec::new(),
+            Some(_) => {
+                return Err(vec![Diagnostic::new(
+                    file,
+                    "/secrets",
+                    "type",
+                    "secrets must be a mapping (values are not shown)",
+                )]);
+            }
+        };
         let raw: RawClaim = serde_json::from_value(doc)
             .map_err(|e| vec![Diagnostic::new(file, "", "type", e.to_string())])?;
         let name = raw.environment_name.as_str().to_owned();
@@ -270,10 +287,7 @@ impl Claim {
             git_repository: raw.git_repository,
             branch: raw.branch,
             services,
-            secret_names: raw
-                .secrets
-                .map(|s| s.into_keys().collect())
-                .unwrap_or_default(),
+            secret_names,
         })
     }
 

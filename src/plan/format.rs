@@ -120,6 +120,9 @@ fn text(plan: &Plan, out: &mut impl Write) {
         for v in &env.versions {
             let _ = writeln!(out, "    {v}");
         }
+        for c in &env.secrets {
+            let _ = writeln!(out, "    {c}");
+        }
         for step in steps.get(env.name.as_str()).into_iter().flatten() {
             let mark = match step.action {
                 StepAction::Create => '+',
@@ -169,7 +172,9 @@ fn markdown(plan: &Plan) -> String {
             let versions: Vec<String> = env
                 .versions
                 .iter()
-                .map(|v| format!("`{}`", escape_md(&v.to_string())))
+                .map(ToString::to_string)
+                .chain(env.secrets.iter().map(ToString::to_string))
+                .map(|v| format!("`{}`", escape_md(&v)))
                 .collect();
             let _ = writeln!(
                 out,

@@ -96,6 +96,43 @@ impl std::fmt::Display for VersionChange {
     }
 }
 
+/// A secret key whose value changes, shown by keyed fingerprints
+/// (`hmac:<16 hex>`), never by value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SecretChange {
+    pub key: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+impl std::fmt::Display for SecretChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let from = self.from.as_deref().unwrap_or("(none)");
+        let to = self.to.as_deref().unwrap_or("(removed)");
+        write!(f, "secret {} {from} -> {to}", self.key)
+    }
+}
+
+/// The secret keys whose fingerprints differ between two records.
+fn secret_changes(
+    before: Option<&BTreeMap<String, String>>,
+    after: Option<&BTreeMap<String, String>>,
+) -> Vec<SecretChange> {
+    let empty = BTreeMap::new();
+    let (b, a) = (before.unwrap_or(&empty), after.unwrap_or(&empty));
+    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| b.get(*k) != a.get(*k))
+        .map(|k| SecretChange {
+            key: k.clone(),
+            from: b.get(k).cloned(),
+            to: a.get(k).cloned(),
+        })
+        .collect()
+}
+
 /// The plan for one environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct EnvironmentPlan {
@@ -106,6 +143,9 @@ pub struct EnvironmentPlan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     pub versions: Vec<VersionChange>,
+    /// Secret keys whose values change (by fingerprint).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretChange>,
     pub creates: usize,
     pub updates: usize,
     pub deletes: usize,
@@ -356,6 +396,7 @@ fn plan_deletion(
                 constraint: None,
             })
             .collect(),
+        secrets: secret_changes(Some(&env.record.secrets), None),
         creates: 0,
         updates: 0,
         deletes: env.objects.len(),
@@ -417,6 +458,10 @@ fn plan_environment(name: &str, desired: &Desired, current: Option<&LiveEnvironm
         },
         source: Some(desired.origin.path.clone()),
         versions,
+        secrets: secret_changes(
+            current.map(|c| &c.record.secrets),
+            Some(&desired.record.secrets),
+        ),
         creates: d.creates.len(),
         updates: d.updates.len(),
         deletes: d.deletes.len(),

@@ -397,3 +397,38 @@ pub(super) fn objects(
     }
     out
 }
+
+/// The name of the built-in `Secret` holding an environment's decrypted `secrets`.
+pub const SECRET_NAME: &str = "converge-secrets";
+
+/// The environment's `Secret` (Opaque, one key per `secrets` key, values
+/// base64 in `data`). Its buffer is sized up front, so the plaintext is not
+/// left behind in reallocated memory; the caller zeroes it on drop.
+pub(super) fn secret(v: &Values<'_>, secrets: &crate::secret::Secrets) -> String {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let size: usize = secrets
+        .values()
+        .iter()
+        .map(|(k, s)| k.len() + s.expose().len() * 4 / 3 + 16)
+        .sum();
+    let mut d = Doc {
+        out: String::with_capacity(1024 + 2 * size),
+        inline: false,
+    };
+    d.header("v1", "Secret");
+    metadata(&mut d, v, SECRET_NAME, &[], &[]);
+    d.str(0, "type", "Opaque");
+    if secrets.values().is_empty() {
+        d.out.push_str("data: {}\n");
+    } else {
+        d.open(0, "data");
+        let mut encoded = zeroize::Zeroizing::new(String::with_capacity(size));
+        for (k, s) in secrets.values() {
+            encoded.clear();
+            engine.encode_string(s.expose(), &mut encoded);
+            d.str(2, k, &encoded);
+        }
+    }
+    d.finish()
+}

@@ -25,6 +25,7 @@ use crate::claim::Claim;
 use crate::config::{Preset, Presets};
 use crate::object::{Kind, ObjectRef, kind};
 use crate::resolve::Resolved;
+use crate::secret::{FingerprintKey, Secrets};
 
 /// The label every object converge manages carries, with value `converge`.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -73,7 +74,9 @@ pub enum RenderError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
     pub id: ObjectRef,
-    /// SHA-256 of the object's YAML.
+    /// SHA-256 of the object's YAML; for a `Secret`, HMAC-SHA256 under the
+    /// installation's fingerprint key (a plain hash of a short value could
+    /// be guessed).
     pub digest: Digest,
 }
 
@@ -136,11 +139,93 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
-/// An object with its YAML, exactly as the target stores it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An object with its YAML, exactly as the target stores it. A `Secret`'s
+/// YAML holds plaintext (base64): `Debug` shows only its length, and it is
+/// zeroed on drop.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Rendered {
     pub object: Object,
-    pub yaml: String,
+    pub yaml: Yaml,
+}
+
+/// An object's YAML text; a `Secret`'s is zeroed on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Yaml {
+    text: String,
+    secret: bool,
+}
+
+impl Yaml {
+    #[must_use]
+    pub fn new(text: String, secret: bool) -> Yaml {
+        Yaml { text, secret }
+    }
+}
+
+impl std::ops::Deref for Yaml {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Drop for Yaml {
+    fn drop(&mut self) {
+        if self.secret {
+            zeroize::Zeroize::zeroize(&mut self.text);
+        }
+    }
+}
+
+impl Rendered {
+    /// Whether the YAML may hold secret values (a `Secret`).
+    #[must_use]
+    pub fn is_secret(&self) -> bool {
+        &*self.object.id.kind == "Secret"
+    }
+
+    /// The YAML with a `Secret`'s `data`/`stringData` values replaced by
+    /// `***` (what `converge render` prints unless asked otherwise).
+    #[must_use]
+    pub fn redacted_yaml(&self) -> std::borrow::Cow<'_, str> {
+        if !self.is_secret() {
+            return std::borrow::Cow::Borrowed(&*self.yaml);
+        }
+        let mut out = String::with_capacity(self.yaml.len());
+        let mut in_data = false;
+        let mut data_indent = None;
+        for line in self.yaml.lines() {
+            let indent = line.len() - line.trim_start().len();
+            if indent == 0 {
+                in_data = line.starts_with("data:") || line.starts_with("stringData:");
+                data_indent = None;
+                out.push_str(line);
+            } else if in_data {
+                // Only the keys directly under data are shown.
+                let at = *data_indent.get_or_insert(indent);
+                if indent != at {
+                    continue;
+                }
+                let key = line.trim_start().split(':').next().unwrap_or_default();
+                out.push_str(&line[..indent]);
+                out.push_str(key);
+                out.push_str(": '***'");
+            } else {
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        std::borrow::Cow::Owned(out)
+    }
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendered")
+            .field("object", &self.object)
+            .field("yaml_bytes", &self.yaml.len())
+            .finish()
+    }
 }
 
 /// What a renderer needs besides the claim.
@@ -148,6 +233,8 @@ pub struct Renderer {
     presets: Presets,
     registry: String,
     templates: Vec<(String, minijinja::Environment<'static>)>,
+    /// Keys the digest of `Secret` objects (never a plain hash of values).
+    fingerprint: FingerprintKey,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -165,6 +252,16 @@ pub struct Values<'a> {
     pub services: Vec<ServiceValues<'a>>,
     pub preset: &'a Preset,
     pub labels: BTreeMap<&'static str, String>,
+    /// The environment's `Secret`: its name and keys, never its values.
+    pub secrets: SecretValues<'a>,
+}
+
+/// What templates see of the secrets: where they are, not what they are.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretValues<'a> {
+    /// The `Secret`'s name (empty when the claim has no secrets).
+    pub name: &'static str,
+    pub keys: &'a [String],
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -200,7 +297,26 @@ impl Renderer {
             presets,
             registry,
             templates: Vec::new(),
+            fingerprint: FingerprintKey::ephemeral(),
         }
+    }
+
+    /// Uses the installation's fingerprint key for `Secret` digests.
+    #[must_use]
+    pub fn with_fingerprint_key(mut self, key: FingerprintKey) -> Renderer {
+        self.fingerprint = key;
+        self
+    }
+
+    /// Replaces the fingerprint key (a writer's, from the state dir).
+    pub fn set_fingerprint_key(&mut self, key: FingerprintKey) {
+        self.fingerprint = key;
+    }
+
+    /// The installation's fingerprint key.
+    #[must_use]
+    pub fn fingerprint_key(&self) -> &FingerprintKey {
+        &self.fingerprint
     }
 
     /// Adds every `*.j2` file of `dir` (sorted by name); a syntax error is an error here, at start.
@@ -240,17 +356,28 @@ impl Renderer {
         &self.presets
     }
 
-    /// Renders one environment: the built-in objects, then every template's.
+    /// Renders one environment: the built-in objects (with the `Secret`
+    /// when the claim has `secrets`), then every template's.
     pub fn render(
         &self,
         claim: &Claim,
         versions: &BTreeMap<String, Resolved>,
         expires_at: Option<DateTime<Utc>>,
+        secrets: Option<&Secrets>,
     ) -> Result<Vec<Rendered>, RenderError> {
         let preset = self.presets.get(claim.environment_type);
         let values = self.values(claim, versions, expires_at, preset);
         let namespace: Arc<str> = Arc::from(claim.environment_name.as_str());
-        let mut objects: Vec<Rendered> = builtin::objects(claim, &values)
+        let mut built = builtin::objects(claim, &values);
+        if let Some(secrets) = secrets.filter(|_| !claim.secret_names.is_empty()) {
+            built.push((
+                "v1",
+                "Secret",
+                builtin::SECRET_NAME.to_owned(),
+                builtin::secret(&values, secrets),
+            ));
+        }
+        let mut objects: Vec<Rendered> = built
             .into_iter()
             .map(|(api_version, k, name, yaml)| Rendered {
                 object: Object {
@@ -262,7 +389,7 @@ impl Renderer {
                     },
                     digest: digest(yaml.as_bytes()),
                 },
-                yaml,
+                yaml: Yaml::new(yaml, k == "Secret"),
             })
             .collect();
         let mut docs = Vec::new();
@@ -299,6 +426,11 @@ impl Renderer {
                     message,
                 })?,
             );
+        }
+        for o in &mut objects {
+            if o.is_secret() {
+                o.object.digest = Digest(self.fingerprint.mac(&[b"object", o.yaml.as_bytes()]));
+            }
         }
         objects.sort_by(|a, b| a.object.id.cmp(&b.object.id));
         // Within an environment a kind and a name name one object, whatever
@@ -358,6 +490,14 @@ impl Renderer {
             services,
             preset,
             labels: ownership_labels(claim.environment_name.as_str()),
+            secrets: SecretValues {
+                name: if claim.secret_names.is_empty() {
+                    ""
+                } else {
+                    builtin::SECRET_NAME
+                },
+                keys: &claim.secret_names,
+            },
         }
     }
 }
@@ -484,6 +624,7 @@ fn to_object(doc: &Value, environment: &Arc<str>) -> Result<Rendered, String> {
         },
         digest: digest(yaml.as_bytes()),
     };
+    let yaml = Yaml::new(yaml, k == "Secret");
     Ok(Rendered { object, yaml })
 }
 
@@ -505,6 +646,83 @@ mod tests {
         );
         assert_eq!(label_value("-x y-"), "x_y");
         assert_eq!(label_value(&"a".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn a_secret_renders_base64_values_under_a_keyed_digest_and_prints_redacted() {
+        use crate::secret::{FingerprintKey, Secrets};
+        let doc = serde_json::json!({
+            "user": "john.doe@company.com", "environment_pool": "team1",
+            "creation_date": "2024-01-15T10:30:00Z", "environment_name": "dev-s",
+            "environment_type": "dev", "deployment_method": "dynamic",
+            "services": {}, "secrets": {"db": "ENC[...]"},
+        });
+        let claim = Claim::from_document("f", doc).expect("claim");
+        let presets = Presets::new(&BTreeMap::new()).expect("presets");
+        let key = FingerprintKey::new([1; 32]);
+        let renderer = Renderer::new(presets, "r".into()).with_fingerprint_key(key.clone());
+        let values = BTreeMap::from([(
+            "db".to_owned(),
+            zeroize::Zeroizing::new(b"hunter2".to_vec()),
+        )]);
+        let secrets = Secrets::new(values, "dev-s", &key);
+        let objects = renderer
+            .render(&claim, &BTreeMap::new(), None, Some(&secrets))
+            .expect("renders");
+        let secret = objects.iter().find(|o| o.is_secret()).expect("a Secret");
+        assert!(
+            secret.yaml.contains("db: aHVudGVyMg=="),
+            "{}",
+            &*secret.yaml
+        );
+        assert_ne!(
+            secret.object.digest,
+            digest(secret.yaml.as_bytes()),
+            "keyed, not a plain hash"
+        );
+        let shown = secret.redacted_yaml();
+        assert!(
+            shown.contains("db: '***'") && !shown.contains("aHVudGVyMg"),
+            "{shown}"
+        );
+        assert!(!format!("{objects:?}").contains("aHVudGVyMg"));
+        for o in objects.iter().filter(|o| !o.is_secret()) {
+            assert!(!o.yaml.contains("aHVudGVyMg") && !o.yaml.contains("hunter2"));
+        }
+        // Another installation's key gives another digest.
+        let other = Renderer::new(Presets::new(&BTreeMap::new()).expect("presets"), "r".into())
+            .with_fingerprint_key(FingerprintKey::new([2; 32]));
+        let again = other
+            .render(&claim, &BTreeMap::new(), None, Some(&secrets))
+            .expect("renders");
+        let d2 = again
+            .iter()
+            .find(|o| o.is_secret())
+            .expect("Secret")
+            .object
+            .digest;
+        assert_ne!(d2, secret.object.digest);
+    }
+
+    #[test]
+    fn templates_see_secret_keys_never_values() {
+        let doc = serde_json::json!({
+            "user": "u@x", "environment_pool": "team1",
+            "creation_date": "2024-01-15T10:30:00Z", "environment_name": "dev-s",
+            "environment_type": "dev", "deployment_method": "dynamic",
+            "services": {}, "secrets": {"db": "ENC[...]", "api": "ENC[...]"},
+        });
+        let claim = Claim::from_document("f", doc).expect("claim");
+        let presets = Presets::new(&BTreeMap::new()).expect("presets");
+        let renderer = Renderer::new(presets, "r".into());
+        let preset = renderer.presets().get(claim.environment_type);
+        let versions = BTreeMap::new();
+        let values = renderer.values(&claim, &versions, None, preset);
+        let json = serde_json::to_value(&values).expect("values");
+        assert_eq!(
+            json["secrets"],
+            serde_json::json!({"name": "converge-secrets", "keys": ["api", "db"]})
+        );
     }
 
     #[test]

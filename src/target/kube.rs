@@ -220,8 +220,6 @@ impl Observed {
 /// the target is dropped.
 struct Watches {
     observed: Arc<Mutex<Observed>>,
-    /// Bumped when health or drift changes (the daemon wakes on it).
-    changes: tokio::sync::watch::Receiver<u64>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -236,7 +234,12 @@ struct Watch<'a> {
 impl Watches {
     /// Starts the watches with a client of their own: a client's request
     /// queue runs on the runtime it was made on.
-    fn start(config: kube::Config, manager: String) -> Watches {
+    /// `notify` is bumped when health or drift changes (the daemon wakes on it).
+    fn start(
+        config: kube::Config,
+        manager: String,
+        notify: tokio::sync::watch::Sender<u64>,
+    ) -> Watches {
         use futures::FutureExt;
         use k8s_openapi::api::{
             apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
@@ -247,7 +250,6 @@ impl Watches {
         use kube::core::PartialObjectMeta as Meta;
         let observed = Arc::new(Mutex::new(Observed::default()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (notify, changes) = tokio::sync::watch::channel(0_u64);
         let shared = observed.clone();
         let spawned = std::thread::Builder::new()
             .name("converge-kube-watch".into())
@@ -312,7 +314,6 @@ impl Watches {
         }
         Watches {
             observed,
-            changes,
             _stop: stop,
         }
     }
@@ -498,6 +499,13 @@ pub struct Kubernetes {
     recorder: kube::runtime::events::Recorder,
     /// The leader election, when configured (started on first use).
     election: std::sync::OnceLock<super::lease::Election>,
+    /// The shard membership, when configured (started on first use).
+    membership: std::sync::OnceLock<super::shards::Membership>,
+    /// The members' generation the cached inventory was read under: a
+    /// replica that gains environments reads them again (others wrote them).
+    cache_generation: std::sync::atomic::AtomicU64,
+    /// Bumped when health, drift or the shard members change.
+    notify: tokio::sync::watch::Sender<u64>,
     /// The inventory Namespace is known to exist (written once per process).
     namespace_ensured: std::sync::atomic::AtomicBool,
 }
@@ -600,6 +608,9 @@ impl Kubernetes {
             watches: std::sync::OnceLock::new(),
             recorder,
             election: std::sync::OnceLock::new(),
+            membership: std::sync::OnceLock::new(),
+            cache_generation: std::sync::atomic::AtomicU64::new(0),
+            notify: tokio::sync::watch::channel(0).0,
             namespace_ensured: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -619,7 +630,7 @@ impl Kubernetes {
     fn election(&self) -> Option<&super::lease::Election> {
         let options = self.options.leader_election.as_ref()?;
         Some(self.election.get_or_init(|| {
-            let mut options = options.clone();
+            let mut options = (**options).clone();
             if options.identity.is_empty() {
                 options.identity = super::lease::default_identity();
             }
@@ -628,26 +639,56 @@ impl Kubernetes {
                 self.options.inventory_namespace.clone(),
                 self.options.field_manager.clone(),
                 options,
+                self.notify.clone(),
             )
         }))
     }
 
-    /// A write is refused unless this replica leads (or no election is
-    /// configured): checked before every write of a change.
-    fn fence(&self) -> Result<(), super::Error> {
-        if self.leading() {
-            Ok(())
-        } else {
-            Err(super::Error::Transient(Box::new(std::io::Error::other(
+    /// The shard membership, when configured (started on first use).
+    fn membership(&self) -> Option<&super::shards::Membership> {
+        let options = self.options.shards.as_ref()?;
+        Some(self.membership.get_or_init(|| {
+            let mut options = (**options).clone();
+            if options.identity.is_empty() {
+                options.identity = super::shards::default_identity();
+            }
+            super::shards::Membership::start(
+                self.config.clone(),
+                self.options.inventory_namespace.clone(),
+                self.options.field_manager.clone(),
+                options,
+                self.notify.clone(),
+            )
+        }))
+    }
+
+    /// A write of `environment` is refused unless this replica leads (leader
+    /// election) and owns it (shards): checked before every write of a change.
+    fn fence(&self, environment: &str) -> Result<(), super::Error> {
+        if !self.election().is_none_or(super::lease::Election::leading) {
+            return Err(super::Error::Transient(Box::new(std::io::Error::other(
                 "this replica does not lead (leader election): not applying",
-            ))))
+            ))));
         }
+        if !self.membership().is_none_or(|m| m.owns_now(environment)) {
+            return Err(super::Error::Transient(Box::new(std::io::Error::other(
+                format!(
+                    "environment {environment}: this replica no longer owns it (shards): not applying"
+                ),
+            ))));
+        }
+        Ok(())
     }
 
     /// The watches (started on first use).
     fn watches(&self) -> &Watches {
-        self.watches
-            .get_or_init(|| Watches::start(self.config.clone(), self.options.field_manager.clone()))
+        self.watches.get_or_init(|| {
+            Watches::start(
+                self.config.clone(),
+                self.options.field_manager.clone(),
+                self.notify.clone(),
+            )
+        })
     }
 
     /// After converge applied `id` (with `fields` now its own) or deleted it
@@ -1053,7 +1094,7 @@ impl Kubernetes {
         let mut groups = by_rank(deletes, |id| id);
         groups.reverse();
         for group in groups {
-            self.fence()?;
+            self.fence(name)?;
             let deletes: Vec<_> = group
                 .into_iter()
                 .map(|id| async move { (id, self.delete_object(id, name).await) })
@@ -1105,7 +1146,7 @@ impl Kubernetes {
             .collect();
         self.check_new(&new, name).await?;
         // Widen: every object about to be written is listed before it exists.
-        self.fence()?;
+        self.fence(name)?;
         if !new.is_empty() {
             for r in &new {
                 live.objects.insert(r.object.id.clone(), Digest::PENDING);
@@ -1118,7 +1159,7 @@ impl Kubernetes {
         // Apply in kind order; objects of one rank in parallel.
         let mut result = Ok(());
         for group in by_rank(&change.upserts, |r| &r.object.id) {
-            self.fence()?;
+            self.fence(name)?;
             let applies: Vec<_> = group
                 .into_iter()
                 .map(|r| async move { (*r, self.apply_object(r, name).await) })
@@ -1149,7 +1190,7 @@ impl Kubernetes {
         if let Some(record) = change.record {
             live.record = record.clone();
         }
-        self.fence()?;
+        self.fence(name)?;
         let gone = change.record.is_none() && live.objects.is_empty();
         let narrowed = if gone {
             self.delete_inventory(name).await
@@ -1167,6 +1208,15 @@ impl Target for Kubernetes {
     /// With `drift: correct`, objects that drifted are listed with a
     /// pending digest, so the pass applies them again.
     fn inventory(&self) -> Result<Arc<Inventory>, super::Error> {
+        if let Some(m) = self.membership() {
+            let generation = m.members().generation();
+            let read_under = self
+                .cache_generation
+                .swap(generation, std::sync::atomic::Ordering::Relaxed);
+            if read_under != generation {
+                *self.cached() = None;
+            }
+        }
         let inventory = {
             let mut cache = self.cached();
             if let Some(inventory) = cache.as_ref() {
@@ -1265,7 +1315,8 @@ impl Target for Kubernetes {
     }
 
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        Some(self.watches().changes.clone())
+        self.watches();
+        Some(self.notify.subscribe())
     }
 
     /// Events go to the environment's Namespace, about the Namespace, at
@@ -1334,6 +1385,19 @@ impl Target for Kubernetes {
 
     fn leading(&self) -> bool {
         self.election().is_none_or(super::lease::Election::leading)
+            && self
+                .membership()
+                .is_none_or(super::shards::Membership::active)
+    }
+
+    /// A one-shot run waits (at most two lease durations) to become an
+    /// active member; the daemon passes only while it is one.
+    fn members(&self) -> Option<Arc<crate::shard::Members>> {
+        let m = self.membership()?;
+        if let Some(o) = &self.options.shards {
+            m.wait_active(o.lease_duration * 2 + o.retry_period);
+        }
+        Some(m.members())
     }
 
     fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), super::Error> {
@@ -1716,6 +1780,7 @@ mod tests {
                 owner: "o".into(),
                 versions: BTreeMap::new(),
                 expires_at: None,
+                secrets: BTreeMap::new(),
             },
             objects: BTreeMap::from([
                 (id("Namespace", "e"), Digest::of(b"a")),

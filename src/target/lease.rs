@@ -42,6 +42,8 @@ struct Shared {
     options: LeaderElection,
     /// When the last successful renewal was sent.
     renewed: Mutex<Option<Instant>>,
+    /// Bumped when leadership changes (the daemon looks at once).
+    notify: tokio::sync::watch::Sender<u64>,
 }
 
 impl Election {
@@ -52,10 +54,12 @@ impl Election {
         namespace: String,
         field_manager: String,
         options: LeaderElection,
+        notify: tokio::sync::watch::Sender<u64>,
     ) -> Election {
         let shared = Arc::new(Shared {
             options,
             renewed: Mutex::new(None),
+            notify,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let inner = shared.clone();
@@ -123,15 +127,26 @@ where
                 Err(e) => Err(e),
             };
         }
+        // A standby looks again when the Lease expires if that comes before
+        // the next retry, so it takes over as soon as it may.
+        let mut wait = o.retry_period;
         let leading = match outcome {
-            Ok(true) => {
+            Ok(Held::Other(Some(until))) => {
+                wait = wait.min(until + std::time::Duration::from_millis(20));
+                *shared
+                    .renewed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
+                false
+            }
+            Ok(Held::Ours) => {
                 *shared
                     .renewed
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = Some(sent);
                 true
             }
-            Ok(false) => {
+            Ok(Held::Other(None)) => {
                 *shared
                     .renewed
                     .lock()
@@ -146,13 +161,21 @@ where
         if leading != was_leading {
             tracing::info!(identity = %o.identity, lease = %o.lease, leading, "leadership changed");
             was_leading = leading;
+            shared.notify.send_modify(|n| *n += 1);
         }
-        tokio::time::sleep(o.retry_period).await;
+        tokio::time::sleep(wait).await;
     }
 }
 
-/// One round: true when this replica holds the Lease afterwards.
-async fn try_acquire_or_renew(api: &Api<Lease>, o: &LeaderElection) -> Result<bool, kube::Error> {
+/// Who holds the Lease after a round.
+enum Held {
+    Ours,
+    /// Another replica, until its Lease expires (if known) unless renewed.
+    Other(Option<std::time::Duration>),
+}
+
+/// One round: whether this replica holds the Lease afterwards.
+async fn try_acquire_or_renew(api: &Api<Lease>, o: &LeaderElection) -> Result<Held, kube::Error> {
     let now = k8s_openapi::jiff::Timestamp::now();
     let duration = i32::try_from(o.lease_duration.as_secs()).unwrap_or(i32::MAX);
     let Some(mut lease) = api.get_opt(&o.lease).await? else {
@@ -171,19 +194,21 @@ async fn try_acquire_or_renew(api: &Api<Lease>, o: &LeaderElection) -> Result<bo
             }),
         };
         return match api.create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Ok(_) => Ok(Held::Ours),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Held::Other(None)),
             Err(e) => Err(e),
         };
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     let ours = spec.holder_identity.as_deref() == Some(o.identity.as_str());
-    let expired = spec.renew_time.as_ref().is_none_or(|t| {
-        let held = k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
-            spec.lease_duration_seconds.unwrap_or(0),
-        ));
-        t.0.checked_add(held).is_ok_and(|until| until < now)
-    });
+    let held = k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
+        spec.lease_duration_seconds.unwrap_or(0),
+    ));
+    let until = spec
+        .renew_time
+        .as_ref()
+        .and_then(|t| t.0.checked_add(held).ok());
+    let expired = until.is_none_or(|until| until < now);
     if !ours
         && !expired
         && spec
@@ -191,7 +216,8 @@ async fn try_acquire_or_renew(api: &Api<Lease>, o: &LeaderElection) -> Result<bo
             .as_deref()
             .is_some_and(|h| !h.is_empty())
     {
-        return Ok(false);
+        let left = until.and_then(|u| std::time::Duration::try_from(u.duration_since(now)).ok());
+        return Ok(Held::Other(left));
     }
     if !ours {
         spec.acquire_time = Some(MicroTime(now));
@@ -202,8 +228,8 @@ async fn try_acquire_or_renew(api: &Api<Lease>, o: &LeaderElection) -> Result<bo
     spec.renew_time = Some(MicroTime(now));
     // The resourceVersion read is the precondition: one writer wins.
     match api.replace(&o.lease, &PostParams::default(), &lease).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Ok(_) => Ok(Held::Ours),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Held::Other(None)),
         Err(e) => Err(e),
     }
 }

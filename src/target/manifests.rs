@@ -396,7 +396,7 @@ impl Manifests {
                 Ok(()) => Ok(std::mem::replace(&mut w.outcome, Outcome::Unchanged)),
                 // The outcome is unknown: what the disk says is the truth.
                 Err(_) => Self::read_inventory(&w.dir, name).map(|l| match l {
-                    Some(l) => Outcome::Live(l),
+                    Some(l) => Outcome::Live(Box::new(l)),
                     None => Outcome::Removed,
                 }),
             };
@@ -407,7 +407,7 @@ impl Manifests {
                 }
                 Ok(Outcome::Live(mut live)) => {
                     live.compact();
-                    environments.insert(name.to_owned(), Arc::new(live));
+                    environments.insert(name.to_owned(), Arc::new(*live));
                 }
                 Err(_) => {
                     *cache = None; // unreadable now: inventory() reports it
@@ -514,7 +514,7 @@ impl Manifests {
 enum Outcome {
     /// Nothing of ours was there and nothing was written.
     Unchanged,
-    Live(LiveEnvironment),
+    Live(Box<LiveEnvironment>),
     Removed,
 }
 
@@ -637,7 +637,7 @@ impl<'c, 'a> Work<'c, 'a> {
             stage(
                 &self.dir.join(file_name(&rendered.object.id)),
                 rendered.yaml.as_bytes(),
-                Access::Shared,
+                Access::of(rendered),
             )?;
         }
         self.live = Some(live);
@@ -667,7 +667,8 @@ impl<'c, 'a> Work<'c, 'a> {
             let object = &rendered.object;
             let file = file_name(&object.id);
             let path = aside.join(&file);
-            std::fs::write(&path, rendered.yaml.as_bytes())
+            create(&path, Access::of(rendered))
+                .and_then(|mut f| f.write_all(rendered.yaml.as_bytes()))
                 .map_err(Manifests::io(&self.dir.join(&file), "write"))?;
             objects.push((object.id.clone(), object.digest));
         }
@@ -688,7 +689,7 @@ impl<'c, 'a> Work<'c, 'a> {
             self.dirty = true;
             std::fs::rename(aside, &self.dir).map_err(Manifests::io(&self.dir, "rename"))?;
             self.aside = None;
-            self.outcome = Outcome::Live(self.live.take().expect("staged aside"));
+            self.outcome = Outcome::Live(Box::new(self.live.take().expect("staged aside")));
             return Ok(());
         }
         if self.widened {
@@ -758,7 +759,7 @@ impl<'c, 'a> Work<'c, 'a> {
             return Ok(());
         }
         commit(&inventory)?;
-        self.outcome = Outcome::Live(live);
+        self.outcome = Outcome::Live(Box::new(live));
         Ok(())
     }
 
@@ -796,8 +797,19 @@ enum Access {
     /// An object file: the product, for kubectl and other tools (0666 less
     /// the umask, like any file the process creates).
     Shared,
-    /// converge's own bookkeeping (the inventory): 0600.
+    /// converge's own bookkeeping (the inventory) and `Secret` objects
+    /// (they hold decrypted values): 0600.
     Private,
+}
+
+impl Access {
+    fn of(rendered: &crate::render::Rendered) -> Access {
+        if rendered.is_secret() {
+            Access::Private
+        } else {
+            Access::Shared
+        }
+    }
 }
 
 /// Creates (or truncates) `path` for writing with `access`'s mode; a
@@ -896,7 +908,7 @@ mod tests {
         };
         Rendered {
             object,
-            yaml: body.into(),
+            yaml: crate::render::Yaml::new(body.into(), kind == "Secret"),
         }
     }
 
@@ -908,6 +920,7 @@ mod tests {
             owner: "o".into(),
             versions: BTreeMap::new(),
             expires_at: None,
+            secrets: BTreeMap::new(),
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod kube;
 pub mod lease;
 pub mod manifests;
+pub mod shards;
 
 use std::sync::Arc;
 
@@ -155,6 +156,13 @@ pub trait Target: Sync {
     /// with one writer.
     fn leading(&self) -> bool {
         true
+    }
+
+    /// The live members when replicas split the environments between them
+    /// (`shards`): a pass plans and applies only the environments this
+    /// replica owns. `None`: this process owns every environment.
+    fn members(&self) -> Option<Arc<crate::shard::Members>> {
+        None
     }
 
     /// Records events in the target's own event stream, best effort (a

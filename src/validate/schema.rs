@@ -77,12 +77,26 @@ impl Schema {
             .map(|e| {
                 let mut pointer = e.instance_path().to_string();
                 let mut message = e.to_string();
+                let kind = e.kind();
                 if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } =
-                    e.kind()
+                    kind
                     && let [one] = unexpected.as_slice()
                 {
                     pointer = pointer_join(&pointer, one);
                     message = format!("unknown field {one:?} (not allowed by the schema)");
+                } else if may_hold_secrets(&pointer)
+                    && !matches!(
+                        kind,
+                        jsonschema::error::ValidationErrorKind::Required { .. }
+                            | jsonschema::error::ValidationErrorKind::AdditionalProperties { .. }
+                    )
+                {
+                    // The message would quote the value: a secret, or the
+                    // whole document with its secrets.
+                    message = format!(
+                        "the value breaks the schema's {:?} rule (values under secrets are never shown)",
+                        kind.keyword()
+                    );
                 }
                 Diagnostic::new(file, pointer, e.kind().keyword(), truncate(&message, 300))
             })
@@ -91,6 +105,12 @@ impl Schema {
         out.dedup();
         out
     }
+}
+
+/// Whether a schema message about the value at `pointer` could quote a
+/// secret: the whole document, or anything under `secrets`.
+fn may_hold_secrets(pointer: &str) -> bool {
+    pointer.is_empty() || pointer == "/secrets" || pointer.starts_with("/secrets/")
 }
 
 #[cfg(test)]
@@ -122,6 +142,35 @@ mod tests {
             .into_iter()
             .map(|d| (d.pointer, d.rule))
             .collect()
+    }
+
+    #[test]
+    fn a_schema_error_under_secrets_never_quotes_the_value() {
+        for bad in [
+            json!("x".repeat(70_000) + "canary"),
+            json!(12_345_678),
+            json!({"a": "canary"}),
+        ] {
+            let mut doc = valid();
+            doc["secrets"] = json!({"db": bad});
+            let got = Schema::builtin().check("f.json", &doc);
+            assert!(!got.is_empty());
+            for d in got {
+                assert!(d.pointer.starts_with("/secrets"), "{d}");
+                let text = d.to_string();
+                assert!(
+                    !text.contains("canary")
+                        && !text.contains("12345678")
+                        && !text.contains("xxxx"),
+                    "{text}"
+                );
+            }
+        }
+        let mut doc = valid();
+        doc["secrets"] = json!(["canary"]);
+        for d in Schema::builtin().check("f.json", &doc) {
+            assert!(!d.to_string().contains("canary"), "{d}");
+        }
     }
 
     #[test]

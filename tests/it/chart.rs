@@ -423,6 +423,62 @@ fn converge_loads_the_config_the_chart_writes() {
     );
 }
 
+#[test]
+#[ignore = "needs helm (scripts/tools builds it)"]
+fn with_shards_on_the_config_names_shards_not_leader_election_and_leases_are_listed() {
+    let objects = objects(&template(
+        "converge",
+        "converge",
+        &["--set", "shards.enabled=true", "--set", "replicaCount=3"],
+    ));
+    let config = rendered_config(&objects);
+    let doc: Value = serde_saphyr::from_str(&config).expect("YAML");
+    assert_eq!(
+        doc["target"]["shards"]["lease_prefix"], "converge-shard-",
+        "{config}"
+    );
+    assert!(doc["target"]["leader_election"].is_null(), "{config}");
+    let deployment = one(&objects, "Deployment");
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        one(&objects, "PodDisruptionBudget")["spec"]["maxUnavailable"],
+        1
+    );
+    let role = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "Role"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-leader-election"))
+        })
+        .expect("the Lease Role");
+    assert_eq!(
+        role["rules"][0]["verbs"],
+        serde_json::json!(["get", "list", "create", "update", "delete"])
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("converge.yaml");
+    std::fs::write(&path, &config).expect("write");
+    let claims = repo().join("examples/quickstart/claims");
+    let out = crate::support::converge(
+        dir.path(),
+        &[
+            "validate",
+            "--config",
+            path.to_str().expect("a UTF-8 path"),
+            claims.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
 /// Writes a `ConfigMap`'s data under `dir` as the kubelet mounts it: the
 /// files in a timestamped directory, `..data` a symlink to it, and each key
 /// a symlink through `..data`.

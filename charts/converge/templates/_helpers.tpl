@@ -44,7 +44,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if $t.kubeconfigSecret -}}
 {{- $_ := set $target "kubeconfig" (printf "/etc/converge/kubeconfig/%s" $t.kubeconfigKey) -}}
 {{- end -}}
-{{- if .Values.leaderElection.enabled -}}
+{{- if .Values.shards.enabled -}}
+{{- $sh := .Values.shards -}}
+{{- $_ := set $target "shards" (dict "lease_prefix" $sh.lease_prefix "lease_duration" $sh.lease_duration "renew_deadline" $sh.renew_deadline "retry_period" $sh.retry_period) -}}
+{{- else if .Values.leaderElection.enabled -}}
 {{- $le := .Values.leaderElection -}}
 {{- $_ := set $target "leader_election" (dict "lease" $le.lease "lease_duration" $le.lease_duration "renew_deadline" $le.renew_deadline "retry_period" $le.retry_period) -}}
 {{- end -}}

@@ -26,17 +26,23 @@ impl Daemon {
 
     /// Like `start`, but returns the log when the daemon exits or never listens.
     pub fn try_start(dir: &Path) -> Result<Daemon, String> {
-        Self::try_start_limited(dir, None)
+        Self::try_start_limited(dir, None, "info")
+    }
+
+    /// Like `start`, logging at `level` (`CONVERGE_LOG`).
+    pub fn start_logging(dir: &Path, level: &str) -> Daemon {
+        Self::try_start_limited(dir, None, level)
+            .unwrap_or_else(|log| panic!("daemon did not start:\n{log}"))
     }
 
     /// Like `start`, with soft and hard limits of `nofile` open files
     /// (`prlimit`, util-linux).
     pub fn start_with_open_files(dir: &Path, nofile: u64) -> Daemon {
-        Self::try_start_limited(dir, Some(nofile))
+        Self::try_start_limited(dir, Some(nofile), "info")
             .unwrap_or_else(|log| panic!("daemon did not start:\n{log}"))
     }
 
-    fn try_start_limited(dir: &Path, nofile: Option<u64>) -> Result<Daemon, String> {
+    fn try_start_limited(dir: &Path, nofile: Option<u64>, level: &str) -> Result<Daemon, String> {
         let log = dir.join(format!("daemon-{}.log", fastrand::u32(..)));
         let file = std::fs::File::create(&log).expect("log file");
         let mut command = match nofile {
@@ -52,7 +58,7 @@ impl Daemon {
         let child = command
             .args(["run", "--listen", "127.0.0.1:0"])
             .current_dir(dir)
-            .env("CONVERGE_LOG", "info")
+            .env("CONVERGE_LOG", level)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(file)

@@ -10,14 +10,19 @@
 //! - `garage.rs`: Garage, a real S3 server, and buckets written with the AWS SDK.
 //! - `fault_proxy.rs`: network faults: a server that accepts and never answers,
 //!   and a proxy that cuts connections after a number of requests.
+//! - `sops.rs`: age identities (`age-keygen`) and claims encrypted by the
+//!   real `sops` CLI.
 //! - `kube.rs`: a Kubernetes API server (etcd, kube-apiserver,
 //!   kube-controller-manager) for the kubernetes target.
+//! - `registry.rs`: the CNCF distribution registry (the image test).
 
 pub mod daemon;
 pub mod fault_proxy;
 pub mod garage;
 pub mod git;
 pub mod kube;
+pub mod registry;
+pub mod sops;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@ use crate::support::{Project, claim, stderr};
 
 /// A project whose target is `api`'s cluster, with the admin kubeconfig.
 /// Projects sharing a cluster keep their inventories apart (`inventory`).
-fn project(api: &KubeApi, inventory: &str) -> Project {
+pub(super) fn project(api: &KubeApi, inventory: &str) -> Project {
     let p = Project::new("");
     let config = format!(
         "sources:\n  - name: local\n    kind: dir\n    path: claims\n\
@@ -22,14 +22,14 @@ fn project(api: &KubeApi, inventory: &str) -> Project {
     p
 }
 
-fn json(api: &KubeApi, args: &[&str]) -> Value {
+pub(super) fn json(api: &KubeApi, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["-o", "json"]);
     serde_json::from_str(&api.kubectl_ok(&all)).expect("kubectl prints JSON")
 }
 
 /// `kind/name` -> resourceVersion of every object converge applies in `ns`.
-fn versions(api: &KubeApi, ns: &str) -> std::collections::BTreeMap<String, String> {
+pub(super) fn versions(api: &KubeApi, ns: &str) -> std::collections::BTreeMap<String, String> {
     let list = json(
         api,
         &[
@@ -59,6 +59,43 @@ fn versions(api: &KubeApi, ns: &str) -> std::collections::BTreeMap<String, Strin
             )
         })
         .collect()
+}
+
+/// One environment's objects as last written: each object's
+/// resourceVersion, and when converge's field manager last wrote each
+/// (`managedFields` times). Equal before and after: nothing applied again.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Applied {
+    pub(super) versions: std::collections::BTreeMap<String, String>,
+    pub(super) times: Vec<String>,
+}
+
+pub(super) fn applied(api: &KubeApi, ns: &str) -> Applied {
+    let list = json(
+        api,
+        &[
+            "get",
+            "resourcequota,limitrange,networkpolicy,configmap,service,deployment,hpa",
+            "-n",
+            ns,
+            "-l",
+            "app.kubernetes.io/managed-by=converge",
+            "--show-managed-fields",
+        ],
+    );
+    let times = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|o| o["metadata"]["managedFields"].as_array().cloned())
+        .flatten()
+        .filter(|f| f["manager"] == "converge")
+        .map(|f| f["time"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    Applied {
+        versions: versions(api, ns),
+        times,
+    }
 }
 
 fn gone_or_terminating(api: &KubeApi, ns: &str) -> bool {
@@ -828,7 +865,7 @@ fn replica(api: &KubeApi, names: &[&str]) -> Project {
     p
 }
 
-fn ready(d: &Daemon) -> bool {
+pub(super) fn ready(d: &Daemon) -> bool {
     d.get("/ready").0 == 200
 }
 
@@ -852,7 +889,17 @@ fn one_of_two_replicas_leads_and_the_other_takes_over_after_kill_9_applying_noth
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let before: Vec<_> = names.iter().map(|n| versions(&api, n)).collect();
+    let before: Vec<_> = names.iter().map(|n| applied(&api, n)).collect();
+    assert!(before.iter().all(|a| !a.times.is_empty()));
+    let created = r#"converge_plan_changes_total{action="create"}"#;
+    assert_eq!(leader.sample(created), 2, "the leader created both");
+    assert!(
+        !standby
+            .get("/metrics")
+            .1
+            .contains("converge_plan_changes_total{"),
+        "the standby applied nothing"
+    );
 
     leader.kill9();
     let killed = std::time::Instant::now();
@@ -871,10 +918,17 @@ fn one_of_two_replicas_leads_and_the_other_takes_over_after_kill_9_applying_noth
         lease["spec"]["holderIdentity"].as_str().unwrap_or_default(),
         holder
     );
-    let after: Vec<_> = names.iter().map(|n| versions(&api, n)).collect();
+    let after: Vec<_> = names.iter().map(|n| applied(&api, n)).collect();
     assert_eq!(
         before, after,
-        "the new leader read the inventory: nothing applied twice"
+        "the new leader read the inventory: nothing applied twice (resourceVersions and managedFields times)"
+    );
+    assert!(
+        !standby
+            .get("/metrics")
+            .1
+            .contains("converge_plan_changes_total{"),
+        "the new leader changed nothing on taking over"
     );
     let events = standby.json("/api/v1/events").to_string();
     assert!(
@@ -895,4 +949,77 @@ fn one_of_two_replicas_leads_and_the_other_takes_over_after_kill_9_applying_noth
             .as_str()
             .is_some_and(|i| i.ends_with(":v1.2.4"))
     });
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd, sops and age-keygen (scripts/tools builds them)"]
+fn a_claim_with_sops_secrets_is_applied_as_a_secret_holding_the_values_only_there() {
+    use crate::support::sops::{age_key, encrypt};
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let api = KubeApi::start();
+    let p = project(&api, "converge-secrets");
+    let mut config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    config.push_str("secrets:\n  age_key_files: [keys/a.key]\n");
+    p.write("converge.yaml", config);
+    let a = age_key(&p.path("keys"), "a");
+    let scratch = p.path("scratch");
+    std::fs::create_dir_all(&scratch).expect("mkdir");
+    let with = |value: &str| {
+        let text = format!(
+            "{}secrets:\n  db_password: {value}\n",
+            claim("dev-s", "dev")
+        );
+        encrypt(&scratch, "s.yaml", &text, &[&a])
+    };
+    p.write("claims/dev-s.yaml", with("kube-first-8d2c"));
+    // At trace level (kube's client included), the value is never logged.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["run", "--once"])
+        .current_dir(p.dir.path())
+        .env("CONVERGE_LOG", "trace")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("converge runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let logged = format!("{}{}", crate::support::stdout(&out), stderr(&out));
+    assert!(logged.contains("TRACE"), "logged at trace level");
+    assert!(!logged.contains("kube-first-8d2c") && !logged.contains(&b64("kube-first-8d2c")));
+    let secret = json(&api, &["get", "secret", "converge-secrets", "-n", "dev-s"]);
+    assert_eq!(secret["type"], "Opaque");
+    assert_eq!(secret["data"]["db_password"], b64("kube-first-8d2c"));
+    let inventory = json(
+        &api,
+        &[
+            "get",
+            "configmap",
+            "converge-dev-s",
+            "-n",
+            "converge-secrets",
+        ],
+    )
+    .to_string();
+    assert!(inventory.contains("hmac:"), "fingerprints: {inventory}");
+    assert!(!inventory.contains("kube-first-8d2c") && !inventory.contains(&b64("kube-first-8d2c")));
+    let plan = p.run(&["plan"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "in sync: {}",
+        crate::support::stdout(&plan)
+    );
+
+    p.write("claims/dev-s.yaml", with("kube-second-41ab"));
+    let plan = p.run(&["plan"]);
+    assert_eq!(plan.status.code(), Some(1));
+    let text = crate::support::stdout(&plan);
+    assert!(text.contains("secret db_password hmac:"), "{text}");
+    assert!(
+        !text.contains(&b64("kube-second-41ab")) && !text.contains(&b64("kube-first-8d2c")),
+        "{text}"
+    );
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let secret = json(&api, &["get", "secret", "converge-secrets", "-n", "dev-s"]);
+    assert_eq!(secret["data"]["db_password"], b64("kube-second-41ab"));
 }
