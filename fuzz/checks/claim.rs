@@ -65,7 +65,8 @@ fn evaluate(
     if !eval.desired.is_empty() {
         assert!(eval.diagnostics.is_empty(), "{:?}", eval.diagnostics);
     }
-    let (files, diagnostics) = pipeline.validate(snapshots, now);
+    let validated = pipeline.validate(snapshots, now);
+    let (files, diagnostics) = (validated.files, validated.diagnostics);
     assert_eq!(files, 1);
     // Stages 2–3 refuse nothing the whole evaluation accepts.
     assert!(diagnostics.is_empty() || !eval.diagnostics.is_empty());
