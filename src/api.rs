@@ -69,6 +69,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/sources", get(sources))
         .route("/api/v1/plan", get(plan))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/", get(page))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
@@ -77,7 +78,9 @@ pub fn router(shared: Shared) -> Router {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(10),
-        ));
+        ))
+        // Outside the limits: what they answer is JSON too.
+        .layer(middleware::from_fn(json_errors));
     let router = if origins.is_empty() {
         router
     } else {
@@ -90,6 +93,39 @@ pub fn router(shared: Shared) -> Router {
         )
     };
     router.with_state(shared)
+}
+
+/// Every error is a JSON object (`error`, `status`), whoever answered: a
+/// handler, an extractor's rejection (a name that is not UTF-8), the body
+/// limit (413) or the timeout (408), whose own bodies are plain text.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            "the request body is too large (the API reads no body)".to_owned()
+        }
+        StatusCode::REQUEST_TIMEOUT => "the request took too long".to_owned(),
+        _ if !text.trim().is_empty() => text.trim().to_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let mut json_response = error(status, &message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            json_response.headers_mut().append(name, value.clone());
+        }
+    }
+    json_response
 }
 
 async fn read_only(request: Request, next: Next) -> Response {
@@ -296,6 +332,16 @@ async fn plan(State(shared): State<Shared>) -> Response {
 
 async fn events(State(shared): State<Shared>) -> Response {
     json(StatusCode::OK, shared.view.load().events.clone())
+}
+
+/// The `OpenAPI` document, serialized once per process.
+async fn openapi() -> Response {
+    static BODY: std::sync::LazyLock<Bytes> = std::sync::LazyLock::new(|| {
+        Bytes::from(
+            serde_json::to_vec(&crate::openapi::document()).expect("the document serializes"),
+        )
+    });
+    json(StatusCode::OK, BODY.clone())
 }
 
 async fn page(State(shared): State<Shared>) -> Response {

@@ -82,8 +82,12 @@ fn get(options: &Options, path: &str) -> Result<String, Error> {
                 "the server does not speak TLS there; try {}",
                 url.replacen("https://", "http://", 1)
             ))
+        } else if let ureq::Error::Io(io) = &e {
+            http(format!(
+                "cannot reach the API: {io} (is `converge run` listening there? --url chooses the address)"
+            ))
         } else {
-            http(e.to_string())
+            http(crate::diagnostic::chain(&e))
         }
     })?;
     let status = response.status();

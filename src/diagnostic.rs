@@ -96,6 +96,22 @@ pub fn pointer_join(base: &str, key: &str) -> String {
     out
 }
 
+/// An error and its sources, as one line, in words: a cause whose text the
+/// line already holds is left out, and no `Debug` output is ever shown.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

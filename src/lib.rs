@@ -32,6 +32,7 @@ pub mod keys;
 pub mod load;
 pub mod metrics;
 pub mod object;
+pub mod openapi;
 pub mod pipeline;
 pub mod plan;
 pub mod reconcile;
@@ -222,6 +223,18 @@ impl Converge {
             tags,
             key_files,
         })
+    }
+
+    /// The locks every writer (`run`, `run --once`) holds while it runs: the
+    /// state dir's, and a manifests target directory's (two writers with
+    /// different state dirs must not write one directory either). A second
+    /// writer fails at once, naming the holder.
+    pub fn writer_locks(&self) -> Result<Vec<state::WriterLock>, state::Error> {
+        let mut locks = vec![state::WriterLock::acquire(&self.config.state_dir)?];
+        if let TargetConfig::Manifests { path } = &self.config.target {
+            locks.push(state::WriterLock::acquire_target(path)?);
+        }
+        Ok(locks)
     }
 
     /// For a writer (`run`): the installation's fingerprint key, created in

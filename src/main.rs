@@ -132,11 +132,23 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match execute(cli.command) {
         Ok(code) => ExitCode::from(code),
+        // A reader that stopped reading (`converge render … | head`) is
+        // not an error: stop quietly, as `cat` does.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            // Never a panic when stderr is gone too.
+            let _ = writeln!(std::io::stderr(), "error: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether writing to a closed pipe is what failed.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// An error and its causes on one line. A cause whose text the line already
@@ -212,7 +224,9 @@ fn execute(command: Command) -> Result<u8> {
                 json: format == ValidateFormat::Json,
                 environment,
             };
-            print!("{}", converge::client::status(&options)?);
+            std::io::stdout()
+                .lock()
+                .write_all(converge::client::status(&options)?.as_bytes())?;
             Ok(0)
         }
         Command::Validate {
@@ -273,8 +287,9 @@ async fn wait_for_signal() {
 
 fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
     let mut converge = Converge::new(Config::load(config)?)?.with_installation_key()?;
-    // One writer per state dir: a daemon (or another `run --once`) holds it.
-    let _lock = converge::state::WriterLock::acquire(&converge.config.state_dir)?;
+    // One writer per state dir and manifests directory: a daemon (or
+    // another `run --once`) holds them.
+    let _locks = converge.writer_locks()?;
     let snapshots = converge.read_sources()?;
     let options = PassOptions {
         now: chrono::Utc::now(),
@@ -297,11 +312,11 @@ fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
         "pass done"
     );
     if let Some(hold) = &outcome.plan.hold {
-        eprintln!("error: plan held: {}", hold.message);
+        let _ = writeln!(std::io::stderr(), "error: plan held: {}", hold.message);
         return Ok(2);
     }
     for (env, e) in &report.failed {
-        eprintln!("error: environment {env}: {e}");
+        let _ = writeln!(std::io::stderr(), "error: environment {env}: {e}");
     }
     Ok(if report.failed.is_empty() { 0 } else { 2 })
 }
@@ -425,11 +440,12 @@ fn render(config: Option<&Path>, claim: &Path, show_secrets: bool) -> Result<u8>
         },
     );
     for d in &eval.diagnostics {
-        eprintln!("{d}");
+        let _ = writeln!(std::io::stderr(), "{d}");
     }
     let Some(desired) = eval.desired.values().next() else {
         if let Some(at) = eval.expired.values().next() {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "{}: /: environment expired at {} (expired)",
                 file.path,
                 converge::render::timestamp(*at)

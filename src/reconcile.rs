@@ -217,7 +217,7 @@ pub enum Error {
 pub struct Daemon {
     converge: Converge,
     /// The state dir's writer lock, held as long as the daemon lives.
-    _lock: state::WriterLock,
+    _lock: Vec<state::WriterLock>,
     store: Store,
     metrics: Arc<Metrics>,
     view: Arc<ArcSwap<View>>,
@@ -277,7 +277,7 @@ impl Daemon {
         metrics: Arc<Metrics>,
         view: Arc<ArcSwap<View>>,
     ) -> Result<Daemon, Error> {
-        let lock = state::WriterLock::acquire(&converge.config.state_dir)?;
+        let lock = converge.writer_locks()?;
         let store = Store::open(&converge.config.state_dir)?;
         let restored = store.restore()?;
         let now = Instant::now();

@@ -58,6 +58,14 @@ pub enum Error {
         holder.map_or_else(|| "pid unknown".to_owned(), |pid| format!("pid {pid}"))
     )]
     Locked { dir: PathBuf, holder: Option<u32> },
+    /// Another process writes the same manifests directory (with another
+    /// state dir).
+    #[error(
+        "manifests directory {} is in use by another converge writer ({}): one writer per target; stop it first (plan, validate, render and status can run beside it)",
+        dir.display(),
+        holder.map_or_else(|| "pid unknown".to_owned(), |pid| format!("pid {pid}"))
+    )]
+    TargetLocked { dir: PathBuf, holder: Option<u32> },
     #[error(
         "state {path} is not a converge state store ({message}); move it away or point state_dir elsewhere"
     )]
@@ -286,41 +294,78 @@ impl WriterLock {
     /// (`converge run`, `run --once`) holds it for as long as it runs;
     /// read-only commands never take it.
     pub fn acquire(dir: &Path) -> Result<WriterLock, Error> {
+        create_dir(dir)?;
+        Self::lock(&dir.join(LOCK_FILE)).map_err(|e| match e {
+            Lock::Held(holder) => Error::Locked {
+                dir: dir.to_owned(),
+                holder,
+            },
+            Lock::Io(path, e) => Error::Open {
+                path,
+                message: e.to_string(),
+            },
+        })
+    }
+
+    /// The same lock on a manifests target's directory
+    /// (`<path>/.converge-lock`, a name `kubectl apply -R` and kustomize do
+    /// not read), so two writers with different state dirs cannot write one
+    /// directory at once.
+    pub fn acquire_target(dir: &Path) -> Result<WriterLock, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Open {
+            path: dir.to_owned(),
+            message: format!("cannot create the manifests directory: {e}"),
+        })?;
+        Self::lock(&dir.join(TARGET_LOCK_FILE)).map_err(|e| match e {
+            Lock::Held(holder) => Error::TargetLocked {
+                dir: dir.to_owned(),
+                holder,
+            },
+            Lock::Io(path, e) => Error::Open {
+                path,
+                message: e.to_string(),
+            },
+        })
+    }
+
+    fn lock(path: &Path) -> Result<WriterLock, Lock> {
         use std::io::{Read, Seek, Write};
         use std::os::unix::fs::OpenOptionsExt;
-        create_dir(dir)?;
-        let path = dir.join(LOCK_FILE);
-        let open = |e: std::io::Error| Error::Open {
-            path: path.clone(),
-            message: e.to_string(),
-        };
+        let io = |e: std::io::Error| Lock::Io(path.to_owned(), e);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(FILE_MODE)
-            .open(&path)
-            .map_err(open)?;
+            .open(path)
+            .map_err(io)?;
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
-                return Err(Error::Locked {
-                    dir: dir.to_owned(),
-                    holder: text.trim().parse().ok(),
-                });
+                return Err(Lock::Held(text.trim().parse().ok()));
             }
-            Err(e) => return Err(open(e.into())),
+            Err(e) => return Err(io(e.into())),
         }
         file.set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| writeln!(file, "{}", std::process::id()))
-            .map_err(open)?;
+            .map_err(io)?;
         Ok(WriterLock { _file: file })
     }
 }
+
+/// Why a lock file could not be locked.
+enum Lock {
+    /// Another process holds it (its pid, when the file says).
+    Held(Option<u32>),
+    Io(PathBuf, std::io::Error),
+}
+
+/// The writer lock's file in a manifests target's directory.
+pub const TARGET_LOCK_FILE: &str = ".converge-lock";
 
 /// Mode of the state dir (and of any parent it creates).
 const DIR_MODE: u32 = 0o700;

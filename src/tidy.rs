@@ -15,6 +15,7 @@ const PURE: &[&str] = &[
     "inventory",
     "load",
     "object",
+    "openapi",
     "pipeline",
     "plan",
     "render",

@@ -224,7 +224,7 @@ pub struct Cause {
 impl Cause {
     fn new(error: gix::Error, url: &str) -> Cause {
         let shown = sanitize_url(url);
-        let text = chain(&error);
+        let text = crate::diagnostic::chain(&error);
         if url == shown {
             Cause {
                 text,
@@ -875,22 +875,7 @@ impl Reader {
 /// A gix error and its causes on one line, the URL's credentials removed.
 #[must_use]
 pub fn sanitized_chain(error: &gix::Error, url: &str, shown: &str) -> String {
-    sanitize_text(&chain(error), url, shown)
-}
-
-/// An error and its sources, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = cause.source();
-    }
-    out
+    sanitize_text(&crate::diagnostic::chain(error), url, shown)
 }
 
 /// Git trailers of a commit message: the last paragraph's `Key: value` lines.

@@ -38,7 +38,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, ConfigBag, Credentials, IdentityCache, Intercept, Region,
     RequestChecksumCalculation, ResponseChecksumValidation, RuntimeComponents, SharedHttpClient,
 };
-use aws_sdk_s3::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_smithy_http_client::tls;
 use prometheus_client::metrics::counter::Counter;
@@ -105,9 +105,13 @@ pub enum Error {
     },
     #[error("{message}")]
     AuthFailed { message: String },
-    /// The server works in another region than the configured one.
+    /// The server works in another region than the configured one;
+    /// `expected` when it says which (the source then follows it).
     #[error("{message}")]
-    WrongRegion { message: String },
+    WrongRegion {
+        message: String,
+        expected: Option<String>,
+    },
     #[error("{message}")]
     BucketMissing { message: String },
     /// A 5xx, a 429, or a response that is not S3's.
@@ -135,7 +139,7 @@ pub enum Error {
         #[source]
         error: tokio::task::JoinError,
     },
-    #[error("reading {object}: {}", DisplayErrorContext(.error))]
+    #[error("reading {object}: {}", crate::diagnostic::chain(.error))]
     Body {
         object: String,
         #[source]
@@ -685,7 +689,31 @@ impl S3Source {
         Ok(client)
     }
 
+    /// One poll; a bucket in another region than the configured one is
+    /// followed to the region the server names, as AWS clients do (once,
+    /// for the rest of the process, with a warning saying what to set).
     fn poll(&mut self) -> Result<Snapshot, Error> {
+        match self.poll_once() {
+            Err(Error::WrongRegion {
+                expected: Some(region),
+                ..
+            }) if region != self.options.region => {
+                tracing::warn!(
+                    source = %self.options.name,
+                    bucket = %self.options.bucket,
+                    configured = %self.options.region,
+                    region = %region,
+                    "the bucket is in another region than configured: following the server; set `region: {region}` in the source"
+                );
+                self.options.region = region;
+                self.client = None;
+                self.poll_once()
+            }
+            other => other,
+        }
+    }
+
+    fn poll_once(&mut self) -> Result<Snapshot, Error> {
         let client = self.client()?;
         let o = &self.options;
         let (listing, pages) = self.runtime.block_on(list(&client, o))?;
@@ -924,7 +952,7 @@ where
         SdkError::DispatchFailure(d) => {
             let detail = d.as_connector_error().map_or_else(
                 || "dispatch failure".to_owned(),
-                |c| DisplayErrorContext(c).to_string(),
+                |c| crate::diagnostic::chain(c),
             );
             Error::Unreachable {
                 message: format!("cannot reach {endpoint} ({doing} {at}): {detail}"),
@@ -940,14 +968,17 @@ where
             if code == "AuthorizationHeaderMalformed"
                 || code == "IllegalLocationConstraintException"
             {
+                // As AWS clients do: the bucket's region header, else the
+                // error's <Region> element (AWS and Garage send it), else
+                // AWS's words in the message.
                 let expected = s
                     .raw()
                     .headers()
                     .get("x-amz-bucket-region")
-                    .map(str::to_owned)
+                    .and_then(plain_region)
+                    .or_else(|| s.raw().body().bytes().and_then(region_element))
                     .or_else(|| s.err().message().and_then(expected_region));
-                tracing::debug!(message = ?s.err().message(), "region refused");
-                let message = match expected {
+                let message = match &expected {
                     Some(region) => format!(
                         "{doing} {at}: {endpoint} expects region {region}, not {}: set `region: {region}` ({described})",
                         o.region
@@ -957,7 +988,7 @@ where
                         o.region
                     ),
                 };
-                return Error::WrongRegion { message };
+                return Error::WrongRegion { message, expected };
             }
             match (status, code.as_str()) {
                 (_, "NoSuchBucket") => Error::BucketMissing {
@@ -989,13 +1020,13 @@ where
                 },
             }
         }
-        SdkError::ResponseError(_) => Error::ServerError {
-            message: format!("{doing} {at}: {endpoint} sent a response that is not S3's"),
-        },
+        SdkError::ResponseError(r) => {
+            response_error(SdkError::<E, HttpResponse>::ResponseError(r), o, doing)
+        }
         e @ SdkError::ConstructionFailure(_) => {
             let message = format!(
                 "{doing} {at}: cannot build the request: {}",
-                DisplayErrorContext(&e)
+                crate::diagnostic::chain(&e)
             );
             match e.into_source() {
                 Ok(error) => Error::Request { message, error },
@@ -1003,10 +1034,67 @@ where
             }
         }
         e => Error::Unreachable {
-            message: format!("{doing} {at} at {endpoint}: {}", DisplayErrorContext(&e)),
+            message: format!(
+                "{doing} {at} at {endpoint}: {}",
+                crate::diagnostic::chain(&e)
+            ),
             error: None,
         },
     }
+}
+
+/// A response that could not be read: cut (reset, closed short) is the
+/// network's fault and `Unreachable`; malformed is the server's.
+fn response_error<E>(e: SdkError<E, HttpResponse>, o: &Options, doing: &str) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (at, endpoint) = (o.location(), o.endpoint_shown());
+    if broke(&e) {
+        Error::Unreachable {
+            message: format!(
+                "{doing} {at}: the connection to {endpoint} broke during the response: {}",
+                crate::diagnostic::chain(&e)
+            ),
+            error: e.into_source().ok(),
+        }
+    } else {
+        Error::ServerError {
+            message: format!("{doing} {at}: {endpoint} sent a response that is not S3's"),
+        }
+    }
+}
+
+/// Whether a transport error (HTTP or I/O) is among the causes: the
+/// response was cut, not malformed.
+fn broke(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        if cause.is::<hyper::Error>() || cause.is::<std::io::Error>() {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
+}
+
+/// A region name as servers send it: letters, digits, `-` and `_` only
+/// (nothing else of the server's text is ever taken).
+fn plain_region(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    .then(|| s.to_owned())
+}
+
+/// The `<Region>` element of an S3 error body.
+fn region_element(body: &[u8]) -> Option<String> {
+    let body = std::str::from_utf8(body).ok()?;
+    let (_, rest) = body.split_once("<Region>")?;
+    let (region, _) = rest.split_once("</Region>")?;
+    plain_region(region)
 }
 
 /// The region a server's refusal names as expected, as AWS words it ("the
@@ -1235,6 +1323,16 @@ mod tests {
             expected_region("unexpected scope: 20261130/us-east-1/s3/aws4_request"),
             None
         );
+        assert_eq!(
+            region_element(
+                b"<Error><Code>AuthorizationHeaderMalformed</Code><Region>garage</Region></Error>"
+            )
+            .as_deref(),
+            Some("garage")
+        );
+        assert_eq!(region_element(b"<Error><Region>a b</Region></Error>"), None);
+        assert_eq!(region_element(b"<Error><Region></Region></Error>"), None);
+        assert_eq!(plain_region(" eu-west-1 ").as_deref(), Some("eu-west-1"));
     }
 
     #[test]

@@ -82,6 +82,12 @@ pub enum SetupError {
         #[source]
         source: kube::config::KubeconfigError,
     },
+    #[error("cannot read kubeconfig {path}: {source}")]
+    KubeconfigUnreadable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot use the kubeconfig context: {0}")]
     Context(#[source] kube::config::KubeconfigError),
     #[error(
@@ -466,7 +472,7 @@ where
                 true
             }
             Err(e) => {
-                tracing::debug!(kind, error = %e, "watch failed; retrying");
+                tracing::debug!(kind, error = %crate::diagnostic::chain(&e), "watch failed; retrying");
                 false
             }
         };
@@ -558,10 +564,14 @@ impl Kubernetes {
         let config = runtime.block_on(async {
             match &options.kubeconfig {
                 Some(path) => {
-                    let file = kube::config::Kubeconfig::read_from(path).map_err(|source| {
-                        SetupError::Kubeconfig {
-                            path: path.display().to_string(),
-                            source,
+                    let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                        let path = path.display().to_string();
+                        match e {
+                            // kube's own text repeats the path, quoted twice.
+                            kube::config::KubeconfigError::ReadConfig(source, _) => {
+                                SetupError::KubeconfigUnreadable { path, source }
+                            }
+                            source => SetupError::Kubeconfig { path, source },
                         }
                     })?;
                     kube::Config::from_custom_kubeconfig(file, &kube_options)
@@ -1640,7 +1650,20 @@ fn shown(namespace: Option<&str>, name: &str) -> String {
 fn request_error(verb: &'static str, resource: &str, object: &str, e: kube::Error) -> RequestError {
     let (status, message) = match &e {
         kube::Error::Api(s) => (Some(s.code), s.message.clone()),
-        other => (None, other.to_string()),
+        // The connection's failure (refused, reset, TLS, timed out), in
+        // words: kube's own wrapper ("ServiceError") says nothing more.
+        kube::Error::Service(inner) => {
+            let message = crate::diagnostic::chain(inner.as_ref());
+            return RequestError {
+                verb,
+                resource: resource.to_owned(),
+                object: object.to_owned(),
+                status: None,
+                message,
+                source: None,
+            };
+        }
+        other => (None, crate::diagnostic::chain(other)),
     };
     RequestError {
         verb,

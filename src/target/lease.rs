@@ -154,7 +154,7 @@ where
                 false
             }
             Err(e) => {
-                tracing::warn!(error = %e, lease = %o.lease, "cannot renew the lease");
+                tracing::warn!(error = %crate::diagnostic::chain(&e), lease = %o.lease, "cannot renew the lease");
                 false
             }
         };

@@ -376,6 +376,11 @@ fn error_messages_say_what_to_do_and_logs_to_pipes_are_plain() {
         "{}",
         stderr(&status)
     );
+    assert!(
+        stderr(&status).contains("cannot reach the API"),
+        "{}",
+        stderr(&status)
+    );
 }
 
 #[test]
@@ -390,4 +395,48 @@ fn an_address_in_use_names_it_and_how_to_choose_another() {
         err.contains(&addr) && err.contains("--listen") && err.contains("in use"),
         "{err}"
     );
+}
+
+#[test]
+fn output_into_a_closed_pipe_stops_quietly() {
+    let p = Project::new("");
+    p.write("claims/a.yaml", claim("prod-a", "prod"));
+    for args in [
+        &["render", "claims/a.yaml"][..],
+        &["plan"],
+        &["validate", "claims"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+            .args(args)
+            .current_dir(p.dir.path())
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs");
+        // The reader goes away before a byte is read (`converge … | head -0`).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("waits");
+        let err = stderr(&out);
+        assert!(
+            !err.contains("Broken pipe") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+        assert_ne!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_missing_kubeconfig_is_named_once_in_words() {
+    let p = Project::new("");
+    p.write(
+        "converge.yaml",
+        "sources: []\ntarget:\n  kind: kubernetes\n  kubeconfig: nope.kubeconfig\n",
+    );
+    let out = p.run(&["plan"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.matches("nope.kubeconfig").count(), 1, "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
 }

@@ -11,11 +11,15 @@
 
 mod support;
 
+mod api;
 mod bad_input;
 mod chart;
+mod claim;
 mod cli;
 mod daemon;
 mod examples;
+mod faults;
+mod fuzz;
 mod golden;
 mod image;
 mod pipeline;

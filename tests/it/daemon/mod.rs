@@ -289,7 +289,7 @@ fn tree(root: &Path) -> Vec<(String, String)> {
             let entry = entry.expect("entry");
             if entry.file_type().expect("type").is_dir() {
                 stack.push(entry.path());
-            } else {
+            } else if entry.file_name() != converge::state::TARGET_LOCK_FILE {
                 let rel = entry
                     .path()
                     .strip_prefix(root)
@@ -613,6 +613,33 @@ fn state_and_bookkeeping_are_private_and_a_state_dir_open_to_others_is_warned_ab
         .find(|l| l.contains("WARN") && l.contains("var/converge"))
         .unwrap_or_else(|| panic!("a warning names the state dir:\n{log}"));
     assert!(warning.contains("755"), "{warning}");
+}
+
+#[test]
+fn two_writers_with_their_own_state_dirs_cannot_write_one_manifests_directory() {
+    let p = Project::new("state_dir: .converge\n");
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    // Another config: its own state dir, the same out/.
+    let config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    p.write(
+        "other.yaml",
+        config.replace("state_dir: .converge", "state_dir: .other-state"),
+    );
+    let once = p.run(&["run", "--once", "--config", "other.yaml"]);
+    let err = stderr(&once);
+    assert_eq!(once.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("pid {}", d.pid())), "{err}");
+    assert!(err.contains("manifests directory"), "{err}");
+    assert_eq!(
+        p.environments(),
+        ["dev-a"],
+        "nothing written beside the daemon"
+    );
+    assert_eq!(d.terminate(), Some(0));
+    let once = p.run(&["run", "--once", "--config", "other.yaml"]);
+    assert_eq!(once.status.code(), Some(0), "{}", stderr(&once));
 }
 
 #[test]

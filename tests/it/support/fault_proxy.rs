@@ -2,7 +2,9 @@
 //! [`Silent`] listener that accepts connections and never answers (timeouts),
 //! and a [`Proxy`] in front of a real server that cuts connections once a
 //! budget of requests is spent (an interrupted listing). Both listen on a free
-//! loopback port and stop accepting on drop.
+//! loopback port and stop accepting on drop. A [`FaultProxy`] injects one
+//! [`Fault`] at a time (refused, reset, stalled, trickled, truncated) between
+//! converge and a real server (git, S3, the Kubernetes API server).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -151,5 +153,206 @@ fn take(budget: &AtomicI64, n: i64) -> bool {
             Ok(_) => return true,
             Err(now) => current = now,
         }
+    }
+}
+
+/// What a [`FaultProxy`] does to the connections through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwards both ways untouched.
+    None,
+    /// Nothing listens on the proxy's port: connections are refused.
+    Refuse,
+    /// The response's first bytes come through, then a TCP reset.
+    Reset,
+    /// Requests reach the server; no byte of a response comes back.
+    Stall,
+    /// The response comes back one byte every 200 ms.
+    Trickle,
+    /// The response stops short (a clean close): mid-body when the first
+    /// chunk holds HTTP headers and some body, mid-stream otherwise (TLS).
+    Truncate,
+}
+
+/// A loopback TCP proxy in front of a real server whose [`Fault`] can be
+/// changed at any time; a change cuts every open connection, so pooled
+/// keep-alive connections cannot bypass the new fault.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    upstream: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+struct ProxyState {
+    fault: Fault,
+    /// Client sides of open connections, to cut on a change.
+    open: std::collections::HashMap<u64, TcpStream>,
+    next: u64,
+    /// The accept loop's stop flag while listening.
+    listening: Option<Arc<AtomicBool>>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: SocketAddr) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let proxy = FaultProxy {
+            addr,
+            upstream,
+            state: Arc::new(Mutex::new(ProxyState {
+                fault: Fault::None,
+                open: std::collections::HashMap::new(),
+                next: 0,
+                listening: None,
+            })),
+        };
+        proxy.listen(listener);
+        proxy
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn listen(&self, listener: TcpListener) {
+        let stop = Arc::new(AtomicBool::new(false));
+        self.state.lock().expect("lock").listening = Some(stop.clone());
+        let (state, upstream) = (self.state.clone(), self.upstream);
+        serve(listener, stop, move |client| {
+            let mut s = state.lock().expect("lock");
+            let (fault, id) = (s.fault, s.next);
+            s.next += 1;
+            if let Ok(kept) = client.try_clone() {
+                s.open.insert(id, kept);
+            }
+            drop(s);
+            let state = state.clone();
+            std::thread::spawn(move || {
+                relay(client, upstream, fault, || {
+                    state.lock().expect("lock").open.remove(&id);
+                });
+            });
+        });
+    }
+
+    /// Applies `fault` from now on: open connections are cut, and with
+    /// [`Fault::Refuse`] the port stops listening until another fault is set.
+    pub fn set(&self, fault: Fault) {
+        let mut s = self.state.lock().expect("lock");
+        let was = std::mem::replace(&mut s.fault, fault);
+        for (_, c) in s.open.drain() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        if fault == Fault::Refuse {
+            if let Some(stop) = s.listening.take() {
+                drop(s);
+                stop_serving(self.addr, &stop);
+                // The accept loop sees the flag on the wake-up connection
+                // and drops the listener; wait until the port refuses.
+                for _ in 0..100 {
+                    if TcpStream::connect(self.addr).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                panic!("the proxy's port still accepts");
+            }
+        } else if was == Fault::Refuse {
+            drop(s);
+            let listener = TcpListener::bind(self.addr).expect("bind the proxy's port again");
+            self.listen(listener);
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let mut s = self.state.lock().expect("lock");
+        for (_, c) in s.open.drain() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        if let Some(stop) = s.listening.take() {
+            drop(s);
+            stop_serving(self.addr, &stop);
+        }
+    }
+}
+
+/// One connection: requests go through as they are; the response as the
+/// fault says.
+/// `forget` drops the proxy's own handle on the client socket (a reset
+/// needs every handle closed).
+fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, forget: impl FnOnce()) {
+    let Ok(server) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let (Ok(mut from_client), Ok(mut to_server)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut to_server);
+        let _ = to_server.shutdown(Shutdown::Write);
+    });
+    let (mut from_server, mut to_client) = (server, client);
+    let mut buf = vec![0; 64 * 1024];
+    let mut first = true;
+    loop {
+        let n = match from_server.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buf[..n];
+        match fault {
+            Fault::None | Fault::Refuse => {
+                if to_client.write_all(chunk).is_err() {
+                    break;
+                }
+            }
+            Fault::Trickle => {
+                for b in chunk {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    if to_client.write_all(&[*b]).is_err() {
+                        return;
+                    }
+                }
+            }
+            Fault::Reset | Fault::Truncate if first => {
+                let keep = cut_point(chunk);
+                let _ = to_client.write_all(&chunk[..keep]);
+                let _ = to_client.flush();
+                if fault == Fault::Reset {
+                    // SO_LINGER 0: the last close sends RST instead of FIN.
+                    // The request reader's handle goes when its read ends.
+                    let _ = rustix::net::sockopt::set_socket_linger(
+                        &to_client,
+                        Some(std::time::Duration::ZERO),
+                    );
+                    forget();
+                    let _ = to_client.shutdown(Shutdown::Read);
+                    drop(to_client);
+                } else {
+                    let _ = to_client.shutdown(Shutdown::Both);
+                }
+                let _ = from_server.shutdown(Shutdown::Both);
+                return;
+            }
+            // Stall: read and dropped, the client waits; after a cut: nothing.
+            Fault::Stall | Fault::Reset | Fault::Truncate => {}
+        }
+        first = false;
+    }
+    if fault != Fault::Stall {
+        let _ = to_client.shutdown(Shutdown::Both);
+    }
+}
+
+/// Where to cut a response's first chunk: half-way into the body when the
+/// chunk holds HTTP headers and body bytes, half-way into the chunk otherwise.
+fn cut_point(chunk: &[u8]) -> usize {
+    match chunk.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) if chunk.starts_with(b"HTTP/") && chunk.len() > end + 5 => {
+            end + 4 + (chunk.len() - end - 4) / 2
+        }
+        _ => chunk.len() / 2,
     }
 }

@@ -70,13 +70,15 @@ impl Project {
         converge(self.dir.path(), args)
     }
 
-    /// Environment directories under `out/`.
+    /// Environment directories under `out/` (and anything else there but
+    /// the writers' lock file).
     #[must_use]
     pub fn environments(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.path("out"))
             .map(|rd| {
                 rd.filter_map(Result::ok)
                     .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != converge::state::TARGET_LOCK_FILE)
                     .collect()
             })
             .unwrap_or_default();

@@ -1,0 +1,3 @@
+//! The claim vocabulary through its public API.
+
+mod version;
