@@ -49,16 +49,7 @@ fn get(options: &Options, path: &str) -> Result<String, Error> {
             path: ca.display().to_string(),
             source,
         })?;
-        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-            .filter_map(|item| match item {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
-            .build();
-        config = config.tls_config(tls);
+        config = config.tls_config(trusting(&pem));
     }
     let agent: ureq::Agent = config.build().into();
     let mut request = agent.get(&url);
@@ -208,4 +199,18 @@ fn describe(d: &Detail) -> String {
         );
     }
     out
+}
+
+/// TLS that trusts exactly the certificates in `pem` (a CA file), for the
+/// HTTP clients on ureq: `converge status` and the registry tag source.
+pub(crate) fn trusting(pem: &[u8]) -> ureq::tls::TlsConfig {
+    let certs: Vec<_> = ureq::tls::parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+        .build()
 }

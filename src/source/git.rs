@@ -530,34 +530,13 @@ impl Reader {
     }
 
     fn credentials(&self) -> Result<Option<gix::sec::identity::Account>, Error> {
-        let read = |p: &PathBuf| {
+        account(&self.options.auth, |p| {
             std::fs::read_to_string(p)
                 .map(|s| s.trim().to_owned())
                 .map_err(|error| Error::Credentials {
-                    path: p.clone(),
+                    path: p.to_owned(),
                     error,
                 })
-        };
-        Ok(match &self.options.auth {
-            Auth::None | Auth::SshKey { .. } => None,
-            Auth::Token {
-                username,
-                token_file,
-            } => Some(gix::sec::identity::Account {
-                username: username
-                    .clone()
-                    .unwrap_or_else(|| "x-access-token".to_owned()),
-                password: read(token_file)?,
-                oauth_refresh_token: None,
-            }),
-            Auth::Basic {
-                username,
-                password_file,
-            } => Some(gix::sec::identity::Account {
-                username: username.clone(),
-                password: read(password_file)?,
-                oauth_refresh_token: None,
-            }),
         })
     }
 
@@ -876,6 +855,36 @@ impl Reader {
 #[must_use]
 pub fn sanitized_chain(error: &gix::Error, url: &str, shown: &str) -> String {
     sanitize_text(&crate::diagnostic::chain(error), url, shown)
+}
+
+/// The account that token or basic auth presents over https (none for ssh
+/// keys, which go through the ssh command, or no auth); each secret is read
+/// from its file by `read`, again on every call, so rotated files are used.
+pub fn account<E>(
+    auth: &Auth,
+    read: impl Fn(&std::path::Path) -> Result<String, E>,
+) -> Result<Option<gix::sec::identity::Account>, E> {
+    Ok(match auth {
+        Auth::None | Auth::SshKey { .. } => None,
+        Auth::Token {
+            username,
+            token_file,
+        } => Some(gix::sec::identity::Account {
+            username: username
+                .clone()
+                .unwrap_or_else(|| "x-access-token".to_owned()),
+            password: read(token_file)?,
+            oauth_refresh_token: None,
+        }),
+        Auth::Basic {
+            username,
+            password_file,
+        } => Some(gix::sec::identity::Account {
+            username: username.clone(),
+            password: read(password_file)?,
+            oauth_refresh_token: None,
+        }),
+    })
 }
 
 /// Git trailers of a commit message: the last paragraph's `Key: value` lines.

@@ -91,35 +91,14 @@ impl GitTags {
     }
 
     fn account(&self) -> Result<Option<gix::sec::identity::Account>, Error> {
-        let read = |p: &PathBuf| {
+        crate::source::git::account(&self.auth, |p| {
             std::fs::read_to_string(p)
                 .map(|s| s.trim().to_owned())
                 .map_err(|error| Error::Credentials {
                     url: self.shown.clone(),
-                    path: p.clone(),
+                    path: p.to_owned(),
                     error,
                 })
-        };
-        Ok(match &self.auth {
-            GitAuth::None | GitAuth::SshKey { .. } => None,
-            GitAuth::Token {
-                username,
-                token_file,
-            } => Some(gix::sec::identity::Account {
-                username: username
-                    .clone()
-                    .unwrap_or_else(|| "x-access-token".to_owned()),
-                password: read(token_file)?,
-                oauth_refresh_token: None,
-            }),
-            GitAuth::Basic {
-                username,
-                password_file,
-            } => Some(gix::sec::identity::Account {
-                username: username.clone(),
-                password: read(password_file)?,
-                oauth_refresh_token: None,
-            }),
         })
     }
 

@@ -244,16 +244,7 @@ impl Registry {
                 path: ca.clone(),
                 error,
             })?;
-            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            let tls = ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
-                .build();
-            config = config.tls_config(tls);
+            config = config.tls_config(crate::client::trusting(&pem));
         }
         let scheme = if options.plain_http { "http" } else { "https" };
         Ok(Registry {

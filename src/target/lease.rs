@@ -46,6 +46,38 @@ struct Shared {
     notify: tokio::sync::watch::Sender<u64>,
 }
 
+/// Runs `work` on a thread of its own, with a current-thread runtime and a
+/// kube client of its own, so a Lease is renewed on time however busy the
+/// daemon's runtime is. `what` names it in the errors that stop it.
+pub(super) fn spawn_thread<F, Fut>(
+    name: &str,
+    what: &'static str,
+    config: kube::Config,
+    work: F,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce(kube::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                tracing::error!("cannot start {what}'s runtime");
+                return;
+            };
+            runtime.block_on(async move {
+                match kube::Client::try_from(config) {
+                    Ok(client) => work(client).await,
+                    Err(e) => tracing::error!(error = %e, "cannot start {what}'s client"),
+                }
+            });
+        })
+}
+
 impl Election {
     /// Starts electing in `namespace` with a client of its own.
     /// `field_manager` writes the Namespace when it is missing.
@@ -63,32 +95,19 @@ impl Election {
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let inner = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("converge-lease".into())
-            .spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    tracing::error!("cannot start the leader election's runtime");
-                    return;
-                };
-                runtime.block_on(async move {
-                    let client = match kube::Client::try_from(config) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot start the leader election's client");
-                            return;
-                        }
-                    };
-                    let api: Api<Lease> = Api::namespaced(client.clone(), &namespace);
-                    let ensure = || super::kube::ensure_namespace(&client, &namespace, &field_manager);
-                    tokio::select! {
-                        () = elect(&api, ensure, &inner) => {}
-                        _ = stopped => {}
-                    }
-                });
-            });
+        let spawned = spawn_thread(
+            "converge-lease",
+            "the leader election",
+            config,
+            move |client| async move {
+                let api: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+                let ensure = || super::kube::ensure_namespace(&client, &namespace, &field_manager);
+                tokio::select! {
+                    () = elect(&api, ensure, &inner) => {}
+                    _ = stopped => {}
+                }
+            },
+        );
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the leader election");
         }

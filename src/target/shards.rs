@@ -106,35 +106,19 @@ impl Membership {
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let inner = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("converge-shards".into())
-            .spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    tracing::error!("cannot start the shard membership's runtime");
-                    return;
-                };
-                runtime.block_on(async move {
-                    let client = match kube::Client::try_from(config) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot start the shard membership's client");
-                            return;
-                        }
-                    };
-                    let api: Api<Lease> = Api::namespaced(client.clone(), &namespace);
-                    let ensure =
-                        || super::kube::ensure_namespace(&client, &namespace, &field_manager);
-                    tokio::select! {
-                        () = keep(&api, ensure, &inner) => {}
-                        _ = stopped => {
-                            leave(&api, &inner).await;
-                        }
-                    }
-                });
-            });
+        let spawned = super::lease::spawn_thread(
+            "converge-shards",
+            "the shard membership",
+            config,
+            move |client| async move {
+                let api: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+                let ensure = || super::kube::ensure_namespace(&client, &namespace, &field_manager);
+                tokio::select! {
+                    () = keep(&api, ensure, &inner) => {}
+                    _ = stopped => leave(&api, &inner).await,
+                }
+            },
+        );
         let thread = match spawned {
             Ok(t) => Some(t),
             Err(e) => {
