@@ -2673,21 +2673,29 @@ versions:
         json_path = os.path.splitext(self.a.results)[0] + ".json"
         os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
         if self.a.merge and os.path.exists(json_path):
-            doc = merged(json_path, doc, self.rows, self.notes)
+            asked = {x.strip().upper() for x in self.a.only.split(",") if x.strip()}
+            doc = merged(json_path, doc, self.rows, self.notes, asked)
         with open(json_path, "w") as f:
             json.dump(doc, f, indent=1, default=str)
         render(doc, self.a.results)
 
 
-def merged(json_path, doc, rows, notes):
-    """The saved run with the scenarios measured now replacing its rows of them (--merge):
-    the other rows, notes and figures stay as they were, and meta["merged"] says which
-    rows came from this later run and under what conditions."""
+def metric_key(row):
+    """A row's identity across runs: its scenario and its metric's words before any detail."""
+    return row[0], row[1].split(" (")[0].split(":")[0]
+
+
+def merged(json_path, doc, rows, notes, asked):
+    """The saved run with the scenarios measured now (`asked`, --only) replacing its rows of
+    them (--merge): the other rows, notes and figures stay as they were, and meta["merged"]
+    says which rows came from this later run and under what conditions. A scenario that
+    measures a row of another (S7 times S1's secrets variant) replaces only that row."""
     with open(json_path) as f:
         old = json.load(f)
-    ran = {r[0] for r in rows}
+    ran = {r[0] for r in rows} & asked
+    extra = {metric_key(r) for r in rows if r[0] not in ran}
     order = lambda r: int(re.sub(r"\D", "", r[0]) or 0)  # noqa: E731
-    kept = [r for r in old["rows"] if r[0] not in ran]
+    kept = [r for r in old["rows"] if r[0] not in ran and metric_key(r) not in extra]
     out_rows = sorted(kept + [list(r) for r in rows], key=order)  # stable: each scenario's own order
     # The old run's own notes (not standing ones) about scenarios not run now, then the standing ones.
     # (An old standing note whose text changed since has a current one with the same opening.)

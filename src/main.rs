@@ -350,7 +350,7 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
             if versions.no_source && !versions.unchecked.is_empty() {
                 writeln!(
                     out,
-                    "versions: {} constraints not checked: no tag source is configured (versions.from, or tags: lists)",
+                    "versions: {} constraints not checked: no tag source is configured (versions.from, or tags: lists, in the config that --config names)",
                     versions.unchecked.len()
                 )?;
             } else if !versions.unchecked.is_empty() {
