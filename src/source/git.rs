@@ -567,18 +567,7 @@ impl Reader {
                 cause: self.cause(error),
             })?;
         let account = self.credentials()?;
-        let connection = match account {
-            Some(account) => connection.with_credentials(move |action| match action {
-                gix::credentials::helper::Action::Get(ctx) => {
-                    Ok(Some(gix::credentials::protocol::Outcome {
-                        identity: account.clone(),
-                        next: ctx.into(),
-                    }))
-                }
-                _ => Ok(None),
-            }),
-            None => connection.with_credentials(|_| Ok(None)),
-        };
+        let connection = connection.with_credentials(answer(account));
         self.stats.ref_checks.fetch_add(1, Ordering::Relaxed);
         let prepare = connection
             .prepare_fetch(
@@ -885,6 +874,25 @@ pub fn account<E>(
             oauth_refresh_token: None,
         }),
     })
+}
+
+/// gix's credential helper for `account`: it answers a request for
+/// credentials with the account (none without one), and takes no part in
+/// storing or erasing them.
+pub fn answer(
+    account: Option<gix::sec::identity::Account>,
+) -> impl FnMut(
+    gix::credentials::helper::Action,
+) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
+    move |action| match (action, &account) {
+        (gix::credentials::helper::Action::Get(ctx), Some(account)) => {
+            Ok(Some(gix::credentials::protocol::Outcome {
+                identity: account.clone(),
+                next: ctx.into(),
+            }))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Git trailers of a commit message: the last paragraph's `Key: value` lines.

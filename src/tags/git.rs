@@ -140,18 +140,7 @@ impl GitTags {
             remote_error(&e)
         })?;
         let account = self.account()?;
-        let connection = match account {
-            Some(account) => connection.with_credentials(move |action| match action {
-                gix::credentials::helper::Action::Get(ctx) => {
-                    Ok(Some(gix::credentials::protocol::Outcome {
-                        identity: account.clone(),
-                        next: ctx.into(),
-                    }))
-                }
-                _ => Ok(None),
-            }),
-            None => connection.with_credentials(|_| Ok(None)),
-        };
+        let connection = connection.with_credentials(crate::source::git::answer(account));
         let prepare = connection
             .prepare_fetch(
                 gix::progress::Discard,
