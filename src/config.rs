@@ -741,12 +741,25 @@ pub struct LimitsConfig {
     /// Claim files above this many bytes are refused before parsing.
     #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
+    /// At most this many `deployment_method: dynamic` environments per pool:
+    /// a claim that would create one more is refused (`LimitExceeded`).
+    #[serde(default)]
+    pub environments_per_pool: Option<usize>,
+    /// At most this many `deployment_method: dynamic` environments per user.
+    #[serde(default)]
+    pub environments_per_user: Option<usize>,
+    /// At most this many services named by one claim (the schema allows 100).
+    #[serde(default)]
+    pub services_per_claim: Option<usize>,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_file_bytes: default_max_file_bytes(),
+            environments_per_pool: None,
+            environments_per_user: None,
+            services_per_claim: None,
         }
     }
 }

@@ -653,6 +653,12 @@ fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, keys::KeyFiles), Setu
         tags,
         catalog,
         signatures_required,
+        sources: config.sources.iter().map(|s| s.name().to_owned()).collect(),
+        limits: pipeline::Limits {
+            per_pool: config.limits.environments_per_pool,
+            per_user: config.limits.environments_per_user,
+            services_per_claim: config.limits.services_per_claim,
+        },
         secrets: key_files.keys(),
         decrypts: std::sync::atomic::AtomicUsize::new(0),
     };

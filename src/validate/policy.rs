@@ -56,6 +56,69 @@ impl Action {
     }
 }
 
+/// The environment a claim would update, as policies see it in
+/// `context.live`: who owns it now, so an update is judged against what it
+/// changes (another pool, owner or type) and not only against the claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Live<'a> {
+    /// The source that created it (its claim comes from there).
+    pub source: &'a str,
+    pub env_type: &'a str,
+    pub pool: &'a str,
+    pub owner: &'a str,
+}
+
+impl<'a> Live<'a> {
+    /// The live environment of a target's record (none for a record
+    /// written before records carried their origin).
+    #[must_use]
+    pub fn of(record: &'a crate::inventory::EnvironmentRecord) -> Option<Live<'a>> {
+        Some(Live {
+            source: &record.origin.as_ref()?.source,
+            env_type: &record.env_type,
+            pool: &record.pool,
+            owner: &record.owner,
+        })
+    }
+
+    /// What the environment will be once `claim` from `source` applied it.
+    #[must_use]
+    pub fn after(claim: &'a Claim, source: &'a str) -> Live<'a> {
+        Live {
+            source,
+            env_type: claim.environment_type.as_str(),
+            pool: &claim.environment_pool,
+            owner: &claim.user,
+        }
+    }
+
+    /// A digest of these facts, for caches keyed by what was asked.
+    #[must_use]
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// What a claim asks for: its environment created, or the live one updated.
+#[derive(Debug, Clone, Copy)]
+pub enum Ask<'a> {
+    Create,
+    Update(Option<Live<'a>>),
+}
+
+impl Ask<'_> {
+    #[must_use]
+    pub fn action(&self) -> Action {
+        match self {
+            Self::Create => Action::Create,
+            Self::Update(_) => Action::Update,
+        }
+    }
+}
+
 /// Where a claim came from, as policies see it.
 #[derive(Debug, Clone)]
 pub struct RequestSource<'a> {
@@ -226,11 +289,12 @@ impl Policies {
         &self,
         file: &str,
         claim: &Claim,
-        action: Action,
+        ask: Ask<'_>,
         source: &RequestSource<'_>,
         now_unix: i64,
         expires_at: Option<i64>,
     ) -> Result<(), Diagnostic> {
+        let action = ask.action();
         let deny = |message: String| {
             Err(Diagnostic::new(file, "", "policy", message)
                 .for_environment(Some(claim.environment_name.as_str())))
@@ -265,6 +329,10 @@ impl Policies {
                 RestrictedExpression::new_string(claim.deployment_method.as_str().into()),
             ),
             ("services".into(), strings(&mut claim.services.keys())),
+            (
+                "named_for_pool".into(),
+                RestrictedExpression::new_bool(named_for_pool(claim)),
+            ),
             ("secrets".into(), strings(&mut claim.secret_names.iter())),
         ]);
         if let Some(at) = expires_at {
@@ -296,7 +364,11 @@ impl Policies {
             Ok(e) => e,
             Err(e) => return deny(format!("cannot build the policy request: {e}")),
         };
-        let context = request_context(source, now_unix);
+        let live = match ask {
+            Ask::Update(Some(live)) => Some(self.live_record(&live)),
+            _ => None,
+        };
+        let context = request_context(source, now_unix, live);
         let context = match context {
             Ok(c) => c,
             Err(e) => return deny(format!("cannot build the policy request: {e}")),
@@ -351,8 +423,41 @@ impl Policies {
     }
 }
 
-/// The Cedar context: where the claim came from and when.
-fn request_context(source: &RequestSource<'_>, now_unix: i64) -> Result<Context, String> {
+impl Policies {
+    /// `context.live`: the environment an update changes.
+    fn live_record(&self, live: &Live<'_>) -> RestrictedExpression {
+        use RestrictedExpression as E;
+        let uid = |t: &EntityTypeName, id: &str| {
+            E::new_entity_uid(EntityUid::from_type_name_and_id(t.clone(), EntityId::new(id)))
+        };
+        E::new_record([
+            ("source".to_owned(), E::new_string(live.source.to_owned())),
+            ("type".to_owned(), E::new_string(live.env_type.to_owned())),
+            ("pool".to_owned(), uid(&self.pool_type, live.pool)),
+            ("owner".to_owned(), uid(&self.user_type, live.owner)),
+        ])
+        .expect("four distinct keys")
+    }
+}
+
+/// Whether the environment's name is bound to its pool: `<type>-<pool>` or
+/// `<type>-<pool>-…` (the default policies require it of dynamic-bucket
+/// claims, so a bucket writer can name only environments of pools they
+/// belong to).
+fn named_for_pool(claim: &Claim) -> bool {
+    let prefix = format!("{}-{}", claim.environment_type.as_str(), claim.environment_pool);
+    let name = claim.environment_name.as_str();
+    name.strip_prefix(&prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+}
+
+/// The Cedar context: where the claim came from, when, and (for an update)
+/// the live environment it changes.
+fn request_context(
+    source: &RequestSource<'_>,
+    now_unix: i64,
+    live: Option<RestrictedExpression>,
+) -> Result<Context, String> {
     use RestrictedExpression as E;
     let record = |pairs: Vec<(&str, E)>| {
         E::new_record(pairs.into_iter().map(|(k, v)| (k.to_owned(), v))).map_err(|e| e.to_string())
@@ -370,6 +475,9 @@ fn request_context(source: &RequestSource<'_>, now_unix: i64) -> Result<Context,
         ),
         ("time".to_owned(), E::new_long(now_unix)),
     ];
+    if let Some(live) = live {
+        pairs.push(("live".to_owned(), live));
+    }
     match source.provenance {
         Some(Provenance::Git {
             repository,
@@ -463,7 +571,7 @@ mod tests {
             provenance: None,
         };
         Policies::builtin()
-            .authorize("f", c, Action::Create, &source, 0, None)
+            .authorize("f", c, Ask::Create, &source, 0, None)
             .map_err(|d| d.message)
     }
 
@@ -561,7 +669,7 @@ mod tests {
             p.authorize(
                 "f",
                 &claim("x@y.z", "nope", "prod", "git"),
-                Action::Create,
+                Ask::Create,
                 &source,
                 0,
                 None
@@ -625,7 +733,7 @@ mod tests {
                 is_static: false,
                 provenance: prov,
             };
-            p.authorize("f", &prod, Action::Update, &source, 0, None)
+            p.authorize("f", &prod, Ask::Update(None), &source, 0, None)
         };
         assert!(ask(Some(&commit(true, true))).is_ok());
         assert!(ask(Some(&commit(false, true))).is_err());
