@@ -45,6 +45,9 @@ pub struct Pipeline {
     /// The configured sources' names: an environment created from one of
     /// them belongs to it (a claim from another is `NameTaken`).
     pub sources: BTreeSet<String>,
+    /// Per s3 source with `pool_from_prefix`: its prefix. A claim's pool must
+    /// be the first segment of its key after it.
+    pub pool_prefixes: std::collections::HashMap<String, String>,
     /// Environments per pool and per user, services per claim.
     pub limits: Limits,
     /// The key service that opens SOPS-encrypted `secrets`.
@@ -310,12 +313,15 @@ impl Evaluation {
                     refused.push((
                         name.clone(),
                         "/services",
-                        format!("the claim names {n} services, over limits.services_per_claim {max}"),
+                        format!(
+                            "the claim names {n} services, over limits.services_per_claim {max}"
+                        ),
                     ));
                 }
             }
         }
-        let dynamic = |d: &Desired| d.claim.deployment_method == crate::claim::DeploymentMethod::Dynamic;
+        let dynamic =
+            |d: &Desired| d.claim.deployment_method == crate::claim::DeploymentMethod::Dynamic;
         let mut pools: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         let mut users: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for (name, d) in &self.desired {
@@ -344,7 +350,11 @@ impl Evaluation {
                 _ => None,
             };
             match message {
-                Some(m) => refused.push((name.clone(), "/environment_name", format!("not created: {m}"))),
+                Some(m) => refused.push((
+                    name.clone(),
+                    "/environment_name",
+                    format!("not created: {m}"),
+                )),
                 None => {
                     *pools.entry(pool).or_default() += 1;
                     *users.entry(user).or_default() += 1;
@@ -355,14 +365,22 @@ impl Evaluation {
             let Some(d) = self.desired.remove(&name) else {
                 continue;
             };
-            let condition = Condition::problem(ConditionType::Denied, Reason::LimitExceeded, message.clone());
+            let condition = Condition::problem(
+                ConditionType::Denied,
+                Reason::LimitExceeded,
+                message.clone(),
+            );
             if live.environments.contains_key(&name) {
                 self.keep(&name, Reason::LimitExceeded, condition);
             } else {
-                self.conditions.entry(name.clone()).or_default().push(condition);
+                self.conditions
+                    .entry(name.clone())
+                    .or_default()
+                    .push(condition);
             }
             self.diagnostics.push(
-                Diagnostic::new(&d.origin.path, pointer, "limit", message).for_environment(Some(&name)),
+                Diagnostic::new(&d.origin.path, pointer, "limit", message)
+                    .for_environment(Some(&name)),
             );
         }
     }
@@ -692,10 +710,9 @@ impl Pipeline {
                     if entry.digest == file.digest
                         && entry.keys.is_none_or(|g| g == generation) =>
                 {
-                    let facts = entry
-                        .name
-                        .as_deref()
-                        .map_or(Ok(None), |n| live_for(n, &origin.source, live, &self.sources));
+                    let facts = entry.name.as_deref().map_or(Ok(None), |n| {
+                        live_for(n, &origin.source, live, &self.sources)
+                    });
                     let asked = Asked::of(facts);
                     let ask = match facts {
                         Ok(Some(l)) => Some(Ask::Update(l)),
@@ -875,10 +892,9 @@ impl Pipeline {
     ) -> Entry {
         let (outcome, claim, sealed, memo) = self.evaluate_file(snapshot, file, live, options);
         let name = outcome_name(&outcome).map(str::to_owned);
-        let asked = Asked::of(
-            name.as_deref()
-                .map_or(Ok(None), |n| live_for(n, &snapshot.source, live, &self.sources)),
-        );
+        let asked = Asked::of(name.as_deref().map_or(Ok(None), |n| {
+            live_for(n, &snapshot.source, live, &self.sources)
+        }));
         Entry {
             digest: file.digest,
             asked,
@@ -1043,6 +1059,14 @@ impl Pipeline {
             }
         };
         let env_name = claim.environment_name.as_str();
+        if let Some(d) = self.pool_prefix_problem(path, snapshot, file, &claim) {
+            return Err(Rejected {
+                name: Some(env_name.to_owned()),
+                diagnostics: vec![d.for_environment(Some(env_name))],
+                refusal: Refusal::Denied,
+                stage: Stage::Validated,
+            });
+        }
         if let Some(d) = static_origin_problem(path, file, &claim) {
             return Err(Rejected {
                 name: Some(env_name.to_owned()),
@@ -1100,6 +1124,39 @@ impl Pipeline {
             });
         }
         Ok((claim, expires_at, sealed))
+    }
+
+    /// With `pool_from_prefix`: the claim's pool is not its key's first
+    /// segment (after the source's prefix).
+    fn pool_prefix_problem(
+        &self,
+        path: &str,
+        snapshot: &Snapshot,
+        file: &SourceFile,
+        claim: &Claim,
+    ) -> Option<Diagnostic> {
+        let prefix = self.pool_prefixes.get(&snapshot.source)?;
+        let key = match file.provenance.as_deref() {
+            Some(Provenance::S3 { key, .. }) => key.as_str(),
+            _ => file.path.as_str(),
+        };
+        let rest = key
+            .strip_prefix(prefix.as_str())
+            .unwrap_or(key)
+            .trim_start_matches('/');
+        let segment = rest.split_once('/').map(|(first, _)| first);
+        let pool = claim.environment_pool.as_str();
+        (segment != Some(pool)).then(|| {
+            Diagnostic::new(
+                path,
+                "/environment_pool",
+                "pool-from-prefix",
+                format!(
+                    "pool {pool:?} must be the first segment of the object's key ({key:?}): source {:?} binds pools to key prefixes (pool_from_prefix)",
+                    snapshot.source
+                ),
+            )
+        })
     }
 
     /// A cached evaluation whose policy action changed (the environment was
@@ -1167,14 +1224,7 @@ impl Pipeline {
                     provenance: file.provenance.as_deref(),
                 };
                 self.policies
-                    .authorize(
-                        &file.path,
-                        claim,
-                        ask,
-                        &source,
-                        now.timestamp(),
-                        expires_at,
-                    )
+                    .authorize(&file.path, claim, ask, &source, now.timestamp(), expires_at)
                     .is_ok()
             }
         };

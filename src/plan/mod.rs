@@ -375,7 +375,11 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options, in_sync: &mu
     plan.steps.extend(deletes);
     plan.hold = gate(plan.count(Change::Delete), plan.live, options).map(|mut hold| {
         let mut by_source: BTreeMap<&str, usize> = BTreeMap::new();
-        for env in plan.environments.iter().filter(|e| e.change == Change::Delete) {
+        for env in plan
+            .environments
+            .iter()
+            .filter(|e| e.change == Change::Delete)
+        {
             let source = live
                 .environments
                 .get(&env.name)

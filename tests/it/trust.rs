@@ -12,7 +12,10 @@ use crate::support::{Project, claim, stderr, stdout};
 /// A claim of `name` (`env_type`, pool, user, user-service version).
 fn claim_of(name: &str, env_type: &str, pool: &str, user: &str, version: &str) -> String {
     claim(name, env_type)
-        .replace("environment_pool: team1", &format!("environment_pool: {pool}"))
+        .replace(
+            "environment_pool: team1",
+            &format!("environment_pool: {pool}"),
+        )
         .replace("user: john.doe@company.com", &format!("user: {user}"))
         .replace("v1.2.3", version)
 }
@@ -41,7 +44,15 @@ fn deployment(p: &Project, env: &str) -> String {
 #[test]
 fn a_claim_from_another_source_neither_freezes_nor_takes_over_an_environment() {
     let p = two_sources();
-    let owner = |v: &str| claim_of("prod-team1-payments", "prod", "team1", "john.doe@company.com", v);
+    let owner = |v: &str| {
+        claim_of(
+            "prod-team1-payments",
+            "prod",
+            "team1",
+            "john.doe@company.com",
+            v,
+        )
+    };
     p.write("claims/payments.yaml", owner("v1.2.3"));
     let out = p.run(&["run", "--once"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -50,8 +61,14 @@ fn a_claim_from_another_source_neither_freezes_nor_takes_over_an_environment() {
     // The attacker's claim: same name, another pool, owner and image.
     p.write(
         "other/squat.yaml",
-        claim_of("prod-team1-payments", "dev", "team2", "jane.roe@company.com", "v6.6.6")
-            .replace("deployment_method: git", "deployment_method: dynamic"),
+        claim_of(
+            "prod-team1-payments",
+            "dev",
+            "team2",
+            "jane.roe@company.com",
+            "v6.6.6",
+        )
+        .replace("deployment_method: git", "deployment_method: dynamic"),
     );
     let out = p.run(&["run", "--once"]);
     let err = stderr(&out);
@@ -71,10 +88,17 @@ fn a_claim_from_another_source_neither_freezes_nor_takes_over_an_environment() {
     let deployed = deployment(&p, "prod-team1-payments");
     assert!(deployed.contains("v1.2.4"), "{deployed}");
     let plan = p.run(&["plan", "--format", "json"]);
-    assert!(!stdout(&plan).contains("DuplicateEnvironment"), "{}", stdout(&plan));
+    assert!(
+        !stdout(&plan).contains("DuplicateEnvironment"),
+        "{}",
+        stdout(&plan)
+    );
 
     // Not taken over when the owner's claim turns invalid: kept as it is.
-    p.write("claims/payments.yaml", "environment_name: prod-team1-payments\nnot: a claim\n");
+    p.write(
+        "claims/payments.yaml",
+        "environment_name: prod-team1-payments\nnot: a claim\n",
+    );
     let _ = p.run(&["run", "--once"]);
     let ns = namespace(&p, "prod-team1-payments");
     assert!(ns.contains("team1") && !ns.contains("team2"), "{ns}");
@@ -85,7 +109,10 @@ fn a_claim_from_another_source_neither_freezes_nor_takes_over_an_environment() {
     std::fs::remove_file(p.path("claims/payments.yaml")).expect("rm");
     let out = p.run(&["run", "--once", "--allow-mass-delete"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(namespace(&p, "prod-team1-payments").is_empty(), "deleted by its owner");
+    assert!(
+        namespace(&p, "prod-team1-payments").is_empty(),
+        "deleted by its owner"
+    );
     let out = p.run(&["run", "--once"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(deployment(&p, "prod-team1-payments").contains("v6.6.6"));
@@ -102,17 +129,38 @@ fn an_update_cannot_move_an_environment_to_another_pool_owner_or_type() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     for (what, moved) in [
-        ("pool", claim_of("dev-team1-x", "dev", "team2", "ops@company.com", "v1.2.4")),
-        ("owner", claim_of("dev-team1-x", "dev", "team1", "john.doe@company.com", "v1.2.4")),
-        ("type", claim_of("dev-team1-x", "sue", "team1", "ops@company.com", "v1.2.4")),
+        (
+            "pool",
+            claim_of("dev-team1-x", "dev", "team2", "ops@company.com", "v1.2.4"),
+        ),
+        (
+            "owner",
+            claim_of(
+                "dev-team1-x",
+                "dev",
+                "team1",
+                "john.doe@company.com",
+                "v1.2.4",
+            ),
+        ),
+        (
+            "type",
+            claim_of("dev-team1-x", "sue", "team1", "ops@company.com", "v1.2.4"),
+        ),
     ] {
         p.write("claims/x.yaml", &moved);
         let out = p.run(&["run", "--once"]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "{what}: {err}");
-        assert!(err.contains("update-keeps-pool-owner-and-type"), "{what}: {err}");
+        assert!(
+            err.contains("update-keeps-pool-owner-and-type"),
+            "{what}: {err}"
+        );
         let ns = namespace(&p, "dev-team1-x");
-        assert!(ns.contains("team1") && ns.contains("ops@company.com"), "{what}: {ns}");
+        assert!(
+            ns.contains("team1") && ns.contains("ops@company.com"),
+            "{what}: {ns}"
+        );
         assert!(deployment(&p, "dev-team1-x").contains("v1.2.3"), "{what}");
     }
     // The same owner, pool and type: an ordinary update.
@@ -152,9 +200,21 @@ fn a_dynamic_bucket_writer_can_neither_squat_nor_take_over_a_git_environment() {
             server.url
         ),
     );
-    let prod = claim_of("prod-team1-payments", "prod", "team1", "john.doe@company.com", "v1.2.3");
-    let squat = claim_of("prod-team1-payments", "dev", "team1", "john.doe@company.com", "v6.6.6")
-        .replace("deployment_method: git", "deployment_method: dynamic");
+    let prod = claim_of(
+        "prod-team1-payments",
+        "prod",
+        "team1",
+        "john.doe@company.com",
+        "v1.2.3",
+    );
+    let squat = claim_of(
+        "prod-team1-payments",
+        "dev",
+        "team1",
+        "john.doe@company.com",
+        "v6.6.6",
+    )
+    .replace("deployment_method: git", "deployment_method: dynamic");
 
     // Squatting a name before its owner applies it: refused by the default
     // policies (a dynamic-bucket name is `<type>-<pool>…`).
@@ -167,7 +227,13 @@ fn a_dynamic_bucket_writer_can_neither_squat_nor_take_over_a_git_environment() {
     // The owner applies it from git, with a dev environment of team1 beside
     // it. A team1 bucket writer may name `dev-team1-…`, but that one is
     // git's: NameTaken, and it changes nothing.
-    let shared = claim_of("dev-team1-shared", "dev", "team1", "john.doe@company.com", "v1.2.3");
+    let shared = claim_of(
+        "dev-team1-shared",
+        "dev",
+        "team1",
+        "john.doe@company.com",
+        "v1.2.3",
+    );
     repo.commit(
         &[
             ("environments/payments.yaml", Some(&prod)),
@@ -182,14 +248,23 @@ fn a_dynamic_bucket_writer_can_neither_squat_nor_take_over_a_git_environment() {
     b.put("team1/shared.yaml", shared.replace("v1.2.3", "v6.6.6"), &[]);
     let out = p.run(&["run", "--once"]);
     let err = stderr(&out);
-    assert!(err.contains("name-taken") && err.contains("\"envs\""), "{err}");
+    assert!(
+        err.contains("name-taken") && err.contains("\"envs\""),
+        "{err}"
+    );
     assert!(deployment(&p, "dev-team1-shared").contains("v1.2.3"));
 
     // The owner's claims turn invalid: never the attacker's.
     repo.commit(
         &[
-            ("environments/payments.yaml", Some("environment_name: prod-team1-payments\n")),
-            ("environments/shared.yaml", Some("environment_name: dev-team1-shared\n")),
+            (
+                "environments/payments.yaml",
+                Some("environment_name: prod-team1-payments\n"),
+            ),
+            (
+                "environments/shared.yaml",
+                Some("environment_name: dev-team1-shared\n"),
+            ),
         ],
         "broken",
         &[],
@@ -198,7 +273,10 @@ fn a_dynamic_bucket_writer_can_neither_squat_nor_take_over_a_git_environment() {
     let _ = p.run(&["run", "--once"]);
     for env in ["prod-team1-payments", "dev-team1-shared"] {
         let deployed = deployment(&p, env);
-        assert!(deployed.contains("v1.2.3") && !deployed.contains("v6.6.6"), "{env}: {deployed}");
+        assert!(
+            deployed.contains("v1.2.3") && !deployed.contains("v6.6.6"),
+            "{env}: {deployed}"
+        );
     }
     let ns = namespace(&p, "prod-team1-payments");
     assert!(ns.contains("prod"), "{ns}");
@@ -213,18 +291,38 @@ fn one_writer_cannot_stop_everyone() {
          target:\n  kind: manifests\n  path: out\nstate_dir: .converge\nsafety:\n  max_delete_fraction: 0.2\n\
          limits:\n  environments_per_user: 3\n  environments_per_pool: 5\n",
     );
-    let prod = |v: &str| claim_of("prod-team2-shop", "prod", "team2", "jane.roe@company.com", v);
+    let prod = |v: &str| {
+        claim_of(
+            "prod-team2-shop",
+            "prod",
+            "team2",
+            "jane.roe@company.com",
+            v,
+        )
+    };
     p.write("claims/shop.yaml", prod("v1.2.3"));
     for i in 0..6 {
-        p.write(&format!("other/dev-{i}.yaml"), claim(&format!("dev-team1-{i}"), "dev"));
+        p.write(
+            &format!("other/dev-{i}.yaml"),
+            claim(&format!("dev-team1-{i}"), "dev"),
+        );
     }
     let out = p.run(&["run", "--once"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert_eq!(err.matches("limits.environments_per_user is 3").count(), 3, "{err}");
+    assert_eq!(
+        err.matches("limits.environments_per_user is 3").count(),
+        3,
+        "{err}"
+    );
     assert_eq!(
         p.environments(),
-        ["dev-team1-0", "dev-team1-1", "dev-team1-2", "prod-team2-shop"],
+        [
+            "dev-team1-0",
+            "dev-team1-1",
+            "dev-team1-2",
+            "prod-team2-shop"
+        ],
         "creations are admitted in name order"
     );
 
@@ -237,7 +335,10 @@ fn one_writer_cannot_stop_everyone() {
     let out = p.run(&["run", "--once"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("plan held") && err.contains("3 of source \"other\""), "{err}");
+    assert!(
+        err.contains("plan held") && err.contains("3 of source \"other\""),
+        "{err}"
+    );
     assert!(deployment(&p, "prod-team2-shop").contains("v1.2.4"));
     assert_eq!(p.environments().len(), 4, "the deletions are held");
     let out = p.run(&["run", "--once", "--allow-mass-delete"]);
@@ -273,7 +374,10 @@ fn a_flood_of_uploads_from_one_writer_is_capped() {
         (0..150)
             .map(|i| {
                 let name = format!("dev-team1-flood-{i:03}");
-                (format!("team1/{name}.yaml"), claim(&name, "dev").into_bytes())
+                (
+                    format!("team1/{name}.yaml"),
+                    claim(&name, "dev").into_bytes(),
+                )
             })
             .collect(),
     );
@@ -281,5 +385,8 @@ fn a_flood_of_uploads_from_one_writer_is_capped() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(p.environments().len(), 20, "{err}");
-    assert_eq!(err.matches("limits.environments_per_user is 20").count(), 130);
+    assert_eq!(
+        err.matches("limits.environments_per_user is 20").count(),
+        130
+    );
 }
