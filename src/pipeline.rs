@@ -349,16 +349,15 @@ impl Evaluation {
                 )),
                 _ => None,
             };
-            match message {
-                Some(m) => refused.push((
+            if let Some(m) = message {
+                refused.push((
                     name.clone(),
                     "/environment_name",
                     format!("not created: {m}"),
-                )),
-                None => {
-                    *pools.entry(pool).or_default() += 1;
-                    *users.entry(user).or_default() += 1;
-                }
+                ));
+            } else {
+                *pools.entry(pool).or_default() += 1;
+                *users.entry(user).or_default() += 1;
             }
         }
         for (name, pointer, message) in refused {
@@ -562,32 +561,75 @@ enum Asked {
     Taken,
 }
 
-/// The live environment `name` and who owns it, as a claim from `source`
-/// meets it: `Err(owner)` when another configured source created it. An
-/// environment whose owner is no longer configured (a source removed or
-/// renamed) can be claimed by any source its policies allow.
-fn live_for<'a>(
-    name: &str,
-    source: &str,
-    live: &'a Inventory,
-    sources: &BTreeSet<String>,
-) -> Result<Option<Option<Live<'a>>>, &'a str> {
-    let Some(env) = live.environments.get(name) else {
-        return Ok(None);
-    };
-    let facts = Live::of(&env.record);
-    match facts {
-        Some(l) if l.source != source && sources.contains(l.source) => Err(l.source),
-        _ => Ok(Some(facts)),
+/// What becomes of a cached entry.
+enum Reuse {
+    Hit,
+    Reauthorized,
+    Miss,
+}
+
+/// The refusal of a claim for an environment another source owns.
+fn taken(path: &str, env_name: &str, owner: &str, source: &str) -> Rejected {
+    let message = format!(
+        "environment {env_name:?} belongs to source {owner:?}, which created it; a claim from \
+         source {source:?} cannot change it until it is deleted (NameTaken)"
+    );
+    Rejected {
+        name: Some(env_name.to_owned()),
+        diagnostics: vec![
+            Diagnostic::new(path, "/environment_name", "name-taken", message)
+                .for_environment(Some(env_name)),
+        ],
+        refusal: Refusal::Taken,
+        stage: Stage::Validated,
     }
 }
 
-impl Asked {
-    fn of(live: Result<Option<Option<Live<'_>>>, &str>) -> Asked {
-        match live {
-            Ok(None) => Asked::Create,
-            Ok(Some(facts)) => Asked::Update(facts.map_or(0, |l| l.digest())),
-            Err(_) => Asked::Taken,
+/// What a claim from one source meets under its environment's name.
+#[derive(Debug, Clone, Copy)]
+enum Meets<'a> {
+    /// No live environment: a create.
+    Nothing,
+    /// The live environment, and what policies see of it (none for a
+    /// record without an origin): an update.
+    Live(Option<Live<'a>>),
+    /// The live environment belongs to this other configured source.
+    Owner(&'a str),
+}
+
+/// The live environment `name` and who owns it, as a claim from `source`
+/// meets it. An environment whose owner is no longer configured (a source
+/// removed or renamed) can be claimed by any source its policies allow.
+fn meets<'a>(
+    name: Option<&str>,
+    source: &str,
+    live: &'a Inventory,
+    sources: &BTreeSet<String>,
+) -> Meets<'a> {
+    let Some(env) = name.and_then(|n| live.environments.get(n)) else {
+        return Meets::Nothing;
+    };
+    match Live::of(&env.record) {
+        Some(l) if l.source != source && sources.contains(l.source) => Meets::Owner(l.source),
+        facts => Meets::Live(facts),
+    }
+}
+
+impl<'a> Meets<'a> {
+    fn asked(self) -> Asked {
+        match self {
+            Meets::Nothing => Asked::Create,
+            Meets::Live(facts) => Asked::Update(facts.map_or(0, |l| l.digest())),
+            Meets::Owner(_) => Asked::Taken,
+        }
+    }
+
+    /// The policy request, unless another source owns the name.
+    fn ask(self) -> Option<Ask<'a>> {
+        match self {
+            Meets::Nothing => Some(Ask::Create),
+            Meets::Live(facts) => Some(Ask::Update(facts)),
+            Meets::Owner(_) => None,
         }
     }
 }
@@ -710,25 +752,13 @@ impl Pipeline {
                     if entry.digest == file.digest
                         && entry.keys.is_none_or(|g| g == generation) =>
                 {
-                    let facts = entry.name.as_deref().map_or(Ok(None), |n| {
-                        live_for(n, &origin.source, live, &self.sources)
-                    });
-                    let asked = Asked::of(facts);
-                    let ask = match facts {
-                        Ok(Some(l)) => Some(Ask::Update(l)),
-                        Ok(None) => Some(Ask::Create),
-                        Err(_) => None,
-                    };
-                    if entry.asked == asked {
-                        hits.push((origin, entry, snapshot, file));
-                    } else if entry.asked != Asked::Taken
-                        && let Some(ask) = ask
-                        && self.reauthorize(&mut entry, snapshot, file, (asked, ask), options.now)
-                    {
-                        reauthorized += 1;
-                        hits.push((origin, entry, snapshot, file));
-                    } else {
-                        misses.push((origin, snapshot, file));
+                    match self.reuse(&mut entry, snapshot, file, live, options.now) {
+                        Reuse::Hit => hits.push((origin, entry, snapshot, file)),
+                        Reuse::Reauthorized => {
+                            reauthorized += 1;
+                            hits.push((origin, entry, snapshot, file));
+                        }
+                        Reuse::Miss => misses.push((origin, snapshot, file)),
                     }
                 }
                 _ => misses.push((origin, snapshot, file)),
@@ -892,9 +922,7 @@ impl Pipeline {
     ) -> Entry {
         let (outcome, claim, sealed, memo) = self.evaluate_file(snapshot, file, live, options);
         let name = outcome_name(&outcome).map(str::to_owned);
-        let asked = Asked::of(name.as_deref().map_or(Ok(None), |n| {
-            live_for(n, &snapshot.source, live, &self.sources)
-        }));
+        let asked = meets(name.as_deref(), &snapshot.source, live, &self.sources).asked();
         Entry {
             digest: file.digest,
             asked,
@@ -1076,30 +1104,9 @@ impl Pipeline {
             });
         }
         let expires_at = claim.expires_at(self.renderer.presets().get(claim.environment_type).ttl);
-        let ask = match live_for(env_name, &snapshot.source, live, &self.sources) {
-            Ok(None) => Ask::Create,
-            Ok(Some(facts)) => Ask::Update(facts),
-            Err(owner) => {
-                return Err(Rejected {
-                    name: Some(env_name.to_owned()),
-                    diagnostics: vec![
-                        Diagnostic::new(
-                            path,
-                            "/environment_name",
-                            "name-taken",
-                            format!(
-                                "environment {env_name:?} belongs to source {owner:?}, which \
-                                 created it; a claim from source {:?} cannot change it until it \
-                                 is deleted (NameTaken)",
-                                snapshot.source
-                            ),
-                        )
-                        .for_environment(Some(env_name)),
-                    ],
-                    refusal: Refusal::Taken,
-                    stage: Stage::Validated,
-                });
-            }
+        let ask = match meets(Some(env_name), &snapshot.source, live, &self.sources) {
+            Meets::Owner(owner) => return Err(taken(path, env_name, owner, &snapshot.source)),
+            m => m.ask().unwrap_or(Ask::Create),
         };
         let source = RequestSource {
             kind: snapshot.kind,
@@ -1157,6 +1164,34 @@ impl Pipeline {
                 ),
             )
         })
+    }
+
+    /// Whether a cached entry (same bytes, same keys) can be reused against
+    /// `live`: as it is when it was asked against the same, re-authorized
+    /// when only the live facts changed, evaluated anew otherwise (a name
+    /// taken or freed).
+    fn reuse(
+        &self,
+        entry: &mut Entry,
+        snapshot: &Snapshot,
+        file: &SourceFile,
+        live: &Inventory,
+        now: DateTime<Utc>,
+    ) -> Reuse {
+        let m = meets(entry.name.as_deref(), &snapshot.source, live, &self.sources);
+        let asked = m.asked();
+        if entry.asked == asked {
+            return Reuse::Hit;
+        }
+        match m.ask() {
+            Some(ask)
+                if entry.asked != Asked::Taken
+                    && self.reauthorize(entry, snapshot, file, (asked, ask), now) =>
+            {
+                Reuse::Reauthorized
+            }
+            _ => Reuse::Miss,
+        }
     }
 
     /// A cached evaluation whose policy action changed (the environment was

@@ -390,3 +390,40 @@ fn a_flood_of_uploads_from_one_writer_is_capped() {
         130
     );
 }
+
+/// A claim's `user` and pool are what its writer typed: `pool_from_prefix`
+/// binds the pool to the key prefix the bucket lets that writer write.
+#[test]
+#[ignore = "needs garage (scripts/test builds it)"]
+fn pool_from_prefix_binds_a_bucket_claims_pool_to_its_key() {
+    let garage = Garage::shared();
+    let b = garage.bucket();
+    let p = Project::new("");
+    let (id, secret) = garage.key_files();
+    std::fs::copy(id, p.path("s3-key-id")).expect("copy");
+    std::fs::copy(secret, p.path("s3-secret")).expect("copy");
+    let bucket = source_yaml(
+        &garage.endpoint(),
+        &b.name,
+        Path::new("s3-key-id"),
+        Path::new("s3-secret"),
+        "    pool_from_prefix: true\n",
+    );
+    p.write(
+        "converge.yaml",
+        format!(
+            "sources:\n{bucket}target:\n  kind: manifests\n  path: out\nstate_dir: .converge\n"
+        ),
+    );
+    b.put("team1/dev-team1-a.yaml", claim("dev-team1-a", "dev"), &[]);
+    // Written under team2's prefix, claiming team1's pool.
+    b.put("team2/dev-team1-b.yaml", claim("dev-team1-b", "dev"), &[]);
+    let out = p.run(&["run", "--once"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("pool-from-prefix") && err.contains("team2/dev-team1-b.yaml"),
+        "{err}"
+    );
+    assert_eq!(p.environments(), ["dev-team1-a"]);
+}
