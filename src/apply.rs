@@ -187,15 +187,20 @@ pub const CHUNK: usize = 512;
 /// each chunk is rendered (in parallel), handed to the target, and dropped
 /// before the next is rendered.
 pub fn apply(plan: &Plan, eval: &Evaluation, renderer: &Renderer, target: &dyn Target) -> Report {
-    if plan.hold.is_some() {
-        return Report {
-            held: true,
-            ..Report::default()
-        };
-    }
+    // A held plan holds its deletions, nothing else: creates and updates
+    // (of any source) go ahead.
+    let held = plan.hold.is_some();
+    let environments: Vec<&crate::plan::EnvironmentPlan> = plan
+        .environments
+        .iter()
+        .filter(|e| !(held && e.change == Change::Delete))
+        .collect();
     let steps = plan.steps_by_environment();
-    let mut report = Report::default();
-    for chunk in plan.environments.chunks(CHUNK) {
+    let mut report = Report {
+        held,
+        ..Report::default()
+    };
+    for chunk in environments.chunks(CHUNK) {
         // Render again what will be written (in parallel), checking it is what was planned.
         let prepared: Vec<(&str, Result<Prepared<'_>, Failure>)> = chunk
             .par_iter()

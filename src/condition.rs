@@ -85,6 +85,12 @@ names! {
         ClaimInvalid = "ClaimInvalid",
         PolicyDenied = "PolicyDenied",
         DuplicateEnvironment = "DuplicateEnvironment",
+        /// The environment belongs to another source (the one that created
+        /// it): a claim from this one is refused and changes nothing.
+        NameTaken = "NameTaken",
+        /// Creating it would exceed a limit per pool or per user, or the
+        /// claim names more services than `limits.services_per_claim`.
+        LimitExceeded = "LimitExceeded",
         VersionUnresolved = "VersionUnresolved",
         /// The tag a constraint last resolved to is gone from the tag list:
         /// the environment keeps it (never a silent downgrade).

@@ -41,6 +41,10 @@ pub struct Config {
     /// built-in set when absent.
     #[serde(default)]
     pub policies: Option<PathBuf>,
+    /// Users and pools (`pool: [user, …]`, YAML or JSON): replaces the
+    /// policy set's `entities.json` (README, "Users and pools").
+    #[serde(default)]
+    pub identities: Option<PathBuf>,
     /// A claim JSON Schema replacing the built-in `schemas/claim.v1.json`.
     #[serde(default)]
     pub schema: Option<PathBuf>,
@@ -225,6 +229,7 @@ impl Default for Config {
             target: TargetConfig::default(),
             state_dir: default_state_dir(),
             policies: None,
+            identities: None,
             schema: None,
             templates: None,
             images: ImagesConfig::default(),
@@ -301,6 +306,11 @@ pub enum SourceConfig {
         timeout: Duration,
         #[serde(default = "default_interval", deserialize_with = "de_duration")]
         interval: Duration,
+        /// A claim's `environment_pool` must be the first segment of its key
+        /// (after `prefix`): with a per-pool write permission on the bucket,
+        /// the pool is bound to who may write there.
+        #[serde(default)]
+        pool_from_prefix: bool,
     },
 }
 
@@ -741,12 +751,25 @@ pub struct LimitsConfig {
     /// Claim files above this many bytes are refused before parsing.
     #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
+    /// At most this many `deployment_method: dynamic` environments per pool:
+    /// a claim that would create one more is refused (`LimitExceeded`).
+    #[serde(default)]
+    pub environments_per_pool: Option<usize>,
+    /// At most this many `deployment_method: dynamic` environments per user.
+    #[serde(default)]
+    pub environments_per_user: Option<usize>,
+    /// At most this many services named by one claim (the schema allows 100).
+    #[serde(default)]
+    pub services_per_claim: Option<usize>,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_file_bytes: default_max_file_bytes(),
+            environments_per_pool: None,
+            environments_per_user: None,
+            services_per_claim: None,
         }
     }
 }
@@ -1200,6 +1223,7 @@ impl Config {
         }
         for p in [
             &mut self.policies,
+            &mut self.identities,
             &mut self.schema,
             &mut self.templates,
             &mut self.api.token_file,

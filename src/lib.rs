@@ -216,6 +216,9 @@ impl Converge {
             }
         };
         let tags = tags::Scanner::from_config(&config)?;
+        if let Some(notice) = identities_notice(&config, &pipeline) {
+            tracing::warn!("{notice}");
+        }
         Ok(Converge {
             config,
             pipeline,
@@ -600,6 +603,26 @@ fn keep_stale(evaluation: &mut Evaluation, live: &Inventory, stale: &BTreeSet<&s
     }
 }
 
+/// What a writer says at start about its users and pools: none declared
+/// (every claim is denied by policies that require pool membership), or
+/// the built-in example identities in use.
+#[must_use]
+pub fn identities_notice(config: &Config, pipeline: &Pipeline) -> Option<String> {
+    if pipeline.policies.users() == 0 {
+        return Some(
+            "no users or pools are declared (identities): the default policies deny every claim; \
+             declare them (README, \"Users and pools\")"
+                .to_owned(),
+        );
+    }
+    (config.policies.is_none() && config.identities.is_none()).then(|| {
+        "the built-in policies' example identities are in use (john.doe@company.com, \
+         jane.roe@company.com, ops@company.com): declare your own users and pools \
+         (README, \"Users and pools\")"
+            .to_owned()
+    })
+}
+
 /// The pipeline a config describes (schema, policies, presets, templates,
 /// secrets keys). The age key files are read once, here; the fingerprint key
 /// is the state dir's when it exists (read-only commands create nothing).
@@ -612,10 +635,13 @@ fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, keys::KeyFiles), Setu
         Some(path) => validate::schema::Schema::from_file(path)?,
         None => validate::schema::Schema::builtin(),
     };
-    let policies = match &config.policies {
+    let mut policies = match &config.policies {
         Some(dir) => validate::policy::Policies::from_dir(dir)?,
         None => validate::policy::Policies::builtin(),
     };
+    if let Some(file) = &config.identities {
+        policies = policies.with_identities(file)?;
+    }
     let presets = Presets::new(&config.presets).map_err(SetupError::Presets)?;
     let key = keys::fingerprint_key(&config.state_dir, false)
         .map_err(|e| SetupError::FingerprintKey(e.to_string()))?;
@@ -653,6 +679,25 @@ fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, keys::KeyFiles), Setu
         tags,
         catalog,
         signatures_required,
+        sources: config.sources.iter().map(|s| s.name().to_owned()).collect(),
+        pool_prefixes: config
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                SourceConfig::S3 {
+                    name,
+                    prefix,
+                    pool_from_prefix: true,
+                    ..
+                } => Some((name.clone(), prefix.clone())),
+                _ => None,
+            })
+            .collect(),
+        limits: pipeline::Limits {
+            per_pool: config.limits.environments_per_pool,
+            per_user: config.limits.environments_per_user,
+            services_per_claim: config.limits.services_per_claim,
+        },
         secrets: key_files.keys(),
         decrypts: std::sync::atomic::AtomicUsize::new(0),
     };

@@ -333,6 +333,11 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
     let versions = converge::check_versions(&config, &pipeline, &snapshots, now)?;
     diagnostics.extend(versions.diagnostics);
     diagnostics.sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));
+    if pipeline.policies.users() == 0
+        && let Some(notice) = converge::identities_notice(&config, &pipeline)
+    {
+        let _ = writeln!(std::io::stderr(), "warning: {notice}");
+    }
     let mut out = std::io::stdout().lock();
     let invalid: std::collections::BTreeSet<&str> =
         diagnostics.iter().map(|d| d.file.as_str()).collect();

@@ -25,7 +25,7 @@ use crate::render::{Object, Renderer, timestamp};
 use crate::resolve::{Catalog, Request, Resolved, TagSet, resolve};
 use crate::secret::{Decryptor, Sealed, Secrets};
 use crate::source::{Origin, Provenance, Revision, Snapshot, SourceFile};
-use crate::validate::policy::{Action, Policies, RequestSource};
+use crate::validate::policy::{Ask, Live, Policies, RequestSource};
 use crate::validate::schema::Schema;
 
 /// The compiled, resident state every pass uses.
@@ -42,6 +42,14 @@ pub struct Pipeline {
     /// Per git source: the environment types whose claims must come from
     /// verified (signed by a trusted key) commits.
     pub signatures_required: std::collections::HashMap<String, Vec<crate::claim::EnvironmentType>>,
+    /// The configured sources' names: an environment created from one of
+    /// them belongs to it (a claim from another is `NameTaken`).
+    pub sources: BTreeSet<String>,
+    /// Per s3 source with `pool_from_prefix`: its prefix. A claim's pool must
+    /// be the first segment of its key after it.
+    pub pool_prefixes: std::collections::HashMap<String, String>,
+    /// Environments per pool and per user, services per claim.
+    pub limits: Limits,
     /// The key service that opens SOPS-encrypted `secrets`.
     pub secrets: Arc<dyn Decryptor>,
     /// Claims whose secrets were opened (decrypted and MAC-checked, or failed).
@@ -71,6 +79,16 @@ pub struct Desired {
     /// The decrypted `secrets`, kept for apply to render the `Secret`
     /// (zeroed when the last reference goes).
     pub secrets: Option<Arc<Secrets>>,
+}
+
+/// What one writer may ask for (`limits:` in the config): `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `deployment_method: dynamic` environments per pool.
+    pub per_pool: Option<usize>,
+    /// `deployment_method: dynamic` environments per user.
+    pub per_user: Option<usize>,
+    pub services_per_claim: Option<usize>,
 }
 
 /// Work done by one evaluation, for metrics and benchmarks.
@@ -162,7 +180,7 @@ impl Evaluation {
                 Outcome::Invalid(Rejected {
                     name,
                     diagnostics,
-                    denied,
+                    refusal,
                     stage,
                 }) => {
                     if stage < Stage::Validated {
@@ -174,8 +192,9 @@ impl Evaluation {
                         .collect::<Vec<_>>()
                         .join("; ");
                     match &name {
+                        Some(_) if refusal == Refusal::Taken => {}
                         Some(n) if !conflicted.contains(n) && !claimed.contains(n) => {
-                            let (kind, why) = if denied {
+                            let (kind, why) = if refusal == Refusal::Denied {
                                 (ConditionType::Denied, Reason::PolicyDenied)
                             } else {
                                 (ConditionType::Invalid, Reason::ClaimInvalid)
@@ -277,6 +296,94 @@ impl Evaluation {
         );
     }
 
+    /// Refuses what exceeds `limits`: a claim naming too many services (its
+    /// environment, if live, is kept as it is), and the creation of a
+    /// dynamic environment past its pool's or user's count. Live environments
+    /// count first and are never removed for a limit; creations are admitted
+    /// in name order, so the same claims are admitted on every pass.
+    fn limit(&mut self, live: &Inventory, limits: Limits) {
+        if limits == Limits::default() {
+            return;
+        }
+        let mut refused: Vec<(String, &'static str, String)> = Vec::new();
+        if let Some(max) = limits.services_per_claim {
+            for (name, d) in &self.desired {
+                let n = d.claim.services.len();
+                if n > max {
+                    refused.push((
+                        name.clone(),
+                        "/services",
+                        format!(
+                            "the claim names {n} services, over limits.services_per_claim {max}"
+                        ),
+                    ));
+                }
+            }
+        }
+        let dynamic =
+            |d: &Desired| d.claim.deployment_method == crate::claim::DeploymentMethod::Dynamic;
+        let mut pools: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut users: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (name, d) in &self.desired {
+            if live.environments.contains_key(name) && dynamic(d) {
+                *pools.entry(&d.claim.environment_pool).or_default() += 1;
+                *users.entry(&d.claim.user).or_default() += 1;
+            }
+        }
+        for (name, d) in &self.desired {
+            if live.environments.contains_key(name)
+                || !dynamic(d)
+                || refused.iter().any(|(n, _, _)| n == name)
+            {
+                continue;
+            }
+            let (pool, user) = (d.claim.environment_pool.as_str(), d.claim.user.as_str());
+            let in_pool = pools.get(pool).copied().unwrap_or(0);
+            let by_user = users.get(user).copied().unwrap_or(0);
+            let message = match (limits.per_pool, limits.per_user) {
+                (Some(max), _) if in_pool >= max => Some(format!(
+                    "pool {pool:?} has {in_pool} dynamic environments, limits.environments_per_pool is {max}"
+                )),
+                (_, Some(max)) if by_user >= max => Some(format!(
+                    "user {user:?} has {by_user} dynamic environments, limits.environments_per_user is {max}"
+                )),
+                _ => None,
+            };
+            if let Some(m) = message {
+                refused.push((
+                    name.clone(),
+                    "/environment_name",
+                    format!("not created: {m}"),
+                ));
+            } else {
+                *pools.entry(pool).or_default() += 1;
+                *users.entry(user).or_default() += 1;
+            }
+        }
+        for (name, pointer, message) in refused {
+            let Some(d) = self.desired.remove(&name) else {
+                continue;
+            };
+            let condition = Condition::problem(
+                ConditionType::Denied,
+                Reason::LimitExceeded,
+                message.clone(),
+            );
+            if live.environments.contains_key(&name) {
+                self.keep(&name, Reason::LimitExceeded, condition);
+            } else {
+                self.conditions
+                    .entry(name.clone())
+                    .or_default()
+                    .push(condition);
+            }
+            self.diagnostics.push(
+                Diagnostic::new(&d.origin.path, pointer, "limit", message)
+                    .for_environment(Some(&name)),
+            );
+        }
+    }
+
     fn keep(&mut self, name: &str, why: Reason, condition: Condition) {
         self.keep.entry(name.to_owned()).or_insert(why);
         self.conditions
@@ -330,8 +437,8 @@ impl Cache {
 
 struct Entry {
     digest: [u8; 32],
-    /// The policy action the outcome was authorized for.
-    action: Action,
+    /// What the outcome was authorized against.
+    asked: Asked,
     name: Option<String>,
     /// The claim, when the file held a valid one (for re-authorization).
     claim: Option<Arc<Claim>>,
@@ -443,10 +550,87 @@ fn static_origin_problem(path: &str, file: &SourceFile, claim: &Claim) -> Option
     None
 }
 
-fn action_for(name: Option<&str>, live: &Inventory) -> Action {
-    match name {
-        Some(n) if live.environments.contains_key(n) => Action::Update,
-        _ => Action::Create,
+/// What a file's outcome was decided against: a create, an update of the
+/// live environment as policies see it (a digest of [`Live`]: its source,
+/// type, pool and owner), or a name another source owns. A cached outcome
+/// is reused only against the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Create,
+    Update(u64),
+    Taken,
+}
+
+/// What becomes of a cached entry.
+enum Reuse {
+    Hit,
+    Reauthorized,
+    Miss,
+}
+
+/// The refusal of a claim for an environment another source owns.
+fn taken(path: &str, env_name: &str, owner: &str, source: &str) -> Rejected {
+    let message = format!(
+        "environment {env_name:?} belongs to source {owner:?}, which created it; a claim from \
+         source {source:?} cannot change it until it is deleted (NameTaken)"
+    );
+    Rejected {
+        name: Some(env_name.to_owned()),
+        diagnostics: vec![
+            Diagnostic::new(path, "/environment_name", "name-taken", message)
+                .for_environment(Some(env_name)),
+        ],
+        refusal: Refusal::Taken,
+        stage: Stage::Validated,
+    }
+}
+
+/// What a claim from one source meets under its environment's name.
+#[derive(Debug, Clone, Copy)]
+enum Meets<'a> {
+    /// No live environment: a create.
+    Nothing,
+    /// The live environment, and what policies see of it (none for a
+    /// record without an origin): an update.
+    Live(Option<Live<'a>>),
+    /// The live environment belongs to this other configured source.
+    Owner(&'a str),
+}
+
+/// The live environment `name` and who owns it, as a claim from `source`
+/// meets it. An environment whose owner is no longer configured (a source
+/// removed or renamed) can be claimed by any source its policies allow.
+fn meets<'a>(
+    name: Option<&str>,
+    source: &str,
+    live: &'a Inventory,
+    sources: &BTreeSet<String>,
+) -> Meets<'a> {
+    let Some(env) = name.and_then(|n| live.environments.get(n)) else {
+        return Meets::Nothing;
+    };
+    match Live::of(&env.record) {
+        Some(l) if l.source != source && sources.contains(l.source) => Meets::Owner(l.source),
+        facts => Meets::Live(facts),
+    }
+}
+
+impl<'a> Meets<'a> {
+    fn asked(self) -> Asked {
+        match self {
+            Meets::Nothing => Asked::Create,
+            Meets::Live(facts) => Asked::Update(facts.map_or(0, |l| l.digest())),
+            Meets::Owner(_) => Asked::Taken,
+        }
+    }
+
+    /// The policy request, unless another source owns the name.
+    fn ask(self) -> Option<Ask<'a>> {
+        match self {
+            Meets::Nothing => Some(Ask::Create),
+            Meets::Live(facts) => Some(Ask::Update(facts)),
+            Meets::Owner(_) => None,
+        }
     }
 }
 
@@ -469,7 +653,7 @@ struct Rejected {
     /// The environment, when the file names one.
     name: Option<String>,
     diagnostics: Vec<Diagnostic>,
-    denied: bool,
+    refusal: Refusal,
     /// How far the file got.
     stage: Stage,
 }
@@ -500,6 +684,18 @@ fn kept(
         condition,
         diagnostic,
     }))
+}
+
+/// Why a file was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Unreadable, unparsable or invalid: the environment is kept as it is.
+    Invalid,
+    /// Denied by policy: the environment is kept as it is.
+    Denied,
+    /// The environment belongs to another source: the file takes no part
+    /// (it neither holds nor marks the owner's environment).
+    Taken,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -556,14 +752,13 @@ impl Pipeline {
                     if entry.digest == file.digest
                         && entry.keys.is_none_or(|g| g == generation) =>
                 {
-                    let action = action_for(entry.name.as_deref(), live);
-                    if entry.action == action {
-                        hits.push((origin, entry, snapshot, file));
-                    } else if self.reauthorize(&mut entry, snapshot, file, action, options.now) {
-                        reauthorized += 1;
-                        hits.push((origin, entry, snapshot, file));
-                    } else {
-                        misses.push((origin, snapshot, file));
+                    match self.reuse(&mut entry, snapshot, file, live, options.now) {
+                        Reuse::Hit => hits.push((origin, entry, snapshot, file)),
+                        Reuse::Reauthorized => {
+                            reauthorized += 1;
+                            hits.push((origin, entry, snapshot, file));
+                        }
+                        Reuse::Miss => misses.push((origin, snapshot, file)),
                     }
                 }
                 _ => misses.push((origin, snapshot, file)),
@@ -633,6 +828,7 @@ impl Pipeline {
         eval.diagnostics.extend(conflicts);
 
         eval.absorb(outcomes, &conflicted, live);
+        eval.limit(live, self.limits);
         eval.diagnostics
             .sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));
         eval
@@ -726,10 +922,10 @@ impl Pipeline {
     ) -> Entry {
         let (outcome, claim, sealed, memo) = self.evaluate_file(snapshot, file, live, options);
         let name = outcome_name(&outcome).map(str::to_owned);
-        let action = action_for(name.as_deref(), live);
+        let asked = meets(name.as_deref(), &snapshot.source, live, &self.sources).asked();
         Entry {
             digest: file.digest,
-            action,
+            asked,
             name,
             claim,
             outcome,
@@ -842,7 +1038,7 @@ impl Pipeline {
                 return Err(Rejected {
                     name: None,
                     diagnostics: vec![d],
-                    denied: false,
+                    refusal: Refusal::Invalid,
                     stage: Stage::Read,
                 });
             }
@@ -861,7 +1057,7 @@ impl Pipeline {
             return Err(Rejected {
                 name,
                 diagnostics,
-                denied: false,
+                refusal: Refusal::Invalid,
                 stage: Stage::Parsed,
             });
         }
@@ -874,7 +1070,7 @@ impl Pipeline {
                         .map(|d| d.for_environment(name.as_deref()))
                         .collect(),
                     name,
-                    denied: false,
+                    refusal: Refusal::Invalid,
                     stage: Stage::Parsed,
                 });
             }
@@ -885,25 +1081,32 @@ impl Pipeline {
                 return Err(Rejected {
                     name,
                     diagnostics,
-                    denied: false,
+                    refusal: Refusal::Invalid,
                     stage: Stage::Parsed,
                 });
             }
         };
         let env_name = claim.environment_name.as_str();
+        if let Some(d) = self.pool_prefix_problem(path, snapshot, file, &claim) {
+            return Err(Rejected {
+                name: Some(env_name.to_owned()),
+                diagnostics: vec![d.for_environment(Some(env_name))],
+                refusal: Refusal::Denied,
+                stage: Stage::Validated,
+            });
+        }
         if let Some(d) = static_origin_problem(path, file, &claim) {
             return Err(Rejected {
                 name: Some(env_name.to_owned()),
                 diagnostics: vec![d],
-                denied: false,
+                refusal: Refusal::Invalid,
                 stage: Stage::Parsed,
             });
         }
         let expires_at = claim.expires_at(self.renderer.presets().get(claim.environment_type).ttl);
-        let action = if live.environments.contains_key(env_name) {
-            Action::Update
-        } else {
-            Action::Create
+        let ask = match meets(Some(env_name), &snapshot.source, live, &self.sources) {
+            Meets::Owner(owner) => return Err(taken(path, env_name, owner, &snapshot.source)),
+            m => m.ask().unwrap_or(Ask::Create),
         };
         let source = RequestSource {
             kind: snapshot.kind,
@@ -914,7 +1117,7 @@ impl Pipeline {
         if let Err(d) = self.policies.authorize(
             path,
             &claim,
-            action,
+            ask,
             &source,
             now.timestamp(),
             expires_at.map(|t| t.timestamp()),
@@ -923,11 +1126,72 @@ impl Pipeline {
             return Err(Rejected {
                 name,
                 diagnostics: vec![d],
-                denied: true,
+                refusal: Refusal::Denied,
                 stage: Stage::Validated,
             });
         }
         Ok((claim, expires_at, sealed))
+    }
+
+    /// With `pool_from_prefix`: the claim's pool is not its key's first
+    /// segment (after the source's prefix).
+    fn pool_prefix_problem(
+        &self,
+        path: &str,
+        snapshot: &Snapshot,
+        file: &SourceFile,
+        claim: &Claim,
+    ) -> Option<Diagnostic> {
+        let prefix = self.pool_prefixes.get(&snapshot.source)?;
+        let key = match file.provenance.as_deref() {
+            Some(Provenance::S3 { key, .. }) => key.as_str(),
+            _ => file.path.as_str(),
+        };
+        let rest = key
+            .strip_prefix(prefix.as_str())
+            .unwrap_or(key)
+            .trim_start_matches('/');
+        let segment = rest.split_once('/').map(|(first, _)| first);
+        let pool = claim.environment_pool.as_str();
+        (segment != Some(pool)).then(|| {
+            Diagnostic::new(
+                path,
+                "/environment_pool",
+                "pool-from-prefix",
+                format!(
+                    "pool {pool:?} must be the first segment of the object's key ({key:?}): source {:?} binds pools to key prefixes (pool_from_prefix)",
+                    snapshot.source
+                ),
+            )
+        })
+    }
+
+    /// Whether a cached entry (same bytes, same keys) can be reused against
+    /// `live`: as it is when it was asked against the same, re-authorized
+    /// when only the live facts changed, evaluated anew otherwise (a name
+    /// taken or freed).
+    fn reuse(
+        &self,
+        entry: &mut Entry,
+        snapshot: &Snapshot,
+        file: &SourceFile,
+        live: &Inventory,
+        now: DateTime<Utc>,
+    ) -> Reuse {
+        let m = meets(entry.name.as_deref(), &snapshot.source, live, &self.sources);
+        let asked = m.asked();
+        if entry.asked == asked {
+            return Reuse::Hit;
+        }
+        match m.ask() {
+            Some(ask)
+                if entry.asked != Asked::Taken
+                    && self.reauthorize(entry, snapshot, file, (asked, ask), now) =>
+            {
+                Reuse::Reauthorized
+            }
+            _ => Reuse::Miss,
+        }
     }
 
     /// A cached evaluation whose policy action changed (the environment was
@@ -951,7 +1215,7 @@ impl Pipeline {
             .entries
             .iter_mut()
             .filter(|(_, e)| {
-                e.action == Action::Create && e.name.as_deref().is_some_and(|n| created.contains(n))
+                e.asked == Asked::Create && e.name.as_deref().is_some_and(|n| created.contains(n))
             })
             .map(|(o, e)| ((o.source.as_str(), o.path.as_str()), e))
             .collect();
@@ -962,7 +1226,12 @@ impl Pipeline {
                     && entry.digest == file.digest
                 {
                     requests += 1;
-                    self.reauthorize(entry, snapshot, file, Action::Update, now);
+                    let Some(claim) = entry.claim.clone() else {
+                        continue;
+                    };
+                    let facts = Live::after(&claim, &snapshot.source);
+                    let asked = (Asked::Update(facts.digest()), Ask::Update(Some(facts)));
+                    self.reauthorize(entry, snapshot, file, asked, now);
                 }
             }
         }
@@ -974,11 +1243,11 @@ impl Pipeline {
         entry: &mut Entry,
         snapshot: &Snapshot,
         file: &SourceFile,
-        action: Action,
+        (asked, ask): (Asked, Ask<'_>),
         now: DateTime<Utc>,
     ) -> bool {
         let reusable = match (&entry.outcome, &entry.claim) {
-            (Outcome::Invalid(r), _) if !r.denied => true,
+            (Outcome::Invalid(r), _) if r.refusal == Refusal::Invalid => true,
             (Outcome::Invalid(_), _) | (_, None) => false,
             (_, Some(claim)) => {
                 let preset = self.renderer.presets().get(claim.environment_type);
@@ -990,19 +1259,12 @@ impl Pipeline {
                     provenance: file.provenance.as_deref(),
                 };
                 self.policies
-                    .authorize(
-                        &file.path,
-                        claim,
-                        action,
-                        &source,
-                        now.timestamp(),
-                        expires_at,
-                    )
+                    .authorize(&file.path, claim, ask, &source, now.timestamp(), expires_at)
                     .is_ok()
             }
         };
         if reusable {
-            entry.action = action;
+            entry.asked = asked;
         }
         reusable
     }

@@ -1075,7 +1075,7 @@ impl Daemon {
             plan: &outcome.plan,
             applied,
             failed: &failed,
-            applying: outcome.report.as_ref().is_some_and(|r| !r.held),
+            applying: outcome.report.is_some(),
             live: &outcome.live,
             health: &outcome.health,
             drifted: &drifted,

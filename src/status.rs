@@ -198,7 +198,8 @@ pub struct PassFacts<'a> {
     pub applied: &'a [String],
     /// Environments whose apply failed, with the reason and message.
     pub failed: &'a BTreeMap<String, (Reason, String)>,
-    /// Whether the plan was applied (false for `plan` and held plans).
+    /// Whether the plan was applied (false for `plan`; a held plan applies
+    /// all but its deletions).
     pub applying: bool,
     /// The target's inventory after the pass.
     pub live: &'a Inventory,
@@ -388,7 +389,9 @@ fn readiness(
         let message = "the environment expired".to_owned();
         return Some((false, "Expired", Reason::Expired, message));
     }
-    if let (Some(hold), Some(_)) = (&facts.plan.hold, plan) {
+    if let (Some(hold), Some(p)) = (&facts.plan.hold, plan)
+        && p.change == Change::Delete
+    {
         return Some((
             false,
             "Held",

@@ -373,8 +373,33 @@ pub fn build(eval: &Evaluation, live: &Inventory, options: Options, in_sync: &mu
     });
     plan.steps = upserts;
     plan.steps.extend(deletes);
-    plan.hold = gate(plan.count(Change::Delete), plan.live, options);
+    plan.hold = gate(plan.count(Change::Delete), plan.live, options).map(|mut hold| {
+        hold.message = format!("{} (held: {})", hold.message, held_by_source(&plan, live));
+        hold
+    });
     plan
+}
+
+/// The deletions a hold holds, counted per source: `3 of source "a", …`.
+fn held_by_source(plan: &Plan, live: &Inventory) -> String {
+    let mut by_source: BTreeMap<&str, usize> = BTreeMap::new();
+    for env in plan
+        .environments
+        .iter()
+        .filter(|e| e.change == Change::Delete)
+    {
+        let source = live
+            .environments
+            .get(&env.name)
+            .and_then(|l| l.record.origin.as_ref())
+            .map_or("an unknown source", |o| o.source.as_str());
+        *by_source.entry(source).or_default() += 1;
+    }
+    by_source
+        .iter()
+        .map(|(s, n)| format!("{n} of source {s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A live environment that no claim asks for: every object deleted.
@@ -526,7 +551,7 @@ fn gate(deletions: usize, live: usize, options: Options) -> Option<Hold> {
         live,
         max_delete_fraction: options.max_delete_fraction,
         message: format!(
-            "the plan deletes {deletions} of {live} environments ({what}), over safety.max_delete_fraction {}; nothing is applied until a run allows it (--allow-mass-delete)",
+            "the plan deletes {deletions} of {live} environments ({what}), over safety.max_delete_fraction {}; these deletions wait until a run allows them (--allow-mass-delete), creates and updates go ahead",
             options.max_delete_fraction
         ),
     })

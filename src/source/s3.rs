@@ -313,6 +313,7 @@ impl Options {
             ca_file,
             timeout,
             interval,
+            ..
         } = config
         else {
             return Err(super::Error::NotKind {

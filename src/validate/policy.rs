@@ -56,6 +56,69 @@ impl Action {
     }
 }
 
+/// The environment a claim would update, as policies see it in
+/// `context.live`: who owns it now, so an update is judged against what it
+/// changes (another pool, owner or type) and not only against the claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Live<'a> {
+    /// The source that created it (its claim comes from there).
+    pub source: &'a str,
+    pub env_type: &'a str,
+    pub pool: &'a str,
+    pub owner: &'a str,
+}
+
+impl<'a> Live<'a> {
+    /// The live environment of a target's record (none for a record
+    /// written before records carried their origin).
+    #[must_use]
+    pub fn of(record: &'a crate::inventory::EnvironmentRecord) -> Option<Live<'a>> {
+        Some(Live {
+            source: &record.origin.as_ref()?.source,
+            env_type: &record.env_type,
+            pool: &record.pool,
+            owner: &record.owner,
+        })
+    }
+
+    /// What the environment will be once `claim` from `source` applied it.
+    #[must_use]
+    pub fn after(claim: &'a Claim, source: &'a str) -> Live<'a> {
+        Live {
+            source,
+            env_type: claim.environment_type.as_str(),
+            pool: &claim.environment_pool,
+            owner: &claim.user,
+        }
+    }
+
+    /// A digest of these facts, for caches keyed by what was asked.
+    #[must_use]
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// What a claim asks for: its environment created, or the live one updated.
+#[derive(Debug, Clone, Copy)]
+pub enum Ask<'a> {
+    Create,
+    Update(Option<Live<'a>>),
+}
+
+impl Ask<'_> {
+    #[must_use]
+    pub fn action(&self) -> Action {
+        match self {
+            Self::Create => Action::Create,
+            Self::Update(_) => Action::Update,
+        }
+    }
+}
+
 /// Where a claim came from, as policies see it.
 #[derive(Debug, Clone)]
 pub struct RequestSource<'a> {
@@ -188,20 +251,7 @@ impl Policies {
         let store = Entities::from_json_str(entities, Some(&schema))
             .map_err(|e| invalid(format!("entities.json: {e}")))?;
         let user_type = EntityTypeName::from_str("Converge::User").expect("valid type name");
-        let mut slices = HashMap::new();
-        for entity in store.iter() {
-            let uid = entity.uid();
-            if uid.type_name() != &user_type {
-                continue;
-            }
-            let mut slice = vec![entity.clone()];
-            for ancestor in store.ancestors(&uid).into_iter().flatten() {
-                if let Some(e) = store.get(ancestor) {
-                    slice.push(e.clone());
-                }
-            }
-            slices.insert(uid.id().unescaped().to_owned(), slice);
-        }
+        let slices = slices(&store, &user_type);
         let action = |a: &str| {
             EntityUid::from_str(&format!("Converge::Action::\"{a}\"")).expect("valid action uid")
         };
@@ -216,6 +266,62 @@ impl Policies {
         })
     }
 
+    /// Replaces the entities with the users and pools of an identities file:
+    /// a mapping of pool to its members (YAML or JSON), the shape of the
+    /// group export a platform already has.
+    pub fn with_identities(mut self, path: &Path) -> Result<Policies, Error> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: name.clone(),
+            source,
+        })?;
+        let pools: std::collections::BTreeMap<String, Vec<String>> = if text.trim().is_empty() {
+            std::collections::BTreeMap::new()
+        } else {
+            serde_saphyr::from_str_with_options(&text, crate::yaml::options()).map_err(|e| {
+                Error::Invalid {
+                    path: name.clone(),
+                    message: format!("expected a mapping of pool to its users: {e}"),
+                }
+            })?
+        };
+        let mut users: std::collections::BTreeMap<&str, Vec<serde_json::Value>> =
+            std::collections::BTreeMap::new();
+        for (pool, members) in &pools {
+            for user in members {
+                users
+                    .entry(user)
+                    .or_default()
+                    .push(serde_json::json!({"type": "Converge::Pool", "id": pool}));
+            }
+        }
+        let entities: Vec<serde_json::Value> = pools
+            .keys()
+            .map(|p| {
+                serde_json::json!({"uid": {"type": "Converge::Pool", "id": p}, "attrs": {}, "parents": []})
+            })
+            .chain(users.into_iter().map(|(u, parents)| {
+                serde_json::json!({"uid": {"type": "Converge::User", "id": u}, "attrs": {}, "parents": parents})
+            }))
+            .collect();
+        let store =
+            Entities::from_json_value(serde_json::Value::Array(entities), None).map_err(|e| {
+                Error::Invalid {
+                    path: name,
+                    message: e.to_string(),
+                }
+            })?;
+        self.slices = slices(&store, &self.user_type);
+        Ok(self)
+    }
+
+    /// The number of users the entities declare (none: every claim is denied
+    /// by policies that require pool membership).
+    #[must_use]
+    pub fn users(&self) -> usize {
+        self.slices.len()
+    }
+
     /// Asks whether `claim.user` may perform `action` on the claimed
     /// environment from `source`; a denial is a diagnostic on `file`.
     #[allow(
@@ -226,11 +332,12 @@ impl Policies {
         &self,
         file: &str,
         claim: &Claim,
-        action: Action,
+        ask: Ask<'_>,
         source: &RequestSource<'_>,
         now_unix: i64,
         expires_at: Option<i64>,
     ) -> Result<(), Diagnostic> {
+        let action = ask.action();
         let deny = |message: String| {
             Err(Diagnostic::new(file, "", "policy", message)
                 .for_environment(Some(claim.environment_name.as_str())))
@@ -265,6 +372,10 @@ impl Policies {
                 RestrictedExpression::new_string(claim.deployment_method.as_str().into()),
             ),
             ("services".into(), strings(&mut claim.services.keys())),
+            (
+                "named_for_pool".into(),
+                RestrictedExpression::new_bool(named_for_pool(claim)),
+            ),
             ("secrets".into(), strings(&mut claim.secret_names.iter())),
         ]);
         if let Some(at) = expires_at {
@@ -296,7 +407,11 @@ impl Policies {
             Ok(e) => e,
             Err(e) => return deny(format!("cannot build the policy request: {e}")),
         };
-        let context = request_context(source, now_unix);
+        let live = match ask {
+            Ask::Update(Some(live)) => Some(self.live_record(&live)),
+            _ => None,
+        };
+        let context = request_context(source, now_unix, live);
         let context = match context {
             Ok(c) => c,
             Err(e) => return deny(format!("cannot build the policy request: {e}")),
@@ -351,8 +466,48 @@ impl Policies {
     }
 }
 
-/// The Cedar context: where the claim came from and when.
-fn request_context(source: &RequestSource<'_>, now_unix: i64) -> Result<Context, String> {
+impl Policies {
+    /// `context.live`: the environment an update changes.
+    fn live_record(&self, live: &Live<'_>) -> RestrictedExpression {
+        use RestrictedExpression as E;
+        let uid = |t: &EntityTypeName, id: &str| {
+            E::new_entity_uid(EntityUid::from_type_name_and_id(
+                t.clone(),
+                EntityId::new(id),
+            ))
+        };
+        E::new_record([
+            ("source".to_owned(), E::new_string(live.source.to_owned())),
+            ("type".to_owned(), E::new_string(live.env_type.to_owned())),
+            ("pool".to_owned(), uid(&self.pool_type, live.pool)),
+            ("owner".to_owned(), uid(&self.user_type, live.owner)),
+        ])
+        .expect("four distinct keys")
+    }
+}
+
+/// Whether the environment's name is bound to its pool: `<type>-<pool>` or
+/// `<type>-<pool>-…` (the default policies require it of dynamic-bucket
+/// claims, so a bucket writer can name only environments of pools they
+/// belong to).
+fn named_for_pool(claim: &Claim) -> bool {
+    let prefix = format!(
+        "{}-{}",
+        claim.environment_type.as_str(),
+        claim.environment_pool
+    );
+    let name = claim.environment_name.as_str();
+    name.strip_prefix(&prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+}
+
+/// The Cedar context: where the claim came from, when, and (for an update)
+/// the live environment it changes.
+fn request_context(
+    source: &RequestSource<'_>,
+    now_unix: i64,
+    live: Option<RestrictedExpression>,
+) -> Result<Context, String> {
     use RestrictedExpression as E;
     let record = |pairs: Vec<(&str, E)>| {
         E::new_record(pairs.into_iter().map(|(k, v)| (k.to_owned(), v))).map_err(|e| e.to_string())
@@ -370,6 +525,9 @@ fn request_context(source: &RequestSource<'_>, now_unix: i64) -> Result<Context,
         ),
         ("time".to_owned(), E::new_long(now_unix)),
     ];
+    if let Some(live) = live {
+        pairs.push(("live".to_owned(), live));
+    }
     match source.provenance {
         Some(Provenance::Git {
             repository,
@@ -430,6 +588,25 @@ fn request_context(source: &RequestSource<'_>, now_unix: i64) -> Result<Context,
     Context::from_pairs(pairs).map_err(|e| e.to_string())
 }
 
+/// Per user: the user entity and every ancestor (pool) entity.
+fn slices(store: &Entities, user_type: &EntityTypeName) -> HashMap<String, Vec<Entity>> {
+    let mut slices = HashMap::new();
+    for entity in store.iter() {
+        let uid = entity.uid();
+        if uid.type_name() != user_type {
+            continue;
+        }
+        let mut slice = vec![entity.clone()];
+        for ancestor in store.ancestors(&uid).into_iter().flatten() {
+            if let Some(e) = store.get(ancestor) {
+                slice.push(e.clone());
+            }
+        }
+        slices.insert(uid.id().unescaped().to_owned(), slice);
+    }
+    slices
+}
+
 fn file_name(p: &Path) -> String {
     p.file_name().map_or_else(
         || p.display().to_string(),
@@ -444,11 +621,21 @@ mod tests {
     use serde_json::json;
 
     fn claim(user: &str, pool: &str, env_type: &str, method: &str) -> Claim {
+        named(
+            user,
+            pool,
+            env_type,
+            method,
+            &format!("{env_type}-{pool}-e"),
+        )
+    }
+
+    fn named(user: &str, pool: &str, env_type: &str, method: &str, name: &str) -> Claim {
         Claim::from_document(
             "f",
             json!({
                 "user": user, "environment_pool": pool, "creation_date": "2024-01-15T10:30:00Z",
-                "environment_name": "e", "environment_type": env_type, "deployment_method": method,
+                "environment_name": name, "environment_type": env_type, "deployment_method": method,
                 "services": {"a": "v1.0.0"}
             }),
         )
@@ -463,7 +650,7 @@ mod tests {
             provenance: None,
         };
         Policies::builtin()
-            .authorize("f", c, Action::Create, &source, 0, None)
+            .authorize("f", c, Ask::Create, &source, 0, None)
             .map_err(|d| d.message)
     }
 
@@ -489,6 +676,23 @@ mod tests {
         );
         assert_eq!(
             decide(&claim(jane, "ai", "dev", "dynamic"), SourceKind::Dir, false),
+            Ok(())
+        );
+        assert_eq!(
+            decide(
+                &named(john, "team1", "dev", "dynamic", "dev-team1"),
+                SourceKind::S3,
+                false
+            ),
+            Ok(())
+        );
+        // Names are not bound for other sources (git and dir are reviewed or local).
+        assert_eq!(
+            decide(
+                &named(john, "team1", "dev", "dynamic", "feature-x"),
+                SourceKind::Dir,
+                false
+            ),
             Ok(())
         );
         let table = [
@@ -534,11 +738,98 @@ mod tests {
                 false,
                 "sue-not-in-ai-pool",
             ),
+            (
+                named(john, "team1", "dev", "dynamic", "prod-team2-payments"),
+                SourceKind::S3,
+                false,
+                "dynamic-bucket-names-bound-to-pool",
+            ),
+            (
+                named(john, "team1", "dev", "dynamic", "dev-team10"),
+                SourceKind::S3,
+                false,
+                "dynamic-bucket-names-bound-to-pool",
+            ),
         ];
         for (c, kind, is_static, want) in table {
             let got = decide(&c, kind, is_static).expect_err("denied");
             assert!(got.contains(want), "want {want}: {got}");
         }
+    }
+
+    #[test]
+    fn an_update_is_judged_against_the_live_environment() {
+        let p = Policies::builtin();
+        let ops = "ops@company.com";
+        let source = RequestSource {
+            kind: SourceKind::Dir,
+            name: "src",
+            is_static: false,
+            provenance: None,
+        };
+        let c = claim(ops, "team1", "dev", "dynamic");
+        let live = |pool: &'static str, owner: &'static str, env_type: &'static str| Live {
+            source: "src",
+            env_type,
+            pool,
+            owner,
+        };
+        let ask = |l: Live<'_>| p.authorize("f", &c, Ask::Update(Some(l)), &source, 0, None);
+        assert!(ask(live("team1", ops, "dev")).is_ok());
+        for moved in [
+            live("team2", ops, "dev"),
+            live("team1", "john.doe@company.com", "dev"),
+            live("team1", ops, "sue"),
+        ] {
+            let got = ask(moved).expect_err("denied").message;
+            assert!(got.contains("update-keeps-pool-owner-and-type"), "{got}");
+        }
+        assert_eq!(Live::after(&c, "src"), live("team1", ops, "dev"));
+    }
+
+    #[test]
+    fn identities_replace_the_entities() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("identities.yaml");
+        std::fs::write(&file, "team9: [x@y.z]\n").expect("write");
+        let p = Policies::builtin().with_identities(&file).expect("loads");
+        assert_eq!(p.users(), 1);
+        let source = RequestSource {
+            kind: SourceKind::Dir,
+            name: "src",
+            is_static: false,
+            provenance: None,
+        };
+        let ok = p.authorize(
+            "f",
+            &claim("x@y.z", "team9", "dev", "dynamic"),
+            Ask::Create,
+            &source,
+            0,
+            None,
+        );
+        assert!(ok.is_ok());
+        let gone = claim("john.doe@company.com", "team1", "dev", "dynamic");
+        assert!(
+            p.authorize("f", &gone, Ask::Create, &source, 0, None)
+                .is_err()
+        );
+        std::fs::write(&file, "{}\n").expect("write");
+        assert_eq!(
+            Policies::builtin()
+                .with_identities(&file)
+                .expect("loads")
+                .users(),
+            0
+        );
+        std::fs::write(&file, "- not a mapping\n").expect("write");
+        let err = Policies::builtin()
+            .with_identities(&file)
+            .expect_err("refused");
+        assert!(
+            err.to_string().contains("mapping of pool to its users"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -561,7 +852,7 @@ mod tests {
             p.authorize(
                 "f",
                 &claim("x@y.z", "nope", "prod", "git"),
-                Action::Create,
+                Ask::Create,
                 &source,
                 0,
                 None
@@ -625,7 +916,7 @@ mod tests {
                 is_static: false,
                 provenance: prov,
             };
-            p.authorize("f", &prod, Action::Update, &source, 0, None)
+            p.authorize("f", &prod, Ask::Update(None), &source, 0, None)
         };
         assert!(ask(Some(&commit(true, true))).is_ok());
         assert!(ask(Some(&commit(false, true))).is_err());

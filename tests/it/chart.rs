@@ -400,27 +400,51 @@ fn the_service_monitor_is_rendered_only_where_its_api_is_served() {
 #[test]
 #[ignore = "needs helm (scripts/tools builds it)"]
 fn converge_loads_the_config_the_chart_writes() {
-    let objects = objects(&template("converge", "converge", &[]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("converge.yaml");
-    std::fs::write(&config, rendered_config(&objects)).expect("write");
-    let claims = repo().join("examples/quickstart/claims");
-    let out = crate::support::converge(
-        dir.path(),
-        &[
-            "validate",
-            "--config",
-            config.to_str().expect("a UTF-8 path"),
-            claims.to_str().expect("a UTF-8 path"),
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    // The chart ships no identities: converge says so and denies every claim.
+    // With the users and pools the values declare, the examples are valid.
+    let examples = [
+        "--set-json",
+        r#"identities={"team1":["john.doe@company.com","ops@company.com"],"team2":["jane.roe@company.com"],"ai":["jane.roe@company.com"],"platform":["ops@company.com"]}"#,
+    ];
+    for (extra, valid) in [(&[][..], false), (&examples[..], true)] {
+        let objects = objects(&template("converge", "converge", extra));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("converge.yaml");
+        let identities = dir.path().join("identities.yaml");
+        let data = &objects
+            .iter()
+            .find(|o| o["kind"] == "ConfigMap" && o["data"]["identities.yaml"].is_string())
+            .expect("the identities in the config ConfigMap")["data"]["identities.yaml"];
+        std::fs::write(&identities, data.as_str().expect("text")).expect("write");
+        let rendered = rendered_config(&objects);
+        assert!(
+            rendered.contains("identities: /etc/converge/identities.yaml"),
+            "{rendered}"
+        );
+        std::fs::write(
+            &config,
+            rendered.replace("/etc/converge/identities.yaml", "identities.yaml"),
+        )
+        .expect("write");
+        let claims = repo().join("examples/quickstart/claims");
+        let out = crate::support::converge(
+            dir.path(),
+            &[
+                "validate",
+                "--config",
+                config.to_str().expect("a UTF-8 path"),
+                claims.to_str().expect("a UTF-8 path"),
+            ],
+        );
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        if valid {
+            assert_eq!(out.status.code(), Some(0), "{said}");
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{said}");
+            assert!(said.contains("no users or pools are declared"), "{said}");
+            assert!(said.contains("is the user a member of pool"), "{said}");
+        }
+    }
 }
 
 #[test]

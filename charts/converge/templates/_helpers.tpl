@@ -68,6 +68,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if or .Values.policies.files .Values.policies.existingConfigMap -}}
 {{- $_ := set $cfg "policies" "/etc/converge/policies" -}}
 {{- end -}}
+{{- if or .Values.identities (not (or .Values.policies.files .Values.policies.existingConfigMap)) -}}
+{{- $_ := set $cfg "identities" "/etc/converge/identities.yaml" -}}
+{{- end -}}
 {{- if or .Values.schema.content .Values.schema.existingConfigMap -}}
 {{- $_ := set $cfg "schema" (printf "/etc/converge/schema/%s" .Values.schema.key) -}}
 {{- end -}}
