@@ -18,13 +18,13 @@ const BASE: &str = "http://127.0.0.1:5000";
 /// One input: panics when a property does not hold.
 pub fn check(data: &[u8]) {
     let mut parts = data.splitn(5, |b| *b == b'\n');
-    let mut line = || {
+    let mut next_line = || {
         parts
             .next()
             .and_then(|l| std::str::from_utf8(l).ok())
             .map(|l| l.trim_end_matches('\r'))
     };
-    let (authenticate, link, wait, location) = (line(), line(), line(), line());
+    let (authenticate, link, wait, location) = (next_line(), next_line(), next_line(), next_line());
     let body = parts.next().unwrap_or_default();
 
     let registry = Origin::of(BASE);

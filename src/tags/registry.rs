@@ -43,7 +43,7 @@ const MAX_RATE_LIMITED: u32 = 3;
 /// At most this many redirects (within the registry's origin) per request.
 pub const MAX_REDIRECTS: u32 = 5;
 /// A token is kept at most this long, whatever its `expires_in` says.
-pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_hours(1);
 
 /// Why a repository's tags could not be listed.
 #[derive(Debug, thiserror::Error)]

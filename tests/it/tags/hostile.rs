@@ -28,7 +28,7 @@ fn a_token_lifetime_past_the_clock_neither_panics_nor_stops_the_daemon() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     let image = format!("{}/releases/billing:1.2.0", r.host());
-    assert_eq!(images(&p, "dev-a"), [image.clone()]);
+    assert_eq!(images(&p, "dev-a"), std::slice::from_ref(&image));
 
     // The daemon, which exited 101 on every start, starts, applies and
     // keeps scanning (interval 1 s) with the token it keeps.
@@ -64,7 +64,7 @@ fn assert_foreign_realm_refused(r: &HostileRegistry, p: &Project) {
     );
     let out = p.run(&["run", "--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(images(&p, "dev-a").is_empty(), "left unresolved");
+    assert!(images(p, "dev-a").is_empty(), "left unresolved");
     assert_eq!(
         r.foreign_requests().len(),
         0,
