@@ -95,6 +95,28 @@ pub fn router(shared: Shared) -> Router {
     router.with_state(shared)
 }
 
+/// Connections the probe listener (`api.probe_listen`) serves at once.
+pub const PROBE_MAX_CONNECTIONS: usize = 16;
+/// A probe connection silent this long is closed.
+pub const PROBE_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The probes alone (`/health`, `/ready`; anything else is 404), for the
+/// probe listener: no token, no other endpoint, the same JSON errors.
+pub fn probe_router(shared: Shared) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .fallback(not_found)
+        .layer(middleware::from_fn(read_only))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(1024))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
+        .layer(middleware::from_fn(json_errors))
+        .with_state(shared)
+}
+
 /// Every error is a JSON object (`error`, `status`), whoever answered: a
 /// handler, an extractor's rejection (a name that is not UTF-8), the body
 /// limit (413) or the timeout (408), whose own bodies are plain text.

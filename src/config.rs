@@ -638,6 +638,11 @@ pub struct ApiConfig {
     /// Cross-origin reads for a dashboard on another origin; off by default.
     #[serde(default)]
     pub cors: CorsConfig,
+    /// `/health` and `/ready` served on a listener of their own too (plain
+    /// HTTP, its own few connections and a short idle timeout), so clients
+    /// holding the API's connections cannot starve the kubelet's probes.
+    #[serde(default)]
+    pub probe_listen: Option<String>,
 }
 
 /// `api.cors`.
@@ -666,6 +671,7 @@ impl Default for ApiConfig {
             max_connections: default_max_connections(),
             idle_timeout: default_idle_timeout(),
             cors: CorsConfig::default(),
+            probe_listen: None,
         }
     }
 }

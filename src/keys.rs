@@ -66,6 +66,13 @@ impl KeyFiles {
         let mut problems = Vec::new();
         for path in &self.paths {
             let shown = path.display().to_string();
+            if let Some(mode) = open_mode(path) {
+                tracing::warn!(
+                    file = %shown,
+                    mode = %format!("{mode:04o}"),
+                    "age key file is readable by group or others; chmod 600 it"
+                );
+            }
             match std::fs::read(path) {
                 Ok(bytes) => {
                     let bytes = zeroize::Zeroizing::new(bytes);
@@ -89,6 +96,14 @@ impl KeyFiles {
         *last = Some(now);
         true
     }
+}
+
+/// The permission bits of a key file that group or others may read or
+/// write (`None` when only its owner may, or it cannot be stat'ed).
+fn open_mode(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
 }
 
 /// The file in the state dir holding the installation's fingerprint key.
@@ -143,4 +158,26 @@ pub fn fingerprint_key(
         return Err(e);
     }
     read(&path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_file_open_to_group_or_others_is_noticed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("age.key");
+        std::fs::write(&path, "# no key\n").expect("write");
+        for (mode, open) in [
+            (0o600, None),
+            (0o400, None),
+            (0o640, Some(0o640)),
+            (0o604, Some(0o604)),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            assert_eq!(open_mode(&path), open, "{mode:o}");
+        }
+    }
 }

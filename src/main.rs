@@ -321,10 +321,21 @@ fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
     Ok(if report.failed.is_empty() { 0 } else { 2 })
 }
 
+/// The source name of files read from the command line (what policies see
+/// as `context.source.name` and messages name): the paths as given.
+fn paths_name(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) -> Result<u8> {
     let config = load_config(config)?;
     let pipeline = converge::pipeline_for(&config)?;
-    let snapshot = source::dir::read_paths("cli", paths, config.limits.max_file_bytes)?;
+    let snapshot =
+        source::dir::read_paths(&paths_name(paths), paths, config.limits.max_file_bytes)?;
     let now = chrono::Utc::now();
     let snapshots = [snapshot];
     let validated = pipeline.validate(&snapshots, now);
@@ -424,8 +435,9 @@ fn print_plan(plan: &plan::Plan, format: PlanFormat) -> Result<()> {
 fn render(config: Option<&Path>, claim: &Path, show_secrets: bool) -> Result<u8> {
     let config = load_config(config)?;
     let pipeline = converge::pipeline_for(&config)?;
+    let claims = [claim.to_owned()];
     let snapshot =
-        source::dir::read_paths("cli", &[claim.to_owned()], config.limits.max_file_bytes)?;
+        source::dir::read_paths(&paths_name(&claims), &claims, config.limits.max_file_bytes)?;
     let Some(file) = snapshot.files.first() else {
         bail!("{} is not a claim file", claim.display())
     };

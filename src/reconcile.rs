@@ -1392,6 +1392,7 @@ pub async fn run(
         idle_timeout: converge.config.api.idle_timeout,
     };
     let cors_origins = converge.config.api.cors.allowed_origins.clone();
+    let probe_listen = converge.config.api.probe_listen.clone();
     let daemon = Daemon::new(converge, metrics.clone(), view.clone())?;
     let shared = crate::api::Shared {
         view,
@@ -1399,6 +1400,7 @@ pub async fn run(
         token_digest,
         cors_origins,
     };
+    let probe_shared = shared.clone();
     let server = crate::api::serve(crate::api::router(shared), &options).await?;
     tracing::info!(addr = %server.addr, tls = options.tls.is_some(), "api listening");
     eprintln!(
@@ -1410,8 +1412,29 @@ pub async fn run(
         },
         server.addr
     );
+    // The probes on a listener of their own: the API's connection limit
+    // and whoever holds its connections do not reach them.
+    let probes = match &probe_listen {
+        Some(listen) => {
+            let options = crate::api::ServeOptions {
+                listen: listen.clone(),
+                tls: None,
+                max_connections: crate::api::PROBE_MAX_CONNECTIONS,
+                idle_timeout: crate::api::PROBE_IDLE_TIMEOUT,
+            };
+            let probes =
+                crate::api::serve(crate::api::probe_router(probe_shared), &options).await?;
+            tracing::info!(addr = %probes.addr, "probes listening");
+            eprintln!("converge: probes listening on http://{}", probes.addr);
+            Some(probes)
+        }
+        None => None,
+    };
     daemon.run(shutdown).await;
     server.shutdown().await;
+    if let Some(probes) = probes {
+        probes.shutdown().await;
+    }
     Ok(())
 }
 

@@ -190,6 +190,11 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
     assert_eq!(c["ports"][0]["containerPort"], 8090);
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
+    // The probes on their own listener, which the API's connections do not reach.
+    assert_eq!(c["ports"][1]["name"], "probes");
+    assert_eq!(c["ports"][1]["containerPort"], 8091);
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], "probes");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], "probes");
     assert_eq!(c["resources"]["requests"]["memory"], "384Mi");
     let mounts: Vec<&str> = c["volumeMounts"]
         .as_array()
@@ -249,13 +254,17 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
         }])
     );
 
-    // The Service and the NetworkPolicy: the API port only.
+    // The Service: the API port only; the NetworkPolicy: the API and the probes.
     let service = one(&objects, "Service");
     assert_eq!(service["spec"]["ports"][0]["port"], 8090);
+    assert_eq!(service["spec"]["ports"].as_array().map(Vec::len), Some(1));
     let policy = one(&objects, "NetworkPolicy");
     assert_eq!(
         policy["spec"]["ingress"],
-        serde_json::json!([{"ports": [{"port": "api", "protocol": "TCP"}]}])
+        serde_json::json!([{"ports": [
+            {"port": "api", "protocol": "TCP"},
+            {"port": "probes", "protocol": "TCP"},
+        ]}])
     );
     assert_eq!(
         policy["spec"]["policyTypes"],
@@ -336,7 +345,8 @@ fn every_optional_part_renders_mounted_read_only_and_named_in_the_config() {
             .unwrap_or_else(|| panic!("{path} mounted: {mounts:?}"));
         assert_eq!(mount["readOnly"], true, "{mount}");
     }
-    assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    // The API serves HTTPS; the probe listener stays plain HTTP.
+    assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTP");
     let rules = one(&objects, "ClusterRole")["rules"]
         .as_array()
         .expect("rules")

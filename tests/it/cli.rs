@@ -440,3 +440,40 @@ fn a_missing_kubeconfig_is_named_once_in_words() {
     assert_eq!(err.matches("nope.kubeconfig").count(), 1, "{err}");
     assert!(err.contains("No such file or directory"), "{err}");
 }
+
+#[test]
+fn an_age_key_file_readable_by_others_is_warned_about_at_load() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = Project::new("secrets:\n  age_key_files: [age.key]\n");
+    p.write("claims/dev-a.yaml", claim("dev-a", "dev"));
+    p.write("age.key", "# created: 2024-01-15T10:30:00Z\n");
+    std::fs::set_permissions(p.path("age.key"), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod");
+    let out = p.run(&["validate", "claims"]);
+    assert!(
+        stderr(&out).contains("age key file is readable by group or others")
+            && stderr(&out).contains("0644"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::set_permissions(p.path("age.key"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    let out = p.run(&["validate", "claims"]);
+    assert!(
+        !stderr(&out).contains("readable by group or others"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn validate_names_its_source_after_the_paths_it_was_given() {
+    let p = Project::new("");
+    let out = p.run(&["validate", "no-such-dir"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("source no-such-dir: cannot read no-such-dir"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -126,3 +126,53 @@ fn the_production_example_config_loads_validates_and_renders() {
         stdout(&out)
     );
 }
+
+/// Every YAML block of the README whose top-level keys are all config keys
+/// is a converge config (or a part of one) that loads: `sources` and
+/// `target` are added where the block leaves them out.
+#[test]
+fn every_config_block_of_the_readme_loads() {
+    const KEYS: &[&str] = &[
+        "sources",
+        "target",
+        "state_dir",
+        "policies",
+        "schema",
+        "templates",
+        "images",
+        "api",
+        "reconcile",
+        "safety",
+        "limits",
+        "presets",
+        "tags",
+        "secrets",
+        "versions",
+        "services",
+    ];
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let mut checked = 0;
+    for block in readme.split("```yaml\n").skip(1) {
+        let block = block.split("```").next().unwrap_or_default();
+        let keys: Vec<&str> = block
+            .lines()
+            .filter(|l| !l.starts_with([' ', '#', '-']) && !l.trim().is_empty())
+            .filter_map(|l| l.split_once(':').map(|(k, _)| k.trim()))
+            .collect();
+        if keys.is_empty() || !keys.iter().all(|k| KEYS.contains(k)) {
+            continue;
+        }
+        let mut text = block.to_owned();
+        if !keys.contains(&"sources") {
+            text.push_str("sources: []\n");
+        }
+        if !keys.contains(&"target") {
+            text.push_str("target: {kind: manifests, path: out}\n");
+        }
+        if let Err(e) = converge::config::Config::parse(&text) {
+            panic!("a README config block does not load: {e}\n{block}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} config blocks found");
+}

@@ -9,6 +9,8 @@ mod api;
 mod claim;
 #[path = "../../fuzz/checks/config.rs"]
 mod config;
+#[path = "../../fuzz/checks/registry.rs"]
+mod registry;
 #[path = "../../fuzz/checks/version.rs"]
 mod version;
 
@@ -57,4 +59,9 @@ fn every_config_seed_and_finding_holds() {
 #[test]
 fn every_api_seed_and_finding_holds() {
     assert!(replay("api", api::check) > 0);
+}
+
+#[test]
+fn every_registry_seed_and_finding_holds() {
+    assert!(replay("registry", registry::check) > 0);
 }

@@ -54,7 +54,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if $t.context -}}
 {{- $_ := set $target "context" $t.context -}}
 {{- end -}}
-{{- $api := dict "listen" (printf "0.0.0.0:%v" .Values.api.port) -}}
+{{- $api := dict "listen" (printf "0.0.0.0:%v" .Values.api.port) "probe_listen" (printf "0.0.0.0:%v" .Values.api.probePort) -}}
 {{- if .Values.api.tokenSecret -}}
 {{- $_ := set $api "token_file" (printf "/etc/converge/secrets/api/%s" .Values.api.tokenKey) -}}
 {{- end -}}

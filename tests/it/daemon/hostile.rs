@@ -88,3 +88,97 @@ fn idle_and_slowloris_connections_neither_block_health_nor_stop_reconciliation()
     );
     drop((held, slow));
 }
+
+/// `host:port` of the probe listener, from the daemon's log.
+fn probe_addr(d: &Daemon) -> String {
+    d.log()
+        .split("probes listening on http://")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .map_or_else(
+            || panic!("no probe listener\n{}", d.log()),
+            |a| a.trim().to_owned(),
+        )
+}
+
+#[test]
+fn probes_on_their_own_listener_answer_while_a_flood_holds_the_api() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    raise_own_fd_limit();
+    // The API's defaults (256 connections, 10 s idle timeout), as the README
+    // gives them, and the probes on a listener of their own.
+    let p = Project::new("api:\n  probe_listen: 127.0.0.1:0\n");
+    p.write("claims/dev-a.yaml", claim("dev-a", "dev"));
+    let d = Daemon::start_with_open_files(p.dir.path(), 1024);
+    let probes = probe_addr(&d);
+    d.wait_for("the first pass", |d| d.get("/ready").0 == 200);
+
+    // 1,100 idle connections to the API from a client that never sends a
+    // byte, renewed as fast as they can be opened (the oldest dropped), so
+    // the API's connections stay taken for the whole check. Bounded: it
+    // stops when told, after 60 s, or after 200,000 connections.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (full, held_all) = std::sync::mpsc::channel();
+    let flood = {
+        let (stop, addr) = (stop.clone(), d.addr.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut held = std::collections::VecDeque::new();
+            let mut opened = 0_u32;
+            while !stop.load(Ordering::Relaxed)
+                && started.elapsed() < Duration::from_mins(1)
+                && opened < 200_000
+            {
+                if let Ok(s) = TcpStream::connect(&addr) {
+                    held.push_back(s);
+                    opened += 1;
+                }
+                if held.len() > 1100 {
+                    held.pop_front();
+                }
+                if opened == 1100 {
+                    let _ = full.send(());
+                }
+            }
+            opened
+        })
+    };
+    held_all
+        .recv_timeout(Duration::from_mins(1))
+        .expect("1,100 connections opened to the API");
+
+    // Every probe on the probe listener answers, 20 rounds of both.
+    let mut api_answered = 0;
+    for _ in 0..20 {
+        assert_eq!(probe(&probes, "/health"), Some(200), "{}", d.log());
+        assert_eq!(probe(&probes, "/ready"), Some(200), "{}", d.log());
+        if probe(&d.addr, "/health") == Some(200) {
+            api_answered += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Only the probes: nothing else is served there.
+    assert_eq!(probe(&probes, "/metrics"), Some(404));
+    assert_eq!(probe(&probes, "/api/v1/environments"), Some(404));
+    stop.store(true, Ordering::Relaxed);
+    let opened = flood.join().expect("flood");
+    eprintln!(
+        "flood: {opened} connections opened; the probe listener answered 40 of 40 probes, \
+         the API's own /health {api_answered} of 20"
+    );
+
+    // The flood gone, the API answers again and applies an edited claim.
+    d.wait_for("the API answers again", |d| {
+        probe(&d.addr, "/health") == Some(200)
+    });
+    p.write(
+        "claims/dev-a.yaml",
+        claim("dev-a", "dev").replace("v1.2.3", "v1.2.4"),
+    );
+    d.wait_for("the edited claim applied", |_| {
+        std::fs::read_to_string(p.path("out/dev-a/deployment-user-service.yaml"))
+            .is_ok_and(|y| y.contains("v1.2.4"))
+    });
+}

@@ -13,6 +13,10 @@
 //! - `registry.rs`: the CNCF distribution registry (no auth, htpasswd basic
 //!   auth, or bearer tokens from a token server in front of it), tags pushed
 //!   and deleted by plain HTTP; the image test pushes to it too.
+//! - `hostile_registry.rs`: a registry written in Python that attacks its
+//!   client (huge token lifetimes, foreign token realms, redirects to another
+//!   host) and records every `Authorization` header it and its foreign
+//!   accomplice receive.
 //! - `sops.rs`: age identities (`age-keygen`) and claims encrypted by the
 //!   real `sops` CLI.
 //! - `kube.rs`: a Kubernetes API server (etcd, kube-apiserver,
@@ -22,6 +26,7 @@ pub mod daemon;
 pub mod fault_proxy;
 pub mod garage;
 pub mod git;
+pub mod hostile_registry;
 pub mod kube;
 pub mod registry;
 pub mod sops;

@@ -1,9 +1,12 @@
 //! Version resolution against the tags that exist: `registry.rs` against the
 //! CNCF distribution registry (no auth, htpasswd basic auth, bearer tokens;
-//! pages of 2 tags), `git.rs` against `git daemon`. The daemon following new
+//! pages of 2 tags), `hostile.rs` against a hostile registry (huge token
+//! lifetimes, foreign realms, redirects to another host), `git.rs` against
+//! `git daemon`. The daemon following new
 //! tags is in `daemon/tags.rs`.
 
 mod git;
+mod hostile;
 mod registry;
 
 use std::fmt::Write as _;
