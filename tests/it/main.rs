@@ -27,3 +27,4 @@ mod secret;
 mod source;
 mod tags;
 mod target;
+mod unfinished_reads;
