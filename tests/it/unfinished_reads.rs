@@ -322,3 +322,50 @@ fn a_stalled_registry_listing_changes_nothing_and_the_new_tag_follows_once_it_en
 fn a_trickling_registry_listing_changes_nothing_and_the_new_tag_follows_once_it_ends() {
     registry_listing_outliving_its_timeout(Fault::Trickle);
 }
+
+/// The git tag source stalled from the start: its listing is abandoned at
+/// `versions.timeout` instead of holding the daemon's loop (before, no pass
+/// ever ran); what does not depend on it is applied, and once the listing
+/// can finish the constraint resolves.
+#[test]
+fn a_stalled_git_tag_listing_is_abandoned_at_its_timeout_and_resolves_once_it_ends() {
+    use crate::support::git::{git, git_daemon};
+    use crate::tags::{claim_with, images};
+
+    let repo = Repo::new();
+    repo.commit(&[("README", Some("billing\n"))], "first", &[]);
+    git(&repo.work(), &["tag", "billing/v1.2.3"]);
+    git(&repo.work(), &["push", "-q", "origin", "main", "--tags"]);
+    let server = git_daemon(&repo);
+    let upstream: std::net::SocketAddr = server
+        .url
+        .trim_start_matches("git://")
+        .split('/')
+        .next()
+        .expect("host:port")
+        .parse()
+        .expect("an address");
+    let proxy = FaultProxy::start(upstream);
+    proxy.set(Fault::Stall);
+    let url = server
+        .url
+        .replace(&upstream.to_string(), &proxy.addr.to_string());
+    let p = Project::new(&format!(
+        "state_dir: .converge\nimages:\n  registry: registry.example/releases\nversions:\n  from: git\n  interval: 1s\n  timeout: 2s\n  git:\n    url: {url}\n    prefix: \"{{service}}/\"\n"
+    ));
+    p.write("claims/dev-x.yaml", claim("dev-x", "dev"));
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "^1.2.0")]),
+    );
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("the listing timed out", |d| {
+        let sources = d.json("/api/v1/sources");
+        source(&sources, "versions")["last_error"]["reason"] == "Timeout"
+    });
+    d.wait_for("dev-x applied meanwhile", |_| p.path("out/dev-x").is_dir());
+    proxy.release();
+    d.wait_for("dev-a resolved once the listing ends", |_| {
+        images(&p, "dev-a") == ["registry.example/releases/billing:v1.2.3"]
+    });
+}
