@@ -106,8 +106,12 @@ struct SourceState {
     config: SourceConfig,
     source: Box<dyn source::Source>,
     interval: Duration,
+    /// The snapshot passes use; also the revision a poll asks "changed?"
+    /// about (`read_changed`), so a source is never "unchanged" against a
+    /// snapshot no pass got.
     last_good: Option<Snapshot>,
-    /// Read successfully since this process started.
+    /// A read completed since this process started and its snapshot is
+    /// `last_good` (restored snapshots are stale until then).
     fresh: bool,
     due: Instant,
     backoff: Backoff,
@@ -607,13 +611,26 @@ impl Daemon {
     fn read_sources(&mut self, due: &BTreeSet<usize>, new_events: &mut Vec<Event>) -> bool {
         let mut any = false;
         for &i in due {
-            let result = self.sources[i].source.read_changed();
+            // "Unchanged" is asked about the snapshot the passes use, never
+            // about what the source saw last (a read abandoned at its
+            // timeout may have seen more): nothing is skipped, and a source
+            // is fresh only with a snapshot of a completed read.
+            let s = &mut self.sources[i];
+            let have = s.last_good.as_ref().map(|l| &l.revision);
+            let result = s.source.read_changed(have);
             self.sources[i].polls.inc();
             if let Some(git) = &mut self.sources[i].git {
                 git.count();
             }
             let name = self.sources[i].config.name().to_owned();
             match result {
+                Ok(None) if self.sources[i].last_good.is_none() => {
+                    // A source breaking `read_changed`'s contract: nothing
+                    // to use, so it stays stale (unreadable is not empty).
+                    tracing::error!(source = %name, "the source said unchanged before any snapshot; read again next poll");
+                    let s = &mut self.sources[i];
+                    s.due = Instant::now() + s.backoff.next_delay().min(s.interval);
+                }
                 Ok(snapshot) => {
                     let s = &mut self.sources[i];
                     if let Some(snapshot) = snapshot {

@@ -277,7 +277,10 @@ pub struct Stats {
     pub blob_reads: AtomicU64,
 }
 
-/// What the last good read saw.
+/// What the reader last read completely: a cache for the next read (the
+/// ref check and the tree diff start from it). It may be ahead of what the
+/// caller holds (a read that finished after the caller gave up on it), so
+/// it never decides "unchanged": the caller's revision does.
 struct Last {
     commit: ObjectId,
     snapshot: Snapshot,
@@ -285,6 +288,10 @@ struct Last {
 
 /// What a read returns.
 type ReadResult = Result<Option<Snapshot>, Error>;
+
+/// One read request: the revision the caller holds (`None`: nothing yet),
+/// and where to send the result.
+type Request = (Option<ObjectId>, std::sync::mpsc::Sender<ReadResult>);
 
 /// A source error of the git source `name`.
 fn source_error(name: &str, error: Error) -> super::Error {
@@ -304,8 +311,9 @@ pub struct GitSource {
     interval: Duration,
     timeout: Duration,
     reader: Arc<std::sync::Mutex<Reader>>,
-    /// Read requests to the reader thread, each with where to send its result.
-    worker: Option<std::sync::mpsc::Sender<std::sync::mpsc::Sender<ReadResult>>>,
+    /// Read requests to the reader thread: the revision the caller holds, and
+    /// where to send the result.
+    worker: Option<std::sync::mpsc::Sender<Request>>,
     pub stats: Arc<Stats>,
 }
 
@@ -431,18 +439,16 @@ impl GitSource {
 
     /// Starts the reader thread: it serves read requests until the source
     /// (the sending side) is dropped.
-    fn start_worker(
-        &self,
-    ) -> std::io::Result<std::sync::mpsc::Sender<std::sync::mpsc::Sender<ReadResult>>> {
-        let (tx, rx) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<ReadResult>>();
+    fn start_worker(&self) -> std::io::Result<std::sync::mpsc::Sender<Request>> {
+        let (tx, rx) = std::sync::mpsc::channel::<Request>();
         let reader = self.reader.clone();
         std::thread::Builder::new()
             .name(format!("git-{}", self.name))
             .spawn(move || {
-                for reply in rx {
+                for (have, reply) in rx {
                     let result = match reader.lock() {
-                        Ok(mut r) => r.read(),
-                        Err(poisoned) => poisoned.into_inner().read(),
+                        Ok(mut r) => r.read(have),
+                        Err(poisoned) => poisoned.into_inner().read(have),
                     };
                     let _ = reply.send(result);
                 }
@@ -923,25 +929,34 @@ pub fn trailers(message: &str) -> BTreeMap<String, Vec<String>> {
 }
 
 impl Reader {
-    /// `None` when the branch did not move since the last read.
-    fn read(&mut self) -> Result<Option<Snapshot>, Error> {
+    /// The snapshot at the branch's tip, or `None` when the tip is `have`
+    /// (the commit whose snapshot the caller holds). What this reader read
+    /// last is only a cache: a tip it already read (a read whose caller gave
+    /// up waiting) is served from it, without fetching or reading again.
+    fn read(&mut self, have: Option<ObjectId>) -> Result<Option<Snapshot>, Error> {
         // A failed read drops the handle: the next one opens the mirror afresh.
         let repo = match self.repo.take() {
             Some(repo) => repo,
             None => self.open_mirror()?,
         };
         let known = self.last.as_ref().map(|l| l.commit);
-        let Some(tip) = self.fetch(&repo, known)? else {
-            self.repo = Some(repo);
-            return Ok(None);
+        let tip = match self.fetch(&repo, known)? {
+            Some(tip) => {
+                let snapshot = self.snapshot_at(&repo, tip)?;
+                self.last = Some(Last {
+                    commit: tip,
+                    snapshot,
+                });
+                tip
+            }
+            None => known.expect("unchanged means read before"),
         };
-        let snapshot = self.snapshot_at(&repo, tip)?;
-        self.last = Some(Last {
-            commit: tip,
-            snapshot: snapshot.clone(),
-        });
         self.repo = Some(repo);
-        Ok(Some(snapshot))
+        if have == Some(tip) {
+            return Ok(None);
+        }
+        let last = self.last.as_ref().expect("the tip was read, now or before");
+        Ok(Some(last.snapshot.clone()))
     }
 }
 
@@ -955,39 +970,31 @@ impl super::Source for GitSource {
     }
 
     fn read(&mut self) -> Result<Snapshot, super::Error> {
-        if let Some(snapshot) = self.read_changed()? {
-            return Ok(snapshot);
-        }
-        let reader = self
-            .reader
-            .lock()
-            .map_err(|_| source_error(&self.name, Error::Poisoned))?;
-        Ok(reader
-            .last
-            .as_ref()
-            .expect("unchanged means read before")
-            .snapshot
-            .clone())
+        Ok(self
+            .read_changed(None)?
+            .expect("a caller holding nothing always gets a snapshot"))
     }
 
-    fn read_changed(&mut self) -> Result<Option<Snapshot>, super::Error> {
+    fn read_changed(&mut self, have: Option<&Revision>) -> Result<Option<Snapshot>, super::Error> {
         let busy = || Error::Busy {
             timeout: self.timeout,
         };
         if self.reader.try_lock().is_err() {
             return Err(source_error(&self.name, busy()));
         }
+        // A revision that is no commit id is nothing this source returned.
+        let have = have.and_then(|r| ObjectId::from_hex(r.0.as_bytes()).ok());
         let (tx, rx) = std::sync::mpsc::channel();
         // The reader thread is gone only if a read panicked: start another.
-        let tx = match &self.worker {
-            Some(worker) => worker.send(tx).err().map(|e| e.0),
-            None => Some(tx),
+        let request = match &self.worker {
+            Some(worker) => worker.send((have, tx)).err().map(|e| e.0),
+            None => Some((have, tx)),
         };
-        if let Some(tx) = tx {
+        if let Some(request) = request {
             let worker = self
                 .start_worker()
                 .map_err(|error| source_error(&self.name, Error::Worker { error }))?;
-            let _ = worker.send(tx);
+            let _ = worker.send(request);
             self.worker = Some(worker);
         }
         rx.recv_timeout(self.timeout)

@@ -242,13 +242,19 @@ pub trait Source: Send {
     /// How often the daemon polls it.
     fn interval(&self) -> Duration;
     fn read(&mut self) -> Result<Snapshot, Error>;
-    /// Like `read`, but `None` when nothing changed since this source's last
-    /// successful read (sources that know cheaply skip building a snapshot).
-    fn read_changed(&mut self) -> Result<Option<Snapshot>, Error> {
+    /// Like `read`, but `None` when the source is still at `have`: the
+    /// revision of the snapshot the caller holds and uses (sources that know
+    /// cheaply skip building a snapshot). `None` is only ever an answer about
+    /// `have`, never about what the source itself saw last: a read the caller
+    /// abandoned (a timeout) may have seen a newer revision, and the caller
+    /// must still get that revision's snapshot.
+    fn read_changed(&mut self, _have: Option<&Revision>) -> Result<Option<Snapshot>, Error> {
         self.read().map(Some)
     }
     /// Seeds the source with a snapshot it returned before (restored from the
     /// state store after a restart), so an unchanged source is cheap to read.
+    /// A cache only: it never makes the source answer "unchanged" to a
+    /// caller that does not hold that snapshot.
     fn restore(&mut self, _snapshot: &Snapshot) {}
     /// A git source's work counters (for metrics); `None` for other kinds.
     fn git_stats(&self) -> Option<Arc<git::Stats>> {

@@ -112,6 +112,60 @@ impl GitTags {
             .inc();
     }
 
+    /// [`list`](Self::list) on a thread of its own, abandoned after
+    /// `timeout`: a server that accepts and never answers (or trickles)
+    /// must not hold the scan, and with it the daemon's loop. A listing has
+    /// no effect but its answer, so an abandoned one changes nothing; while
+    /// it still runs, `running` holds its URL and another listing of that
+    /// URL fails fast instead of starting a second thread.
+    ///
+    /// # Errors
+    ///
+    /// As `list`, or `Timeout`.
+    pub fn list_within(
+        self,
+        timeout: std::time::Duration,
+        running: &Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    ) -> Result<Vec<String>, Error> {
+        fn lock(
+            r: &std::sync::Mutex<std::collections::BTreeSet<String>>,
+        ) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+            r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+        let (url, shown) = (self.url.clone(), self.shown.clone());
+        let failed = |reason, message| Error::Remote {
+            url: shown.clone(),
+            reason,
+            message,
+        };
+        let waited = format!("no answer within {}s", timeout.as_secs());
+        if !lock(running).insert(url.clone()) {
+            return Err(failed(
+                "Timeout",
+                format!("{waited}; the abandoned listing is still running"),
+            ));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let done = Arc::clone(running);
+        let key = url.clone();
+        let spawned = std::thread::Builder::new()
+            .name("git-tags".to_owned())
+            .spawn(move || {
+                let result = self.list();
+                lock(&done).remove(&key);
+                let _ = tx.send(result);
+            });
+        if let Err(e) = spawned {
+            lock(running).remove(&url);
+            return Err(failed(
+                "Unreachable",
+                format!("cannot start the listing thread: {e}"),
+            ));
+        }
+        rx.recv_timeout(timeout)
+            .unwrap_or_else(|_| Err(failed("Timeout", waited)))
+    }
+
     /// Every tag name of the remote (without `refs/tags/`), sorted.
     ///
     /// # Errors

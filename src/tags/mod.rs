@@ -109,6 +109,10 @@ enum Backend {
         prefix: String,
         auth: crate::config::GitAuth,
         state_dir: std::path::PathBuf,
+        /// The bound on one listing.
+        timeout: Duration,
+        /// URLs whose (abandoned) listing still runs.
+        running: Arc<Mutex<BTreeSet<String>>>,
     },
 }
 
@@ -252,6 +256,8 @@ impl Scanner {
                         prefix: git.prefix.clone(),
                         auth,
                         state_dir: config.state_dir.clone(),
+                        timeout: v.timeout,
+                        running: Arc::default(),
                     },
                     "git-tags",
                 )
@@ -442,7 +448,9 @@ impl Scanner {
                 prefix,
                 auth,
                 state_dir,
-            } => self.scan_git(&keys, url, prefix, auth, state_dir),
+                timeout,
+                running,
+            } => self.scan_git(&keys, url, prefix, auth, state_dir, (*timeout, running)),
         };
         self.absorb(results)
     }
@@ -547,6 +555,7 @@ impl Scanner {
         prefix: &str,
         auth: &crate::config::GitAuth,
         state_dir: &std::path::Path,
+        (timeout, running): (Duration, &Arc<Mutex<BTreeSet<String>>>),
     ) -> Vec<(Key, Result<Arc<TagList>, Error>)> {
         // One listing per distinct URL (`{service}` in it: a repository per service).
         let mut urls: BTreeMap<String, Vec<&Key>> = BTreeMap::new();
@@ -557,7 +566,8 @@ impl Scanner {
         }
         let work: Vec<(String, Vec<&Key>)> = urls.into_iter().collect();
         let listed = parallel(&work, self.concurrency, |(u, keys)| {
-            let result = git::GitTags::new(u, auth.clone(), state_dir).list();
+            let result =
+                git::GitTags::new(u, auth.clone(), state_dir).list_within(timeout, running);
             (keys.clone(), result)
         });
         let mut out = Vec::new();

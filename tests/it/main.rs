@@ -28,3 +28,4 @@ mod source;
 mod tags;
 mod target;
 mod trust;
+mod unfinished_reads;

@@ -190,6 +190,17 @@ struct ProxyState {
     next: u64,
     /// The accept loop's stop flag while listening.
     listening: Option<Arc<AtomicBool>>,
+    /// Counts [`FaultProxy::set`]s: a connection from an earlier one was cut.
+    epoch: u64,
+}
+
+/// What a connection's relay learns from the proxy: cut (by a `set`), or
+/// whether the fault was lifted for it ([`FaultProxy::release`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Now {
+    Cut,
+    Faulty,
+    Released,
 }
 
 impl FaultProxy {
@@ -204,6 +215,7 @@ impl FaultProxy {
                 open: std::collections::HashMap::new(),
                 next: 0,
                 listening: None,
+                epoch: 0,
             })),
         };
         proxy.listen(listener);
@@ -220,16 +232,27 @@ impl FaultProxy {
         let (state, upstream) = (self.state.clone(), self.upstream);
         serve(listener, stop, move |client| {
             let mut s = state.lock().expect("lock");
-            let (fault, id) = (s.fault, s.next);
+            let (fault, id, epoch) = (s.fault, s.next, s.epoch);
             s.next += 1;
             if let Ok(kept) = client.try_clone() {
                 s.open.insert(id, kept);
             }
             drop(s);
             let state = state.clone();
+            let forget_state = state.clone();
             std::thread::spawn(move || {
-                relay(client, upstream, fault, || {
-                    state.lock().expect("lock").open.remove(&id);
+                let now = move || {
+                    let s = state.lock().expect("lock");
+                    if s.epoch != epoch {
+                        Now::Cut
+                    } else if s.fault == Fault::None {
+                        Now::Released
+                    } else {
+                        Now::Faulty
+                    }
+                };
+                relay(client, upstream, fault, now, || {
+                    forget_state.lock().expect("lock").open.remove(&id);
                 });
             });
         });
@@ -239,6 +262,7 @@ impl FaultProxy {
     /// [`Fault::Refuse`] the port stops listening until another fault is set.
     pub fn set(&self, fault: Fault) {
         let mut s = self.state.lock().expect("lock");
+        s.epoch += 1;
         let was = std::mem::replace(&mut s.fault, fault);
         for (_, c) in s.open.drain() {
             let _ = c.shutdown(Shutdown::Both);
@@ -265,6 +289,21 @@ impl FaultProxy {
     }
 }
 
+impl FaultProxy {
+    /// Lifts a [`Fault::Stall`] or [`Fault::Trickle`] without cutting the
+    /// connections it held: a stalled response comes through whole, a
+    /// trickling one at full speed. A client that gave up waiting but kept
+    /// reading (a read abandoned at its timeout) gets its answer late.
+    pub fn release(&self) {
+        let mut s = self.state.lock().expect("lock");
+        assert!(
+            matches!(s.fault, Fault::Stall | Fault::Trickle | Fault::None),
+            "release lifts a stall or a trickle"
+        );
+        s.fault = Fault::None;
+    }
+}
+
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         let mut s = self.state.lock().expect("lock");
@@ -279,10 +318,16 @@ impl Drop for FaultProxy {
 }
 
 /// One connection: requests go through as they are; the response as the
-/// fault says.
-/// `forget` drops the proxy's own handle on the client socket (a reset
-/// needs every handle closed).
-fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, forget: impl FnOnce()) {
+/// fault says. `now` tells whether the connection was cut or its stall or
+/// trickle released since; `forget` drops the proxy's own handle on the
+/// client socket (a reset needs every handle closed).
+fn relay(
+    client: TcpStream,
+    upstream: SocketAddr,
+    mut fault: Fault,
+    now: impl Fn() -> Now,
+    forget: impl FnOnce(),
+) {
     let Ok(server) = TcpStream::connect(upstream) else {
         return;
     };
@@ -294,12 +339,50 @@ fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, forget: impl FnO
         let _ = to_server.shutdown(Shutdown::Write);
     });
     let (mut from_server, mut to_client) = (server, client);
+    // Reads wake up now and then to see a release or a cut.
+    let _ = from_server.set_read_timeout(Some(std::time::Duration::from_millis(100)));
     let mut buf = vec![0; 64 * 1024];
     let mut first = true;
+    // A stalled response, held until a release.
+    let mut held: Vec<u8> = Vec::new();
+    let mut ended = false;
     loop {
+        if matches!(fault, Fault::Stall | Fault::Trickle) {
+            match now() {
+                Now::Cut => return,
+                Now::Released => {
+                    fault = Fault::None;
+                    if to_client.write_all(&held).is_err() {
+                        return;
+                    }
+                    held.clear();
+                }
+                Now::Faulty => {}
+            }
+        }
+        if ended {
+            if fault == Fault::Stall {
+                // Everything is held; wait for a release or a cut.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
+            break;
+        }
         let n = match from_server.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => {
+                ended = true;
+                continue;
+            }
             Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => break,
         };
         let chunk = &buf[..n];
         match fault {
@@ -308,14 +391,11 @@ fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, forget: impl FnO
                     break;
                 }
             }
-            Fault::Trickle => {
-                for b in chunk {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                    if to_client.write_all(&[*b]).is_err() {
-                        return;
-                    }
-                }
-            }
+            Fault::Trickle => match trickle(chunk, &mut to_client, &now) {
+                None => return,
+                Some(true) => fault = Fault::None,
+                Some(false) => {}
+            },
             Fault::Reset | Fault::Truncate if first => {
                 let keep = cut_point(chunk);
                 let _ = to_client.write_all(&chunk[..keep]);
@@ -336,14 +416,27 @@ fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, forget: impl FnO
                 let _ = from_server.shutdown(Shutdown::Both);
                 return;
             }
-            // Stall: read and dropped, the client waits; after a cut: nothing.
-            Fault::Stall | Fault::Reset | Fault::Truncate => {}
+            // Stall: held, the client waits; after a cut: nothing.
+            Fault::Stall => held.extend_from_slice(chunk),
+            Fault::Reset | Fault::Truncate => {}
         }
         first = false;
     }
-    if fault != Fault::Stall {
-        let _ = to_client.shutdown(Shutdown::Both);
+    let _ = to_client.shutdown(Shutdown::Both);
+}
+
+/// Writes `chunk` one byte every 200 ms, the rest at once when released:
+/// `None` when the connection is cut or gone, else whether it was released.
+fn trickle(chunk: &[u8], to_client: &mut TcpStream, now: &impl Fn() -> Now) -> Option<bool> {
+    for (i, b) in chunk.iter().enumerate() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        match now() {
+            Now::Cut => return None,
+            Now::Released => return to_client.write_all(&chunk[i..]).ok().map(|()| true),
+            Now::Faulty => to_client.write_all(&[*b]).ok()?,
+        }
     }
+    Some(false)
 }
 
 /// Where to cut a response's first chunk: half-way into the body when the
