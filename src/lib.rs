@@ -216,8 +216,10 @@ impl Converge {
             }
         };
         let tags = tags::Scanner::from_config(&config)?;
-        if let Some(notice) = identities_notice(&config, &pipeline) {
-            tracing::warn!("{notice}");
+        match identities_notice(&config, &pipeline) {
+            Some(notice) if pipeline.policies.users() == 0 => tracing::warn!("{notice}"),
+            Some(notice) => tracing::info!("{notice}"),
+            None => {}
         }
         Ok(Converge {
             config,

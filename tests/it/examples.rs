@@ -137,6 +137,7 @@ fn every_config_block_of_the_readme_loads() {
         "target",
         "state_dir",
         "policies",
+        "identities",
         "schema",
         "templates",
         "images",
