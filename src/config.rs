@@ -44,9 +44,11 @@ pub struct Config {
     /// A claim JSON Schema replacing the built-in `schemas/claim.v1.json`.
     #[serde(default)]
     pub schema: Option<PathBuf>,
-    /// A directory of minijinja templates (`*.j2`) rendered once per environment.
+    /// A directory of minijinja templates (`*.j2`) rendered once per
+    /// environment: `templates: DIR`, or `templates: {path: DIR,
+    /// cluster_scoped: [FILE, ...]}`.
     #[serde(default)]
-    pub templates: Option<PathBuf>,
+    pub templates: Option<TemplatesConfig>,
     #[serde(default)]
     pub images: ImagesConfig,
     #[serde(default)]
@@ -72,6 +74,52 @@ pub struct Config {
     /// The service catalog: asking for a service brings its dependencies.
     #[serde(default)]
     pub services: BTreeMap<String, CatalogService>,
+}
+
+/// `templates:`: the directory of custom templates, and which of its files
+/// may create cluster-scoped objects (or objects in another namespace than
+/// the environment's). Written as a path alone, no template may.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplatesConfig {
+    pub path: PathBuf,
+    /// File names (`crds.yaml.j2`) of templates whose objects keep the
+    /// namespace they name (or none): the platform team vouches for them.
+    pub cluster_scoped: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for TemplatesConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TemplatesConfig, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            path: PathBuf,
+            #[serde(default)]
+            cluster_scoped: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Path(PathBuf),
+            Full(serde_json::Value),
+        }
+        match Either::deserialize(d)? {
+            Either::Path(path) => Ok(TemplatesConfig {
+                path,
+                cluster_scoped: Vec::new(),
+            }),
+            Either::Full(value) => {
+                let full: Full = serde_json::from_value(value).map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "templates: a directory, or {{path, cluster_scoped}}: {e}"
+                    ))
+                })?;
+                Ok(TemplatesConfig {
+                    path: full.path,
+                    cluster_scoped: full.cluster_scoped,
+                })
+            }
+        }
+    }
 }
 
 /// `versions:`: where the tags constraints resolve against come from.
@@ -1201,13 +1249,15 @@ impl Config {
         for p in [
             &mut self.policies,
             &mut self.schema,
-            &mut self.templates,
             &mut self.api.token_file,
         ]
         .into_iter()
         .flatten()
         {
             join(p);
+        }
+        if let Some(t) = &mut self.templates {
+            join(&mut t.path);
         }
     }
 

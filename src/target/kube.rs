@@ -792,6 +792,24 @@ impl Kubernetes {
     ) -> Result<(Api<DynamicObject>, ApiResource, Option<String>), super::Error> {
         let (resource, scope) = self.resource(id).await?;
         Ok(match scope {
+            // Render places every object of a template not listed in
+            // `templates.cluster_scoped` in the environment's namespace; a
+            // kind the cluster serves cluster-wide is refused, never
+            // applied outside it.
+            Scope::Cluster if id.namespace.is_some() => {
+                return Err(super::Error::Invalid(Box::new(RequestError {
+                    verb: "discover",
+                    resource: resource.plural.clone(),
+                    object: format!(" {}", id.name),
+                    status: None,
+                    message: format!(
+                        "{} is cluster-scoped but was rendered into namespace {}: only a template listed in templates.cluster_scoped may create cluster-scoped objects",
+                        id.kind,
+                        id.namespace.as_deref().unwrap_or_default()
+                    ),
+                    source: None,
+                })));
+            }
             Scope::Cluster => (
                 Api::all_with(self.client.clone(), &resource),
                 resource,
