@@ -277,7 +277,11 @@ pub(super) fn objects(
         }
         metadata(&mut d, v, s.name, &app, &annotations);
         d.open(0, "spec");
-        d.num(2, "replicas", p.replicas);
+        // No `replicas`: the service's HorizontalPodAutoscaler owns the
+        // field (through the scale subresource). Applying it would set the
+        // count back on every release; omitted, server-side apply leaves
+        // what the autoscaler decided (a new Deployment starts at 1 and the
+        // autoscaler raises it to `minReplicas`).
         d.open(2, "selector");
         d.map(4, "matchLabels", &selector);
         d.open(2, "template");

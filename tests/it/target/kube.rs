@@ -727,6 +727,53 @@ fn custom_resources_resolve_through_discovery_and_an_unknown_kind_is_a_clear_err
 
 #[test]
 #[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn a_release_keeps_the_replicas_an_autoscaler_set() {
+    let api = KubeApi::shared();
+    let p = project(api, "converge-hpa");
+    p.write("claims/dev-hpa.yaml", claim("dev-hpa", "dev"));
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deployment = || json(api, &["get", "deployment", "user-service", "-n", "dev-hpa"]);
+    let d = deployment();
+    assert_eq!(d["spec"]["replicas"], 1, "the API server's default");
+    let owns_replicas = |d: &Value| {
+        d["metadata"]["managedFields"]
+            .as_array()
+            .expect("managedFields")
+            .iter()
+            .filter(|m| m["manager"] == "converge")
+            .any(|m| m["fieldsV1"]["f:spec"].get("f:replicas").is_some())
+    };
+    assert!(
+        !owns_replicas(&d),
+        "converge does not own spec.replicas: {d}"
+    );
+
+    // What an autoscaler does: the scale subresource.
+    api.kubectl_ok(&[
+        "scale",
+        "deployment/user-service",
+        "--replicas=3",
+        "-n",
+        "dev-hpa",
+    ]);
+    p.write(
+        "claims/dev-hpa.yaml",
+        claim("dev-hpa", "dev").replace("v1.2.3", "v1.2.4"),
+    );
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = deployment();
+    let image = d["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(image.ends_with(":v1.2.4"), "released: {image}");
+    assert_eq!(d["spec"]["replicas"], 3, "the release kept the scale");
+    assert!(!owns_replicas(&d), "{d}");
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
 fn an_immutable_field_is_an_error_unless_recreate_is_on() {
     let api = KubeApi::shared();
     let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: frozen\nimmutable: true\ndata:\n  version: \"{{ services[0].version }}\"\n";
