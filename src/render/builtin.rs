@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use super::yaml::{push_key, push_string};
 use super::{Values, label_value};
 use crate::claim::Claim;
+use crate::config::Placement;
 
 /// A YAML document under construction.
 struct Doc {
@@ -288,20 +289,37 @@ pub(super) fn objects(
         d.open(4, "metadata");
         d.map(6, "labels", &labels(&app, &v.labels));
         d.open(4, "spec");
-        d.open(6, "affinity");
-        d.open(8, "nodeAffinity");
-        d.open(10, "requiredDuringSchedulingIgnoredDuringExecution");
-        d.open(12, "nodeSelectorTerms");
-        d.item(12);
-        d.open(14, "matchExpressions");
-        d.item(14);
-        d.str(16, "key", "converge.dev/node-pool");
-        d.str(16, "operator", "In");
-        d.strs(16, "values", &p.node_pools);
-        if p.node_pools.is_empty() {
-            d.key(6, "tolerations");
-            d.out.push_str(" []\n");
-        } else {
+        // The node-pool contract (README, "Node pools"): nodes labelled
+        // `converge.dev/node-pool=<pool>`, tainted with that key or not.
+        match (p.placement, p.node_pools.is_empty()) {
+            (_, true) | (Placement::None, false) => {}
+            (Placement::Required, false) => {
+                d.open(6, "affinity");
+                d.open(8, "nodeAffinity");
+                d.open(10, "requiredDuringSchedulingIgnoredDuringExecution");
+                d.open(12, "nodeSelectorTerms");
+                d.item(12);
+                d.open(14, "matchExpressions");
+                d.item(14);
+                d.str(16, "key", "converge.dev/node-pool");
+                d.str(16, "operator", "In");
+                d.strs(16, "values", &p.node_pools);
+            }
+            (Placement::Preferred, false) => {
+                d.open(6, "affinity");
+                d.open(8, "nodeAffinity");
+                d.open(10, "preferredDuringSchedulingIgnoredDuringExecution");
+                d.item(10);
+                d.num(12, "weight", 100);
+                d.open(12, "preference");
+                d.open(14, "matchExpressions");
+                d.item(14);
+                d.str(16, "key", "converge.dev/node-pool");
+                d.str(16, "operator", "In");
+                d.strs(16, "values", &p.node_pools);
+            }
+        }
+        if !p.node_pools.is_empty() {
             d.open(6, "tolerations");
             for pool in &p.node_pools {
                 d.item(6);

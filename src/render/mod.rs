@@ -855,6 +855,60 @@ mod tests {
     }
 
     #[test]
+    fn node_placement_follows_the_preset() {
+        let doc = serde_json::json!({
+            "user": "u@x.io", "environment_pool": "p", "creation_date": "2024-01-15T10:30:00Z",
+            "environment_name": "e", "environment_type": "dev", "deployment_method": "dynamic",
+            "services": {"s": "1.0.0"}
+        });
+        let claim = Claim::from_document("f", doc).expect("valid");
+        let versions = BTreeMap::from([(
+            "s".to_owned(),
+            Resolved {
+                tag: "1.0.0".into(),
+                constraint: "1.0.0".into(),
+                dependency_of: Vec::new(),
+            },
+        )]);
+        let pod_spec = |patch: serde_json::Value| {
+            let overrides = BTreeMap::from([(crate::claim::EnvironmentType::Dev, patch)]);
+            let renderer = Renderer::new(Presets::new(&overrides).expect("presets"), "r".into());
+            let objects = renderer
+                .render(&claim, &versions, None, None)
+                .expect("renders");
+            let d = objects
+                .iter()
+                .find(|o| &*o.object.id.kind == "Deployment")
+                .expect("a Deployment");
+            let v: Value = serde_saphyr::from_str(&d.yaml).expect("YAML");
+            v["spec"]["template"]["spec"].clone()
+        };
+        let pools = serde_json::json!(["a", "b"]);
+        let required = pod_spec(serde_json::json!({"node_pools": pools}));
+        let term = &required["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0];
+        assert_eq!(term["matchExpressions"][0]["values"], pools, "{required}");
+        assert_eq!(required["tolerations"][1]["value"], "b");
+        let preferred =
+            pod_spec(serde_json::json!({"node_pools": pools, "placement": "preferred"}));
+        let pref = &preferred["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            [0];
+        assert_eq!(pref["weight"], 100);
+        assert_eq!(
+            pref["preference"]["matchExpressions"][0]["values"], pools,
+            "{preferred}"
+        );
+        let none = pod_spec(serde_json::json!({"node_pools": pools, "placement": "none"}));
+        assert!(none.get("affinity").is_none(), "{none}");
+        assert_eq!(none["tolerations"][0]["value"], "a");
+        let empty = pod_spec(serde_json::json!({"node_pools": []}));
+        assert!(
+            empty.get("affinity").is_none() && empty.get("tolerations").is_none(),
+            "{empty}"
+        );
+    }
+
+    #[test]
     fn digests_round_trip_as_sha256_hex() {
         let d = digest(b"x");
         let text = d.to_string();

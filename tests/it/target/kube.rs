@@ -750,7 +750,7 @@ fn a_release_keeps_the_replicas_an_autoscaler_set() {
     );
 
     // What an autoscaler does: the scale subresource.
-    api.kubectl_ok(&[
+    let _ = api.kubectl_ok(&[
         "scale",
         "deployment/user-service",
         "--replicas=3",
