@@ -5,7 +5,8 @@
 //! Deployment, Service, `HorizontalPodAutoscaler` and, when HA, a
 //! `PodDisruptionBudget`). A platform team's own minijinja templates (`*.j2` in
 //! the configured directory) are rendered once per environment with the same
-//! values. Output is deterministic: objects in a fixed kind order, keys in a
+//! values, as data that cannot change the template's YAML structure, and kept
+//! in the environment's namespace ([`template`]). Output is deterministic: objects in a fixed kind order, keys in a
 //! fixed order, YAML bytes and a digest per object. Every object carries the
 //! ownership labels.
 
