@@ -1032,6 +1032,12 @@ impl Kubernetes {
     /// Deletes one object if it still carries converge's labels for this
     /// environment (with its uid as a precondition). Gone already is done.
     async fn delete_object(&self, id: &ObjectRef, environment: &str) -> Result<(), super::Error> {
+        // A cluster-scoped kind recorded with a namespace was never written
+        // (`api` refuses that), and must not name the cluster-wide object
+        // of the same name a listed template may have applied since.
+        if id.namespace.is_some() && matches!(self.resource(id).await?.1, Scope::Cluster) {
+            return Ok(());
+        }
         let (api, resource, ns) = self.api(id, environment).await?;
         let object = shown(ns.as_deref(), &id.name);
         let found = api

@@ -731,11 +731,11 @@ fn a_cluster_scoped_custom_kind_needs_its_template_listed() {
     let api = KubeApi::shared();
     let _ = api.kubectl_with_input_ok(
         &["apply", "-f", "-"],
-        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: grants.platform.example.com\n\
-         spec:\n  group: platform.example.com\n  scope: Cluster\n  names:\n    kind: Grant\n    plural: grants\n    singular: grant\n\
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: grants.security.example.com\n\
+         spec:\n  group: security.example.com\n  scope: Cluster\n  names:\n    kind: Grant\n    plural: grants\n    singular: grant\n\
          \x20 versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n",
     );
-    let template = "apiVersion: platform.example.com/v1\nkind: Grant\nmetadata:\n  name: {{ environment.name }}-grant\n";
+    let template = "apiVersion: security.example.com/v1\nkind: Grant\nmetadata:\n  name: {{ environment.name }}-grant\n";
     let p = templated(api, "converge-grant", "");
     p.write("templates/grant.yaml.j2", template);
     p.write("claims/dev-grant.yaml", claim("dev-grant", "dev"));
@@ -755,7 +755,7 @@ fn a_cluster_scoped_custom_kind_needs_its_template_listed() {
             && refused.contains("templates.cluster_scoped"),
         "{refused}"
     );
-    let grants = json(api, &["get", "grants.platform.example.com"]);
+    let grants = json(api, &["get", "grants.security.example.com"]);
     assert_eq!(grants["items"], serde_json::json!([]), "nothing applied");
 
     let config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
@@ -770,7 +770,7 @@ fn a_cluster_scoped_custom_kind_needs_its_template_listed() {
     assert!(out.status.success(), "{}", stderr(&out));
     let grant = json(
         api,
-        &["get", "grants.platform.example.com", "dev-grant-grant"],
+        &["get", "grants.security.example.com", "dev-grant-grant"],
     );
     assert_eq!(
         grant["metadata"]["labels"]["converge.dev/environment"],
@@ -786,7 +786,19 @@ fn a_release_keeps_the_replicas_an_autoscaler_set() {
     p.write("claims/dev-hpa.yaml", claim("dev-hpa", "dev"));
     let out = p.run(&["run", "--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let deployment = || json(api, &["get", "deployment", "user-service", "-n", "dev-hpa"]);
+    let deployment = || {
+        json(
+            api,
+            &[
+                "get",
+                "deployment",
+                "user-service",
+                "-n",
+                "dev-hpa",
+                "--show-managed-fields",
+            ],
+        )
+    };
     let d = deployment();
     assert_eq!(d["spec"]["replicas"], 1, "the API server's default");
     let owns_replicas = |d: &Value| {
