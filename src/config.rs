@@ -48,9 +48,11 @@ pub struct Config {
     /// A claim JSON Schema replacing the built-in `schemas/claim.v1.json`.
     #[serde(default)]
     pub schema: Option<PathBuf>,
-    /// A directory of minijinja templates (`*.j2`) rendered once per environment.
+    /// A directory of minijinja templates (`*.j2`) rendered once per
+    /// environment: `templates: DIR`, or `templates: {path: DIR,
+    /// cluster_scoped: [FILE, ...]}`.
     #[serde(default)]
-    pub templates: Option<PathBuf>,
+    pub templates: Option<TemplatesConfig>,
     #[serde(default)]
     pub images: ImagesConfig,
     #[serde(default)]
@@ -76,6 +78,52 @@ pub struct Config {
     /// The service catalog: asking for a service brings its dependencies.
     #[serde(default)]
     pub services: BTreeMap<String, CatalogService>,
+}
+
+/// `templates:`: the directory of custom templates, and which of its files
+/// may create cluster-scoped objects (or objects in another namespace than
+/// the environment's). Written as a path alone, no template may.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplatesConfig {
+    pub path: PathBuf,
+    /// File names (`crds.yaml.j2`) of templates whose objects keep the
+    /// namespace they name (or none): the platform team vouches for them.
+    pub cluster_scoped: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for TemplatesConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TemplatesConfig, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            path: PathBuf,
+            #[serde(default)]
+            cluster_scoped: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Path(PathBuf),
+            Full(serde_json::Value),
+        }
+        match Either::deserialize(d)? {
+            Either::Path(path) => Ok(TemplatesConfig {
+                path,
+                cluster_scoped: Vec::new(),
+            }),
+            Either::Full(value) => {
+                let full: Full = serde_json::from_value(value).map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "templates: a directory, or {{path, cluster_scoped}}: {e}"
+                    ))
+                })?;
+                Ok(TemplatesConfig {
+                    path: full.path,
+                    cluster_scoped: full.cluster_scoped,
+                })
+            }
+        }
+    }
 }
 
 /// `versions:`: where the tags constraints resolve against come from.
@@ -791,7 +839,13 @@ pub struct Preset {
     /// Highly available: several replicas and a `PodDisruptionBudget`.
     pub ha: bool,
     pub replicas: u32,
+    /// Values of the `converge.dev/node-pool` node label a Deployment's
+    /// pods go to (and whose taints they tolerate); empty: no affinity.
     pub node_pools: Vec<String>,
+    /// How `node_pools` binds: `required` (only those nodes), `preferred`
+    /// (those first, others when they are full or absent) or `none`.
+    #[serde(default)]
+    pub placement: Placement,
     pub autoscaling: Autoscaling,
     pub quota: Quota,
     pub container: ContainerDefaults,
@@ -803,6 +857,20 @@ pub struct Preset {
     pub ttl: Option<Duration>,
     /// Resolve versions against the dev tags.
     pub use_dev_tags: bool,
+}
+
+/// `presets.<type>.placement`: how a Deployment's pods are bound to the
+/// nodes labelled `converge.dev/node-pool` with one of the preset's pools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Required node affinity: pods wait for such a node.
+    #[default]
+    Required,
+    /// Preferred node affinity: such nodes first, any node otherwise.
+    Preferred,
+    /// No node affinity (the tolerations stay).
+    None,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -832,6 +900,36 @@ pub struct ContainerDefaults {
 }
 
 impl Preset {
+    /// What the API server would refuse in the objects a preset renders
+    /// to, as `key: rule` (`node_pools[1]: ...`).
+    fn check(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, pool) in self.node_pools.iter().enumerate() {
+            if !is_label_value(pool) {
+                return Err(format!(
+                    "node_pools[{i}]: {pool:?} is not a Kubernetes label value (1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
+                ));
+            }
+            if !seen.insert(pool) {
+                return Err(format!("node_pools[{i}]: {pool:?} is listed twice"));
+            }
+        }
+        let a = &self.autoscaling;
+        if a.min_replicas == 0 || a.min_replicas > a.max_replicas {
+            return Err(format!(
+                "autoscaling: 1 <= min_replicas <= max_replicas is needed (min_replicas {}, max_replicas {})",
+                a.min_replicas, a.max_replicas
+            ));
+        }
+        if !(1..=100).contains(&a.target_cpu_utilization) {
+            return Err(format!(
+                "autoscaling.target_cpu_utilization: a percentage from 1 to 100 is needed, not {}",
+                a.target_cpu_utilization
+            ));
+        }
+        Ok(())
+    }
+
     /// The built-in preset of a type (PRODUCT.md, "Environment types").
     #[must_use]
     pub fn builtin(t: EnvironmentType) -> Preset {
@@ -858,6 +956,7 @@ impl Preset {
                 ha: false,
                 replicas: 1,
                 node_pools: pools(&["general-restricted", "general-public", "spot"]),
+                placement: Placement::Required,
                 autoscaling: autoscaling("aggressive", 1, 3, 60),
                 quota: quota("8", "16Gi", 50),
                 container: container("100m", "128Mi", "500m", "512Mi"),
@@ -870,6 +969,7 @@ impl Preset {
                 ha: true,
                 replicas: 2,
                 node_pools: pools(&["general-restricted", "general-public", "memory"]),
+                placement: Placement::Required,
                 autoscaling: autoscaling("moderate", 2, 6, 70),
                 quota: quota("32", "64Gi", 200),
                 container: container("250m", "256Mi", "1", "1Gi"),
@@ -888,6 +988,7 @@ impl Preset {
                     "storage",
                     "ai",
                 ]),
+                placement: Placement::Required,
                 autoscaling: autoscaling("conservative", 3, 12, 80),
                 quota: quota("128", "256Gi", 1000),
                 container: container("500m", "512Mi", "2", "2Gi"),
@@ -921,6 +1022,7 @@ impl Presets {
                     serde_json::from_value(base).map_err(|e| format!("presets.{t}: {e}"))?
                 }
             };
+            preset.check().map_err(|e| format!("presets.{t}.{e}"))?;
             out.insert(t, preset);
         }
         Ok(Presets(out))
@@ -936,6 +1038,17 @@ impl Default for Presets {
     fn default() -> Self {
         Self::new(&BTreeMap::new()).expect("built-in presets are valid")
     }
+}
+
+/// A non-empty Kubernetes label value.
+fn is_label_value(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
@@ -1231,13 +1344,15 @@ impl Config {
             &mut self.policies,
             &mut self.identities,
             &mut self.schema,
-            &mut self.templates,
             &mut self.api.token_file,
         ]
         .into_iter()
         .flatten()
         {
             join(p);
+        }
+        if let Some(t) = &mut self.templates {
+            join(&mut t.path);
         }
     }
 
@@ -1445,6 +1560,41 @@ safety:
         );
         let err = Config::parse("presets:\n  dev:\n    replicaz: 2\n").expect_err("refused");
         assert!(err.contains("replicaz"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_preset_is_refused_at_load_naming_the_key_and_rule() {
+        for (yaml, want) in [
+            (
+                "presets: {dev: {placement: sometimes}}",
+                "presets.dev: unknown variant `sometimes`",
+            ),
+            (
+                "presets: {prod: {node_pools: [general, \"Gen Pool\"]}}",
+                "presets.prod.node_pools[1]: \"Gen Pool\" is not a Kubernetes label value",
+            ),
+            (
+                "presets: {stage: {node_pools: [a, a]}}",
+                "presets.stage.node_pools[1]: \"a\" is listed twice",
+            ),
+            (
+                "presets: {dev: {autoscaling: {min_replicas: 4}}}",
+                "presets.dev.autoscaling: 1 <= min_replicas <= max_replicas",
+            ),
+            (
+                "presets: {sue: {autoscaling: {target_cpu_utilization: 0}}}",
+                "presets.sue.autoscaling.target_cpu_utilization",
+            ),
+        ] {
+            let err = Config::parse(yaml).expect_err(yaml);
+            assert!(err.contains(want), "{yaml}: {err}");
+        }
+        for ok in [
+            "presets: {dev: {node_pools: []}}",
+            "presets: {dev: {placement: preferred}, prod: {placement: none}}",
+        ] {
+            Config::parse(ok).expect(ok);
+        }
     }
 
     #[test]

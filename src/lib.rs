@@ -650,8 +650,8 @@ fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, keys::KeyFiles), Setu
     let mut renderer = render::Renderer::new(presets, config.images.registry.clone())
         .with_dev_registry(config.images.dev_registry.clone())
         .with_fingerprint_key(key);
-    if let Some(dir) = &config.templates {
-        renderer = renderer.with_templates(dir)?;
+    if let Some(t) = &config.templates {
+        renderer = renderer.with_templates(&t.path, &t.cluster_scoped)?;
     }
     // The fixed lists; a registry or git tag source replaces them with what
     // it reads (the daemon before each pass, `validate` and `plan` once).

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use super::yaml::{push_key, push_string};
 use super::{Values, label_value};
 use crate::claim::Claim;
+use crate::config::Placement;
 
 /// A YAML document under construction.
 struct Doc {
@@ -277,27 +278,48 @@ pub(super) fn objects(
         }
         metadata(&mut d, v, s.name, &app, &annotations);
         d.open(0, "spec");
-        d.num(2, "replicas", p.replicas);
+        // No `replicas`: the service's HorizontalPodAutoscaler owns the
+        // field (through the scale subresource). Applying it would set the
+        // count back on every release; omitted, server-side apply leaves
+        // what the autoscaler decided (a new Deployment starts at 1 and the
+        // autoscaler raises it to `minReplicas`).
         d.open(2, "selector");
         d.map(4, "matchLabels", &selector);
         d.open(2, "template");
         d.open(4, "metadata");
         d.map(6, "labels", &labels(&app, &v.labels));
         d.open(4, "spec");
-        d.open(6, "affinity");
-        d.open(8, "nodeAffinity");
-        d.open(10, "requiredDuringSchedulingIgnoredDuringExecution");
-        d.open(12, "nodeSelectorTerms");
-        d.item(12);
-        d.open(14, "matchExpressions");
-        d.item(14);
-        d.str(16, "key", "converge.dev/node-pool");
-        d.str(16, "operator", "In");
-        d.strs(16, "values", &p.node_pools);
-        if p.node_pools.is_empty() {
-            d.key(6, "tolerations");
-            d.out.push_str(" []\n");
-        } else {
+        // The node-pool contract (README, "Node pools"): nodes labelled
+        // `converge.dev/node-pool=<pool>`, tainted with that key or not.
+        match (p.placement, p.node_pools.is_empty()) {
+            (_, true) | (Placement::None, false) => {}
+            (Placement::Required, false) => {
+                d.open(6, "affinity");
+                d.open(8, "nodeAffinity");
+                d.open(10, "requiredDuringSchedulingIgnoredDuringExecution");
+                d.open(12, "nodeSelectorTerms");
+                d.item(12);
+                d.open(14, "matchExpressions");
+                d.item(14);
+                d.str(16, "key", "converge.dev/node-pool");
+                d.str(16, "operator", "In");
+                d.strs(16, "values", &p.node_pools);
+            }
+            (Placement::Preferred, false) => {
+                d.open(6, "affinity");
+                d.open(8, "nodeAffinity");
+                d.open(10, "preferredDuringSchedulingIgnoredDuringExecution");
+                d.item(10);
+                d.num(12, "weight", 100);
+                d.open(12, "preference");
+                d.open(14, "matchExpressions");
+                d.item(14);
+                d.str(16, "key", "converge.dev/node-pool");
+                d.str(16, "operator", "In");
+                d.strs(16, "values", &p.node_pools);
+            }
+        }
+        if !p.node_pools.is_empty() {
             d.open(6, "tolerations");
             for pool in &p.node_pools {
                 d.item(6);

@@ -5,11 +5,13 @@
 //! Deployment, Service, `HorizontalPodAutoscaler` and, when HA, a
 //! `PodDisruptionBudget`). A platform team's own minijinja templates (`*.j2` in
 //! the configured directory) are rendered once per environment with the same
-//! values. Output is deterministic: objects in a fixed kind order, keys in a
+//! values, as data that cannot change the template's YAML structure, and kept
+//! in the environment's namespace ([`template`]). Output is deterministic: objects in a fixed kind order, keys in a
 //! fixed order, YAML bytes and a digest per object. Every object carries the
 //! ownership labels.
 
 mod builtin;
+pub mod template;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -41,6 +43,9 @@ pub enum Error {
     },
     #[error("invalid template {path}: {message}")]
     Template { path: String, message: String },
+    /// `templates.cluster_scoped` names a file the directory does not hold.
+    #[error("templates.cluster_scoped: {dir} has no template {name:?}")]
+    UnknownClusterScoped { dir: String, name: String },
 }
 
 /// Why one environment did not render; the environment is left as it is.
@@ -234,7 +239,7 @@ pub struct Renderer {
     registry: String,
     /// The image prefix of environments that use dev tags.
     dev_registry: Option<String>,
-    templates: Vec<(String, minijinja::Environment<'static>)>,
+    templates: Vec<CustomTemplate>,
     /// Keys the digest of `Secret` objects (never a plain hash of values).
     fingerprint: FingerprintKey,
 }
@@ -245,6 +250,16 @@ impl std::fmt::Debug for Renderer {
             .field("templates", &self.templates.len())
             .finish_non_exhaustive()
     }
+}
+
+/// One custom template.
+struct CustomTemplate {
+    /// Its path, as diagnostics name it.
+    path: String,
+    /// Listed in `templates.cluster_scoped`: its objects keep the namespace
+    /// they name (or none) and may be of cluster-scoped kinds.
+    cluster_scoped: bool,
+    env: minijinja::Environment<'static>,
 }
 
 /// An environment's values, as the templates see them.
@@ -331,8 +346,16 @@ impl Renderer {
         &self.fingerprint
     }
 
-    /// Adds every `*.j2` file of `dir` (sorted by name); a syntax error is an error here, at start.
-    pub fn with_templates(mut self, dir: &Path) -> Result<Renderer, Error> {
+    /// Adds every `*.j2` file of `dir` (sorted by name); a syntax error is
+    /// an error here, at start, and so is a name in `cluster_scoped` that
+    /// is not one of them. Every value a template prints is data (see
+    /// [`template`]): the text of a template may not contain the token
+    /// printed values are replaced with.
+    pub fn with_templates(
+        mut self,
+        dir: &Path,
+        cluster_scoped: &[String],
+    ) -> Result<Renderer, Error> {
         let read_err = |source| Error::Read {
             path: dir.display().to_string(),
             source,
@@ -344,21 +367,50 @@ impl Renderer {
             .filter(|p| p.extension().is_some_and(|e| e == "j2"))
             .collect();
         paths.sort();
+        for name in cluster_scoped {
+            if !paths
+                .iter()
+                .any(|p| p.file_name().is_some_and(|f| f == name.as_str()))
+            {
+                return Err(Error::UnknownClusterScoped {
+                    dir: dir.display().to_string(),
+                    name: name.clone(),
+                });
+            }
+        }
         for path in paths {
             let shown = path.display().to_string();
             let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
                 path: shown.clone(),
                 source,
             })?;
+            if text.contains(template::TOKEN) {
+                return Err(Error::Template {
+                    path: shown,
+                    message: format!(
+                        "{:?} is reserved (it stands for printed values)",
+                        template::TOKEN
+                    ),
+                });
+            }
             let mut env = minijinja::Environment::new();
             env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
             env.set_fuel(Some(1_000_000));
+            env.set_formatter(template::formatter);
             env.add_template_owned(shown.clone(), text)
                 .map_err(|e| Error::Template {
                     path: shown.clone(),
                     message: e.to_string(),
                 })?;
-            self.templates.push((shown, env));
+            let cluster_scoped = path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| cluster_scoped.iter().any(|c| c == f));
+            self.templates.push(CustomTemplate {
+                path: shown,
+                cluster_scoped,
+                env,
+            });
         }
         Ok(self)
     }
@@ -404,40 +456,8 @@ impl Renderer {
                 yaml: Yaml::new(yaml, k == "Secret"),
             })
             .collect();
-        let mut docs = Vec::new();
-        for (path, env) in &self.templates {
-            let text = env
-                .get_template(path)
-                .and_then(|t| t.render(minijinja::value::Serde(&values)))
-                .map_err(|error| RenderError::Template {
-                    template: path.clone(),
-                    error,
-                })?;
-            let rendered: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
-                &text,
-                crate::yaml::template_options(),
-            )
-            .map_err(|error| RenderError::NotYaml {
-                template: path.clone(),
-                error: Box::new(error),
-            })?;
-            let object_error = |message: String| RenderError::Object {
-                template: path.clone(),
-                message,
-            };
-            for doc in rendered.into_iter().filter(|d| !d.is_null()) {
-                let doc =
-                    with_labels(doc, &values.labels).map_err(|m| object_error(m.to_owned()))?;
-                docs.push((path, doc));
-            }
-        }
-        for (path, doc) in docs {
-            objects.push(
-                to_object(&doc, &namespace).map_err(|message| RenderError::Object {
-                    template: path.clone(),
-                    message,
-                })?,
-            );
+        for t in &self.templates {
+            objects.extend(Self::render_template(t, &values, &namespace)?);
         }
         for o in &mut objects {
             if o.is_secret() {
@@ -458,6 +478,49 @@ impl Renderer {
             }
         }
         Ok(objects)
+    }
+
+    /// One custom template's objects: printed values put in as data, the
+    /// ownership labels added, each object placed in the environment's
+    /// namespace (unless the template is cluster-scoped).
+    fn render_template(
+        t: &CustomTemplate,
+        values: &Values<'_>,
+        namespace: &Arc<str>,
+    ) -> Result<Vec<Rendered>, RenderError> {
+        let (text, printed) = t
+            .env
+            .get_template(&t.path)
+            .and_then(|tpl| {
+                template::render(
+                    &tpl,
+                    minijinja::Value::from(minijinja::value::Serde(values)),
+                )
+            })
+            .map_err(|error| RenderError::Template {
+                template: t.path.clone(),
+                error,
+            })?;
+        let docs: Vec<Value> =
+            serde_saphyr::from_str_multiple_with_options(&text, crate::yaml::template_options())
+                .map_err(|error| RenderError::NotYaml {
+                    template: t.path.clone(),
+                    error: Box::new(error),
+                })?;
+        let object_error = |message: String| RenderError::Object {
+            template: t.path.clone(),
+            message,
+        };
+        let quoted = template::quoted(&text);
+        let mut out = Vec::with_capacity(docs.len());
+        for doc in docs.into_iter().filter(|d| !d.is_null()) {
+            let doc = template::fill(doc, &printed, &quoted).map_err(object_error)?;
+            let mut doc =
+                with_labels(doc, &values.labels).map_err(|m| object_error(m.to_owned()))?;
+            template::place(&mut doc, namespace, t.cluster_scoped).map_err(object_error)?;
+            out.push(to_object(&doc, namespace).map_err(object_error)?);
+        }
+        Ok(out)
     }
 
     fn values<'a>(
@@ -789,6 +852,60 @@ mod tests {
         assert_eq!(
             json["secrets"],
             serde_json::json!({"name": "converge-secrets", "keys": ["api", "db"]})
+        );
+    }
+
+    #[test]
+    fn node_placement_follows_the_preset() {
+        let doc = serde_json::json!({
+            "user": "u@x.io", "environment_pool": "p", "creation_date": "2024-01-15T10:30:00Z",
+            "environment_name": "e", "environment_type": "dev", "deployment_method": "dynamic",
+            "services": {"s": "1.0.0"}
+        });
+        let claim = Claim::from_document("f", doc).expect("valid");
+        let versions = BTreeMap::from([(
+            "s".to_owned(),
+            Resolved {
+                tag: "1.0.0".into(),
+                constraint: "1.0.0".into(),
+                dependency_of: Vec::new(),
+            },
+        )]);
+        let pod_spec = |patch: serde_json::Value| {
+            let overrides = BTreeMap::from([(crate::claim::EnvironmentType::Dev, patch)]);
+            let renderer = Renderer::new(Presets::new(&overrides).expect("presets"), "r".into());
+            let objects = renderer
+                .render(&claim, &versions, None, None)
+                .expect("renders");
+            let d = objects
+                .iter()
+                .find(|o| &*o.object.id.kind == "Deployment")
+                .expect("a Deployment");
+            let v: Value = serde_saphyr::from_str(&d.yaml).expect("YAML");
+            v["spec"]["template"]["spec"].clone()
+        };
+        let pools = serde_json::json!(["a", "b"]);
+        let required = pod_spec(serde_json::json!({"node_pools": pools}));
+        let term = &required["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0];
+        assert_eq!(term["matchExpressions"][0]["values"], pools, "{required}");
+        assert_eq!(required["tolerations"][1]["value"], "b");
+        let preferred =
+            pod_spec(serde_json::json!({"node_pools": pools, "placement": "preferred"}));
+        let pref = &preferred["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            [0];
+        assert_eq!(pref["weight"], 100);
+        assert_eq!(
+            pref["preference"]["matchExpressions"][0]["values"], pools,
+            "{preferred}"
+        );
+        let none = pod_spec(serde_json::json!({"node_pools": pools, "placement": "none"}));
+        assert!(none.get("affinity").is_none(), "{none}");
+        assert_eq!(none["tolerations"][0]["value"], "a");
+        let empty = pod_spec(serde_json::json!({"node_pools": []}));
+        assert!(
+            empty.get("affinity").is_none() && empty.get("tolerations").is_none(),
+            "{empty}"
         );
     }
 

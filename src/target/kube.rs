@@ -792,6 +792,24 @@ impl Kubernetes {
     ) -> Result<(Api<DynamicObject>, ApiResource, Option<String>), super::Error> {
         let (resource, scope) = self.resource(id).await?;
         Ok(match scope {
+            // Render places every object of a template not listed in
+            // `templates.cluster_scoped` in the environment's namespace; a
+            // kind the cluster serves cluster-wide is refused, never
+            // applied outside it.
+            Scope::Cluster if id.namespace.is_some() => {
+                return Err(super::Error::Invalid(Box::new(RequestError {
+                    verb: "discover",
+                    resource: resource.plural.clone(),
+                    object: format!(" {}", id.name),
+                    status: None,
+                    message: format!(
+                        "{} is cluster-scoped but was rendered into namespace {}: only a template listed in templates.cluster_scoped may create cluster-scoped objects",
+                        id.kind,
+                        id.namespace.as_deref().unwrap_or_default()
+                    ),
+                    source: None,
+                })));
+            }
             Scope::Cluster => (
                 Api::all_with(self.client.clone(), &resource),
                 resource,
@@ -1014,6 +1032,12 @@ impl Kubernetes {
     /// Deletes one object if it still carries converge's labels for this
     /// environment (with its uid as a precondition). Gone already is done.
     async fn delete_object(&self, id: &ObjectRef, environment: &str) -> Result<(), super::Error> {
+        // A cluster-scoped kind recorded with a namespace was never written
+        // (`api` refuses that), and must not name the cluster-wide object
+        // of the same name a listed template may have applied since.
+        if id.namespace.is_some() && matches!(self.resource(id).await?.1, Scope::Cluster) {
+            return Ok(());
+        }
         let (api, resource, ns) = self.api(id, environment).await?;
         let object = shown(ns.as_deref(), &id.name);
         let found = api

@@ -215,12 +215,27 @@ mod tests {
             (
                 Box::new(|d| d["services"]["x"] = json!(1.2)),
                 "/services/x",
-                "oneOf",
+                "type",
             ),
             (
                 Box::new(|d| d["services"]["api-gateway"]["colour"] = json!("x")),
-                "/services/api-gateway",
-                "oneOf",
+                "/services/api-gateway/colour",
+                "additionalProperties",
+            ),
+            (
+                Box::new(|d| d["services"]["api-gateway"]["docker_image"] = json!("a\nb: c")),
+                "/services/api-gateway/docker_image",
+                "pattern",
+            ),
+            (
+                Box::new(|d| d["services"]["billing"] = json!("1.0\n---")),
+                "/services/billing",
+                "pattern",
+            ),
+            (
+                Box::new(|d| d["git_repository"] = json!("https://h/r.git\n---\nkind: X")),
+                "/git_repository",
+                "pattern",
             ),
             (
                 Box::new(|d| drop(d.as_object_mut().map(|o| o.remove("user")))),

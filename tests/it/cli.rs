@@ -477,3 +477,54 @@ fn validate_names_its_source_after_the_paths_it_was_given() {
         stderr(&out)
     );
 }
+
+#[test]
+fn node_placement_is_configured_per_type_and_an_invalid_preset_is_refused_at_load() {
+    let p = Project::new(
+        "presets:\n  dev: {node_pools: []}\n  stage: {placement: preferred}\n  prod: {placement: none}\n",
+    );
+    p.write("claims/a.yaml", claim("dev-a", "dev"));
+    p.write("claims/b.yaml", claim("stage-b", "stage"));
+    p.write("claims/c.yaml", claim("prod-c", "prod"));
+    let run = p.run(&["run", "--once"]);
+    assert_eq!(code(&run), Some(0), "{}", stderr(&run));
+    let spec = |env: &str| {
+        let text =
+            std::fs::read_to_string(p.path(&format!("out/{env}/deployment-user-service.yaml")))
+                .expect("deployment");
+        let d: serde_json::Value = serde_saphyr::from_str(&text).expect("YAML");
+        d["spec"]["template"]["spec"].clone()
+    };
+    let dev = spec("dev-a");
+    assert!(
+        dev.get("affinity").is_none() && dev.get("tolerations").is_none(),
+        "{dev}"
+    );
+    let stage = spec("stage-b");
+    assert!(
+        stage["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+            ["preference"]["matchExpressions"][0]["values"]
+            .is_array(),
+        "{stage}"
+    );
+    assert!(spec("prod-c").get("affinity").is_none());
+
+    let bad = Project::new("presets:\n  dev: {node_pools: [\"general pool\"]}\n");
+    bad.write("claims/a.yaml", claim("dev-a", "dev"));
+    for args in [
+        &["run", "--once"][..],
+        &["plan"],
+        &["validate", "--config", "converge.yaml", "claims"],
+    ] {
+        let out = bad.run(args);
+        assert_eq!(code(&out), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("converge.yaml")
+                && err.contains("presets.dev.node_pools[0]")
+                && err.contains("is not a Kubernetes label value"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(bad.environments().is_empty());
+}

@@ -23,6 +23,7 @@ mod fuzz;
 mod golden;
 mod image;
 mod pipeline;
+mod render;
 mod secret;
 mod source;
 mod tags;

@@ -75,7 +75,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- $_ := set $cfg "schema" (printf "/etc/converge/schema/%s" .Values.schema.key) -}}
 {{- end -}}
 {{- if or .Values.templates.files .Values.templates.existingConfigMap -}}
+{{- if .Values.templates.clusterScoped -}}
+{{- $_ := set $cfg "templates" (dict "path" "/etc/converge/templates" "cluster_scoped" .Values.templates.clusterScoped) -}}
+{{- else -}}
 {{- $_ := set $cfg "templates" "/etc/converge/templates" -}}
+{{- end -}}
 {{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}

@@ -727,6 +727,118 @@ fn custom_resources_resolve_through_discovery_and_an_unknown_kind_is_a_clear_err
 
 #[test]
 #[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn a_cluster_scoped_custom_kind_needs_its_template_listed() {
+    let api = KubeApi::shared();
+    let _ = api.kubectl_with_input_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: grants.security.example.com\n\
+         spec:\n  group: security.example.com\n  scope: Cluster\n  names:\n    kind: Grant\n    plural: grants\n    singular: grant\n\
+         \x20 versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n",
+    );
+    let template = "apiVersion: security.example.com/v1\nkind: Grant\nmetadata:\n  name: {{ environment.name }}-grant\n";
+    let p = templated(api, "converge-grant", "");
+    p.write("templates/grant.yaml.j2", template);
+    p.write("claims/dev-grant.yaml", claim("dev-grant", "dev"));
+    let mut refused = String::new();
+    for _ in 0..40 {
+        // Until the CRD is served the kind is unknown; then it is refused.
+        let out = p.run(&["run", "--once"]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        refused = stderr(&out);
+        if refused.contains("cluster-scoped") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(
+        refused.contains("Grant is cluster-scoped but was rendered into namespace dev-grant")
+            && refused.contains("templates.cluster_scoped"),
+        "{refused}"
+    );
+    let grants = json(api, &["get", "grants.security.example.com"]);
+    assert_eq!(grants["items"], serde_json::json!([]), "nothing applied");
+
+    let config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    p.write(
+        "converge.yaml",
+        config.replace(
+            "templates: templates\n",
+            "templates: {path: templates, cluster_scoped: [grant.yaml.j2]}\n",
+        ),
+    );
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let grant = json(
+        api,
+        &["get", "grants.security.example.com", "dev-grant-grant"],
+    );
+    assert_eq!(
+        grant["metadata"]["labels"]["converge.dev/environment"],
+        "dev-grant"
+    );
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn a_release_keeps_the_replicas_an_autoscaler_set() {
+    let api = KubeApi::shared();
+    let p = project(api, "converge-hpa");
+    p.write("claims/dev-hpa.yaml", claim("dev-hpa", "dev"));
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deployment = || {
+        json(
+            api,
+            &[
+                "get",
+                "deployment",
+                "user-service",
+                "-n",
+                "dev-hpa",
+                "--show-managed-fields",
+            ],
+        )
+    };
+    let d = deployment();
+    assert_eq!(d["spec"]["replicas"], 1, "the API server's default");
+    let owns_replicas = |d: &Value| {
+        d["metadata"]["managedFields"]
+            .as_array()
+            .expect("managedFields")
+            .iter()
+            .filter(|m| m["manager"] == "converge")
+            .any(|m| m["fieldsV1"]["f:spec"].get("f:replicas").is_some())
+    };
+    assert!(
+        !owns_replicas(&d),
+        "converge does not own spec.replicas: {d}"
+    );
+
+    // What an autoscaler does: the scale subresource.
+    let _ = api.kubectl_ok(&[
+        "scale",
+        "deployment/user-service",
+        "--replicas=3",
+        "-n",
+        "dev-hpa",
+    ]);
+    p.write(
+        "claims/dev-hpa.yaml",
+        claim("dev-hpa", "dev").replace("v1.2.3", "v1.2.4"),
+    );
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = deployment();
+    let image = d["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(image.ends_with(":v1.2.4"), "released: {image}");
+    assert_eq!(d["spec"]["replicas"], 3, "the release kept the scale");
+    assert!(!owns_replicas(&d), "{d}");
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
 fn an_immutable_field_is_an_error_unless_recreate_is_on() {
     let api = KubeApi::shared();
     let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: frozen\nimmutable: true\ndata:\n  version: \"{{ services[0].version }}\"\n";
