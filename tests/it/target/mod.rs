@@ -2,5 +2,6 @@
 
 mod cluster;
 mod kube;
+mod lease;
 mod manifests;
 mod shards;
