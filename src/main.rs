@@ -192,7 +192,13 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
         None if Path::new("converge.yaml").exists() => {
             Ok(Config::load(Path::new("converge.yaml"))?)
         }
-        None => Ok(Config::default()),
+        None => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: no --config and no ./converge.yaml: the built-in schema, policies and presets, and no tag source (give --config FILE)"
+            );
+            Ok(Config::default())
+        }
     }
 }
 
