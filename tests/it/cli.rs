@@ -477,3 +477,26 @@ fn validate_names_its_source_after_the_paths_it_was_given() {
         stderr(&out)
     );
 }
+
+/// `run` (daemon and `--once`) refuses a config without sources: it would
+/// start, report ready and reconcile nothing.
+#[test]
+fn run_refuses_a_config_without_sources() {
+    let p = Project::new("");
+    p.write(
+        "converge.yaml",
+        "sources: []\ntarget:\n  kind: manifests\n  path: out\n",
+    );
+    for args in [&["run", "--once"][..], &["run", "--listen", "127.0.0.1:0"]] {
+        let out = p.run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(
+                "converge.yaml: sources: none are configured, so there is nothing to reconcile"
+            ),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!p.path("out").exists(), "nothing written");
+}
