@@ -160,7 +160,7 @@ struct SourceDoc<'a> {
     kind: &'static str,
     revision: Option<&'a str>,
     files: usize,
-    /// Read at least once since start.
+    /// Read at least once since start, and the last read succeeded.
     ready: bool,
     last_success: Option<String>,
     errors: u64,
@@ -1086,10 +1086,24 @@ impl Daemon {
             self.converge.config.reconcile.history,
         );
         let mut by_type: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        let mut drifted_by_type: BTreeMap<&str, i64> = BTreeMap::new();
         for e in statuses.values() {
             *by_type
                 .entry((e.item.env_type.as_str(), e.item.status.as_str()))
                 .or_default() += 1;
+            if e.item.drifted() {
+                *drifted_by_type.entry(e.item.env_type.as_str()).or_default() += 1;
+            }
+        }
+        // Every type present, so a drift that ends reads 0, not absent.
+        self.metrics.environments_drifted.clear();
+        for (t, _) in by_type.keys() {
+            self.metrics
+                .environments_drifted
+                .get_or_create(&crate::metrics::TypeLabels {
+                    r#type: (*t).to_owned(),
+                })
+                .set(drifted_by_type.get(t).copied().unwrap_or(0));
         }
         self.metrics.environments.clear();
         for ((t, s), n) in by_type {
@@ -1270,7 +1284,7 @@ impl Daemon {
             kind: s.kind(),
             revision: None,
             files: s.lists(),
-            ready: s.status.scans > 0,
+            ready: s.status.scans > 0 && self.tags_error.is_none(),
             last_success: s.status.last_success.map(timestamp),
             errors: s.status.errors,
             last_error: s
@@ -1293,7 +1307,7 @@ impl Daemon {
                 },
                 revision: s.last_good.as_ref().map(|g| g.revision.0.as_str()),
                 files: s.last_good.as_ref().map_or(0, |g| g.files.len()),
-                ready: s.fresh,
+                ready: s.fresh && s.last_error.is_none(),
                 last_success: s.last_success.map(timestamp),
                 errors: s.errors,
                 last_error: s
