@@ -788,7 +788,9 @@ impl Daemon {
                 self.observe_shard(&outcome);
                 let action = self.action_after(&outcome, now);
                 let record = self.pass_record(Ok(&outcome), started, now);
+                let before = Arc::clone(&self.statuses);
                 let touched = self.observe_statuses(outcome, now);
+                self.observe_stalls(&before, &touched, &mut events);
                 (action, touched, record)
             }
             Err(e) => {
@@ -1119,6 +1121,48 @@ impl Daemon {
         self.last_plan = Some(Arc::new(outcome.plan.summarized(PLAN_STEPS_KEPT)));
         self.first_pass_done = true;
         touched
+    }
+
+    /// Step: an environment turning `Stalled` (from `Reconciling`, or from a
+    /// first apply) is logged and evented once, on the transition; the
+    /// event goes to the target's event stream too (a Kubernetes Event on
+    /// its Namespace).
+    fn observe_stalls(
+        &mut self,
+        before: &BTreeMap<String, Arc<EnvStatus>>,
+        touched: &[String],
+        events: &mut Vec<Event>,
+    ) {
+        const STALLED: &str = "Stalled";
+        let mut stalled = Vec::new();
+        for name in touched {
+            let Some(now) = self.statuses.get(name) else {
+                continue;
+            };
+            if now.item.status != STALLED
+                || before.get(name).is_some_and(|b| b.item.status == STALLED)
+            {
+                continue;
+            }
+            let (reason, message) = now
+                .item
+                .conditions
+                .iter()
+                .find(|c| c.kind == crate::condition::ConditionType::Stalled)
+                .map_or((Reason::Unhealthy, String::new()), |c| {
+                    (c.reason, c.message.clone())
+                });
+            let was = before.get(name).map_or("new", |b| b.item.status.as_str());
+            tracing::warn!(environment = %name, reason = %reason, was, "stalled: {message}");
+            stalled.push((
+                name.clone(),
+                format!("stalled ({reason}, was {was}): {message}"),
+            ));
+        }
+        for (name, message) in stalled {
+            let ev = self.event("Warning", STALLED, Some(&name), message);
+            events.push(ev);
+        }
     }
 
     /// When to run again without an input changing: after a backoff when an

@@ -5,3 +5,4 @@ mod kube;
 mod lease;
 mod manifests;
 mod shards;
+mod visible;
