@@ -917,7 +917,16 @@ impl Daemon {
             .map(|d| d.file.clone())
             .collect();
         for file in self.rejected_files.difference(&files) {
-            tracing::info!(file = %file, "claim file no longer rejected");
+            let present = self.sources.iter().any(|s| {
+                s.last_good
+                    .as_ref()
+                    .is_some_and(|g| g.files.iter().any(|f| f.path == *file))
+            });
+            if present {
+                tracing::info!(file = %file, "claim file no longer rejected: it is valid now");
+            } else {
+                tracing::info!(file = %file, "claim file no longer rejected: it was removed");
+            }
         }
         self.rejected_files = files;
         for d in evaluation
