@@ -288,7 +288,7 @@ fn daemon(config: &Path, listen: Option<String>) -> Result<u8> {
             tracing::info!("signal received: finishing the current step");
             let _ = tx.send(true);
         });
-        converge::reconcile::run(converge, listen, rx).await
+        Box::pin(converge::reconcile::run(converge, listen, rx)).await
     })?;
     Ok(0)
 }

@@ -766,6 +766,43 @@ spec:
           x-kubernetes-preserve-unknown-fields: true
 ";
 
+/// The generated API token survives an upgrade (the chart looks it up).
+fn token_survives_an_upgrade(
+    api: &KubeApi,
+    chart: &str,
+    namespace: &str,
+    common: &[&str],
+    minimal: &Path,
+) {
+    let token = || {
+        api.kubectl_ok(&[
+            "get",
+            "secret",
+            "converge-helm-api-token",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.data.token}",
+        ])
+    };
+    let first = token();
+    assert!(first.len() >= 64, "{first}");
+    let _ = helm_ok(
+        &[
+            &[
+                "upgrade",
+                "converge-helm",
+                chart,
+                "--values",
+                minimal.to_str().expect("a UTF-8 path"),
+            ][..],
+            common,
+        ]
+        .concat(),
+    );
+    assert_eq!(token(), first, "the same token after an upgrade");
+}
+
 #[test]
 #[ignore = "needs helm, kube-apiserver, etcd (scripts/tools builds them)"]
 fn helm_installs_the_chart_and_renders_a_service_monitor_once_its_crd_is_served() {
@@ -797,34 +834,7 @@ fn helm_installs_the_chart_and_renders_a_service_monitor_once_its_crd_is_served(
     assert!(!manifest.contains("kind: ServiceMonitor"), "{manifest}");
     let _ = api.kubectl_ok(&["get", "deployment", "converge-helm", "-n", namespace]);
     let _ = api.kubectl_ok(&["get", "clusterrole", "converge-helm"]);
-    // The generated API token survives an upgrade (the chart looks it up).
-    let token = || {
-        api.kubectl_ok(&[
-            "get",
-            "secret",
-            "converge-helm-api-token",
-            "-n",
-            namespace,
-            "-o",
-            "jsonpath={.data.token}",
-        ])
-    };
-    let first = token();
-    assert!(first.len() >= 64, "{first}");
-    let _ = helm_ok(
-        &[
-            &[
-                "upgrade",
-                "converge-helm",
-                chart,
-                "--values",
-                minimal.to_str().expect("a UTF-8 path"),
-            ][..],
-            &common,
-        ]
-        .concat(),
-    );
-    assert_eq!(token(), first, "the same token after an upgrade");
+    token_survives_an_upgrade(api, chart, namespace, &common, &minimal);
 
     // Once the Prometheus operator's CRD is served, an upgrade (every
     // optional part on) renders the ServiceMonitor, and rolls the pod

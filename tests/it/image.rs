@@ -66,6 +66,17 @@ fn files(dir: &Path, prefix: &str, out: &mut BTreeSet<String>) {
     }
 }
 
+/// The checkout's commit.
+fn head_commit() -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo())
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .expect("git runs");
+    ok(&out, "git rev-parse HEAD").trim().to_owned()
+}
+
 #[test]
 #[ignore = "needs registry and crane (scripts/tools builds them), and root or user namespaces"]
 fn the_image_is_pushed_pulled_back_and_runs_converge_as_a_non_root_user() {
@@ -95,18 +106,9 @@ fn the_image_is_pushed_pulled_back_and_runs_converge_as_a_non_root_user() {
     assert_eq!(config["config"]["User"], "65532:65532");
     assert_eq!(config["os"], "linux");
     // It says what it was built from: the checkout's commit.
-    let head = ok(
-        &Command::new("git")
-            .arg("-C")
-            .arg(repo())
-            .args(["rev-parse", "HEAD"])
-            .output()
-            .expect("git runs"),
-        "git rev-parse HEAD",
-    );
     assert_eq!(
         config["config"]["Labels"]["org.opencontainers.image.revision"],
-        head.trim()
+        head_commit()
     );
 
     // Pulled back: exactly the binary, the libraries it links, CA
