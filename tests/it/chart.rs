@@ -215,7 +215,13 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
         .collect();
     assert_eq!(
         mounts,
-        ["/etc/converge/converge.yaml", "/var/lib/converge", "/tmp"]
+        [
+            "/etc/converge/converge.yaml",
+            "/etc/converge/identities.yaml",
+            "/var/lib/converge",
+            "/tmp",
+            "/etc/converge/secrets/api"
+        ]
     );
     let state = pod["volumes"]
         .as_array()
@@ -239,7 +245,13 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
             },
         })
     );
-    assert_eq!(config["api"], serde_json::json!({"listen": "0.0.0.0:8090"}));
+    assert_eq!(
+        config["api"],
+        serde_json::json!({
+            "listen": "0.0.0.0:8090", "probe_listen": "0.0.0.0:8091",
+            "token_file": "/etc/converge/secrets/api/token",
+        })
+    );
     assert_eq!(config["state_dir"], "/var/lib/converge/state");
 
     assert_eq!(
@@ -339,6 +351,7 @@ fn every_optional_part_renders_mounted_read_only_and_named_in_the_config() {
         config["api"],
         serde_json::json!({
             "listen": "0.0.0.0:8090",
+            "probe_listen": "0.0.0.0:8091",
             "token_file": "/etc/converge/secrets/api/token",
             "tls": {"cert_file": "/etc/converge/tls/tls.crt", "key_file": "/etc/converge/tls/tls.key"},
         })
@@ -717,7 +730,10 @@ fn the_rendered_chart_applies_to_a_real_api_server() {
             format!("poddisruptionbudget.policy/{release} serverside-applied"),
             format!("networkpolicy.networking.k8s.io/{release} serverside-applied"),
         ];
-        if !extra.is_empty() {
+        if extra.is_empty() {
+            // No api.tokenSecret: the generated token.
+            expected.push(format!("secret/{release}-api-token serverside-applied"));
+        } else {
             for cm in ["policies", "schema", "templates"] {
                 expected.push(format!("configmap/{release}-{cm} serverside-applied"));
             }
@@ -1351,12 +1367,11 @@ fn leader_election_as_the_charts_service_account(
         &api.kubectl_ok(&["get", "lease", "converge", "-n", namespace, "-o", "json"]),
     )
     .expect("JSON");
-    assert!(
-        lease["spec"]["holderIdentity"]
-            .as_str()
-            .is_some_and(|h| !h.is_empty()),
-        "{lease}"
-    );
+    // It led, then released the Lease on its clean exit (no holder, 1 s):
+    // only a holder releases.
+    assert_eq!(lease["spec"]["holderIdentity"], "", "{lease}");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 1, "{lease}");
+    assert!(lease["spec"]["renewTime"].is_string(), "{lease}");
     let rules = role["rules"].clone();
     let mut proven = Vec::new();
     for verb in ["get", "create", "update"] {
