@@ -330,6 +330,7 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
 
 #[test]
 #[ignore = "needs helm (scripts/tools builds it)"]
+#[allow(clippy::too_many_lines, reason = "every optional part, one by one")]
 fn every_optional_part_renders_mounted_read_only_and_named_in_the_config() {
     let values = everything_values();
     let objects = objects(&template(
