@@ -126,7 +126,7 @@ pub fn status(options: &Options) -> Result<String, Error> {
 }
 
 fn table(items: &[Item]) -> String {
-    let rows: Vec<[String; 6]> = items
+    let rows: Vec<[String; 7]> = items
         .iter()
         .map(|i| {
             let reason = i
@@ -140,11 +140,19 @@ fn table(items: &[Item]) -> String {
                 i.pool.clone(),
                 i.owner.clone(),
                 format!("{} ({reason})", i.status),
+                match i.drifted_objects() {
+                    0 => "-".to_owned(),
+                    1 => "1 object".to_owned(),
+                    n => format!("{n} objects"),
+                },
                 i.expires_at.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    let header = ["NAME", "TYPE", "POOL", "OWNER", "STATUS", "EXPIRES"].map(str::to_owned);
+    let header = [
+        "NAME", "TYPE", "POOL", "OWNER", "STATUS", "DRIFT", "EXPIRES",
+    ]
+    .map(str::to_owned);
     let mut widths = header.clone().map(|h| h.len());
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

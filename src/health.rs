@@ -879,10 +879,15 @@ const NAMED: usize = 5;
 /// passed since the last apply, then stalls it with
 /// [`reason::PROGRESS_DEADLINE_EXCEEDED`].
 #[must_use]
+///
+/// Messages name the last apply by its time (`applied_at`, RFC 3339), never
+/// by a duration since it: a message is kept until the next change, and a
+/// relative time in it would be stale the moment it is read.
 pub fn environment(
     objects: &[(String, ObjectHealth)],
     since_apply: Duration,
     timeout: Duration,
+    applied_at: &str,
 ) -> EnvironmentHealth {
     let failed: Vec<&(String, ObjectHealth)> = objects
         .iter()
@@ -922,8 +927,7 @@ pub fn environment(
             stalled: true,
             reason: reason::PROGRESS_DEADLINE_EXCEEDED,
             message: format!(
-                "{of} objects not current {} after the last apply (timeout {}): {}",
-                human(since_apply),
+                "{of} objects not current within {} of the apply at {applied_at}: {}",
                 human(timeout),
                 name(&waiting)
             ),
@@ -935,8 +939,7 @@ pub fn environment(
             stalled: false,
             reason: reason::PROGRESSING,
             message: format!(
-                "waiting for {of} objects, {} after the last apply (timeout {}): {}",
-                human(since_apply),
+                "waiting for {of} objects since the apply at {applied_at} (stalled if not current within {}): {}",
                 human(timeout),
                 name(&waiting)
             ),
@@ -986,6 +989,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// The last apply's time the tests' messages name.
+    const AT: &str = "2026-01-01T00:00:00Z";
 
     /// `base` with each `(JSON pointer, value)` set; `Value::Null` removes
     /// the field.
@@ -2429,7 +2435,7 @@ mod tests {
                 object("Deployment", &deployment_rolled_out()),
             ),
         ];
-        let health = environment(&objects, 2 * MINUTE, 10 * MINUTE);
+        let health = environment(&objects, 2 * MINUTE, 10 * MINUTE, AT);
         assert_eq!(
             health,
             EnvironmentHealth {
@@ -2440,7 +2446,7 @@ mod tests {
                 message: "all 2 objects current".to_owned(),
             }
         );
-        assert!(environment(&[], MINUTE, MINUTE).ready);
+        assert!(environment(&[], MINUTE, MINUTE, AT).ready);
     }
 
     #[test]
@@ -2455,7 +2461,7 @@ mod tests {
                 object("Deployment", &deployment_mid_rollout()),
             ),
         ];
-        let before = environment(&objects, 3 * MINUTE, 10 * MINUTE);
+        let before = environment(&objects, 3 * MINUTE, 10 * MINUTE, AT);
         assert_eq!(
             (
                 before.ready,
@@ -2467,17 +2473,17 @@ mod tests {
         );
         assert_eq!(
             before.message,
-            "waiting for 1 of 2 objects, 3m after the last apply (timeout 10m): \
+            "waiting for 1 of 2 objects since the apply at 2026-01-01T00:00:00Z (stalled if not current within 10m): \
              Deployment/user-service: updated replicas: 1/3"
         );
-        let after = environment(&objects, 10 * MINUTE, 10 * MINUTE);
+        let after = environment(&objects, 10 * MINUTE, 10 * MINUTE, AT);
         assert_eq!(
             (after.ready, after.reconciling, after.stalled, after.reason),
             (false, false, true, reason::PROGRESS_DEADLINE_EXCEEDED)
         );
         assert_eq!(
             after.message,
-            "1 of 2 objects not current 10m after the last apply (timeout 10m): \
+            "1 of 2 objects not current within 10m of the apply at 2026-01-01T00:00:00Z: \
              Deployment/user-service: updated replicas: 1/3"
         );
     }
@@ -2489,13 +2495,13 @@ mod tests {
             "Deployment/user-service".to_owned(),
             object("Deployment", &never),
         )];
-        let health = environment(&objects, Duration::from_secs(3_723), 5 * MINUTE);
+        let health = environment(&objects, Duration::from_secs(3_723), 5 * MINUTE, AT);
         assert!(health.stalled && !health.ready);
         assert_eq!(health.reason, reason::PROGRESS_DEADLINE_EXCEEDED);
         assert!(
             health
                 .message
-                .contains("1h2m3s after the last apply (timeout 5m)")
+                .contains("not current within 5m of the apply at 2026-01-01T00:00:00Z")
                 && health.message.contains(
                     "Deployment/user-service: the Deployment controller has not observed it"
                 ),
@@ -2522,7 +2528,7 @@ mod tests {
                 "failed: 7 failed pods",
             ),
         ];
-        let health = environment(&objects, Duration::ZERO, 10 * MINUTE);
+        let health = environment(&objects, Duration::ZERO, 10 * MINUTE, AT);
         assert_eq!(
             (
                 health.ready,
@@ -2553,17 +2559,17 @@ mod tests {
                 reason::NOT_FOUND,
                 "gone",
             )];
-            let health = environment(&objects, MINUTE, 10 * MINUTE);
+            let health = environment(&objects, MINUTE, 10 * MINUTE, AT);
             assert!(!health.ready && health.reconciling, "{status}");
             assert_eq!(
                 health.message,
                 format!(
-                    "waiting for 1 of 1 objects, 1m after the last apply (timeout 10m): \
+                    "waiting for 1 of 1 objects since the apply at 2026-01-01T00:00:00Z (stalled if not current within 10m): \
                      Service/user-service: {status}: gone"
                 )
             );
             assert!(
-                environment(&objects, 11 * MINUTE, 10 * MINUTE).stalled,
+                environment(&objects, 11 * MINUTE, 10 * MINUTE, AT).stalled,
                 "{status}"
             );
         }
@@ -2581,10 +2587,10 @@ mod tests {
                 )
             })
             .collect();
-        let health = environment(&objects, Duration::from_secs(90), 10 * MINUTE);
+        let health = environment(&objects, Duration::from_secs(90), 10 * MINUTE, AT);
         assert_eq!(
             health.message,
-            "waiting for 8 of 8 objects, 1m30s after the last apply (timeout 10m): \
+            "waiting for 8 of 8 objects since the apply at 2026-01-01T00:00:00Z (stalled if not current within 10m): \
              ConfigMap/c1: x; ConfigMap/c2: x; ConfigMap/c3: x; ConfigMap/c4: x; ConfigMap/c5: x; and 3 more"
         );
         let failed: Vec<_> = (1..=6)
@@ -2598,7 +2604,7 @@ mod tests {
             })
             .collect();
         assert!(
-            environment(&failed, Duration::ZERO, MINUTE)
+            environment(&failed, Duration::ZERO, MINUTE, AT)
                 .message
                 .ends_with("Pod/p5: y; and 1 more")
         );

@@ -166,11 +166,12 @@ pub struct Memory {
     pub cache: pipeline::Cache,
     /// Environments the last plan found in sync.
     pub in_sync: plan::InSync,
-    /// When each environment was last applied by this process.
-    pub applied_at: HashMap<String, Instant>,
+    /// When each environment was last applied by this process (monotonic,
+    /// for the health timeout; and the wall-clock time messages name).
+    pub applied_at: HashMap<String, (Instant, String)>,
     /// When this memory began (the last apply of environments applied
     /// before: the health timeout counts from the start).
-    pub started: Instant,
+    pub started: (Instant, String),
 }
 
 impl Default for Memory {
@@ -179,7 +180,7 @@ impl Default for Memory {
             cache: pipeline::Cache::default(),
             in_sync: plan::InSync::default(),
             applied_at: HashMap::new(),
-            started: Instant::now(),
+            started: (Instant::now(), wall_clock(chrono::Utc::now())),
         }
     }
 }
@@ -499,9 +500,9 @@ impl Converge {
         {
             outcome.live = share(&live, outcome.members.as_deref());
         }
-        let applied_now = Instant::now();
+        let applied_now = (Instant::now(), wall_clock(chrono::Utc::now()));
         for name in &report.applied {
-            memory.applied_at.insert(name.clone(), applied_now);
+            memory.applied_at.insert(name.clone(), applied_now.clone());
         }
         let live = &outcome.live;
         memory
@@ -522,12 +523,9 @@ impl Converge {
             let Some(objects) = self.target.health(name, env) else {
                 continue;
             };
-            let since = memory
-                .applied_at
-                .get(name)
-                .unwrap_or(&memory.started)
-                .elapsed();
-            let health = health::environment(&objects, since, timeout);
+            let (at, time) = memory.applied_at.get(name).unwrap_or(&memory.started);
+            let since = at.elapsed();
+            let health = health::environment(&objects, since, timeout, time);
             if health.reconciling {
                 let left = timeout.saturating_sub(since);
                 deadline = Some(deadline.map_or(left, |d| d.min(left)));
@@ -536,6 +534,11 @@ impl Converge {
         }
         outcome.health_deadline = deadline;
     }
+}
+
+/// A time as messages name it: RFC 3339, UTC, whole seconds.
+fn wall_clock(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn add_counters(c: &mut Counters, before: Counters) {

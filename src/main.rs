@@ -192,7 +192,13 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
         None if Path::new("converge.yaml").exists() => {
             Ok(Config::load(Path::new("converge.yaml"))?)
         }
-        None => Ok(Config::default()),
+        None => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: no --config and no ./converge.yaml: the built-in schema, policies and presets, and no tag source (give --config FILE)"
+            );
+            Ok(Config::default())
+        }
     }
 }
 
@@ -257,8 +263,21 @@ fn execute(command: Command) -> Result<u8> {
     }
 }
 
+/// `run` refuses a config without sources: it would start, pass over
+/// nothing and report ready while reconciling nothing.
+fn config_with_sources(path: &Path) -> Result<Config> {
+    let config = Config::load(path)?;
+    if config.sources.is_empty() {
+        bail!(
+            "{}: sources: none are configured, so there is nothing to reconcile: name at least one (README, \"Configuration\")",
+            path.display()
+        );
+    }
+    Ok(config)
+}
+
 fn daemon(config: &Path, listen: Option<String>) -> Result<u8> {
-    let converge = Converge::new(Config::load(config)?)?.with_installation_key()?;
+    let converge = Converge::new(config_with_sources(config)?)?.with_installation_key()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -269,7 +288,7 @@ fn daemon(config: &Path, listen: Option<String>) -> Result<u8> {
             tracing::info!("signal received: finishing the current step");
             let _ = tx.send(true);
         });
-        converge::reconcile::run(converge, listen, rx).await
+        Box::pin(converge::reconcile::run(converge, listen, rx)).await
     })?;
     Ok(0)
 }
@@ -286,7 +305,7 @@ async fn wait_for_signal() {
 }
 
 fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
-    let mut converge = Converge::new(Config::load(config)?)?.with_installation_key()?;
+    let mut converge = Converge::new(config_with_sources(config)?)?.with_installation_key()?;
     // One writer per state dir and manifests directory: a daemon (or
     // another `run --once`) holds them.
     let _locks = converge.writer_locks()?;

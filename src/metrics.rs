@@ -21,6 +21,11 @@ pub struct EnvLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: String,
 }
@@ -76,6 +81,9 @@ pub struct Metrics {
     pub pass_duration: Histogram,
     pub passes: Counter,
     pub environments: Family<EnvLabels, Gauge>,
+    /// Environments with a `Drifted` condition (objects changed or deleted
+    /// by someone else since converge applied them), by type.
+    pub environments_drifted: Family<TypeLabels, Gauge>,
     pub source_last_success: Family<SourceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub source_errors: Family<SourceErrorLabels, Counter>,
     pub plan_changes: Family<ActionLabels, Counter>,
@@ -130,6 +138,7 @@ impl Metrics {
             pass_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             passes: Counter::default(),
             environments: Family::default(),
+            environments_drifted: Family::default(),
             source_last_success: Family::default(),
             source_errors: Family::default(),
             plan_changes: Family::default(),
@@ -168,6 +177,11 @@ impl Metrics {
             "environments",
             "Environments by type and status",
             m.environments.clone(),
+        );
+        registry.register(
+            "environments_drifted",
+            "Environments whose applied objects someone else changed or deleted (a Drifted condition), by type",
+            m.environments_drifted.clone(),
         );
         registry.register(
             "source_last_success_timestamp_seconds",

@@ -164,7 +164,7 @@ struct SourceDoc<'a> {
     kind: &'static str,
     revision: Option<&'a str>,
     files: usize,
-    /// Read at least once since start.
+    /// Read at least once since start, and the last read succeeded.
     ready: bool,
     last_success: Option<String>,
     errors: u64,
@@ -805,7 +805,9 @@ impl Daemon {
                 self.observe_shard(&outcome);
                 let action = self.action_after(&outcome, now);
                 let record = self.pass_record(Ok(&outcome), started, now);
+                let before = Arc::clone(&self.statuses);
                 let touched = self.observe_statuses(outcome, now);
+                self.observe_stalls(&before, &touched, &mut events);
                 (action, touched, record)
             }
             Err(e) => {
@@ -932,7 +934,16 @@ impl Daemon {
             .map(|d| d.file.clone())
             .collect();
         for file in self.rejected_files.difference(&files) {
-            tracing::info!(file = %file, "claim file no longer rejected");
+            let present = self.sources.iter().any(|s| {
+                s.last_good
+                    .as_ref()
+                    .is_some_and(|g| g.files.iter().any(|f| f.path == *file))
+            });
+            if present {
+                tracing::info!(file = %file, "claim file no longer rejected: it is valid now");
+            } else {
+                tracing::info!(file = %file, "claim file no longer rejected: it was removed");
+            }
         }
         self.rejected_files = files;
         for d in evaluation
@@ -1103,10 +1114,24 @@ impl Daemon {
             self.converge.config.reconcile.history,
         );
         let mut by_type: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        let mut drifted_by_type: BTreeMap<&str, i64> = BTreeMap::new();
         for e in statuses.values() {
             *by_type
                 .entry((e.item.env_type.as_str(), e.item.status.as_str()))
                 .or_default() += 1;
+            if e.item.drifted() {
+                *drifted_by_type.entry(e.item.env_type.as_str()).or_default() += 1;
+            }
+        }
+        // Every type present, so a drift that ends reads 0, not absent.
+        self.metrics.environments_drifted.clear();
+        for (t, _) in by_type.keys() {
+            self.metrics
+                .environments_drifted
+                .get_or_create(&crate::metrics::TypeLabels {
+                    r#type: (*t).to_owned(),
+                })
+                .set(drifted_by_type.get(t).copied().unwrap_or(0));
         }
         self.metrics.environments.clear();
         for ((t, s), n) in by_type {
@@ -1122,6 +1147,48 @@ impl Daemon {
         self.last_plan = Some(Arc::new(outcome.plan.summarized(PLAN_STEPS_KEPT)));
         self.first_pass_done = true;
         touched
+    }
+
+    /// Step: an environment turning `Stalled` (from `Reconciling`, or from a
+    /// first apply) is logged and evented once, on the transition; the
+    /// event goes to the target's event stream too (a Kubernetes Event on
+    /// its Namespace).
+    fn observe_stalls(
+        &mut self,
+        before: &BTreeMap<String, Arc<EnvStatus>>,
+        touched: &[String],
+        events: &mut Vec<Event>,
+    ) {
+        const STALLED: &str = "Stalled";
+        let mut stalled = Vec::new();
+        for name in touched {
+            let Some(now) = self.statuses.get(name) else {
+                continue;
+            };
+            if now.item.status != STALLED
+                || before.get(name).is_some_and(|b| b.item.status == STALLED)
+            {
+                continue;
+            }
+            let (reason, message) = now
+                .item
+                .conditions
+                .iter()
+                .find(|c| c.kind == crate::condition::ConditionType::Stalled)
+                .map_or((Reason::Unhealthy, String::new()), |c| {
+                    (c.reason, c.message.clone())
+                });
+            let was = before.get(name).map_or("new", |b| b.item.status.as_str());
+            tracing::warn!(environment = %name, reason = %reason, was, "stalled: {message}");
+            stalled.push((
+                name.clone(),
+                format!("stalled ({reason}, was {was}): {message}"),
+            ));
+        }
+        for (name, message) in stalled {
+            let ev = self.event("Warning", STALLED, Some(&name), message);
+            events.push(ev);
+        }
     }
 
     /// When to run again without an input changing: after a backoff when an
@@ -1287,7 +1354,7 @@ impl Daemon {
             kind: s.kind(),
             revision: None,
             files: s.lists(),
-            ready: s.status.scans > 0,
+            ready: s.status.scans > 0 && self.tags_error.is_none(),
             last_success: s.status.last_success.map(timestamp),
             errors: s.status.errors,
             last_error: s
@@ -1310,7 +1377,7 @@ impl Daemon {
                 },
                 revision: s.last_good.as_ref().map(|g| g.revision.0.as_str()),
                 files: s.last_good.as_ref().map_or(0, |g| g.files.len()),
-                ready: s.fresh,
+                ready: s.fresh && s.last_error.is_none(),
                 last_success: s.last_success.map(timestamp),
                 errors: s.errors,
                 last_error: s

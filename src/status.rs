@@ -35,6 +35,27 @@ pub struct Item {
     pub conditions: Vec<Condition>,
 }
 
+impl Item {
+    /// Whether it has a `Drifted` condition (objects changed or deleted by
+    /// someone else since converge applied them).
+    #[must_use]
+    pub fn drifted(&self) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.kind == crate::condition::ConditionType::Drifted && c.status)
+    }
+
+    /// The drifted objects' count (the `Drifted` message names one per `; `).
+    #[must_use]
+    pub fn drifted_objects(&self) -> usize {
+        self.conditions
+            .iter()
+            .filter(|c| c.kind == crate::condition::ConditionType::Drifted && c.status)
+            .map(|c| c.message.split("; ").count())
+            .sum()
+    }
+}
+
 /// One pass in an environment's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct HistoryEntry {
@@ -445,8 +466,14 @@ fn with_health(
     } else {
         h.message.clone()
     };
-    let condition = Condition::problem(kind, reason, message.clone());
-    (false, status, reason, message, Some(condition))
+    // Ready says what state it is in; the one long message (which objects,
+    // since when) is the Reconciling or Stalled condition's alone.
+    let short = format!(
+        "{status}: the {} condition names the objects that are not current",
+        kind.as_str()
+    );
+    let condition = Condition::problem(kind, reason, message);
+    (false, status, reason, short, Some(condition))
 }
 
 fn same(a: Option<&Arc<Desired>>, b: Option<&Arc<Desired>>) -> bool {

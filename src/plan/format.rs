@@ -75,7 +75,7 @@ impl<W: std::io::Write> std::fmt::Write for IoText<'_, W> {
 #[must_use]
 pub fn summary(plan: &Plan) -> String {
     format!(
-        "{} to create, {} to update, {} to delete, {} unchanged, {} untouched ({} live)",
+        "{} to create, {} to update, {} to delete, {} unchanged, {} left as they are (claim refused or unresolved: not applied, not deleted; {} live)",
         plan.count(Change::Create),
         plan.count(Change::Update),
         plan.count(Change::Delete),

@@ -13,6 +13,13 @@
 //! leader's own monotonic clock from before its renewal request was sent.
 //! The election runs on a thread and runtime of its own, so renewals go on
 //! while a pass runs.
+//!
+//! **Released on a clean stop.** Dropping the [`Election`] (the daemon does
+//! after its last pass, on SIGTERM) stops renewing and, when this replica
+//! holds the Lease, writes it free (no holder, `leaseDurationSeconds: 1`, as
+//! client-go's `ReleaseOnCancel`), so a standby or the next pod of a
+//! `Recreate` rollout takes it within a retry period instead of a lease
+//! duration. The drop waits for that write (bounded by `renew_deadline`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -26,7 +33,20 @@ use crate::config::LeaderElection;
 /// A running election.
 pub struct Election {
     shared: Arc<Shared>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Election {
+    /// Stops the election and waits for the Lease's release.
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Election {
@@ -104,16 +124,21 @@ impl Election {
                 let ensure = || super::kube::ensure_namespace(&client, &namespace, &field_manager);
                 tokio::select! {
                     () = elect(&api, ensure, &inner) => {}
-                    _ = stopped => {}
+                    _ = stopped => release(&api, &inner).await,
                 }
             },
         );
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the leader election");
-        }
+        let thread = match spawned {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the leader election");
+                None
+            }
+        };
         Election {
             shared,
-            _stop: stop,
+            stop: Some(stop),
+            thread,
         }
     }
 
@@ -183,6 +208,51 @@ where
             shared.notify.send_modify(|n| *n += 1);
         }
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// On a clean stop: when this replica holds the Lease, writes it free (no
+/// holder, 1 s duration) with the read `resourceVersion` as precondition, so
+/// the next replica takes it at its next retry. Nothing is written when
+/// another holds it; a failure only costs the next leader a lease duration.
+async fn release(api: &Api<Lease>, shared: &Shared) {
+    let o = &shared.options;
+    let was_leading = shared
+        .renewed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .is_some();
+    if !was_leading {
+        return;
+    }
+    let write = async {
+        let Some(mut lease) = api.get_opt(&o.lease).await? else {
+            return Ok(false);
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        if spec.holder_identity.as_deref() != Some(o.identity.as_str()) {
+            return Ok(false);
+        }
+        let now = k8s_openapi::jiff::Timestamp::now();
+        spec.holder_identity = Some(String::new());
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(now));
+        api.replace(&o.lease, &PostParams::default(), &lease)
+            .await
+            .map(|_| true)
+    };
+    match tokio::time::timeout(o.renew_deadline, write).await {
+        Ok(Ok(true)) => {
+            tracing::info!(identity = %o.identity, lease = %o.lease, "released the lease (clean stop)");
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::diagnostic::chain(&e), lease = %o.lease, "cannot release the lease: the next leader waits for it to expire");
+        }
+        Err(_) => {
+            tracing::warn!(lease = %o.lease, "cannot release the lease in time: the next leader waits for it to expire");
+        }
     }
 }
 

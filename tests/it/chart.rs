@@ -19,6 +19,11 @@ fn chart() -> PathBuf {
     repo().join("charts/converge")
 }
 
+/// One source: the least the chart renders with.
+fn minimal_values() -> PathBuf {
+    chart().join("ci/minimal-values.yaml")
+}
+
 fn everything_values() -> PathBuf {
     chart().join("ci/everything-values.yaml")
 }
@@ -47,15 +52,19 @@ fn helm_ok(args: &[&str]) -> String {
     stdout(&out)
 }
 
-/// `helm template RELEASE charts/converge -n NAMESPACE EXTRA...`: the YAML.
+/// `helm template RELEASE charts/converge -n NAMESPACE --values
+/// ci/minimal-values.yaml EXTRA...`: the YAML.
 fn template(release: &str, namespace: &str, extra: &[&str]) -> String {
     let chart = chart();
+    let minimal = minimal_values();
     let mut args = vec![
         "template",
         release,
         chart.to_str().expect("a UTF-8 path"),
         "--namespace",
         namespace,
+        "--values",
+        minimal.to_str().expect("a UTF-8 path"),
     ];
     args.extend_from_slice(extra);
     helm_ok(&args)
@@ -112,12 +121,13 @@ fn readme_rules() -> Value {
 
 #[test]
 #[ignore = "needs helm (scripts/tools builds it)"]
-fn helm_lints_the_chart_clean_with_default_values_and_with_everything_on() {
+fn helm_lints_the_chart_clean_with_one_source_and_with_everything_on() {
     let chart = chart();
     let chart = chart.to_str().expect("a UTF-8 path");
     let values = everything_values();
+    let minimal = minimal_values();
     for extra in [
-        &[][..],
+        &["--values", minimal.to_str().expect("a UTF-8 path")][..],
         &["--values", values.to_str().expect("a UTF-8 path")],
     ] {
         let mut args = vec!["lint", "--strict", chart];
@@ -153,6 +163,7 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
             "PodDisruptionBudget",
             "Role",
             "RoleBinding",
+            "Secret",
             "Service",
             "ServiceAccount",
         ]
@@ -204,7 +215,13 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
         .collect();
     assert_eq!(
         mounts,
-        ["/etc/converge/converge.yaml", "/var/lib/converge", "/tmp"]
+        [
+            "/etc/converge/converge.yaml",
+            "/etc/converge/identities.yaml",
+            "/var/lib/converge",
+            "/tmp",
+            "/etc/converge/secrets/api"
+        ]
     );
     let state = pod["volumes"]
         .as_array()
@@ -228,7 +245,13 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
             },
         })
     );
-    assert_eq!(config["api"], serde_json::json!({"listen": "0.0.0.0:8090"}));
+    assert_eq!(
+        config["api"],
+        serde_json::json!({
+            "listen": "0.0.0.0:8090", "probe_listen": "0.0.0.0:8091",
+            "token_file": "/etc/converge/secrets/api/token",
+        })
+    );
     assert_eq!(config["state_dir"], "/var/lib/converge/state");
 
     assert_eq!(
@@ -254,18 +277,51 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
         }])
     );
 
-    // The Service: the API port only; the NetworkPolicy: the API and the probes.
+    // The Service: the API port only; the NetworkPolicy: no ingress until
+    // the values name who may reach the API.
     let service = one(&objects, "Service");
     assert_eq!(service["spec"]["ports"][0]["port"], 8090);
     assert_eq!(service["spec"]["ports"].as_array().map(Vec::len), Some(1));
     let policy = one(&objects, "NetworkPolicy");
+    assert_eq!(policy["spec"]["ingress"], serde_json::json!([]));
+    let named = self::objects(&template(
+        "converge",
+        "converge",
+        &[
+            "--set-json",
+            r#"networkPolicy.ingressFrom=[{"podSelector":{"matchLabels":{"app":"prometheus"}}}]"#,
+        ],
+    ));
     assert_eq!(
-        policy["spec"]["ingress"],
-        serde_json::json!([{"ports": [
-            {"port": "api", "protocol": "TCP"},
-            {"port": "probes", "protocol": "TCP"},
-        ]}])
+        one(&named, "NetworkPolicy")["spec"]["ingress"],
+        serde_json::json!([{
+            "ports": [{"port": "api", "protocol": "TCP"}],
+            "from": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}],
+        }])
     );
+
+    // The API's token: a generated Secret, mounted and named in the config.
+    let secret = one(&objects, "Secret");
+    assert_eq!(secret["metadata"]["name"], "converge-api-token");
+    let token = secret["data"]["token"].as_str().expect("a token");
+    assert!(token.len() >= 64, "48 random characters, base64: {token}");
+    let api: Value = serde_saphyr::from_str(&rendered_config(&objects)).expect("YAML");
+    assert_eq!(api["api"]["token_file"], "/etc/converge/secrets/api/token");
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "converge-api-token"),
+        "{volumes:?}"
+    );
+    // Opting out renders no Secret and no token_file, and the notes say so.
+    let open = template(
+        "converge",
+        "converge",
+        &["--set", "api.generateToken=false"],
+    );
+    assert!(!kinds(&self::objects(&open)).contains(&"Secret".to_owned()));
+    assert!(!rendered_config(&self::objects(&open)).contains("token_file"));
     assert_eq!(
         policy["spec"]["policyTypes"],
         serde_json::json!(["Ingress"])
@@ -274,6 +330,7 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
 
 #[test]
 #[ignore = "needs helm (scripts/tools builds it)"]
+#[allow(clippy::too_many_lines, reason = "every optional part, one by one")]
 fn every_optional_part_renders_mounted_read_only_and_named_in_the_config() {
     let values = everything_values();
     let objects = objects(&template(
@@ -295,6 +352,7 @@ fn every_optional_part_renders_mounted_read_only_and_named_in_the_config() {
         config["api"],
         serde_json::json!({
             "listen": "0.0.0.0:8090",
+            "probe_listen": "0.0.0.0:8091",
             "token_file": "/etc/converge/secrets/api/token",
             "tls": {"cert_file": "/etc/converge/tls/tls.crt", "key_file": "/etc/converge/tls/tls.key"},
         })
@@ -405,6 +463,24 @@ fn the_service_monitor_is_rendered_only_where_its_api_is_served() {
         serde_json::json!({"name": "converge-api-token", "key": "token"})
     );
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+}
+
+#[test]
+#[ignore = "needs helm (scripts/tools builds it)"]
+fn the_chart_refuses_to_render_without_sources() {
+    let chart = chart();
+    let out = helm(&[
+        "template",
+        "converge",
+        chart.to_str().expect("a UTF-8 path"),
+    ]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out)
+            .contains("sources: none are given, so converge would run and reconcile nothing"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -655,7 +731,10 @@ fn the_rendered_chart_applies_to_a_real_api_server() {
             format!("poddisruptionbudget.policy/{release} serverside-applied"),
             format!("networkpolicy.networking.k8s.io/{release} serverside-applied"),
         ];
-        if !extra.is_empty() {
+        if extra.is_empty() {
+            // No api.tokenSecret: the generated token.
+            expected.push(format!("secret/{release}-api-token serverside-applied"));
+        } else {
             for cm in ["policies", "schema", "templates"] {
                 expected.push(format!("configmap/{release}-{cm} serverside-applied"));
             }
@@ -704,6 +783,43 @@ spec:
           x-kubernetes-preserve-unknown-fields: true
 ";
 
+/// The generated API token survives an upgrade (the chart looks it up).
+fn token_survives_an_upgrade(
+    api: &KubeApi,
+    chart: &str,
+    namespace: &str,
+    common: &[&str],
+    minimal: &Path,
+) {
+    let token = || {
+        api.kubectl_ok(&[
+            "get",
+            "secret",
+            "converge-helm-api-token",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.data.token}",
+        ])
+    };
+    let first = token();
+    assert!(first.len() >= 64, "{first}");
+    let _ = helm_ok(
+        &[
+            &[
+                "upgrade",
+                "converge-helm",
+                chart,
+                "--values",
+                minimal.to_str().expect("a UTF-8 path"),
+            ][..],
+            common,
+        ]
+        .concat(),
+    );
+    assert_eq!(token(), first, "the same token after an upgrade");
+}
+
 #[test]
 #[ignore = "needs helm, kube-apiserver, etcd (scripts/tools builds them)"]
 fn helm_installs_the_chart_and_renders_a_service_monitor_once_its_crd_is_served() {
@@ -714,9 +830,17 @@ fn helm_installs_the_chart_and_renders_a_service_monitor_once_its_crd_is_served(
     let chart = chart.to_str().expect("a UTF-8 path");
     let namespace = "converge-helm";
     let common = ["--kubeconfig", kubeconfig, "--namespace", namespace];
+    let minimal = minimal_values();
     let install = helm_ok(
         &[
-            &["install", "converge-helm", chart, "--create-namespace"][..],
+            &[
+                "install",
+                "converge-helm",
+                chart,
+                "--create-namespace",
+                "--values",
+                minimal.to_str().expect("a UTF-8 path"),
+            ][..],
             &common,
         ]
         .concat(),
@@ -727,6 +851,7 @@ fn helm_installs_the_chart_and_renders_a_service_monitor_once_its_crd_is_served(
     assert!(!manifest.contains("kind: ServiceMonitor"), "{manifest}");
     let _ = api.kubectl_ok(&["get", "deployment", "converge-helm", "-n", namespace]);
     let _ = api.kubectl_ok(&["get", "clusterrole", "converge-helm"]);
+    token_survives_an_upgrade(api, chart, namespace, &common, &minimal);
 
     // Once the Prometheus operator's CRD is served, an upgrade (every
     // optional part on) renders the ServiceMonitor, and rolls the pod
@@ -1243,12 +1368,11 @@ fn leader_election_as_the_charts_service_account(
         &api.kubectl_ok(&["get", "lease", "converge", "-n", namespace, "-o", "json"]),
     )
     .expect("JSON");
-    assert!(
-        lease["spec"]["holderIdentity"]
-            .as_str()
-            .is_some_and(|h| !h.is_empty()),
-        "{lease}"
-    );
+    // It led, then released the Lease on its clean exit (no holder, 1 s):
+    // only a holder releases.
+    assert_eq!(lease["spec"]["holderIdentity"], "", "{lease}");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 1, "{lease}");
+    assert!(lease["spec"]["renewTime"].is_string(), "{lease}");
     let rules = role["rules"].clone();
     let mut proven = Vec::new();
     for verb in ["get", "create", "update"] {

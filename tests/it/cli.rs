@@ -528,3 +528,26 @@ fn node_placement_is_configured_per_type_and_an_invalid_preset_is_refused_at_loa
     }
     assert!(bad.environments().is_empty());
 }
+
+/// `run` (daemon and `--once`) refuses a config without sources: it would
+/// start, report ready and reconcile nothing.
+#[test]
+fn run_refuses_a_config_without_sources() {
+    let p = Project::new("");
+    p.write(
+        "converge.yaml",
+        "sources: []\ntarget:\n  kind: manifests\n  path: out\n",
+    );
+    for args in [&["run", "--once"][..], &["run", "--listen", "127.0.0.1:0"]] {
+        let out = p.run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(
+                "converge.yaml: sources: none are configured, so there is nothing to reconcile"
+            ),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!p.path("out").exists(), "nothing written");
+}

@@ -177,3 +177,67 @@ fn every_config_block_of_the_readme_loads() {
     }
     assert!(checked >= 3, "only {checked} config blocks found");
 }
+
+/// The quick start's read-only commands (`cargo run -- validate …`,
+/// `cargo run -- plan …`) run as the README writes them, from the
+/// repository's root: validate finds the four claims valid with every
+/// version constraint checked against the quick start's tags.
+#[test]
+fn the_readmes_quick_start_commands_work_as_written() {
+    let root = repo();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let mut ran = Vec::new();
+    for line in readme.lines() {
+        let Some(rest) = line.strip_prefix("cargo run -- ") else {
+            continue;
+        };
+        let command = rest.split('#').next().unwrap_or_default();
+        let args: Vec<&str> = command.split_whitespace().collect();
+        match args.first() {
+            Some(&"validate") => {
+                let out = converge(&root, &args);
+                let (text, err) = (stdout(&out), stderr(&out));
+                assert_eq!(out.status.code(), Some(0), "{line}\n{text}{err}");
+                assert!(text.contains("4 of 4 files valid"), "{line}\n{text}");
+                assert!(
+                    !text.contains("not checked") && !err.contains("no --config"),
+                    "{line}: versions checked, the config named\n{text}{err}"
+                );
+            }
+            Some(&"plan") => {
+                let out = converge(&root, &args);
+                assert!(
+                    matches!(out.status.code(), Some(0 | 1)),
+                    "{line}\n{}",
+                    stderr(&out)
+                );
+            }
+            _ => continue,
+        }
+        ran.push(args[0]);
+    }
+    assert!(
+        ran.contains(&"validate") && ran.contains(&"plan"),
+        "{ran:?}"
+    );
+}
+
+/// Without `--config` and without `./converge.yaml`, validate says what it
+/// uses instead.
+#[test]
+fn validate_without_a_config_says_it_uses_the_built_in_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let claims = repo().join("examples/quickstart/claims");
+    let out = converge(
+        dir.path(),
+        &["validate", claims.to_str().expect("utf-8 path")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "no --config and no ./converge.yaml: the built-in schema, policies and presets, and no tag source (give --config FILE)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -66,6 +66,17 @@ fn files(dir: &Path, prefix: &str, out: &mut BTreeSet<String>) {
     }
 }
 
+/// The checkout's commit.
+fn head_commit() -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo())
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .expect("git runs");
+    ok(&out, "git rev-parse HEAD").trim().to_owned()
+}
+
 #[test]
 #[ignore = "needs registry and crane (scripts/tools builds them), and root or user namespaces"]
 fn the_image_is_pushed_pulled_back_and_runs_converge_as_a_non_root_user() {
@@ -94,6 +105,11 @@ fn the_image_is_pushed_pulled_back_and_runs_converge_as_a_non_root_user() {
     );
     assert_eq!(config["config"]["User"], "65532:65532");
     assert_eq!(config["os"], "linux");
+    // It says what it was built from: the checkout's commit.
+    assert_eq!(
+        config["config"]["Labels"]["org.opencontainers.image.revision"],
+        head_commit()
+    );
 
     // Pulled back: exactly the binary, the libraries it links, CA
     // certificates, users and groups.
@@ -171,4 +187,53 @@ fn the_image_is_pushed_pulled_back_and_runs_converge_as_a_non_root_user() {
     );
     let text = ok(&out, "converge validate in the image");
     assert!(text.contains("valid"), "{text}");
+}
+
+/// Without `--binary`, scripts/image packages what `cargo build --release`
+/// wrote, in `$CARGO_TARGET_DIR` when it is set (a `cargo` on `PATH` that
+/// records its call and writes the binary where the real one would).
+#[test]
+fn the_image_script_packages_the_binary_from_cargo_target_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("elsewhere");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let log = dir.path().join("cargo.log");
+    let cargo = bin.join("cargo");
+    std::fs::write(
+        &cargo,
+        format!(
+            "#!/bin/sh\necho \"$@\" >>{log}\nmkdir -p \"$CARGO_TARGET_DIR/release\"\ncp {real} \"$CARGO_TARGET_DIR/release/converge\"\n",
+            log = log.display(),
+            real = env!("CARGO_BIN_EXE_converge"),
+        ),
+    )
+    .expect("write cargo");
+    let mut perms = std::fs::metadata(&cargo).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&cargo, perms).expect("chmod");
+    let rootfs = dir.path().join("rootfs");
+    let out = Command::new(repo().join("scripts/image"))
+        .arg("--rootfs")
+        .arg(&rootfs)
+        .env("CARGO_TARGET_DIR", &target)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .expect("scripts/image runs");
+    ok(&out, "scripts/image --rootfs");
+    let calls = std::fs::read_to_string(&log).expect("cargo was called");
+    assert_eq!(calls.trim(), "build --release --locked");
+    let packaged = rootfs.join("usr/local/bin/converge");
+    let out = Command::new(&packaged)
+        .arg("--version")
+        .output()
+        .expect("the packaged binary runs");
+    assert!(ok(&out, "converge --version").starts_with("converge "));
 }

@@ -31,6 +31,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* The Secret holding the API's bearer token: api.tokenSecret, else the
+one the chart generates (api.generateToken), else none (no auth). */}}
+{{- define "converge.apiTokenSecret" -}}
+{{- if .Values.api.tokenSecret -}}
+{{- .Values.api.tokenSecret -}}
+{{- else if .Values.api.generateToken -}}
+{{- printf "%s-api-token" (include "converge.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The API's scheme: HTTPS when a TLS Secret is given. */}}
 {{- define "converge.apiScheme" -}}
 {{- if .Values.api.tlsSecret -}}HTTPS{{- else -}}HTTP{{- end -}}
@@ -55,13 +65,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- $_ := set $target "context" $t.context -}}
 {{- end -}}
 {{- $api := dict "listen" (printf "0.0.0.0:%v" .Values.api.port) "probe_listen" (printf "0.0.0.0:%v" .Values.api.probePort) -}}
-{{- if .Values.api.tokenSecret -}}
+{{- if include "converge.apiTokenSecret" . -}}
 {{- $_ := set $api "token_file" (printf "/etc/converge/secrets/api/%s" .Values.api.tokenKey) -}}
 {{- end -}}
 {{- if .Values.api.tlsSecret -}}
 {{- $_ := set $api "tls" (dict "cert_file" "/etc/converge/tls/tls.crt" "key_file" "/etc/converge/tls/tls.key") -}}
 {{- end -}}
-{{- $_ := set $cfg "sources" (default list .Values.sources) -}}
+{{- if not .Values.sources -}}
+{{- fail "sources: none are given, so converge would run and reconcile nothing (converge run refuses such a config): set sources to your git or s3 claim sources (values.yaml shows both)" -}}
+{{- end -}}
+{{- $_ := set $cfg "sources" .Values.sources -}}
 {{- $_ := set $cfg "target" $target -}}
 {{- $_ := set $cfg "api" $api -}}
 {{- $_ := set $cfg "state_dir" "/var/lib/converge/state" -}}

@@ -6,6 +6,7 @@ mod git;
 mod hostile;
 mod s3;
 mod tags;
+mod visible;
 
 use std::io::Write;
 use std::path::Path;

@@ -2,5 +2,7 @@
 
 mod cluster;
 mod kube;
+mod lease;
 mod manifests;
 mod shards;
+mod visible;
