@@ -927,9 +927,9 @@ impl RbacProject<'_> {
             }
             Change::LostInventory { prod } => {
                 let inventory = if prod {
-                    "converge-prod-team1-payments"
+                    "converge.inventory.prod-team1-payments"
                 } else {
-                    "converge-dev-rbac"
+                    "converge.inventory.dev-rbac"
                 };
                 let _ =
                     self.api
@@ -1141,7 +1141,7 @@ fn the_charts_service_account_applies_the_quick_start_and_each_rule_a_pass_uses_
         let _ = api.kubectl_ok(&[
             "get",
             "configmap",
-            &format!("converge-{name}"),
+            &format!("converge.inventory.{name}"),
             "-n",
             namespace,
         ]);
