@@ -127,6 +127,13 @@ struct Observed {
     baseline: HashMap<Key, Box<[u64]>>,
     /// Objects that drifted since converge last applied them, and how.
     drifted: HashMap<Key, String>,
+    /// The uid of each object as the watch last saw it exist.
+    uids: HashMap<Key, String>,
+    /// Objects converge applied that the watch has not seen since (the uid
+    /// the apply returned): until it does, what it says of an object by
+    /// that name is older than the apply (a listing taken before it, an
+    /// event about an earlier object) and is no drift.
+    unseen: HashMap<Key, String>,
 }
 
 /// The hash of one field path (the same in every call of a process).
@@ -144,27 +151,64 @@ fn hashed(fields: &BTreeSet<String>) -> Box<[u64]> {
 }
 
 impl Observed {
+    /// How an object converge applied drifted: as a watch saw it, or gone
+    /// from its kind's complete listing without converge having applied it
+    /// since (deleted while converge was not watching).
+    fn drift_of(&self, key: &Key) -> Option<&str> {
+        if let Some(how) = self.drifted.get(key) {
+            return Some(how);
+        }
+        (self.synced.contains(key.0)
+            && !self.present.contains(key)
+            && !self.unseen.contains_key(key))
+        .then_some("deleted")
+    }
+
     /// Records what a watch saw of `key` (`None`: deleted; else converge's
     /// fields and every other manager's) and whether that is drift from the
     /// baseline.
+    /// `uid` is the object's (`None`: gone from a listing, never seen).
     fn saw(
         &mut self,
         key: Key,
+        uid: Option<&str>,
         fields: Option<BTreeSet<String>>,
         others: &[(String, BTreeSet<String>)],
     ) {
+        if let Some(applied) = self.unseen.get(&key) {
+            if uid != Some(applied.as_str()) {
+                return; // older than converge's apply: not drift
+            }
+            if fields.is_some() {
+                self.unseen.remove(&key);
+            }
+        }
         let Some(baseline) = self.baseline.get(&key) else {
             if let Some(fields) = fields {
                 self.baseline.insert(key.clone(), hashed(&fields));
-                self.present.insert(key);
+                self.present.insert(key.clone());
+                if let Some(uid) = uid {
+                    self.uids.insert(key, uid.to_owned());
+                }
+            } else {
+                self.present.remove(&key);
+                self.uids.remove(&key);
             }
             return;
         };
         let Some(fields) = fields else {
-            self.drifted.insert(key.clone(), "deleted".to_owned());
+            // A deletion counts only for an object the watch saw exist.
+            let seen = uid.is_some() && self.uids.get(&key).map(String::as_str) == uid;
+            if seen {
+                self.drifted.insert(key.clone(), "deleted".to_owned());
+            }
             self.present.remove(&key);
+            self.uids.remove(&key);
             return;
         };
+        if let Some(uid) = uid {
+            self.uids.insert(key.clone(), uid.to_owned());
+        }
         let current = hashed(&fields);
         let lost: HashSet<u64> = baseline
             .iter()
@@ -228,6 +272,8 @@ struct Watch<'a> {
     kind: &'static str,
     manager: &'a str,
     observed: &'a Mutex<Observed>,
+    /// The fingerprints of converge's fields the inventory keeps.
+    fingerprints: &'a Mutex<HashMap<Key, String>>,
     changes: &'a tokio::sync::watch::Sender<u64>,
 }
 
@@ -238,6 +284,7 @@ impl Watches {
     fn start(
         config: kube::Config,
         manager: String,
+        fingerprints: Arc<Mutex<HashMap<Key, String>>>,
         notify: tokio::sync::watch::Sender<u64>,
     ) -> Watches {
         use futures::FutureExt;
@@ -273,6 +320,7 @@ impl Watches {
                         kind,
                         manager: &manager,
                         observed: &shared,
+                        fingerprints: &fingerprints,
                         changes: &notify,
                     };
                     let c = &client;
@@ -422,7 +470,21 @@ where
             let k = key(o);
             let (ours, others) = owners(o.meta(), w.manager);
             let drifted_before = observed.drifted.contains_key(&k);
-            observed.saw(k.clone(), Some(ours), &others);
+            // First seen by this process: compared with the fields converge
+            // owned after its last apply, as the inventory keeps them.
+            let edited_before = !observed.baseline.contains_key(&k)
+                && w
+                    .fingerprints
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&k)
+                    .is_some_and(|f| edited(f, &ours, &others));
+            observed.saw(k.clone(), o.meta().uid.as_deref(), Some(ours), &others);
+            if edited_before {
+                observed
+                    .drifted
+                    .insert(k.clone(), "edited while converge was not watching".to_owned());
+            }
             let mut changed = observed.drifted.contains_key(&k) != drifted_before;
             if health {
                 let h = health_of(o);
@@ -455,20 +517,23 @@ where
                 let mut changed = false;
                 for k in gone {
                     observed.health.remove(&k);
-                    observed.saw(k, None, &[]);
+                    let uid = observed.uids.get(&k).cloned();
+                    observed.saw(k, uid.as_deref(), None, &[]);
                     changed = true;
                 }
                 for o in listing.drain(..) {
                     changed |= seen(&mut observed, &o);
                 }
-                observed.synced.insert(kind);
+                // The first listing: objects the inventory lists that it
+                // did not find are gone (the pass asks).
+                changed |= observed.synced.insert(kind);
                 changed
             }
             Ok(watcher::Event::Apply(o)) => seen(&mut lock(), &o),
             Ok(watcher::Event::Delete(o)) => {
                 let mut observed = lock();
                 observed.health.remove(&key(&o));
-                observed.saw(key(&o), None, &[]);
+                observed.saw(key(&o), o.meta().uid.as_deref(), None, &[]);
                 true
             }
             Err(e) => {
@@ -513,7 +578,7 @@ pub struct Kubernetes {
     held: Mutex<HashMap<String, Held>>,
     /// Each watched object's [`fingerprint`] of the fields converge owned
     /// after its last apply (kept in the inventory).
-    fingerprints: Mutex<HashMap<Key, String>>,
+    fingerprints: Arc<Mutex<HashMap<Key, String>>>,
     /// A one-shot run's (no watches) objects the inventory lists that are
     /// gone or were edited, found by one metadata LIST per kind; `None`
     /// until looked for since the inventory was last read.
@@ -653,7 +718,7 @@ impl Kubernetes {
             notify: tokio::sync::watch::channel(0).0,
             namespace_ensured: std::sync::atomic::AtomicBool::new(false),
             held: Mutex::new(HashMap::new()),
-            fingerprints: Mutex::new(HashMap::new()),
+            fingerprints: Arc::new(Mutex::new(HashMap::new())),
             scanned: Mutex::new(None),
         })
     }
@@ -729,6 +794,7 @@ impl Kubernetes {
             Watches::start(
                 self.config.clone(),
                 self.options.field_manager.clone(),
+                self.fingerprints.clone(),
                 self.notify.clone(),
             )
         })
@@ -736,7 +802,11 @@ impl Kubernetes {
 
     /// After converge applied `id` (with `fields` now its own) or deleted it
     /// (`None`): the new baseline of drift, and no drift.
-    fn rebase(&self, id: &ObjectRef, environment: &str, fields: Option<BTreeSet<String>>) {
+    fn rebase(&self, id: &ObjectRef, environment: &str, applied: Option<(BTreeSet<String>, Option<String>)>) {
+        let (fields, uid) = match applied {
+            Some((fields, uid)) => (Some(fields), uid),
+            None => (None, None),
+        };
         let Some(key) = watched_key(id, environment) else {
             return;
         };
@@ -760,6 +830,15 @@ impl Kubernetes {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         observed.drifted.remove(&key);
+        match uid {
+            // Seen already (the watch was quicker than this): nothing unseen.
+            Some(uid) if observed.uids.get(&key) != Some(&uid) => {
+                observed.unseen.insert(key.clone(), uid);
+            }
+            _ => {
+                observed.unseen.remove(&key);
+            }
+        }
         match fields {
             Some(fields) => observed.baseline.insert(key, hashed(&fields)),
             None => observed.baseline.remove(&key),
@@ -1331,9 +1410,22 @@ impl Kubernetes {
         let params = PatchParams::apply(&self.options.field_manager).force();
         let result = api.patch(&id.name, &params, &Patch::Apply(&doc)).await;
         match result {
+            // An object still being deleted (a Namespace terminating right
+            // after its environment was deleted): applied again once gone,
+            // and its going is no drift.
+            Ok(applied) if applied.metadata.deletion_timestamp.is_some() => {
+                self.rebase(id, environment, None);
+                Err(super::Error::Transient(Box::new(std::io::Error::other(
+                    format!(
+                        "{} {} is still being deleted; it is applied again once it is gone",
+                        id.kind,
+                        shown(ns.as_deref(), &id.name).trim()
+                    ),
+                ))))
+            }
             Ok(applied) => {
                 let (ours, _) = owners(&applied.metadata, &self.options.field_manager);
-                self.rebase(id, environment, Some(ours));
+                self.rebase(id, environment, Some((ours, applied.metadata.uid)));
                 Ok(())
             }
             Err(e) if self.options.recreate && is_immutable(&e) => {
@@ -1343,7 +1435,7 @@ impl Kubernetes {
                     .await
                     .map(|applied| {
                         let (ours, _) = owners(&applied.metadata, &self.options.field_manager);
-                        self.rebase(id, environment, Some(ours));
+                        self.rebase(id, environment, Some((ours, applied.metadata.uid)));
                     })
                     .map_err(|e| {
                         classify(request_error(
@@ -1638,18 +1730,19 @@ impl Target for Kubernetes {
             .observed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if observed.drifted.is_empty() {
+        if observed.drifted.is_empty() && observed.synced.is_empty() {
             return Ok(inventory);
         }
         let mut corrected = (*inventory).clone();
         for (name, env) in &mut corrected.environments {
             let drifted: Vec<ObjectRef> = env
                 .objects
-                .keys()
-                .filter(|id| {
-                    watched_key(id, name).is_some_and(|k| observed.drifted.contains_key(&k))
+                .iter()
+                .filter(|(id, digest)| {
+                    !digest.is_pending()
+                        && watched_key(id, name).is_some_and(|k| observed.drift_of(&k).is_some())
                 })
-                .cloned()
+                .map(|(id, _)| id.clone())
                 .collect();
             if !drifted.is_empty() {
                 let env = Arc::make_mut(env);
@@ -1703,15 +1796,16 @@ impl Target for Kubernetes {
             .observed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if observed.drifted.is_empty() {
+        if observed.drifted.is_empty() && observed.synced.is_empty() {
             return Vec::new();
         }
         live.objects
-            .keys()
-            .filter_map(|id| {
+            .iter()
+            .filter(|(_, digest)| !digest.is_pending())
+            .filter_map(|(id, _)| {
                 let key = watched_key(id, environment)?;
-                let how = observed.drifted.get(&key)?;
-                Some((format!("{}/{}", id.kind, id.name), how.clone()))
+                let how = observed.drift_of(&key)?;
+                Some((format!("{}/{}", id.kind, id.name), how.to_owned()))
             })
             .collect()
     }
@@ -2454,29 +2548,57 @@ mod tests {
         let mut seen = Observed::default();
         seen.saw(
             key.clone(),
+            Some("u1"),
             Some(set(&["spec.replicas", "spec.template.x"])),
             &[],
         );
         assert!(seen.drifted.is_empty(), "the first sight is the baseline");
         seen.saw(
             key.clone(),
+            Some("u1"),
             Some(set(&["spec.replicas", "spec.template.x"])),
             &[],
         );
         assert!(seen.drifted.is_empty());
         // An autoscaler takes replicas through the scale subresource: not drift.
         let scaler = vec![(format!("hpa{SCALER}"), set(&["spec.replicas"]))];
-        seen.saw(key.clone(), Some(set(&["spec.template.x"])), &scaler);
+        seen.saw(key.clone(), Some("u1"), Some(set(&["spec.template.x"])), &scaler);
         assert!(seen.drifted.is_empty(), "{:?}", seen.drifted);
         // Someone edits a field converge set.
         let editor = vec![("kubectl-edit".to_owned(), set(&["spec.template.x"]))];
-        seen.saw(key.clone(), Some(set(&["spec.replicas"])), &editor);
+        seen.saw(key.clone(), Some("u1"), Some(set(&["spec.replicas"])), &editor);
         assert_eq!(
             seen.drifted[&key],
             "edited: spec.template.x (by kubectl-edit)"
         );
-        seen.saw(key.clone(), None, &[]);
+        seen.saw(key.clone(), Some("u1"), None, &[]);
         assert_eq!(seen.drifted[&key], "deleted");
+    }
+
+    #[test]
+    fn a_deletion_counts_only_for_an_object_seen_since_converge_applied_it() {
+        let key: Key = ("ConfigMap", "e".into(), "c".into());
+        let mut seen = Observed::default();
+        // converge applies (uid u2) after the watch's listing was taken,
+        // which is processed later: the object is missing from it.
+        seen.baseline.insert(key.clone(), hashed(&set(&["data.a"])));
+        seen.unseen.insert(key.clone(), "u2".into());
+        seen.saw(key.clone(), None, None, &[]);
+        assert!(seen.drifted.is_empty(), "a listing older than the apply");
+        // A late event about the object it replaced (u1): not drift either.
+        seen.saw(key.clone(), Some("u1"), Some(set(&[])), &[]);
+        seen.saw(key.clone(), Some("u1"), None, &[]);
+        assert!(seen.drifted.is_empty(), "{:?}", seen.drifted);
+        seen.synced.insert("ConfigMap");
+        assert_eq!(seen.drift_of(&key), None, "applied, not seen yet: not gone");
+        // The watch sees it, then someone deletes it: drift.
+        seen.saw(key.clone(), Some("u2"), Some(set(&["data.a"])), &[]);
+        assert_eq!(seen.drift_of(&key), None);
+        seen.saw(key.clone(), Some("u2"), None, &[]);
+        assert_eq!(seen.drifted[&key], "deleted");
+        // An object the first listing did not find, not applied since.
+        let other: Key = ("ConfigMap", "e".into(), "gone".into());
+        assert_eq!(seen.drift_of(&other), Some("deleted"));
     }
 
     #[test]
