@@ -8,8 +8,11 @@
 //! unknown kind is that environment's error.
 //!
 //! **Inventory and ownership live in the cluster.** Each environment has one
-//! `ConfigMap` in the inventory Namespace (`converge-system` by default),
-//! labelled `converge.dev/inventory`, listing the record converge keeps and
+//! `ConfigMap`, `converge.inventory.<environment>`, in the inventory
+//! Namespace (`converge-system` by default), labelled
+//! `converge.dev/inventory` and annotated with the installation, written or
+//! deleted only when it is this installation's (else `ForeignObject`),
+//! listing the record converge keeps and
 //! every object it applied (identity and digest). A restart with an empty
 //! state dir, a restored backup or a second replica therefore agrees with what
 //! is applied. Like the manifests target, an apply widens the inventory
@@ -399,6 +402,9 @@ fn field_paths(trie: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String
     }
 }
 
+/// converge's owned field paths, and every other manager's.
+type Owners = (BTreeSet<String>, Vec<(String, BTreeSet<String>)>);
+
 /// A manager that changed fields through the scale subresource (an
 /// autoscaler): taking `spec.replicas` that way is not drift.
 const SCALER: &str = " (scale)";
@@ -409,7 +415,7 @@ const SCALER: &str = " (scale)";
 fn owners(
     meta: &kube::api::ObjectMeta,
     manager: &str,
-) -> (BTreeSet<String>, Vec<(String, BTreeSet<String>)>) {
+) -> Owners {
     let mut ours = BTreeSet::new();
     let mut others = Vec::new();
     for entry in meta.managed_fields.iter().flatten() {
@@ -473,17 +479,17 @@ where
             // First seen by this process: compared with the fields converge
             // owned after its last apply, as the inventory keeps them.
             let edited_before = !observed.baseline.contains_key(&k)
-                && w
-                    .fingerprints
+                && w.fingerprints
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .get(&k)
                     .is_some_and(|f| edited(f, &ours, &others));
             observed.saw(k.clone(), o.meta().uid.as_deref(), Some(ours), &others);
             if edited_before {
-                observed
-                    .drifted
-                    .insert(k.clone(), "edited while converge was not watching".to_owned());
+                observed.drifted.insert(
+                    k.clone(),
+                    "edited while converge was not watching".to_owned(),
+                );
             }
             let mut changed = observed.drifted.contains_key(&k) != drifted_before;
             if health {
@@ -802,7 +808,12 @@ impl Kubernetes {
 
     /// After converge applied `id` (with `fields` now its own) or deleted it
     /// (`None`): the new baseline of drift, and no drift.
-    fn rebase(&self, id: &ObjectRef, environment: &str, applied: Option<(BTreeSet<String>, Option<String>)>) {
+    fn rebase(
+        &self,
+        id: &ObjectRef,
+        environment: &str,
+        applied: Option<(BTreeSet<String>, Option<String>)>,
+    ) {
         let (fields, uid) = match applied {
             Some((fields, uid)) => (Some(fields), uid),
             None => (None, None),
@@ -923,7 +934,7 @@ impl Kubernetes {
                 }
                 let entry = held.entry(env.clone()).or_default();
                 if is_current {
-                    entry.current = meta.uid.clone();
+                    entry.current.clone_from(&meta.uid);
                     current.insert(env, Arc::new(live));
                 } else {
                     entry.legacy = Some(LegacyInventory {
@@ -966,7 +977,7 @@ impl Kubernetes {
                 let mut params = ListParams::default()
                     .labels(&format!("{MANAGED_BY}=converge"))
                     .limit(500);
-                let mut found: HashMap<Key, (BTreeSet<String>, Vec<(String, BTreeSet<String>)>)> =
+                let mut found: HashMap<Key, Owners> =
                     HashMap::new();
                 loop {
                     let page = match api.list_metadata(&params).await {
@@ -1125,8 +1136,10 @@ impl Kubernetes {
             .map_err(|e| classify(request_error("get", "configmaps", &object, e)))?;
         if let Some(found) = found {
             if is_inventory_of(&found.metadata, environment, self.installation(), false) {
-                self.held().entry(environment.to_owned()).or_default().current =
-                    found.metadata.uid;
+                self.held()
+                    .entry(environment.to_owned())
+                    .or_default()
+                    .current = found.metadata.uid;
                 return Ok(false);
             }
             return Err(self.foreign_inventory(environment, &name));
@@ -1137,8 +1150,10 @@ impl Kubernetes {
         };
         match self.inventories().create(&params, cm).await {
             Ok(created) => {
-                self.held().entry(environment.to_owned()).or_default().current =
-                    created.metadata.uid;
+                self.held()
+                    .entry(environment.to_owned())
+                    .or_default()
+                    .current = created.metadata.uid;
                 Ok(true)
             }
             // Someone made it between the look and the create.
@@ -1664,15 +1679,21 @@ impl Kubernetes {
     /// looked for once per read of the inventory.
     fn corrected_by_scan(&self, inventory: Arc<Inventory>) -> Arc<Inventory> {
         let mut scanned = self.scanned.lock().unwrap_or_else(PoisonError::into_inner);
-        let found = match scanned.as_ref() {
-            Some(found) => found,
-            None => {
-                let found = self.runtime.block_on(self.scan(&inventory));
-                for (key, how) in &found {
-                    tracing::info!(kind = key.0, namespace = key.1, name = key.2, how = how.as_str(), "drifted while converge was not watching; applying it again");
-                }
-                scanned.insert(found)
+        if scanned.is_none() {
+            let found = self.runtime.block_on(self.scan(&inventory));
+            for (key, how) in &found {
+                tracing::info!(
+                    kind = key.0,
+                    namespace = key.1,
+                    name = key.2,
+                    how = how.as_str(),
+                    "drifted while converge was not watching; applying it again"
+                );
             }
+            *scanned = Some(found);
+        }
+        let Some(found) = scanned.as_ref() else {
+            return inventory;
         };
         if found.is_empty() {
             return inventory;
@@ -2023,12 +2044,18 @@ fn watched_resources() -> Vec<(&'static str, ApiResource)> {
         ("DaemonSet", ApiResource::erase::<apps::DaemonSet>(&())),
         ("Job", ApiResource::erase::<batch::Job>(&())),
         ("Namespace", ApiResource::erase::<core::Namespace>(&())),
-        ("ResourceQuota", ApiResource::erase::<core::ResourceQuota>(&())),
+        (
+            "ResourceQuota",
+            ApiResource::erase::<core::ResourceQuota>(&()),
+        ),
         ("LimitRange", ApiResource::erase::<core::LimitRange>(&())),
         ("ConfigMap", ApiResource::erase::<core::ConfigMap>(&())),
         ("Secret", ApiResource::erase::<core::Secret>(&())),
         ("Service", ApiResource::erase::<core::Service>(&())),
-        ("NetworkPolicy", ApiResource::erase::<networking::NetworkPolicy>(&())),
+        (
+            "NetworkPolicy",
+            ApiResource::erase::<networking::NetworkPolicy>(&()),
+        ),
         (
             "HorizontalPodAutoscaler",
             ApiResource::erase::<autoscaling::HorizontalPodAutoscaler>(&()),
@@ -2196,7 +2223,10 @@ pub(super) async fn ensure_namespace(
     let ns = Namespace {
         metadata: kube::api::ObjectMeta {
             name: Some(name.to_owned()),
-            labels: Some(BTreeMap::from([(MANAGED_BY.to_owned(), "converge".to_owned())])),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY.to_owned(),
+                "converge".to_owned(),
+            )])),
             ..Default::default()
         },
         ..Default::default()
@@ -2393,20 +2423,23 @@ mod tests {
             Reason::Invalid
         );
         let terminating = kube::Error::Api(Box::new(
-            kube::core::Status::failure("unable to create new content in namespace e because it is being terminated", "Forbidden")
-                .with_code(403)
-                .with_details(kube::core::response::StatusDetails {
-                    causes: vec![kube::core::response::StatusCause {
-                        reason: "NamespaceTerminating".into(),
-                        message: String::new(),
-                        field: "metadata.namespace".into(),
-                    }],
-                    name: String::new(),
-                    group: String::new(),
-                    kind: String::new(),
-                    uid: String::new(),
-                    retry_after_seconds: 0,
-                }),
+            kube::core::Status::failure(
+                "unable to create new content in namespace e because it is being terminated",
+                "Forbidden",
+            )
+            .with_code(403)
+            .with_details(kube::core::response::StatusDetails {
+                causes: vec![kube::core::response::StatusCause {
+                    reason: "NamespaceTerminating".into(),
+                    message: String::new(),
+                    field: "metadata.namespace".into(),
+                }],
+                name: String::new(),
+                group: String::new(),
+                kind: String::new(),
+                uid: String::new(),
+                retry_after_seconds: 0,
+            }),
         ));
         assert_eq!(
             classify(request_error("patch", "services", " e/s", terminating)).reason(),
@@ -2481,9 +2514,8 @@ mod tests {
                         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                         .collect(),
                 ),
-                annotations: installation.map(|i| {
-                    BTreeMap::from([(INSTALLATION_ANNOTATION.to_owned(), i.to_owned())])
-                }),
+                annotations: installation
+                    .map(|i| BTreeMap::from([(INSTALLATION_ANNOTATION.to_owned(), i.to_owned())])),
                 ..Default::default()
             }
         };
@@ -2495,7 +2527,12 @@ mod tests {
         let m = meta(&inventory_name("config"), &ours, Some("converge"));
         assert!(is_inventory_of(&m, "config", "converge", false));
         assert!(!is_inventory_of(&m, "other", "converge", false));
-        assert!(!is_inventory_of(&m, "config", "another-installation", false));
+        assert!(!is_inventory_of(
+            &m,
+            "config",
+            "another-installation",
+            false
+        ));
         // The chart's ConfigMap: Helm's labels only.
         let chart = meta(
             "converge-config",
@@ -2520,7 +2557,10 @@ mod tests {
         assert_eq!(baseline.len(), 16);
         assert!(!edited(&baseline, &applied, &[]));
         // Someone else also sets a field of its own: not an edit.
-        let other = vec![("kubectl-annotate".to_owned(), set(&["metadata.annotations.b"]))];
+        let other = vec![(
+            "kubectl-annotate".to_owned(),
+            set(&["metadata.annotations.b"]),
+        )];
         assert!(!edited(&baseline, &applied, &other));
         // An autoscaler takes replicas through the scale subresource.
         let scaled = vec![(format!("hpa{SCALER}"), set(&["spec.replicas"]))];
@@ -2562,11 +2602,21 @@ mod tests {
         assert!(seen.drifted.is_empty());
         // An autoscaler takes replicas through the scale subresource: not drift.
         let scaler = vec![(format!("hpa{SCALER}"), set(&["spec.replicas"]))];
-        seen.saw(key.clone(), Some("u1"), Some(set(&["spec.template.x"])), &scaler);
+        seen.saw(
+            key.clone(),
+            Some("u1"),
+            Some(set(&["spec.template.x"])),
+            &scaler,
+        );
         assert!(seen.drifted.is_empty(), "{:?}", seen.drifted);
         // Someone edits a field converge set.
         let editor = vec![("kubectl-edit".to_owned(), set(&["spec.template.x"]))];
-        seen.saw(key.clone(), Some("u1"), Some(set(&["spec.replicas"])), &editor);
+        seen.saw(
+            key.clone(),
+            Some("u1"),
+            Some(set(&["spec.replicas"])),
+            &editor,
+        );
         assert_eq!(
             seen.drifted[&key],
             "edited: spec.template.x (by kubectl-edit)"

@@ -1073,7 +1073,11 @@ fn environments_named_like_the_charts_config_maps_or_namespaces_take_over_nothin
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: converge.inventory.taken\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/managed-by: converge\n    converge.dev/inventory: \"true\"\n    converge.dev/environment: taken\ndata:\n  mine: \"yes\"\n"
         ),
     );
-    let chart = ["converge-config", "converge-policies", "converge.inventory.taken"];
+    let chart = [
+        "converge-config",
+        "converge-policies",
+        "converge.inventory.taken",
+    ];
     let before: Vec<_> = chart.iter().map(|n| config_map(api, ns, n)).collect();
     let namespaces = |api: &KubeApi| -> Vec<Value> {
         [ns, "default", "kube-system"]
@@ -1100,7 +1104,9 @@ fn environments_named_like_the_charts_config_maps_or_namespaces_take_over_nothin
     );
     for taken in ["default", "kube-system"] {
         assert!(
-            err.contains(&format!("environment {taken}: Namespace {taken} exists and was not written by converge")),
+            err.contains(&format!(
+                "environment {taken}: Namespace {taken} exists and was not written by converge"
+            )),
             "{err}"
         );
     }
@@ -1117,7 +1123,13 @@ fn environments_named_like_the_charts_config_maps_or_namespaces_take_over_nothin
         );
         let inventory = json(
             api,
-            &["get", "configmap", &format!("converge.inventory.{env}"), "-n", ns],
+            &[
+                "get",
+                "configmap",
+                &format!("converge.inventory.{env}"),
+                "-n",
+                ns,
+            ],
         );
         assert_eq!(
             inventory["metadata"]["annotations"]["converge.dev/installation"],
@@ -1236,7 +1248,12 @@ fn inventories_under_their_old_names_are_adopted_and_a_taken_over_config_map_giv
         "{labels}"
     );
     let plan = p.run(&["plan"]);
-    assert_eq!(plan.status.code(), Some(0), "{}", crate::support::stdout(&plan));
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{}",
+        crate::support::stdout(&plan)
+    );
 
     // Deleting the environment `config` deletes nothing of the chart's.
     p.remove("claims/config.yaml");
@@ -1264,7 +1281,12 @@ fn run_once_restores_what_was_deleted_or_edited_by_hand() {
     p.write("claims/dev-restore.yaml", claim("dev-restore", "dev"));
     let out = p.run(&["run", "--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let service = |api: &KubeApi| json(api, &["get", "service", "user-service", "-n", "dev-restore"]);
+    let service = |api: &KubeApi| {
+        json(
+            api,
+            &["get", "service", "user-service", "-n", "dev-restore"],
+        )
+    };
     let version = service(api)["metadata"]["labels"]["app.kubernetes.io/version"].clone();
     let _ = api.kubectl_ok(&["delete", "deployment", "user-service", "-n", "dev-restore"]);
     let _ = api.kubectl_ok(&[
@@ -1301,4 +1323,72 @@ fn run_once_restores_what_was_deleted_or_edited_by_hand() {
     let out = p.run(&["run", "--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(versions(api, "dev-restore"), before, "then nothing to do");
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn an_environment_created_again_while_its_namespace_terminates_converges_without_drift() {
+    let api = KubeApi::shared();
+    let p = project(api, "converge-again");
+    max_delete_fraction_one(&p);
+    let config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    p.write("converge.yaml", config + "reconcile:\n  max_backoff: 2s\n");
+    p.write("claims/dev-again.yaml", claim("dev-again", "dev"));
+    let d = Daemon::start(p.dir.path());
+    let detail = |d: &Daemon| match d.get("/api/v1/environments/dev-again") {
+        (200, body) => body,
+        _ => String::new(),
+    };
+    d.wait_for("applied", |_| {
+        api.kubectl(&["get", "deployment", "user-service", "-n", "dev-again"])
+            .status
+            .success()
+    });
+    // Something in the Namespace holds its deletion (a finalizer).
+    let _ = api.kubectl_with_input_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hold\n  namespace: dev-again\n  finalizers: [example.com/hold]\n",
+    );
+    let uid = json(api, &["get", "namespace", "dev-again"])["metadata"]["uid"].clone();
+    p.remove("claims/dev-again.yaml");
+    d.wait_for("its Namespace terminating", |_| {
+        gone_or_terminating(api, "dev-again")
+    });
+    p.write("claims/dev-again.yaml", claim("dev-again", "dev"));
+    d.wait_for("a transient failure while it terminates", |d| {
+        detail(d).contains("still being deleted") || detail(d).contains("being terminated")
+    });
+    let failing = detail(&d);
+    assert!(
+        failing.contains("TargetIo") && !failing.contains("Forbidden"),
+        "{failing}"
+    );
+    let _ = api.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "hold",
+        "-n",
+        "dev-again",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    d.wait_for("created again in a new Namespace", |_| {
+        let out = api.kubectl(&["get", "namespace", "dev-again", "-o", "json"]);
+        out.status.success()
+            && serde_json::from_slice::<Value>(&out.stdout)
+                .is_ok_and(|ns| ns["metadata"]["uid"] != uid && ns["status"]["phase"] == "Active")
+            && api
+                .kubectl(&["get", "deployment", "user-service", "-n", "dev-again"])
+                .status
+                .success()
+    });
+    d.wait_for("Ready or Reconciling", |d| {
+        let body = detail(d);
+        body.contains("\"status\":\"Reconciling\"") || body.contains("\"status\":\"Ready\"")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2)); // late watch events
+    let events = d.json("/api/v1/events").to_string();
+    assert!(!events.contains("Drift"), "no Namespace drift: {events}");
+    assert!(!detail(&d).contains("Drifted"), "{}", detail(&d));
 }
