@@ -412,10 +412,7 @@ const SCALER: &str = " (scale)";
 /// Converge's owned fields and every other updater's, from managed fields
 /// (the status subresource left out: controllers report there; the scale
 /// subresource marked with [`SCALER`]).
-fn owners(
-    meta: &kube::api::ObjectMeta,
-    manager: &str,
-) -> Owners {
+fn owners(meta: &kube::api::ObjectMeta, manager: &str) -> Owners {
     let mut ours = BTreeSet::new();
     let mut others = Vec::new();
     for entry in meta.managed_fields.iter().flatten() {
@@ -591,11 +588,22 @@ pub struct Kubernetes {
     scanned: Mutex<Option<HashMap<Key, String>>>,
 }
 
+/// What [`Kubernetes::claim_inventory`] found.
+enum Claimed {
+    /// Created now, with the content.
+    Created,
+    /// This installation's, at this resourceVersion (if known).
+    Ours(Option<String>),
+}
+
 /// An environment's inventory `ConfigMap`s known to be this installation's.
 #[derive(Debug, Default, Clone)]
 struct Held {
     /// The uid of the current one.
     current: Option<String>,
+    /// Its resourceVersion as converge last read or wrote it: a write
+    /// carries it, so one that finds it changed (or gone) looks again.
+    version: Option<String>,
     /// A legacy-named one still to retire.
     legacy: Option<LegacyInventory>,
 }
@@ -935,6 +943,7 @@ impl Kubernetes {
                 let entry = held.entry(env.clone()).or_default();
                 if is_current {
                     entry.current.clone_from(&meta.uid);
+                    entry.version.clone_from(&meta.resource_version);
                     current.insert(env, Arc::new(live));
                 } else {
                     entry.legacy = Some(LegacyInventory {
@@ -1112,20 +1121,20 @@ impl Kubernetes {
     }
 
     /// Whether the inventory `ConfigMap` of `environment` may be written:
-    /// it is known to be this installation's, or it does not exist (then it
-    /// is created, never written over), or it is this installation's when
-    /// looked up. Anything else there is refused (`ForeignObject`).
+    /// it is known to be this installation's (`Ours`, with the
+    /// resourceVersion a write must find), or it does not exist (then it is
+    /// created: `Created`, never written over), or it is this
+    /// installation's when looked up. Anything else there is refused
+    /// (`ForeignObject`).
     async fn claim_inventory(
         &self,
         environment: &str,
         cm: &k8s_openapi::api::core::v1::ConfigMap,
-    ) -> Result<bool, super::Error> {
-        if self
-            .held()
-            .get(environment)
-            .is_some_and(|h| h.current.is_some())
+    ) -> Result<Claimed, super::Error> {
+        if let Some(h) = self.held().get(environment)
+            && h.current.is_some()
         {
-            return Ok(false);
+            return Ok(Claimed::Ours(h.version.clone()));
         }
         let name = inventory_name(environment);
         let object = self.shown_inventory(&name);
@@ -1136,11 +1145,8 @@ impl Kubernetes {
             .map_err(|e| classify(request_error("get", "configmaps", &object, e)))?;
         if let Some(found) = found {
             if is_inventory_of(&found.metadata, environment, self.installation(), false) {
-                self.held()
-                    .entry(environment.to_owned())
-                    .or_default()
-                    .current = found.metadata.uid;
-                return Ok(false);
+                self.hold(environment, &found.metadata);
+                return Ok(Claimed::Ours(found.metadata.resource_version));
             }
             return Err(self.foreign_inventory(environment, &name));
         }
@@ -1150,11 +1156,8 @@ impl Kubernetes {
         };
         match self.inventories().create(&params, cm).await {
             Ok(created) => {
-                self.held()
-                    .entry(environment.to_owned())
-                    .or_default()
-                    .current = created.metadata.uid;
-                Ok(true)
+                self.hold(environment, &created.metadata);
+                Ok(Claimed::Created)
             }
             // Someone made it between the look and the create.
             Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -1162,6 +1165,15 @@ impl Kubernetes {
             }
             Err(e) => Err(classify(request_error("create", "configmaps", &object, e))),
         }
+    }
+
+    /// Records the inventory of `environment` as this installation's, as
+    /// `meta` says it is now.
+    fn hold(&self, environment: &str, meta: &kube::api::ObjectMeta) {
+        let mut held = self.held();
+        let h = held.entry(environment.to_owned()).or_default();
+        h.current.clone_from(&meta.uid);
+        h.version.clone_from(&meta.resource_version);
     }
 
     fn foreign_inventory(&self, environment: &str, name: &str) -> super::Error {
@@ -1204,21 +1216,44 @@ impl Kubernetes {
         });
         let cm: k8s_openapi::api::core::v1::ConfigMap =
             serde_json::from_value(doc.clone()).expect("a ConfigMap");
-        let created = self.claim_inventory(name, &cm).await?;
-        if !created {
+        let mut claimed = self.claim_inventory(name, &cm).await?;
+        let mut looked_again = false;
+        while let Claimed::Ours(version) = claimed {
+            let mut doc = doc.clone();
+            if let Some(v) = &version {
+                doc["metadata"]["resourceVersion"] = serde_json::Value::String(v.clone());
+            }
             let params = PatchParams::apply(&self.options.field_manager).force();
-            self.inventories()
+            match self
+                .inventories()
                 .patch(&inventory_name(name), &params, &Patch::Apply(&doc))
                 .await
-                .map(drop)
-                .map_err(|e| {
-                    classify(request_error(
+            {
+                Ok(written) => {
+                    self.hold(name, &written.metadata);
+                    break;
+                }
+                // Changed or gone since converge last read or wrote it
+                // (by hand, or replaced): look again, once.
+                Err(kube::Error::Api(s))
+                    if !looked_again && version.is_some() && matches!(s.code, 404 | 409 | 422) =>
+                {
+                    looked_again = true;
+                    if let Some(h) = self.held().get_mut(name) {
+                        h.current = None;
+                        h.version = None;
+                    }
+                    claimed = self.claim_inventory(name, &cm).await?;
+                }
+                Err(e) => {
+                    return Err(classify(request_error(
                         "patch",
                         "configmaps",
                         &self.shown_inventory(&inventory_name(name)),
                         e,
-                    ))
-                })?;
+                    )));
+                }
+            }
         }
         self.retire_legacy(name).await
     }
