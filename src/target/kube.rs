@@ -1360,15 +1360,15 @@ impl Kubernetes {
 
     /// Makes sure the inventory Namespace exists (once per process).
     async fn ensure_inventory_namespace(&self) -> Result<(), super::Error> {
-        ensure_namespace(
+        ensure_namespace_as(
             &self.client,
             &self.options.inventory_namespace,
             &self.options.field_manager,
         )
         .await
-        .map_err(|e| {
+        .map_err(|(verb, e)| {
             classify(request_error(
-                "patch",
+                verb,
                 "namespaces",
                 &format!(" {}", self.options.inventory_namespace),
                 e,
@@ -2250,9 +2250,25 @@ pub(super) async fn ensure_namespace(
     name: &str,
     field_manager: &str,
 ) -> Result<(), kube::Error> {
+    ensure_namespace_as(client, name, field_manager)
+        .await
+        .map_err(|(_, e)| e)
+}
+
+/// [`ensure_namespace`], saying which request failed (`get`, `create`).
+async fn ensure_namespace_as(
+    client: &kube::Client,
+    name: &str,
+    field_manager: &str,
+) -> Result<(), (&'static str, kube::Error)> {
     use k8s_openapi::api::core::v1::Namespace;
     let api: Api<Namespace> = Api::all(client.clone());
-    if api.get_metadata_opt(name).await?.is_some() {
+    if api
+        .get_metadata_opt(name)
+        .await
+        .map_err(|e| ("get", e))?
+        .is_some()
+    {
         return Ok(());
     }
     let ns = Namespace {
@@ -2274,7 +2290,7 @@ pub(super) async fn ensure_namespace(
         Ok(_) => Ok(()),
         // Made meanwhile by someone else: used as it is.
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e),
+        Err(e) => Err(("create", e)),
     }
 }
 
