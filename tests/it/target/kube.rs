@@ -1025,10 +1025,12 @@ fn a_claim_with_sops_secrets_is_applied_as_a_secret_holding_the_values_only_ther
 }
 
 /// The Helm release's namespace as the chart leaves it (someone else's,
-/// labelled by them), with the chart's own `ConfigMap`s in it.
+/// labelled by them), with the chart's own `ConfigMap`s in it (created, not
+/// client-side applied: `kubectl apply --server-side` would move a
+/// client-side apply's fields to its own manager).
 fn release_namespace(api: &KubeApi, ns: &str) {
     let _ = api.kubectl_with_input_ok(
-        &["apply", "-f", "-"],
+        &["create", "-f", "-"],
         &format!(
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    team: platform\n---\n\
              apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: converge-config\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/managed-by: Helm\ndata:\n  converge.yaml: the chart's\n---\n\
@@ -1149,7 +1151,7 @@ fn environments_named_like_the_charts_config_maps_or_namespaces_take_over_nothin
     for name in ["config", "policies", "taken", "default", "kube-system"] {
         p.remove(&format!("claims/{name}.yaml"));
     }
-    let out = p.run(&["run", "--once"]);
+    let out = p.run(&["run", "--once", "--allow-mass-delete"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(gone_or_terminating(api, "config") && gone_or_terminating(api, "policies"));
     let after: Vec<_> = chart.iter().map(|n| config_map(api, ns, n)).collect();
