@@ -1336,6 +1336,7 @@ fn an_environment_created_again_while_its_namespace_terminates_converges_without
     let config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
     p.write("converge.yaml", config + "reconcile:\n  max_backoff: 2s\n");
     p.write("claims/dev-again.yaml", claim("dev-again", "dev"));
+    p.write("claims/dev-stays.yaml", claim("dev-stays", "dev")); // not every environment deleted
     let d = Daemon::start(p.dir.path());
     let detail = |d: &Daemon| match d.get("/api/v1/environments/dev-again") {
         (200, body) => body,
