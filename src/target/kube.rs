@@ -170,11 +170,13 @@ impl Observed {
     /// Records what a watch saw of `key` (`None`: deleted; else converge's
     /// fields and every other manager's) and whether that is drift from the
     /// baseline.
-    /// `uid` is the object's (`None`: gone from a listing, never seen).
+    /// `uid` is the object's (`None`: gone from a listing, never seen);
+    /// `terminating`: it has a deletion timestamp.
     fn saw(
         &mut self,
         key: Key,
         uid: Option<&str>,
+        terminating: bool,
         fields: Option<BTreeSet<String>>,
         others: &[(String, BTreeSet<String>)],
     ) {
@@ -188,7 +190,12 @@ impl Observed {
         }
         let Some(baseline) = self.baseline.get(&key) else {
             if let Some(fields) = fields {
-                self.baseline.insert(key.clone(), hashed(&fields));
+                // An object already being deleted is no baseline (converge
+                // deleted it, or applied it in vain while it terminated):
+                // its going is no drift.
+                if !terminating {
+                    self.baseline.insert(key.clone(), hashed(&fields));
+                }
                 self.present.insert(key.clone());
                 if let Some(uid) = uid {
                     self.uids.insert(key, uid.to_owned());
@@ -481,7 +488,13 @@ where
                     .unwrap_or_else(PoisonError::into_inner)
                     .get(&k)
                     .is_some_and(|f| edited(f, &ours, &others));
-            observed.saw(k.clone(), o.meta().uid.as_deref(), Some(ours), &others);
+            observed.saw(
+                k.clone(),
+                o.meta().uid.as_deref(),
+                o.meta().deletion_timestamp.is_some(),
+                Some(ours),
+                &others,
+            );
             if edited_before {
                 observed.drifted.insert(
                     k.clone(),
@@ -521,7 +534,7 @@ where
                 for k in gone {
                     observed.health.remove(&k);
                     let uid = observed.uids.get(&k).cloned();
-                    observed.saw(k, uid.as_deref(), None, &[]);
+                    observed.saw(k, uid.as_deref(), false, None, &[]);
                     changed = true;
                 }
                 for o in listing.drain(..) {
@@ -536,7 +549,7 @@ where
             Ok(watcher::Event::Delete(o)) => {
                 let mut observed = lock();
                 observed.health.remove(&key(&o));
-                observed.saw(key(&o), o.meta().uid.as_deref(), None, &[]);
+                observed.saw(key(&o), o.meta().uid.as_deref(), false, None, &[]);
                 true
             }
             Err(e) => {
@@ -1855,12 +1868,17 @@ impl Target for Kubernetes {
         if observed.drifted.is_empty() && observed.synced.is_empty() {
             return Vec::new();
         }
+        // Listed with a pending digest: drifted and marked for applying
+        // again (`drift: correct`), or never applied (then not "gone").
         live.objects
             .iter()
-            .filter(|(_, digest)| !digest.is_pending())
-            .filter_map(|(id, _)| {
+            .filter_map(|(id, digest)| {
                 let key = watched_key(id, environment)?;
-                let how = observed.drift_of(&key)?;
+                let how = match observed.drifted.get(&key) {
+                    Some(how) => how.as_str(),
+                    None if digest.is_pending() => return None,
+                    None => observed.drift_of(&key)?,
+                };
                 Some((format!("{}/{}", id.kind, id.name), how.to_owned()))
             })
             .collect()
@@ -2640,6 +2658,7 @@ mod tests {
         seen.saw(
             key.clone(),
             Some("u1"),
+            false,
             Some(set(&["spec.replicas", "spec.template.x"])),
             &[],
         );
@@ -2647,6 +2666,7 @@ mod tests {
         seen.saw(
             key.clone(),
             Some("u1"),
+            false,
             Some(set(&["spec.replicas", "spec.template.x"])),
             &[],
         );
@@ -2656,6 +2676,7 @@ mod tests {
         seen.saw(
             key.clone(),
             Some("u1"),
+            false,
             Some(set(&["spec.template.x"])),
             &scaler,
         );
@@ -2665,6 +2686,7 @@ mod tests {
         seen.saw(
             key.clone(),
             Some("u1"),
+            false,
             Some(set(&["spec.replicas"])),
             &editor,
         );
@@ -2672,7 +2694,7 @@ mod tests {
             seen.drifted[&key],
             "edited: spec.template.x (by kubectl-edit)"
         );
-        seen.saw(key.clone(), Some("u1"), None, &[]);
+        seen.saw(key.clone(), Some("u1"), false, None, &[]);
         assert_eq!(seen.drifted[&key], "deleted");
     }
 
@@ -2684,18 +2706,18 @@ mod tests {
         // which is processed later: the object is missing from it.
         seen.baseline.insert(key.clone(), hashed(&set(&["data.a"])));
         seen.unseen.insert(key.clone(), "u2".into());
-        seen.saw(key.clone(), None, None, &[]);
+        seen.saw(key.clone(), None, false, None, &[]);
         assert!(seen.drifted.is_empty(), "a listing older than the apply");
         // A late event about the object it replaced (u1): not drift either.
-        seen.saw(key.clone(), Some("u1"), Some(set(&[])), &[]);
-        seen.saw(key.clone(), Some("u1"), None, &[]);
+        seen.saw(key.clone(), Some("u1"), false, Some(set(&[])), &[]);
+        seen.saw(key.clone(), Some("u1"), false, None, &[]);
         assert!(seen.drifted.is_empty(), "{:?}", seen.drifted);
         seen.synced.insert("ConfigMap");
         assert_eq!(seen.drift_of(&key), None, "applied, not seen yet: not gone");
         // The watch sees it, then someone deletes it: drift.
-        seen.saw(key.clone(), Some("u2"), Some(set(&["data.a"])), &[]);
+        seen.saw(key.clone(), Some("u2"), false, Some(set(&["data.a"])), &[]);
         assert_eq!(seen.drift_of(&key), None);
-        seen.saw(key.clone(), Some("u2"), None, &[]);
+        seen.saw(key.clone(), Some("u2"), false, None, &[]);
         assert_eq!(seen.drifted[&key], "deleted");
         // An object the first listing did not find, not applied since.
         let other: Key = ("ConfigMap", "e".into(), "gone".into());

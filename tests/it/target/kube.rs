@@ -1164,7 +1164,9 @@ fn environments_named_like_the_charts_config_maps_or_namespaces_take_over_nothin
 #[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
 #[allow(clippy::too_many_lines, reason = "an upgrade, step by step")]
 fn inventories_under_their_old_names_are_adopted_and_a_taken_over_config_map_given_back() {
-    let api = KubeApi::shared();
+    // A cluster of its own: another test's environment `config` may still
+    // be terminating in the shared one.
+    let api = &KubeApi::start();
     let ns = "converge-upgrade";
     release_namespace(api, ns);
     let chart_data = config_map(api, ns, "converge-config").0;
