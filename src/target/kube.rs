@@ -170,6 +170,39 @@ impl Observed {
     /// Records what a watch saw of `key` (`None`: deleted; else converge's
     /// fields and every other manager's) and whether that is drift from the
     /// baseline.
+    /// A watch saw `key` exist (`meta`, converge's fields and every other
+    /// manager's). First seen by this process, it is compared with the
+    /// fields converge owned after its last apply, as the inventory keeps
+    /// them (`fingerprints`).
+    fn sighted(
+        &mut self,
+        key: &Key,
+        meta: &kube::api::ObjectMeta,
+        ours: BTreeSet<String>,
+        others: &[(String, BTreeSet<String>)],
+        fingerprints: &Mutex<HashMap<Key, String>>,
+    ) {
+        let edited_before = !self.baseline.contains_key(key)
+            && fingerprints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(key)
+                .is_some_and(|f| edited(f, &ours, others));
+        self.saw(
+            key.clone(),
+            meta.uid.as_deref(),
+            meta.deletion_timestamp.is_some(),
+            Some(ours),
+            others,
+        );
+        if edited_before {
+            self.drifted.insert(
+                key.clone(),
+                "edited while converge was not watching".to_owned(),
+            );
+        }
+    }
+
     /// `uid` is the object's (`None`: gone from a listing, never seen);
     /// `terminating`: it has a deletion timestamp.
     fn saw(
@@ -482,25 +515,7 @@ where
             let drifted_before = observed.drifted.contains_key(&k);
             // First seen by this process: compared with the fields converge
             // owned after its last apply, as the inventory keeps them.
-            let edited_before = !observed.baseline.contains_key(&k)
-                && w.fingerprints
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&k)
-                    .is_some_and(|f| edited(f, &ours, &others));
-            observed.saw(
-                k.clone(),
-                o.meta().uid.as_deref(),
-                o.meta().deletion_timestamp.is_some(),
-                Some(ours),
-                &others,
-            );
-            if edited_before {
-                observed.drifted.insert(
-                    k.clone(),
-                    "edited while converge was not watching".to_owned(),
-                );
-            }
+            observed.sighted(&k, o.meta(), ours, &others, w.fingerprints);
             let mut changed = observed.drifted.contains_key(&k) != drifted_before;
             if health {
                 let h = health_of(o);
