@@ -8,8 +8,11 @@
 //! unknown kind is that environment's error.
 //!
 //! **Inventory and ownership live in the cluster.** Each environment has one
-//! `ConfigMap` in the inventory Namespace (`converge-system` by default),
-//! labelled `converge.dev/inventory`, listing the record converge keeps and
+//! `ConfigMap`, `converge.inventory.<environment>`, in the inventory
+//! Namespace (`converge-system` by default), labelled
+//! `converge.dev/inventory` and annotated with the installation, written or
+//! deleted only when it is this installation's (else `ForeignObject`),
+//! listing the record converge keeps and
 //! every object it applied (identity and digest). A restart with an empty
 //! state dir, a restored backup or a second replica therefore agrees with what
 //! is applied. Like the manifests target, an apply widens the inventory
@@ -127,6 +130,13 @@ struct Observed {
     baseline: HashMap<Key, Box<[u64]>>,
     /// Objects that drifted since converge last applied them, and how.
     drifted: HashMap<Key, String>,
+    /// The uid of each object as the watch last saw it exist.
+    uids: HashMap<Key, String>,
+    /// Objects converge applied that the watch has not seen since (the uid
+    /// the apply returned): until it does, what it says of an object by
+    /// that name is older than the apply (a listing taken before it, an
+    /// event about an earlier object) and is no drift.
+    unseen: HashMap<Key, String>,
 }
 
 /// The hash of one field path (the same in every call of a process).
@@ -144,27 +154,104 @@ fn hashed(fields: &BTreeSet<String>) -> Box<[u64]> {
 }
 
 impl Observed {
+    /// How an object converge applied drifted: as a watch saw it, or gone
+    /// from its kind's complete listing without converge having applied it
+    /// since (deleted while converge was not watching).
+    fn drift_of(&self, key: &Key) -> Option<&str> {
+        if let Some(how) = self.drifted.get(key) {
+            return Some(how);
+        }
+        (self.synced.contains(key.0)
+            && !self.present.contains(key)
+            && !self.unseen.contains_key(key))
+        .then_some("deleted")
+    }
+
     /// Records what a watch saw of `key` (`None`: deleted; else converge's
     /// fields and every other manager's) and whether that is drift from the
     /// baseline.
+    /// A watch saw `key` exist (`meta`, converge's fields and every other
+    /// manager's). First seen by this process, it is compared with the
+    /// fields converge owned after its last apply, as the inventory keeps
+    /// them (`fingerprints`).
+    fn sighted(
+        &mut self,
+        key: &Key,
+        meta: &kube::api::ObjectMeta,
+        ours: BTreeSet<String>,
+        others: &[(String, BTreeSet<String>)],
+        fingerprints: &Mutex<HashMap<Key, String>>,
+    ) {
+        let edited_before = !self.baseline.contains_key(key)
+            && fingerprints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(key)
+                .is_some_and(|f| edited(f, &ours, others));
+        self.saw(
+            key.clone(),
+            meta.uid.as_deref(),
+            meta.deletion_timestamp.is_some(),
+            Some(ours),
+            others,
+        );
+        if edited_before {
+            self.drifted.insert(
+                key.clone(),
+                "edited while converge was not watching".to_owned(),
+            );
+        }
+    }
+
+    /// `uid` is the object's (`None`: gone from a listing, never seen);
+    /// `terminating`: it has a deletion timestamp.
     fn saw(
         &mut self,
         key: Key,
+        uid: Option<&str>,
+        terminating: bool,
         fields: Option<BTreeSet<String>>,
         others: &[(String, BTreeSet<String>)],
     ) {
+        if let Some(applied) = self.unseen.get(&key) {
+            if uid != Some(applied.as_str()) {
+                return; // older than converge's apply: not drift
+            }
+            if fields.is_some() {
+                self.unseen.remove(&key);
+            }
+        }
         let Some(baseline) = self.baseline.get(&key) else {
             if let Some(fields) = fields {
-                self.baseline.insert(key.clone(), hashed(&fields));
-                self.present.insert(key);
+                // An object already being deleted is no baseline (converge
+                // deleted it, or applied it in vain while it terminated):
+                // its going is no drift.
+                if !terminating {
+                    self.baseline.insert(key.clone(), hashed(&fields));
+                }
+                self.present.insert(key.clone());
+                if let Some(uid) = uid {
+                    self.uids.insert(key, uid.to_owned());
+                }
+            } else {
+                self.present.remove(&key);
+                self.uids.remove(&key);
             }
             return;
         };
         let Some(fields) = fields else {
-            self.drifted.insert(key.clone(), "deleted".to_owned());
+            // A deletion counts only for an object the watch saw exist.
+            let seen = uid.is_some() && self.uids.get(&key).map(String::as_str) == uid;
+            if seen {
+                self.drifted.insert(key.clone(), "deleted".to_owned());
+            }
             self.present.remove(&key);
+            self.uids.remove(&key);
             return;
         };
+        if let Some(uid) = uid {
+            self.uids.insert(key.clone(), uid.to_owned());
+        }
         let current = hashed(&fields);
         let lost: HashSet<u64> = baseline
             .iter()
@@ -228,6 +315,8 @@ struct Watch<'a> {
     kind: &'static str,
     manager: &'a str,
     observed: &'a Mutex<Observed>,
+    /// The fingerprints of converge's fields the inventory keeps.
+    fingerprints: &'a Mutex<HashMap<Key, String>>,
     changes: &'a tokio::sync::watch::Sender<u64>,
 }
 
@@ -238,6 +327,7 @@ impl Watches {
     fn start(
         config: kube::Config,
         manager: String,
+        fingerprints: Arc<Mutex<HashMap<Key, String>>>,
         notify: tokio::sync::watch::Sender<u64>,
     ) -> Watches {
         use futures::FutureExt;
@@ -273,6 +363,7 @@ impl Watches {
                         kind,
                         manager: &manager,
                         observed: &shared,
+                        fingerprints: &fingerprints,
                         changes: &notify,
                     };
                     let c = &client;
@@ -351,6 +442,9 @@ fn field_paths(trie: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String
     }
 }
 
+/// converge's owned field paths, and every other manager's.
+type Owners = (BTreeSet<String>, Vec<(String, BTreeSet<String>)>);
+
 /// A manager that changed fields through the scale subresource (an
 /// autoscaler): taking `spec.replicas` that way is not drift.
 const SCALER: &str = " (scale)";
@@ -358,10 +452,7 @@ const SCALER: &str = " (scale)";
 /// Converge's owned fields and every other updater's, from managed fields
 /// (the status subresource left out: controllers report there; the scale
 /// subresource marked with [`SCALER`]).
-fn owners(
-    meta: &kube::api::ObjectMeta,
-    manager: &str,
-) -> (BTreeSet<String>, Vec<(String, BTreeSet<String>)>) {
+fn owners(meta: &kube::api::ObjectMeta, manager: &str) -> Owners {
     let mut ours = BTreeSet::new();
     let mut others = Vec::new();
     for entry in meta.managed_fields.iter().flatten() {
@@ -422,7 +513,9 @@ where
             let k = key(o);
             let (ours, others) = owners(o.meta(), w.manager);
             let drifted_before = observed.drifted.contains_key(&k);
-            observed.saw(k.clone(), Some(ours), &others);
+            // First seen by this process: compared with the fields converge
+            // owned after its last apply, as the inventory keeps them.
+            observed.sighted(&k, o.meta(), ours, &others, w.fingerprints);
             let mut changed = observed.drifted.contains_key(&k) != drifted_before;
             if health {
                 let h = health_of(o);
@@ -455,20 +548,23 @@ where
                 let mut changed = false;
                 for k in gone {
                     observed.health.remove(&k);
-                    observed.saw(k, None, &[]);
+                    let uid = observed.uids.get(&k).cloned();
+                    observed.saw(k, uid.as_deref(), false, None, &[]);
                     changed = true;
                 }
                 for o in listing.drain(..) {
                     changed |= seen(&mut observed, &o);
                 }
-                observed.synced.insert(kind);
+                // The first listing: objects the inventory lists that it
+                // did not find are gone (the pass asks).
+                changed |= observed.synced.insert(kind);
                 changed
             }
             Ok(watcher::Event::Apply(o)) => seen(&mut lock(), &o),
             Ok(watcher::Event::Delete(o)) => {
                 let mut observed = lock();
                 observed.health.remove(&key(&o));
-                observed.saw(key(&o), None, &[]);
+                observed.saw(key(&o), o.meta().uid.as_deref(), false, None, &[]);
                 true
             }
             Err(e) => {
@@ -508,6 +604,45 @@ pub struct Kubernetes {
     notify: tokio::sync::watch::Sender<u64>,
     /// The inventory Namespace is known to exist (written once per process).
     namespace_ensured: std::sync::atomic::AtomicBool,
+    /// The inventory `ConfigMap`s known to be this installation's, by
+    /// environment (read with the inventory, or created by this process).
+    held: Mutex<HashMap<String, Held>>,
+    /// Each watched object's [`fingerprint`] of the fields converge owned
+    /// after its last apply (kept in the inventory).
+    fingerprints: Arc<Mutex<HashMap<Key, String>>>,
+    /// A one-shot run's (no watches) objects the inventory lists that are
+    /// gone or were edited, found by one metadata LIST per kind; `None`
+    /// until looked for since the inventory was last read.
+    scanned: Mutex<Option<HashMap<Key, String>>>,
+}
+
+/// What [`Kubernetes::claim_inventory`] found.
+enum Claimed {
+    /// Created now, with the content.
+    Created,
+    /// This installation's, at this resourceVersion (if known).
+    Ours(Option<String>),
+}
+
+/// An environment's inventory `ConfigMap`s known to be this installation's.
+#[derive(Debug, Default, Clone)]
+struct Held {
+    /// The uid of the current one.
+    current: Option<String>,
+    /// Its resourceVersion as converge last read or wrote it: a write
+    /// carries it, so one that finds it changed (or gone) looks again.
+    version: Option<String>,
+    /// A legacy-named one still to retire.
+    legacy: Option<LegacyInventory>,
+}
+
+#[derive(Debug, Clone)]
+struct LegacyInventory {
+    uid: String,
+    /// As read: changed since by anyone, it is left alone.
+    resource_version: String,
+    /// Only converge's field manager ever wrote it: it may be deleted.
+    sole: bool,
 }
 
 impl std::fmt::Debug for Kubernetes {
@@ -528,7 +663,11 @@ struct InventoryDoc {
 }
 
 impl InventoryDoc {
-    fn of(environment: &str, live: &LiveEnvironment) -> InventoryDoc {
+    fn of(
+        environment: &str,
+        live: &LiveEnvironment,
+        fingerprints: &HashMap<Key, String>,
+    ) -> InventoryDoc {
         InventoryDoc {
             format: FORMAT_VERSION,
             environment: environment.to_owned(),
@@ -539,6 +678,8 @@ impl InventoryDoc {
                 .map(|(id, digest)| Entry {
                     id: id.clone(),
                     digest: *digest,
+                    fields: watched_key(id, environment)
+                        .and_then(|k| fingerprints.get(&k).cloned()),
                 })
                 .collect(),
         }
@@ -550,6 +691,12 @@ struct Entry {
     #[serde(flatten)]
     id: ObjectRef,
     digest: Digest,
+    /// The fingerprint of the fields converge owned right after it last
+    /// applied the object ([`fingerprint`]): a one-shot run compares it
+    /// with what a metadata LIST says to find edits. Absent in inventories
+    /// written before it was kept (no edits found until the next apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fields: Option<String>,
 }
 
 impl Kubernetes {
@@ -612,6 +759,9 @@ impl Kubernetes {
             cache_generation: std::sync::atomic::AtomicU64::new(0),
             notify: tokio::sync::watch::channel(0).0,
             namespace_ensured: std::sync::atomic::AtomicBool::new(false),
+            held: Mutex::new(HashMap::new()),
+            fingerprints: Arc::new(Mutex::new(HashMap::new())),
+            scanned: Mutex::new(None),
         })
     }
 
@@ -686,6 +836,7 @@ impl Kubernetes {
             Watches::start(
                 self.config.clone(),
                 self.options.field_manager.clone(),
+                self.fingerprints.clone(),
                 self.notify.clone(),
             )
         })
@@ -693,8 +844,32 @@ impl Kubernetes {
 
     /// After converge applied `id` (with `fields` now its own) or deleted it
     /// (`None`): the new baseline of drift, and no drift.
-    fn rebase(&self, id: &ObjectRef, environment: &str, fields: Option<BTreeSet<String>>) {
-        let (Some(watches), Some(key)) = (self.watches.get(), watched_key(id, environment)) else {
+    fn rebase(
+        &self,
+        id: &ObjectRef,
+        environment: &str,
+        applied: Option<(BTreeSet<String>, Option<String>)>,
+    ) {
+        let (fields, uid) = match applied {
+            Some((fields, uid)) => (Some(fields), uid),
+            None => (None, None),
+        };
+        let Some(key) = watched_key(id, environment) else {
+            return;
+        };
+        match &fields {
+            Some(fields) => self.fingerprints().insert(key.clone(), fingerprint(fields)),
+            None => self.fingerprints().remove(&key),
+        };
+        if let Some(scanned) = self
+            .scanned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            scanned.remove(&key);
+        }
+        let Some(watches) = self.watches.get() else {
             return;
         };
         let mut observed = watches
@@ -702,6 +877,15 @@ impl Kubernetes {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         observed.drifted.remove(&key);
+        match uid {
+            // Seen already (the watch was quicker than this): nothing unseen.
+            Some(uid) if observed.uids.get(&key) != Some(&uid) => {
+                observed.unseen.insert(key.clone(), uid);
+            }
+            _ => {
+                observed.unseen.remove(&key);
+            }
+        }
         match fields {
             Some(fields) => observed.baseline.insert(key, hashed(&fields)),
             None => observed.baseline.remove(&key),
@@ -716,10 +900,30 @@ impl Kubernetes {
         Api::namespaced(self.client.clone(), &self.options.inventory_namespace)
     }
 
-    /// Reads every environment's inventory `ConfigMap` (one paginated LIST).
+    /// This installation's identity on its inventories (the field manager).
+    fn installation(&self) -> &str {
+        &self.options.field_manager
+    }
+
+    fn fingerprints(&self) -> std::sync::MutexGuard<'_, HashMap<Key, String>> {
+        self.fingerprints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads every environment's inventory `ConfigMap` (one paginated LIST):
+    /// only those of this installation (labels, annotation, name); an
+    /// inventory under its legacy name is adopted when no current one exists.
     async fn read_all(&self) -> Result<Inventory, super::Error> {
         let api = self.inventories();
-        let mut environments = BTreeMap::new();
+        let mut current = BTreeMap::new();
+        let mut legacy = BTreeMap::new();
+        let mut held: HashMap<String, Held> = HashMap::new();
+        let mut known: HashMap<Key, String> = HashMap::new();
         let mut params = ListParams::default()
             .labels(&format!("{INVENTORY_LABEL}=true"))
             .limit(500);
@@ -729,17 +933,148 @@ impl Kubernetes {
                 .await
                 .map_err(|e| classify(request_error("list", "configmaps", "", e)))?;
             for cm in page.items {
-                let Some((name, live)) = parse_inventory(&cm)? else {
+                let meta = &cm.metadata;
+                let name = meta.name.as_deref().unwrap_or_default();
+                let Some(env) = meta
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(ENVIRONMENT_LABEL))
+                    .cloned()
+                else {
                     continue;
                 };
-                environments.insert(name, Arc::new(live));
+                let is_current = name == inventory_name(&env)
+                    && is_inventory_of(meta, &env, self.installation(), false);
+                let is_legacy = !is_current
+                    && name == legacy_inventory_name(&env)
+                    && is_inventory_of(meta, &env, self.installation(), true);
+                if !is_current && !is_legacy {
+                    tracing::debug!(
+                        configmap = name,
+                        "not an inventory of this installation; ignored"
+                    );
+                    continue;
+                }
+                let Some((doc_env, live, fingerprints)) = parse_inventory(&cm)? else {
+                    continue;
+                };
+                if doc_env != env {
+                    return Err(super::Error::CorruptInventory(Box::new(
+                        std::io::Error::other(format!(
+                            "inventory ConfigMap {name} is corrupt: it lists environment {doc_env}, its label says {env}"
+                        )),
+                    )));
+                }
+                if is_current || !current.contains_key(&env) {
+                    known.extend(fingerprints);
+                }
+                let entry = held.entry(env.clone()).or_default();
+                if is_current {
+                    entry.current.clone_from(&meta.uid);
+                    entry.version.clone_from(&meta.resource_version);
+                    current.insert(env, Arc::new(live));
+                } else {
+                    entry.legacy = Some(LegacyInventory {
+                        uid: meta.uid.clone().unwrap_or_default(),
+                        resource_version: meta.resource_version.clone().unwrap_or_default(),
+                        sole: meta.managed_fields.iter().flatten().all(|f| {
+                            f.manager.as_deref() == Some(self.options.field_manager.as_str())
+                        }),
+                    });
+                    legacy.insert(env, Arc::new(live));
+                }
             }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
                 None => break,
             }
         }
-        Ok(Inventory { environments })
+        // A current inventory wins over a legacy one left by a migration
+        // that stopped half-way.
+        for (env, live) in legacy {
+            current.entry(env).or_insert(live);
+        }
+        *self.held() = held;
+        *self.fingerprints() = known;
+        Ok(Inventory {
+            environments: current,
+        })
+    }
+
+    /// What a run without watches (`run --once`, `plan`) finds of the
+    /// objects `inventory` lists, with one label-selected metadata LIST per
+    /// watched kind (as the daemon's watches start): those gone, and those
+    /// whose fields converge set someone else took. A kind whose LIST fails
+    /// is left out (its objects are as the inventory says).
+    async fn scan(&self, inventory: &Inventory) -> HashMap<Key, String> {
+        let lists: Vec<_> = watched_resources()
+            .into_iter()
+            .map(|(kind, resource)| async move {
+                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+                let mut params = ListParams::default()
+                    .labels(&format!("{MANAGED_BY}=converge"))
+                    .limit(500);
+                let mut found: HashMap<Key, Owners> =
+                    HashMap::new();
+                loop {
+                    let page = match api.list_metadata(&params).await {
+                        Ok(page) => page,
+                        Err(e) => {
+                            let e = request_error("list", &plural(&resource), "", e);
+                            tracing::warn!(kind, error = %e, "cannot look for deleted or edited objects of this kind");
+                            return None;
+                        }
+                    };
+                    for o in page.items {
+                        let key = (
+                            kind,
+                            o.metadata.namespace.clone().unwrap_or_default(),
+                            o.metadata.name.clone().unwrap_or_default(),
+                        );
+                        found.insert(key, owners(&o.metadata, &self.options.field_manager));
+                    }
+                    match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                        Some(token) => params = params.continue_token(&token),
+                        None => break,
+                    }
+                }
+                Some((kind, found))
+            })
+            .collect();
+        let listed: Vec<_> = stream::iter(lists)
+            .buffer_unordered(self.options.concurrency.max(1))
+            .collect()
+            .await;
+        let listed: HashMap<&'static str, _> = listed.into_iter().flatten().collect();
+        let fingerprints = self.fingerprints();
+        let mut out = HashMap::new();
+        for (name, env) in &inventory.environments {
+            for (id, digest) in &env.objects {
+                let Some(key) = watched_key(id, name) else {
+                    continue;
+                };
+                let Some(found) = listed.get(key.0) else {
+                    continue;
+                };
+                if digest.is_pending() {
+                    continue;
+                }
+                match found.get(&key) {
+                    None => {
+                        out.insert(key, "deleted".to_owned());
+                    }
+                    Some((ours, others)) => {
+                        if fingerprints
+                            .get(&key)
+                            .is_some_and(|f| edited(f, ours, others))
+                        {
+                            out.insert(key, "edited".to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The API resource and scope of an object's group, version and kind.
@@ -826,15 +1161,91 @@ impl Kubernetes {
         })
     }
 
-    /// Writes an environment's inventory `ConfigMap`.
+    /// ` <namespace>/<name>` of an inventory `ConfigMap`, for messages.
+    fn shown_inventory(&self, name: &str) -> String {
+        format!(" {}/{name}", self.options.inventory_namespace)
+    }
+
+    /// Whether the inventory `ConfigMap` of `environment` may be written:
+    /// it is known to be this installation's (`Ours`, with the
+    /// resourceVersion a write must find), or it does not exist (then it is
+    /// created: `Created`, never written over), or it is this
+    /// installation's when looked up. Anything else there is refused
+    /// (`ForeignObject`).
+    async fn claim_inventory(
+        &self,
+        environment: &str,
+        cm: &k8s_openapi::api::core::v1::ConfigMap,
+    ) -> Result<Claimed, super::Error> {
+        if let Some(h) = self.held().get(environment)
+            && h.current.is_some()
+        {
+            return Ok(Claimed::Ours(h.version.clone()));
+        }
+        let name = inventory_name(environment);
+        let object = self.shown_inventory(&name);
+        let found = self
+            .inventories()
+            .get_metadata_opt(&name)
+            .await
+            .map_err(|e| classify(request_error("get", "configmaps", &object, e)))?;
+        if let Some(found) = found {
+            if is_inventory_of(&found.metadata, environment, self.installation(), false) {
+                self.hold(environment, &found.metadata);
+                return Ok(Claimed::Ours(found.metadata.resource_version));
+            }
+            return Err(self.foreign_inventory(environment, &name));
+        }
+        let params = kube::api::PostParams {
+            field_manager: Some(self.options.field_manager.clone()),
+            ..Default::default()
+        };
+        match self.inventories().create(&params, cm).await {
+            Ok(created) => {
+                self.hold(environment, &created.metadata);
+                Ok(Claimed::Created)
+            }
+            // Someone made it between the look and the create.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                Err(self.foreign_inventory(environment, &name))
+            }
+            Err(e) => Err(classify(request_error("create", "configmaps", &object, e))),
+        }
+    }
+
+    /// Records the inventory of `environment` as this installation's, as
+    /// `meta` says it is now.
+    fn hold(&self, environment: &str, meta: &kube::api::ObjectMeta) {
+        let mut held = self.held();
+        let h = held.entry(environment.to_owned()).or_default();
+        h.current.clone_from(&meta.uid);
+        h.version.clone_from(&meta.resource_version);
+    }
+
+    fn foreign_inventory(&self, environment: &str, name: &str) -> super::Error {
+        super::Error::Foreign {
+            environment: environment.to_owned(),
+            object: format!("ConfigMap{} (its inventory)", self.shown_inventory(name)),
+            detail: format!(
+                "it is not an inventory of this installation: it lacks the labels {MANAGED_BY}=converge, {INVENTORY_LABEL}=true, {ENVIRONMENT_LABEL}={environment} or the annotation {INSTALLATION_ANNOTATION}={}",
+                self.installation()
+            ),
+        }
+    }
+
+    /// Writes an environment's inventory `ConfigMap` (only over one of this
+    /// installation's), then retires its legacy-named one.
     async fn write_inventory(
         &self,
         name: &str,
         live: &LiveEnvironment,
     ) -> Result<(), super::Error> {
-        let body =
-            serde_json::to_string(&InventoryDoc::of(name, live)).expect("an inventory serializes");
-        let cm = serde_json::json!({
+        let body = {
+            let fingerprints = self.fingerprints();
+            serde_json::to_string(&InventoryDoc::of(name, live, &fingerprints))
+                .expect("an inventory serializes")
+        };
+        let doc = serde_json::json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
@@ -845,60 +1256,165 @@ impl Kubernetes {
                     ENVIRONMENT_LABEL: name,
                     INVENTORY_LABEL: "true",
                 },
+                "annotations": { INSTALLATION_ANNOTATION: self.installation() },
             },
             "data": { INVENTORY_KEY: body },
         });
-        let params = PatchParams::apply(&self.options.field_manager).force();
-        self.inventories()
-            .patch(&inventory_name(name), &params, &Patch::Apply(&cm))
-            .await
-            .map(drop)
-            .map_err(|e| {
-                classify(request_error(
-                    "patch",
-                    "configmaps",
-                    &format!(
-                        " {}/{}",
-                        self.options.inventory_namespace,
-                        inventory_name(name)
-                    ),
-                    e,
-                ))
-            })
+        let cm: k8s_openapi::api::core::v1::ConfigMap =
+            serde_json::from_value(doc.clone()).expect("a ConfigMap");
+        let mut claimed = self.claim_inventory(name, &cm).await?;
+        let mut looked_again = false;
+        while let Claimed::Ours(version) = claimed {
+            let mut doc = doc.clone();
+            if let Some(v) = &version {
+                doc["metadata"]["resourceVersion"] = serde_json::Value::String(v.clone());
+            }
+            let params = PatchParams::apply(&self.options.field_manager).force();
+            match self
+                .inventories()
+                .patch(&inventory_name(name), &params, &Patch::Apply(&doc))
+                .await
+            {
+                Ok(written) => {
+                    self.hold(name, &written.metadata);
+                    break;
+                }
+                // Changed or gone since converge last read or wrote it
+                // (by hand, or replaced): look again, once.
+                Err(kube::Error::Api(s))
+                    if !looked_again && version.is_some() && matches!(s.code, 404 | 409 | 422) =>
+                {
+                    looked_again = true;
+                    if let Some(h) = self.held().get_mut(name) {
+                        h.current = None;
+                        h.version = None;
+                    }
+                    claimed = self.claim_inventory(name, &cm).await?;
+                }
+                Err(e) => {
+                    return Err(classify(request_error(
+                        "patch",
+                        "configmaps",
+                        &self.shown_inventory(&inventory_name(name)),
+                        e,
+                    )));
+                }
+            }
+        }
+        self.retire_legacy(name).await
     }
 
+    /// Deletes an environment's inventory: only one known to be this
+    /// installation's (with its uid as a precondition), and its legacy one.
     async fn delete_inventory(&self, name: &str) -> Result<(), super::Error> {
-        match self
-            .inventories()
-            .delete(&inventory_name(name), &DeleteParams::background())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(classify(request_error(
-                "delete",
-                "configmaps",
-                &format!(
-                    " {}/{}",
-                    self.options.inventory_namespace,
-                    inventory_name(name)
-                ),
-                e,
-            ))),
+        let uid = self.held().get(name).and_then(|h| h.current.clone());
+        if let Some(uid) = uid {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::background()
+            };
+            match self
+                .inventories()
+                .delete(&inventory_name(name), &params)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                // Replaced by someone else's since it was read: not ours.
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    tracing::warn!(
+                        environment = name,
+                        "the inventory ConfigMap was replaced by someone else's; left as it is"
+                    );
+                }
+                Err(e) => {
+                    return Err(classify(request_error(
+                        "delete",
+                        "configmaps",
+                        &self.shown_inventory(&inventory_name(name)),
+                        e,
+                    )));
+                }
+            }
         }
+        self.retire_legacy(name).await?;
+        self.held().remove(name);
+        Ok(())
+    }
+
+    /// Retires an environment's legacy-named inventory once its current one
+    /// is written (or the environment is gone): deleted when converge alone
+    /// ever wrote it, else (it was someone else's `ConfigMap`, taken over by
+    /// an earlier version: the chart's `converge-config` for an environment
+    /// named `config`) only converge's labels and key are removed from it.
+    /// Both with a precondition: the object as read, unchanged.
+    async fn retire_legacy(&self, name: &str) -> Result<(), super::Error> {
+        let Some(legacy) = self.held().get(name).and_then(|h| h.legacy.clone()) else {
+            return Ok(());
+        };
+        let old = legacy_inventory_name(name);
+        let object = self.shown_inventory(&old);
+        let result = if legacy.sole {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(legacy.uid.clone()),
+                    resource_version: Some(legacy.resource_version.clone()),
+                }),
+                ..DeleteParams::background()
+            };
+            self.inventories()
+                .delete(&old, &params)
+                .await
+                .map(drop)
+                .map_err(|e| ("delete", e))
+        } else {
+            let patch = serde_json::json!({
+                "metadata": {
+                    "resourceVersion": legacy.resource_version,
+                    "labels": { MANAGED_BY: null, ENVIRONMENT_LABEL: null, INVENTORY_LABEL: null },
+                },
+                "data": { INVENTORY_KEY: null },
+            });
+            self.inventories()
+                .patch(&old, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(drop)
+                .map_err(|e| ("patch", e))
+        };
+        match result {
+            Ok(()) => {}
+            Err((_, e)) if is_not_found(&e) => {}
+            Err((_, kube::Error::Api(s))) if s.code == 409 => {
+                tracing::warn!(
+                    environment = name,
+                    configmap = old,
+                    "the legacy inventory changed hands; left as it is"
+                );
+            }
+            Err((verb, e)) => {
+                return Err(classify(request_error(verb, "configmaps", &object, e)));
+            }
+        }
+        if let Some(h) = self.held().get_mut(name) {
+            h.legacy = None;
+        }
+        Ok(())
     }
 
     /// Makes sure the inventory Namespace exists (once per process).
     async fn ensure_inventory_namespace(&self) -> Result<(), super::Error> {
-        ensure_namespace(
+        ensure_namespace_as(
             &self.client,
             &self.options.inventory_namespace,
             &self.options.field_manager,
         )
         .await
-        .map_err(|e| {
+        .map_err(|(verb, e)| {
             classify(request_error(
-                "patch",
+                verb,
                 "namespaces",
                 &format!(" {}", self.options.inventory_namespace),
                 e,
@@ -990,9 +1506,22 @@ impl Kubernetes {
         let params = PatchParams::apply(&self.options.field_manager).force();
         let result = api.patch(&id.name, &params, &Patch::Apply(&doc)).await;
         match result {
+            // An object still being deleted (a Namespace terminating right
+            // after its environment was deleted): applied again once gone,
+            // and its going is no drift.
+            Ok(applied) if applied.metadata.deletion_timestamp.is_some() => {
+                self.rebase(id, environment, None);
+                Err(super::Error::Transient(Box::new(std::io::Error::other(
+                    format!(
+                        "{} {} is still being deleted; it is applied again once it is gone",
+                        id.kind,
+                        shown(ns.as_deref(), &id.name).trim()
+                    ),
+                ))))
+            }
             Ok(applied) => {
                 let (ours, _) = owners(&applied.metadata, &self.options.field_manager);
-                self.rebase(id, environment, Some(ours));
+                self.rebase(id, environment, Some((ours, applied.metadata.uid)));
                 Ok(())
             }
             Err(e) if self.options.recreate && is_immutable(&e) => {
@@ -1000,7 +1529,10 @@ impl Kubernetes {
                 self.wait_gone(&api, &id.name).await;
                 api.patch(&id.name, &params, &Patch::Apply(&doc))
                     .await
-                    .map(drop)
+                    .map(|applied| {
+                        let (ours, _) = owners(&applied.metadata, &self.options.field_manager);
+                        self.rebase(id, environment, Some((ours, applied.metadata.uid)));
+                    })
                     .map_err(|e| {
                         classify(request_error(
                             "patch",
@@ -1228,6 +1760,50 @@ impl Kubernetes {
     }
 }
 
+impl Kubernetes {
+    /// Without watches: the inventory with the objects [`Kubernetes::scan`]
+    /// found gone or edited listed with a pending digest (applied again),
+    /// looked for once per read of the inventory.
+    fn corrected_by_scan(&self, inventory: Arc<Inventory>) -> Arc<Inventory> {
+        let mut scanned = self.scanned.lock().unwrap_or_else(PoisonError::into_inner);
+        if scanned.is_none() {
+            let found = self.runtime.block_on(self.scan(&inventory));
+            for (key, how) in &found {
+                tracing::info!(
+                    kind = key.0,
+                    namespace = key.1,
+                    name = key.2,
+                    how = how.as_str(),
+                    "drifted while converge was not watching; applying it again"
+                );
+            }
+            *scanned = Some(found);
+        }
+        let Some(found) = scanned.as_ref() else {
+            return inventory;
+        };
+        if found.is_empty() {
+            return inventory;
+        }
+        let mut corrected = (*inventory).clone();
+        for (name, env) in &mut corrected.environments {
+            let drifted: Vec<ObjectRef> = env
+                .objects
+                .keys()
+                .filter(|id| watched_key(id, name).is_some_and(|k| found.contains_key(&k)))
+                .cloned()
+                .collect();
+            if !drifted.is_empty() {
+                let env = Arc::make_mut(env);
+                for id in drifted {
+                    env.objects.insert(id, Digest::PENDING);
+                }
+            }
+        }
+        Arc::new(corrected)
+    }
+}
+
 impl Target for Kubernetes {
     /// With `drift: correct`, objects that drifted are listed with a
     /// pending digest, so the pass applies them again.
@@ -1247,6 +1823,7 @@ impl Target for Kubernetes {
                 Arc::clone(inventory)
             } else {
                 let inventory = Arc::new(self.runtime.block_on(self.read_all())?);
+                *self.scanned.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 *cache = Some(Arc::clone(&inventory));
                 inventory
             }
@@ -1255,24 +1832,25 @@ impl Target for Kubernetes {
             return Ok(inventory);
         }
         let Some(watches) = self.watches.get() else {
-            return Ok(inventory);
+            return Ok(self.corrected_by_scan(inventory));
         };
         let observed = watches
             .observed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if observed.drifted.is_empty() {
+        if observed.drifted.is_empty() && observed.synced.is_empty() {
             return Ok(inventory);
         }
         let mut corrected = (*inventory).clone();
         for (name, env) in &mut corrected.environments {
             let drifted: Vec<ObjectRef> = env
                 .objects
-                .keys()
-                .filter(|id| {
-                    watched_key(id, name).is_some_and(|k| observed.drifted.contains_key(&k))
+                .iter()
+                .filter(|(id, digest)| {
+                    !digest.is_pending()
+                        && watched_key(id, name).is_some_and(|k| observed.drift_of(&k).is_some())
                 })
-                .cloned()
+                .map(|(id, _)| id.clone())
                 .collect();
             if !drifted.is_empty() {
                 let env = Arc::make_mut(env);
@@ -1286,6 +1864,7 @@ impl Target for Kubernetes {
 
     fn reload(&self) {
         *self.cached() = None;
+        *self.scanned.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.namespace_ensured
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
@@ -1325,15 +1904,21 @@ impl Target for Kubernetes {
             .observed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if observed.drifted.is_empty() {
+        if observed.drifted.is_empty() && observed.synced.is_empty() {
             return Vec::new();
         }
+        // Listed with a pending digest: drifted and marked for applying
+        // again (`drift: correct`), or never applied (then not "gone").
         live.objects
-            .keys()
-            .filter_map(|id| {
+            .iter()
+            .filter_map(|(id, digest)| {
                 let key = watched_key(id, environment)?;
-                let how = observed.drifted.get(&key)?;
-                Some((format!("{}/{}", id.kind, id.name), how.clone()))
+                let how = match observed.drifted.get(&key) {
+                    Some(how) => how.as_str(),
+                    None if digest.is_pending() => return None,
+                    None => observed.drift_of(&key)?,
+                };
+                Some((format!("{}/{}", id.kind, id.name), how.to_owned()))
             })
             .collect()
     }
@@ -1541,6 +2126,39 @@ const WATCHED: &[&str] = &[
     "PodDisruptionBudget",
 ];
 
+/// The API resources of the watched kinds.
+fn watched_resources() -> Vec<(&'static str, ApiResource)> {
+    use k8s_openapi::api::{apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch};
+    use k8s_openapi::api::{core::v1 as core, networking::v1 as networking, policy::v1 as policy};
+    vec![
+        ("Deployment", ApiResource::erase::<apps::Deployment>(&())),
+        ("StatefulSet", ApiResource::erase::<apps::StatefulSet>(&())),
+        ("DaemonSet", ApiResource::erase::<apps::DaemonSet>(&())),
+        ("Job", ApiResource::erase::<batch::Job>(&())),
+        ("Namespace", ApiResource::erase::<core::Namespace>(&())),
+        (
+            "ResourceQuota",
+            ApiResource::erase::<core::ResourceQuota>(&()),
+        ),
+        ("LimitRange", ApiResource::erase::<core::LimitRange>(&())),
+        ("ConfigMap", ApiResource::erase::<core::ConfigMap>(&())),
+        ("Secret", ApiResource::erase::<core::Secret>(&())),
+        ("Service", ApiResource::erase::<core::Service>(&())),
+        (
+            "NetworkPolicy",
+            ApiResource::erase::<networking::NetworkPolicy>(&()),
+        ),
+        (
+            "HorizontalPodAutoscaler",
+            ApiResource::erase::<autoscaling::HorizontalPodAutoscaler>(&()),
+        ),
+        (
+            "PodDisruptionBudget",
+            ApiResource::erase::<policy::PodDisruptionBudget>(&()),
+        ),
+    ]
+}
+
 /// The namespace an object of `environment` lives in, as the watches key
 /// it (empty for a Namespace, the only cluster-scoped kind watched).
 fn namespace_of(id: &ObjectRef, environment: &str) -> String {
@@ -1557,15 +2175,59 @@ fn watched_key(id: &ObjectRef, environment: &str) -> Option<Key> {
     Some((kind, namespace_of(id, environment), id.name.to_string()))
 }
 
-/// The inventory `ConfigMap` of an environment.
+/// The inventory `ConfigMap` of an environment: a dotted name, which no
+/// environment's (a DNS label) and nothing the Helm chart makes
+/// (`<release>-config`, `-policies`, ...) can be.
 fn inventory_name(environment: &str) -> String {
+    format!("converge.inventory.{environment}")
+}
+
+/// The inventory's name before 0.x: `converge-<environment>`, which an
+/// environment named `config` shared with the chart's own `ConfigMap`.
+/// Read (adopted) when it carries the inventory labels, and retired on the
+/// environment's next write.
+fn legacy_inventory_name(environment: &str) -> String {
     format!("converge-{environment}")
 }
+
+/// The annotation saying which installation an inventory belongs to (its
+/// field manager): an inventory without it, or another's, is never written
+/// over or deleted.
+pub const INSTALLATION_ANNOTATION: &str = "converge.dev/installation";
+
+/// Whether `meta` is an inventory of environment `environment` written by
+/// converge: its labels (and, unless `legacy`, the installation annotation).
+fn is_inventory_of(
+    meta: &kube::api::ObjectMeta,
+    environment: &str,
+    installation: &str,
+    legacy: bool,
+) -> bool {
+    let label = |k: &str| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .map(String::as_str)
+    };
+    let annotation = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INSTALLATION_ANNOTATION))
+        .map(String::as_str);
+    label(MANAGED_BY) == Some("converge")
+        && label(INVENTORY_LABEL) == Some("true")
+        && label(ENVIRONMENT_LABEL) == Some(environment)
+        && (legacy || annotation == Some(installation))
+}
+
+/// The environment an inventory `ConfigMap` holds, and the fingerprints
+/// of its objects' fields.
+type Parsed = (String, LiveEnvironment, Vec<(Key, String)>);
 
 /// An inventory `ConfigMap` as an environment; `None` when it is not one.
 fn parse_inventory(
     cm: &k8s_openapi::api::core::v1::ConfigMap,
-) -> Result<Option<(String, LiveEnvironment)>, super::Error> {
+) -> Result<Option<Parsed>, super::Error> {
     let name = cm.metadata.name.clone().unwrap_or_default();
     let corrupt = |message: String| {
         super::Error::CorruptInventory(Box::new(std::io::Error::other(format!(
@@ -1580,10 +2242,14 @@ fn parse_inventory(
         return Err(corrupt(format!("unknown format {}", doc.format)));
     }
     let namespace: Arc<str> = Arc::from(doc.environment.as_str());
+    let mut fingerprints = Vec::new();
     let objects = doc
         .objects
         .into_iter()
         .map(|e| {
+            if let (Some(f), Some(k)) = (&e.fields, watched_key(&e.id, &doc.environment)) {
+                fingerprints.push((k, f.clone()));
+            }
             let id = ObjectRef {
                 api_version: shared(&e.id.api_version),
                 kind: kind(&e.id.kind),
@@ -1599,25 +2265,90 @@ fn parse_inventory(
             record: doc.record,
             objects,
         },
+        fingerprints,
     )))
 }
 
-/// Server-side applies a Namespace carrying converge's label (the inventory's
-/// and the Lease's).
+/// A fingerprint of a set of field paths that stays the same across
+/// processes and versions (the first 8 bytes of SHA-256, in hex).
+fn fingerprint<'a>(fields: impl IntoIterator<Item = &'a String>) -> String {
+    let mut sorted: Vec<&String> = fields.into_iter().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut text = String::new();
+    for f in sorted {
+        text.push_str(f);
+        text.push('\n');
+    }
+    crate::hex::encode(&Digest::of(text.as_bytes()).0[..8])
+}
+
+/// Whether an object converge applied with fields fingerprinted `baseline`
+/// lost a field to someone else: its fields now (`ours`) differ, and not
+/// only by what an autoscaler took through the scale subresource.
+fn edited(baseline: &str, ours: &BTreeSet<String>, others: &[(String, BTreeSet<String>)]) -> bool {
+    if fingerprint(ours) == baseline {
+        return false;
+    }
+    let scaled: BTreeSet<&String> = others
+        .iter()
+        .filter(|(m, _)| m.ends_with(SCALER))
+        .flat_map(|(_, f)| f)
+        .collect();
+    scaled.is_empty() || fingerprint(ours.iter().chain(scaled)) != baseline
+}
+
+/// Makes sure a Namespace converge keeps its own objects in (the inventory's
+/// and the Leases') exists: one that exists is used as it is, its labels
+/// untouched (someone else may have made it: the Helm release's namespace);
+/// one that does not is created, carrying converge's label.
 pub(super) async fn ensure_namespace(
     client: &kube::Client,
     name: &str,
     field_manager: &str,
 ) -> Result<(), kube::Error> {
-    let ns = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": name, "labels": { MANAGED_BY: "converge" }},
-    });
-    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    api.patch(name, &PatchParams::apply(field_manager), &Patch::Apply(&ns))
+    ensure_namespace_as(client, name, field_manager)
         .await
-        .map(drop)
+        .map_err(|(_, e)| e)
+}
+
+/// [`ensure_namespace`], saying which request failed (`get`, `create`).
+async fn ensure_namespace_as(
+    client: &kube::Client,
+    name: &str,
+    field_manager: &str,
+) -> Result<(), (&'static str, kube::Error)> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api
+        .get_metadata_opt(name)
+        .await
+        .map_err(|e| ("get", e))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY.to_owned(),
+                "converge".to_owned(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let params = kube::api::PostParams {
+        field_manager: Some(field_manager.to_owned()),
+        ..Default::default()
+    };
+    match api.create(&params, &ns).await {
+        Ok(_) => Ok(()),
+        // Made meanwhile by someone else: used as it is.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(("create", e)),
+    }
 }
 
 /// A rendered object as the body of a server-side apply, in `namespace`
@@ -1707,9 +2438,21 @@ fn is_immutable(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 422 && s.message.contains("immutable"))
 }
 
+/// A refusal to create in a Namespace that is being deleted (the cause
+/// `NamespaceTerminating` the API server gives with its 403): transient, it
+/// is gone in a moment and the next try creates it anew.
+fn is_namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.details.as_ref().is_some_and(|d| {
+        d.causes.iter().any(|c| c.reason == "NamespaceTerminating")
+    }))
+}
+
 /// A failed request as a target error, by its HTTP status.
 fn classify(e: RequestError) -> super::Error {
     match e.status {
+        Some(403) if e.source.as_ref().is_some_and(is_namespace_terminating) => {
+            super::Error::Transient(Box::new(e))
+        }
         Some(401 | 403) => super::Error::Forbidden(Box::new(e)),
         Some(422) if e.message.contains("immutable") => super::Error::Immutable(Box::new(e)),
         Some(400 | 404 | 405 | 406 | 409 | 410 | 413 | 415 | 422) => {
@@ -1787,6 +2530,30 @@ mod tests {
             classify(e(Some(422), "spec.x: Required value")).reason(),
             Reason::Invalid
         );
+        let terminating = kube::Error::Api(Box::new(
+            kube::core::Status::failure(
+                "unable to create new content in namespace e because it is being terminated",
+                "Forbidden",
+            )
+            .with_code(403)
+            .with_details(kube::core::response::StatusDetails {
+                causes: vec![kube::core::response::StatusCause {
+                    reason: "NamespaceTerminating".into(),
+                    message: String::new(),
+                    field: "metadata.namespace".into(),
+                }],
+                name: String::new(),
+                group: String::new(),
+                kind: String::new(),
+                uid: String::new(),
+                retry_after_seconds: 0,
+            }),
+        ));
+        assert_eq!(
+            classify(request_error("patch", "services", " e/s", terminating)).reason(),
+            Reason::TargetIo,
+            "a Namespace being deleted is transient"
+        );
         let forbidden = classify(e(Some(403), "user cannot patch"));
         assert!(
             forbidden.to_string().contains("patch services e/s"),
@@ -1819,7 +2586,7 @@ mod tests {
                 ),
             ]),
         };
-        let doc = InventoryDoc::of("e", &live);
+        let doc = InventoryDoc::of("e", &live, &HashMap::new());
         let cm = k8s_openapi::api::core::v1::ConfigMap {
             metadata: kube::api::ObjectMeta {
                 name: Some("converge-e".into()),
@@ -1831,7 +2598,7 @@ mod tests {
             )])),
             ..Default::default()
         };
-        let (name, read) = parse_inventory(&cm).unwrap().unwrap();
+        let (name, read, _) = parse_inventory(&cm).unwrap().unwrap();
         assert_eq!(name, "e");
         assert_eq!(read, live);
         let broken = k8s_openapi::api::core::v1::ConfigMap {
@@ -1844,6 +2611,81 @@ mod tests {
         );
     }
 
+    #[test]
+    fn only_an_inventory_of_this_installation_and_environment_is_one() {
+        let meta = |name: &str, labels: &[(&str, &str)], installation: Option<&str>| {
+            kube::api::ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                annotations: installation
+                    .map(|i| BTreeMap::from([(INSTALLATION_ANNOTATION.to_owned(), i.to_owned())])),
+                ..Default::default()
+            }
+        };
+        let ours = [
+            (MANAGED_BY, "converge"),
+            (INVENTORY_LABEL, "true"),
+            (ENVIRONMENT_LABEL, "config"),
+        ];
+        let m = meta(&inventory_name("config"), &ours, Some("converge"));
+        assert!(is_inventory_of(&m, "config", "converge", false));
+        assert!(!is_inventory_of(&m, "other", "converge", false));
+        assert!(!is_inventory_of(
+            &m,
+            "config",
+            "another-installation",
+            false
+        ));
+        // The chart's ConfigMap: Helm's labels only.
+        let chart = meta(
+            "converge-config",
+            &[(MANAGED_BY, "Helm"), ("app.kubernetes.io/name", "converge")],
+            None,
+        );
+        assert!(!is_inventory_of(&chart, "config", "converge", true));
+        // Labelled but not annotated: only as a legacy inventory.
+        let legacy = meta(&legacy_inventory_name("config"), &ours, None);
+        assert!(is_inventory_of(&legacy, "config", "converge", true));
+        assert!(!is_inventory_of(&legacy, "config", "converge", false));
+        // No environment name (a DNS label) makes a dotted inventory name
+        // equal a chart's (`<release>-config`) or another inventory's.
+        assert_ne!(inventory_name("config"), "converge-config");
+        assert!(inventory_name("a").contains('.'));
+    }
+
+    #[test]
+    fn an_edit_is_a_field_converge_lost_to_anyone_but_an_autoscaler() {
+        let applied = set(&["spec.replicas", "spec.template.x", "metadata.labels.a"]);
+        let baseline = fingerprint(&applied);
+        assert_eq!(baseline.len(), 16);
+        assert!(!edited(&baseline, &applied, &[]));
+        // Someone else also sets a field of its own: not an edit.
+        let other = vec![(
+            "kubectl-annotate".to_owned(),
+            set(&["metadata.annotations.b"]),
+        )];
+        assert!(!edited(&baseline, &applied, &other));
+        // An autoscaler takes replicas through the scale subresource.
+        let scaled = vec![(format!("hpa{SCALER}"), set(&["spec.replicas"]))];
+        assert!(!edited(
+            &baseline,
+            &set(&["spec.template.x", "metadata.labels.a"]),
+            &scaled
+        ));
+        // kubectl patch takes a field converge set.
+        let patched = vec![("kubectl-patch".to_owned(), set(&["spec.template.x"]))];
+        assert!(edited(
+            &baseline,
+            &set(&["spec.replicas", "metadata.labels.a"]),
+            &patched
+        ));
+    }
+
     fn set(paths: &[&str]) -> BTreeSet<String> {
         paths.iter().map(|p| (*p).to_owned()).collect()
     }
@@ -1854,29 +2696,71 @@ mod tests {
         let mut seen = Observed::default();
         seen.saw(
             key.clone(),
+            Some("u1"),
+            false,
             Some(set(&["spec.replicas", "spec.template.x"])),
             &[],
         );
         assert!(seen.drifted.is_empty(), "the first sight is the baseline");
         seen.saw(
             key.clone(),
+            Some("u1"),
+            false,
             Some(set(&["spec.replicas", "spec.template.x"])),
             &[],
         );
         assert!(seen.drifted.is_empty());
         // An autoscaler takes replicas through the scale subresource: not drift.
         let scaler = vec![(format!("hpa{SCALER}"), set(&["spec.replicas"]))];
-        seen.saw(key.clone(), Some(set(&["spec.template.x"])), &scaler);
+        seen.saw(
+            key.clone(),
+            Some("u1"),
+            false,
+            Some(set(&["spec.template.x"])),
+            &scaler,
+        );
         assert!(seen.drifted.is_empty(), "{:?}", seen.drifted);
         // Someone edits a field converge set.
         let editor = vec![("kubectl-edit".to_owned(), set(&["spec.template.x"]))];
-        seen.saw(key.clone(), Some(set(&["spec.replicas"])), &editor);
+        seen.saw(
+            key.clone(),
+            Some("u1"),
+            false,
+            Some(set(&["spec.replicas"])),
+            &editor,
+        );
         assert_eq!(
             seen.drifted[&key],
             "edited: spec.template.x (by kubectl-edit)"
         );
-        seen.saw(key.clone(), None, &[]);
+        seen.saw(key.clone(), Some("u1"), false, None, &[]);
         assert_eq!(seen.drifted[&key], "deleted");
+    }
+
+    #[test]
+    fn a_deletion_counts_only_for_an_object_seen_since_converge_applied_it() {
+        let key: Key = ("ConfigMap", "e".into(), "c".into());
+        let mut seen = Observed::default();
+        // converge applies (uid u2) after the watch's listing was taken,
+        // which is processed later: the object is missing from it.
+        seen.baseline.insert(key.clone(), hashed(&set(&["data.a"])));
+        seen.unseen.insert(key.clone(), "u2".into());
+        seen.saw(key.clone(), None, false, None, &[]);
+        assert!(seen.drifted.is_empty(), "a listing older than the apply");
+        // A late event about the object it replaced (u1): not drift either.
+        seen.saw(key.clone(), Some("u1"), false, Some(set(&[])), &[]);
+        seen.saw(key.clone(), Some("u1"), false, None, &[]);
+        assert!(seen.drifted.is_empty(), "{:?}", seen.drifted);
+        seen.synced.insert("ConfigMap");
+        assert_eq!(seen.drift_of(&key), None, "applied, not seen yet: not gone");
+        // The watch sees it, then someone deletes it: drift.
+        seen.saw(key.clone(), Some("u2"), false, Some(set(&["data.a"])), &[]);
+        assert_eq!(seen.drift_of(&key), None);
+        seen.saw(key.clone(), Some("u2"), false, None, &[]);
+        assert_eq!(seen.drifted[&key], "deleted");
+        // An object the first listing did not find, not applied since.
+        let other: Key = ("ConfigMap", "e".into(), "gone".into());
+        assert_eq!(seen.drift_of(&other), Some("deleted"));
     }
 
     #[test]

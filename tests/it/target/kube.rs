@@ -159,7 +159,7 @@ fn claims_are_applied_updated_and_pruned_with_server_side_apply() {
         &[
             "get",
             "configmap",
-            "converge-dev-a",
+            "converge.inventory.dev-a",
             "-n",
             "converge-system",
         ],
@@ -252,7 +252,7 @@ fn claims_are_applied_updated_and_pruned_with_server_side_apply() {
         !api.kubectl(&[
             "get",
             "configmap",
-            "converge-dev-b",
+            "converge.inventory.dev-b",
             "-n",
             "converge-system"
         ])
@@ -1105,7 +1105,7 @@ fn a_claim_with_sops_secrets_is_applied_as_a_secret_holding_the_values_only_ther
         &[
             "get",
             "configmap",
-            "converge-dev-s",
+            "converge.inventory.dev-s",
             "-n",
             "converge-secrets",
         ],
@@ -1134,4 +1134,378 @@ fn a_claim_with_sops_secrets_is_applied_as_a_secret_holding_the_values_only_ther
     assert!(out.status.success(), "{}", stderr(&out));
     let secret = json(&api, &["get", "secret", "converge-secrets", "-n", "dev-s"]);
     assert_eq!(secret["data"]["db_password"], b64("kube-second-41ab"));
+}
+
+/// The Helm release's namespace as the chart leaves it (someone else's,
+/// labelled by them), with the chart's own `ConfigMap`s in it (created, not
+/// client-side applied: `kubectl apply --server-side` would move a
+/// client-side apply's fields to its own manager).
+fn release_namespace(api: &KubeApi, ns: &str) {
+    let _ = api.kubectl_with_input_ok(
+        &["create", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    team: platform\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: converge-config\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/managed-by: Helm\ndata:\n  converge.yaml: the chart's\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: converge-policies\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/managed-by: Helm\ndata:\n  policies.cedar: the chart's\n"
+        ),
+    );
+}
+
+/// A `ConfigMap`'s data, labels and resourceVersion.
+fn config_map(api: &KubeApi, ns: &str, name: &str) -> (Value, Value, String) {
+    let cm = json(api, &["get", "configmap", name, "-n", ns]);
+    (
+        cm["data"].clone(),
+        cm["metadata"]["labels"].clone(),
+        cm["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+fn max_delete_fraction_one(p: &Project) {
+    let config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    p.write(
+        "converge.yaml",
+        config.replace("max_delete_fraction: 0.5", "max_delete_fraction: 1.0"),
+    );
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+#[allow(clippy::too_many_lines, reason = "the attack, then its undoing")]
+fn environments_named_like_the_charts_config_maps_or_namespaces_take_over_nothing() {
+    let api = KubeApi::shared();
+    let ns = "converge-release";
+    release_namespace(api, ns);
+    // Someone else's ConfigMap where an environment's inventory would go,
+    // even labelled like one.
+    let _ = api.kubectl_with_input_ok(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: converge.inventory.taken\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/managed-by: converge\n    converge.dev/inventory: \"true\"\n    converge.dev/environment: taken\ndata:\n  mine: \"yes\"\n"
+        ),
+    );
+    let chart = [
+        "converge-config",
+        "converge-policies",
+        "converge.inventory.taken",
+    ];
+    let before: Vec<_> = chart.iter().map(|n| config_map(api, ns, n)).collect();
+    let namespaces = |api: &KubeApi| -> Vec<Value> {
+        [ns, "default", "kube-system"]
+            .iter()
+            .map(|n| json(api, &["get", "namespace", n])["metadata"]["labels"].clone())
+            .collect()
+    };
+    let labels_before = namespaces(api);
+
+    let p = project(api, ns);
+    max_delete_fraction_one(&p);
+    for name in ["config", "policies", "taken", "default", "kube-system"] {
+        p.write(&format!("claims/{name}.yaml"), claim(name, "dev"));
+    }
+    let out = p.run(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert!(
+        err.contains(&format!(
+            "environment taken: ConfigMap {ns}/converge.inventory.taken (its inventory) exists and was not written by converge"
+        )) && err.contains("not an inventory of this installation"),
+        "{err}"
+    );
+    for taken in ["default", "kube-system"] {
+        assert!(
+            err.contains(&format!(
+                "environment {taken}: Namespace {taken} exists and was not written by converge"
+            )),
+            "{err}"
+        );
+    }
+    // The chart's ConfigMaps, the foreign one and the namespaces: untouched.
+    let after: Vec<_> = chart.iter().map(|n| config_map(api, ns, n)).collect();
+    assert_eq!(before, after, "not written at all");
+    assert_eq!(labels_before, namespaces(api), "no namespace relabelled");
+    // `config` and `policies` are ordinary environments now.
+    for env in ["config", "policies"] {
+        assert!(
+            api.kubectl(&["get", "deployment", "user-service", "-n", env])
+                .status
+                .success()
+        );
+        let inventory = json(
+            api,
+            &[
+                "get",
+                "configmap",
+                &format!("converge.inventory.{env}"),
+                "-n",
+                ns,
+            ],
+        );
+        assert_eq!(
+            inventory["metadata"]["annotations"]["converge.dev/installation"],
+            "converge"
+        );
+    }
+    for taken in ["default", "kube-system", "taken"] {
+        assert!(
+            !api.kubectl(&["get", "deployment", "user-service", "-n", taken])
+                .status
+                .success(),
+            "nothing of {taken} applied"
+        );
+    }
+
+    // The claims go: their environments are deleted, and nothing else.
+    for name in ["config", "policies", "taken", "default", "kube-system"] {
+        p.remove(&format!("claims/{name}.yaml"));
+    }
+    let out = p.run(&["run", "--once", "--allow-mass-delete"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(gone_or_terminating(api, "config") && gone_or_terminating(api, "policies"));
+    let after: Vec<_> = chart.iter().map(|n| config_map(api, ns, n)).collect();
+    assert_eq!(before, after, "still there, unchanged");
+    assert_eq!(labels_before, namespaces(api));
+    assert!(!gone_or_terminating(api, "default") && !gone_or_terminating(api, "kube-system"));
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+#[allow(clippy::too_many_lines, reason = "an upgrade, step by step")]
+fn inventories_under_their_old_names_are_adopted_and_a_taken_over_config_map_given_back() {
+    // A cluster of its own: another test's environment `config` may still
+    // be terminating in the shared one.
+    let api = &KubeApi::start();
+    let ns = "converge-upgrade";
+    release_namespace(api, ns);
+    let chart_data = config_map(api, ns, "converge-config").0;
+    let p = project(api, ns);
+    max_delete_fraction_one(&p);
+    p.write("claims/config.yaml", claim("config", "dev"));
+    p.write("claims/dev-legacy.yaml", claim("dev-legacy", "dev"));
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // What an earlier version left: each inventory as `converge-<env>`,
+    // `config`'s force-applied over the chart's own ConfigMap.
+    for env in ["config", "dev-legacy"] {
+        let current = format!("converge.inventory.{env}");
+        let inventory = json(api, &["get", "configmap", &current, "-n", ns]);
+        let old = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": format!("converge-{env}"),
+                "namespace": ns,
+                "labels": {
+                    "app.kubernetes.io/managed-by": "converge",
+                    "converge.dev/environment": env,
+                    "converge.dev/inventory": "true",
+                },
+            },
+            "data": {"inventory.json": inventory["data"]["inventory.json"]},
+        });
+        let _ = api.kubectl_with_input_ok(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=converge",
+                "-f",
+                "-",
+            ],
+            &old.to_string(),
+        );
+        let _ = api.kubectl_ok(&["delete", "configmap", &current, "-n", ns]);
+    }
+    let taken = config_map(api, ns, "converge-config");
+    assert!(taken.0.get("inventory.json").is_some(), "{taken:?}");
+
+    // Nothing is lost: the old inventories are read as they are.
+    let plan = p.run(&["plan"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "in sync: {}",
+        crate::support::stdout(&plan)
+    );
+    // The next write moves each to its new name and retires the old one:
+    // deleted when converge alone wrote it, given back otherwise.
+    for env in ["config", "dev-legacy"] {
+        p.write(
+            &format!("claims/{env}.yaml"),
+            claim(env, "dev").replace("v1.2.3", "v1.2.4"),
+        );
+    }
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for env in ["config", "dev-legacy"] {
+        let _ = api.kubectl_ok(&[
+            "get",
+            "configmap",
+            &format!("converge.inventory.{env}"),
+            "-n",
+            ns,
+        ]);
+    }
+    assert!(
+        !api.kubectl(&["get", "configmap", "converge-dev-legacy", "-n", ns])
+            .status
+            .success(),
+        "the old inventory is gone"
+    );
+    let (data, labels, _) = config_map(api, ns, "converge-config");
+    assert_eq!(data, chart_data, "the chart's data, converge's key gone");
+    assert!(
+        labels.get("converge.dev/inventory").is_none()
+            && labels.get("converge.dev/environment").is_none(),
+        "{labels}"
+    );
+    let plan = p.run(&["plan"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{}",
+        crate::support::stdout(&plan)
+    );
+
+    // Deleting the environment `config` deletes nothing of the chart's.
+    p.remove("claims/config.yaml");
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(gone_or_terminating(api, "config"));
+    assert_eq!(config_map(api, ns, "converge-config").0, chart_data);
+    assert_eq!(
+        json(api, &["get", "namespace", ns])["metadata"]["labels"]["team"],
+        "platform"
+    );
+    assert!(
+        json(api, &["get", "namespace", ns])["metadata"]["labels"]
+            .get("app.kubernetes.io/managed-by")
+            .is_none(),
+        "the release's namespace is not relabelled"
+    );
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn run_once_restores_what_was_deleted_or_edited_by_hand() {
+    let api = KubeApi::shared();
+    let p = project(api, "converge-restore");
+    p.write("claims/dev-restore.yaml", claim("dev-restore", "dev"));
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let service = |api: &KubeApi| {
+        json(
+            api,
+            &["get", "service", "user-service", "-n", "dev-restore"],
+        )
+    };
+    let version = service(api)["metadata"]["labels"]["app.kubernetes.io/version"].clone();
+    let _ = api.kubectl_ok(&["delete", "deployment", "user-service", "-n", "dev-restore"]);
+    let _ = api.kubectl_ok(&[
+        "label",
+        "service",
+        "user-service",
+        "-n",
+        "dev-restore",
+        "--overwrite",
+        "app.kubernetes.io/version=evil",
+    ]);
+    // The plan says so, and the next run applies both again.
+    let plan = p.run(&["plan"]);
+    assert_eq!(plan.status.code(), Some(1), "{}", stderr(&plan));
+    let text = crate::support::stdout(&plan);
+    assert!(
+        text.contains("Deployment/user-service") && text.contains("Service/user-service"),
+        "{text}"
+    );
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        api.kubectl(&["get", "deployment", "user-service", "-n", "dev-restore"])
+            .status
+            .success(),
+        "the deleted Deployment is back"
+    );
+    assert_eq!(
+        service(api)["metadata"]["labels"]["app.kubernetes.io/version"],
+        version,
+        "the edited label is converge's again"
+    );
+    let before = versions(api, "dev-restore");
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(versions(api, "dev-restore"), before, "then nothing to do");
+}
+
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn an_environment_created_again_while_its_namespace_terminates_converges_without_drift() {
+    let api = KubeApi::shared();
+    let p = project(api, "converge-again");
+    max_delete_fraction_one(&p);
+    let config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    p.write("converge.yaml", config + "reconcile:\n  max_backoff: 2s\n");
+    p.write("claims/dev-again.yaml", claim("dev-again", "dev"));
+    p.write("claims/dev-stays.yaml", claim("dev-stays", "dev")); // not every environment deleted
+    let d = Daemon::start(p.dir.path());
+    let detail = |d: &Daemon| match d.get("/api/v1/environments/dev-again") {
+        (200, body) => body,
+        _ => String::new(),
+    };
+    d.wait_for("applied", |_| {
+        api.kubectl(&["get", "deployment", "user-service", "-n", "dev-again"])
+            .status
+            .success()
+    });
+    // Something in the Namespace holds its deletion (a finalizer).
+    let _ = api.kubectl_with_input_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hold\n  namespace: dev-again\n  finalizers: [example.com/hold]\n",
+    );
+    let uid = json(api, &["get", "namespace", "dev-again"])["metadata"]["uid"].clone();
+    p.remove("claims/dev-again.yaml");
+    d.wait_for("its Namespace terminating", |_| {
+        gone_or_terminating(api, "dev-again")
+    });
+    p.write("claims/dev-again.yaml", claim("dev-again", "dev"));
+    d.wait_for("a transient failure while it terminates", |d| {
+        detail(d).contains("still being deleted") || detail(d).contains("being terminated")
+    });
+    let failing = detail(&d);
+    assert!(
+        failing.contains("TargetIo") && !failing.contains("Forbidden"),
+        "{failing}"
+    );
+    let _ = api.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "hold",
+        "-n",
+        "dev-again",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    d.wait_for("created again in a new Namespace", |_| {
+        let out = api.kubectl(&["get", "namespace", "dev-again", "-o", "json"]);
+        out.status.success()
+            && serde_json::from_slice::<Value>(&out.stdout)
+                .is_ok_and(|ns| ns["metadata"]["uid"] != uid && ns["status"]["phase"] == "Active")
+            && api
+                .kubectl(&["get", "deployment", "user-service", "-n", "dev-again"])
+                .status
+                .success()
+    });
+    d.wait_for("Ready or Reconciling", |d| {
+        let body = detail(d);
+        body.contains("\"status\":\"Reconciling\"") || body.contains("\"status\":\"Ready\"")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2)); // late watch events
+    let events = d.json("/api/v1/events").to_string();
+    assert!(!events.contains("Drift"), "no Namespace drift: {events}");
+    assert!(!detail(&d).contains("Drifted"), "{}", detail(&d));
 }
