@@ -488,40 +488,8 @@ fn the_chart_refuses_to_render_without_sources() {
 fn converge_loads_the_config_the_chart_writes() {
     // The chart ships no identities: converge says so and denies every claim.
     // With the users and pools the values declare, the examples are valid.
-    let examples = [
-        "--set-json",
-        r#"identities={"team1":["john.doe@company.com","ops@company.com"],"team2":["jane.roe@company.com"],"ai":["jane.roe@company.com"],"platform":["ops@company.com"]}"#,
-    ];
-    for (extra, valid) in [(&[][..], false), (&examples[..], true)] {
-        let objects = objects(&template("converge", "converge", extra));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("converge.yaml");
-        let identities = dir.path().join("identities.yaml");
-        let data = &objects
-            .iter()
-            .find(|o| o["kind"] == "ConfigMap" && o["data"]["identities.yaml"].is_string())
-            .expect("the identities in the config ConfigMap")["data"]["identities.yaml"];
-        std::fs::write(&identities, data.as_str().expect("text")).expect("write");
-        let rendered = rendered_config(&objects);
-        assert!(
-            rendered.contains("identities: /etc/converge/identities.yaml"),
-            "{rendered}"
-        );
-        std::fs::write(
-            &config,
-            rendered.replace("/etc/converge/identities.yaml", "identities.yaml"),
-        )
-        .expect("write");
-        let claims = repo().join("examples/quickstart/claims");
-        let out = crate::support::converge(
-            dir.path(),
-            &[
-                "validate",
-                "--config",
-                config.to_str().expect("a UTF-8 path"),
-                claims.to_str().expect("a UTF-8 path"),
-            ],
-        );
+    for (extra, valid) in [(&[][..], false), (&EXAMPLE_IDENTITIES[..], true)] {
+        let out = validate_examples(&objects(&template("converge", "converge", extra)));
         let said = format!("{}{}", stdout(&out), stderr(&out));
         if valid {
             assert_eq!(out.status.code(), Some(0), "{said}");
@@ -533,13 +501,62 @@ fn converge_loads_the_config_the_chart_writes() {
     }
 }
 
+/// The quick start's users and pools, as chart values.
+const EXAMPLE_IDENTITIES: [&str; 2] = [
+    "--set-json",
+    r#"identities={"team1":["john.doe@company.com","ops@company.com"],"team2":["jane.roe@company.com"],"ai":["jane.roe@company.com"],"platform":["ops@company.com"]}"#,
+];
+
+/// `converge validate` of the quick start's claims with the config and the
+/// identities the chart rendered (written beside each other).
+fn validate_examples(objects: &[Value]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("converge.yaml");
+    let data = &objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["data"]["identities.yaml"].is_string())
+        .expect("the identities in the config ConfigMap")["data"]["identities.yaml"];
+    std::fs::write(
+        dir.path().join("identities.yaml"),
+        data.as_str().expect("text"),
+    )
+    .expect("write");
+    let rendered = rendered_config(objects);
+    assert!(
+        rendered.contains("identities: /etc/converge/identities.yaml"),
+        "{rendered}"
+    );
+    std::fs::write(
+        &config,
+        rendered.replace("/etc/converge/identities.yaml", "identities.yaml"),
+    )
+    .expect("write");
+    let claims = repo().join("examples/quickstart/claims");
+    crate::support::converge(
+        dir.path(),
+        &[
+            "validate",
+            "--config",
+            config.to_str().expect("a UTF-8 path"),
+            claims.to_str().expect("a UTF-8 path"),
+        ],
+    )
+}
+
 #[test]
 #[ignore = "needs helm (scripts/tools builds it)"]
 fn with_shards_on_the_config_names_shards_not_leader_election_and_leases_are_listed() {
     let objects = objects(&template(
         "converge",
         "converge",
-        &["--set", "shards.enabled=true", "--set", "replicaCount=3"],
+        &[
+            "--set",
+            "shards.enabled=true",
+            "--set",
+            "replicaCount=3",
+            EXAMPLE_IDENTITIES[0],
+            EXAMPLE_IDENTITIES[1],
+        ],
     ));
     let config = rendered_config(&objects);
     let doc: Value = serde_saphyr::from_str(&config).expect("YAML");
@@ -567,19 +584,7 @@ fn with_shards_on_the_config_names_shards_not_leader_election_and_leases_are_lis
         role["rules"][0]["verbs"],
         serde_json::json!(["get", "list", "create", "update", "delete"])
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("converge.yaml");
-    std::fs::write(&path, &config).expect("write");
-    let claims = repo().join("examples/quickstart/claims");
-    let out = crate::support::converge(
-        dir.path(),
-        &[
-            "validate",
-            "--config",
-            path.to_str().expect("a UTF-8 path"),
-            claims.to_str().expect("a UTF-8 path"),
-        ],
-    );
+    let out = validate_examples(&objects);
     assert_eq!(
         out.status.code(),
         Some(0),

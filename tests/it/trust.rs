@@ -32,6 +32,36 @@ fn two_sources() -> Project {
     p
 }
 
+/// A project whose sources are `before` (items of `sources:`) and `bucket`
+/// on `garage` (its source named `bucket`, with `bucket_extra`), a manifests
+/// target on `out/`, and `extra` config.
+fn bucket_project(
+    garage: &Garage,
+    bucket: &str,
+    before: &str,
+    bucket_extra: &str,
+    extra: &str,
+) -> Project {
+    let p = Project::new("");
+    let (id, secret) = garage.key_files();
+    std::fs::copy(id, p.path("s3-key-id")).expect("copy");
+    std::fs::copy(secret, p.path("s3-secret")).expect("copy");
+    let source = source_yaml(
+        &garage.endpoint(),
+        bucket,
+        Path::new("s3-key-id"),
+        Path::new("s3-secret"),
+        bucket_extra,
+    );
+    p.write(
+        "converge.yaml",
+        format!(
+            "sources:\n{before}{source}target:\n  kind: manifests\n  path: out\nstate_dir: .converge\n{extra}"
+        ),
+    );
+    p
+}
+
 fn namespace(p: &Project, env: &str) -> String {
     std::fs::read_to_string(p.path(&format!("out/{env}/namespace-{env}.yaml"))).unwrap_or_default()
 }
@@ -181,24 +211,16 @@ fn a_dynamic_bucket_writer_can_neither_squat_nor_take_over_a_git_environment() {
     let b = garage.bucket();
     let repo = Repo::new();
     let server = git_daemon(&repo);
-    let p = Project::new("");
-    let (id, secret) = garage.key_files();
-    std::fs::copy(id, p.path("s3-key-id")).expect("copy");
-    std::fs::copy(secret, p.path("s3-secret")).expect("copy");
-    let bucket = source_yaml(
-        &garage.endpoint(),
-        &b.name,
-        Path::new("s3-key-id"),
-        Path::new("s3-secret"),
-        "",
+    let git = format!(
+        "  - name: envs\n    kind: git\n    url: {}\n    branch: main\n    paths: [\"environments/**/*.yaml\"]\n",
+        server.url
     );
-    p.write(
-        "converge.yaml",
-        format!(
-            "sources:\n  - name: envs\n    kind: git\n    url: {}\n    branch: main\n    paths: [\"environments/**/*.yaml\"]\n\
-             {bucket}target:\n  kind: manifests\n  path: out\nstate_dir: .converge\nsafety:\n  max_delete_fraction: 1.0\n",
-            server.url
-        ),
+    let p = bucket_project(
+        garage,
+        &b.name,
+        &git,
+        "",
+        "safety:\n  max_delete_fraction: 1.0\n",
     );
     let prod = claim_of(
         "prod-team1-payments",
@@ -352,24 +374,8 @@ fn one_writer_cannot_stop_everyone() {
 fn a_flood_of_uploads_from_one_writer_is_capped() {
     let garage = Garage::shared();
     let b = garage.bucket();
-    let p = Project::new("");
-    let (id, secret) = garage.key_files();
-    std::fs::copy(id, p.path("s3-key-id")).expect("copy");
-    std::fs::copy(secret, p.path("s3-secret")).expect("copy");
-    let bucket = source_yaml(
-        &garage.endpoint(),
-        &b.name,
-        Path::new("s3-key-id"),
-        Path::new("s3-secret"),
-        "",
-    );
-    p.write(
-        "converge.yaml",
-        format!(
-            "sources:\n{bucket}target:\n  kind: manifests\n  path: out\nstate_dir: .converge\n\
-             limits:\n  environments_per_user: 20\n  environments_per_pool: 200\n  services_per_claim: 40\n"
-        ),
-    );
+    let limits = "limits:\n  environments_per_user: 20\n  environments_per_pool: 200\n  services_per_claim: 40\n";
+    let p = bucket_project(garage, &b.name, "", "", limits);
     b.put_many(
         (0..150)
             .map(|i| {
@@ -398,23 +404,7 @@ fn a_flood_of_uploads_from_one_writer_is_capped() {
 fn pool_from_prefix_binds_a_bucket_claims_pool_to_its_key() {
     let garage = Garage::shared();
     let b = garage.bucket();
-    let p = Project::new("");
-    let (id, secret) = garage.key_files();
-    std::fs::copy(id, p.path("s3-key-id")).expect("copy");
-    std::fs::copy(secret, p.path("s3-secret")).expect("copy");
-    let bucket = source_yaml(
-        &garage.endpoint(),
-        &b.name,
-        Path::new("s3-key-id"),
-        Path::new("s3-secret"),
-        "    pool_from_prefix: true\n",
-    );
-    p.write(
-        "converge.yaml",
-        format!(
-            "sources:\n{bucket}target:\n  kind: manifests\n  path: out\nstate_dir: .converge\n"
-        ),
-    );
+    let p = bucket_project(garage, &b.name, "", "    pool_from_prefix: true\n", "");
     b.put("team1/dev-team1-a.yaml", claim("dev-team1-a", "dev"), &[]);
     // Written under team2's prefix, claiming team1's pool.
     b.put("team2/dev-team1-b.yaml", claim("dev-team1-b", "dev"), &[]);
