@@ -37,6 +37,9 @@ pub struct Shared {
     /// Origins a browser on another origin may read the API from (CORS);
     /// empty: no CORS headers at all.
     pub cors_origins: Vec<String>,
+    /// Said by `/ready` beside `ready` (no identities declared, say): the
+    /// installation runs, but something stops it from applying any claim.
+    pub ready_reason: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -223,7 +226,13 @@ async fn health() -> Response {
 
 async fn ready(State(shared): State<Shared>) -> Response {
     if shared.view.load().ready {
-        json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))
+        let body = match &shared.ready_reason {
+            None => Bytes::from_static(br#"{"status":"ready"}"#),
+            Some(reason) => {
+                Bytes::from(serde_json::json!({"status": "ready", "reason": &**reason}).to_string())
+            }
+        };
+        json(StatusCode::OK, body)
     } else {
         error(
             StatusCode::SERVICE_UNAVAILABLE,

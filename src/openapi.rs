@@ -276,7 +276,15 @@ fn schemas() -> Value {
             "error": { "type": "string", "description": "What is wrong, in words." },
             "status": { "type": "integer", "description": "The HTTP status again." },
         })),
-        "Status": object(&json!({ "status": { "type": "string", "enum": ["ok", "ready"] } })),
+        "Status": {
+            "type": "object",
+            "properties": {
+                "status": { "type": "string", "enum": ["ok", "ready"] },
+                "reason": { "type": "string", "description": "What stops a ready installation from applying claims (no users or pools declared)." },
+            },
+            "required": ["status"],
+            "additionalProperties": false,
+        },
         "Condition": object(&json!({
             "type": { "type": "string", "enum": condition_types },
             "status": { "type": "string", "enum": ["True", "False"] },

@@ -160,12 +160,15 @@ impl Evaluation {
     /// Takes each file's outcome into the evaluation: desired, expired, or
     /// kept as it is with its conditions; names in `conflicted` stay as they
     /// are. A live environment whose claim file is there but unreadable is
-    /// kept too.
+    /// kept too. A rejected file holds a live environment only when it comes
+    /// from the environment's own source (`sources`: the configured ones):
+    /// a bad file elsewhere cannot stop its owner from deleting it.
     fn absorb(
         &mut self,
         outcomes: Vec<(Origin, Outcome)>,
         conflicted: &BTreeSet<String>,
         live: &Inventory,
+        sources: &BTreeSet<String>,
     ) {
         let mut failed_origins = BTreeSet::new();
         // Names a valid claim takes care of: a rejected file naming one of
@@ -192,7 +195,12 @@ impl Evaluation {
                         .collect::<Vec<_>>()
                         .join("; ");
                     match &name {
-                        Some(_) if refusal == Refusal::Taken => {}
+                        Some(n)
+                            if refusal == Refusal::Taken
+                                || matches!(
+                                    meets(Some(n), &origin.source, live, sources),
+                                    Meets::Owner(_)
+                                ) => {}
                         Some(n) if !conflicted.contains(n) && !claimed.contains(n) => {
                             let (kind, why) = if refusal == Refusal::Denied {
                                 (ConditionType::Denied, Reason::PolicyDenied)
@@ -827,7 +835,7 @@ impl Pipeline {
         }
         eval.diagnostics.extend(conflicts);
 
-        eval.absorb(outcomes, &conflicted, live);
+        eval.absorb(outcomes, &conflicted, live, &self.sources);
         eval.limit(live, self.limits);
         eval.diagnostics
             .sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));

@@ -1477,12 +1477,17 @@ pub async fn run(
     };
     let cors_origins = converge.config.api.cors.allowed_origins.clone();
     let probe_listen = converge.config.api.probe_listen.clone();
+    let ready_reason = (converge.pipeline.policies.users() == 0)
+        .then(|| crate::identities_notice(&converge.config, &converge.pipeline))
+        .flatten()
+        .map(Arc::from);
     let daemon = Daemon::new(converge, metrics.clone(), view.clone())?;
     let shared = crate::api::Shared {
         view,
         metrics,
         token_digest,
         cors_origins,
+        ready_reason,
     };
     let probe_shared = shared.clone();
     let server = crate::api::serve(crate::api::router(shared), &options).await?;

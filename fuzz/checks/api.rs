@@ -53,6 +53,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         metrics: Arc::new(Metrics::new()),
         token_digest: token.map(token_digest),
         cors_origins: vec!["https://dash.example.com".to_owned()],
+        ready_reason: None,
     };
     Fixture {
         runtime: tokio::runtime::Builder::new_current_thread()

@@ -135,7 +135,12 @@ fn a_claim_from_another_source_neither_freezes_nor_takes_over_an_environment() {
     assert!(!ns.contains("jane.roe"), "{ns}");
     assert!(deployment(&p, "prod-team1-payments").contains("v1.2.4"));
 
-    // The owner deletes it: gone, and only then may another source claim the name.
+    // The owner deletes it: gone (a broken file of the other source naming it
+    // does not hold it), and only then may another source claim the name.
+    p.write(
+        "other/broken.yaml",
+        "environment_name: prod-team1-payments\nnot: a claim\n",
+    );
     std::fs::remove_file(p.path("claims/payments.yaml")).expect("rm");
     let out = p.run(&["run", "--once", "--allow-mass-delete"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -143,6 +148,7 @@ fn a_claim_from_another_source_neither_freezes_nor_takes_over_an_environment() {
         namespace(&p, "prod-team1-payments").is_empty(),
         "deleted by its owner"
     );
+    p.remove("other/broken.yaml");
     let out = p.run(&["run", "--once"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(deployment(&p, "prod-team1-payments").contains("v6.6.6"));
@@ -416,4 +422,23 @@ fn pool_from_prefix_binds_a_bucket_claims_pool_to_its_key() {
         "{err}"
     );
     assert_eq!(p.environments(), ["dev-team1-a"]);
+}
+
+/// An installation that declares no users or pools says so at start and in
+/// `/ready`, and applies nothing.
+#[test]
+fn without_identities_the_daemon_says_so_at_start_and_in_ready() {
+    let p = Project::new("state_dir: .converge\nidentities: identities.yaml\n");
+    p.write("identities.yaml", "{}\n");
+    p.write("claims/dev-team1-a.yaml", claim("dev-team1-a", "dev"));
+    let d = crate::support::daemon::Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let (_, body) = d.get("/ready");
+    assert!(body.contains("no users or pools are declared"), "{body}");
+    assert!(
+        d.log().contains("no users or pools are declared"),
+        "{}",
+        d.log()
+    );
+    assert!(p.environments().is_empty());
 }
