@@ -87,7 +87,7 @@ fn each_fault_of_a_source(
         reasons.insert(format!("{fault:?}"), reason);
 
         proxy.set(Fault::None);
-        let name = format!("dev-after-{i}");
+        let name = format!("dev-team1-after-{i}");
         add(&name);
         d.wait_for(&format!("recovery from {fault:?}"), |d| {
             source(d)["last_error"].is_null() && d.names().contains(&name)
@@ -116,7 +116,7 @@ fn expected_source_reasons() -> BTreeMap<String, String> {
 fn git_faults_are_source_errors_that_delete_nothing_and_clear() {
     let repo = Repo::new();
     repo.commit(
-        &[("environments/dev-one.yaml", Some(&claim("dev-one", "dev")))],
+        &[("environments/dev-team1-one.yaml", Some(&claim("dev-team1-one", "dev")))],
         "one",
         &[],
     );
@@ -135,7 +135,7 @@ fn git_faults_are_source_errors_that_delete_nothing_and_clear() {
         .replace(&upstream.to_string(), &proxy.addr.to_string());
     let p = crate::support::git::project(&url, RECONCILE);
     let d = Daemon::start(p.dir.path());
-    d.wait_for("dev-one applied", |d| d.names() == ["dev-one"]);
+    d.wait_for("dev-team1-one applied", |d| d.names() == ["dev-team1-one"]);
     let reasons = each_fault_of_a_source(&d, &p, &proxy, |name| {
         repo.commit(
             &[(
@@ -154,7 +154,7 @@ fn git_faults_are_source_errors_that_delete_nothing_and_clear() {
 fn s3_faults_are_source_errors_that_delete_nothing_and_clear() {
     let garage = Garage::shared();
     let b = garage.bucket();
-    b.put("dev-one.yaml", claim("dev-one", "dev"), &[]);
+    b.put("dev-team1-one.yaml", claim("dev-team1-one", "dev"), &[]);
     let upstream = garage
         .endpoint()
         .trim_start_matches("http://")
@@ -172,13 +172,13 @@ fn s3_faults_are_source_errors_that_delete_nothing_and_clear() {
         ),
     );
     let d = Daemon::start(p.dir.path());
-    d.wait_for("dev-one applied", |d| d.names() == ["dev-one"]);
+    d.wait_for("dev-team1-one applied", |d| d.names() == ["dev-team1-one"]);
     let reasons = each_fault_of_a_source(&d, &p, &proxy, |name| {
         b.put(&format!("{name}.yaml"), claim(name, "dev"), &[]);
     });
     assert_eq!(reasons, expected_source_reasons());
     drop(d);
-    assert!(Path::new(&p.path("out/dev-one")).is_dir());
+    assert!(Path::new(&p.path("out/dev-team1-one")).is_dir());
 }
 
 #[test]

@@ -244,6 +244,8 @@ fn a_dynamic_bucket_writer_can_neither_squat_nor_take_over_a_git_environment() {
     )
     .replace("deployment_method: git", "deployment_method: dynamic");
 
+    repo.commit(&[("README", Some("claims\n"))], "init", &[]);
+
     // Squatting a name before its owner applies it: refused by the default
     // policies (a dynamic-bucket name is `<type>-<pool>…`).
     b.put("team1/squat.yaml", squat.clone(), &[]);

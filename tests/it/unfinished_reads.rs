@@ -204,7 +204,7 @@ fn s3_read_outliving_its_timeout(fault: Fault) {
 
     let garage = Garage::shared();
     let b = garage.bucket();
-    b.put("dev-s3.yaml", claim("dev-s3", "dev"), &[]);
+    b.put("dev-team1-s3.yaml", claim("dev-team1-s3", "dev"), &[]);
     let upstream = garage
         .endpoint()
         .trim_start_matches("http://")
@@ -215,8 +215,8 @@ fn s3_read_outliving_its_timeout(fault: Fault) {
     let yaml = source_yaml(&proxy.endpoint(), &b.name, &id, &secret, "")
         .replace("timeout: 5s", "timeout: 3s");
     let p = project(&yaml);
-    outlive_the_timeout(&p, &proxy, fault, "bucket", "dev-s3", |i| {
-        let name = format!("dev-new-{i}");
+    outlive_the_timeout(&p, &proxy, fault, "bucket", "dev-team1-s3", |i| {
+        let name = format!("dev-team1-new-{i}");
         b.put(&format!("{name}.yaml"), claim(&name, "dev"), &[]);
         name
     });

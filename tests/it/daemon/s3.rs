@@ -54,29 +54,29 @@ fn an_uploaded_claim_is_applied_by_the_daemon_and_its_object_shows_in_the_api() 
     assert!(d.names().is_empty());
 
     b.put(
-        "team1/dev-s3.yaml",
-        claim("dev-s3", "dev"),
+        "team1/dev-team1-s3.yaml",
+        claim("dev-team1-s3", "dev"),
         &[("uploader", "ci")],
     );
     b.put(
-        "team1/dev-rogue.yaml",
-        claim("dev-rogue", "dev"),
+        "team1/dev-team1-rogue.yaml",
+        claim("dev-team1-rogue", "dev"),
         &[("uploader", "alice")],
     );
-    d.wait_for("dev-s3 ready", |d| {
-        d.names().contains(&"dev-s3".to_owned())
-            && d.json("/api/v1/environments/dev-s3")["status"] == "Ready"
+    d.wait_for("dev-team1-s3 ready", |d| {
+        d.names().contains(&"dev-team1-s3".to_owned())
+            && d.json("/api/v1/environments/dev-team1-s3")["status"] == "Ready"
     });
-    assert!(p.path("out/dev-s3/namespace-dev-s3.yaml").exists());
-    let detail = d.json("/api/v1/environments/dev-s3");
+    assert!(p.path("out/dev-team1-s3/namespace-dev-team1-s3.yaml").exists());
+    let detail = d.json("/api/v1/environments/dev-team1-s3");
     assert_eq!(
         detail["source"],
-        format!("bucket:s3://{}/team1/dev-s3.yaml", b.name)
+        format!("bucket:s3://{}/team1/dev-team1-s3.yaml", b.name)
     );
     let object = &detail["provenance"];
     assert_eq!(object["kind"], "s3", "{detail}");
     assert_eq!(object["bucket"].as_str(), Some(b.name.as_str()));
-    assert_eq!(object["key"], "team1/dev-s3.yaml");
+    assert_eq!(object["key"], "team1/dev-team1-s3.yaml");
     assert_eq!(object["metadata"]["uploader"], "ci");
     assert!(
         object["etag"].as_str().is_some_and(|e| !e.is_empty())
@@ -85,28 +85,28 @@ fn an_uploaded_claim_is_applied_by_the_daemon_and_its_object_shows_in_the_api() 
     );
     // The uploader's metadata reached the Cedar context: the other claim is
     // denied (a diagnostic, shown as an event naming the object).
-    d.wait_for("dev-rogue denied", |d| {
+    d.wait_for("dev-team1-rogue denied", |d| {
         d.get("/api/v1/events")
             .1
             .contains("bucket-claims-come-from-ci")
     });
     let events = d.get("/api/v1/events").1;
     assert!(
-        events.contains(&format!("s3://{}/team1/dev-rogue.yaml", b.name)),
+        events.contains(&format!("s3://{}/team1/dev-team1-rogue.yaml", b.name)),
         "{events}"
     );
     assert!(
-        !p.path("out/dev-rogue").exists(),
+        !p.path("out/dev-team1-rogue").exists(),
         "a denied claim is not applied"
     );
 
     b.put(
-        "team1/dev-s3.yaml",
-        claim("dev-s3", "dev").replace("v1.2.3", "v1.2.4"),
+        "team1/dev-team1-s3.yaml",
+        claim("dev-team1-s3", "dev").replace("v1.2.3", "v1.2.4"),
         &[("uploader", "ci")],
     );
     d.wait_for("the new version", |d| {
-        d.json("/api/v1/environments/dev-s3")["versions"]["user-service"]["tag"] == "v1.2.4"
+        d.json("/api/v1/environments/dev-team1-s3")["versions"]["user-service"]["tag"] == "v1.2.4"
     });
     let metrics = d.get("/metrics").1;
     assert!(
@@ -158,20 +158,20 @@ fn after_a_restart_bucket_claims_are_still_authorized_with_their_object_metadata
     let b = garage.bucket();
     let p = bucket_project(garage, &b, "");
     b.put(
-        "team1/dev-s3.yaml",
-        claim("dev-s3", "dev"),
+        "team1/dev-team1-s3.yaml",
+        claim("dev-team1-s3", "dev"),
         &[("uploader", "ci")],
     );
     let d = Daemon::start(p.dir.path());
-    d.wait_for("dev-s3 ready", |d| {
-        d.names().contains(&"dev-s3".to_owned())
-            && d.json("/api/v1/environments/dev-s3")["status"] == "Ready"
+    d.wait_for("dev-team1-s3 ready", |d| {
+        d.names().contains(&"dev-team1-s3".to_owned())
+            && d.json("/api/v1/environments/dev-team1-s3")["status"] == "Ready"
     });
     assert_eq!(d.terminate(), Some(0));
     let d = Daemon::start(p.dir.path());
     d.wait_for("ready", |d| d.get("/ready").0 == 200);
     // A few polls of the unchanged bucket.
     std::thread::sleep(Duration::from_secs(3));
-    let detail = d.json("/api/v1/environments/dev-s3");
+    let detail = d.json("/api/v1/environments/dev-team1-s3");
     assert_eq!(detail["status"], "Ready", "{detail}");
 }
