@@ -116,7 +116,10 @@ fn expected_source_reasons() -> BTreeMap<String, String> {
 fn git_faults_are_source_errors_that_delete_nothing_and_clear() {
     let repo = Repo::new();
     repo.commit(
-        &[("environments/dev-team1-one.yaml", Some(&claim("dev-team1-one", "dev")))],
+        &[(
+            "environments/dev-team1-one.yaml",
+            Some(&claim("dev-team1-one", "dev")),
+        )],
         "one",
         &[],
     );

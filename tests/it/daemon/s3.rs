@@ -67,7 +67,10 @@ fn an_uploaded_claim_is_applied_by_the_daemon_and_its_object_shows_in_the_api() 
         d.names().contains(&"dev-team1-s3".to_owned())
             && d.json("/api/v1/environments/dev-team1-s3")["status"] == "Ready"
     });
-    assert!(p.path("out/dev-team1-s3/namespace-dev-team1-s3.yaml").exists());
+    assert!(
+        p.path("out/dev-team1-s3/namespace-dev-team1-s3.yaml")
+            .exists()
+    );
     let detail = d.json("/api/v1/environments/dev-team1-s3");
     assert_eq!(
         detail["source"],
