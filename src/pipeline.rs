@@ -124,6 +124,10 @@ pub struct Evaluation {
     pub withheld: BTreeSet<Origin>,
     /// Problem conditions per environment name.
     pub conditions: BTreeMap<String, Vec<Condition>>,
+    /// What a refused claim asked for, by the environment only it names
+    /// (no valid claim, nothing live): its status row shows type, pool and
+    /// owner.
+    pub refused: BTreeMap<String, Box<EnvironmentRecord>>,
     pub counters: Counters,
 }
 
@@ -155,6 +159,7 @@ impl Evaluation {
         self.expired.retain(|name, _| owned(name));
         self.keep.retain(|name, _| owned(name));
         self.conditions.retain(|name, _| owned(name));
+        self.refused.retain(|name, _| owned(name));
     }
 
     /// Takes each file's outcome into the evaluation: desired, expired, or
@@ -185,6 +190,7 @@ impl Evaluation {
                     diagnostics,
                     refusal,
                     stage,
+                    asked,
                 }) => {
                     if stage < Stage::Validated {
                         self.withheld.insert(origin.clone());
@@ -202,12 +208,7 @@ impl Evaluation {
                                     Meets::Owner(_)
                                 ) => {}
                         Some(n) if !conflicted.contains(n) && !claimed.contains(n) => {
-                            let (kind, why) = if refusal == Refusal::Denied {
-                                (ConditionType::Denied, Reason::PolicyDenied)
-                            } else {
-                                (ConditionType::Invalid, Reason::ClaimInvalid)
-                            };
-                            self.keep(n, why, Condition::problem(kind, why, message));
+                            self.hold_refused(n, refusal, message, asked, live);
                         }
                         Some(_) => {}
                         None => {
@@ -389,6 +390,29 @@ impl Evaluation {
                 Diagnostic::new(&d.origin.path, pointer, "limit", message)
                     .for_environment(Some(&name)),
             );
+        }
+    }
+
+    /// A rejected file holds the environment it names as it is (and, when
+    /// nothing is live, its status row shows what the file asked for).
+    fn hold_refused(
+        &mut self,
+        name: &str,
+        refusal: Refusal,
+        message: String,
+        asked: Option<Box<EnvironmentRecord>>,
+        live: &Inventory,
+    ) {
+        let (kind, why) = if refusal == Refusal::Denied {
+            (ConditionType::Denied, Reason::PolicyDenied)
+        } else {
+            (ConditionType::Invalid, Reason::ClaimInvalid)
+        };
+        self.keep(name, why, Condition::problem(kind, why, message));
+        if let Some(asked) = asked
+            && !live.environments.contains_key(name)
+        {
+            self.refused.entry(name.to_owned()).or_insert(asked);
         }
     }
 
@@ -590,6 +614,7 @@ fn taken(path: &str, env_name: &str, owner: &str, source: &str) -> Rejected {
         ],
         refusal: Refusal::Taken,
         stage: Stage::Validated,
+        asked: None,
     }
 }
 
@@ -664,6 +689,62 @@ struct Rejected {
     refusal: Refusal,
     /// How far the file got.
     stage: Stage,
+    /// What the file asked for (type, pool, owner, its origin), when it
+    /// says: the status row of an environment only a refused file names.
+    asked: Option<Box<EnvironmentRecord>>,
+}
+
+/// The refusal of a claim the policies deny.
+fn denied(source: &str, path: &str, claim: &Claim, diagnostic: Diagnostic) -> Rejected {
+    let what = (
+        claim.environment_type.as_str(),
+        claim.environment_pool.as_str(),
+        claim.user.as_str(),
+    );
+    let name = claim.environment_name.as_str();
+    Rejected {
+        name: Some(name.to_owned()),
+        diagnostics: vec![diagnostic.for_environment(Some(name))],
+        refusal: Refusal::Denied,
+        stage: Stage::Validated,
+        asked: Some(asked_for(source, path, what)),
+    }
+}
+
+/// What an invalid document asked for, as far as its fields say.
+fn asked_in(source: &str, path: &str, doc: &serde_json::Value) -> Box<EnvironmentRecord> {
+    let field = |key: &str| {
+        doc.get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+    };
+    let what = (
+        field("environment_type"),
+        field("environment_pool"),
+        field("user"),
+    );
+    asked_for(source, path, what)
+}
+
+/// The record a refused claim asked for (no versions): what `status` shows
+/// of an environment only that claim names.
+fn asked_for(
+    source: &str,
+    path: &str,
+    (env_type, pool, owner): (&str, &str, &str),
+) -> Box<EnvironmentRecord> {
+    Box::new(EnvironmentRecord {
+        origin: Some(Origin {
+            source: source.to_owned(),
+            path: path.to_owned(),
+        }),
+        env_type: env_type.to_owned(),
+        pool: pool.to_owned(),
+        owner: owner.to_owned(),
+        versions: BTreeMap::new(),
+        expires_at: None,
+        secrets: BTreeMap::new(),
+    })
 }
 
 #[derive(Clone)]
@@ -1048,6 +1129,7 @@ impl Pipeline {
                     diagnostics: vec![d],
                     refusal: Refusal::Invalid,
                     stage: Stage::Read,
+                    asked: None,
                 });
             }
         };
@@ -1062,11 +1144,15 @@ impl Pipeline {
                 .into_iter()
                 .map(|d| d.for_environment(name.as_deref()))
                 .collect();
+            let asked = name
+                .as_ref()
+                .map(|_| asked_in(&snapshot.source, path, &doc));
             return Err(Rejected {
                 name,
                 diagnostics,
                 refusal: Refusal::Invalid,
                 stage: Stage::Parsed,
+                asked,
             });
         }
         let sealed = match crate::secret::seal(path, &doc) {
@@ -1080,6 +1166,7 @@ impl Pipeline {
                     name,
                     refusal: Refusal::Invalid,
                     stage: Stage::Parsed,
+                    asked: None,
                 });
             }
         };
@@ -1091,17 +1178,13 @@ impl Pipeline {
                     diagnostics,
                     refusal: Refusal::Invalid,
                     stage: Stage::Parsed,
+                    asked: None,
                 });
             }
         };
         let env_name = claim.environment_name.as_str();
         if let Some(d) = self.pool_prefix_problem(path, snapshot, file, &claim) {
-            return Err(Rejected {
-                name: Some(env_name.to_owned()),
-                diagnostics: vec![d.for_environment(Some(env_name))],
-                refusal: Refusal::Denied,
-                stage: Stage::Validated,
-            });
+            return Err(denied(&snapshot.source, path, &claim, d));
         }
         if let Some(d) = static_origin_problem(path, file, &claim) {
             return Err(Rejected {
@@ -1109,6 +1192,7 @@ impl Pipeline {
                 diagnostics: vec![d],
                 refusal: Refusal::Invalid,
                 stage: Stage::Parsed,
+                asked: None,
             });
         }
         let expires_at = claim.expires_at(self.renderer.presets().get(claim.environment_type).ttl);
@@ -1130,13 +1214,7 @@ impl Pipeline {
             now.timestamp(),
             expires_at.map(|t| t.timestamp()),
         ) {
-            let name = Some(env_name.to_owned());
-            return Err(Rejected {
-                name,
-                diagnostics: vec![d],
-                refusal: Refusal::Denied,
-                stage: Stage::Validated,
-            });
+            return Err(denied(&snapshot.source, path, &claim, d));
         }
         Ok((claim, expires_at, sealed))
     }

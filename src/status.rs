@@ -284,7 +284,7 @@ pub fn statuses(
             out.insert(name.to_owned(), b.clone());
             continue;
         }
-        let record = desired.map(|d| &d.record).or(live.map(|l| &l.record));
+        let record = record_of(name, desired, live, eval);
         let Some(item) = item(
             name,
             record,
@@ -338,6 +338,20 @@ pub fn statuses(
             .cloned(),
     );
     (out, touched)
+}
+
+/// The record an environment's row shows: what its claim asks for, else
+/// what is live, else what a refused claim asked for.
+fn record_of<'a>(
+    name: &str,
+    desired: Option<&'a Arc<Desired>>,
+    live: Option<&'a Arc<crate::inventory::LiveEnvironment>>,
+    eval: &'a crate::pipeline::Evaluation,
+) -> Option<&'a crate::inventory::EnvironmentRecord> {
+    desired
+        .map(|d| &d.record)
+        .or(live.map(|l| &l.record))
+        .or(eval.refused.get(name).map(AsRef::as_ref))
 }
 
 /// An environment's list item, from its record (desired, else live), or

@@ -44,3 +44,45 @@ fn a_rejected_claim_file_removed_is_said_to_be_removed() {
     });
     assert!(!d.log().contains("it is valid now"), "{}", d.log());
 }
+
+/// A denied claim's row (and an invalid one's) shows the type, pool and
+/// owner it asked for, and the file it came from.
+#[test]
+fn a_refused_claims_row_shows_what_it_asked_for() {
+    let p = crate::support::Project::new("");
+    p.write(
+        "claims/dev-denied.yaml",
+        crate::support::claim("dev-denied", "dev").replace("pool: team1", "pool: team2"),
+    );
+    p.write(
+        "claims/dev-invalid.yaml",
+        crate::support::claim("dev-invalid", "dev").replace("v1.2.3", "not a version!"),
+    );
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let items = d.json("/api/v1/environments");
+    let row = |name: &str| {
+        items["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|i| i["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} listed: {items}"))
+    };
+    let denied = row("dev-denied");
+    assert_eq!(denied["status"], "Invalid", "{denied}");
+    assert_eq!(denied["type"], "dev", "{denied}");
+    assert_eq!(denied["pool"], "team2", "{denied}");
+    assert_eq!(denied["owner"], "john.doe@company.com", "{denied}");
+    assert_eq!(denied["source"], "local:claims/dev-denied.yaml", "{denied}");
+    let invalid = row("dev-invalid");
+    assert_eq!(invalid["pool"], "team1", "{invalid}");
+    assert_eq!(
+        invalid["source"], "local:claims/dev-invalid.yaml",
+        "{invalid}"
+    );
+    let url = format!("http://{}", d.addr);
+    let table = crate::support::stdout(&p.run(&["status", "--url", &url]));
+    assert!(table.contains("team2"), "{table}");
+}
