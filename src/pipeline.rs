@@ -340,10 +340,10 @@ impl Evaluation {
             }
         }
         for (name, d) in &self.desired {
-            if live.environments.contains_key(name)
-                || !dynamic(d)
-                || refused.iter().any(|(n, _, _)| n == name)
-            {
+            let too_many = limits
+                .services_per_claim
+                .is_some_and(|max| d.claim.services.len() > max);
+            if live.environments.contains_key(name) || !dynamic(d) || too_many {
                 continue;
             }
             let (pool, user) = (d.claim.environment_pool.as_str(), d.claim.user.as_str());

@@ -319,8 +319,20 @@ fn one_writer_cannot_stop_everyone() {
         "converge.yaml",
         "sources:\n  - name: platform\n    kind: dir\n    path: claims\n  - name: other\n    kind: dir\n    path: other\n\
          target:\n  kind: manifests\n  path: out\nstate_dir: .converge\nsafety:\n  max_delete_fraction: 0.2\n\
-         limits:\n  environments_per_user: 3\n  environments_per_pool: 5\n",
+         limits:\n  environments_per_user: 3\n  environments_per_pool: 5\n  services_per_claim: 3\n",
     );
+    let big = claim_of(
+        "prod-team2-big",
+        "prod",
+        "team2",
+        "jane.roe@company.com",
+        "v1.2.3",
+    )
+    .replace(
+        "services:\n",
+        "services:\n  a-service: v1.0.0\n  b-service: v1.0.0\n  c-service: v1.0.0\n",
+    );
+    p.write("claims/big.yaml", big);
     let prod = |v: &str| {
         claim_of(
             "prod-team2-shop",
@@ -343,6 +355,10 @@ fn one_writer_cannot_stop_everyone() {
     assert_eq!(
         err.matches("limits.environments_per_user is 3").count(),
         3,
+        "{err}"
+    );
+    assert!(
+        err.contains("the claim names 4 services, over limits.services_per_claim 3"),
         "{err}"
     );
     assert_eq!(
