@@ -101,6 +101,30 @@ struct List {
     items: Vec<Item>,
 }
 
+#[derive(serde::Deserialize)]
+struct Sources {
+    items: Vec<SourceRefusals>,
+}
+
+/// The part of `/api/v1/sources` the table shows: files refused before they
+/// named an environment, which have no row of their own.
+#[derive(serde::Deserialize)]
+struct SourceRefusals {
+    name: String,
+    #[serde(default)]
+    refused_files: Vec<RefusedFile>,
+    #[serde(default)]
+    refused_files_total: usize,
+}
+
+#[derive(serde::Deserialize)]
+struct RefusedFile {
+    path: String,
+    pointer: String,
+    rule: String,
+    message: String,
+}
+
 /// What `converge status` prints.
 pub fn status(options: &Options) -> Result<String, Error> {
     let decode = |path: &str, e: serde_json::Error| Error::Decode {
@@ -122,7 +146,37 @@ pub fn status(options: &Options) -> Result<String, Error> {
         return Ok(body + "\n");
     }
     let list: List = serde_json::from_str(&body).map_err(|e| decode(path, e))?;
-    Ok(table(&list.items))
+    let mut out = table(&list.items);
+    let path = "/api/v1/sources";
+    let body = get(options, path)?;
+    let sources: Sources = serde_json::from_str(&body).map_err(|e| decode(path, e))?;
+    out.push_str(&refused_files(&sources.items));
+    Ok(out)
+}
+
+/// Files refused before they named a valid environment, by source and file.
+fn refused_files(sources: &[SourceRefusals]) -> String {
+    let mut out = String::new();
+    for s in sources.iter().filter(|s| s.refused_files_total > 0) {
+        let _ = writeln!(
+            out,
+            "\nsource {}: {} file(s) refused before naming a valid environment:",
+            s.name, s.refused_files_total
+        );
+        for f in &s.refused_files {
+            let at = if f.pointer.is_empty() {
+                String::new()
+            } else {
+                format!(" at {}", f.pointer)
+            };
+            let _ = writeln!(out, "  {}{at}: {} ({})", f.path, f.message, f.rule);
+        }
+        let hidden = s.refused_files_total.saturating_sub(s.refused_files.len());
+        if hidden > 0 {
+            let _ = writeln!(out, "  … and {hidden} more");
+        }
+    }
+    out
 }
 
 fn table(items: &[Item]) -> String {

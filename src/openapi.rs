@@ -201,6 +201,12 @@ fn source_schemas() -> Value {
             "errors": count,
             "last_error": nullable(&object(&json!({ "reason": string, "message": string }))),
             "next_poll_in_ms": count,
+            "refused_files": {
+                "type": "array",
+                "description": "Files refused before they named a valid environment (unparsable, or an invalid environment_name), the first 100 by path, each with its first problem.",
+                "items": object(&json!({ "path": string, "pointer": string, "rule": string, "message": string })),
+            },
+            "refused_files_total": count,
         })),
         "Sources": list_of("Source"),
         "Event": object(&json!({

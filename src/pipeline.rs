@@ -128,6 +128,10 @@ pub struct Evaluation {
     /// (no valid claim, nothing live): its status row shows type, pool and
     /// owner.
     pub refused: BTreeMap<String, Box<EnvironmentRecord>>,
+    /// Files refused without naming a valid environment (unparsable, or an
+    /// invalid `environment_name`), with their diagnostics: `status` lists
+    /// them by file, since there is no environment row to show them on.
+    pub unnamed: BTreeMap<Origin, Vec<Diagnostic>>,
     pub counters: Counters,
 }
 
@@ -212,6 +216,7 @@ impl Evaluation {
                         }
                         Some(_) => {}
                         None => {
+                            self.unnamed.insert(origin.clone(), diagnostics.clone());
                             failed_origins.insert(origin);
                         }
                     }

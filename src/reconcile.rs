@@ -170,6 +170,22 @@ struct SourceDoc<'a> {
     errors: u64,
     last_error: Option<SourceErrorDoc<'a>>,
     next_poll_in_ms: u128,
+    /// Files refused without naming a valid environment (the first
+    /// [`REFUSED_FILES_SHOWN`] by path), and how many there are.
+    refused_files: Vec<RefusedFileDoc<'a>>,
+    refused_files_total: usize,
+}
+
+/// How many refused files `/api/v1/sources` lists per source.
+const REFUSED_FILES_SHOWN: usize = 100;
+
+/// A file refused before it named an environment: its first problem.
+#[derive(Debug, Serialize)]
+struct RefusedFileDoc<'a> {
+    path: &'a str,
+    pointer: &'a str,
+    rule: &'a str,
+    message: &'a str,
 }
 
 #[derive(Debug, Serialize)]
@@ -243,6 +259,9 @@ pub struct Daemon {
     /// until a pass evaluated the sources' snapshots; snapshots are stored
     /// only after one did.
     withheld: Option<BTreeSet<crate::source::Origin>>,
+    /// Files the last evaluation refused without naming a valid environment,
+    /// shown per source in `/api/v1/sources` (and so by `converge status`).
+    unnamed: BTreeMap<crate::source::Origin, Vec<crate::diagnostic::Diagnostic>>,
     /// Diagnostics already reported as events (so a pass does not repeat them).
     reported: BTreeSet<String>,
     last_hold: Option<String>,
@@ -365,6 +384,7 @@ impl Daemon {
             ),
             requeue_at: None,
             withheld: None,
+            unnamed: BTreeMap::new(),
             reported: BTreeSet::new(),
             last_hold: None,
             last_full_pass: None,
@@ -796,6 +816,7 @@ impl Daemon {
         let (action, touched, record) = match result {
             Ok(outcome) => {
                 self.withheld = Some(outcome.evaluation.withheld.clone());
+                self.unnamed.clone_from(&outcome.evaluation.unnamed);
                 self.observe_hold(&outcome.plan, allowed, &mut events);
                 self.observe_applies(&outcome, &mut events);
                 self.observe_diagnostics(&outcome.evaluation, &mut events);
@@ -1365,6 +1386,8 @@ impl Daemon {
             next_poll_in_ms: self
                 .tags_due
                 .map_or(0, |d| d.saturating_duration_since(now).as_millis()),
+            refused_files: Vec::new(),
+            refused_files_total: 0,
         });
         self.sources
             .iter()
@@ -1385,6 +1408,25 @@ impl Daemon {
                     .as_ref()
                     .map(|(reason, message)| SourceErrorDoc { reason, message }),
                 next_poll_in_ms: s.due.saturating_duration_since(now).as_millis(),
+                refused_files: self
+                    .unnamed
+                    .iter()
+                    .filter(|(o, _)| o.source == s.config.name())
+                    .filter_map(|(o, d)| {
+                        d.first().map(|d| RefusedFileDoc {
+                            path: &o.path,
+                            pointer: &d.pointer,
+                            rule: &d.rule,
+                            message: &d.message,
+                        })
+                    })
+                    .take(REFUSED_FILES_SHOWN)
+                    .collect(),
+                refused_files_total: self
+                    .unnamed
+                    .keys()
+                    .filter(|o| o.source == s.config.name())
+                    .count(),
             })
             .chain(tags)
             .collect()

@@ -86,3 +86,44 @@ fn a_refused_claims_row_shows_what_it_asked_for() {
     let table = crate::support::stdout(&p.run(&["status", "--url", &url]));
     assert!(table.contains("team2"), "{table}");
 }
+
+/// A claim whose name is invalid has no environment row: `status` lists it
+/// by file, with the JSON path and the rule (and `/api/v1/sources` does).
+#[test]
+fn a_claim_with_an_invalid_name_shows_in_status_by_file() {
+    let p = crate::support::Project::new("");
+    p.write(
+        "claims/dev-good.yaml",
+        crate::support::claim("dev-good", "dev"),
+    );
+    p.write(
+        "claims/bad-name.yaml",
+        crate::support::claim("Bad_Name!", "dev"),
+    );
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ready", |d| d.get("/ready").0 == 200);
+    let source = &d.json("/api/v1/sources")["items"][0];
+    assert_eq!(source["refused_files_total"], 1, "{source}");
+    let file = &source["refused_files"][0];
+    assert_eq!(file["path"], "claims/bad-name.yaml", "{source}");
+    assert_eq!(file["pointer"], "/environment_name", "{source}");
+    let url = format!("http://{}", d.addr);
+    let table = crate::support::stdout(&p.run(&["status", "--url", &url]));
+    assert!(table.contains("dev-good"), "{table}");
+    assert!(
+        table.contains("1 file(s) refused before naming a valid environment"),
+        "{table}"
+    );
+    assert!(
+        table.contains("claims/bad-name.yaml at /environment_name:"),
+        "{table}"
+    );
+    // Fixed, it leaves the list.
+    p.write(
+        "claims/bad-name.yaml",
+        crate::support::claim("dev-fixed", "dev"),
+    );
+    d.wait_for("the file gone from the refused list", |d| {
+        d.json("/api/v1/sources")["items"][0]["refused_files_total"] == 0
+    });
+}
