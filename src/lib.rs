@@ -396,8 +396,17 @@ impl Converge {
         for (key, reason, message) in &outcome.failed {
             tracing::warn!(service = %key.service, dev = key.dev, reason = %reason, "{message}");
         }
-        self.pipeline.tags = scanner.tag_set();
+        self.adopt_tags();
         outcome.changed
+    }
+
+    /// Hands the scanner's tag lists to the pipeline: the one place
+    /// [`Pipeline::tags`] follows the tag source (after a scan, and after
+    /// restoring the lists from the state store).
+    pub fn adopt_tags(&mut self) {
+        if let Some(scanner) = &self.tags {
+            self.pipeline.tags = scanner.tag_set();
+        }
     }
 
     /// Lists every wanted repository again (the daemon, every
@@ -407,7 +416,7 @@ impl Converge {
         let scanner = self.tags.as_mut()?;
         let outcome = scanner.scan(None);
         if outcome.changed {
-            self.pipeline.tags = scanner.tag_set();
+            self.adopt_tags();
         }
         Some(outcome)
     }

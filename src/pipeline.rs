@@ -35,7 +35,7 @@ pub struct Pipeline {
     pub renderer: Renderer,
     /// The tag lists constraints resolve against: the config's fixed lists,
     /// or what the daemon last read from a registry or git tags (handed in
-    /// with [`Pipeline::set_tags`] before a pass).
+    /// by [`crate::Converge::adopt_tags`] before a pass).
     pub tags: TagSet,
     /// The service catalog (dependencies come along).
     pub catalog: Catalog,

@@ -309,11 +309,11 @@ impl Daemon {
         let tags_due = match &mut converge.tags {
             Some(scanner) => {
                 scanner.restore(&restored.tags);
-                converge.pipeline.tags = scanner.tag_set();
                 Some(now)
             }
             None => None,
         };
+        converge.adopt_tags();
         let max_backoff = converge.config.reconcile.max_backoff;
         let mut sources = Vec::new();
         for c in &converge.config.sources {

@@ -6,7 +6,7 @@
 //! one in the evaluation's keep set is never touched. The mass-deletion gate
 //! holds the whole plan when it would delete more than
 //! `safety.max_delete_fraction` of the live environments, or all of them,
-//! unless this run explicitly allows it. [`format`] writes a plan as text,
+//! unless this run explicitly allows it. [`format`](mod@format) writes a plan as text,
 //! JSON or Markdown.
 //!
 //! An environment the last plan found in sync is not diffed again while

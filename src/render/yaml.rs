@@ -7,7 +7,7 @@
 //! or 1.2 parser could read it as anything but that string; otherwise it is
 //! double-quoted with JSON escapes (valid YAML). Multi-line string values
 //! become literal blocks when that round-trips exactly. Keys have their own
-//! path ([`push_key`]): plain or double-quoted on one line, never a block, and
+//! path (`push_key`): plain or double-quoted on one line, never a block, and
 //! in the explicit `? key` form when longer than an implicit key may be.
 
 use std::fmt::Write;
