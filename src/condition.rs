@@ -137,6 +137,10 @@ names! {
         Invalid = "Invalid",
         /// The target refuses a change to a field that cannot change.
         ImmutableField = "ImmutableField",
+        /// This replica does not lead (leader election): another applies.
+        NotLeader = "NotLeader",
+        /// Another replica owns the environment (shards).
+        NotOwner = "NotOwner",
     }
 }
 

@@ -23,6 +23,7 @@ pub mod claim;
 pub mod client;
 pub mod condition;
 pub mod config;
+pub mod coordination;
 pub mod diagnostic;
 pub mod diff;
 pub mod health;

@@ -40,14 +40,18 @@ const IO_CRATES: &[&str] = &[
 
 const IO_MODULES: &[&str] = &[
     "crate::api",
+    "crate::blocking",
     "crate::client",
+    "crate::coordination",
     "crate::keys",
+    "crate::metrics",
     "crate::reconcile",
     "crate::state",
     "crate::source::dir",
     "crate::source::git",
     "crate::source::s3",
     "crate::tags",
+    "crate::target::kube",
     "crate::target::manifests",
 ];
 

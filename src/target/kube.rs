@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{EnvironmentChange, EnvironmentRecord, Inventory, LiveEnvironment, Target};
 use crate::config::KubernetesConfig;
+use crate::coordination::Coordination;
 use crate::health::ObjectHealth;
 use crate::object::{ObjectRef, kind, kind_rank, shared};
 use crate::render::{Digest, ENVIRONMENT_LABEL, MANAGED_BY, Rendered};
@@ -593,10 +594,9 @@ pub struct Kubernetes {
     watches: std::sync::OnceLock<Watches>,
     /// Publishes Kubernetes Events (repeats folded into series).
     recorder: kube::runtime::events::Recorder,
-    /// The leader election, when configured (started on first use).
-    election: std::sync::OnceLock<super::lease::Election>,
-    /// The shard membership, when configured (started on first use).
-    membership: std::sync::OnceLock<super::shards::Membership>,
+    /// Leader election and shard membership, when configured: every write
+    /// of a change is fenced by them.
+    coordination: Coordination,
     /// The members' generation the cached inventory was read under: a
     /// replica that gains environments reads them again (others wrote them).
     cache_generation: std::sync::atomic::AtomicU64,
@@ -745,6 +745,15 @@ impl Kubernetes {
                 instance: std::env::var("HOSTNAME").ok(),
             },
         );
+        let notify = tokio::sync::watch::channel(0).0;
+        let coordination = Coordination::new(
+            config.clone(),
+            options.inventory_namespace.clone(),
+            options.field_manager.clone(),
+            options.leader_election.as_deref().cloned(),
+            options.shards.as_deref().cloned(),
+            notify.clone(),
+        );
         Ok(Kubernetes {
             runtime,
             client,
@@ -754,10 +763,9 @@ impl Kubernetes {
             cache: Mutex::new(None),
             watches: std::sync::OnceLock::new(),
             recorder,
-            election: std::sync::OnceLock::new(),
-            membership: std::sync::OnceLock::new(),
+            coordination,
             cache_generation: std::sync::atomic::AtomicU64::new(0),
-            notify: tokio::sync::watch::channel(0).0,
+            notify,
             namespace_ensured: std::sync::atomic::AtomicBool::new(false),
             held: Mutex::new(HashMap::new()),
             fingerprints: Arc::new(Mutex::new(HashMap::new())),
@@ -776,58 +784,12 @@ impl Kubernetes {
         (self.options.concurrency / self.environments_at_once()).max(1)
     }
 
-    /// The leader election, when configured (started on first use).
-    fn election(&self) -> Option<&super::lease::Election> {
-        let options = self.options.leader_election.as_ref()?;
-        Some(self.election.get_or_init(|| {
-            let mut options = (**options).clone();
-            if options.identity.is_empty() {
-                options.identity = super::lease::default_identity();
-            }
-            super::lease::Election::start(
-                self.config.clone(),
-                self.options.inventory_namespace.clone(),
-                self.options.field_manager.clone(),
-                options,
-                self.notify.clone(),
-            )
-        }))
-    }
-
-    /// The shard membership, when configured (started on first use).
-    fn membership(&self) -> Option<&super::shards::Membership> {
-        let options = self.options.shards.as_ref()?;
-        Some(self.membership.get_or_init(|| {
-            let mut options = (**options).clone();
-            if options.identity.is_empty() {
-                options.identity = super::shards::default_identity();
-            }
-            super::shards::Membership::start(
-                self.config.clone(),
-                self.options.inventory_namespace.clone(),
-                self.options.field_manager.clone(),
-                options,
-                self.notify.clone(),
-            )
-        }))
-    }
-
     /// A write of `environment` is refused unless this replica leads (leader
     /// election) and owns it (shards): checked before every write of a change.
     fn fence(&self, environment: &str) -> Result<(), super::Error> {
-        if !self.election().is_none_or(super::lease::Election::leading) {
-            return Err(super::Error::Transient(Box::new(std::io::Error::other(
-                "this replica does not lead (leader election): not applying",
-            ))));
-        }
-        if !self.membership().is_none_or(|m| m.owns_now(environment)) {
-            return Err(super::Error::Transient(Box::new(std::io::Error::other(
-                format!(
-                    "environment {environment}: this replica no longer owns it (shards): not applying"
-                ),
-            ))));
-        }
-        Ok(())
+        self.coordination
+            .fence(environment)
+            .map_err(super::Error::Fenced)
     }
 
     /// The watches (started on first use).
@@ -1406,7 +1368,7 @@ impl Kubernetes {
 
     /// Makes sure the inventory Namespace exists (once per process).
     async fn ensure_inventory_namespace(&self) -> Result<(), super::Error> {
-        ensure_namespace_as(
+        crate::coordination::ensure_namespace_as(
             &self.client,
             &self.options.inventory_namespace,
             &self.options.field_manager,
@@ -1808,8 +1770,7 @@ impl Target for Kubernetes {
     /// With `drift: correct`, objects that drifted are listed with a
     /// pending digest, so the pass applies them again.
     fn inventory(&self) -> Result<Arc<Inventory>, super::Error> {
-        if let Some(m) = self.membership() {
-            let generation = m.members().generation();
+        if let Some(generation) = self.coordination.generation() {
             let read_under = self
                 .cache_generation
                 .swap(generation, std::sync::atomic::Ordering::Relaxed);
@@ -1993,20 +1954,13 @@ impl Target for Kubernetes {
     }
 
     fn leading(&self) -> bool {
-        self.election().is_none_or(super::lease::Election::leading)
-            && self
-                .membership()
-                .is_none_or(super::shards::Membership::active)
+        self.coordination.leading()
     }
 
     /// A one-shot run waits (at most two lease durations) to become an
     /// active member; the daemon passes only while it is one.
     fn members(&self) -> Option<Arc<crate::shard::Members>> {
-        let m = self.membership()?;
-        if let Some(o) = &self.options.shards {
-            m.wait_active(o.lease_duration * 2 + o.retry_period);
-        }
-        Some(m.members())
+        self.coordination.members()
     }
 
     fn apply(&self, change: &EnvironmentChange<'_>) -> Result<(), super::Error> {
@@ -2296,59 +2250,6 @@ fn edited(baseline: &str, ours: &BTreeSet<String>, others: &[(String, BTreeSet<S
         .flat_map(|(_, f)| f)
         .collect();
     scaled.is_empty() || fingerprint(ours.iter().chain(scaled)) != baseline
-}
-
-/// Makes sure a Namespace converge keeps its own objects in (the inventory's
-/// and the Leases') exists: one that exists is used as it is, its labels
-/// untouched (someone else may have made it: the Helm release's namespace);
-/// one that does not is created, carrying converge's label.
-pub(super) async fn ensure_namespace(
-    client: &kube::Client,
-    name: &str,
-    field_manager: &str,
-) -> Result<(), kube::Error> {
-    ensure_namespace_as(client, name, field_manager)
-        .await
-        .map_err(|(_, e)| e)
-}
-
-/// [`ensure_namespace`], saying which request failed (`get`, `create`).
-async fn ensure_namespace_as(
-    client: &kube::Client,
-    name: &str,
-    field_manager: &str,
-) -> Result<(), (&'static str, kube::Error)> {
-    use k8s_openapi::api::core::v1::Namespace;
-    let api: Api<Namespace> = Api::all(client.clone());
-    if api
-        .get_metadata_opt(name)
-        .await
-        .map_err(|e| ("get", e))?
-        .is_some()
-    {
-        return Ok(());
-    }
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.to_owned()),
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY.to_owned(),
-                "converge".to_owned(),
-            )])),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let params = kube::api::PostParams {
-        field_manager: Some(field_manager.to_owned()),
-        ..Default::default()
-    };
-    match api.create(&params, &ns).await {
-        Ok(_) => Ok(()),
-        // Made meanwhile by someone else: used as it is.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(("create", e)),
-    }
 }
 
 /// A rendered object as the body of a server-side apply, in `namespace`

@@ -8,9 +8,7 @@
 //! directory is the embedded default.
 
 pub mod kube;
-pub mod lease;
 pub mod manifests;
-pub mod shards;
 
 use std::sync::Arc;
 
@@ -76,6 +74,10 @@ pub enum Error {
     /// The target's own record of what converge applied cannot be read.
     #[error("{0}")]
     CorruptInventory(#[source] Cause),
+    /// This replica may not write the environment now (it does not lead, or
+    /// another shard owns it): retried, like a transient failure.
+    #[error(transparent)]
+    Fenced(crate::coordination::Fenced),
 }
 
 impl Error {
@@ -89,13 +91,15 @@ impl Error {
             Self::Invalid(_) => Reason::Invalid,
             Self::Immutable(_) => Reason::ImmutableField,
             Self::CorruptInventory(_) => Reason::InventoryCorrupt,
+            Self::Fenced(crate::coordination::Fenced::NotLeader) => Reason::NotLeader,
+            Self::Fenced(crate::coordination::Fenced::NotOwner(_)) => Reason::NotOwner,
         }
     }
 
     /// Whether retrying later may succeed without the input changing.
     #[must_use]
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_))
+        matches!(self, Self::Transient(_) | Self::Fenced(_))
     }
 }
 

@@ -30,14 +30,15 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions};
 
+use super::{Keeper, LeaseSpace, Leases};
 use crate::config::Shards;
 use crate::shard::Members;
 
-/// This replica's membership, kept on a thread of its own.
+/// This replica's membership, kept on a thread of its own. Dropping it
+/// leaves: the Lease is deleted, so the share moves at once.
 pub struct Membership {
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _keeper: Keeper,
 }
 
 impl std::fmt::Debug for Membership {
@@ -86,10 +87,8 @@ impl Shared {
 impl Membership {
     /// Starts keeping this replica's Lease in `namespace` with a client of
     /// its own (`field_manager` writes the Namespace when it is missing).
-    pub fn start(
-        config: kube::Config,
-        namespace: String,
-        field_manager: String,
+    pub(crate) fn start(
+        space: LeaseSpace,
         options: Shards,
         notify: tokio::sync::watch::Sender<u64>,
     ) -> Membership {
@@ -104,32 +103,17 @@ impl Membership {
             }),
             notify,
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let inner = shared.clone();
-        let spawned = super::lease::spawn_thread(
+        let (keeping, leaving) = (shared.clone(), shared.clone());
+        let keeper = Keeper::start(
             "converge-shards",
             "the shard membership",
-            config,
-            move |client| async move {
-                let api: Api<Lease> = Api::namespaced(client.clone(), &namespace);
-                let ensure = || super::kube::ensure_namespace(&client, &namespace, &field_manager);
-                tokio::select! {
-                    () = keep(&api, ensure, &inner) => {}
-                    _ = stopped => leave(&api, &inner).await,
-                }
-            },
+            space,
+            |leases| async move { keep(&leases, &keeping).await },
+            |leases| async move { leave(&leases.api, &leaving).await },
         );
-        let thread = match spawned {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the shard membership");
-                None
-            }
-        };
         Membership {
             shared,
-            stop: Some(stop),
-            thread,
+            _keeper: keeper,
         }
     }
 
@@ -171,56 +155,16 @@ impl Membership {
     }
 }
 
-impl Drop for Membership {
-    /// Leaves: the Lease is deleted, so the share moves at once.
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// This replica's identity when none is configured: the leader election's
-/// (pod or host name and pid), made fit for a Lease's name.
-#[must_use]
-pub fn default_identity() -> String {
-    super::lease::default_identity()
-        .to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
-}
-
 fn lease_name(o: &Shards) -> String {
     format!("{}{}", o.lease_prefix, o.identity)
 }
 
-async fn keep<F, Fut>(api: &Api<Lease>, ensure_namespace: F, shared: &Shared)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), kube::Error>>,
-{
+async fn keep(leases: &Leases, shared: &Shared) {
     let o = &shared.options;
     let mut was_active = false;
     loop {
         let sent = Instant::now();
-        let mut outcome = round(api, shared).await;
-        if matches!(&outcome, Err(kube::Error::Api(s)) if s.code == 404) {
-            // The inventory Namespace does not exist yet.
-            outcome = match ensure_namespace().await {
-                Ok(()) => round(api, shared).await,
-                Err(e) => Err(e),
-            };
-        }
+        let outcome = leases.in_namespace(|| round(&leases.api, shared)).await;
         // Look again when a live member's Lease expires if that comes
         // before the next round: its share moves as soon as it may.
         let mut wait = o.retry_period;

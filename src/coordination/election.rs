@@ -28,25 +28,14 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
 
+use super::{Keeper, LeaseSpace, Leases};
 use crate::config::LeaderElection;
 
-/// A running election.
+/// A running election. Dropping it stops the election and waits for the
+/// Lease's release.
 pub struct Election {
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Election {
-    /// Stops the election and waits for the Lease's release.
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    _keeper: Keeper,
 }
 
 impl std::fmt::Debug for Election {
@@ -66,45 +55,11 @@ struct Shared {
     notify: tokio::sync::watch::Sender<u64>,
 }
 
-/// Runs `work` on a thread of its own, with a current-thread runtime and a
-/// kube client of its own, so a Lease is renewed on time however busy the
-/// daemon's runtime is. `what` names it in the errors that stop it.
-pub(super) fn spawn_thread<F, Fut>(
-    name: &str,
-    what: &'static str,
-    config: kube::Config,
-    work: F,
-) -> std::io::Result<std::thread::JoinHandle<()>>
-where
-    F: FnOnce(kube::Client) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()>,
-{
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                tracing::error!("cannot start {what}'s runtime");
-                return;
-            };
-            runtime.block_on(async move {
-                match kube::Client::try_from(config) {
-                    Ok(client) => work(client).await,
-                    Err(e) => tracing::error!(error = %e, "cannot start {what}'s client"),
-                }
-            });
-        })
-}
-
 impl Election {
     /// Starts electing in `namespace` with a client of its own.
     /// `field_manager` writes the Namespace when it is missing.
-    pub fn start(
-        config: kube::Config,
-        namespace: String,
-        field_manager: String,
+    pub(crate) fn start(
+        space: LeaseSpace,
         options: LeaderElection,
         notify: tokio::sync::watch::Sender<u64>,
     ) -> Election {
@@ -113,32 +68,17 @@ impl Election {
             renewed: Mutex::new(None),
             notify,
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let inner = shared.clone();
-        let spawned = spawn_thread(
+        let (keep, stop) = (shared.clone(), shared.clone());
+        let keeper = Keeper::start(
             "converge-lease",
             "the leader election",
-            config,
-            move |client| async move {
-                let api: Api<Lease> = Api::namespaced(client.clone(), &namespace);
-                let ensure = || super::kube::ensure_namespace(&client, &namespace, &field_manager);
-                tokio::select! {
-                    () = elect(&api, ensure, &inner) => {}
-                    _ = stopped => release(&api, &inner).await,
-                }
-            },
+            space,
+            |leases| async move { elect(&leases, &keep).await },
+            |leases| async move { release(&leases.api, &stop).await },
         );
-        let thread = match spawned {
-            Ok(thread) => Some(thread),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the leader election");
-                None
-            }
-        };
         Election {
             shared,
-            stop: Some(stop),
-            thread,
+            _keeper: keeper,
         }
     }
 
@@ -154,23 +94,14 @@ impl Election {
     }
 }
 
-async fn elect<F, Fut>(api: &Api<Lease>, ensure_namespace: F, shared: &Shared)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), kube::Error>>,
-{
+async fn elect(leases: &Leases, shared: &Shared) {
     let o = &shared.options;
     let mut was_leading = false;
     loop {
         let sent = Instant::now();
-        let mut outcome = try_acquire_or_renew(api, o).await;
-        if matches!(&outcome, Err(kube::Error::Api(s)) if s.code == 404) {
-            // The Lease's Namespace (the inventory's) does not exist yet.
-            outcome = match ensure_namespace().await {
-                Ok(()) => try_acquire_or_renew(api, o).await,
-                Err(e) => Err(e),
-            };
-        }
+        let outcome = leases
+            .in_namespace(|| try_acquire_or_renew(&leases.api, o))
+            .await;
         // A standby looks again when the Lease expires if that comes before
         // the next retry, so it takes over as soon as it may.
         let mut wait = o.retry_period;
@@ -321,13 +252,4 @@ async fn try_acquire_or_renew(api: &Api<Lease>, o: &LeaderElection) -> Result<He
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(Held::Other(None)),
         Err(e) => Err(e),
     }
-}
-
-/// An identity for this replica: the pod name, else host name and pid.
-#[must_use]
-pub fn default_identity() -> String {
-    let host = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "converge".to_owned());
-    format!("{host}-{}", std::process::id())
 }
