@@ -699,6 +699,15 @@ struct Rejected {
     asked: Option<Box<EnvironmentRecord>>,
 }
 
+/// Every file of every snapshot, with its snapshot (what passes and
+/// `validate` check in parallel).
+fn every_file(snapshots: &[Snapshot]) -> Vec<(&Snapshot, &SourceFile)> {
+    snapshots
+        .iter()
+        .flat_map(|s| s.files.iter().map(move |f| (s, f)))
+        .collect()
+}
+
 /// The refusal of a claim the policies deny.
 fn denied(source: &str, path: &str, claim: &Claim, diagnostic: Diagnostic) -> Rejected {
     let what = (
@@ -823,10 +832,7 @@ impl Pipeline {
         options: Options,
         cache: &mut Cache,
     ) -> Evaluation {
-        let files: Vec<(&Snapshot, &SourceFile)> = snapshots
-            .iter()
-            .flat_map(|s| s.files.iter().map(move |f| (s, f)))
-            .collect();
+        let files = every_file(snapshots);
         let generation = self.secrets.generation();
         let (decrypts, unwraps) = (
             self.decrypts.load(Ordering::Relaxed),
@@ -1036,10 +1042,7 @@ impl Pipeline {
     /// counted in `Validated::secrets_unchecked`.
     #[must_use]
     pub fn validate(&self, snapshots: &[Snapshot], now: DateTime<Utc>) -> Validated {
-        let files: Vec<(&Snapshot, &SourceFile)> = snapshots
-            .iter()
-            .flat_map(|s| s.files.iter().map(move |f| (s, f)))
-            .collect();
+        let files = every_file(snapshots);
         let empty = Inventory::default();
         let unchecked = AtomicUsize::new(0);
         let results: Vec<(Option<String>, &str, Vec<Diagnostic>)> = files
@@ -1103,10 +1106,7 @@ impl Pipeline {
     /// `converge validate` checks versions of).
     #[must_use]
     pub fn valid_claims(&self, snapshots: &[Snapshot], now: DateTime<Utc>) -> Vec<(String, Claim)> {
-        let files: Vec<(&Snapshot, &SourceFile)> = snapshots
-            .iter()
-            .flat_map(|s| s.files.iter().map(move |f| (s, f)))
-            .collect();
+        let files = every_file(snapshots);
         let empty = Inventory::default();
         files
             .par_iter()
@@ -1205,23 +1205,32 @@ impl Pipeline {
             Meets::Owner(owner) => return Err(taken(path, env_name, owner, &snapshot.source)),
             m => m.ask().unwrap_or(Ask::Create),
         };
+        if let Err(d) = self.authorize(snapshot, file, &claim, ask, now) {
+            return Err(denied(&snapshot.source, path, &claim, d));
+        }
+        Ok((claim, expires_at, sealed))
+    }
+
+    /// The policies' decision on `claim` from `file` of `snapshot`, asked
+    /// as `ask` (create, or update of what is live).
+    fn authorize(
+        &self,
+        snapshot: &Snapshot,
+        file: &SourceFile,
+        claim: &Claim,
+        ask: Ask<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Diagnostic> {
+        let preset = self.renderer.presets().get(claim.environment_type);
+        let expires_at = claim.expires_at(preset.ttl).map(|t| t.timestamp());
         let source = RequestSource {
             kind: snapshot.kind,
             name: &snapshot.source,
             is_static: snapshot.is_static,
             provenance: file.provenance.as_deref(),
         };
-        if let Err(d) = self.policies.authorize(
-            path,
-            &claim,
-            ask,
-            &source,
-            now.timestamp(),
-            expires_at.map(|t| t.timestamp()),
-        ) {
-            return Err(denied(&snapshot.source, path, &claim, d));
-        }
-        Ok((claim, expires_at, sealed))
+        self.policies
+            .authorize(&file.path, claim, ask, &source, now.timestamp(), expires_at)
     }
 
     /// With `pool_from_prefix`: the claim's pool is not its key's first
@@ -1340,19 +1349,7 @@ impl Pipeline {
         let reusable = match (&entry.outcome, &entry.claim) {
             (Outcome::Invalid(r), _) if r.refusal == Refusal::Invalid => true,
             (Outcome::Invalid(_), _) | (_, None) => false,
-            (_, Some(claim)) => {
-                let preset = self.renderer.presets().get(claim.environment_type);
-                let expires_at = claim.expires_at(preset.ttl).map(|t| t.timestamp());
-                let source = RequestSource {
-                    kind: snapshot.kind,
-                    name: &snapshot.source,
-                    is_static: snapshot.is_static,
-                    provenance: file.provenance.as_deref(),
-                };
-                self.policies
-                    .authorize(&file.path, claim, ask, &source, now.timestamp(), expires_at)
-                    .is_ok()
-            }
+            (_, Some(claim)) => self.authorize(snapshot, file, claim, ask, now).is_ok(),
         };
         if reusable {
             entry.asked = asked;
