@@ -227,8 +227,10 @@ const STYLE: &str = concat!(
     "h1{font-size:1.3rem;overflow-wrap:anywhere}h2{font-size:1.1rem;margin-top:1.6rem}a{color:#0550ae}",
     ".wrap{overflow-x:auto;max-width:100%}table{border-collapse:collapse;width:100%}",
     "th,td{text-align:left;vertical-align:top;padding:.35rem .5rem;border-bottom:1px solid #ddd}",
-    "td{overflow-wrap:anywhere}.nw{white-space:nowrap}td.why{min-width:14rem}",
-    "code{font-size:.9em;overflow-wrap:anywhere}small,.muted{color:#57606a}",
+    // break-word, not anywhere, in a table: a word is never cut to narrow a
+    // column; a table wider than the page scrolls in its .wrap.
+    "td{overflow-wrap:break-word}.nw{white-space:nowrap}td.why{min-width:14rem}",
+    "code{font-size:.9em;overflow-wrap:break-word}small,.muted{color:#57606a}",
     ".badge{display:inline-block;font-size:.75rem;font-weight:700;padding:0 .3rem;margin:0 .2rem;",
     "border:1px solid currentColor;border-radius:4px;text-transform:uppercase}",
     ".Ready,.yes{color:#116329}.Failed,.Invalid,.Held,.Stalled,.no,.Warning{color:#a40e26}",
@@ -238,15 +240,16 @@ const STYLE: &str = concat!(
     "tr.drifted td:first-child{box-shadow:inset 4px 0 #6639ba}",
     "form{display:flex;flex-wrap:wrap;gap:.5rem;margin:.75rem 0}",
     "input[type=search]{flex:1 1 12rem;min-width:0;max-width:30rem;padding:.35rem;font:inherit}",
-    "button{font:inherit;padding:.35rem .8rem}dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}",
-    "dt{color:#57606a}dd{margin:0;overflow-wrap:anywhere}ul.drift{padding-left:1.2rem}",
+    "button{font:inherit;padding:.35rem .8rem}dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.2rem 1rem}",
+    "dt{color:#57606a}dd{margin:0;min-width:0;overflow-wrap:anywhere}dd code,h1 code,li code{overflow-wrap:anywhere}ul.drift{padding-left:1.2rem}",
     "nav.pages a{margin-right:1rem}",
     "@media (max-width:640px){table.cards thead{display:none}",
     "table.cards,table.cards tbody,table.cards tr,table.cards td{display:block;width:auto}",
     "table.cards tr{border:1px solid #ddd;border-radius:6px;margin:.5rem 0;padding:.25rem;overflow:hidden}",
-    "table.cards td{border:0;padding:.15rem .5rem}td.why{min-width:0}",
+    "table.cards td{border:0;padding:.15rem .5rem;overflow-wrap:anywhere;white-space:normal}td.why{min-width:0}",
+    "table.cards code{overflow-wrap:anywhere}",
     "table.cards td::before{content:attr(data-label);display:inline-block;min-width:4.5rem;color:#57606a}",
-    "dl{grid-template-columns:1fr}dd{margin-bottom:.3rem}}",
+    "dl{grid-template-columns:minmax(0,1fr)}dd{margin-bottom:.3rem}}",
 );
 
 fn head(html: &mut String, title: &str) {
@@ -539,8 +542,8 @@ fn events_table(html: &mut String, events: &[&Event<'_>], total: usize) {
         let _ = write!(
             html,
             concat!(
-                "<tr><td data-label=\"time\" class=\"nw\">{}</td><td data-label=\"type\" class=\"{}\">{}</td>",
-                "<td data-label=\"reason\">{}</td><td data-label=\"environment\">{}</td>",
+                "<tr><td data-label=\"time\" class=\"nw\">{}</td><td data-label=\"type\" class=\"nw {}\">{}</td>",
+                "<td data-label=\"reason\" class=\"nw\">{}</td><td data-label=\"environment\">{}</td>",
                 "<td data-label=\"message\" class=\"why\">{}</td></tr>"
             ),
             escape(&e.time),

@@ -227,10 +227,7 @@ fn measure(p: &Project, browser: &str, size: &str, urls: &[String]) -> Vec<Value
 #[test]
 #[ignore = "needs chromium (scripts/test installs it)"]
 fn the_status_pages_fit_390_and_1280_px_in_chromium_with_nothing_run_from_a_claim() {
-    let browser = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| which(b))
-        .expect("needs chromium (scripts/test installs it)");
+    let browser = chromium();
     let p = project();
     let d = started(&p);
     let base = format!("http://{}", d.addr);
@@ -253,7 +250,8 @@ fn the_status_pages_fit_390_and_1280_px_in_chromium_with_nothing_run_from_a_clai
             let scroll = m["scrollWidth"].as_u64().expect("scrollWidth");
             assert!(
                 scroll <= width,
-                "{url} at {width} px is {scroll} px wide (screenshot {})",
+                "{url} at {width} px is {scroll} px wide: {} (screenshot {})",
+                m["overflowing"],
                 m["screenshot"]
             );
             assert_eq!(m["scripts"], 0, "{url}: a script element");
@@ -309,6 +307,156 @@ fn the_status_pages_fit_390_and_1280_px_in_chromium_with_nothing_run_from_a_clai
                 let shot = m["screenshot"].as_str().unwrap_or_default();
                 let name = std::path::Path::new(shot).file_name().expect("name");
                 let _ = std::fs::copy(shot, std::path::Path::new(&keep).join(name));
+            }
+        }
+    }
+}
+
+/// Chromium's name on this machine.
+fn chromium() -> &'static str {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| which(b))
+        .expect("needs chromium (scripts/test installs it)")
+}
+
+/// On the real API server: one environment never rolls out (Stalled), one
+/// loses an object to someone else (Drifted, `drift: report`); both rows are
+/// marked by class and word, the search finds each by its mark, and each
+/// page says what and since when, at 390 and 1280 px in Chromium.
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them), chromium"]
+fn stalled_and_drifted_environments_stand_out_on_the_page_of_a_real_cluster() {
+    let browser = chromium();
+    let api = crate::support::kube::KubeApi::shared();
+    let p = Project::new("");
+    p.write(
+        "converge.yaml",
+        format!(
+            "sources:\n  - name: local\n    kind: dir\n    path: claims\n\
+             target:\n  kind: kubernetes\n  drift: report\n  kubeconfig: {}\n  inventory_namespace: converge-page\n\
+             reconcile:\n  health_timeout: 3s\n",
+            api.kubeconfig().display()
+        ),
+    );
+    p.write("claims/dev-page-drift.yaml", claim("dev-page-drift", "dev"));
+    p.write("claims/dev-page-stuck.yaml", claim("dev-page-stuck", "dev"));
+    let d = Daemon::start(p.dir.path());
+    let status = |d: &Daemon, name: &str| match d.get(&format!("/api/v1/environments/{name}")) {
+        (200, body) => serde_json::from_str::<Value>(&body).expect("JSON"),
+        _ => Value::Null,
+    };
+    d.wait_for("both applied", |d| {
+        ["dev-page-drift", "dev-page-stuck"]
+            .iter()
+            .all(|n| status(d, n)["last_plan"]["change"] == "create")
+    });
+    api.roll_out("dev-page-drift", "user-service");
+    d.wait_for("dev-page-drift ready", |d| {
+        status(d, "dev-page-drift")["status"] == "Ready"
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1)); // the watches have listed
+    let _ = api.kubectl_ok(&[
+        "delete",
+        "configmap",
+        "converge-claim",
+        "-n",
+        "dev-page-drift",
+    ]);
+    d.wait_for("dev-page-drift drifted and dev-page-stuck stalled", |d| {
+        status(d, "dev-page-drift")["conditions"]
+            .to_string()
+            .contains("Drifted")
+            && status(d, "dev-page-stuck")["status"] == "Stalled"
+    });
+
+    let html = page(&d, "/");
+    let drift = row(&html, "dev-page-drift");
+    assert!(drift.starts_with("<tr class=\"drifted\""), "{drift}");
+    assert!(
+        drift.contains("<span class=\"badge Drifted\">Drifted</span>"),
+        "{drift}"
+    );
+    assert!(
+        drift.contains("<strong>Drifted</strong>: ConfigMap/converge-claim deleted"),
+        "{drift}"
+    );
+    let stuck = row(&html, "dev-page-stuck");
+    assert!(stuck.starts_with("<tr class=\"stalled\""), "{stuck}");
+    assert!(
+        stuck.contains("<span class=\"badge Stalled\">Stalled</span>"),
+        "{stuck}"
+    );
+    assert!(
+        stuck.contains("<strong>ProgressDeadlineExceeded</strong>: "),
+        "{stuck}"
+    );
+    assert!(
+        html.contains("1 stalled</a>") && html.contains("1 drifted</a>"),
+        "{html}"
+    );
+    let found = page(&d, "/?q=STALLED");
+    assert!(
+        listed(&found, "dev-page-stuck") && !listed(&found, "dev-page-drift"),
+        "{found}"
+    );
+    let found = page(&d, "/?q=drifted");
+    assert!(
+        listed(&found, "dev-page-drift") && !listed(&found, "dev-page-stuck"),
+        "{found}"
+    );
+    let env = page(&d, "/environments/dev-page-drift");
+    assert!(
+        env.contains("<li><code>ConfigMap/converge-claim deleted</code></li>"),
+        "{env}"
+    );
+    let env = page(&d, "/environments/dev-page-stuck");
+    let detail = status(&d, "dev-page-stuck");
+    let stalled_at = detail["history"][0]["time"].as_str().expect("history");
+    assert_eq!(detail["history"][0]["status"], "Stalled", "{detail}");
+    assert!(
+        env.contains(&format!(
+            "<tr class=\"stalled\"><td data-label=\"type\">Stalled</td>"
+        )),
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!("{stalled_at}</td>")),
+        "since when: {env}"
+    );
+
+    let base = format!("http://{}", d.addr);
+    let urls: Vec<String> = [
+        "/",
+        "/environments/dev-page-drift",
+        "/environments/dev-page-stuck",
+    ]
+    .iter()
+    .map(|path| format!("{base}{path}"))
+    .collect();
+    for (size, width) in [("390x900", 390), ("1280x900", 1280)] {
+        for m in measure(&p, browser, size, &urls) {
+            let url = m["url"].as_str().unwrap_or_default();
+            let scroll = m["scrollWidth"].as_u64().expect("scrollWidth");
+            assert_eq!(m["innerWidth"], width, "{url}");
+            assert!(
+                scroll <= width,
+                "{url} at {width} px is {scroll} px wide: {}",
+                m["overflowing"]
+            );
+            let dom = m["dom"].as_str().unwrap_or_default();
+            let text = m["text"].as_str().unwrap_or_default();
+            if url.ends_with('/') {
+                assert!(
+                    dom.contains("<tr class=\"stalled\">")
+                        && dom.contains("<tr class=\"drifted\">"),
+                    "{dom}"
+                );
+                // The marks are words, not colour alone.
+                assert!(
+                    text.contains("STALLED") && text.contains("DRIFTED"),
+                    "{text}"
+                );
             }
         }
     }

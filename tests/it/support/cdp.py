@@ -9,7 +9,8 @@ width and URL it loads the page in a window of that size (no device
 phone emulation: the viewport is set to exactly that width, as a
 headless window cannot be narrower than 500 px), waits for the load,
 and prints one JSON line: the URL, the width, the document's and the body's
-scroll widths, the window's inner width, the number of script elements,
+scroll widths, the window's inner width, the number of script elements, the first
+elements reaching past the window (outside a scrolling .wrap),
 the rendered text and the serialized DOM. It saves a screenshot of each
 page in OUT_DIR. The pages under test need no script; this one only reads
 them.
@@ -116,6 +117,11 @@ def main():
                 bodyScrollWidth: document.body.scrollWidth,
                 innerWidth: window.innerWidth,
                 scripts: document.getElementsByTagName('script').length,
+                overflowing: Array.from(document.body.querySelectorAll('*'))
+                    .filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5
+                        && !(e.closest('.wrap') && e.closest('.wrap') !== e))
+                    .slice(0, 5)
+                    .map(e => e.tagName + '.' + e.className + ': ' + e.textContent.slice(0, 60)),
                 text: document.body.innerText,
                 dom: document.documentElement.outerHTML,
             })"""
