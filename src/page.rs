@@ -274,22 +274,26 @@ pub fn status_page(view: &View, query: &Query, now: chrono::DateTime<chrono::Utc
     let ready = count(&|i| i.ready);
     let stalled = count(&|i| i.status == "Stalled");
     let drifted = count(&|i| i.drifted());
-    let refused = count(&|i| matches!(i.status.as_str(), "Invalid" | "Failed" | "Held"));
+    let invalid = count(&|i| i.status == "Invalid");
+    let failed = count(&|i| i.status == "Failed");
+    let held = count(&|i| i.status == "Held");
     let _ = write!(
         html,
         "<h1>converge</h1><p>{} environments: {ready} ready",
         view.environments.len()
     );
+    // Each count links to the search that lists it.
     for (n, word, class) in [
         (stalled, "stalled", "Stalled"),
         (drifted, "drifted", "Drifted"),
-        (refused, "refused or failed", "Invalid"),
+        (invalid, "invalid", "Invalid"),
+        (failed, "failed", "Failed"),
+        (held, "held", "Held"),
     ] {
         if n > 0 {
             let _ = write!(
                 html,
-                ", <a class=\"{class}\" href=\"/?q={}\">{n} {word}</a>",
-                if class == "Invalid" { "invalid" } else { word }
+                ", <a class=\"{class}\" href=\"/?q={word}\">{n} {word}</a>"
             );
         }
     }
