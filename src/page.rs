@@ -646,6 +646,25 @@ pub fn environment_page(
         now.format("%Y-%m-%dT%H:%M:%SZ")
     );
 
+    conditions(&mut html, view, env);
+    drift(&mut html, item);
+    versions_and_plan(&mut html, env);
+    history(&mut html, env);
+    html.push_str("<h2 id=\"events\">Events</h2>");
+    let events = events(view);
+    let mine: Vec<&Event<'_>> = events
+        .iter()
+        .filter(|e| e.environment.as_deref() == Some(item.name.as_str()))
+        .collect();
+    let total = mine.len();
+    events_table(&mut html, &mine[..total.min(ENVIRONMENT_EVENTS)], total);
+    html.push_str("</body></html>\n");
+    html
+}
+
+/// An environment's conditions, each with since when (from its history).
+fn conditions(html: &mut String, view: &View, env: &EnvStatus) {
+    let item = &env.item;
     html.push_str(concat!(
         "<h2 id=\"conditions\">Conditions</h2><div class=\"wrap\"><table class=\"cards\"><thead><tr>",
         "<th>type</th><th>status</th><th>reason</th><th>since</th><th>message</th></tr></thead><tbody>"
@@ -677,7 +696,10 @@ pub fn environment_page(
         );
     }
     html.push_str("</tbody></table></div>");
+}
 
+/// The drifted objects, one a line (the `Drifted` message names one per `; `).
+fn drift(html: &mut String, item: &Item) {
     let drift: Vec<&str> = item
         .conditions
         .iter()
@@ -698,7 +720,10 @@ pub fn environment_page(
         }
         html.push_str("</ul>");
     }
+}
 
+/// The resolved versions and the last plan.
+fn versions_and_plan(html: &mut String, env: &EnvStatus) {
     html.push_str("<h2 id=\"versions\">Versions</h2>");
     if env.versions.is_empty() {
         html.push_str("<p>None resolved.</p>");
@@ -747,7 +772,10 @@ pub fn environment_page(
             }
         }
     }
+}
 
+/// What each pass that changed it said.
+fn history(html: &mut String, env: &EnvStatus) {
     html.push_str("<h2 id=\"history\">History</h2>");
     if env.history.is_empty() {
         html.push_str("<p>None yet.</p>");
@@ -769,17 +797,6 @@ pub fn environment_page(
         }
         html.push_str("</tbody></table></div>");
     }
-
-    html.push_str("<h2 id=\"events\">Events</h2>");
-    let events = events(view);
-    let mine: Vec<&Event<'_>> = events
-        .iter()
-        .filter(|e| e.environment.as_deref() == Some(item.name.as_str()))
-        .collect();
-    let total = mine.len();
-    events_table(&mut html, &mine[..total.min(ENVIRONMENT_EVENTS)], total);
-    html.push_str("</body></html>\n");
-    html
 }
 
 #[cfg(test)]
@@ -796,7 +813,12 @@ mod tests {
     }
 
     /// An environment as the state store would restore it.
-    fn env(name: &str, owner: &str, status: &str, conditions: serde_json::Value) -> Arc<EnvStatus> {
+    fn env(
+        name: &str,
+        owner: &str,
+        status: &str,
+        conditions: &serde_json::Value,
+    ) -> Arc<EnvStatus> {
         let detail = serde_json::json!({
             "name": name, "type": "dev", "pool": "team1", "owner": owner,
             "source": format!("local:claims/{name}.yaml"), "revision": null,
@@ -878,7 +900,7 @@ mod tests {
             "dev-bad",
             "<img src=x onerror=alert(1)>",
             "Invalid",
-            hostile(),
+            &hostile(),
         );
         let v = view(
             vec![bad.clone()],
@@ -913,9 +935,9 @@ mod tests {
     fn stalled_and_drifted_rows_are_marked_by_class_and_word() {
         let v = view(
             vec![
-                env("dev-ok", "a@b.c", "Ready", ready()),
-                env("dev-stuck", "a@b.c", "Stalled", stalled()),
-                env("dev-drift", "a@b.c", "Ready", drifted()),
+                env("dev-ok", "a@b.c", "Ready", &ready()),
+                env("dev-stuck", "a@b.c", "Stalled", &stalled()),
+                env("dev-drift", "a@b.c", "Ready", &drifted()),
             ],
             &serde_json::json!([]),
         );
@@ -970,9 +992,9 @@ mod tests {
     fn the_search_matches_name_type_pool_owner_and_reason_ignoring_case() {
         let v = view(
             vec![
-                env("dev-ok", "ann@x.io", "Ready", ready()),
-                env("dev-stuck", "bob@x.io", "Stalled", stalled()),
-                env("dev-drift", "cy@x.io", "Ready", drifted()),
+                env("dev-ok", "ann@x.io", "Ready", &ready()),
+                env("dev-stuck", "bob@x.io", "Stalled", &stalled()),
+                env("dev-drift", "cy@x.io", "Ready", &drifted()),
             ],
             &serde_json::json!([]),
         );
@@ -1008,7 +1030,7 @@ mod tests {
     #[test]
     fn a_long_list_is_paged_and_says_how_many_are_not_shown() {
         let envs: Vec<Arc<EnvStatus>> = (0..ROWS + 50)
-            .map(|i| env(&format!("dev-{i:04}"), "a@b.c", "Ready", ready()))
+            .map(|i| env(&format!("dev-{i:04}"), "a@b.c", "Ready", &ready()))
             .collect();
         let v = view(envs, &serde_json::json!([]));
         let first = status_page(&v, &Query::default(), now());
@@ -1065,7 +1087,7 @@ mod tests {
     #[test]
     fn sources_show_health_and_events_newest_first() {
         let v = view(
-            vec![env("dev-ok", "a@b.c", "Ready", ready())],
+            vec![env("dev-ok", "a@b.c", "Ready", &ready())],
             &serde_json::json!(
                 (0..30)
                     .rev()

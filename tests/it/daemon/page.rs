@@ -1,7 +1,7 @@
 //! The status page through the real binary (issue 21.6): each environment's
 //! reasons, refused rows marked, sources and events, server-side search, a
 //! page per environment, hostile claim text escaped; and the same pages in
-//! Chromium at 390 and 1280 px, measured over the DevTools protocol
+//! Chromium at 390 and 1280 px, measured over the `DevTools` protocol
 //! (`support/cdp.py`): no horizontal overflow, no script element.
 
 use std::process::Command;
@@ -85,8 +85,8 @@ fn row<'a>(html: &'a str, name: &str) -> &'a str {
 #[test]
 fn the_status_page_shows_reasons_sources_events_and_a_page_per_environment_with_claims_as_text() {
     let p = project();
-    let d = started(&p);
-    let html = page(&d, "/");
+    let d = &started(&p);
+    let html = page(d, "/");
     assert_inert(&html);
     // The hostile claim's owner, file and messages, as text.
     let hostile = row(&html, "dev-hostile");
@@ -127,21 +127,35 @@ fn the_status_page_shows_reasons_sources_events_and_a_page_per_environment_with_
         "{html}"
     );
 
-    // Search: by name, owner, reason, pool; ignoring case; the query echoed as text.
-    let found = page(&d, "/?q=HOSTILE");
+    search(d);
+    environment_pages(d);
+    assert_eq!(d.get("/environments/no-such-one").0, 404);
+    // The JSON API is as it was.
+    assert_eq!(
+        d.json("/api/v1/environments")["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(7)
+    );
+}
+
+/// The search: by name, owner, reason, pool; ignoring case; bounded; the
+/// query echoed as text.
+fn search(d: &Daemon) {
+    let found = page(d, "/?q=HOSTILE");
     assert!(found.contains("1 of 7 environments match"), "{found}");
     assert!(
         listed(&found, "dev-hostile") && !listed(&found, "prod-team1-payments"),
         "{found}"
     );
-    let found = page(&d, "/?q=policydenied");
+    let found = page(d, "/?q=policydenied");
     assert!(
         listed(&found, "dev-denied") && found.contains("1 of 7"),
         "{found}"
     );
-    let found = page(&d, "/?q=jane.ROE");
+    let found = page(d, "/?q=jane.ROE");
     assert!(found.contains("2 of 7"), "{found}");
-    let found = page(&d, "/?q=%22%3E%3Cscript%3Ealert(4)%3C%2Fscript%3E");
+    let found = page(d, "/?q=%22%3E%3Cscript%3Ealert(4)%3C%2Fscript%3E");
     assert_inert(&found);
     assert!(
         found.contains("value=\"&quot;&gt;&lt;script&gt;alert(4)&lt;/script&gt;\""),
@@ -152,12 +166,15 @@ fn the_status_page_shows_reasons_sources_events_and_a_page_per_environment_with_
         "{found}"
     );
     let long = "a".repeat(5000);
-    let found = page(&d, &format!("/?q={long}&page=abc"));
+    let found = page(d, &format!("/?q={long}&page=abc"));
     assert!(found.contains("cut to its first 100 characters"), "{found}");
     assert_eq!(d.request("GET", "/?q=a&q=b", &[]).0, 400);
+}
 
-    // A page per environment: conditions with times, versions, last plan, history, events.
-    let env = page(&d, "/environments/prod-team1-payments");
+/// A page per environment: conditions with times, versions, last plan,
+/// history, events; the hostile claim's as text.
+fn environment_pages(d: &Daemon) {
+    let env = page(d, "/environments/prod-team1-payments");
     assert!(
         env.contains("<h2 id=\"conditions\">Conditions</h2>"),
         "{env}"
@@ -186,21 +203,13 @@ fn the_status_page_shows_reasons_sources_events_and_a_page_per_environment_with_
     assert!(env.contains("<h2 id=\"history\">History</h2>"), "{env}");
     assert!(env.contains("Created"), "its events: {env}");
     assert!(env.contains("No drift found"), "{env}");
-    let env = page(&d, "/environments/dev-hostile");
+    let env = page(d, "/environments/dev-hostile");
     assert_inert(&env);
     assert!(
         env.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
         "{env}"
     );
     assert!(env.contains("<tr class=\"refused\"><td data-label=\"type\">Ready</td><td data-label=\"status\">False</td>"), "{env}");
-    assert_eq!(d.get("/environments/no-such-one").0, 404);
-    // The JSON API is as it was.
-    assert_eq!(
-        d.json("/api/v1/environments")["items"]
-            .as_array()
-            .map(Vec::len),
-        Some(7)
-    );
 }
 
 /// Each page measured by `support/cdp.py` at one width.
@@ -341,7 +350,7 @@ fn stalled_and_drifted_environments_stand_out_on_the_page_of_a_real_cluster() {
     );
     p.write("claims/dev-page-drift.yaml", claim("dev-page-drift", "dev"));
     p.write("claims/dev-page-stuck.yaml", claim("dev-page-stuck", "dev"));
-    let d = Daemon::start(p.dir.path());
+    let d = &Daemon::start(p.dir.path());
     let status = |d: &Daemon, name: &str| match d.get(&format!("/api/v1/environments/{name}")) {
         (200, body) => serde_json::from_str::<Value>(&body).expect("JSON"),
         _ => Value::Null,
@@ -370,7 +379,7 @@ fn stalled_and_drifted_environments_stand_out_on_the_page_of_a_real_cluster() {
             && status(d, "dev-page-stuck")["status"] == "Stalled"
     });
 
-    let html = page(&d, "/");
+    let html = page(d, "/");
     let drift = row(&html, "dev-page-drift");
     assert!(drift.starts_with("<tr class=\"drifted\""), "{drift}");
     assert!(
@@ -395,29 +404,27 @@ fn stalled_and_drifted_environments_stand_out_on_the_page_of_a_real_cluster() {
         html.contains("1 stalled</a>") && html.contains("1 drifted</a>"),
         "{html}"
     );
-    let found = page(&d, "/?q=STALLED");
+    let found = page(d, "/?q=STALLED");
     assert!(
         listed(&found, "dev-page-stuck") && !listed(&found, "dev-page-drift"),
         "{found}"
     );
-    let found = page(&d, "/?q=drifted");
+    let found = page(d, "/?q=drifted");
     assert!(
         listed(&found, "dev-page-drift") && !listed(&found, "dev-page-stuck"),
         "{found}"
     );
-    let env = page(&d, "/environments/dev-page-drift");
+    let env = page(d, "/environments/dev-page-drift");
     assert!(
         env.contains("<li><code>ConfigMap/converge-claim deleted</code></li>"),
         "{env}"
     );
-    let env = page(&d, "/environments/dev-page-stuck");
-    let detail = status(&d, "dev-page-stuck");
+    let env = page(d, "/environments/dev-page-stuck");
+    let detail = status(d, "dev-page-stuck");
     let stalled_at = detail["history"][0]["time"].as_str().expect("history");
     assert_eq!(detail["history"][0]["status"], "Stalled", "{detail}");
     assert!(
-        env.contains(&format!(
-            "<tr class=\"stalled\"><td data-label=\"type\">Stalled</td>"
-        )),
+        env.contains("<tr class=\"stalled\"><td data-label=\"type\">Stalled</td>"),
         "{env}"
     );
     assert!(
@@ -425,6 +432,12 @@ fn stalled_and_drifted_environments_stand_out_on_the_page_of_a_real_cluster() {
         "since when: {env}"
     );
 
+    marked_in_chromium(&p, d, browser);
+}
+
+/// The kube test's pages in Chromium: no overflow at either width, the
+/// marks in the DOM and in words.
+fn marked_in_chromium(p: &Project, d: &Daemon, browser: &str) {
     let base = format!("http://{}", d.addr);
     let urls: Vec<String> = [
         "/",
@@ -435,7 +448,7 @@ fn stalled_and_drifted_environments_stand_out_on_the_page_of_a_real_cluster() {
     .map(|path| format!("{base}{path}"))
     .collect();
     for (size, width) in [("390x900", 390), ("1280x900", 1280)] {
-        for m in measure(&p, browser, size, &urls) {
+        for m in measure(p, browser, size, &urls) {
             let url = m["url"].as_str().unwrap_or_default();
             let scroll = m["scrollWidth"].as_u64().expect("scrollWidth");
             assert_eq!(m["innerWidth"], width, "{url}");
