@@ -137,8 +137,11 @@ pub fn matches(item: &Item, needle: &str) -> bool {
     .into_iter()
     .any(|f| contains_ci(f, needle))
         || item.conditions.iter().any(|c| {
-            (c.status || c.kind == ConditionType::Ready)
-                && (contains_ci(c.reason.as_str(), needle) || contains_ci(c.kind.as_str(), needle))
+            // `Ready` by its reason only (every environment has one); a
+            // problem by its type too (`Drifted`, `Stalled`).
+            let problem = c.kind != ConditionType::Ready && c.status;
+            (problem || c.kind == ConditionType::Ready) && contains_ci(c.reason.as_str(), needle)
+                || problem && contains_ci(c.kind.as_str(), needle)
         })
 }
 
@@ -1008,6 +1011,11 @@ mod tests {
         assert_eq!(names("ANN@"), ["dev-ok"]);
         assert_eq!(names("progressdeadline"), ["dev-stuck"]);
         assert_eq!(names("drifted"), ["dev-drift"]);
+        assert_eq!(
+            names("ready"),
+            ["dev-drift", "dev-ok"],
+            "the status, not the Ready type"
+        );
         assert_eq!(names("TEAM1").len(), 3);
         assert_eq!(names("Dev").len(), 3);
         assert!(names("nothing").is_empty());
