@@ -381,7 +381,7 @@ pub fn document() -> Value {
                     text("A server-rendered HTML page.", "text/html"),
                     &[("400", "A malformed query (a parameter given twice, bad percent-encoding).")], false),
                 &[
-                    string_param("q", "query", "Case-insensitive substring of the name, type, pool, owner, source, status or a condition's type or reason; the first 100 characters count; empty is no search."),
+                    string_param("q", "query", "Case-insensitive substring of the name, type, pool, owner, source, status, a condition's reason or a problem condition's type (`Drifted`, `Stalled`); the first 100 characters count; empty is no search."),
                     string_param("page", "query", "The page of matching environments, from 1; anything else is the first."),
                 ]) },
             "/environments/{name}": { "get": with_parameters(
