@@ -6,7 +6,6 @@
 //! (constant-time comparison; `/health` and `/ready` stay open) and TLS.
 //! Requests are bounded in size and time; responses never contain secrets.
 
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +73,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/", get(page))
+        .route("/environments/{name}", get(environment_page))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
         .layer(middleware::from_fn(read_only))
@@ -340,10 +340,16 @@ async fn environment(State(shared): State<Shared>, Path(name): Path<String>) -> 
     if let Some(e) = view.environments.get(&name) {
         return json(StatusCode::OK, e.body());
     }
+    missing(&view, &name)
+}
+
+/// The 404 of an environment this replica does not have; sharded, it names
+/// the member whose share the name is.
+fn missing(view: &View, name: &str) -> Response {
     match view
         .shard
         .as_deref()
-        .and_then(|m| Some((m.me(), m.owner(&name)?)))
+        .and_then(|m| Some((m.me(), m.owner(name)?)))
     {
         Some((me, owner)) if owner != me => error(
             StatusCode::NOT_FOUND,
@@ -375,154 +381,35 @@ async fn openapi() -> Response {
     json(StatusCode::OK, BODY.clone())
 }
 
-async fn page(State(shared): State<Shared>) -> Response {
+/// The status page (`?q=` searches, `?page=` pages; a malformed query is a
+/// 400 like the list's).
+async fn page(
+    State(shared): State<Shared>,
+    query: Result<Query<crate::page::Query>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, &rejection.body_text()),
+    };
     let view = shared.view.load();
-    let body = status_page(&view, chrono::Utc::now());
+    html(crate::page::status_page(&view, &query, chrono::Utc::now()))
+}
+
+/// One environment's page; a name this replica does not have is the same
+/// 404 as the JSON detail's.
+async fn environment_page(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
+    let view = shared.view.load();
+    match view.environments.get(&name) {
+        Some(e) => html(crate::page::environment_page(&view, e, chrono::Utc::now())),
+        None => missing(&view, &name),
+    }
+}
+
+fn html(body: String) -> Response {
     Response::builder()
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
         .body(Body::from(body))
         .expect("a static response builds")
-}
-
-/// Escapes text for HTML.
-#[must_use]
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// "in 3h 12m", "expired 5m ago", or "" for no expiry.
-#[must_use]
-pub fn countdown(expires_at: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
-    let Some(at) = expires_at.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) else {
-        return String::new();
-    };
-    let secs = (at.with_timezone(&chrono::Utc) - now).num_seconds();
-    let span = |s: i64| {
-        let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
-        if d > 0 {
-            format!("{d}d {h}h")
-        } else if h > 0 {
-            format!("{h}h {m}m")
-        } else {
-            format!("{m}m")
-        }
-    };
-    if secs >= 0 {
-        format!("in {}", span(secs))
-    } else {
-        format!("expired {} ago", span(-secs))
-    }
-}
-
-/// The server-rendered status page.
-#[must_use]
-pub fn status_page(view: &View, now: chrono::DateTime<chrono::Utc>) -> String {
-    let mut html = String::with_capacity(4096 + view.environments.len() * 400);
-    html.push_str(concat!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-        "<meta http-equiv=\"refresh\" content=\"30\"><title>converge status</title><style>",
-        "body{font-family:system-ui,sans-serif;margin:1rem;color:#1b1f24}",
-        "h1{font-size:1.3rem}.wrap{overflow-x:auto}table{border-collapse:collapse;width:100%}",
-        "th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ddd;white-space:nowrap}",
-        ".Ready{color:#116329}.Failed,.Invalid,.Held{color:#a40e26}.Pending,.Expired{color:#7d4e00}",
-        "code{font-size:.9em}small{color:#57606a}",
-        "@media (max-width:640px){thead{display:none}table,tbody,tr,td{display:block;width:auto}",
-        "tr{border:1px solid #ddd;border-radius:6px;margin:.5rem 0;padding:.25rem}",
-        "td{border:0;white-space:normal;padding:.15rem .5rem}",
-        "td::before{content:attr(data-label);display:inline-block;min-width:4.5rem;color:#57606a}}",
-        "</style></head><body>",
-    ));
-    let ready = view.items().filter(|i| i.ready).count();
-    let _ = write!(
-        html,
-        "<h1>converge</h1><p>{} environments, {ready} ready. Pass {}{}.</p>",
-        view.environments.len(),
-        view.pass,
-        if view.ready { "" } else { " (not ready yet)" }
-    );
-    if let Some(plan) = &view.last_plan {
-        let _ = write!(
-            html,
-            "<h2>Last plan</h2><p>{}</p>",
-            escape(&crate::plan::summary(plan))
-        );
-        if let Some(hold) = &plan.hold {
-            let _ = write!(
-                html,
-                "<p class=\"Held\"><strong>Held:</strong> {}</p>",
-                escape(&hold.message)
-            );
-        }
-    }
-    html.push_str("<h2>Environments</h2><div class=\"wrap\"><table><thead><tr><th>name</th><th>type</th><th>pool</th><th>owner</th><th>status</th><th>expires</th></tr></thead><tbody>");
-    for item in view.items() {
-        let why = item
-            .conditions
-            .first()
-            .map(|c| c.reason.as_str())
-            .unwrap_or_default();
-        let _ = write!(
-            html,
-            concat!(
-                "<tr><td data-label=\"name\"><code>{}</code></td><td data-label=\"type\">{}</td>",
-                "<td data-label=\"pool\">{}</td><td data-label=\"owner\">{}</td>",
-                "<td data-label=\"status\" class=\"{}\">{} <small>{}</small></td><td data-label=\"expires\">{}</td></tr>"
-            ),
-            escape(&item.name),
-            escape(&item.env_type),
-            escape(&item.pool),
-            escape(&item.owner),
-            escape(&item.status),
-            escape(&item.status),
-            escape(why),
-            if item.expires_at.is_some() {
-                escape(&countdown(item.expires_at.as_deref(), now))
-            } else {
-                "never".to_owned()
-            },
-        );
-    }
-    html.push_str("</tbody></table></div></body></html>\n");
-    html
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn countdown_reads_like_a_person_would_say_it() {
-        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-            .expect("time")
-            .to_utc();
-        assert_eq!(countdown(Some("2026-01-01T03:12:00Z"), now), "in 3h 12m");
-        assert_eq!(countdown(Some("2026-01-03T01:00:00Z"), now), "in 2d 1h");
-        assert_eq!(
-            countdown(Some("2025-12-31T23:55:00Z"), now),
-            "expired 5m ago"
-        );
-        assert_eq!(countdown(None, now), "");
-    }
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(
-            escape("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-    }
 }
 
 /// Why the API could not start.

@@ -34,6 +34,7 @@ pub mod load;
 pub mod metrics;
 pub mod object;
 pub mod openapi;
+pub mod page;
 pub mod pipeline;
 pub mod plan;
 pub mod reconcile;

@@ -382,8 +382,19 @@ pub fn document() -> Value {
                 &[("503", "Not ready yet.")], true) },
             "/metrics": { "get": get("metrics", "Prometheus metrics (OpenMetrics text).",
                 text("OpenMetrics text.", "application/openmetrics-text"), &[], false) },
-            "/": { "get": get("page", "The status page.",
-                text("A server-rendered HTML page.", "text/html"), &[], false) },
+            "/": { "get": with_parameters(
+                get("page", "The status page: environments with their reasons (at most 200 a page), sources, recent events.",
+                    text("A server-rendered HTML page.", "text/html"),
+                    &[("400", "A malformed query (a parameter given twice, bad percent-encoding).")], false),
+                &[
+                    string_param("q", "query", "Case-insensitive substring of the name, type, pool, owner, source, status, a condition's reason or a problem condition's type (`Drifted`, `Stalled`); the first 100 characters count; empty is no search."),
+                    string_param("page", "query", "The page of matching environments, from 1; anything else is the first."),
+                ]) },
+            "/environments/{name}": { "get": with_parameters(
+                get("environmentPage", "One environment's page: conditions, drift, versions, last plan, history, events.",
+                    text("A server-rendered HTML page.", "text/html"),
+                    &[("400", "The name is not UTF-8 (percent-decoded)."), ("404", "No such environment.")], false),
+                &[string_param("name", "path", "The environment's name.")]) },
             "/api/v1/environments": { "get": with_parameters(
                 get("environments", "Every environment, sorted by name; filters combine.",
                     json_response("The environments that pass every filter.", &reference("Items")),

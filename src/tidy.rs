@@ -16,6 +16,7 @@ const PURE: &[&str] = &[
     "load",
     "object",
     "openapi",
+    "page",
     "pipeline",
     "plan",
     "render",

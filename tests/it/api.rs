@@ -147,6 +147,7 @@ fn every_endpoint_answers_as_the_openapi_document_describes() {
         .collect();
     let routes = BTreeSet::from([
         "/",
+        "/environments/{name}",
         "/health",
         "/ready",
         "/metrics",
@@ -167,6 +168,22 @@ fn every_endpoint_answers_as_the_openapi_document_describes() {
         ("/metrics", "/metrics", true, 200),
         ("/metrics", "/metrics", false, 401),
         ("/", "/", true, 200),
+        ("/", "/?q=TEAM1&page=2", true, 200),
+        ("/", "/?q=a&q=b", true, 400),
+        ("/", "/", false, 401),
+        (
+            "/environments/{name}",
+            "/environments/prod-team1-payments",
+            true,
+            200,
+        ),
+        (
+            "/environments/{name}",
+            "/environments/no-such-one",
+            true,
+            404,
+        ),
+        ("/environments/{name}", "/environments/x", false, 401),
         (list, list, true, 200),
         (list, list, false, 401),
         (
