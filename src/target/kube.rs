@@ -1890,7 +1890,12 @@ impl Kubernetes {
             .filter(|r| !in_fresh(r))
             .collect();
         let mut later: Vec<&Rendered> = self.dry_run_all(&now, name, &creates).await?;
-        later.extend(change.upserts.iter().copied().filter(in_fresh));
+        // What goes in them: a kind the cluster does not serve, or serves
+        // cluster-wide, is refused before any Namespace is created for it.
+        for r in change.upserts.iter().filter(|r| in_fresh(r)) {
+            self.api(&r.object.id, name).await?;
+            later.push(r);
+        }
         let before = live.clone();
         // Widen: every object about to be written is listed before it exists.
         self.fence(name)?;
