@@ -2797,6 +2797,44 @@ mod tests {
     }
 
     #[test]
+    fn only_a_namespace_not_found_is_a_missing_namespace() {
+        let not_found = |kind: &str, group: &str, name: &str| {
+            kube::Error::Api(Box::new(
+                kube::core::Status::failure(&format!("{kind} \"{name}\" not found"), "NotFound")
+                    .with_code(404)
+                    .with_details(kube::core::response::StatusDetails {
+                        causes: Vec::new(),
+                        name: name.into(),
+                        group: group.into(),
+                        kind: kind.into(),
+                        uid: String::new(),
+                        retry_after_seconds: 0,
+                    }),
+            ))
+        };
+        assert_eq!(
+            missing_namespace(&not_found("namespaces", "", "dev-a")),
+            Some("dev-a"),
+            "NamespaceLifecycle's answer"
+        );
+        assert_eq!(
+            missing_namespace(&not_found("deployments", "apps", "user-service")),
+            None,
+            "the object itself"
+        );
+        assert_eq!(
+            missing_namespace(&not_found("namespaces", "example.com", "dev-a")),
+            None,
+            "another group's kind"
+        );
+        let refused = kube::Error::Api(Box::new(
+            kube::core::Status::failure("namespaces \"dev-a\" is invalid", "Invalid")
+                .with_code(422),
+        ));
+        assert_eq!(missing_namespace(&refused), None);
+    }
+
+    #[test]
     fn the_inventory_round_trips_through_its_config_map() {
         let live = LiveEnvironment {
             record: EnvironmentRecord {

@@ -758,7 +758,9 @@ fn a_cluster_scoped_custom_kind_needs_its_template_listed() {
     let grants = json(api, &["get", "grants.security.example.com"]);
     assert_eq!(grants["items"], serde_json::json!([]), "nothing applied");
     assert!(
-        !api.kubectl(&["get", "namespace", "dev-grant"]).status.success(),
+        !api.kubectl(&["get", "namespace", "dev-grant"])
+            .status
+            .success(),
         "nothing of the environment, its Namespace neither"
     );
 
