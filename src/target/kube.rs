@@ -20,6 +20,18 @@
 //! narrows it after old objects are gone, so a crash at any moment leaves
 //! every object converge wrote listed, and the next pass converges.
 //!
+//! **All or nothing, as far as the API server can tell.** Before the first
+//! write of an environment's change, every object it creates or updates is
+//! server-side applied as a dry run (`dryRun=All`, the same field manager
+//! and force): one the API server refuses (invalid, forbidden by RBAC or an
+//! admission policy, an unknown kind) fails the environment with that
+//! refusal, and nothing of it is written. Objects in a Namespace that does
+//! not exist yet cannot be dry-run before it does: their kinds are resolved
+//! first, and they are dry-run right after their Namespace is created (the
+//! inventory widened first), before anything else is written; a refusal
+//! then deletes that Namespace again and puts the inventory back as it
+//! was. Unchanged objects are not dry-run.
+//!
 //! **Never someone else's object.** An object not in the inventory is looked
 //! up before it is first applied (unless its Namespace is created by the same
 //! change, so nothing can be in it yet): one that exists without converge's
