@@ -92,17 +92,10 @@ fn a_new_environment_with_a_refused_object_writes_nothing_and_others_still_apply
 
     let out = p.run(&["run", "--once"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("environment dev-refused-new: invalid: dry-run patch deployments.apps dev-refused-new/user-service")
-            && err.contains("v1.2.4 is not admitted in dev-refused-new"),
-        "the refusal names the object and the API server's message: {err}"
-    );
-    assert!(!err.contains("dev-admitted"), "{err}");
     // Nothing of the refused environment: its Namespace (created for the
     // dry run of what goes in it) deleted again, no object, no inventory.
-    assert!(namespace_gone_or_terminating(api, "dev-refused-new"));
     assert_eq!(labelled(api, "dev-refused-new"), Vec::<String>::new());
+    assert!(namespace_gone_or_terminating(api, "dev-refused-new"));
     assert!(!exists(
         api,
         &[
@@ -113,6 +106,13 @@ fn a_new_environment_with_a_refused_object_writes_nothing_and_others_still_apply
             "converge-refuse-new"
         ]
     ));
+    let err = stderr(&out);
+    assert!(
+        err.contains("environment dev-refused-new: invalid: dry-run patch deployments.apps dev-refused-new/user-service")
+            && err.contains("v1.2.4 is not admitted in dev-refused-new"),
+        "the refusal names the object and the API server's message: {err}"
+    );
+    assert!(!err.contains("dev-admitted"), "{err}");
     // The other environment of the same pass is applied.
     assert!(exists(
         api,
@@ -178,18 +178,18 @@ fn an_update_with_a_refused_object_leaves_every_live_object_unchanged() {
     );
     let out = p.run(&["run", "--once"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("environment dev-refused-upd: invalid: dry-run patch deployments.apps dev-refused-upd/user-service")
-            && err.contains("v1.2.4 is not admitted in dev-refused-upd"),
-        "{err}"
-    );
     assert_eq!(
         applied(api, "dev-refused-upd"),
         before,
         "no live object written"
     );
     assert_eq!(inventory(), inventory_before, "nor the inventory");
+    let err = stderr(&out);
+    assert!(
+        err.contains("environment dev-refused-upd: invalid: dry-run patch deployments.apps dev-refused-upd/user-service")
+            && err.contains("v1.2.4 is not admitted in dev-refused-upd"),
+        "{err}"
+    );
 
     // Admitted again, the release applies.
     let _ = api.kubectl_ok(&[
