@@ -1846,6 +1846,50 @@ impl Kubernetes {
         result
     }
 
+    /// The first dry run of `change`: every object outside `fresh` (the
+    /// Namespaces it creates), and the kinds of those inside (a kind the
+    /// cluster does not serve, or serves cluster-wide, is refused before
+    /// any Namespace is created for it). The objects to dry-run once their
+    /// Namespace exists, and the Namespaces to create first.
+    async fn dry_run_outside<'r>(
+        &self,
+        change: &EnvironmentChange<'r>,
+        fresh: &BTreeSet<String>,
+    ) -> Result<(Vec<&'r Rendered>, Vec<&'r Rendered>), super::Error> {
+        let name = change.name;
+        let creates: BTreeSet<&str> = change
+            .upserts
+            .iter()
+            .filter(|r| &*r.object.id.kind == "Namespace")
+            .map(|r| &*r.object.id.name)
+            .collect();
+        let in_fresh = |r: &&Rendered| {
+            r.object
+                .id
+                .namespace
+                .as_deref()
+                .is_some_and(|ns| fresh.contains(ns))
+        };
+        let (inside, outside): (Vec<&Rendered>, Vec<&Rendered>) =
+            change.upserts.iter().copied().partition(in_fresh);
+        let mut later = self.dry_run_all(&outside, name, &creates).await?;
+        for r in inside {
+            self.api(&r.object.id, name).await?;
+            later.push(r);
+        }
+        let missing: BTreeSet<&str> = later
+            .iter()
+            .filter_map(|r| r.object.id.namespace.as_deref())
+            .collect();
+        let namespaces = change
+            .upserts
+            .iter()
+            .copied()
+            .filter(|r| &*r.object.id.kind == "Namespace" && missing.contains(&*r.object.id.name))
+            .collect();
+        Ok((later, namespaces))
+    }
+
     /// One environment's change: check, dry-run, widen, apply in order,
     /// delete in reverse order, narrow.
     ///
@@ -1881,33 +1925,7 @@ impl Kubernetes {
             .filter(|r| !live.objects.contains_key(&r.object.id))
             .collect();
         let fresh = self.check_new(&new, name).await?;
-        // Dry run of everything outside the Namespaces still to create.
-        let creates: BTreeSet<&str> = change
-            .upserts
-            .iter()
-            .filter(|r| &*r.object.id.kind == "Namespace")
-            .map(|r| &*r.object.id.name)
-            .collect();
-        let in_fresh = |r: &&Rendered| {
-            r.object
-                .id
-                .namespace
-                .as_deref()
-                .is_some_and(|ns| fresh.contains(ns))
-        };
-        let now: Vec<&Rendered> = change
-            .upserts
-            .iter()
-            .copied()
-            .filter(|r| !in_fresh(r))
-            .collect();
-        let mut later: Vec<&Rendered> = self.dry_run_all(&now, name, &creates).await?;
-        // What goes in them: a kind the cluster does not serve, or serves
-        // cluster-wide, is refused before any Namespace is created for it.
-        for r in change.upserts.iter().filter(|r| in_fresh(r)) {
-            self.api(&r.object.id, name).await?;
-            later.push(r);
-        }
+        let (later, namespaces) = self.dry_run_outside(change, &fresh).await?;
         let before = live.clone();
         // Widen: every object about to be written is listed before it exists.
         self.fence(name)?;
@@ -1922,16 +1940,6 @@ impl Kubernetes {
         }
         let mut result = Ok(());
         // The Namespaces the rest waits for, then the rest's dry run.
-        let missing: BTreeSet<&str> = later
-            .iter()
-            .filter_map(|r| r.object.id.namespace.as_deref())
-            .collect();
-        let namespaces: Vec<&Rendered> = change
-            .upserts
-            .iter()
-            .copied()
-            .filter(|r| &*r.object.id.kind == "Namespace" && missing.contains(&*r.object.id.name))
-            .collect();
         if !namespaces.is_empty() {
             self.fence(name)?;
             result = self.apply_rank(namespaces.clone(), name, &mut live).await;
