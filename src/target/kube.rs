@@ -20,6 +20,18 @@
 //! narrows it after old objects are gone, so a crash at any moment leaves
 //! every object converge wrote listed, and the next pass converges.
 //!
+//! **All or nothing, as far as the API server can tell.** Before the first
+//! write of an environment's change, every object it creates or updates is
+//! server-side applied as a dry run (`dryRun=All`, the same field manager
+//! and force): one the API server refuses (invalid, forbidden by RBAC or an
+//! admission policy, an unknown kind) fails the environment with that
+//! refusal, and nothing of it is written. Objects in a Namespace that does
+//! not exist yet cannot be dry-run before it does: their kinds are resolved
+//! first, and they are dry-run right after their Namespace is created (the
+//! inventory widened first), before anything else is written; a refusal
+//! then deletes that Namespace again and puts the inventory back as it
+//! was. Unchanged objects are not dry-run.
+//!
 //! **Never someone else's object.** An object not in the inventory is looked
 //! up before it is first applied (unless its Namespace is created by the same
 //! change, so nothing can be in it yet): one that exists without converge's
@@ -614,6 +626,19 @@ pub struct Kubernetes {
     /// gone or were edited, found by one metadata LIST per kind; `None`
     /// until looked for since the inventory was last read.
     scanned: Mutex<Option<HashMap<Key, String>>>,
+}
+
+/// How the dry run of one object went, short of an error that stops it.
+enum DryRun {
+    /// The API server would accept it.
+    Passed,
+    /// Its Namespace does not exist (yet); `error` if that stays so.
+    NoNamespace {
+        namespace: String,
+        error: super::Error,
+    },
+    /// The API server refuses it.
+    Refused(super::Error),
 }
 
 /// What [`Kubernetes::claim_inventory`] found.
@@ -1473,13 +1498,7 @@ impl Kubernetes {
             // and its going is no drift.
             Ok(applied) if applied.metadata.deletion_timestamp.is_some() => {
                 self.rebase(id, environment, None);
-                Err(super::Error::Transient(Box::new(std::io::Error::other(
-                    format!(
-                        "{} {} is still being deleted; it is applied again once it is gone",
-                        id.kind,
-                        shown(ns.as_deref(), &id.name).trim()
-                    ),
-                ))))
+                Err(still_being_deleted(id, ns.as_deref()))
             }
             Ok(applied) => {
                 let (ours, _) = owners(&applied.metadata, &self.options.field_manager);
@@ -1570,24 +1589,25 @@ impl Kubernetes {
 
     /// Objects not in the inventory: nobody else may own them. Objects in a
     /// Namespace this change creates need no look: it holds nothing yet.
-    async fn check_new(&self, new: &[&Rendered], name: &str) -> Result<(), super::Error> {
-        let fresh_namespace = new
-            .iter()
-            .find(|r| &*r.object.id.kind == "Namespace")
-            .map(|r| &r.object.id);
-        let fresh_namespace = match fresh_namespace {
-            Some(id) if !self.check_owner(id, name).await? => Some(id.name.to_string()),
-            _ => None,
-        };
+    /// The Namespaces this change creates (absent now).
+    async fn check_new(
+        &self,
+        new: &[&Rendered],
+        name: &str,
+    ) -> Result<BTreeSet<String>, super::Error> {
+        let mut fresh = BTreeSet::new();
+        for r in new.iter().filter(|r| &*r.object.id.kind == "Namespace") {
+            if !self.check_owner(&r.object.id, name).await? {
+                fresh.insert(r.object.id.name.to_string());
+            }
+        }
+        // Cluster-scoped objects (no namespace) are looked up whatever
+        // Namespace is fresh.
         let to_check: Vec<&ObjectRef> = new
             .iter()
             .map(|r| &r.object.id)
             .filter(|id| &*id.kind != "Namespace")
-            .filter(|id| {
-                fresh_namespace.is_none()
-                    || id.namespace.as_deref().unwrap_or(name)
-                        != fresh_namespace.as_deref().unwrap_or_default()
-            })
+            .filter(|id| !id.namespace.as_deref().is_some_and(|ns| fresh.contains(ns)))
             .collect();
         let checks: Vec<_> = to_check
             .into_iter()
@@ -1596,8 +1616,159 @@ impl Kubernetes {
         stream::iter(checks)
             .buffer_unordered(self.per_environment())
             .try_collect::<Vec<bool>>()
-            .await
-            .map(drop)
+            .await?;
+        Ok(fresh)
+    }
+
+    /// Server-side applies one object as a dry run (`dryRun=All`: the API
+    /// server authorizes, admits, defaults and validates it, and stores
+    /// nothing), with the field manager and force of
+    /// [`Kubernetes::apply_object`].
+    async fn dry_run_object(
+        &self,
+        rendered: &Rendered,
+        environment: &str,
+    ) -> Result<DryRun, super::Error> {
+        let id = &rendered.object.id;
+        let (api, resource, ns) = self.api(id, environment).await?;
+        let doc = manifest(rendered, ns.as_deref())?;
+        let params = PatchParams::apply(&self.options.field_manager)
+            .force()
+            .dry_run();
+        match api.patch(&id.name, &params, &Patch::Apply(&doc)).await {
+            // As the real apply would find it: still being deleted.
+            Ok(would) if would.metadata.deletion_timestamp.is_some() => {
+                self.rebase(id, environment, None);
+                Err(still_being_deleted(id, ns.as_deref()))
+            }
+            Ok(_) => Ok(DryRun::Passed),
+            // The real apply deletes and creates it again.
+            Err(e) if self.options.recreate && is_immutable(&e) => Ok(DryRun::Passed),
+            Err(e) => {
+                let missing = missing_namespace(&e)
+                    .filter(|missing| ns.as_deref() == Some(*missing))
+                    .map(str::to_owned);
+                let error = classify(request_error(
+                    "dry-run patch",
+                    &plural(&resource),
+                    &shown(ns.as_deref(), &id.name),
+                    e,
+                ));
+                Ok(match missing {
+                    Some(namespace) => DryRun::NoNamespace { namespace, error },
+                    None => DryRun::Refused(error),
+                })
+            }
+        }
+    }
+
+    /// Dry-runs `objects`, `per_environment` at once. Objects whose
+    /// Namespace is missing but one of `creates` (Namespaces the change
+    /// applies) are returned, to be dry-run once it exists. Any other
+    /// refusal is the error: the first permanent one in apply order, else
+    /// the first.
+    async fn dry_run_all<'r>(
+        &self,
+        objects: &[&'r Rendered],
+        environment: &str,
+        creates: &BTreeSet<&str>,
+    ) -> Result<Vec<&'r Rendered>, super::Error> {
+        let runs: Vec<_> = objects
+            .iter()
+            .enumerate()
+            .map(|(i, r)| async move { (i, self.dry_run_object(r, environment).await) })
+            .collect();
+        let mut done: Vec<(usize, Result<DryRun, super::Error>)> = stream::iter(runs)
+            .buffer_unordered(self.per_environment())
+            .collect()
+            .await;
+        done.sort_by_key(|(i, _)| *i);
+        let mut later = Vec::new();
+        let mut refused: Option<super::Error> = None;
+        for (i, outcome) in done {
+            let error = match outcome {
+                Ok(DryRun::Passed) => continue,
+                Ok(DryRun::NoNamespace { namespace, .. })
+                    if creates.contains(namespace.as_str()) =>
+                {
+                    later.push(objects[i]);
+                    continue;
+                }
+                Ok(DryRun::NoNamespace { error, .. } | DryRun::Refused(error)) | Err(error) => {
+                    error
+                }
+            };
+            match &refused {
+                Some(first) if !first.is_transient() || error.is_transient() => {}
+                _ => refused = Some(error),
+            }
+        }
+        refused.map_or(Ok(later), Err)
+    }
+
+    /// Takes back what [`Kubernetes::apply_one`] wrote before a dry run in
+    /// the Namespaces it had just created was refused: those Namespaces
+    /// (empty but for what the cluster put there) are deleted and the
+    /// inventory is as it was (`before`; deleted when there was none). A
+    /// Namespace that could not be deleted stays listed, so nothing is
+    /// orphaned. The refusal is the result.
+    async fn roll_back(
+        &self,
+        name: &str,
+        namespaces: &[&Rendered],
+        mut before: LiveEnvironment,
+        recorded: bool,
+        refusal: super::Error,
+    ) -> Result<Option<LiveEnvironment>, super::Error> {
+        self.fence(name)?;
+        for r in namespaces {
+            if let Err(e) = self.delete_object(&r.object.id, name).await {
+                tracing::warn!(
+                    environment = name,
+                    namespace = %r.object.id.name,
+                    error = %e,
+                    "a Namespace created for a refused environment could not be deleted; it stays listed"
+                );
+                before.objects.insert(r.object.id.clone(), r.object.digest);
+            }
+        }
+        self.fence(name)?;
+        if !recorded && before.objects.is_empty() {
+            self.delete_inventory(name).await?;
+        } else {
+            self.write_inventory(name, &before).await?;
+        }
+        Err(refusal)
+    }
+
+    /// Applies one rank of objects in parallel; each applied object's
+    /// digest goes into `live`. The first failure is the result.
+    async fn apply_rank(
+        &self,
+        group: Vec<&Rendered>,
+        name: &str,
+        live: &mut LiveEnvironment,
+    ) -> Result<(), super::Error> {
+        let applies: Vec<_> = group
+            .into_iter()
+            .map(|r| async move { (r, self.apply_object(r, name).await) })
+            .collect();
+        let done: Vec<(&Rendered, Result<(), super::Error>)> = stream::iter(applies)
+            .buffer_unordered(self.per_environment())
+            .collect()
+            .await;
+        let mut result = Ok(());
+        for (r, outcome) in done {
+            match outcome {
+                Ok(()) => {
+                    live.objects.remove(&r.object.id);
+                    live.objects.insert(r.object.id.clone(), r.object.digest);
+                }
+                Err(e) if result.is_ok() => result = Err(e),
+                Err(_) => {}
+            }
+        }
+        result
     }
 
     /// Deletes objects in reverse apply order; stops after a rank with a
@@ -1637,14 +1808,67 @@ impl Kubernetes {
         result
     }
 
-    /// One environment's change: check, widen, apply in order, delete in
-    /// reverse order, narrow.
+    /// The first dry run of `change`: every object outside `fresh` (the
+    /// Namespaces it creates), and the kinds of those inside (a kind the
+    /// cluster does not serve, or serves cluster-wide, is refused before
+    /// any Namespace is created for it). The objects to dry-run once their
+    /// Namespace exists, and the Namespaces to create first.
+    async fn dry_run_outside<'r>(
+        &self,
+        change: &EnvironmentChange<'r>,
+        fresh: &BTreeSet<String>,
+    ) -> Result<(Vec<&'r Rendered>, Vec<&'r Rendered>), super::Error> {
+        let name = change.name;
+        let creates: BTreeSet<&str> = change
+            .upserts
+            .iter()
+            .filter(|r| &*r.object.id.kind == "Namespace")
+            .map(|r| &*r.object.id.name)
+            .collect();
+        let in_fresh = |r: &&Rendered| {
+            r.object
+                .id
+                .namespace
+                .as_deref()
+                .is_some_and(|ns| fresh.contains(ns))
+        };
+        let (inside, outside): (Vec<&Rendered>, Vec<&Rendered>) =
+            change.upserts.iter().copied().partition(in_fresh);
+        let mut later = self.dry_run_all(&outside, name, &creates).await?;
+        for r in inside {
+            self.api(&r.object.id, name).await?;
+            later.push(r);
+        }
+        let missing: BTreeSet<&str> = later
+            .iter()
+            .filter_map(|r| r.object.id.namespace.as_deref())
+            .collect();
+        let namespaces = change
+            .upserts
+            .iter()
+            .copied()
+            .filter(|r| &*r.object.id.kind == "Namespace" && missing.contains(&*r.object.id.name))
+            .collect();
+        Ok((later, namespaces))
+    }
+
+    /// One environment's change: check, dry-run, widen, apply in order,
+    /// delete in reverse order, narrow.
+    ///
+    /// All or nothing as far as the API server can tell: every object to
+    /// be written is dry-run before any is, so a refused one leaves the
+    /// environment as it was. Objects in a Namespace that does not exist
+    /// yet cannot be dry-run (the API server answers that the Namespace is
+    /// not found): they are dry-run right after that Namespace is created,
+    /// before anything else is written, and a refusal then deletes the
+    /// Namespace again.
     async fn apply_one(
         &self,
         change: &EnvironmentChange<'_>,
         known: Option<Arc<LiveEnvironment>>,
     ) -> Result<Option<LiveEnvironment>, super::Error> {
         let name = change.name;
+        let recorded = known.is_some();
         let mut live = match known {
             Some(live) => Arc::unwrap_or_clone(live),
             None => match change.record {
@@ -1662,7 +1886,9 @@ impl Kubernetes {
             .copied()
             .filter(|r| !live.objects.contains_key(&r.object.id))
             .collect();
-        self.check_new(&new, name).await?;
+        let fresh = self.check_new(&new, name).await?;
+        let (later, namespaces) = self.dry_run_outside(change, &fresh).await?;
+        let before = live.clone();
         // Widen: every object about to be written is listed before it exists.
         self.fence(name)?;
         if !new.is_empty() {
@@ -1674,30 +1900,35 @@ impl Kubernetes {
             }
             self.write_inventory(name, &live).await?;
         }
-        // Apply in kind order; objects of one rank in parallel.
         let mut result = Ok(());
-        for group in by_rank(&change.upserts, |r| &r.object.id) {
+        // The Namespaces the rest waits for, then the rest's dry run.
+        if !namespaces.is_empty() {
             self.fence(name)?;
-            let applies: Vec<_> = group
-                .into_iter()
-                .map(|r| async move { (*r, self.apply_object(r, name).await) })
-                .collect();
-            let done: Vec<(&Rendered, Result<(), super::Error>)> = stream::iter(applies)
-                .buffer_unordered(self.per_environment())
-                .collect()
-                .await;
-            for (r, outcome) in done {
-                match outcome {
-                    Ok(()) => {
-                        live.objects.remove(&r.object.id);
-                        live.objects.insert(r.object.id.clone(), r.object.digest);
-                    }
-                    Err(e) if result.is_ok() => result = Err(e),
-                    Err(_) => {}
-                }
+            result = self.apply_rank(namespaces.clone(), name, &mut live).await;
+            if result.is_ok()
+                && let Err(refusal) = self.dry_run_all(&later, name, &BTreeSet::new()).await
+            {
+                return self
+                    .roll_back(name, &namespaces, before, recorded, refusal)
+                    .await;
             }
-            if result.is_err() {
-                break; // later ranks depend on this one
+        }
+        // Apply in kind order; objects of one rank in parallel.
+        if result.is_ok() {
+            let rest: Vec<&Rendered> = change
+                .upserts
+                .iter()
+                .copied()
+                .filter(|r| !namespaces.iter().any(|n| n.object.id == r.object.id))
+                .collect();
+            for group in by_rank(&rest, |r| &r.object.id) {
+                self.fence(name)?;
+                result = self
+                    .apply_rank(group.into_iter().copied().collect(), name, &mut live)
+                    .await;
+                if result.is_err() {
+                    break; // later ranks depend on this one
+                }
             }
         }
         // Delete in reverse order; a failed delete stays listed.
@@ -2348,6 +2579,30 @@ fn is_namespace_terminating(e: &kube::Error) -> bool {
     }))
 }
 
+/// The Namespace a request was refused for not existing: the 404 of the
+/// API server's `NamespaceLifecycle` admission (details `namespaces`,
+/// core group, the Namespace's name), not the 404 of the object itself.
+fn missing_namespace(e: &kube::Error) -> Option<&str> {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => s
+            .details
+            .as_ref()
+            .filter(|d| d.kind == "namespaces" && d.group.is_empty() && !d.name.is_empty())
+            .map(|d| d.name.as_str()),
+        _ => None,
+    }
+}
+
+/// An object the API server answers for with a `deletionTimestamp`: a
+/// transient failure, applied again once it is gone.
+fn still_being_deleted(id: &ObjectRef, namespace: Option<&str>) -> super::Error {
+    super::Error::Transient(Box::new(std::io::Error::other(format!(
+        "{} {} is still being deleted; it is applied again once it is gone",
+        id.kind,
+        shown(namespace, &id.name).trim()
+    ))))
+}
+
 /// A failed request as a target error, by its HTTP status.
 fn classify(e: RequestError) -> super::Error {
     match e.status {
@@ -2460,6 +2715,44 @@ mod tests {
             forbidden.to_string().contains("patch services e/s"),
             "{forbidden}"
         );
+    }
+
+    #[test]
+    fn only_a_namespace_not_found_is_a_missing_namespace() {
+        let not_found = |kind: &str, group: &str, name: &str| {
+            kube::Error::Api(Box::new(
+                kube::core::Status::failure(&format!("{kind} \"{name}\" not found"), "NotFound")
+                    .with_code(404)
+                    .with_details(kube::core::response::StatusDetails {
+                        causes: Vec::new(),
+                        name: name.into(),
+                        group: group.into(),
+                        kind: kind.into(),
+                        uid: String::new(),
+                        retry_after_seconds: 0,
+                    }),
+            ))
+        };
+        assert_eq!(
+            missing_namespace(&not_found("namespaces", "", "dev-a")),
+            Some("dev-a"),
+            "NamespaceLifecycle's answer"
+        );
+        assert_eq!(
+            missing_namespace(&not_found("deployments", "apps", "user-service")),
+            None,
+            "the object itself"
+        );
+        assert_eq!(
+            missing_namespace(&not_found("namespaces", "example.com", "dev-a")),
+            None,
+            "another group's kind"
+        );
+        let refused = kube::Error::Api(Box::new(
+            kube::core::Status::failure("namespaces \"dev-a\" is invalid", "Invalid")
+                .with_code(422),
+        ));
+        assert_eq!(missing_namespace(&refused), None);
     }
 
     #[test]

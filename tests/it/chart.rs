@@ -1059,8 +1059,18 @@ impl RbacProject<'_> {
         self.p.run(&["run", "--once"])
     }
 
+    /// A run succeeds, once the Namespace a refused new environment was
+    /// given and had taken back (the dry run of what goes in it was
+    /// refused) has finished terminating.
     fn converged(&self, what: &str) {
-        let out = self.run();
+        let mut out = self.run();
+        for _ in 0..120 {
+            if !stderr(&out).contains("is still being deleted") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+            out = self.run();
+        }
         assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
     }
 

@@ -757,6 +757,12 @@ fn a_cluster_scoped_custom_kind_needs_its_template_listed() {
     );
     let grants = json(api, &["get", "grants.security.example.com"]);
     assert_eq!(grants["items"], serde_json::json!([]), "nothing applied");
+    assert!(
+        !api.kubectl(&["get", "namespace", "dev-grant"])
+            .status
+            .success(),
+        "nothing of the environment, its Namespace neither"
+    );
 
     let config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
     p.write(
