@@ -20,7 +20,8 @@
 //! - `sops.rs`: age identities (`age-keygen`) and claims encrypted by the
 //!   real `sops` CLI.
 //! - `kube.rs`: a Kubernetes API server (etcd, kube-apiserver,
-//!   kube-controller-manager) for the kubernetes target.
+//!   kube-controller-manager) for the kubernetes target; opt-in, a cluster
+//!   whose pods schedule and run (kube-scheduler, kwok and fake Nodes).
 
 pub mod daemon;
 pub mod fault_proxy;

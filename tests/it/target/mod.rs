@@ -4,5 +4,6 @@ mod cluster;
 mod kube;
 mod lease;
 mod manifests;
+mod rollout;
 mod shards;
 mod visible;
