@@ -172,6 +172,18 @@ fn the_default_presets_on_a_plain_cluster_leave_pods_pending_and_the_environment
         stalled.contains("Deployment/user-service: available replicas: 0/1"),
         "{env}"
     );
+    // Why, in the scheduler's words and the label the cluster lacks.
+    let pod_name = pod["metadata"]["name"].as_str().expect("name");
+    let why = format!(
+        "Pod/{pod_name}: not scheduled: Unschedulable: 0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector"
+    );
+    assert!(stalled.contains(&why), "{env}");
+    assert!(
+        stalled.contains(
+            "(it requires nodes labelled converge.dev/node-pool In [general-restricted, general-public, spot])"
+        ),
+        "{env}"
+    );
     let text = status_of(&p, &d, "dev-plain");
     assert!(text.contains("Stalled"), "{text}");
     assert!(text.contains("Deployment/user-service"), "{text}");
@@ -363,6 +375,18 @@ fn a_rollout_whose_new_pods_cannot_be_placed_ends_stalled_after_the_timeout() {
             .as_str()
             .is_some_and(|i| i.ends_with(":v0.1.1")),
         "the new pod waits: {pods:?}"
+    );
+    let pending_name = pending[0]["metadata"]["name"].as_str().expect("name");
+    assert!(
+        stalled.contains(&format!("Pod/{pending_name}: not scheduled: Unschedulable"))
+            && stalled.contains("converge.dev/node-pool In [general-restricted"),
+        "the Stalled message names the pod that cannot be placed and why: {stalled}"
+    );
+    assert!(
+        pods.iter()
+            .filter(|p| p["metadata"]["name"] != pending_name)
+            .all(|p| !stalled.contains(p["metadata"]["name"].as_str().unwrap_or("?"))),
+        "only pods that cannot be placed are named: {stalled}"
     );
     let text = status_of(&p, &d, "dev-stuck");
     assert!(text.contains("Stalled"), "{text}");
