@@ -590,7 +590,7 @@ where
 async fn watch_pods(
     client: &kube::Client,
     observed: &Mutex<Observed>,
-    changes: &tokio::sync::watch::Sender<u64>,
+    notify: &tokio::sync::watch::Sender<u64>,
 ) {
     use k8s_openapi::api::core::v1::Pod;
     use kube::runtime::{WatchStreamExt, watcher};
@@ -639,7 +639,7 @@ async fn watch_pods(
             }
         };
         if changed {
-            changes.send_modify(|n| *n += 1);
+            notify.send_modify(|n| *n += 1);
         }
     }
 }
@@ -2603,7 +2603,7 @@ fn classify(e: RequestError) -> super::Error {
 mod tests {
     use super::*;
 
-    fn pod(phase: &str, scheduled: serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
+    fn pod(phase: &str, scheduled: &serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web-1", "namespace": "dev-a"},
             "spec": {
@@ -2624,7 +2624,7 @@ mod tests {
     fn an_unschedulable_pod_says_why_and_which_node_labels_it_requires() {
         let unplaced = pod(
             "Pending",
-            serde_json::json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            &serde_json::json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                 "message": "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."}),
         );
         let health = unschedulable(&unplaced).expect("unschedulable");
@@ -2637,7 +2637,7 @@ mod tests {
         );
         let pending = pod(
             "Pending",
-            serde_json::json!({"type": "PodScheduled", "status": "True"}),
+            &serde_json::json!({"type": "PodScheduled", "status": "True"}),
         );
         assert!(
             unschedulable(&pending).is_none(),
@@ -2645,7 +2645,7 @@ mod tests {
         );
         let running = pod(
             "Running",
-            serde_json::json!({"type": "PodScheduled", "status": "True"}),
+            &serde_json::json!({"type": "PodScheduled", "status": "True"}),
         );
         assert!(unschedulable(&running).is_none());
     }
