@@ -584,9 +584,10 @@ where
     }
 }
 
-/// Follows the pods carrying converge's label (its workloads' pods) and
-/// keeps only those the scheduler could not place ([`Observed::unschedulable`]):
-/// no pod is kept otherwise, and a pod's other changes wake nobody.
+/// Follows the Pending pods carrying converge's label (its workloads' pods)
+/// and keeps only those the scheduler could not place
+/// ([`Observed::unschedulable`]): no pod is kept otherwise, and a pod's
+/// other changes wake nobody.
 async fn watch_pods(
     client: &kube::Client,
     observed: &Mutex<Observed>,
@@ -594,7 +595,11 @@ async fn watch_pods(
 ) {
     use k8s_openapi::api::core::v1::Pod;
     use kube::runtime::{WatchStreamExt, watcher};
-    let config = watcher::Config::default().labels(&format!("{MANAGED_BY}=converge"));
+    // Only Pending pods are streamed (a pod that leaves Pending arrives as
+    // a deletion): running pods' status updates cost nothing.
+    let config = watcher::Config::default()
+        .labels(&format!("{MANAGED_BY}=converge"))
+        .fields("status.phase=Pending");
     let mut events = watcher(Api::<Pod>::all(client.clone()), config)
         .default_backoff()
         .boxed();
