@@ -4,7 +4,8 @@
 //! node-pool labels on its Nodes, as a new user's cluster has none.
 //!
 //! - The README's default presets on such a cluster: `required` placement,
-//!   the pods stay Pending and the environment ends Stalled; `preferred` and
+//!   the pods stay Pending and the environment ends Stalled, naming them;
+//!   the README's relaxed presets (`node_pools: []`, `preferred`) and
 //!   `none` run and the environment turns Ready.
 //! - A release under a scale (what an autoscaler does): the rollout
 //!   completes with the 3 replicas kept, and the environment is Ready again.
@@ -189,25 +190,47 @@ fn the_default_presets_on_a_plain_cluster_leave_pods_pending_and_the_environment
     assert!(text.contains("Deployment/user-service"), "{text}");
 }
 
+/// The presets the README's "Node pools" gives to relax placement on a
+/// plain cluster, as written there.
+fn readme_relaxed_presets() -> String {
+    let readme = std::fs::read_to_string(crate::support::repo().join("README.md")).expect("README");
+    let after = readme
+        .split("relax the presets:\n\n```yaml\n")
+        .nth(1)
+        .expect("README, Node pools: the presets that relax placement");
+    let block = after
+        .split("```")
+        .next()
+        .expect("a closed block")
+        .to_owned();
+    assert!(
+        block.contains("dev: { node_pools: [] }")
+            && block.contains("stage: { placement: preferred }"),
+        "{block}"
+    );
+    block
+}
+
 #[test]
 #[ignore = "needs kube-apiserver, kwok, kube-scheduler (scripts/tools builds them)"]
-fn preferred_or_no_placement_runs_on_a_plain_cluster_and_the_environment_is_ready() {
+fn the_readmes_relaxed_presets_and_no_placement_run_on_a_plain_cluster_and_turn_ready() {
     let api = cluster();
-    let p = project(
-        api,
-        "converge-plain-relaxed",
-        "presets:\n  dev: { placement: preferred }\n  stage: { placement: none }\n",
-    );
-    p.write(
-        "claims/dev-preferred.yaml",
-        release("dev-preferred", "dev", "v0.1.0"),
-    );
-    p.write(
-        "claims/stage-anywhere.yaml",
-        release("stage-anywhere", "stage", "v0.1.0"),
-    );
+    // The README's block, and `placement: none` for prod.
+    let presets = readme_relaxed_presets() + "  prod: { placement: none }\n";
+    let p = project(api, "converge-plain-relaxed", &presets);
+    let envs = [
+        ("dev-anywhere", "dev"),
+        ("stage-preferred", "stage"),
+        ("prod-none", "prod"),
+    ];
+    for (name, env_type) in envs {
+        p.write(
+            &format!("claims/{name}.yaml"),
+            release(name, env_type, "v0.1.0"),
+        );
+    }
     let d = Daemon::start(p.dir.path());
-    for name in ["dev-preferred", "stage-anywhere"] {
+    for (name, _) in envs {
         wait_status(&d, name, "Ready");
         let env = detail(&d, name);
         assert_eq!(env["ready"], true, "{env}");
@@ -223,16 +246,22 @@ fn preferred_or_no_placement_runs_on_a_plain_cluster_and_the_environment_is_read
         );
         assert!(rolled_out(&deployment(api, name), 1), "{name}");
     }
-    let affinity =
-        |name: &str| deployment(api, name)["spec"]["template"]["spec"]["affinity"].clone();
+    let spec = |name: &str| deployment(api, name)["spec"]["template"]["spec"].clone();
+    let dev = spec("dev-anywhere");
     assert!(
-        affinity("dev-preferred")["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        dev["affinity"].is_null() && dev["tolerations"].is_null(),
+        "no pools: no affinity, no tolerations: {dev}"
+    );
+    assert!(
+        spec("stage-preferred")["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
             .is_array(),
         "preferred: the pools first"
     );
-    assert!(affinity("stage-anywhere").is_null(), "none: no affinity");
-    let text = status_of(&p, &d, "stage-anywhere");
-    assert!(text.contains("Ready"), "{text}");
+    assert!(spec("prod-none")["affinity"].is_null(), "none: no affinity");
+    for (name, _) in envs {
+        let text = status_of(&p, &d, name);
+        assert!(text.contains("Ready"), "{text}");
+    }
 }
 
 #[test]
