@@ -150,6 +150,11 @@ struct Observed {
     /// that name is older than the apply (a listing taken before it, an
     /// event about an earlier object) and is no drift.
     unseen: HashMap<Key, String>,
+    /// The pods of converge's workloads that the scheduler could not
+    /// place, by namespace and pod name, with why (`PodScheduled` False,
+    /// `Unschedulable`) and the node labels they require: a workload that
+    /// does not roll out names them (a cluster without the node-pool labels).
+    unschedulable: HashMap<String, BTreeMap<String, ObjectHealth>>,
 }
 
 /// The hash of one field path (the same in every call of a process).
@@ -406,6 +411,7 @@ impl Watches {
                             false,
                         )
                         .boxed_local(),
+                        watch_pods(c, &shared, &notify).boxed_local(),
                     ]);
                     tokio::select! {
                         _ = watches => {}
@@ -589,6 +595,132 @@ where
             w.changes.send_modify(|n| *n += 1);
         }
     }
+}
+
+/// Follows the Pending pods carrying converge's label (its workloads' pods)
+/// and keeps only those the scheduler could not place
+/// ([`Observed::unschedulable`]): no pod is kept otherwise, and a pod's
+/// other changes wake nobody.
+async fn watch_pods(
+    client: &kube::Client,
+    observed: &Mutex<Observed>,
+    notify: &tokio::sync::watch::Sender<u64>,
+) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::{WatchStreamExt, watcher};
+    // Only Pending pods are streamed (a pod that leaves Pending arrives as
+    // a deletion): running pods' status updates cost nothing.
+    let config = watcher::Config::default()
+        .labels(&format!("{MANAGED_BY}=converge"))
+        .fields("status.phase=Pending");
+    let mut events = watcher(Api::<Pod>::all(client.clone()), config)
+        .default_backoff()
+        .boxed();
+    let mut listing: HashMap<String, BTreeMap<String, ObjectHealth>> = HashMap::new();
+    while let Some(event) = events.next().await {
+        let lock = || observed.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = match event {
+            Ok(watcher::Event::Init) => {
+                listing.clear();
+                false
+            }
+            Ok(watcher::Event::InitApply(pod)) => {
+                if let (Some(health), (namespace, name)) = (unschedulable(&pod), pod_key(&pod)) {
+                    listing.entry(namespace).or_default().insert(name, health);
+                }
+                false
+            }
+            Ok(watcher::Event::InitDone) => {
+                let mut observed = lock();
+                let changed = observed.unschedulable != listing;
+                observed.unschedulable = std::mem::take(&mut listing);
+                changed
+            }
+            Ok(watcher::Event::Apply(pod)) => {
+                let (namespace, name) = pod_key(&pod);
+                let mut observed = lock();
+                match unschedulable(&pod) {
+                    Some(health) => {
+                        let pods = observed.unschedulable.entry(namespace).or_default();
+                        pods.insert(name, health.clone()) != Some(health)
+                    }
+                    None => forget_pod(&mut observed, &namespace, &name),
+                }
+            }
+            Ok(watcher::Event::Delete(pod)) => {
+                let (namespace, name) = pod_key(&pod);
+                forget_pod(&mut lock(), &namespace, &name)
+            }
+            Err(e) => {
+                tracing::debug!(kind = "Pod", error = %crate::diagnostic::chain(&e), "watch failed; retrying");
+                false
+            }
+        };
+        if changed {
+            notify.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+fn pod_key(pod: &k8s_openapi::api::core::v1::Pod) -> (String, String) {
+    (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Drops a pod from [`Observed::unschedulable`]; whether it was there.
+fn forget_pod(observed: &mut Observed, namespace: &str, name: &str) -> bool {
+    let Some(pods) = observed.unschedulable.get_mut(namespace) else {
+        return false;
+    };
+    let removed = pods.remove(name).is_some();
+    if pods.is_empty() {
+        observed.unschedulable.remove(namespace);
+    }
+    removed
+}
+
+/// A pod's health when the scheduler could not place it (kstatus's pod
+/// rule), its message followed by the node labels the pod requires (its
+/// `nodeSelector` and required node affinity): what a cluster lacks.
+fn unschedulable(pod: &k8s_openapi::api::core::v1::Pod) -> Option<ObjectHealth> {
+    let doc = serde_json::to_value(pod).ok()?;
+    let mut health = crate::health::object("Pod", &doc);
+    if health.reason != crate::health::reason::POD_UNSCHEDULABLE {
+        return None;
+    }
+    let spec = pod.spec.as_ref()?;
+    let mut required: Vec<String> = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let terms = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .map(|r| r.node_selector_terms.as_slice())
+        .unwrap_or_default();
+    for term in terms {
+        for e in term.match_expressions.iter().flatten() {
+            let values = e.values.as_deref().unwrap_or_default().join(", ");
+            required.push(format!("{} {} [{values}]", e.key, e.operator));
+        }
+    }
+    if !required.is_empty() {
+        health.message = format!(
+            "{} (it requires nodes labelled {})",
+            health.message,
+            required.join(" and ")
+        );
+    }
+    Some(health)
 }
 
 /// A cluster, through its API server.
@@ -2073,7 +2205,7 @@ impl Target for Kubernetes {
             .observed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let objects = live
+        let mut objects = live
             .objects
             .keys()
             .filter_map(|id| {
@@ -2086,7 +2218,17 @@ impl Target for Kubernetes {
                 };
                 Some((format!("{}/{}", id.kind, id.name), health))
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // The workloads' pods the scheduler could not place: why a
+        // workload does not roll out, named with it.
+        objects.extend(
+            observed
+                .unschedulable
+                .get(environment)
+                .into_iter()
+                .flatten()
+                .map(|(pod, health)| (format!("Pod/{pod}"), health.clone())),
+        );
         Some(objects)
     }
 
@@ -2621,6 +2763,68 @@ fn classify(e: RequestError) -> super::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(phase: &str, scheduled: &serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "dev-a"},
+            "spec": {
+                "containers": [{"name": "web", "image": "web:1"}],
+                "nodeSelector": {"disk": "ssd"},
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "converge.dev/node-pool", "operator": "In", "values": ["a", "b"]}
+                    ]}]
+                }}}
+            },
+            "status": {"phase": phase, "conditions": [scheduled]}
+        }))
+        .expect("a Pod")
+    }
+
+    #[test]
+    fn an_unschedulable_pod_says_why_and_which_node_labels_it_requires() {
+        let unplaced = pod(
+            "Pending",
+            &serde_json::json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."}),
+        );
+        let health = unschedulable(&unplaced).expect("unschedulable");
+        assert_eq!(health.reason, crate::health::reason::POD_UNSCHEDULABLE);
+        assert_eq!(
+            health.message,
+            "not scheduled: Unschedulable: 0/2 nodes are available: 2 node(s) didn't match \
+             Pod's node affinity/selector. (it requires nodes labelled disk=ssd and \
+             converge.dev/node-pool In [a, b])"
+        );
+        let pending = pod(
+            "Pending",
+            &serde_json::json!({"type": "PodScheduled", "status": "True"}),
+        );
+        assert!(
+            unschedulable(&pending).is_none(),
+            "placed, waiting for its node"
+        );
+        let running = pod(
+            "Running",
+            &serde_json::json!({"type": "PodScheduled", "status": "True"}),
+        );
+        assert!(unschedulable(&running).is_none());
+    }
+
+    #[test]
+    fn a_pod_placed_at_last_is_forgotten_and_its_namespace_with_it() {
+        let mut observed = Observed::default();
+        let health = ObjectHealth::not_found();
+        observed
+            .unschedulable
+            .entry("dev-a".to_owned())
+            .or_default()
+            .insert("web-1".to_owned(), health);
+        assert!(!forget_pod(&mut observed, "dev-a", "web-2"));
+        assert!(forget_pod(&mut observed, "dev-a", "web-1"));
+        assert!(observed.unschedulable.is_empty());
+        assert!(!forget_pod(&mut observed, "dev-b", "web-1"));
+    }
 
     fn id(kind_name: &str, name: &str) -> ObjectRef {
         ObjectRef {

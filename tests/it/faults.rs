@@ -3,7 +3,10 @@
 //! the Kubernetes API server) refuses, resets, stalls, trickles and
 //! truncates. Each fault must be an error with a stable reason, in words
 //! (no Rust debug output), must delete nothing, and must clear by itself
-//! once the fault does: the next change upstream is applied.
+//! once the fault does: the next change upstream is applied. A TLS-terminating
+//! proxy (`support::tls_fault_proxy`) resets connections to the API server in
+//! the middle of HTTPS responses, during applies and during watches: converge
+//! retries and converges, nothing lost.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +18,7 @@ use crate::support::fault_proxy::{Fault, FaultProxy};
 use crate::support::garage::{Garage, source_yaml};
 use crate::support::git::{Repo, http_server};
 use crate::support::kube::KubeApi;
+use crate::support::tls_fault_proxy::TlsFaultProxy;
 use crate::support::{Project, claim};
 
 const FAULTS: [Fault; 5] = [
@@ -271,4 +275,163 @@ fn kubernetes_api_faults_are_apply_errors_that_delete_nothing_and_clear() {
         .map(|f| (format!("{f:?}"), "TargetIo".to_owned()))
         .collect();
     assert_eq!(reasons, expected);
+}
+
+/// The objects a dev claim of one service becomes, by `kubectl get` name.
+const DEV_OBJECTS: [&str; 7] = [
+    "resourcequota/quota",
+    "limitrange/defaults",
+    "networkpolicy/default-deny-from-other-namespaces",
+    "configmap/converge-claim",
+    "service/user-service",
+    "deployment/user-service",
+    "horizontalpodautoscaler/user-service",
+];
+
+#[test]
+#[ignore = "needs kube-apiserver and etcd (scripts/tools builds them)"]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one daemon's life: applies cut, a release cut, watches cut"
+)]
+fn resets_in_the_middle_of_https_responses_lose_nothing_in_applies_or_watches() {
+    let api = KubeApi::shared();
+    let proxy = TlsFaultProxy::start(api);
+    let p = Project::new("");
+    proxy.write_kubeconfig(api, &p.path("kubeconfig"));
+    p.write(
+        "converge.yaml",
+        format!(
+            "sources:\n  - name: local\n    kind: dir\n    path: claims\n\
+             target:\n  kind: kubernetes\n  kubeconfig: kubeconfig\n  inventory_namespace: converge-tls-faults\n  timeout: 5s\n  drift: correct\n\
+             state_dir: .converge\n{RECONCILE}"
+        ),
+    );
+    let names = ["dev-tls-a", "dev-tls-b", "dev-tls-c"];
+    let exists = |ns: &str, object: &str| api.kubectl(&["get", object, "-n", ns]).status.success();
+    let wait = |what: &str, check: &dyn Fn() -> bool, d: &Daemon| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while !check() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; cuts: {:?}\n--- log ---\n{}",
+                proxy.cuts(),
+                d.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+
+    // Applies: the API server applies each of the first 6 server-side
+    // applies (the Namespaces and inventories come first), and converge
+    // hears only the first 600 bytes of the answer.
+    proxy.cut("PATCH", 600, 6);
+    for name in names {
+        p.write(&format!("claims/{name}.yaml"), claim(name, "dev"));
+    }
+    let d = Daemon::start(p.dir.path());
+    wait(
+        "every object of every environment applied, every cut made",
+        &|| {
+            proxy.cuts().len() == 6
+                && names.iter().all(|ns| {
+                    DEV_OBJECTS.iter().all(|o| exists(ns, o))
+                        && d.json(&format!("/api/v1/environments/{ns}"))["status"] == "Reconciling"
+                })
+        },
+        &d,
+    );
+    let cuts = proxy.cuts();
+    assert!(cuts.iter().all(|c| c.starts_with("PATCH ")), "{cuts:?}");
+    assert!(
+        cuts.iter()
+            .any(|c| c.contains("/namespaces/converge-tls-faults/configmaps/")),
+        "an inventory write was cut: {cuts:?}"
+    );
+    // A release: the Deployments' applies are cut, 3 times.
+    proxy.cut("/deployments/user-service?", 600, 3);
+    for name in names {
+        p.write(
+            &format!("claims/{name}.yaml"),
+            claim(name, "dev").replace("v1.2.3", "v1.2.4"),
+        );
+    }
+    let image = |ns: &str| {
+        let out = api.kubectl(&[
+            "get",
+            "deployment/user-service",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait(
+        "the release applied everywhere, every cut made",
+        &|| proxy.cuts().len() == 9 && names.iter().all(|ns| image(ns).ends_with(":v1.2.4")),
+        &d,
+    );
+    let cuts = proxy.cuts();
+    assert!(
+        cuts[6..]
+            .iter()
+            .all(|c| c.starts_with("PATCH /apis/apps/v1/namespaces/dev-tls-")),
+        "{cuts:?}"
+    );
+    eprintln!("cut mid-response: {cuts:#?}");
+    // Nothing lost: once the daemon's retry has gone through, what it
+    // recorded is what is there, and a plan through the proxy (no cut
+    // left) has nothing to do (exit 0).
+    let converged = || {
+        let plan = p.run(&["plan"]);
+        plan.status.code() == Some(0)
+            && crate::support::stdout(&plan)
+                .contains("0 to create, 0 to update, 0 to delete, 3 unchanged")
+    };
+    wait("a plan with nothing to do", &converged, &d);
+
+    // Watches: the next 4 watch responses are cut at their next bytes
+    // (the deletion's event first of all) while a Deployment is deleted by
+    // hand (straight to the API server); the deletion reaches converge
+    // anyway, through the watch started again, and converge applies it again.
+    let uid = |ns: &str| {
+        api.kubectl(&[
+            "get",
+            "deployment/user-service",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ])
+    };
+    let before = String::from_utf8_lossy(&uid("dev-tls-b").stdout).into_owned();
+    proxy.cut("watch=", 1, 4);
+    let _ = api.kubectl_ok(&["delete", "deployment/user-service", "-n", "dev-tls-b"]);
+    wait(
+        "a watch of Deployments cut mid-stream, the Deployment applied again",
+        &|| {
+            let now = uid("dev-tls-b");
+            proxy
+                .cuts()
+                .iter()
+                .any(|c| c.contains("/deployments?") && c.contains("watch="))
+                && now.status.success()
+                && String::from_utf8_lossy(&now.stdout) != before
+        },
+        &d,
+    );
+    proxy.cut("watch=", 1, 0);
+    for ns in names {
+        for object in DEV_OBJECTS {
+            assert!(exists(ns, object), "{ns}: {object}");
+        }
+    }
+    wait("a plan with nothing to do", &converged, &d);
+    let watches: Vec<String> = proxy
+        .cuts()
+        .into_iter()
+        .filter(|c| c.contains("watch="))
+        .collect();
+    eprintln!("watch responses cut: {watches:#?}");
 }

@@ -18,6 +18,13 @@
 //!
 //! Tests that use it are `#[ignore = "needs kube-apiserver, etcd
 //! (scripts/tools builds them)"]`; `scripts/test` runs them.
+//!
+//! [`KubeApi::start_scheduling`] is a cluster whose pods run: kube-scheduler,
+//! kwok (a simulated kubelet: pods on its fake Nodes get an IP and turn
+//! Running and Ready by its stages, no containers) and the controllers a
+//! rollout needs (deployment, replicaset, resourcequota, service accounts).
+//! Its Nodes carry none of converge's node-pool labels: a plain cluster, as
+//! a new user's.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -48,13 +55,34 @@ struct Servers {
     etcd: Option<Server>,
     apiserver: Option<Server>,
     controller_manager: Option<Server>,
+    scheduler: Option<Server>,
+    kwok: Option<Server>,
 }
+
+/// The controllers of a cluster whose pods schedule and run (see
+/// [`KubeApi::start_scheduling`]); the quota controller fills in the usage
+/// that quota admission needs before it admits a pod.
+const ROLLOUT_CONTROLLERS: &str = "namespace,garbagecollector,deployment,replicaset,resourcequota,serviceaccount,serviceaccount-token";
 
 impl KubeApi {
     /// Starts a new, empty cluster and waits until the API server's `/readyz`
     /// is ok (about 3 s on a quiet machine).
     #[must_use]
     pub fn start() -> KubeApi {
+        Self::start_with(0)
+    }
+
+    /// A new cluster whose pods schedule and run: kube-scheduler, kwok and
+    /// the rollout controllers, and `nodes` fake Nodes (`kwok-node-N`,
+    /// annotated `kwok.x-k8s.io/node: fake`, Ready, untainted, without any
+    /// `converge.dev/node-pool` label). Stopped on drop like the others.
+    #[must_use]
+    pub fn start_scheduling(nodes: usize) -> KubeApi {
+        assert!(nodes > 0, "a scheduling cluster needs a Node");
+        Self::start_with(nodes)
+    }
+
+    fn start_with(nodes: usize) -> KubeApi {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("converge-kube-")
@@ -77,7 +105,15 @@ impl KubeApi {
         let api = api.start_etcd();
         api.write_kubeconfig(&api.kubeconfig(), None, &api.token);
         api.start_apiserver();
-        api.start_controller_manager();
+        if nodes == 0 {
+            api.start_controller_manager("namespace,garbagecollector");
+        } else {
+            api.start_controller_manager(ROLLOUT_CONTROLLERS);
+            api.start_scheduler_and_kwok();
+            for n in 0..nodes {
+                api.add_node(&format!("kwok-node-{n}"));
+            }
+        }
         eprintln!(
             "kube: API server at {} ready in {:.1} s",
             api.url(),
@@ -317,12 +353,15 @@ impl KubeApi {
     /// does this too.
     pub fn stop(&self) {
         let mut servers = self.servers();
+        drop(servers.kwok.take());
+        drop(servers.scheduler.take());
         drop(servers.controller_manager.take());
         drop(servers.apiserver.take());
         drop(servers.etcd.take());
     }
 
-    /// The log of `component` (`etcd`, `apiserver`, `controller-manager`).
+    /// The log of `component` (`etcd`, `apiserver`, `controller-manager`,
+    /// `scheduler`, `kwok`).
     #[must_use]
     pub fn log(&self, component: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{component}.log")))
@@ -375,10 +414,16 @@ impl KubeApi {
         self
     }
 
-    fn start_controller_manager(&self) {
+    fn start_controller_manager(&self, controllers: &str) {
+        let d = self.dir.path();
         let args = [
             format!("--kubeconfig={}", self.kubeconfig().display()),
-            "--controllers=namespace,garbagecollector".to_owned(),
+            format!("--controllers={controllers}"),
+            format!(
+                "--service-account-private-key-file={}",
+                d.join("sa.key").display()
+            ),
+            format!("--root-ca-file={}", d.join("ca.crt").display()),
             "--leader-elect=false".to_owned(),
             "--bind-address=127.0.0.1".to_owned(),
             "--secure-port=0".to_owned(),
@@ -393,6 +438,100 @@ impl KubeApi {
             None,
         );
         self.servers().controller_manager = Some(server);
+    }
+
+    /// kube-scheduler and kwok (managing only the Nodes annotated
+    /// `kwok.x-k8s.io/node: fake`, with the fast node and pod stages
+    /// `scripts/tools` keeps in `kwok-stages.yaml`), both on the admin
+    /// kubeconfig, serving nothing of their own on the network.
+    fn start_scheduler_and_kwok(&self) {
+        let d = self.dir.path();
+        let kubeconfig = format!("--kubeconfig={}", self.kubeconfig().display());
+        let scheduler = Server::spawn(
+            "kube-scheduler",
+            &tool("kube-scheduler"),
+            &[
+                kubeconfig.clone(),
+                "--leader-elect=false".to_owned(),
+                "--secure-port=0".to_owned(),
+            ],
+            &d.join("scheduler.log"),
+            0,
+            None,
+        );
+        self.servers().scheduler = Some(scheduler);
+        let kwok = Server::spawn(
+            "kwok",
+            &tool("kwok"),
+            &[
+                format!("--config={}", tool("kwok-stages.yaml").display()),
+                kubeconfig,
+                "--manage-all-nodes=false".to_owned(),
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".to_owned(),
+                "--node-ip=10.0.0.1".to_owned(),
+                "--server-address=127.0.0.1:0".to_owned(),
+            ],
+            &d.join("kwok.log"),
+            0,
+            None,
+        );
+        self.servers().kwok = Some(kwok);
+    }
+
+    /// A fake Node kwok manages, with room for pods, and waits until kwok
+    /// has made it Ready; then takes off the `not-ready` taint the API
+    /// server put on it at creation (no node lifecycle controller runs).
+    fn add_node(&self, name: &str) {
+        let capacity = serde_json::json!({"cpu": "32", "memory": "128Gi", "pods": "110"});
+        let node = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                },
+            },
+            "status": {"capacity": capacity, "allocatable": capacity},
+        })
+        .to_string();
+        let _ = self.kubectl_with_input_ok(&["create", "-f", "-"], &node);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let ready = self.kubectl_ok(&[
+                "get",
+                "node",
+                name,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            if ready.trim() == "True" {
+                break;
+            }
+            if let Some(kwok) = self.servers().kwok.as_mut() {
+                kwok.check_running();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kwok did not make Node {name} Ready in {READY_TIMEOUT:?}:\n{}",
+                self.log("kwok")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = self.kubectl(&[
+            "taint",
+            "node",
+            name,
+            "node.kubernetes.io/not-ready:NoSchedule-",
+        ]);
+        assert!(
+            out.status.success() || String::from_utf8_lossy(&out.stderr).contains("not found"),
+            "kubectl taint: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

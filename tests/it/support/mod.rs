@@ -10,6 +10,8 @@
 //! - `garage.rs`: Garage, a real S3 server, and buckets written with the AWS SDK.
 //! - `fault_proxy.rs`: network faults: a server that accepts and never answers,
 //!   and a proxy that cuts connections after a number of requests.
+//! - `tls_fault_proxy.rs`: a proxy that terminates TLS in front of the API
+//!   server and resets connections in the middle of HTTPS responses.
 //! - `registry.rs`: the CNCF distribution registry (no auth, htpasswd basic
 //!   auth, or bearer tokens from a token server in front of it), tags pushed
 //!   and deleted by plain HTTP; the image test pushes to it too.
@@ -20,7 +22,8 @@
 //! - `sops.rs`: age identities (`age-keygen`) and claims encrypted by the
 //!   real `sops` CLI.
 //! - `kube.rs`: a Kubernetes API server (etcd, kube-apiserver,
-//!   kube-controller-manager) for the kubernetes target.
+//!   kube-controller-manager) for the kubernetes target; opt-in, a cluster
+//!   whose pods schedule and run (kube-scheduler, kwok and fake Nodes).
 
 pub mod daemon;
 pub mod fault_proxy;
@@ -30,6 +33,7 @@ pub mod hostile_registry;
 pub mod kube;
 pub mod registry;
 pub mod sops;
+pub mod tls_fault_proxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

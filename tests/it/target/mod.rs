@@ -5,5 +5,6 @@ mod dry_run;
 mod kube;
 mod lease;
 mod manifests;
+mod rollout;
 mod shards;
 mod visible;
