@@ -34,6 +34,10 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// The tag source's last good list per service (`release/<service>`,
 /// `dev/<service>`), so a restart during a registry outage resolves as before.
 const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
+/// Drift found and not corrected, by environment ([`DriftRecord`]), so a
+/// restart neither forgets a `Drifted` condition nor waits to correct it.
+/// A table added in format 2: a store without it restores no drift.
+const DRIFT: TableDefinition<&str, &[u8]> = TableDefinition::new("drift");
 
 const APP: &str = "converge";
 /// redb's page cache (its default is 1 GiB). The store is written once per
@@ -146,6 +150,29 @@ pub struct Event {
     pub message: String,
 }
 
+/// One environment's drifted objects as the store keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftRecord {
+    /// The record's own version, for a later change of its shape.
+    pub version: u32,
+    /// `Kind/name` and how it drifted, in the target's words.
+    pub objects: Vec<(String, String)>,
+}
+
+impl DriftRecord {
+    pub const VERSION: u32 = 1;
+
+    /// The stored bytes of `objects`.
+    #[must_use]
+    pub fn encode(objects: &[(String, String)]) -> Vec<u8> {
+        serde_json::to_vec(&DriftRecord {
+            version: Self::VERSION,
+            objects: objects.to_vec(),
+        })
+        .expect("a drift record serializes")
+    }
+}
+
 /// What a restart restores.
 #[derive(Debug, Default)]
 pub struct Restored {
@@ -156,6 +183,10 @@ pub struct Restored {
     pub events: Vec<Event>,
     /// The tag source's last good lists, by key.
     pub tags: BTreeMap<String, Vec<u8>>,
+    /// Drift found and not corrected when the last pass was recorded, by
+    /// environment (a record of a newer version than this build reads is
+    /// left out, with a warning).
+    pub drift: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// What the store holds of one source: each file's digest, by path. The loop
@@ -230,6 +261,9 @@ pub struct Commit<'a> {
     pub events: &'a [Event],
     /// Tag lists that changed (JSON), by key.
     pub tags: &'a [(String, Vec<u8>)],
+    /// Environments whose drift changed ([`DriftRecord::encode`]); `None`
+    /// removes one (no drift left).
+    pub drift: &'a [(String, Option<Vec<u8>>)],
     /// Files whose bytes are not stored: refused before they became a
     /// typed claim, they may hold a secret by mistake (an unencrypted value
     /// under `secrets`, a syntax error on a secret's line). They are
@@ -256,6 +290,7 @@ impl Commit<'_> {
             && self.pass.is_none()
             && self.events.is_empty()
             && self.tags.is_empty()
+            && self.drift.is_empty()
     }
 }
 
@@ -564,6 +599,22 @@ impl Store {
                 out.tags.insert(k.value().to_owned(), v.value().to_vec());
             }
         }
+        if let Ok(drift) = read.open_table(DRIFT) {
+            for entry in drift.iter().map_err(|e| err(&e))? {
+                let (k, v) = entry.map_err(|e| err(&e))?;
+                match serde_json::from_slice::<DriftRecord>(v.value()) {
+                    Ok(record) if record.version <= DriftRecord::VERSION => {
+                        out.drift.insert(k.value().to_owned(), record.objects);
+                    }
+                    // Drift is found again from the target: not worth
+                    // refusing to start over.
+                    _ => tracing::warn!(
+                        environment = k.value(),
+                        "a drift record this version of converge cannot read is left out; drift is found again from the target"
+                    ),
+                }
+            }
+        }
         let (Ok(sources), Ok(files)) = (read.open_table(SOURCES), read.open_table(FILES)) else {
             return Ok(out);
         };
@@ -757,6 +808,21 @@ impl Store {
                 events.retain(|id, _| id > floor).map_err(|e| err(&e))?;
             }
             write_tags(&w, commit.tags).map_err(|e| err(&e))?;
+            if !commit.drift.is_empty() {
+                let mut drift = w.open_table(DRIFT).map_err(|e| err(&e))?;
+                for (name, record) in commit.drift {
+                    match record {
+                        Some(bytes) => {
+                            drift
+                                .insert(name.as_str(), bytes.as_slice())
+                                .map_err(|e| err(&e))?;
+                        }
+                        None => {
+                            drift.remove(name.as_str()).map_err(|e| err(&e))?;
+                        }
+                    }
+                }
+            }
         }
         w.commit().map_err(|e| err(&e))
     }
