@@ -1097,6 +1097,90 @@ mod tests {
     }
 
     #[test]
+    fn drift_is_kept_across_a_restart_until_a_commit_removes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let edited = vec![(
+            "Deployment/search".to_owned(),
+            "edited: spec.template.spec.containers[{\"name\":\"search\"}].image (by kubectl-set)"
+                .to_owned(),
+        )];
+        let deleted = vec![("ConfigMap/claim".to_owned(), "deleted".to_owned())];
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store
+                .commit(&Commit {
+                    drift: &[
+                        ("dev-a".to_owned(), Some(DriftRecord::encode(&edited))),
+                        ("dev-b".to_owned(), Some(DriftRecord::encode(&deleted))),
+                    ],
+                    ..Commit::default()
+                })
+                .expect("commit");
+        }
+        let store = Store::open(dir.path()).expect("open again");
+        let restored = store.restore().expect("restore");
+        assert_eq!(restored.drift["dev-a"], edited);
+        assert_eq!(restored.drift["dev-b"], deleted);
+        store
+            .commit(&Commit {
+                drift: &[("dev-a".to_owned(), None)],
+                ..Commit::default()
+            })
+            .expect("corrected");
+        let restored = store.restore().expect("restore");
+        assert_eq!(
+            restored.drift.keys().collect::<Vec<_>>(),
+            ["dev-b"],
+            "a corrected environment is forgotten, the other kept"
+        );
+    }
+
+    #[test]
+    fn a_store_without_drift_loads_and_an_unreadable_drift_record_is_left_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // A format-2 store as written before drift was kept: no table.
+            let store = Store::open(dir.path()).expect("open");
+            let a = snapshot(&[("a.yaml", "a1", 1)]);
+            store
+                .commit(&Commit {
+                    snapshots: vec![(&a, None)],
+                    ..Commit::default()
+                })
+                .expect("commit");
+        }
+        let store = Store::open(dir.path()).expect("an old store opens");
+        let restored = store.restore().expect("and restores");
+        assert!(restored.drift.is_empty());
+        assert_eq!(restored.snapshots["local"].files.len(), 1);
+        // A record of a later version (or shape) is left out, not fatal.
+        let newer = br#"{"version":2,"objects":{"changed":"shape"}}"#.to_vec();
+        let later = serde_json::to_vec(&serde_json::json!({
+            "version": 9,
+            "objects": [["Deployment/x", "deleted"]],
+        }))
+        .expect("json");
+        store
+            .commit(&Commit {
+                drift: &[
+                    ("dev-a".to_owned(), Some(newer)),
+                    ("dev-b".to_owned(), Some(later)),
+                    (
+                        "dev-c".to_owned(),
+                        Some(DriftRecord::encode(&[(
+                            "Service/s".to_owned(),
+                            "deleted".to_owned(),
+                        )])),
+                    ),
+                ],
+                ..Commit::default()
+            })
+            .expect("commit");
+        let restored = store.restore().expect("restore");
+        assert_eq!(restored.drift.keys().collect::<Vec<_>>(), ["dev-c"]);
+    }
+
+    #[test]
     fn an_empty_commit_writes_no_transaction() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");

@@ -1963,8 +1963,12 @@ impl Target for Kubernetes {
             .collect();
     }
 
+    /// Does not start the watches: they start with the first pass's
+    /// [`Target::health`], after the inventory (and with it the field
+    /// fingerprints their first listing is compared with) was read. Started
+    /// before, a listing could take an edited object as the baseline and
+    /// never report the edit.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.watches();
         Some(self.notify.subscribe())
     }
 
@@ -2810,6 +2814,43 @@ mod tests {
 
     fn set(paths: &[&str]) -> BTreeSet<String> {
         paths.iter().map(|p| (*p).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_edit_found_by_fingerprint_names_the_fields_converge_lost_and_who_has_them() {
+        let image = "spec.template.spec.containers[{\"name\":\"search\"}].image";
+        let applied = set(&["spec.replicas", image, "metadata.labels.a"]);
+        let baseline = fingerprint(&applied);
+        assert_eq!(edit_detail(&baseline, &applied, &[]), None);
+        // `kubectl set image` takes the image; the controller manager
+        // keeps an annotation converge never set.
+        let others = vec![
+            ("kubectl-set".to_owned(), set(&[image])),
+            (
+                "kube-controller-manager".to_owned(),
+                set(&["metadata.annotations.deployment.kubernetes.io/revision"]),
+            ),
+        ];
+        assert_eq!(
+            edit_detail(
+                &baseline,
+                &set(&["spec.replicas", "metadata.labels.a"]),
+                &others
+            )
+            .as_deref(),
+            Some(format!("edited: {image} (by kubectl-set)").as_str())
+        );
+        // A field removed outright matches no candidate: the managers only.
+        assert_eq!(
+            edit_detail(&baseline, &set(&["spec.replicas"]), &others[..1]).as_deref(),
+            Some("edited (by kubectl-set)")
+        );
+        // What an autoscaler took through the scale subresource is no edit.
+        let scaled = vec![(format!("hpa{SCALER}"), set(&["spec.replicas"]))];
+        assert_eq!(
+            edit_detail(&baseline, &set(&[image, "metadata.labels.a"]), &scaled),
+            None
+        );
     }
 
     #[test]
