@@ -340,14 +340,7 @@ impl Daemon {
                 dirty: false,
             });
         }
-        // Drift found before the restart stands until converge applies the
-        // objects again: reported at once, corrected at the first pass.
-        converge.target.restore_drift(&restored.drift);
-        let drift_reported = restored
-            .drift
-            .iter()
-            .map(|(name, objects)| (name.clone(), drift_message(objects)))
-            .collect();
+        let drift_reported = restore_drift(&converge, &restored.drift);
         let statuses: BTreeMap<String, Arc<EnvStatus>> = restored
             .environments
             .into_iter()
@@ -1529,6 +1522,20 @@ impl Daemon {
     pub fn view(&self) -> Arc<ArcSwap<View>> {
         self.view.clone()
     }
+}
+
+/// Drift found before the restart stands until converge applies the
+/// objects again: handed to the target (reported at once, corrected at the
+/// first pass); returns what counts as reported already.
+fn restore_drift(
+    converge: &Converge,
+    drift: &BTreeMap<String, Vec<(String, String)>>,
+) -> BTreeMap<String, String> {
+    converge.target.restore_drift(drift);
+    drift
+        .iter()
+        .map(|(name, objects)| (name.clone(), drift_message(objects)))
+        .collect()
 }
 
 /// Drifted objects, one message: `Deployment/a edited: spec.replicas; ConfigMap/b deleted`.

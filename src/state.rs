@@ -599,22 +599,7 @@ impl Store {
                 out.tags.insert(k.value().to_owned(), v.value().to_vec());
             }
         }
-        if let Ok(drift) = read.open_table(DRIFT) {
-            for entry in drift.iter().map_err(|e| err(&e))? {
-                let (k, v) = entry.map_err(|e| err(&e))?;
-                match serde_json::from_slice::<DriftRecord>(v.value()) {
-                    Ok(record) if record.version <= DriftRecord::VERSION => {
-                        out.drift.insert(k.value().to_owned(), record.objects);
-                    }
-                    // Drift is found again from the target: not worth
-                    // refusing to start over.
-                    _ => tracing::warn!(
-                        environment = k.value(),
-                        "a drift record this version of converge cannot read is left out; drift is found again from the target"
-                    ),
-                }
-            }
-        }
+        out.drift = read_drift(&read).map_err(|e| err(&e))?;
         let (Ok(sources), Ok(files)) = (read.open_table(SOURCES), read.open_table(FILES)) else {
             return Ok(out);
         };
@@ -808,27 +793,62 @@ impl Store {
                 events.retain(|id, _| id > floor).map_err(|e| err(&e))?;
             }
             write_tags(&w, commit.tags).map_err(|e| err(&e))?;
-            if !commit.drift.is_empty() {
-                let mut drift = w.open_table(DRIFT).map_err(|e| err(&e))?;
-                for (name, record) in commit.drift {
-                    match record {
-                        Some(bytes) => {
-                            drift
-                                .insert(name.as_str(), bytes.as_slice())
-                                .map_err(|e| err(&e))?;
-                        }
-                        None => {
-                            drift.remove(name.as_str()).map_err(|e| err(&e))?;
-                        }
-                    }
-                }
-            }
+            write_drift(&w, commit.drift).map_err(|e| err(&e))?;
         }
         w.commit().map_err(|e| err(&e))
     }
 }
 
 /// The tag lists that changed, in the pass's transaction.
+/// Each environment's drift record; a record this build cannot read is
+/// left out with a warning (drift is found again from the target: not
+/// worth refusing to start over).
+fn read_drift(
+    read: &redb::ReadTransaction,
+) -> Result<BTreeMap<String, Vec<(String, String)>>, redb::Error> {
+    let mut out = BTreeMap::new();
+    let drift = match read.open_table(DRIFT) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in drift.iter()? {
+        let (k, v) = entry?;
+        match serde_json::from_slice::<DriftRecord>(v.value()) {
+            Ok(record) if record.version <= DriftRecord::VERSION => {
+                out.insert(k.value().to_owned(), record.objects);
+            }
+            _ => tracing::warn!(
+                environment = k.value(),
+                "a drift record this version of converge cannot read is left out; drift is found again from the target"
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes (or removes, `None`) environments' drift records.
+fn write_drift(
+    w: &redb::WriteTransaction,
+    records: &[(String, Option<Vec<u8>>)],
+) -> Result<(), redb::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut drift = w.open_table(DRIFT)?;
+    for (name, record) in records {
+        match record {
+            Some(bytes) => {
+                drift.insert(name.as_str(), bytes.as_slice())?;
+            }
+            None => {
+                drift.remove(name.as_str())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn write_tags(w: &redb::WriteTransaction, lists: &[(String, Vec<u8>)]) -> Result<(), redb::Error> {
     if lists.is_empty() {
         return Ok(());

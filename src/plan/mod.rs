@@ -247,13 +247,13 @@ pub fn mark_drift(plan: &mut Plan, eval: &Evaluation, live: &Inventory, drift: &
     }
     let mut listed = Vec::new();
     for (name, objects) in drift {
-        let updates = updated.get(name);
+        let in_plan = updated.get(name);
         for (object, how) in objects {
             listed.push(ObjectDrift {
                 environment: name.clone(),
                 object: object.clone(),
                 how: how.clone(),
-                corrected: updates.is_some_and(|u| u.contains(object)),
+                corrected: in_plan.is_some_and(|u| u.contains(object)),
             });
         }
     }
