@@ -745,6 +745,48 @@ fn drift_found_under_report_survives_a_restart_and_a_restart_with_correct_correc
     assert_eq!(drifted_condition(&d, ns), None);
 }
 
+/// Issue 21.1: drift made while no daemon ran (the state store knows
+/// nothing of it) is found at start, from the inventory's fingerprints:
+/// reported under `report`, applied again under `correct`.
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn drift_made_while_no_daemon_ran_is_found_at_start() {
+    let api = KubeApi::shared();
+    let ns = "dev-drift-down";
+    let p = drift_mode_project(api, "converge-drift-down", "report");
+    p.write(&format!("claims/{ns}.yaml"), claim(ns, "dev"));
+    let out = p.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let image = image_of(api, ns);
+    set_image(api, ns, "evil/search:6.6.6");
+
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("a Drifted condition naming the image and kubectl", |d| {
+        drifted_condition(d, ns)
+            .is_some_and(|m| m.contains(IMAGE_FIELD) && m.contains("kubectl-set"))
+    });
+    assert_eq!(
+        image_of(api, ns),
+        "evil/search:6.6.6",
+        "report changes nothing"
+    );
+    assert_eq!(d.terminate(), Some(0));
+
+    set_drift_mode(&p, "correct");
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("the image is converge's again", |_| {
+        image_of(api, ns) == image
+    });
+    d.wait_for("a DriftCorrected event", |d| {
+        d.json("/api/v1/events")
+            .to_string()
+            .contains("DriftCorrected")
+    });
+    d.wait_for("the Drifted condition gone", |d| {
+        drifted_condition(d, ns).is_none()
+    });
+}
+
 /// Issue 21.1, without a daemon: `plan` shows drift found by one listing per
 /// kind (the inventory's field fingerprints), naming the object and the
 /// field, as `DriftCorrected` updates under `drift: correct` (and only
