@@ -309,8 +309,10 @@ impl Converge {
         let drift: plan::Drift = live
             .environments
             .iter()
-            .map(|(name, env)| (name.clone(), self.target.drift(name, env)))
-            .filter(|(_, d)| !d.is_empty())
+            .filter_map(|(name, env)| {
+                let d = self.target.drift(name, env);
+                (!d.is_empty()).then(|| (name.clone(), d))
+            })
             .collect();
         // Every claim is evaluated against the whole inventory (policies
         // see create or update truly); the plan sees only this share.
