@@ -79,6 +79,9 @@ names! {
         /// The claim is as it was; a constraint resolved to another tag (a
         /// new tag was published, or a dependency came along).
         TagsChanged = "TagsChanged",
+        /// The claim is as it was; objects someone else changed or deleted
+        /// are applied again (`drift: correct`).
+        DriftCorrected = "DriftCorrected",
         Unclaimed = "Unclaimed",
         Expired = "Expired",
         // Left as they are

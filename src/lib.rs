@@ -150,8 +150,9 @@ pub struct PassOutcome {
     /// health timeout (and becomes `Stalled` if nothing changes).
     pub health_deadline: Option<std::time::Duration>,
     /// Each environment whose objects drifted from what converge applied:
-    /// `Kind/name` and how. With `drift: correct` they were applied again
-    /// in this pass.
+    /// `Kind/name` and how, as the target found them at the start of the
+    /// pass. With `drift: correct` the plan applied them again (those of
+    /// environments the report lists as applied are corrected).
     pub drift: BTreeMap<String, Vec<(String, String)>>,
     /// Whether drift is corrected (`drift: correct`) or only reported.
     pub drift_corrected: bool,
@@ -304,15 +305,17 @@ impl Converge {
         let all = self.target.inventory()?;
         let live = share(&all, members.as_deref());
         let observe = options.mode == Mode::Apply { observe: true };
-        let drift: BTreeMap<String, Vec<(String, String)>> = if observe {
-            live.environments
-                .iter()
-                .map(|(name, env)| (name.clone(), self.target.drift(name, env)))
-                .filter(|(_, d)| !d.is_empty())
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
+        // What the target found drifted (its watches, or one listing per
+        // kind for a one-shot run; what the state store remembered): never
+        // inferred from pending digests, which a failed write leaves too.
+        let drift: plan::Drift = live
+            .environments
+            .iter()
+            .filter_map(|(name, env)| {
+                let d = self.target.drift(name, env);
+                (!d.is_empty()).then(|| (name.clone(), d))
+            })
+            .collect();
         // Every claim is evaluated against the whole inventory (policies
         // see create or update truly); the plan sees only this share.
         let mut evaluation = self.pipeline.evaluate_cached(
@@ -350,6 +353,7 @@ impl Converge {
             },
             &mut memory.in_sync,
         );
+        plan::mark_drift(&mut plan, &evaluation, &live, &drift);
         let mut outcome = PassOutcome {
             counters: evaluation.counters,
             evaluation,

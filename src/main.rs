@@ -330,6 +330,13 @@ fn run_once(config: &Path, allow_mass_delete: bool) -> Result<u8> {
         untouched = outcome.plan.untouched.len(),
         "pass done"
     );
+    for d in &outcome.plan.drift {
+        if d.corrected && report.applied.contains(&d.environment) {
+            tracing::warn!(environment = %d.environment, object = %d.object, reason = "DriftCorrected", "applied again: {}", d.how);
+        } else {
+            tracing::warn!(environment = %d.environment, object = %d.object, reason = "Drifted", "drifted, not applied again: {}", d.how);
+        }
+    }
     if let Some(hold) = &outcome.plan.hold {
         let _ = writeln!(std::io::stderr(), "error: plan held: {}", hold.message);
         return Ok(2);

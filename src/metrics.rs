@@ -89,6 +89,8 @@ pub struct Metrics {
     pub plan_changes: Family<ActionLabels, Counter>,
     pub plan_held: Gauge,
     pub plans_held: Counter,
+    /// Objects applied again because they drifted (`drift: correct`).
+    pub drift_corrections: Counter,
     pub apply_latency: Histogram,
     pub apply_failures: Counter,
     pub claims_parsed: Counter,
@@ -144,6 +146,7 @@ impl Metrics {
             plan_changes: Family::default(),
             plan_held: Gauge::default(),
             plans_held: Counter::default(),
+            drift_corrections: Counter::default(),
             apply_latency: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
             apply_failures: Counter::default(),
             claims_parsed: Counter::default(),
@@ -207,6 +210,11 @@ impl Metrics {
             "plans_held",
             "Plans held by the mass-deletion gate",
             m.plans_held.clone(),
+        );
+        registry.register(
+            "drift_corrections",
+            "Objects applied again because someone else changed or deleted them (drift: correct)",
+            m.drift_corrections.clone(),
         );
         registry.register(
             "apply_latency_seconds",

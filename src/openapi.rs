@@ -153,6 +153,12 @@ fn plan_schemas(object_ref: &dyn Fn(&Value) -> Value) -> Value {
                 })) },
             })) },
             "steps_omitted": count,
+            "drift": { "type": "array", "items": object(&json!({
+                "environment": string,
+                "object": { "type": "string", "description": "Kind/name" },
+                "how": string,
+                "corrected": { "type": "boolean" },
+            })) },
         })),
     })
 }
@@ -320,6 +326,7 @@ const OPTIONAL: &[(&str, &str)] = &[
     ("Diagnostic", "environment"),
     ("Plan", "fields"),
     ("Plan", "steps_omitted"),
+    ("Plan", "drift"),
     ("Event", "environment"),
 ];
 

@@ -271,6 +271,9 @@ pub struct Daemon {
     /// Drift last reported per environment (`drift: report`), so it is
     /// reported once.
     drift_reported: BTreeMap<String, String>,
+    /// Drift found and not corrected, per environment, as the state store
+    /// holds it (restored at start and handed to the target).
+    drift_kept: BTreeMap<String, Vec<(String, String)>>,
     /// The target's signal of observed changes (health, drift).
     target_changes: Option<watch::Receiver<u64>>,
     /// Whether this replica led at the last look (leader election).
@@ -356,6 +359,7 @@ impl Daemon {
                 dirty: false,
             });
         }
+        let drift_reported = restore_drift(&converge, &restored.drift);
         let statuses: BTreeMap<String, Arc<EnvStatus>> = restored
             .environments
             .into_iter()
@@ -389,7 +393,8 @@ impl Daemon {
             last_hold: None,
             last_full_pass: None,
             events_body: None,
-            drift_reported: BTreeMap::new(),
+            drift_reported,
+            drift_kept: restored.drift,
             target_changes: None,
             leading: true,
             shard: None,
@@ -562,7 +567,7 @@ impl Daemon {
         } else {
             // Nothing a pass depends on changed: no pass, and no state
             // transaction unless there are events to record.
-            self.commit(&[], &events, None);
+            self.commit(&[], &events, None, &[]);
             self.publish_sources();
         }
     }
@@ -813,6 +818,7 @@ impl Daemon {
             .pass(snapshots, &stale, options, &mut self.memory);
         drop(stale);
 
+        let mut drift_changes = Vec::new();
         let (action, touched, record) = match result {
             Ok(outcome) => {
                 self.withheld = Some(outcome.evaluation.withheld.clone());
@@ -821,7 +827,7 @@ impl Daemon {
                 self.observe_applies(&outcome, &mut events);
                 self.observe_diagnostics(&outcome.evaluation, &mut events);
                 self.observe_latency(&outcome);
-                self.observe_drift(&outcome, &mut events);
+                drift_changes = self.observe_drift(&outcome, &mut events);
                 self.observe_counters(&outcome);
                 self.observe_shard(&outcome);
                 let action = self.action_after(&outcome, now);
@@ -854,7 +860,7 @@ impl Daemon {
             self.passes.pop_front();
         }
         self.record_in_target(&events);
-        self.commit(&changed_envs, &events, Some(record));
+        self.commit(&changed_envs, &events, Some(record), &drift_changes);
         self.publish();
         action
     }
@@ -925,6 +931,9 @@ impl Daemon {
                 message = format!("{message}: {}", versions.join(", "));
             }
             tracing::info!(environment = %name, change = action, reason = %env.reason, "applied");
+            if env.reason == Reason::DriftCorrected {
+                continue; // its event names the objects (`observe_drift`)
+            }
             let ev = self.event("Normal", reason, Some(name), message);
             events.push(ev);
         }
@@ -1015,31 +1024,104 @@ impl Daemon {
         }
     }
 
-    /// Step: drift is reported once per change, as an event (corrected or
-    /// only found).
-    fn observe_drift(&mut self, outcome: &PassOutcome, events: &mut Vec<Event>) {
-        let now: BTreeMap<String, String> = outcome
+    /// Step: drift is reported once per change, as an event and a log line
+    /// (`Drifted`), and a correction as `DriftCorrected` (an event, a log
+    /// line and `converge_drift_corrections_total`, per object) for each
+    /// environment the pass applied; an environment whose apply failed (or
+    /// that the plan left alone) keeps its drift. Returns the drift the
+    /// state store must now hold, for the commit.
+    fn observe_drift(
+        &mut self,
+        outcome: &PassOutcome,
+        events: &mut Vec<Event>,
+    ) -> Vec<(String, Option<Vec<u8>>)> {
+        let applied: BTreeSet<&str> = outcome
+            .report
+            .iter()
+            .flat_map(|r| &r.applied)
+            .map(String::as_str)
+            .collect();
+        // What the plan applied again, of environments applied.
+        let mut corrected: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+        for d in outcome
+            .plan
             .drift
             .iter()
-            .map(|(name, objects)| (name.clone(), drift_message(objects)))
-            .collect();
-        let before = std::mem::take(&mut self.drift_reported);
-        for (name, message) in &now {
-            if before.get(name) == Some(message) && !outcome.drift_corrected {
-                continue;
-            }
-            let (reason, text) = if outcome.drift_corrected {
-                ("DriftCorrected", format!("applied again: {message}"))
-            } else {
-                ("Drifted", message.clone())
-            };
-            tracing::warn!(environment = %name, "{text}");
-            let ev = self.event("Warning", reason, Some(name), text);
+            .filter(|d| d.corrected && applied.contains(d.environment.as_str()))
+        {
+            corrected
+                .entry(d.environment.as_str())
+                .or_default()
+                .push((d.object.clone(), d.how.clone()));
+        }
+        for (name, objects) in &corrected {
+            let message = drift_message(objects);
+            let text = format!("applied again: {message}");
+            tracing::warn!(environment = %name, reason = Reason::DriftCorrected.as_str(), "{text}");
+            self.metrics.drift_corrections.inc_by(objects.len() as u64);
+            let ev = self.event("Warning", Reason::DriftCorrected.as_str(), Some(name), text);
             events.push(ev);
         }
-        if !outcome.drift_corrected {
-            self.drift_reported = now;
+        // What stands: every finding not corrected by this pass.
+        let standing: BTreeMap<String, Vec<(String, String)>> = outcome
+            .drift
+            .iter()
+            .filter_map(|(name, objects)| {
+                let fixed = corrected.get(name.as_str());
+                let left: Vec<(String, String)> = objects
+                    .iter()
+                    .filter(|o| fixed.is_none_or(|f| !f.contains(o)))
+                    .cloned()
+                    .collect();
+                (!left.is_empty()).then(|| (name.clone(), left))
+            })
+            .collect();
+        let before = std::mem::take(&mut self.drift_reported);
+        for (name, objects) in &standing {
+            let message = drift_message(objects);
+            if before.get(name) == Some(&message) {
+                self.drift_reported.insert(name.clone(), message);
+                continue;
+            }
+            tracing::warn!(environment = %name, reason = Reason::Drifted.as_str(), "{message}");
+            let ev = self.event(
+                "Warning",
+                Reason::Drifted.as_str(),
+                Some(name),
+                message.clone(),
+            );
+            events.push(ev);
+            self.drift_reported.insert(name.clone(), message);
         }
+        // The store keeps the drift of this replica's share: environments
+        // outside it (another shard's) are left as they are.
+        let in_share = |name: &str| {
+            outcome.live.environments.contains_key(name)
+                || outcome.evaluation.desired.contains_key(name)
+                || outcome.members.is_none()
+        };
+        let mut changes = Vec::new();
+        for (name, objects) in &standing {
+            if self.drift_kept.get(name) != Some(objects) {
+                changes.push((name.clone(), Some(state::DriftRecord::encode(objects))));
+            }
+        }
+        for name in self.drift_kept.keys() {
+            if !standing.contains_key(name) && in_share(name) {
+                changes.push((name.clone(), None));
+            }
+        }
+        for (name, record) in &changes {
+            match record {
+                Some(_) => {
+                    self.drift_kept.insert(name.clone(), standing[name].clone());
+                }
+                None => {
+                    self.drift_kept.remove(name);
+                }
+            }
+        }
+        changes
     }
 
     /// Step: environments' events also go to the target's own event stream
@@ -1320,6 +1402,7 @@ impl Daemon {
         environments: &[(String, Option<Vec<u8>>)],
         events: &[Event],
         pass: Option<PassRecord>,
+        drift: &[(String, Option<Vec<u8>>)],
     ) {
         let evaluated = self.withheld.is_some();
         let dirty: Vec<(&Snapshot, Option<&state::Stored>)> = self
@@ -1339,6 +1422,7 @@ impl Daemon {
             && events.is_empty()
             && pass.is_none()
             && tags.is_empty()
+            && drift.is_empty()
         {
             return; // an idle poll: no transaction at all
         }
@@ -1348,6 +1432,7 @@ impl Daemon {
             pass,
             events,
             tags: &tags,
+            drift,
             withheld: self.withheld.as_ref(),
         };
         match self.store.commit(&commit) {
@@ -1479,6 +1564,20 @@ impl Daemon {
     pub fn view(&self) -> Arc<ArcSwap<View>> {
         self.view.clone()
     }
+}
+
+/// Drift found before the restart stands until converge applies the
+/// objects again: handed to the target (reported at once, corrected at the
+/// first pass); returns what counts as reported already.
+fn restore_drift(
+    converge: &Converge,
+    drift: &BTreeMap<String, Vec<(String, String)>>,
+) -> BTreeMap<String, String> {
+    converge.target.restore_drift(drift);
+    drift
+        .iter()
+        .map(|(name, objects)| (name.clone(), drift_message(objects)))
+        .collect()
 }
 
 /// Drifted objects, one message: `Deployment/a edited: spec.replicas; ConfigMap/b deleted`.

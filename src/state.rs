@@ -34,6 +34,10 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// The tag source's last good list per service (`release/<service>`,
 /// `dev/<service>`), so a restart during a registry outage resolves as before.
 const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
+/// Drift found and not corrected, by environment ([`DriftRecord`]), so a
+/// restart neither forgets a `Drifted` condition nor waits to correct it.
+/// A table added in format 2: a store without it restores no drift.
+const DRIFT: TableDefinition<&str, &[u8]> = TableDefinition::new("drift");
 
 const APP: &str = "converge";
 /// redb's page cache (its default is 1 GiB). The store is written once per
@@ -146,6 +150,29 @@ pub struct Event {
     pub message: String,
 }
 
+/// One environment's drifted objects as the store keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftRecord {
+    /// The record's own version, for a later change of its shape.
+    pub version: u32,
+    /// `Kind/name` and how it drifted, in the target's words.
+    pub objects: Vec<(String, String)>,
+}
+
+impl DriftRecord {
+    pub const VERSION: u32 = 1;
+
+    /// The stored bytes of `objects`.
+    #[must_use]
+    pub fn encode(objects: &[(String, String)]) -> Vec<u8> {
+        serde_json::to_vec(&DriftRecord {
+            version: Self::VERSION,
+            objects: objects.to_vec(),
+        })
+        .expect("a drift record serializes")
+    }
+}
+
 /// What a restart restores.
 #[derive(Debug, Default)]
 pub struct Restored {
@@ -156,6 +183,10 @@ pub struct Restored {
     pub events: Vec<Event>,
     /// The tag source's last good lists, by key.
     pub tags: BTreeMap<String, Vec<u8>>,
+    /// Drift found and not corrected when the last pass was recorded, by
+    /// environment (a record of a newer version than this build reads is
+    /// left out, with a warning).
+    pub drift: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// What the store holds of one source: each file's digest, by path. The loop
@@ -230,6 +261,9 @@ pub struct Commit<'a> {
     pub events: &'a [Event],
     /// Tag lists that changed (JSON), by key.
     pub tags: &'a [(String, Vec<u8>)],
+    /// Environments whose drift changed ([`DriftRecord::encode`]); `None`
+    /// removes one (no drift left).
+    pub drift: &'a [(String, Option<Vec<u8>>)],
     /// Files whose bytes are not stored: refused before they became a
     /// typed claim, they may hold a secret by mistake (an unencrypted value
     /// under `secrets`, a syntax error on a secret's line). They are
@@ -256,6 +290,7 @@ impl Commit<'_> {
             && self.pass.is_none()
             && self.events.is_empty()
             && self.tags.is_empty()
+            && self.drift.is_empty()
     }
 }
 
@@ -564,6 +599,7 @@ impl Store {
                 out.tags.insert(k.value().to_owned(), v.value().to_vec());
             }
         }
+        out.drift = read_drift(&read).map_err(|e| err(&e))?;
         let (Ok(sources), Ok(files)) = (read.open_table(SOURCES), read.open_table(FILES)) else {
             return Ok(out);
         };
@@ -757,12 +793,62 @@ impl Store {
                 events.retain(|id, _| id > floor).map_err(|e| err(&e))?;
             }
             write_tags(&w, commit.tags).map_err(|e| err(&e))?;
+            write_drift(&w, commit.drift).map_err(|e| err(&e))?;
         }
         w.commit().map_err(|e| err(&e))
     }
 }
 
 /// The tag lists that changed, in the pass's transaction.
+/// Each environment's drift record; a record this build cannot read is
+/// left out with a warning (drift is found again from the target: not
+/// worth refusing to start over).
+fn read_drift(
+    read: &redb::ReadTransaction,
+) -> Result<BTreeMap<String, Vec<(String, String)>>, redb::Error> {
+    let mut out = BTreeMap::new();
+    let drift = match read.open_table(DRIFT) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in drift.iter()? {
+        let (k, v) = entry?;
+        match serde_json::from_slice::<DriftRecord>(v.value()) {
+            Ok(record) if record.version <= DriftRecord::VERSION => {
+                out.insert(k.value().to_owned(), record.objects);
+            }
+            _ => tracing::warn!(
+                environment = k.value(),
+                "a drift record this version of converge cannot read is left out; drift is found again from the target"
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes (or removes, `None`) environments' drift records.
+fn write_drift(
+    w: &redb::WriteTransaction,
+    records: &[(String, Option<Vec<u8>>)],
+) -> Result<(), redb::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut drift = w.open_table(DRIFT)?;
+    for (name, record) in records {
+        match record {
+            Some(bytes) => {
+                drift.insert(name.as_str(), bytes.as_slice())?;
+            }
+            None => {
+                drift.remove(name.as_str())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn write_tags(w: &redb::WriteTransaction, lists: &[(String, Vec<u8>)]) -> Result<(), redb::Error> {
     if lists.is_empty() {
         return Ok(());
@@ -1028,6 +1114,90 @@ mod tests {
         );
         drop(first);
         let _again = WriterLock::acquire(dir.path()).expect("free again");
+    }
+
+    #[test]
+    fn drift_is_kept_across_a_restart_until_a_commit_removes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let edited = vec![(
+            "Deployment/search".to_owned(),
+            "edited: spec.template.spec.containers[{\"name\":\"search\"}].image (by kubectl-set)"
+                .to_owned(),
+        )];
+        let deleted = vec![("ConfigMap/claim".to_owned(), "deleted".to_owned())];
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store
+                .commit(&Commit {
+                    drift: &[
+                        ("dev-a".to_owned(), Some(DriftRecord::encode(&edited))),
+                        ("dev-b".to_owned(), Some(DriftRecord::encode(&deleted))),
+                    ],
+                    ..Commit::default()
+                })
+                .expect("commit");
+        }
+        let store = Store::open(dir.path()).expect("open again");
+        let restored = store.restore().expect("restore");
+        assert_eq!(restored.drift["dev-a"], edited);
+        assert_eq!(restored.drift["dev-b"], deleted);
+        store
+            .commit(&Commit {
+                drift: &[("dev-a".to_owned(), None)],
+                ..Commit::default()
+            })
+            .expect("corrected");
+        let restored = store.restore().expect("restore");
+        assert_eq!(
+            restored.drift.keys().collect::<Vec<_>>(),
+            ["dev-b"],
+            "a corrected environment is forgotten, the other kept"
+        );
+    }
+
+    #[test]
+    fn a_store_without_drift_loads_and_an_unreadable_drift_record_is_left_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // A format-2 store as written before drift was kept: no table.
+            let store = Store::open(dir.path()).expect("open");
+            let a = snapshot(&[("a.yaml", "a1", 1)]);
+            store
+                .commit(&Commit {
+                    snapshots: vec![(&a, None)],
+                    ..Commit::default()
+                })
+                .expect("commit");
+        }
+        let store = Store::open(dir.path()).expect("an old store opens");
+        let restored = store.restore().expect("and restores");
+        assert!(restored.drift.is_empty());
+        assert_eq!(restored.snapshots["local"].files.len(), 1);
+        // A record of a later version (or shape) is left out, not fatal.
+        let newer = br#"{"version":2,"objects":{"changed":"shape"}}"#.to_vec();
+        let later = serde_json::to_vec(&serde_json::json!({
+            "version": 9,
+            "objects": [["Deployment/x", "deleted"]],
+        }))
+        .expect("json");
+        store
+            .commit(&Commit {
+                drift: &[
+                    ("dev-a".to_owned(), Some(newer)),
+                    ("dev-b".to_owned(), Some(later)),
+                    (
+                        "dev-c".to_owned(),
+                        Some(DriftRecord::encode(&[(
+                            "Service/s".to_owned(),
+                            "deleted".to_owned(),
+                        )])),
+                    ),
+                ],
+                ..Commit::default()
+            })
+            .expect("commit");
+        let restored = store.restore().expect("restore");
+        assert_eq!(restored.drift.keys().collect::<Vec<_>>(), ["dev-c"]);
     }
 
     #[test]

@@ -107,6 +107,12 @@ fn text(plan: &Plan, out: &mut impl Write) {
         .iter()
         .map(|f| ((f.environment.as_str(), &f.object), &f.changes))
         .collect();
+    let drifted: std::collections::HashMap<(&str, &str), &str> = plan
+        .drift
+        .iter()
+        .filter(|d| d.corrected)
+        .map(|d| ((d.environment.as_str(), d.object.as_str()), d.how.as_str()))
+        .collect();
     for env in &plan.environments {
         let _ = write!(out, "{} {} ({})", sign(env.change), env.name, env.reason);
         if let Some(s) = &env.source {
@@ -130,6 +136,10 @@ fn text(plan: &Plan, out: &mut impl Write) {
                 StepAction::Delete => '-',
             };
             let _ = writeln!(out, "    {mark} {}", step.object);
+            let shown = step.object.to_string();
+            if let Some(how) = drifted.get(&(env.name.as_str(), shown.as_str())) {
+                let _ = writeln!(out, "        drifted: {how}");
+            }
             for change in fields
                 .get(&(env.name.as_str(), &step.object))
                 .into_iter()
@@ -141,6 +151,13 @@ fn text(plan: &Plan, out: &mut impl Write) {
     }
     for (name, why) in &plan.untouched {
         let _ = writeln!(out, "= {name} left as it is ({why})");
+    }
+    for d in plan.drift.iter().filter(|d| !d.corrected) {
+        let _ = writeln!(
+            out,
+            "! {} {} drifted, not applied again by this plan: {}",
+            d.environment, d.object, d.how
+        );
     }
     if !plan.diagnostics.is_empty() {
         let _ = writeln!(out, "Diagnostics:");
@@ -201,6 +218,24 @@ fn markdown(plan: &Plan) -> String {
         let _ = writeln!(out, "**Left as they are:**\n");
         for (name, why) in &plan.untouched {
             let _ = writeln!(out, "- `{name}`: {why}");
+        }
+        out.push('\n');
+    }
+    if !plan.drift.is_empty() {
+        let _ = writeln!(out, "**Drifted from what converge applied:**\n");
+        for d in &plan.drift {
+            let _ = writeln!(
+                out,
+                "- `{}` `{}`: {} ({})",
+                d.environment,
+                escape_md(&d.object),
+                escape_md(&d.how),
+                if d.corrected {
+                    "applied again"
+                } else {
+                    "not applied again"
+                }
+            );
         }
         out.push('\n');
     }

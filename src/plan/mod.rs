@@ -148,7 +148,8 @@ fn secret_changes(
 pub struct EnvironmentPlan {
     pub name: String,
     pub change: Change,
-    /// Why: `Claimed`, `ClaimChanged`, `Expired` or `Unclaimed`.
+    /// Why: `Claimed`, `ClaimChanged`, `TagsChanged`, `DriftCorrected`,
+    /// `Expired` or `Unclaimed`.
     pub reason: Reason,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -200,6 +201,83 @@ pub struct Plan {
     /// `/api/v1/plan`); every environment is still listed with its counts.
     #[serde(skip_serializing_if = "is_zero")]
     pub steps_omitted: usize,
+    /// Objects that drifted from what converge applied, as the target found
+    /// them (its watches, or one listing per kind): corrected by this plan
+    /// (`drift: correct`) or only reported.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<ObjectDrift>,
+}
+
+/// One object that drifted from what converge applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectDrift {
+    pub environment: String,
+    /// `Kind/name`.
+    pub object: String,
+    /// How: `deleted`, or `edited: <fields> (by <managers>)`.
+    pub how: String,
+    /// The plan applies it again (`drift: correct`).
+    pub corrected: bool,
+}
+
+/// Drifted objects per environment, as the target found them: `Kind/name`
+/// and how.
+pub type Drift = BTreeMap<String, Vec<(String, String)>>;
+
+/// Marks what the target found drifted: an update that only applies drifted
+/// objects again (the claim and record as they were, no object created or
+/// deleted) has the reason `DriftCorrected`, not `ClaimChanged`; every
+/// drifted object is listed in [`Plan::drift`], corrected when the plan
+/// updates it. Only the target's own drift list counts: an object listed
+/// with a pending digest because its last write failed is no drift.
+pub fn mark_drift(plan: &mut Plan, eval: &Evaluation, live: &Inventory, drift: &Drift) {
+    if drift.is_empty() {
+        return;
+    }
+    let mut updated: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (env, steps) in &plan.steps_by_environment() {
+        updated.insert(
+            (*env).to_owned(),
+            steps
+                .iter()
+                .filter(|s| s.action == StepAction::Update)
+                .map(|s| s.object.to_string())
+                .collect(),
+        );
+    }
+    let mut listed = Vec::new();
+    for (name, objects) in drift {
+        let in_plan = updated.get(name);
+        for (object, how) in objects {
+            listed.push(ObjectDrift {
+                environment: name.clone(),
+                object: object.clone(),
+                how: how.clone(),
+                corrected: in_plan.is_some_and(|u| u.contains(object)),
+            });
+        }
+    }
+    for env in &mut plan.environments {
+        let Some(objects) = drift.get(&env.name) else {
+            continue;
+        };
+        let same_record = matches!(
+            (eval.desired.get(&env.name), live.environments.get(&env.name)),
+            (Some(d), Some(l)) if d.record == l.record
+        );
+        let only_drifted = updated.get(&env.name).is_some_and(|u| {
+            !u.is_empty() && u.iter().all(|o| objects.iter().any(|(d, _)| d == o))
+        });
+        if env.change == Change::Update
+            && same_record
+            && env.creates == 0
+            && env.deletes == 0
+            && only_drifted
+        {
+            env.reason = Reason::DriftCorrected;
+        }
+    }
+    plan.drift = listed;
 }
 
 #[allow(

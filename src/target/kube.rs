@@ -200,12 +200,15 @@ impl Observed {
         others: &[(String, BTreeSet<String>)],
         fingerprints: &Mutex<HashMap<Key, String>>,
     ) {
-        let edited_before = !self.baseline.contains_key(key)
-            && fingerprints
+        let edited_before = if self.baseline.contains_key(key) {
+            None
+        } else {
+            fingerprints
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get(key)
-                .is_some_and(|f| edited(f, &ours, others));
+                .and_then(|f| edit_detail(f, &ours, others))
+        };
         self.saw(
             key.clone(),
             meta.uid.as_deref(),
@@ -213,10 +216,10 @@ impl Observed {
             Some(ours),
             others,
         );
-        if edited_before {
+        if let Some(detail) = edited_before {
             self.drifted.insert(
                 key.clone(),
-                "edited while converge was not watching".to_owned(),
+                format!("{detail}, while converge was not watching"),
             );
         }
     }
@@ -758,6 +761,10 @@ pub struct Kubernetes {
     /// gone or were edited, found by one metadata LIST per kind; `None`
     /// until looked for since the inventory was last read.
     scanned: Mutex<Option<HashMap<Key, String>>>,
+    /// Drift the state store remembered from before a restart, by
+    /// environment and `Kind/name`: each entry stands until converge
+    /// applies (or deletes) the object again.
+    restored: Mutex<HashMap<String, BTreeMap<String, String>>>,
 }
 
 /// How the dry run of one object went, short of an error that stops it.
@@ -927,6 +934,7 @@ impl Kubernetes {
             held: Mutex::new(HashMap::new()),
             fingerprints: Arc::new(Mutex::new(HashMap::new())),
             scanned: Mutex::new(None),
+            restored: Mutex::new(HashMap::new()),
         })
     }
 
@@ -973,6 +981,14 @@ impl Kubernetes {
             Some((fields, uid)) => (Some(fields), uid),
             None => (None, None),
         };
+        if let Some(env) = self
+            .restored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(environment)
+        {
+            env.remove(&format!("{}/{}", id.kind, id.name));
+        }
         let Some(key) = watched_key(id, environment) else {
             return;
         };
@@ -1183,11 +1199,11 @@ impl Kubernetes {
                         out.insert(key, "deleted".to_owned());
                     }
                     Some((ours, others)) => {
-                        if fingerprints
+                        if let Some(detail) = fingerprints
                             .get(&key)
-                            .is_some_and(|f| edited(f, ours, others))
+                            .and_then(|f| edit_detail(f, ours, others))
                         {
-                            out.insert(key, "edited".to_owned());
+                            out.insert(key, detail);
                         }
                     }
                 }
@@ -2086,46 +2102,84 @@ impl Kubernetes {
 }
 
 impl Kubernetes {
-    /// Without watches: the inventory with the objects [`Kubernetes::scan`]
-    /// found gone or edited listed with a pending digest (applied again),
-    /// looked for once per read of the inventory.
-    fn corrected_by_scan(&self, inventory: Arc<Inventory>) -> Arc<Inventory> {
+    /// Without watches: looks once per read of the inventory for objects it
+    /// lists that are gone or were edited ([`Kubernetes::scan`]).
+    fn scan_once(&self, inventory: &Inventory) {
         let mut scanned = self.scanned.lock().unwrap_or_else(PoisonError::into_inner);
         if scanned.is_none() {
-            let found = self.runtime.block_on(self.scan(&inventory));
+            let found = self.runtime.block_on(self.scan(inventory));
             for (key, how) in &found {
                 tracing::info!(
                     kind = key.0,
                     namespace = key.1,
                     name = key.2,
                     how = how.as_str(),
-                    "drifted while converge was not watching; applying it again"
+                    "drifted while converge was not watching"
                 );
             }
             *scanned = Some(found);
         }
-        let Some(found) = scanned.as_ref() else {
-            return inventory;
-        };
-        if found.is_empty() {
-            return inventory;
+    }
+
+    /// The objects of one environment that drifted from what converge
+    /// applied, and how: what the watches saw (or their first listing
+    /// compared with the fingerprints), what a one-shot listing found
+    /// ([`Kubernetes::scan`]), and what the state store remembered from
+    /// before the restart ([`Target::restore_drift`]); each until converge
+    /// applies the object again. `base` is the environment as the inventory
+    /// records it (an object pending there was never applied: its absence
+    /// is not drift).
+    fn drifted_objects<'a>(
+        &self,
+        environment: &str,
+        live: &'a LiveEnvironment,
+        base: Option<&LiveEnvironment>,
+    ) -> Vec<(&'a ObjectRef, String)> {
+        let restored = self.restored.lock().unwrap_or_else(PoisonError::into_inner);
+        let restored = restored.get(environment);
+        let scanned = self.scanned.lock().unwrap_or_else(PoisonError::into_inner);
+        let scanned = scanned.as_ref().filter(|s| !s.is_empty());
+        let observed = self
+            .watches
+            .get()
+            .map(|w| w.observed.lock().unwrap_or_else(PoisonError::into_inner));
+        let observed = observed
+            .as_deref()
+            .filter(|o| !o.drifted.is_empty() || !o.synced.is_empty());
+        if restored.is_none() && scanned.is_none() && observed.is_none() {
+            return Vec::new();
         }
-        let mut corrected = (*inventory).clone();
-        for (name, env) in &mut corrected.environments {
-            let drifted: Vec<ObjectRef> = env
-                .objects
-                .keys()
-                .filter(|id| watched_key(id, name).is_some_and(|k| found.contains_key(&k)))
-                .cloned()
-                .collect();
-            if !drifted.is_empty() {
-                let env = Arc::make_mut(env);
-                for id in drifted {
-                    env.objects.insert(id, Digest::PENDING);
-                }
-            }
-        }
-        Arc::new(corrected)
+        let fingerprints = restored.map(|_| self.fingerprints());
+        live.objects
+            .keys()
+            .filter_map(|id| {
+                let key = watched_key(id, environment)?;
+                let pending = base
+                    .and_then(|b| b.objects.get(id))
+                    .is_none_or(Digest::is_pending);
+                let seen = observed.and_then(|o| match o.drifted.get(&key) {
+                    Some(how) => Some(how.clone()),
+                    None if pending => None,
+                    None => o.drift_of(&key).map(str::to_owned),
+                });
+                let how = seen
+                    .or_else(|| scanned.and_then(|s| s.get(&key)).cloned())
+                    .or_else(|| {
+                        let how = restored?.get(&format!("{}/{}", id.kind, id.name))?;
+                        // The watches listed it as converge's fingerprint
+                        // says it left it: applied again before a crash
+                        // lost the store's update.
+                        let as_left =
+                            observed.is_some_and(|o| {
+                                o.synced.contains(key.0)
+                                    && o.present.contains(&key)
+                                    && !o.drifted.contains_key(&key)
+                            }) && fingerprints.as_ref().is_some_and(|f| f.contains_key(&key));
+                        (!as_left).then(|| how.clone())
+                    })?;
+                Some((id, how))
+            })
+            .collect()
     }
 }
 
@@ -2152,38 +2206,32 @@ impl Target for Kubernetes {
                 inventory
             }
         };
+        if self.watches.get().is_none() {
+            self.scan_once(&inventory);
+        }
         if self.options.drift != crate::config::Drift::Correct {
             return Ok(inventory);
         }
-        let Some(watches) = self.watches.get() else {
-            return Ok(self.corrected_by_scan(inventory));
-        };
-        let observed = watches
-            .observed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if observed.drifted.is_empty() && observed.synced.is_empty() {
-            return Ok(inventory);
-        }
-        let mut corrected = (*inventory).clone();
-        for (name, env) in &mut corrected.environments {
-            let drifted: Vec<ObjectRef> = env
-                .objects
-                .iter()
-                .filter(|(id, digest)| {
-                    !digest.is_pending()
-                        && watched_key(id, name).is_some_and(|k| observed.drift_of(&k).is_some())
-                })
+        let mut corrected: Option<Inventory> = None;
+        for (name, env) in &inventory.environments {
+            let drifted: Vec<ObjectRef> = self
+                .drifted_objects(name, env, Some(env))
+                .into_iter()
+                .filter(|(id, _)| env.objects.get(*id).is_some_and(|d| !d.is_pending()))
                 .map(|(id, _)| id.clone())
                 .collect();
-            if !drifted.is_empty() {
+            if drifted.is_empty() {
+                continue;
+            }
+            let all = corrected.get_or_insert_with(|| (*inventory).clone());
+            if let Some(env) = all.environments.get_mut(name) {
                 let env = Arc::make_mut(env);
                 for id in drifted {
                     env.objects.insert(id, Digest::PENDING);
                 }
             }
         }
-        Ok(Arc::new(corrected))
+        Ok(corrected.map_or(inventory, Arc::new))
     }
 
     fn reload(&self) {
@@ -2232,33 +2280,29 @@ impl Target for Kubernetes {
         Some(objects)
     }
 
+    /// Never starts the watches: a one-shot run answers from its listing.
     fn drift(&self, environment: &str, live: &LiveEnvironment) -> Vec<(String, String)> {
-        let observed = self
-            .watches()
-            .observed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if observed.drifted.is_empty() && observed.synced.is_empty() {
-            return Vec::new();
-        }
-        // Listed with a pending digest: drifted and marked for applying
-        // again (`drift: correct`), or never applied (then not "gone").
-        live.objects
-            .iter()
-            .filter_map(|(id, digest)| {
-                let key = watched_key(id, environment)?;
-                let how = match observed.drifted.get(&key) {
-                    Some(how) => how.as_str(),
-                    None if digest.is_pending() => return None,
-                    None => observed.drift_of(&key)?,
-                };
-                Some((format!("{}/{}", id.kind, id.name), how.to_owned()))
-            })
+        let base = self.cached().clone();
+        let base = base.as_ref().and_then(|b| b.environments.get(environment));
+        self.drifted_objects(environment, live, base.map(AsRef::as_ref))
+            .into_iter()
+            .map(|(id, how)| (format!("{}/{}", id.kind, id.name), how))
             .collect()
     }
 
+    fn restore_drift(&self, drift: &BTreeMap<String, Vec<(String, String)>>) {
+        *self.restored.lock().unwrap_or_else(PoisonError::into_inner) = drift
+            .iter()
+            .map(|(env, objects)| (env.clone(), objects.iter().cloned().collect()))
+            .collect();
+    }
+
+    /// Does not start the watches: they start with the first pass's
+    /// [`Target::health`], after the inventory (and with it the field
+    /// fingerprints their first listing is compared with) was read. Started
+    /// before, a listing could take an edited object as the baseline and
+    /// never report the edit.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.watches();
         Some(self.notify.subscribe())
     }
 
@@ -2623,6 +2667,88 @@ fn edited(baseline: &str, ours: &BTreeSet<String>, others: &[(String, BTreeSet<S
         .flat_map(|(_, f)| f)
         .collect();
     scaled.is_empty() || fingerprint(ours.iter().chain(scaled)) != baseline
+}
+
+/// Candidate fields at most this many: beyond, which ones were lost is not
+/// searched for (2^n fingerprints).
+const MAX_GUESSED_FIELDS: usize = 12;
+
+/// How an object converge applied with fields fingerprinted `baseline` was
+/// edited (`None`: it was not, see [`edited`]): the fields converge lost and
+/// who owns them now, `edited: <paths> (by <managers>)`. The fingerprint
+/// keeps no paths, so the lost ones are found among the fields other
+/// managers own and converge does not: the smallest set that, given back to
+/// converge, matches the fingerprint again. Without one (a field removed,
+/// too many candidates) the managers are named alone.
+fn edit_detail(
+    baseline: &str,
+    ours: &BTreeSet<String>,
+    others: &[(String, BTreeSet<String>)],
+) -> Option<String> {
+    if !edited(baseline, ours, others) {
+        return None;
+    }
+    let scaled: Vec<&String> = others
+        .iter()
+        .filter(|(m, _)| m.ends_with(SCALER))
+        .flat_map(|(_, f)| f)
+        .collect();
+    let mut candidates: Vec<(&String, &str)> = others
+        .iter()
+        .filter(|(m, _)| !m.ends_with(SCALER))
+        .flat_map(|(m, f)| {
+            f.iter()
+                .filter(|p| !ours.contains(*p))
+                .map(move |p| (p, m.as_str()))
+        })
+        .collect();
+    candidates.sort_unstable();
+    candidates.dedup_by(|a, b| a.0 == b.0);
+    let mut best: Option<u32> = None;
+    if candidates.len() <= MAX_GUESSED_FIELDS {
+        for mask in 1u32..(1 << candidates.len()) {
+            if best.is_some_and(|b| b.count_ones() <= mask.count_ones()) {
+                continue;
+            }
+            let chosen = || {
+                candidates
+                    .iter()
+                    .enumerate()
+                    .filter(move |(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, (p, _))| *p)
+            };
+            if fingerprint(ours.iter().chain(chosen())) == baseline
+                || fingerprint(ours.iter().chain(chosen()).chain(scaled.iter().copied()))
+                    == baseline
+            {
+                best = Some(mask);
+            }
+        }
+    }
+    let picked: Vec<&(&String, &str)> = match best {
+        Some(mask) => candidates
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, c)| c)
+            .collect(),
+        None => candidates.iter().collect(),
+    };
+    let mut by: Vec<&str> = picked.iter().map(|(_, m)| *m).collect();
+    by.sort_unstable();
+    by.dedup();
+    let by = if by.is_empty() {
+        String::new()
+    } else {
+        format!(" (by {})", by.join(", "))
+    };
+    Some(match best {
+        Some(_) => {
+            let names: Vec<&str> = picked.iter().map(|(p, _)| p.as_str()).collect();
+            format!("edited: {}{by}", names.join(", "))
+        }
+        None => format!("edited{by}"),
+    })
 }
 
 /// A rendered object as the body of a server-side apply, in `namespace`
@@ -3086,6 +3212,43 @@ mod tests {
 
     fn set(paths: &[&str]) -> BTreeSet<String> {
         paths.iter().map(|p| (*p).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_edit_found_by_fingerprint_names_the_fields_converge_lost_and_who_has_them() {
+        let image = "spec.template.spec.containers[{\"name\":\"search\"}].image";
+        let applied = set(&["spec.replicas", image, "metadata.labels.a"]);
+        let baseline = fingerprint(&applied);
+        assert_eq!(edit_detail(&baseline, &applied, &[]), None);
+        // `kubectl set image` takes the image; the controller manager
+        // keeps an annotation converge never set.
+        let others = vec![
+            ("kubectl-set".to_owned(), set(&[image])),
+            (
+                "kube-controller-manager".to_owned(),
+                set(&["metadata.annotations.deployment.kubernetes.io/revision"]),
+            ),
+        ];
+        assert_eq!(
+            edit_detail(
+                &baseline,
+                &set(&["spec.replicas", "metadata.labels.a"]),
+                &others
+            )
+            .as_deref(),
+            Some(format!("edited: {image} (by kubectl-set)").as_str())
+        );
+        // A field removed outright matches no candidate: the managers only.
+        assert_eq!(
+            edit_detail(&baseline, &set(&["spec.replicas"]), &others[..1]).as_deref(),
+            Some("edited (by kubectl-set)")
+        );
+        // What an autoscaler took through the scale subresource is no edit.
+        let scaled = vec![(format!("hpa{SCALER}"), set(&["spec.replicas"]))];
+        assert_eq!(
+            edit_detail(&baseline, &set(&[image, "metadata.labels.a"]), &scaled),
+            None
+        );
     }
 
     #[test]

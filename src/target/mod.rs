@@ -136,6 +136,15 @@ pub trait Target: Sync {
         Vec::new()
     }
 
+    /// Drift found before a restart (as [`Target::drift`] reported it, kept
+    /// in the state store): each object counts as drifted until converge
+    /// applies it again, so neither a `Drifted` condition nor a correction
+    /// waits for the target to look again. A target that finds no drift
+    /// ignores it.
+    fn restore_drift(&self, drift: &std::collections::BTreeMap<String, Vec<(String, String)>>) {
+        let _ = drift;
+    }
+
     /// A signal bumped whenever what [`Target::health`] or [`Target::drift`]
     /// would say changes (the daemon wakes on it); `None` for a target that
     /// observes nothing.

@@ -283,3 +283,98 @@ fn a_new_tag_list_resolves_and_renders_again_only_the_claims_that_consult_it() {
         "1.1.0"
     );
 }
+
+/// Issue 21.1: an update that only applies again what the target found
+/// drifted is `DriftCorrected`; an object pending because its write failed
+/// is no drift (`ClaimChanged`), whatever its digest says.
+#[test]
+fn a_plan_marks_drift_corrected_only_from_the_targets_drift_list() {
+    use converge::condition::Reason;
+    use converge::render::Digest;
+    let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
+    let eval = pipeline.evaluate(&[snapshot(&dev_claims(3))], &Inventory::default(), now());
+    let mut live = eval.as_live();
+    // dev-1: the target found its Deployment edited (marked pending to be
+    // applied again); dev-2: a write failed (pending, no drift).
+    let mut pending = |name: &str| {
+        let mut env = (*live.environments[name]).clone();
+        let id = env
+            .objects
+            .keys()
+            .find(|id| &*id.kind == "Deployment")
+            .cloned()
+            .expect("a Deployment");
+        env.objects.insert(id.clone(), Digest::PENDING);
+        live.environments
+            .insert(name.into(), std::sync::Arc::new(env));
+        format!("{}/{}", id.kind, id.name)
+    };
+    let drifted = pending("dev-1");
+    pending("dev-2");
+    let drift: converge::plan::Drift = [
+        (
+            "dev-1".to_owned(),
+            vec![(
+                drifted.clone(),
+                "edited: spec.replicas (by kubectl-edit)".to_owned(),
+            )],
+        ),
+        (
+            "dev-3".to_owned(),
+            vec![("ConfigMap/claim".to_owned(), "deleted".to_owned())],
+        ),
+    ]
+    .into();
+    let mut plan = converge::plan::build(
+        &eval,
+        &live,
+        converge::plan::Options {
+            max_delete_fraction: 1.0,
+            allow_mass_delete: false,
+        },
+        &mut converge::plan::InSync::default(),
+    );
+    converge::plan::mark_drift(&mut plan, &eval, &live, &drift);
+    let reasons: Vec<(&str, Reason)> = plan
+        .environments
+        .iter()
+        .map(|e| (e.name.as_str(), e.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("dev-1", Reason::DriftCorrected),
+            ("dev-2", Reason::ClaimChanged)
+        ]
+    );
+    let listed: Vec<(&str, &str, bool)> = plan
+        .drift
+        .iter()
+        .map(|d| (d.environment.as_str(), d.object.as_str(), d.corrected))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("dev-1", drifted.as_str(), true),
+            ("dev-3", "ConfigMap/claim", false)
+        ]
+    );
+    let text = converge::plan::format(&plan, converge::plan::Format::Text);
+    assert!(text.contains("~ dev-1 (DriftCorrected)"), "{text}");
+    assert!(
+        text.contains("drifted: edited: spec.replicas (by kubectl-edit)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("! dev-3 ConfigMap/claim drifted, not applied again by this plan: deleted"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&converge::plan::format(&plan, converge::plan::Format::Json))
+            .expect("JSON");
+    assert_eq!(
+        json["drift"][0]["how"],
+        "edited: spec.replicas (by kubectl-edit)"
+    );
+    assert_eq!(json["environments"][0]["reason"], "DriftCorrected");
+}
