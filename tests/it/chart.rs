@@ -85,6 +85,21 @@ fn kinds(objects: &[Value]) -> Vec<String> {
     kinds
 }
 
+/// The one `kind` whose name ends with `suffix`.
+fn named<'a>(objects: &'a [Value], kind: &str, suffix: &str) -> &'a Value {
+    let found: Vec<&Value> = objects
+        .iter()
+        .filter(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with(suffix))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind} *{suffix}: {found:?}");
+    found[0]
+}
+
 fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
     let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "one {kind}: {found:?}");
@@ -162,6 +177,8 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
             "NetworkPolicy",
             "PodDisruptionBudget",
             "Role",
+            "Role",
+            "RoleBinding",
             "RoleBinding",
             "Secret",
             "Service",
@@ -239,6 +256,7 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
             "kind": "kubernetes", "field_manager": "converge", "drift": "correct",
             "concurrency": 8, "inventory_namespace": "converge", "recreate": false,
             "timeout": "30s",
+            "environments": {"publish": true, "install_crd": false},
             "leader_election": {
                 "lease": "converge", "lease_duration": "15s", "renew_deadline": "10s",
                 "retry_period": "2s",
@@ -267,7 +285,7 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
         binding["subjects"],
         serde_json::json!([{"kind": "ServiceAccount", "name": "converge", "namespace": "converge"}])
     );
-    let role = one(&objects, "Role");
+    let role = named(&objects, "Role", "-leader-election");
     assert_eq!(role["metadata"]["namespace"], "converge");
     assert_eq!(
         role["rules"],
@@ -371,9 +389,14 @@ fn every_optional_part_renders_mounted_read_only_and_named_in_the_config() {
         "converge-platform"
     );
     assert_eq!(
-        one(&objects, "Role")["metadata"]["namespace"],
+        named(&objects, "Role", "-leader-election")["metadata"]["namespace"],
         "converge-inventory",
         "the Lease's Role is where the Lease is"
+    );
+    assert_eq!(
+        named(&objects, "Role", "-environments")["metadata"]["namespace"],
+        "converge-inventory",
+        "the Environments' Role is where they are published"
     );
     assert_eq!(
         one(&objects, "PodDisruptionBudget")["spec"]["maxUnavailable"],
@@ -435,6 +458,90 @@ fn every_optional_part_renders_mounted_read_only_and_named_in_the_config() {
         policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
         "monitoring"
     );
+}
+
+/// The Environment rules the README's "Kubernetes" section lists.
+fn readme_environment_rules() -> Value {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let from = readme
+        .find("The Environment resources need")
+        .expect("the README lists the Environment rules");
+    let block = &readme[from..];
+    let start = block.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let end = start + block[start..].find("```").expect("its end");
+    let doc: Value = serde_saphyr::from_str(&block[start..end]).expect("rules are YAML");
+    doc["rules"].clone()
+}
+
+#[test]
+#[ignore = "needs helm (scripts/tools builds it)"]
+fn the_chart_ships_the_environment_crd_and_exactly_the_rules_it_needs() {
+    // The CRD under crds/ (rendered only with --include-crds, as Helm
+    // installs it), the very file converge embeds.
+    let with_crds = objects(&template("converge", "converge", &["--include-crds"]));
+    let crd = one(&with_crds, "CustomResourceDefinition");
+    assert_eq!(crd["metadata"]["name"], "environments.converge.dev");
+    let shipped: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(chart().join("crds/environments.yaml")).expect("the CRD"),
+    )
+    .expect("YAML");
+    assert_eq!(crd, &shipped);
+    let columns: Vec<&str> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter(|c| c["priority"].is_null())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(columns, ["Type", "Pool", "Versions", "Ready", "Reason", "Age"]);
+    assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["cenv"]));
+
+    // The Role: exactly the README's rules, in the inventory namespace,
+    // bound to the chart's ServiceAccount; nothing on CRDs anywhere.
+    let objects = objects(&template("converge", "converge", &[]));
+    let role = named(&objects, "Role", "-environments");
+    assert_eq!(role["metadata"]["namespace"], "converge");
+    assert_eq!(role["rules"], readme_environment_rules());
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([
+            {"apiGroups": ["converge.dev"], "resources": ["environments"],
+             "verbs": ["list", "watch", "create", "patch", "delete"]},
+            {"apiGroups": ["converge.dev"], "resources": ["environments/status"],
+             "verbs": ["patch"]},
+        ])
+    );
+    let binding = named(&objects, "RoleBinding", "-environments");
+    assert_eq!(binding["roleRef"]["name"], "converge-environments");
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "converge", "namespace": "converge"}])
+    );
+    let rendered = template("converge", "converge", &[]);
+    assert!(
+        !rendered.contains("customresourcedefinitions"),
+        "converge gets no right on CRDs: {rendered}"
+    );
+    let config: Value = serde_saphyr::from_str(&rendered_config(&objects)).expect("YAML");
+    assert_eq!(
+        config["target"]["environments"],
+        serde_json::json!({"publish": true, "install_crd": false})
+    );
+
+    // Off: no Role, and converge publishes nothing.
+    let off = self::objects(&template(
+        "converge",
+        "converge",
+        &["--set", "environments.publish=false"],
+    ));
+    assert!(
+        !off.iter().any(|o| o["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-environments"))),
+        "{off:?}"
+    );
+    let config: Value = serde_saphyr::from_str(&rendered_config(&off)).expect("YAML");
+    assert_eq!(config["target"]["environments"]["publish"], false);
 }
 
 #[test]
@@ -730,6 +837,10 @@ fn the_rendered_chart_applies_to_a_real_api_server() {
             format!("role.rbac.authorization.k8s.io/{release}-leader-election serverside-applied"),
             format!(
                 "rolebinding.rbac.authorization.k8s.io/{release}-leader-election serverside-applied"
+            ),
+            format!("role.rbac.authorization.k8s.io/{release}-environments serverside-applied"),
+            format!(
+                "rolebinding.rbac.authorization.k8s.io/{release}-environments serverside-applied"
             ),
             format!("deployment.apps/{release} serverside-applied"),
             format!("service/{release} serverside-applied"),
@@ -1342,7 +1453,8 @@ fn the_charts_service_account_applies_the_quick_start_and_each_rule_a_pass_uses_
     );
 
     daemon_as_the_charts_service_account(&project, &api);
-    let lease_role = one(&objects, "Role").clone();
+    environments_as_the_charts_service_account(&project, &api);
+    let lease_role = named(&objects, "Role", "-leader-election").clone();
     leader_election_as_the_charts_service_account(&mut project, &lease_role, &user);
 }
 
@@ -1444,6 +1556,46 @@ fn daemon_as_the_charts_service_account(project: &RbacProject<'_>, api: &KubeApi
             .any(|e| e["reportingController"] == "converge" && e["reason"] == "DriftCorrected")
     });
     assert_eq!(d.terminate(), Some(0), "{}", "the daemon stops cleanly");
+}
+
+/// The daemon as the chart's `ServiceAccount`, with the CRD the chart ships
+/// (applied by the admin, as `helm install` does): it cannot install the CRD
+/// itself (the chart grants nothing on CustomResourceDefinitions), says so,
+/// and publishes every environment's `Environment` with the chart's Role.
+fn environments_as_the_charts_service_account(project: &RbacProject<'_>, api: &KubeApi) {
+    let crd = chart().join("crds/environments.yaml");
+    let _ = api.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=helm-test",
+        "-f",
+        crd.to_str().expect("a UTF-8 path"),
+    ]);
+    let _ = api.kubectl_ok(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/environments.converge.dev",
+    ]);
+    let d = Daemon::start(project.p.dir.path());
+    d.wait_for("dev-rbac published as the chart's ServiceAccount", |_| {
+        let out = api.kubectl(&[
+            "get",
+            "environment",
+            "dev-rbac",
+            "-n",
+            project.namespace,
+            "-o",
+            "jsonpath={.status.state}",
+        ]);
+        out.status.success() && !stdout(&out).trim().is_empty()
+    });
+    assert!(
+        d.log().contains("cannot install the Environment CRD (forbidden)"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(d.terminate(), Some(0), "the daemon stops cleanly");
 }
 
 fn file_stem(path: &Path) -> String {
