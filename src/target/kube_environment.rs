@@ -574,7 +574,8 @@ impl Writer {
                     if is_not_found(&e) && !self.missing_logged {
                         self.missing_logged = true;
                         tracing::warn!(
-                            "the Environment CRD (environments.converge.dev) is not served: apply charts/converge/crds/environments.yaml (or set target.environments.install_crd); retrying"
+                            environment = %name,
+                            "cannot publish the Environment resource: not found (is the CRD environments.converge.dev installed? apply charts/converge/crds/environments.yaml, or set target.environments.install_crd); retrying"
                         );
                     } else {
                         tracing::warn!(environment = %name, error = %crate::diagnostic::chain(&e), "cannot publish the Environment resource; retrying");

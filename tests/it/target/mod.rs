@@ -1,6 +1,7 @@
 //! Targets against the real servers they talk to.
 
 mod cluster;
+mod environments;
 mod kube;
 mod lease;
 mod manifests;
