@@ -1976,11 +1976,7 @@ impl Target for Kubernetes {
 
     /// `Environment` resources in the inventory Namespace
     /// ([`super::kube_environment`]), when `environments.publish` is on.
-    fn publish(
-        &self,
-        all: &BTreeMap<String, Arc<crate::status::EnvStatus>>,
-        changed: &[String],
-    ) {
+    fn publish(&self, all: &BTreeMap<String, Arc<crate::status::EnvStatus>>, changed: &[String]) {
         if !self.options.environments.publish {
             return;
         }
@@ -1993,7 +1989,11 @@ impl Target for Kubernetes {
                 concurrency: self.options.concurrency,
             })
         });
-        publisher.publish(all, changed, self.membership().map(|m| m.members()));
+        publisher.publish(
+            all,
+            changed,
+            self.membership().map(super::shards::Membership::members),
+        );
     }
 
     /// A server-side dry run of every object `change` writes that exists:

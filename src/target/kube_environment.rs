@@ -53,7 +53,7 @@ const VERSIONS_SHOWN: usize = 3;
 /// Characters of a message kept (the detail is in `converge status`).
 const MESSAGE_CHARS: usize = 512;
 /// The longest wait before failed writes are tried again.
-const MAX_RETRY: Duration = Duration::from_secs(60);
+const MAX_RETRY: Duration = Duration::from_mins(1);
 
 /// What one `Environment` says: its `spec` and its `status`.
 #[derive(Debug, Clone, PartialEq)]
@@ -277,25 +277,7 @@ impl Publisher {
     ) {
         let full = self.full.swap(false, Ordering::Relaxed);
         let mut sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut batch = Batch::default();
-        if full {
-            let gone: Vec<String> = sent
-                .keys()
-                .filter(|n| !all.contains_key(n.as_str()))
-                .cloned()
-                .collect();
-            for name in all.keys().chain(&gone) {
-                consider(name, all, members.as_deref(), &mut sent, &mut batch);
-            }
-            batch.sweep = Some(Sweep {
-                keep: all.keys().cloned().collect(),
-                members: members.clone(),
-            });
-        } else {
-            for name in changed {
-                consider(name, all, members.as_deref(), &mut sent, &mut batch);
-            }
-        }
+        let batch = batch(all, changed, full, members, &mut sent);
         drop(sent);
         if batch.put.is_empty() && batch.remove.is_empty() && batch.sweep.is_none() {
             return;
@@ -304,6 +286,38 @@ impl Publisher {
             tracing::debug!("the Environment publisher has stopped");
         }
     }
+}
+
+/// What to write: the documents of `changed` (of every status when `full`,
+/// with a sweep) that differ from what was last handed over (`sent`), and
+/// the deletions of those gone from `all`.
+fn batch(
+    all: &BTreeMap<String, Arc<EnvStatus>>,
+    changed: &[String],
+    full: bool,
+    members: Option<Arc<crate::shard::Members>>,
+    sent: &mut HashMap<String, [u8; 32]>,
+) -> Batch {
+    let mut batch = Batch::default();
+    if full {
+        let gone: Vec<String> = sent
+            .keys()
+            .filter(|n| !all.contains_key(n.as_str()))
+            .cloned()
+            .collect();
+        for name in all.keys().chain(&gone) {
+            consider(name, all, members.as_deref(), sent, &mut batch);
+        }
+        batch.sweep = Some(Sweep {
+            keep: all.keys().cloned().collect(),
+            members,
+        });
+    } else {
+        for name in changed {
+            consider(name, all, members.as_deref(), sent, &mut batch);
+        }
+    }
+    batch
 }
 
 /// Queues `name`'s document when it changed since it was last handed over,
@@ -409,7 +423,12 @@ impl Writer {
         }
     }
 
-    fn take(&mut self, batch: Batch, pending: &mut BTreeMap<String, Op>, sweep: &mut Option<Sweep>) {
+    fn take(
+        &mut self,
+        batch: Batch,
+        pending: &mut BTreeMap<String, Op>,
+        sweep: &mut Option<Sweep>,
+    ) {
         for (name, doc) in batch.put {
             self.wanted.insert(name.clone(), doc);
             self.failed.remove(&name);
@@ -609,7 +628,10 @@ impl Writer {
                 },
                 "spec": doc.spec,
             });
-            counted("apply", self.api.patch(name, &params, &Patch::Apply(&object)).await)?;
+            counted(
+                "apply",
+                self.api.patch(name, &params, &Patch::Apply(&object)).await,
+            )?;
         }
         let status = serde_json::json!({
             "apiVersion": format!("{GROUP}/{VERSION}"),
@@ -627,7 +649,10 @@ impl Writer {
     }
 
     async fn remove(&self, name: &str) -> Result<(), kube::Error> {
-        match counted("delete", self.api.delete(name, &DeleteParams::default()).await) {
+        match counted(
+            "delete",
+            self.api.delete(name, &DeleteParams::default()).await,
+        ) {
             Err(e) if is_not_found(&e) => Ok(()),
             other => other.map(drop),
         }
@@ -676,6 +701,100 @@ mod tests {
         assert_eq!(shortened("short"), "short");
     }
 
+    fn status(name: &str, ready: bool, tag: &str) -> Arc<EnvStatus> {
+        let detail = serde_json::json!({
+            "name": name, "type": "dev", "pool": "team1", "owner": "o@x",
+            "source": "local:claims/x.yaml", "revision": null, "ready": ready,
+            "status": if ready { "Ready" } else { "Pending" }, "expires_at": null,
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
+                            "reason": if ready { "Applied" } else { "Progressing" }, "message": "m"}],
+            "claim": null, "versions": {"api": {"tag": tag, "constraint": "*"}},
+            "last_plan": null, "inventory": [], "history": [],
+        });
+        Arc::new(EnvStatus::restored(detail.to_string().as_bytes()).expect("a detail"))
+    }
+
+    fn names(batch: &Batch) -> (Vec<&str>, Vec<&str>) {
+        (
+            batch.put.iter().map(|(n, _)| n.as_str()).collect(),
+            batch.remove.iter().map(String::as_str).collect(),
+        )
+    }
+
+    #[test]
+    fn only_changed_documents_are_written_and_gone_ones_deleted() {
+        let mut sent = HashMap::new();
+        let mut all = BTreeMap::from([
+            ("a".to_owned(), status("a", false, "1.0.0")),
+            ("b".to_owned(), status("b", true, "2.0.0")),
+        ]);
+        // The first publish: everything, and a sweep keeping both.
+        let first = batch(&all, &[], true, None, &mut sent);
+        assert_eq!(names(&first), (vec!["a", "b"], vec![]));
+        let sweep = first.sweep.expect("a sweep");
+        assert!(sweep.keep.contains("a") && sweep.keep.contains("b"));
+        let doc = &first.put[0].1;
+        assert_eq!(doc.status["ready"], "False");
+        assert_eq!(doc.status["reason"], "Progressing");
+        assert_eq!(doc.status["versions"], "api=1.0.0");
+        assert_eq!(doc.spec["pool"], "team1");
+        // Rebuilt but the same document: nothing to write.
+        let same = batch(
+            &all,
+            &["a".to_owned(), "b".to_owned()],
+            false,
+            None,
+            &mut sent,
+        );
+        assert_eq!(names(&same), (vec![], vec![]));
+        assert!(same.sweep.is_none());
+        // One became ready: only it.
+        all.insert("a".to_owned(), status("a", true, "1.0.0"));
+        let ready = batch(&all, &["a".to_owned()], false, None, &mut sent);
+        assert_eq!(names(&ready), (vec!["a"], vec![]));
+        // Gone: deleted once.
+        all.remove("b");
+        let gone = batch(&all, &["b".to_owned()], false, None, &mut sent);
+        assert_eq!(names(&gone), (vec![], vec!["b"]));
+        let again = batch(&all, &["b".to_owned()], false, None, &mut sent);
+        assert_eq!(names(&again), (vec![], vec![]));
+    }
+
+    #[test]
+    fn an_environment_another_shard_took_is_not_deleted() {
+        let members = Arc::new(crate::shard::Members::new(
+            "me",
+            vec!["me".to_owned(), "other".to_owned()],
+            1,
+        ));
+        let name = |owner: &str| {
+            (0..100)
+                .map(|i| format!("env-{i}"))
+                .find(|n| members.owner(n) == Some(owner))
+                .expect("rendezvous hashing gives each member some names")
+        };
+        let (mine, theirs) = (name("me"), name("other"));
+        let mut sent = HashMap::new();
+        let mut all = BTreeMap::from([
+            (mine.clone(), status(&mine, true, "1")),
+            (theirs.clone(), status(&theirs, true, "1")),
+        ]);
+        let _ = batch(&all, &[], true, None, &mut sent);
+        all.clear();
+        let out = batch(
+            &all,
+            &[mine.clone(), theirs],
+            false,
+            Some(members.clone()),
+            &mut sent,
+        );
+        assert_eq!(
+            names(&out),
+            (vec![], vec![mine.as_str()]),
+            "the other's new owner publishes it"
+        );
+    }
+
     #[test]
     fn the_embedded_crd_defines_the_printer_columns() {
         let crd: Value = serde_saphyr::from_str(CRD).expect("the CRD is YAML");
@@ -692,6 +811,9 @@ mod tests {
             .filter(|c| c["priority"].is_null())
             .filter_map(|c| c["name"].as_str())
             .collect();
-        assert_eq!(columns, ["Type", "Pool", "Versions", "Ready", "Reason", "Age"]);
+        assert_eq!(
+            columns,
+            ["Type", "Pool", "Versions", "Ready", "Reason", "Age"]
+        );
     }
 }

@@ -493,8 +493,14 @@ fn the_chart_ships_the_environment_crd_and_exactly_the_rules_it_needs() {
         .filter(|c| c["priority"].is_null())
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(columns, ["Type", "Pool", "Versions", "Ready", "Reason", "Age"]);
-    assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["cenv"]));
+    assert_eq!(
+        columns,
+        ["Type", "Pool", "Versions", "Ready", "Reason", "Age"]
+    );
+    assert_eq!(
+        crd["spec"]["names"]["shortNames"],
+        serde_json::json!(["cenv"])
+    );
 
     // The Role: exactly the README's rules, in the inventory namespace,
     // bound to the chart's ServiceAccount; nothing on CRDs anywhere.
@@ -1560,7 +1566,7 @@ fn daemon_as_the_charts_service_account(project: &RbacProject<'_>, api: &KubeApi
 
 /// The daemon as the chart's `ServiceAccount`, with the CRD the chart ships
 /// (applied by the admin, as `helm install` does): it cannot install the CRD
-/// itself (the chart grants nothing on CustomResourceDefinitions), says so,
+/// itself (the chart grants nothing on `CustomResourceDefinitions`), says so,
 /// and publishes every environment's `Environment` with the chart's Role.
 fn environments_as_the_charts_service_account(project: &RbacProject<'_>, api: &KubeApi) {
     let crd = chart().join("crds/environments.yaml");
@@ -1591,7 +1597,8 @@ fn environments_as_the_charts_service_account(project: &RbacProject<'_>, api: &K
         out.status.success() && !stdout(&out).trim().is_empty()
     });
     assert!(
-        d.log().contains("cannot install the Environment CRD (forbidden)"),
+        d.log()
+            .contains("cannot install the Environment CRD (forbidden)"),
         "{}",
         d.log()
     );

@@ -42,7 +42,10 @@ fn table(api: &KubeApi, ns: &str) -> Vec<Vec<String>> {
 fn row(api: &KubeApi, ns: &str, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
     let t = table(api, ns);
     let header = t.first()?.clone();
-    let cells = t.iter().skip(1).find(|r| r.first().map(String::as_str) == Some(name))?;
+    let cells = t
+        .iter()
+        .skip(1)
+        .find(|r| r.first().map(String::as_str) == Some(name))?;
     Some(header.into_iter().zip(cells.iter().cloned()).collect())
 }
 
@@ -60,7 +63,10 @@ fn kubectl_get_environments_shows_each_environment_as_converge_status_does() {
     p.write(
         "converge.yaml",
         config
-            .replace("  kind: kubernetes\n", "  kind: kubernetes\n  drift: report\n")
+            .replace(
+                "  kind: kubernetes\n",
+                "  kind: kubernetes\n  drift: report\n",
+            )
             .replace("max_delete_fraction: 0.5", "max_delete_fraction: 1.0"),
     );
     p.write("claims/dev-cenv.yaml", claim("dev-cenv", "dev"));
@@ -72,7 +78,10 @@ fn kubectl_get_environments_shows_each_environment_as_converge_status_does() {
         environment(api, ns, "dev-cenv")["status"]["state"].is_string()
     });
     let crd = json(api, &["get", "crd", "environments.converge.dev"]);
-    assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["cenv"]));
+    assert_eq!(
+        crd["spec"]["names"]["shortNames"],
+        serde_json::json!(["cenv"])
+    );
     let header = &table(api, ns)[0];
     assert_eq!(
         header,
@@ -83,7 +92,11 @@ fn kubectl_get_environments_shows_each_environment_as_converge_status_does() {
     d.wait_for("the same Ready as converge status", |d| {
         let e = environment(api, ns, "dev-cenv");
         let api_detail = detail(d, "dev-cenv");
-        let ready = if api_detail["ready"] == true { "True" } else { "False" };
+        let ready = if api_detail["ready"] == true {
+            "True"
+        } else {
+            "False"
+        };
         e["status"]["ready"] == ready
             && e["status"]["reason"] == api_detail["conditions"][0]["reason"]
             && e["status"]["state"] == api_detail["status"]
@@ -95,8 +108,14 @@ fn kubectl_get_environments_shows_each_environment_as_converge_status_does() {
     let e = environment(api, ns, "dev-cenv");
     assert_eq!(e["spec"]["owner"], "john.doe@company.com");
     assert_eq!(e["spec"]["source"], "local:claims/dev-cenv.yaml");
-    assert_eq!(r["READY"], e["status"]["ready"].as_str().unwrap_or_default());
-    assert_eq!(r["REASON"], e["status"]["reason"].as_str().unwrap_or_default());
+    assert_eq!(
+        r["READY"],
+        e["status"]["ready"].as_str().unwrap_or_default()
+    );
+    assert_eq!(
+        r["REASON"],
+        e["status"]["reason"].as_str().unwrap_or_default()
+    );
     // No kubelet here: the Deployment never becomes available, so the
     // environment is not ready, and kubectl says so.
     assert_eq!(r["READY"], "False", "{e}");
@@ -106,7 +125,14 @@ fn kubectl_get_environments_shows_each_environment_as_converge_status_does() {
     );
     let e = json(
         api,
-        &["get", "environment", "dev-cenv", "-n", ns, "--show-managed-fields"],
+        &[
+            "get",
+            "environment",
+            "dev-cenv",
+            "-n",
+            ns,
+            "--show-managed-fields",
+        ],
     );
     let managers: Vec<&str> = e["metadata"]["managedFields"]
         .as_array()
@@ -155,7 +181,11 @@ fn kubectl_get_environments_shows_each_environment_as_converge_status_does() {
     d.wait_for("the edit overwritten", |_| {
         environment(api, ns, "dev-cenv")["status"] == before
     });
-    assert_eq!(detail(&d, "dev-cenv")["ready"], false, "converge is not fooled");
+    assert_eq!(
+        detail(&d, "dev-cenv")["ready"],
+        false,
+        "converge is not fooled"
+    );
 
     // Deleted by hand: published again.
     let uid = environment(api, ns, "dev-cenv")["metadata"]["uid"].clone();
@@ -173,11 +203,7 @@ fn kubectl_get_environments_shows_each_environment_as_converge_status_does() {
     d.wait_for("the Environment deleted", |_| {
         environment(api, ns, "dev-cenv").is_null()
     });
-    assert!(
-        row(api, ns, "dev-cenv-b").is_some(),
-        "{:?}",
-        table(api, ns)
-    );
+    assert!(row(api, ns, "dev-cenv-b").is_some(), "{:?}", table(api, ns));
     assert!(
         d.log().contains("installed the Environment CRD"),
         "{}",
@@ -222,7 +248,10 @@ fn an_environment_published_by_an_earlier_run_and_no_longer_claimed_is_deleted_a
     d.wait_for("the orphan deleted", |_| {
         environment(api, ns, "dev-orphan").is_null()
     });
-    assert!(environment(api, ns, "dev-other").is_object(), "not ours: kept");
+    assert!(
+        environment(api, ns, "dev-other").is_object(),
+        "not ours: kept"
+    );
     assert!(environment(api, ns, "dev-sweep").is_object());
     assert!(environment(api, ns, "dev-sweep-b").is_object());
 }
