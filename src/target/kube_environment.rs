@@ -358,7 +358,8 @@ struct Writer {
     /// The spec last written per environment (the object itself is applied
     /// again only when it changes).
     spec_written: HashMap<String, Value>,
-    /// Environments whose last write failed, tried again after `retry`.
+    /// Environments whose last write (or deletion) failed, tried again
+    /// after `retry`.
     failed: HashSet<String>,
     retry: Duration,
     crd_done: bool,
@@ -408,8 +409,9 @@ impl Writer {
                     self.observe(event, &mut pending);
                 }
                 () = retry, if !self.failed.is_empty() => {
-                    for name in self.failed.drain() {
-                        pending.entry(name).or_insert(Op::Put);
+                    for name in std::mem::take(&mut self.failed) {
+                        let op = if self.wanted.contains_key(&name) { Op::Put } else { Op::Remove };
+                        pending.entry(name).or_insert(op);
                     }
                 }
             }
@@ -599,9 +601,7 @@ impl Writer {
                     } else {
                         tracing::warn!(environment = %name, error = %crate::diagnostic::chain(&e), "cannot publish the Environment resource; retrying");
                     }
-                    if self.wanted.contains_key(&name) {
-                        self.failed.insert(name);
-                    }
+                    self.failed.insert(name);
                 }
             }
         }

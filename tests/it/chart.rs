@@ -1459,7 +1459,8 @@ fn the_charts_service_account_applies_the_quick_start_and_each_rule_a_pass_uses_
     );
 
     daemon_as_the_charts_service_account(&project, &api);
-    environments_as_the_charts_service_account(&project, &api);
+    let environments_role = named(&objects, "Role", "-environments").clone();
+    environments_as_the_charts_service_account(&project, &environments_role, &user);
     let lease_role = named(&objects, "Role", "-leader-election").clone();
     leader_election_as_the_charts_service_account(&mut project, &lease_role, &user);
 }
@@ -1564,11 +1565,44 @@ fn daemon_as_the_charts_service_account(project: &RbacProject<'_>, api: &KubeApi
     assert_eq!(d.terminate(), Some(0), "{}", "the daemon stops cleanly");
 }
 
+/// Waits until RBAC answers `can` for `patch` on Environments' status.
+fn wait_can_patch_status(api: &KubeApi, user: &str, namespace: &str, can: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = api.kubectl(&[
+            "auth",
+            "can-i",
+            "patch",
+            "environments.converge.dev",
+            "--subresource=status",
+            "--as",
+            user,
+            "-n",
+            namespace,
+        ]);
+        if stdout(&out).trim() == if can { "yes" } else { "no" } {
+            return;
+        }
+        assert!(Instant::now() < deadline, "can-i patch environments/status");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The daemon as the chart's `ServiceAccount`, with the CRD the chart ships
 /// (applied by the admin, as `helm install` does): it cannot install the CRD
 /// itself (the chart grants nothing on `CustomResourceDefinitions`), says so,
-/// and publishes every environment's `Environment` with the chart's Role.
-fn environments_as_the_charts_service_account(project: &RbacProject<'_>, api: &KubeApi) {
+/// and publishes every environment's `Environment` with the chart's Role;
+/// without any one of its write rules, the write is `forbidden` (logged,
+/// the environment applied all the same) until the rule is back. (`list` and
+/// `watch` serve the watch that puts back edits, which RBAC refuses
+/// silently: retried at debug level, so they are not proven one by one.)
+#[allow(
+    clippy::too_many_lines,
+    reason = "one daemon, published, then rule by rule"
+)]
+fn environments_as_the_charts_service_account(project: &RbacProject<'_>, role: &Value, user: &str) {
+    let api = project.api;
+    let namespace = project.namespace;
     let crd = chart().join("crds/environments.yaml");
     let _ = api.kubectl_ok(&[
         "apply",
@@ -1583,18 +1617,21 @@ fn environments_as_the_charts_service_account(project: &RbacProject<'_>, api: &K
         "--timeout=60s",
         "crd/environments.converge.dev",
     ]);
-    let d = Daemon::start(project.p.dir.path());
-    d.wait_for("dev-rbac published as the chart's ServiceAccount", |_| {
+    let published = |name: &str| {
         let out = api.kubectl(&[
             "get",
             "environment",
-            "dev-rbac",
+            name,
             "-n",
-            project.namespace,
+            namespace,
             "-o",
             "jsonpath={.status.state}",
         ]);
         out.status.success() && !stdout(&out).trim().is_empty()
+    };
+    let d = Daemon::start(project.p.dir.path());
+    d.wait_for("dev-rbac published as the chart's ServiceAccount", |_| {
+        published("dev-rbac")
     });
     assert!(
         d.log()
@@ -1602,6 +1639,84 @@ fn environments_as_the_charts_service_account(project: &RbacProject<'_>, api: &K
         "{}",
         d.log()
     );
+
+    let rules = role["rules"].clone();
+    let refused = |d: &Daemon, name: &str, expected: &str| {
+        d.log()
+            .lines()
+            .any(|l| l.contains(name) && l.contains("forbidden") && l.contains(expected))
+    };
+    let mut proven = Vec::new();
+    for (i, (verb, resource, expected)) in [
+        (
+            "create",
+            "environments",
+            "cannot create resource \"environments\"",
+        ),
+        (
+            "patch",
+            "environments",
+            "cannot patch resource \"environments\"",
+        ),
+        (
+            "patch",
+            "environments/status",
+            "cannot patch resource \"environments/status\"",
+        ),
+        (
+            "delete",
+            "environments",
+            "cannot delete resource \"environments\"",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let without = Without::new("converge.dev", resource, verb);
+        let name = format!("dev-cenv-rbac-{i}");
+        if verb == "delete" {
+            project
+                .p
+                .write(&format!("claims/{name}.yaml"), claim(&name, "dev"));
+            d.wait_for("published before its removal", |_| published(&name));
+        }
+        // A rule left with no verb goes.
+        let reduced: Vec<Value> = without
+            .from(&rules)
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter(|r| r["verbs"].as_array().is_some_and(|v| !v.is_empty()))
+            .cloned()
+            .collect();
+        apply_cluster_role(api, role, &Value::Array(reduced));
+        if resource == "environments/status" {
+            wait_can_patch_status(api, user, namespace, false);
+        } else {
+            wait_can_in(api, user, verb, &without.resource(), namespace, false);
+        }
+        if verb == "delete" {
+            project.p.remove(&format!("claims/{name}.yaml"));
+        } else {
+            project
+                .p
+                .write(&format!("claims/{name}.yaml"), claim(&name, "dev"));
+        }
+        d.wait_for(&format!("without {verb} {resource}: refused"), |d| {
+            refused(d, &name, expected)
+        });
+        apply_cluster_role(api, role, &rules);
+        if resource == "environments/status" {
+            wait_can_patch_status(api, user, namespace, true);
+        } else {
+            wait_can_in(api, user, verb, &without.resource(), namespace, true);
+        }
+        d.wait_for(&format!("{verb} {resource} given back: written"), |_| {
+            published(&name) != (verb == "delete")
+        });
+        proven.push(format!("{verb} {resource}"));
+    }
+    eprintln!("rbac: Environments: each needed: {}", proven.join(", "));
     assert_eq!(d.terminate(), Some(0), "the daemon stops cleanly");
 }
 
