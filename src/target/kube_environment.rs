@@ -523,7 +523,9 @@ impl Writer {
     }
 
     /// Deletes this installation's Environments that name no environment
-    /// this replica publishes (one paginated LIST).
+    /// this replica publishes (one paginated LIST); one that already says
+    /// what converge would write is not written again (a restart over
+    /// thousands of unchanged environments costs the LIST alone).
     async fn sweep(&mut self, sweep: Sweep, pending: &mut BTreeMap<String, Op>) {
         let mut params = ListParams::default()
             .labels(&format!("{MANAGED_BY}=converge"))
@@ -546,6 +548,17 @@ impl Writer {
                     .as_ref()
                     .and_then(|a| a.get(super::kube::INSTALLATION_ANNOTATION))
                     .is_some_and(|i| *i == self.options.manager);
+                let same = self.wanted.get(name).is_some_and(|doc| {
+                    object.data.get("spec") == Some(&doc.spec)
+                        && object.data.get("status") == Some(&doc.status)
+                });
+                if same && ours && matches!(pending.get(name), Some(Op::Put)) {
+                    pending.remove(name);
+                    if let Some(spec) = object.data.get("spec") {
+                        self.spec_written.insert(name.to_owned(), spec.clone());
+                    }
+                    continue;
+                }
                 let owned = sweep.members.as_ref().is_none_or(|m| m.owns(name));
                 if ours && owned && !sweep.keep.contains(name) && !pending.contains_key(name) {
                     pending.insert(name.to_owned(), Op::Remove);
