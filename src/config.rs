@@ -522,6 +522,39 @@ pub struct KubernetesConfig {
     /// each in `inventory_namespace`); not with `leader_election`.
     #[serde(default)]
     pub shards: Option<Box<Shards>>,
+    /// `Environment` resources (`environments.converge.dev`): each
+    /// environment's status where `kubectl` reads it.
+    #[serde(default)]
+    pub environments: EnvironmentResources,
+}
+
+/// `target.environments`: converge publishes one read-only `Environment`
+/// resource per environment in `inventory_namespace` (written only, never
+/// read to decide anything).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentResources {
+    /// Publish them (on by default).
+    #[serde(default = "yes")]
+    pub publish: bool,
+    /// Apply the `CustomResourceDefinition` at start (needs the right to
+    /// patch `customresourcedefinitions`); off where something else installs
+    /// it (the chart ships it under `crds/`).
+    #[serde(default = "yes")]
+    pub install_crd: bool,
+}
+
+impl Default for EnvironmentResources {
+    fn default() -> Self {
+        EnvironmentResources {
+            publish: true,
+            install_crd: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `target.shards`: each replica keeps a Lease `<lease_prefix><identity>`;

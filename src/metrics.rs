@@ -75,6 +75,20 @@ pub struct RepositoryLabels {
 pub static REGISTRY_REQUESTS: std::sync::LazyLock<Family<RegistryRequestLabels, Counter>> =
     std::sync::LazyLock::new(Family::default);
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PublishLabels {
+    /// `apply` (the object or its status) or `delete`.
+    pub op: String,
+    /// `ok` or `failed`.
+    pub result: String,
+}
+
+/// Writes of `Environment` resources (the Kubernetes target's published
+/// statuses), by operation and result. Process-wide like [`S3_REQUESTS`]:
+/// the target is built without the daemon's registry.
+pub static ENVIRONMENT_WRITES: std::sync::LazyLock<Family<PublishLabels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
 /// Every metric converge exposes.
 pub struct Metrics {
     registry: Registry,
@@ -114,6 +128,7 @@ pub struct Metrics {
     pub claims_resolved: Counter,
     pub shard_members: Gauge,
     pub shard_environments: Gauge,
+    pub environment_writes: Family<PublishLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -168,6 +183,7 @@ impl Metrics {
             claims_resolved: Counter::default(),
             shard_members: Gauge::default(),
             shard_environments: Gauge::default(),
+            environment_writes: ENVIRONMENT_WRITES.clone(),
             registry: Registry::default(),
         };
         registry.register(
@@ -255,6 +271,11 @@ impl Metrics {
             "secrets_key_unwraps",
             "SOPS data keys unwrapped (X25519 operations)",
             m.secrets_key_unwraps.clone(),
+        );
+        registry.register(
+            "environment_resource_writes",
+            "Writes of Environment resources (kubectl's view of each environment), by operation and result",
+            m.environment_writes.clone(),
         );
         registry.register(
             "s3_requests",

@@ -860,6 +860,8 @@ impl Daemon {
             self.passes.pop_front();
         }
         self.record_in_target(&events);
+        let changed: Vec<String> = changed_envs.iter().map(|(n, _)| n.clone()).collect();
+        self.converge.target.publish(&self.statuses, &changed);
         self.commit(&changed_envs, &events, Some(record), &drift_changes);
         self.publish();
         action

@@ -135,11 +135,18 @@ impl Coordination {
         Some(m.members())
     }
 
+    /// The shard members as of the last round, without waiting; `None`
+    /// without shards.
+    #[must_use]
+    pub fn current_members(&self) -> Option<Arc<Members>> {
+        self.membership().map(Membership::members)
+    }
+
     /// The generation of the shard members as of the last round (bumped
     /// whenever they change), without waiting; `None` without shards.
     #[must_use]
     pub fn generation(&self) -> Option<u64> {
-        self.membership().map(|m| m.members().generation())
+        self.current_members().map(|m| m.generation())
     }
 
     /// A write of `environment` is refused unless this replica leads

@@ -754,6 +754,8 @@ pub struct Kubernetes {
     /// The inventory `ConfigMap`s known to be this installation's, by
     /// environment (read with the inventory, or created by this process).
     held: Mutex<HashMap<String, Held>>,
+    /// Publishes `Environment` resources (started by the first publish).
+    environments: std::sync::OnceLock<super::kube_environment::Publisher>,
     /// Each watched object's [`fingerprint`] of the fields converge owned
     /// after its last apply (kept in the inventory).
     fingerprints: Arc<Mutex<HashMap<Key, String>>>,
@@ -935,6 +937,7 @@ impl Kubernetes {
             fingerprints: Arc::new(Mutex::new(HashMap::new())),
             scanned: Mutex::new(None),
             restored: Mutex::new(HashMap::new()),
+            environments: std::sync::OnceLock::new(),
         })
     }
 
@@ -2235,6 +2238,9 @@ impl Target for Kubernetes {
     }
 
     fn reload(&self) {
+        if let Some(publisher) = self.environments.get() {
+            publisher.resync();
+        }
         *self.cached() = None;
         *self.scanned.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.namespace_ensured
@@ -2344,6 +2350,24 @@ impl Target for Kubernetes {
                 .collect::<Vec<()>>()
                 .await;
         });
+    }
+
+    /// `Environment` resources in the inventory Namespace
+    /// ([`super::kube_environment`]), when `environments.publish` is on.
+    fn publish(&self, all: &BTreeMap<String, Arc<crate::status::EnvStatus>>, changed: &[String]) {
+        if !self.options.environments.publish {
+            return;
+        }
+        let publisher = self.environments.get_or_init(|| {
+            super::kube_environment::Publisher::start(super::kube_environment::Options {
+                config: self.config.clone(),
+                namespace: self.options.inventory_namespace.clone(),
+                manager: self.options.field_manager.clone(),
+                install_crd: self.options.environments.install_crd,
+                concurrency: self.options.concurrency,
+            })
+        });
+        publisher.publish(all, changed, self.coordination.current_members());
     }
 
     /// A server-side dry run of every object `change` writes that exists:

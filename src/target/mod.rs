@@ -8,6 +8,7 @@
 //! directory is the embedded default.
 
 pub mod kube;
+pub mod kube_environment;
 pub mod manifests;
 
 use std::sync::Arc;
@@ -182,6 +183,20 @@ pub trait Target: Sync {
     /// target without one ignores them).
     fn record(&self, events: &[TargetEvent<'_>]) {
         let _ = events;
+    }
+
+    /// Publishes the environments' statuses where the target's own users
+    /// read them (the Kubernetes target's `Environment` resources), best
+    /// effort and without waiting for the writes: `changed` names the
+    /// environments whose status was rebuilt or that are gone since the last
+    /// call, `all` is every status this process serves. An output only:
+    /// nothing published is ever read back to decide anything.
+    fn publish(
+        &self,
+        all: &std::collections::BTreeMap<String, Arc<crate::status::EnvStatus>>,
+        changed: &[String],
+    ) {
+        let _ = (all, changed);
     }
 
     /// Applies many environments' changes; one result per change, in order.

@@ -51,6 +51,7 @@ one the chart generates (api.generateToken), else none (no auth). */}}
 {{- $cfg := deepCopy (default dict .Values.config) -}}
 {{- $t := .Values.target -}}
 {{- $target := dict "kind" "kubernetes" "field_manager" $t.field_manager "drift" $t.drift "concurrency" $t.concurrency "inventory_namespace" (include "converge.inventoryNamespace" .) "recreate" $t.recreate "timeout" $t.timeout -}}
+{{- $_ := set $target "environments" (dict "publish" .Values.environments.publish "install_crd" false) -}}
 {{- if $t.kubeconfigSecret -}}
 {{- $_ := set $target "kubeconfig" (printf "/etc/converge/kubeconfig/%s" $t.kubeconfigKey) -}}
 {{- end -}}

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod dry_run;
+mod environments;
 mod kube;
 mod lease;
 mod manifests;
