@@ -31,9 +31,6 @@ mod generic;
 mod reason;
 mod util;
 
-#[cfg(test)]
-mod tests;
-
 use std::fmt;
 
 use serde_json::Value;
@@ -151,3 +148,6 @@ pub fn object(kind: &str, object: &Value) -> ObjectHealth {
             .unwrap_or_else(|| ObjectHealth::current(format!("{kind} is current"))),
     }
 }
+
+#[cfg(test)]
+mod tests;
