@@ -8,10 +8,10 @@
 //! The files: `schema.rs` (the top-level [`Config`] and its smaller blocks),
 //! `sources.rs` (`sources:` entries and their git auth), `target.rs`
 //! (`target:`: manifests or Kubernetes, leader election, shards),
-//! `preset.rs` (the built-in [`Preset`]s and their overrides; it needs
-//! nothing else of the config, so render imports it alone), `duration.rs`
-//! (`30s`, `5m`, `24h`), `load.rs` (reading the file, the checks across
-//! blocks, relative paths).
+//! `preset.rs` (the built-in [`Preset`]s and their overrides; it uses
+//! nothing else of the config but durations, so render imports it alone),
+//! `duration.rs` (`30s`, `5m`, `24h`), `load.rs` (reading the file, the
+//! checks across blocks, relative paths).
 
 mod duration;
 mod load;

@@ -21,13 +21,14 @@
 //!
 //! The files follow kstatus's layout: `generic.rs` holds the rules every
 //! kind goes through first (deletion, observed generation, `Reconciling` /
-//! `Stalled` / `Ready` conditions), `core.rs` the rules of each built-in kind,
-//! `util.rs` the readers of fields and conditions, `environment.rs` the fold
-//! of an environment, `reason.rs` the closed [`Reason`] enum.
+//! `Stalled` / `Ready` conditions), `kinds.rs` the rules of each built-in
+//! kind (kstatus's `core.go`), `util.rs` the readers of fields and
+//! conditions, `environment.rs` the fold of an environment, `reason.rs` the
+//! closed [`Reason`] enum.
 
-mod core;
 mod environment;
 mod generic;
+mod kinds;
 mod reason;
 mod util;
 
@@ -105,7 +106,7 @@ impl ObjectHealth {
         )
     }
 
-    pub(crate) fn new(status: Status, reason: Reason, message: String) -> ObjectHealth {
+    fn new(status: Status, reason: Reason, message: String) -> ObjectHealth {
         ObjectHealth {
             status,
             reason,
@@ -113,15 +114,15 @@ impl ObjectHealth {
         }
     }
 
-    pub(crate) fn current(message: impl Into<String>) -> ObjectHealth {
+    fn current(message: impl Into<String>) -> ObjectHealth {
         ObjectHealth::new(Status::Current, Reason::Current, message.into())
     }
 
-    pub(crate) fn in_progress(reason: Reason, message: impl Into<String>) -> ObjectHealth {
+    fn in_progress(reason: Reason, message: impl Into<String>) -> ObjectHealth {
         ObjectHealth::new(Status::InProgress, reason, message.into())
     }
 
-    pub(crate) fn failed(reason: Reason, message: impl Into<String>) -> ObjectHealth {
+    fn failed(reason: Reason, message: impl Into<String>) -> ObjectHealth {
         ObjectHealth::new(Status::Failed, reason, message.into())
     }
 }
@@ -142,7 +143,7 @@ pub fn object(kind: &str, object: &Value) -> ObjectHealth {
     if let Some(health) = generic::generic(kind, object) {
         return health;
     }
-    match core::rules(kind, object) {
+    match kinds::rules(kind, object) {
         Some(rule) => rule(object),
         None => generic::ready_condition(object)
             .unwrap_or_else(|| ObjectHealth::current(format!("{kind} is current"))),
