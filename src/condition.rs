@@ -5,7 +5,7 @@
 //! metric labels show [`Reason`]s by their stable names ([`Reason::as_str`]),
 //! which are part of the product's interface and never change spelling.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// Declares a closed enum of stable names, with `as_str`, `FromStr`, `Display`
 /// and serde as those names.
@@ -31,11 +31,11 @@ macro_rules! names {
         }
 
         impl std::str::FromStr for $ty {
-            type Err = UnknownName;
-            fn from_str(s: &str) -> Result<$ty, UnknownName> {
+            type Err = $crate::condition::UnknownName;
+            fn from_str(s: &str) -> Result<$ty, $crate::condition::UnknownName> {
                 match s {
                     $($name => Ok($ty::$variant),)*
-                    _ => Err(UnknownName(s.to_owned())),
+                    _ => Err($crate::condition::UnknownName(s.to_owned())),
                 }
             }
         }
@@ -46,20 +46,22 @@ macro_rules! names {
             }
         }
 
-        impl Serialize for $ty {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
             }
         }
 
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
                 s.parse().map_err(serde::de::Error::custom)
             }
         }
     };
 }
+
+pub(crate) use names;
 
 /// A name that is not one of the closed set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -541,7 +541,7 @@ impl Converge {
             let (at, time) = memory.applied_at.get(name).unwrap_or(&memory.started);
             let since = at.elapsed();
             let health = health::environment(&objects, since, timeout, time);
-            if health.reconciling {
+            if health.readiness == health::Readiness::Reconciling {
                 let left = timeout.saturating_sub(since);
                 deadline = Some(deadline.map_or(left, |d| d.min(left)));
             }

@@ -458,11 +458,11 @@ fn with_health(
     health: Option<&crate::health::EnvironmentHealth>,
     (ready, status, reason, message): (bool, &'static str, Reason, String),
 ) -> (bool, &'static str, Reason, String, Option<Condition>) {
-    let Some(h) = health.filter(|h| ready && !h.ready) else {
+    let Some(h) = health.filter(|h| ready && h.readiness != crate::health::Readiness::Ready) else {
         return (ready, status, reason, message, None);
     };
-    let (status, kind, reason) = if h.stalled {
-        let reason = if h.reason == crate::health::reason::PROGRESS_DEADLINE_EXCEEDED {
+    let (status, kind, reason) = if h.readiness == crate::health::Readiness::Stalled {
+        let reason = if h.reason == crate::health::Reason::ProgressDeadlineExceeded {
             Reason::ProgressDeadlineExceeded
         } else {
             Reason::Unhealthy

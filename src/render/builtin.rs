@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use super::yaml::{push_key, push_string};
 use super::{Values, label_value};
 use crate::claim::Claim;
-use crate::config::Placement;
+use crate::config::preset::Placement;
 
 /// A YAML document under construction.
 struct Doc {

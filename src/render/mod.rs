@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::claim::Claim;
-use crate::config::{Preset, Presets};
+use crate::config::preset::{Preset, Presets};
 use crate::object::{Kind, ObjectRef, kind};
 use crate::resolve::Resolved;
 use crate::secret::{FingerprintKey, Secrets};

@@ -690,7 +690,7 @@ fn forget_pod(observed: &mut Observed, namespace: &str, name: &str) -> bool {
 fn unschedulable(pod: &k8s_openapi::api::core::v1::Pod) -> Option<ObjectHealth> {
     let doc = serde_json::to_value(pod).ok()?;
     let mut health = crate::health::object("Pod", &doc);
-    if health.reason != crate::health::reason::POD_UNSCHEDULABLE {
+    if health.reason != crate::health::Reason::PodUnschedulable {
         return None;
     }
     let spec = pod.spec.as_ref()?;
@@ -2939,7 +2939,7 @@ mod tests {
                 "message": "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."}),
         );
         let health = unschedulable(&unplaced).expect("unschedulable");
-        assert_eq!(health.reason, crate::health::reason::POD_UNSCHEDULABLE);
+        assert_eq!(health.reason, crate::health::Reason::PodUnschedulable);
         assert_eq!(
             health.message,
             "not scheduled: Unschedulable: 0/2 nodes are available: 2 node(s) didn't match \
