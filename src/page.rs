@@ -184,6 +184,23 @@ struct Source<'a> {
     errors: u64,
     #[serde(borrow, default)]
     last_error: Option<SourceError<'a>>,
+    #[serde(borrow, default)]
+    refused_files: Vec<RefusedFile<'a>>,
+    #[serde(default)]
+    refused_files_total: usize,
+}
+
+/// A file refused before it named a valid environment (no row of its own).
+#[derive(Debug, Deserialize)]
+struct RefusedFile<'a> {
+    #[serde(borrow)]
+    path: Cow<'a, str>,
+    #[serde(borrow)]
+    pointer: Cow<'a, str>,
+    #[serde(borrow)]
+    rule: Cow<'a, str>,
+    #[serde(borrow)]
+    message: Cow<'a, str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -526,6 +543,49 @@ fn sources_section(html: &mut String, view: &View) {
                 escape(&short(&e.message, SHORT * 2))
             )),
         );
+    }
+    html.push_str("</tbody></table></div>");
+    refused_files_section(html, &sources(view));
+}
+
+/// Files refused before they named a valid environment, by source: they
+/// have no environment row, so they are listed here by file.
+fn refused_files_section(html: &mut String, sources: &[Source<'_>]) {
+    let total: usize = sources.iter().map(|s| s.refused_files_total).sum();
+    if total == 0 {
+        return;
+    }
+    let _ = write!(
+        html,
+        concat!(
+            "<h2 id=\"refused-files\">Refused files</h2><p class=\"muted\">{} file(s) refused before they named a valid environment.</p>",
+            "<div class=\"wrap\"><table class=\"cards\"><thead><tr><th>source</th><th>file</th><th>at</th><th>rule</th><th>problem</th></tr></thead><tbody>"
+        ),
+        total
+    );
+    for s in sources {
+        for f in &s.refused_files {
+            let _ = write!(
+                html,
+                concat!(
+                    "<tr class=\"refused\"><td data-label=\"source\"><code>{}</code></td><td data-label=\"file\"><code>{}</code></td>",
+                    "<td data-label=\"at\"><code>{}</code></td><td data-label=\"rule\">{}</td><td data-label=\"problem\" class=\"why\">{}</td></tr>"
+                ),
+                escape(&s.name),
+                escape(&f.path),
+                escape(&f.pointer),
+                escape(&f.rule),
+                escape(&short(&f.message, SHORT * 2)),
+            );
+        }
+        let hidden = s.refused_files_total.saturating_sub(s.refused_files.len());
+        if hidden > 0 {
+            let _ = write!(
+                html,
+                "<tr><td colspan=\"5\">{}: {hidden} more not shown</td></tr>",
+                escape(&s.name)
+            );
+        }
     }
     html.push_str("</tbody></table></div>");
 }

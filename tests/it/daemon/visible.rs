@@ -118,6 +118,11 @@ fn a_claim_with_an_invalid_name_shows_in_status_by_file() {
         table.contains("claims/bad-name.yaml at /environment_name:"),
         "{table}"
     );
+    // The status page lists it too, by file.
+    let (code, page) = d.get("/");
+    assert_eq!(code, 200);
+    assert!(page.contains("id=\"refused-files\""), "{page}");
+    assert!(page.contains("claims/bad-name.yaml"), "{page}");
     // Fixed, it leaves the list.
     p.write(
         "claims/bad-name.yaml",
