@@ -5,7 +5,8 @@
 use super::client::plural;
 use super::drift::owners;
 use super::error::{
-    classify, is_immutable, is_not_found, missing_namespace, request_error, still_being_deleted,
+    Failure, classify, is_immutable, is_not_found, missing_namespace, request_error,
+    still_being_deleted,
 };
 use super::{Kubernetes, shown};
 use crate::object::{ObjectRef, kind_rank};
@@ -37,11 +38,11 @@ pub(super) fn manifest(
 ) -> Result<serde_json::Value, crate::target::Error> {
     let mut doc: serde_json::Value =
         serde_saphyr::from_str_with_options(&rendered.yaml, crate::yaml::template_options())
-            .map_err(|e| {
-                crate::target::Error::Invalid(Box::new(std::io::Error::other(format!(
-                    "the rendered {} is not YAML: {e}",
-                    rendered.object.id
-                ))))
+            .map_err(|source| {
+                crate::target::Error::Invalid(Box::new(Failure::NotYaml {
+                    object: rendered.object.id.to_string(),
+                    source,
+                }))
             })?;
     if let (Some(ns), Some(meta)) = (
         namespace,

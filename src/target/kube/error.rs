@@ -85,9 +85,35 @@ pub(super) fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// A refusal to change a field that cannot change once set, as the API
+/// server structures it: a 422 `Invalid` status whose causes include a
+/// `FieldValueInvalid` or `FieldValueForbidden` on that field (apimachinery's
+/// `ValidateImmutableField`: a Deployment's `spec.selector`, a Job's
+/// template, a Service's `clusterIP`; an `immutable` `ConfigMap`'s data). The
+/// status carries no code for "immutable", so the cause's own message is read
+/// last, and only that cause's (never the top-level message, which a webhook
+/// can word as it likes).
 pub(super) fn is_immutable(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 422 && s.message.contains("immutable"))
+    let kube::Error::Api(s) = e else {
+        return false;
+    };
+    s.code == 422
+        && s.reason == "Invalid"
+        && s.details.as_ref().is_some_and(|d| {
+            d.causes.iter().any(|c| {
+                matches!(
+                    c.reason.as_str(),
+                    "FieldValueInvalid" | "FieldValueForbidden"
+                ) && c.message.contains(IMMUTABLE)
+            })
+        })
 }
+
+/// What apimachinery's field errors say of an immutable field
+/// (`FieldImmutableErrorMsg`, "field is immutable", and the wordings of the
+/// kinds that allow some changes: "is immutable after creation", "is
+/// immutable when `immutable` is set").
+const IMMUTABLE: &str = "immutable";
 
 /// A refusal to create in a Namespace that is being deleted (the cause
 /// `NamespaceTerminating` the API server gives with its 403): transient, it
@@ -115,21 +141,49 @@ pub(super) fn missing_namespace(e: &kube::Error) -> Option<&str> {
 /// An object the API server answers for with a `deletionTimestamp`: a
 /// transient failure, applied again once it is gone.
 pub(super) fn still_being_deleted(id: &ObjectRef, namespace: Option<&str>) -> crate::target::Error {
-    crate::target::Error::Transient(Box::new(std::io::Error::other(format!(
-        "{} {} is still being deleted; it is applied again once it is gone",
-        id.kind,
-        shown(namespace, &id.name).trim()
-    ))))
+    crate::target::Error::Transient(Box::new(Failure::StillBeingDeleted {
+        kind: id.kind.to_string(),
+        object: shown(namespace, &id.name).trim().to_owned(),
+    }))
 }
 
-/// A failed request as a target error, by its HTTP status.
+/// A failure of the Kubernetes target that is not one failed request (that
+/// is a [`RequestError`]), kept typed inside [`crate::target::Error`].
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The object exists with a `deletionTimestamp`.
+    #[error("{kind} {object} is still being deleted; it is applied again once it is gone")]
+    StillBeingDeleted { kind: String, object: String },
+    /// A rendered object the target cannot read as YAML.
+    #[error("the rendered {object} is not YAML: {source}")]
+    NotYaml {
+        object: String,
+        #[source]
+        source: serde_saphyr::Error,
+    },
+    /// An inventory `ConfigMap` that cannot be read as one.
+    #[error("inventory ConfigMap {name} is corrupt: {detail}")]
+    CorruptInventory {
+        name: String,
+        detail: String,
+        #[source]
+        source: Option<serde_json::Error>,
+    },
+    /// One failure shared by several environments (the inventory Namespace
+    /// could not be made, so no environment of the call is applied).
+    #[error(transparent)]
+    Shared(std::sync::Arc<crate::target::Error>),
+}
+
+/// A failed request as a target error, by its HTTP status and the API
+/// server's structured details (never by message text).
 pub(super) fn classify(e: RequestError) -> crate::target::Error {
     match e.status {
         Some(403) if e.source.as_ref().is_some_and(is_namespace_terminating) => {
             crate::target::Error::Transient(Box::new(e))
         }
         Some(401 | 403) => crate::target::Error::Forbidden(Box::new(e)),
-        Some(422) if e.message.contains("immutable") => {
+        Some(422) if e.source.as_ref().is_some_and(is_immutable) => {
             crate::target::Error::Immutable(Box::new(e))
         }
         Some(400 | 404 | 405 | 406 | 409 | 410 | 413 | 415 | 422) => {

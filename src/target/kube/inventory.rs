@@ -2,6 +2,7 @@
 //! Namespace, read in one LIST, written and deleted only when they are this
 //! installation's, and a legacy-named one adopted and retired.
 
+use super::error::Failure;
 use super::error::{classify, is_not_found, request_error};
 use super::{INVENTORY_LABEL, Key, Kubernetes, watched_key};
 use crate::object::{ObjectRef, kind, shared};
@@ -145,17 +146,20 @@ pub(super) fn parse_inventory(
     cm: &k8s_openapi::api::core::v1::ConfigMap,
 ) -> Result<Option<Parsed>, crate::target::Error> {
     let name = cm.metadata.name.clone().unwrap_or_default();
-    let corrupt = |message: String| {
-        crate::target::Error::CorruptInventory(Box::new(std::io::Error::other(format!(
-            "inventory ConfigMap {name} is corrupt: {message}"
-        ))))
+    let corrupt = |detail: String, source: Option<serde_json::Error>| {
+        crate::target::Error::CorruptInventory(Box::new(Failure::CorruptInventory {
+            name: name.clone(),
+            detail,
+            source,
+        }))
     };
     let Some(body) = cm.data.as_ref().and_then(|d| d.get(INVENTORY_KEY)) else {
-        return Err(corrupt(format!("it has no {INVENTORY_KEY}")));
+        return Err(corrupt(format!("it has no {INVENTORY_KEY}"), None));
     };
-    let doc: InventoryDoc = serde_json::from_str(body).map_err(|e| corrupt(e.to_string()))?;
+    let doc: InventoryDoc =
+        serde_json::from_str(body).map_err(|e| corrupt(e.to_string(), Some(e)))?;
     if doc.format != FORMAT_VERSION {
-        return Err(corrupt(format!("unknown format {}", doc.format)));
+        return Err(corrupt(format!("unknown format {}", doc.format), None));
     }
     let namespace: Arc<str> = Arc::from(doc.environment.as_str());
     let mut fingerprints = Vec::new();
@@ -248,9 +252,11 @@ impl Kubernetes {
                 };
                 if doc_env != env {
                     return Err(crate::target::Error::CorruptInventory(Box::new(
-                        std::io::Error::other(format!(
-                            "inventory ConfigMap {name} is corrupt: it lists environment {doc_env}, its label says {env}"
-                        )),
+                        Failure::CorruptInventory {
+                            name: name.to_owned(),
+                            detail: format!("it lists environment {doc_env}, its label says {env}"),
+                            source: None,
+                        },
                     )));
                 }
                 if is_current || !current.contains_key(&env) {

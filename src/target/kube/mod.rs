@@ -75,7 +75,7 @@ mod inventory;
 mod pods;
 mod watch;
 
-pub use self::error::{RequestError, SetupError};
+pub use self::error::{Failure, RequestError, SetupError};
 use self::inventory::Held;
 pub use self::inventory::INSTALLATION_ANNOTATION;
 use self::watch::{WATCHED, WORKLOADS, Watches};
@@ -380,12 +380,12 @@ impl Target for Kubernetes {
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 if let Err(e) = ensure {
-                    let message = e.to_string();
+                    let shared = Arc::new(e);
                     return changes
                         .iter()
                         .map(|_| {
-                            Err(super::Error::Transient(Box::new(std::io::Error::other(
-                                message.clone(),
+                            Err(super::Error::Transient(Box::new(Failure::Shared(
+                                shared.clone(),
                             ))))
                         })
                         .collect();

@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 
 use super::apply::by_rank;
 use super::drift::{Observed, SCALER, edit_detail, edited, field_paths, fingerprint, hashed};
-use super::error::{RequestError, classify, missing_namespace, request_error};
+use super::error::{
+    Failure, RequestError, classify, is_immutable, missing_namespace, request_error,
+};
 use super::inventory::{
     INSTALLATION_ANNOTATION, INVENTORY_KEY, InventoryDoc, inventory_name, is_inventory_of,
     legacy_inventory_name, parse_inventory,
@@ -129,14 +131,18 @@ fn statuses_classify_as_transient_forbidden_immutable_or_invalid() {
         classify(e(Some(403), "forbidden")).reason(),
         Reason::Forbidden
     );
-    assert_eq!(
-        classify(e(
+    let immutable = RequestError {
+        source: Some(invalid(
+            "FieldValueInvalid",
+            "spec.clusterIP",
+            "Invalid value: \"10.0.0.2\": field is immutable",
+        )),
+        ..e(
             Some(422),
-            "spec.clusterIP: Invalid value: field is immutable"
-        ))
-        .reason(),
-        Reason::ImmutableField
-    );
+            "spec.clusterIP: Invalid value: field is immutable",
+        )
+    };
+    assert_eq!(classify(immutable).reason(), Reason::ImmutableField);
     assert_eq!(
         classify(e(Some(422), "spec.x: Required value")).reason(),
         Reason::Invalid
@@ -462,5 +468,105 @@ fn managed_fields_read_as_paths() {
             "spec.containers[{\"name\":\"a\"}]",
             "spec.containers[{\"name\":\"a\"}].image"
         ])
+    );
+}
+
+/// A 422 `Invalid` status as the API server writes one, with one cause.
+fn invalid(cause: &str, field: &str, message: &str) -> kube::Error {
+    kube::Error::Api(Box::new(
+        kube::core::Status::failure(
+            &format!("the object is invalid: {field}: {message}"),
+            "Invalid",
+        )
+        .with_code(422)
+        .with_details(kube::core::response::StatusDetails {
+            causes: vec![kube::core::response::StatusCause {
+                reason: cause.into(),
+                message: message.into(),
+                field: field.into(),
+            }],
+            name: "web".into(),
+            group: "apps".into(),
+            kind: "Deployment".into(),
+            uid: String::new(),
+            retry_after_seconds: 0,
+        }),
+    ))
+}
+
+#[test]
+fn an_immutable_field_is_known_by_the_status_cause_not_the_message() {
+    // What kube-apiserver answers to a Deployment whose selector changed
+    // (apimachinery's ValidateImmutableField), and to an `immutable`
+    // ConfigMap whose data changed.
+    let selector = invalid(
+        "FieldValueInvalid",
+        "spec.selector",
+        "Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web-2\"}}: field is immutable",
+    );
+    assert!(is_immutable(&selector));
+    let frozen = invalid(
+        "FieldValueForbidden",
+        "data",
+        "Forbidden: field is immutable when `immutable` is set",
+    );
+    assert!(is_immutable(&frozen));
+    // A required field that is missing is invalid, whatever else it says.
+    let required = invalid("FieldValueRequired", "spec.immutable", "Required value");
+    assert!(!is_immutable(&required));
+    // An admission webhook's wording is not the API server's cause.
+    let webhook = kube::Error::Api(Box::new(
+        kube::core::Status::failure(
+            "admission webhook denied: labels are immutable here",
+            "Invalid",
+        )
+        .with_code(422),
+    ));
+    assert!(!is_immutable(&webhook));
+    let request = |source| request_error("patch", "deployments.apps", " e/web", source);
+    assert_eq!(
+        classify(request(selector)).reason(),
+        crate::condition::Reason::ImmutableField
+    );
+    assert_eq!(
+        classify(request(webhook)).reason(),
+        crate::condition::Reason::Invalid
+    );
+}
+
+#[test]
+fn failures_keep_their_typed_causes() {
+    use std::error::Error as _;
+    let bad: Result<serde_json::Value, _> = serde_saphyr::from_str("a: [");
+    let source = bad.expect_err("not YAML");
+    let e = crate::target::Error::Invalid(Box::new(Failure::NotYaml {
+        object: "ConfigMap e/c".into(),
+        source,
+    }));
+    let cause = e.source().expect("a cause");
+    let failure = cause.downcast_ref::<Failure>().expect("a typed Failure");
+    assert!(
+        failure
+            .source()
+            .is_some_and(<dyn std::error::Error>::is::<serde_saphyr::Error>)
+    );
+    let shared = crate::target::Error::Transient(Box::new(Failure::Shared(std::sync::Arc::new(
+        classify(request_error(
+            "patch",
+            "namespaces",
+            " converge-system",
+            kube::Error::Api(Box::new(
+                kube::core::Status::failure("no", "Forbidden").with_code(403),
+            )),
+        )),
+    ))));
+    assert!(
+        shared
+            .to_string()
+            .starts_with("forbidden: patch namespaces converge-system")
+    );
+    let inner = shared.source().and_then(|c| c.downcast_ref::<Failure>());
+    assert!(
+        matches!(inner, Some(Failure::Shared(e)) if e.reason() == crate::condition::Reason::Forbidden)
     );
 }
