@@ -42,9 +42,15 @@
 //!
 //! **Errors are classified** by HTTP status: unreachable, timeouts, 429 and
 //! 5xx are transient (retried with backoff, nothing deleted); 401/403 are
-//! `Forbidden` naming the verb and resource; a 422 naming an immutable field
-//! is `ImmutableField` (or, with `recreate`, a delete and a create); other
-//! refusals are `Invalid`.
+//! `Forbidden` naming the verb and resource; a 422 `Invalid` whose status
+//! causes refuse a field as immutable is `ImmutableField` (or, with
+//! `recreate`, a delete and a create); other refusals are `Invalid`.
+//!
+//! The files, after fluxcd/pkg `ssa/`: `client.rs` (setup, discovery),
+//! `inventory.rs` (the inventory `ConfigMap`s), `apply.rs` (dry run,
+//! ownership, apply by rank), `delete.rs`, `watch.rs` and `drift.rs` (the
+//! watches and what they saw), `pods.rs`, `events.rs`, `error.rs`,
+//! `environment.rs` (the `Environment` publisher).
 //!
 //! Every API call runs on a runtime this target owns ([`crate::blocking`]):
 //! the pass stays synchronous.
