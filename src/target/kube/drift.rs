@@ -553,7 +553,7 @@ impl Kubernetes {
     /// applied, and how: what the watches saw (or their first listing
     /// compared with the fingerprints), what a one-shot listing found
     /// ([`Kubernetes::scan`]), and what the state store remembered from
-    /// before the restart ([`Target::restore_drift`]); each until converge
+    /// before the restart ([`crate::target::Target::restore_drift`]); each until converge
     /// applies the object again. `base` is the environment as the inventory
     /// records it (an object pending there was never applied: its absence
     /// is not drift).

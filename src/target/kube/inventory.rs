@@ -85,7 +85,7 @@ pub(super) struct Entry {
     pub(super) id: ObjectRef,
     pub(super) digest: Digest,
     /// The fingerprint of the fields converge owned right after it last
-    /// applied the object ([`fingerprint`]): a one-shot run compares it
+    /// applied the object ([`super::drift::fingerprint`]): a one-shot run compares it
     /// with what a metadata LIST says to find edits. Absent in inventories
     /// written before it was kept (no edits found until the next apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]

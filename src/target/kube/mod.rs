@@ -125,7 +125,7 @@ pub struct Kubernetes {
     held: Mutex<HashMap<String, Held>>,
     /// Publishes `Environment` resources (started by the first publish).
     environments: std::sync::OnceLock<environment::Publisher>,
-    /// Each watched object's [`fingerprint`] of the fields converge owned
+    /// Each watched object's [`drift::fingerprint`] of the fields converge owned
     /// after its last apply (kept in the inventory).
     fingerprints: Arc<Mutex<HashMap<Key, String>>>,
     /// A one-shot run's (no watches) objects the inventory lists that are
