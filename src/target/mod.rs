@@ -8,7 +8,6 @@
 //! directory is the embedded default.
 
 pub mod kube;
-pub mod kube_environment;
 pub mod manifests;
 
 use std::sync::Arc;

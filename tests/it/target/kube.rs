@@ -1177,6 +1177,52 @@ fn an_immutable_field_is_an_error_unless_recreate_is_on() {
     );
 }
 
+/// A Deployment's selector cannot change once set: kube-apiserver answers
+/// 422 `Invalid` with a `FieldValueInvalid` cause on `spec.selector` ("field
+/// is immutable"), which is `ImmutableField` by that cause, not by the
+/// message's wording; `recreate` deletes and creates it again.
+#[test]
+#[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
+fn a_changed_deployment_selector_is_an_immutable_field_by_its_status_cause() {
+    let api = KubeApi::shared();
+    let template = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels:\n      app: web\n      rev: \"{{ services[0].version }}\"\n  template:\n    metadata:\n      labels:\n        app: web\n        rev: \"{{ services[0].version }}\"\n    spec:\n      containers:\n        - name: web\n          image: registry.example.com/web:1\n";
+    let strict = templated(api, "converge-selector", "");
+    strict.write("templates/web.yaml.j2", template);
+    strict.write("claims/dev-selector.yaml", claim("dev-selector", "dev"));
+    let out = strict.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    strict.write(
+        "claims/dev-selector.yaml",
+        claim("dev-selector", "dev").replace("v1.2.3", "v1.2.4"),
+    );
+    let out = strict.run(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("immutable field") && err.contains("deployments.apps dev-selector/web"),
+        "{err}"
+    );
+    let web = json(api, &["get", "deployment", "web", "-n", "dev-selector"]);
+    assert_eq!(
+        web["spec"]["selector"]["matchLabels"]["rev"], "v1.2.3",
+        "left as it was"
+    );
+
+    let recreating = templated(api, "converge-selector", "  recreate: true\n");
+    recreating.write("templates/web.yaml.j2", template);
+    recreating.write(
+        "claims/dev-selector.yaml",
+        claim("dev-selector", "dev").replace("v1.2.3", "v1.2.4"),
+    );
+    let out = recreating.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let web = json(api, &["get", "deployment", "web", "-n", "dev-selector"]);
+    assert_eq!(
+        web["spec"]["selector"]["matchLabels"]["rev"], "v1.2.4",
+        "deleted and created again"
+    );
+}
+
 #[test]
 #[ignore = "needs kube-apiserver, etcd (scripts/kube-tools builds them)"]
 fn the_quick_start_claims_apply_to_a_cluster_in_dependency_order() {

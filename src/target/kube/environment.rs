@@ -41,7 +41,7 @@ use crate::render::{ENVIRONMENT_LABEL, MANAGED_BY};
 use crate::status::EnvStatus;
 
 /// The `CustomResourceDefinition`, as the chart ships it.
-pub const CRD: &str = include_str!("../../charts/converge/crds/environments.yaml");
+pub const CRD: &str = include_str!("../../../charts/converge/crds/environments.yaml");
 
 pub const GROUP: &str = "converge.dev";
 pub const VERSION: &str = "v1alpha1";
@@ -546,7 +546,7 @@ impl Writer {
                     .metadata
                     .annotations
                     .as_ref()
-                    .and_then(|a| a.get(super::kube::INSTALLATION_ANNOTATION))
+                    .and_then(|a| a.get(super::INSTALLATION_ANNOTATION))
                     .is_some_and(|i| *i == self.options.manager);
                 let same = self.wanted.get(name).is_some_and(|doc| {
                     object.data.get("spec") == Some(&doc.spec)
@@ -637,7 +637,7 @@ impl Writer {
                     "name": name,
                     "namespace": self.options.namespace,
                     "labels": { MANAGED_BY: "converge", ENVIRONMENT_LABEL: name },
-                    "annotations": { super::kube::INSTALLATION_ANNOTATION: self.options.manager },
+                    "annotations": { super::INSTALLATION_ANNOTATION: self.options.manager },
                 },
                 "spec": doc.spec,
             });
