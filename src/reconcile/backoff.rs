@@ -54,6 +54,7 @@ pub(super) fn jittered_interval(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
 
     #[tokio::test(start_paused = true)]
     async fn backoff_doubles_with_jitter_up_to_the_cap() {

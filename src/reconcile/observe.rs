@@ -16,7 +16,7 @@ use crate::plan::{Change, Plan};
 use crate::render::timestamp;
 use crate::source::Snapshot;
 use crate::state::{self, Event};
-use crate::status::{self, PassFacts, Statuses};
+use crate::status::{self, PassFacts, Status, Statuses};
 use crate::target::TargetEvent;
 use crate::{Mode, PassOptions, PassOutcome, apply, plan};
 
@@ -590,14 +590,15 @@ impl Daemon {
     /// its Namespace).
     fn observe_stalls(&mut self, obs: &mut Observation) {
         let (before, touched, events) = (&obs.before, &obs.touched, &mut obs.events);
-        const STALLED: &str = "Stalled";
         let mut stalled = Vec::new();
         for name in touched {
             let Some(now) = self.observed.statuses.get(name) else {
                 continue;
             };
-            if now.item.status != STALLED
-                || before.get(name).is_some_and(|b| b.item.status == STALLED)
+            if now.item.status != Status::Stalled
+                || before
+                    .get(name)
+                    .is_some_and(|b| b.item.status == Status::Stalled)
             {
                 continue;
             }
@@ -617,7 +618,7 @@ impl Daemon {
             ));
         }
         for (name, message) in stalled {
-            let ev = self.event("Warning", STALLED, Some(&name), message);
+            let ev = self.event("Warning", Status::Stalled.as_str(), Some(&name), message);
             events.push(ev);
         }
     }
