@@ -43,6 +43,7 @@ pub mod reconcile;
 pub mod render;
 pub mod resolve;
 pub mod secret;
+pub mod secret_file;
 pub mod shard;
 pub mod source;
 pub mod state;

@@ -247,7 +247,7 @@ pub async fn run(
     let view = Arc::new(ArcSwap::from_pointee(View::default()));
     let token_digest = match &converge.config.api.token_file {
         Some(path) => {
-            let token = std::fs::read_to_string(path).map_err(|source| RunError::Token {
+            let token = crate::secret_file::read(path).map_err(|source| RunError::Token {
                 path: path.display().to_string(),
                 source,
             })?;
