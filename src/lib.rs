@@ -88,7 +88,7 @@ pub enum SetupError {
     #[error(transparent)]
     Tags(#[from] tags::Error),
     #[error("the fingerprint key in the state dir cannot be used: {0}")]
-    FingerprintKey(String),
+    FingerprintKey(#[source] std::io::Error),
 }
 
 /// A config wired to its pipeline and target.
@@ -154,7 +154,7 @@ impl Converge {
     /// digests and fingerprints stay the same across restarts.
     pub fn with_installation_key(mut self) -> Result<Converge, SetupError> {
         let key = keys::fingerprint_key(&self.config.state_dir, true)
-            .map_err(|e| SetupError::FingerprintKey(e.to_string()))?;
+            .map_err(SetupError::FingerprintKey)?;
         self.pipeline.renderer.set_fingerprint_key(key);
         Ok(self)
     }
@@ -246,7 +246,7 @@ fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, keys::KeyFiles), Setu
     }
     let presets = Presets::new(&config.presets).map_err(SetupError::Presets)?;
     let key = keys::fingerprint_key(&config.state_dir, false)
-        .map_err(|e| SetupError::FingerprintKey(e.to_string()))?;
+        .map_err(SetupError::FingerprintKey)?;
     let mut renderer = render::Renderer::new(presets, config.images.registry.clone())
         .with_dev_registry(config.images.dev_registry.clone())
         .with_fingerprint_key(key);
