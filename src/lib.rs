@@ -245,8 +245,8 @@ fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, keys::KeyFiles), Setu
         policies = policies.with_identities(file)?;
     }
     let presets = Presets::new(&config.presets).map_err(SetupError::Presets)?;
-    let key = keys::fingerprint_key(&config.state_dir, false)
-        .map_err(SetupError::FingerprintKey)?;
+    let key =
+        keys::fingerprint_key(&config.state_dir, false).map_err(SetupError::FingerprintKey)?;
     let mut renderer = render::Renderer::new(presets, config.images.registry.clone())
         .with_dev_registry(config.images.dev_registry.clone())
         .with_fingerprint_key(key);

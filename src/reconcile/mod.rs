@@ -33,9 +33,9 @@ use tokio::time::Instant;
 pub use self::backoff::{Backoff, jitter};
 use self::observe::Observed;
 use self::published::Published;
-use self::sources::{GitWork, Polling, SourceState};
+use self::sources::{Polling, SourceState};
 use self::wake::Pacing;
-use crate::metrics::{Metrics, SourceLabels};
+use crate::metrics::Metrics;
 use crate::state::{self, Store};
 use crate::status::EnvStatus;
 use crate::view::View;
@@ -123,40 +123,15 @@ impl Daemon {
             if let Some(snapshot) = restored.snapshots.get(c.name()) {
                 source.restore(snapshot);
             }
-            let labels = SourceLabels {
-                source: c.name().to_owned(),
-            };
-            let git = source.git_stats().map(|stats| GitWork {
-                stats,
-                seen: [0; 3],
-                counters: [
-                    &metrics.git_ref_checks,
-                    &metrics.git_fetches,
-                    &metrics.git_blob_reads,
-                ]
-                .map(|family| family.get_or_create(&labels).clone()),
-            });
-            sources.push(SourceState {
-                stored: restored.snapshots.get(c.name()).map(state::Stored::of),
-                polls: metrics.source_polls.get_or_create(&labels).clone(),
-                last_success_gauge: metrics.source_last_success.get_or_create(&labels).clone(),
-                git,
-                last_good: restored.snapshots.get(c.name()).cloned(),
-                config: c.clone(),
-                interval: source.interval(),
+            let snapshot = restored.snapshots.get(c.name());
+            sources.push(SourceState::start(
+                c,
                 source,
-                fresh: false,
-                due: now,
-                backoff: Backoff::new(
-                    Duration::from_secs(1),
-                    max_backoff.max(Duration::from_secs(1)),
-                ),
-                last_success: None,
-                last_error: None,
-                errors: 0,
-                changed_at: None,
-                dirty: false,
-            });
+                snapshot,
+                &metrics,
+                max_backoff,
+                now,
+            ));
         }
         let drift_reported = restore_drift(&converge, &restored.drift);
         let statuses: BTreeMap<String, Arc<EnvStatus>> = restored

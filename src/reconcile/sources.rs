@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::Daemon;
 use super::backoff::{Backoff, jittered_interval};
 use crate::config::SourceConfig;
-use crate::metrics::SourceErrorLabels;
+use crate::metrics::{Metrics, SourceErrorLabels, SourceLabels};
 use crate::source::{self, Snapshot};
 use crate::state::{self, Event};
 
@@ -58,6 +58,54 @@ pub(super) struct SourceState {
     pub(super) last_success_gauge: Gauge<f64, AtomicU64>,
     /// A git source's work counters, mirrored into metrics after each poll.
     pub(super) git: Option<GitWork>,
+}
+
+impl SourceState {
+    /// A configured source as the loop starts it: with the snapshot the
+    /// state store restored (stale until a read completes), due now.
+    pub(super) fn start(
+        config: &SourceConfig,
+        source: Box<dyn source::Source>,
+        restored: Option<&Snapshot>,
+        metrics: &Metrics,
+        max_backoff: Duration,
+        now: Instant,
+    ) -> SourceState {
+        let labels = SourceLabels {
+            source: config.name().to_owned(),
+        };
+        let git = source.git_stats().map(|stats| GitWork {
+            stats,
+            seen: [0; 3],
+            counters: [
+                &metrics.git_ref_checks,
+                &metrics.git_fetches,
+                &metrics.git_blob_reads,
+            ]
+            .map(|family| family.get_or_create(&labels).clone()),
+        });
+        SourceState {
+            stored: restored.map(state::Stored::of),
+            polls: metrics.source_polls.get_or_create(&labels).clone(),
+            last_success_gauge: metrics.source_last_success.get_or_create(&labels).clone(),
+            git,
+            last_good: restored.cloned(),
+            config: config.clone(),
+            interval: source.interval(),
+            source,
+            fresh: false,
+            due: now,
+            backoff: Backoff::new(
+                Duration::from_secs(1),
+                max_backoff.max(Duration::from_secs(1)),
+            ),
+            last_success: None,
+            last_error: None,
+            errors: 0,
+            changed_at: None,
+            dirty: false,
+        }
+    }
 }
 
 /// A git source's counters and what of them the metrics already count.
