@@ -85,7 +85,7 @@ const STEPS: [Step; 10] = [
 ];
 
 impl Daemon {
-    /// One pass, observed. [`Converge::pass`] does the work; the loop records
+    /// One pass, observed. [`Converge::pass`](crate::Converge::pass) does the work; the loop records
     /// its outcome, whatever it was, in the same steps (events, metrics,
     /// statuses, the pass record, the commit, the view) and returns when to
     /// run again. Synchronous: it runs on a blocking thread.
