@@ -15,7 +15,7 @@ use std::fmt::Write;
 use serde::Deserialize;
 
 use crate::condition::ConditionType;
-use crate::status::{EnvStatus, HistoryEntry, Item};
+use crate::status::{EnvStatus, HistoryEntry, Item, Status};
 use crate::view::View;
 
 /// Environments listed on one page; the others are counted and paged.
@@ -150,14 +150,14 @@ pub fn matches(item: &Item, needle: &str) -> bool {
 fn marks(item: &Item) -> (Vec<&'static str>, Vec<&'static str>) {
     let mut classes = Vec::new();
     let mut words = Vec::new();
-    match item.status.as_str() {
-        "Stalled" => {
+    match item.status {
+        Status::Stalled => {
             classes.push("stalled");
             words.push("Stalled");
         }
-        "Failed" | "Invalid" | "Held" => classes.push("refused"),
-        "Reconciling" | "Pending" => classes.push("busy"),
-        _ => {}
+        Status::Failed | Status::Invalid | Status::Held => classes.push("refused"),
+        Status::Reconciling | Status::Pending => classes.push("busy"),
+        Status::Ready | Status::Expired => {}
     }
     if item.drifted() {
         classes.push("drifted");
@@ -292,11 +292,11 @@ pub fn status_page(view: &View, query: &Query, now: chrono::DateTime<chrono::Utc
     head(&mut html, "converge status");
     let count = |f: &dyn Fn(&Item) -> bool| view.items().filter(|i| f(i)).count();
     let ready = count(&|i| i.ready);
-    let stalled = count(&|i| i.status == "Stalled");
+    let stalled = count(&|i| i.status == Status::Stalled);
     let drifted = count(&|i| i.drifted());
-    let invalid = count(&|i| i.status == "Invalid");
-    let failed = count(&|i| i.status == "Failed");
-    let held = count(&|i| i.status == "Held");
+    let invalid = count(&|i| i.status == Status::Invalid);
+    let failed = count(&|i| i.status == Status::Failed);
+    let held = count(&|i| i.status == Status::Held);
     let _ = write!(
         html,
         "<h1>converge</h1><p>{} environments: {ready} ready",
@@ -473,7 +473,7 @@ fn status_words(html: &mut String, item: &Item, words: &[&str]) {
     } else {
         let _ = write!(html, "<span class=\"{status}\">{status}</span>");
     }
-    for word in words.iter().filter(|w| **w != item.status) {
+    for word in words.iter().filter(|w| **w != item.status.as_str()) {
         let _ = write!(html, " <span class=\"badge {word}\">{word}</span>");
     }
 }
@@ -635,7 +635,7 @@ fn events_table(html: &mut String, events: &[&Event<'_>], total: usize) {
 /// condition's reason.
 fn since<'a>(
     history: impl IntoIterator<Item = &'a HistoryEntry>,
-    status: &str,
+    status: Status,
     reason: crate::condition::Reason,
 ) -> Option<&'a str> {
     let mut at = None;
@@ -739,7 +739,7 @@ fn conditions(html: &mut String, view: &View, env: &EnvStatus) {
             ConditionType::Ready if !c.status => "refused",
             _ => "",
         };
-        let at = since(&env.history, &item.status, c.reason);
+        let at = since(&env.history, item.status, c.reason);
         let _ = write!(
             html,
             concat!(

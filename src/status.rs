@@ -18,6 +18,63 @@ use crate::pipeline::{Desired, Evaluation};
 use crate::plan::{Change, EnvironmentPlan, Plan};
 use crate::resolve::Resolved;
 
+/// An environment's status word: a closed set, written as its name
+/// (`"Ready"`, `"Stalled"`, …) in the API, the state store and events.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+pub enum Status {
+    /// Applied (or up to date) and healthy.
+    Ready,
+    /// Applied; some object is still rolling out.
+    Reconciling,
+    /// Applied; an object failed or the health timeout passed.
+    Stalled,
+    /// Planned, not applied yet.
+    Pending,
+    /// A deletion held by the mass-deletion gate.
+    Held,
+    /// The apply failed.
+    Failed,
+    /// The claim is refused; the environment is left as it is.
+    Invalid,
+    /// The claim expired.
+    Expired,
+}
+
+impl Status {
+    /// The word, as the JSON writes it.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::Reconciling => "Reconciling",
+            Self::Stalled => "Stalled",
+            Self::Pending => "Pending",
+            Self::Held => "Held",
+            Self::Failed => "Failed",
+            Self::Invalid => "Invalid",
+            Self::Expired => "Expired",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Read as its word where text is wanted (the Kubernetes `Environment`
+/// resource's `state`).
+impl std::ops::Deref for Status {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 /// One environment in `/api/v1/environments`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Item {
@@ -29,8 +86,7 @@ pub struct Item {
     pub source: Option<String>,
     pub revision: Option<String>,
     pub ready: bool,
-    /// `Ready`, `Pending`, `Held`, `Failed`, `Invalid` or `Expired`.
-    pub status: String,
+    pub status: Status,
     pub expires_at: Option<String>,
     pub conditions: Vec<Condition>,
 }
@@ -61,7 +117,7 @@ impl Item {
 pub struct HistoryEntry {
     pub pass: u64,
     pub time: String,
-    pub status: String,
+    pub status: Status,
     pub reason: Reason,
 }
 
@@ -308,7 +364,7 @@ pub fn statuses(
             history.push_front(HistoryEntry {
                 pass: facts.pass,
                 time: facts.time.to_owned(),
-                status: item.status.clone(),
+                status: item.status,
                 reason,
             });
             history.truncate(history_len);
@@ -362,7 +418,7 @@ fn item(
     record: Option<&crate::inventory::EnvironmentRecord>,
     desired: Option<&Desired>,
     before: Option<&Arc<EnvStatus>>,
-    (ready, status): (bool, &str),
+    (ready, status): (bool, Status),
     conditions: Vec<Condition>,
 ) -> Option<Item> {
     match (record, before) {
@@ -377,18 +433,18 @@ fn item(
                 .map(|o| format!("{}:{}", o.source, o.path)),
             revision: desired.map(|d| d.revision.0.clone()),
             ready,
-            status: status.to_owned(),
+            status,
             expires_at: record.expires_at.clone(),
             conditions,
         }),
         (None, Some(before)) => Some(Item {
             ready,
-            status: status.to_owned(),
+            status,
             conditions,
             ..before.item.clone()
         }),
         // Named only by a rejected claim: listed, so operators find it.
-        (None, None) => (status == "Invalid").then(|| Item {
+        (None, None) => (status == Status::Invalid).then(|| Item {
             name: name.to_owned(),
             env_type: String::new(),
             pool: String::new(),
@@ -396,7 +452,7 @@ fn item(
             source: None,
             revision: None,
             ready,
-            status: status.to_owned(),
+            status,
             expires_at: None,
             conditions,
         }),
@@ -411,25 +467,25 @@ fn readiness(
     plan: Option<&EnvironmentPlan>,
     applied_now: bool,
     desired: bool,
-) -> Option<(bool, &'static str, Reason, String)> {
+) -> Option<(bool, Status, Reason, String)> {
     let eval = facts.evaluation;
     if let Some((reason, message)) = facts.failed.get(name) {
-        return Some((false, "Failed", *reason, message.clone()));
+        return Some((false, Status::Failed, *reason, message.clone()));
     }
     if let Some(why) = eval.keep.get(name) {
         let message = "the environment is left as it is".to_owned();
-        return Some((false, "Invalid", *why, message));
+        return Some((false, Status::Invalid, *why, message));
     }
     if eval.expired.contains_key(name) {
         let message = "the environment expired".to_owned();
-        return Some((false, "Expired", Reason::Expired, message));
+        return Some((false, Status::Expired, Reason::Expired, message));
     }
     if let (Some(hold), Some(p)) = (&facts.plan.hold, plan)
         && p.change == Change::Delete
     {
         return Some((
             false,
-            "Held",
+            Status::Held,
             Reason::MassDeletionHeld,
             hold.message.clone(),
         ));
@@ -439,14 +495,14 @@ fn readiness(
             if p.change == Change::Delete {
                 return None; // gone: no claim asks for it and it was removed
             }
-            return Some((true, "Ready", Reason::Applied, "applied".to_owned()));
+            return Some((true, Status::Ready, Reason::Applied, "applied".to_owned()));
         }
         let message = format!("planned: {:?}", p.change).to_lowercase();
-        return Some((false, "Pending", Reason::Planned, message));
+        return Some((false, Status::Pending, Reason::Planned, message));
     }
     desired.then(|| {
         let message = "up to date".to_owned();
-        (true, "Ready", Reason::Unchanged, message)
+        (true, Status::Ready, Reason::Unchanged, message)
     })
 }
 
@@ -456,8 +512,8 @@ fn readiness(
 /// that name says which objects and why.
 fn with_health(
     health: Option<&crate::health::EnvironmentHealth>,
-    (ready, status, reason, message): (bool, &'static str, Reason, String),
-) -> (bool, &'static str, Reason, String, Option<Condition>) {
+    (ready, status, reason, message): (bool, Status, Reason, String),
+) -> (bool, Status, Reason, String, Option<Condition>) {
     let Some(h) = health.filter(|h| ready && h.readiness != crate::health::Readiness::Ready) else {
         return (ready, status, reason, message, None);
     };
@@ -467,10 +523,10 @@ fn with_health(
         } else {
             Reason::Unhealthy
         };
-        ("Stalled", ConditionType::Stalled, reason)
+        (Status::Stalled, ConditionType::Stalled, reason)
     } else {
         (
-            "Reconciling",
+            Status::Reconciling,
             ConditionType::Reconciling,
             Reason::Progressing,
         )
@@ -551,3 +607,28 @@ fn redacted(d: &Desired) -> serde_json::Value {
 
 /// Every environment's status, by name, as a view shares it.
 pub type Statuses = Arc<BTreeMap<String, Arc<EnvStatus>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::Status;
+
+    #[test]
+    fn statuses_are_written_as_the_words_they_were() {
+        let all = [
+            Status::Ready,
+            Status::Reconciling,
+            Status::Stalled,
+            Status::Pending,
+            Status::Held,
+            Status::Failed,
+            Status::Invalid,
+            Status::Expired,
+        ];
+        for s in all {
+            let json = serde_json::to_string(&s).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(serde_json::from_str::<Status>(&json).expect("parse"), s);
+            assert_eq!(&*s, s.as_str());
+        }
+    }
+}

@@ -47,6 +47,7 @@ const IO_MODULES: &[&str] = &[
     "crate::keys",
     "crate::metrics",
     "crate::reconcile",
+    "crate::secret_file",
     "crate::state",
     "crate::source::dir",
     "crate::source::git",

@@ -714,6 +714,9 @@ pub fn digest(bytes: &[u8]) -> Digest {
 }
 
 #[cfg(test)]
+mod emitters;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -537,12 +537,10 @@ impl Reader {
 
     fn credentials(&self) -> Result<Option<gix::sec::identity::Account>, Error> {
         account(&self.options.auth, |p| {
-            std::fs::read_to_string(p)
-                .map(|s| s.trim().to_owned())
-                .map_err(|error| Error::Credentials {
-                    path: p.to_owned(),
-                    error,
-                })
+            crate::secret_file::read(p).map_err(|error| Error::Credentials {
+                path: p.to_owned(),
+                error,
+            })
         })
     }
 

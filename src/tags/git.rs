@@ -92,13 +92,11 @@ impl GitTags {
 
     fn account(&self) -> Result<Option<gix::sec::identity::Account>, Error> {
         crate::source::git::account(&self.auth, |p| {
-            std::fs::read_to_string(p)
-                .map(|s| s.trim().to_owned())
-                .map_err(|error| Error::Credentials {
-                    url: self.shown.clone(),
-                    path: p.to_owned(),
-                    error,
-                })
+            crate::secret_file::read(p).map_err(|error| Error::Credentials {
+                url: self.shown.clone(),
+                path: p.to_owned(),
+                error,
+            })
         })
     }
 

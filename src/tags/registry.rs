@@ -294,13 +294,11 @@ impl Registry {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         let read = |path: &PathBuf| {
-            std::fs::read_to_string(path)
-                .map(|s| s.trim().to_owned())
-                .map_err(|error| Error::Credentials {
-                    registry: self.options.host.clone(),
-                    path: path.clone(),
-                    error,
-                })
+            crate::secret_file::read(path).map_err(|error| Error::Credentials {
+                registry: self.options.host.clone(),
+                path: path.clone(),
+                error,
+            })
         };
         let secret = match &self.options.credentials {
             Credentials::None => Secret::None,

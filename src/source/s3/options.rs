@@ -11,9 +11,6 @@ use super::error::{Error, source_error};
 use crate::config::{S3Credentials, SourceConfig};
 use crate::source::SourceKind;
 
-/// Credential files are a line or two; anything bigger is a mistake.
-const MAX_SECRET_FILE_BYTES: u64 = 4096;
-
 /// Everything an s3 source needs, from the config.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -107,14 +104,8 @@ pub(super) fn read_secret(from: &Secret, what: &str) -> Result<String, String> {
         Secret::Env(var) => {
             std::env::var(var).map_err(|_| format!("the {what} variable {var} is not set"))?
         }
-        Secret::File(path) => {
-            use std::io::Read;
-            let mut text = String::new();
-            std::fs::File::open(path)
-                .and_then(|f| f.take(MAX_SECRET_FILE_BYTES).read_to_string(&mut text))
-                .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))?;
-            text
-        }
+        Secret::File(path) => crate::secret_file::read(path)
+            .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))?,
     };
     let value = value.trim();
     if value.is_empty() {
