@@ -283,7 +283,7 @@ impl Filter {
         });
         eq(&staging.map(str::to_owned), &item.env_type)
             && eq(&self.pool, &item.pool)
-            && eq(&self.status, &item.status)
+            && eq(&self.status, item.status.as_str())
             && self.q.as_deref().is_none_or(|q| {
                 let q = q.to_lowercase();
                 [

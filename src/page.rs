@@ -467,7 +467,7 @@ fn row(html: &mut String, item: &Item, now: chrono::DateTime<chrono::Utc>) {
 /// The status word, and the marks (`Stalled`, `Drifted`) as badges: a
 /// marked status is itself a badge, a mark the status does not say follows it.
 fn status_words(html: &mut String, item: &Item, words: &[&str]) {
-    let status = escape(&item.status);
+    let status = escape(item.status.as_str());
     if words.contains(&item.status.as_str()) {
         let _ = write!(html, "<span class=\"badge {status}\">{status}</span>");
     } else {
@@ -853,8 +853,8 @@ fn history(html: &mut String, env: &EnvStatus) {
                 "<tr><td>{}</td><td class=\"nw\">{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
                 h.pass,
                 escape(&h.time),
-                escape(&h.status),
-                escape(&h.status),
+                escape(h.status.as_str()),
+                escape(h.status.as_str()),
                 escape(h.reason.as_str())
             );
         }

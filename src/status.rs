@@ -65,16 +65,6 @@ impl std::fmt::Display for Status {
     }
 }
 
-/// Read as its word where text is wanted (the Kubernetes `Environment`
-/// resource's `state`).
-impl std::ops::Deref for Status {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 /// One environment in `/api/v1/environments`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Item {
@@ -628,7 +618,6 @@ mod tests {
             let json = serde_json::to_string(&s).expect("serialize");
             assert_eq!(json, format!("\"{}\"", s.as_str()));
             assert_eq!(serde_json::from_str::<Status>(&json).expect("parse"), s);
-            assert_eq!(&*s, s.as_str());
         }
     }
 }

@@ -140,7 +140,7 @@ impl Document {
         };
         let doc = Status {
             ready: true_false(item.ready),
-            state: &item.status,
+            state: item.status.as_str(),
             reason: ready.map_or("", |c| c.reason.as_str()),
             message: ready.map_or_else(String::new, |c| shortened(&c.message)),
             versions: short_versions(
