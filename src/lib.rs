@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod artifact;
 pub mod blocking;
 pub mod claim;
 pub mod client;
@@ -294,6 +295,9 @@ impl Converge {
         memory: &mut Memory,
     ) -> Result<PassOutcome, PassError> {
         self.key_files.refresh();
+        if let Some(m) = self.pipeline.renderer.manifests() {
+            m.begin_pass();
+        }
         // Sharded: one view of the members for the whole pass, so an
         // environment is in both the share of the inventory and of the
         // claims, or in neither (never planned as a deletion). Planning
@@ -670,6 +674,9 @@ fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, keys::KeyFiles), Setu
         .with_fingerprint_key(key);
     if let Some(t) = &config.templates {
         renderer = renderer.with_templates(&t.path, &t.cluster_scoped)?;
+    }
+    if let Some(store) = artifact::Store::from_config(config, &config.state_dir) {
+        renderer = renderer.with_manifests(Arc::new(store));
     }
     // The fixed lists; a registry or git tag source replaces them with what
     // it reads (the daemon before each pass, `validate` and `plan` once).
