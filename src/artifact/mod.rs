@@ -171,6 +171,7 @@ impl Store {
                         }
                         Err(e) => return Ok(Err(refused(oci.clone(), e.to_string()))),
                     };
+                    tracing::info!(service, version, digest = %artifact.digest, "service manifests fetched");
                     self.cache
                         .put(&reference, &artifact.digest, &artifact.layer);
                     (artifact.digest, artifact.layer)

@@ -734,8 +734,8 @@ pub(crate) fn redacted_claim(claim: &Claim, v: &Values<'_>) -> String {
 
 /// The variables a service's manifests may use (`${name}`): the
 /// environment's name, type, pool, owner and namespace, the service's
-/// name, version and image, and every scalar of the preset
-/// (`preset_<key>`).
+/// name, version and image, the claim's `git_repository` and `branch`
+/// when it has them, and every scalar of the preset (`preset_<key>`).
 fn service_variables(
     values: &Values<'_>,
     s: &ServiceValues<'_>,
@@ -753,6 +753,12 @@ fn service_variables(
         ("version".to_owned(), s.version.to_owned()),
         ("image".to_owned(), s.image.clone()),
     ]);
+    if let Some(r) = env.git_repository {
+        vars.insert("git_repository".to_owned(), r.to_owned());
+    }
+    if let Some(b) = env.branch {
+        vars.insert("branch".to_owned(), b.to_owned());
+    }
     if let Ok(Value::Object(p)) = serde_json::to_value(preset) {
         for (k, v) in p {
             let text = match v {
