@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::registry::{Auth, Registry};
-use crate::support::{Project, repo, stderr, stdout};
+use crate::support::{Project, claim, repo, stderr, stdout};
 use crate::tags::claim_with;
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: billing\n  labels:\n    team: payments\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: billing\n  template:\n    metadata:\n      labels:\n        app: billing\n    spec:\n      containers:\n      - name: billing\n        image: placeholder\n        ports:\n        - containerPort: 8080\n        env:\n        - name: ENVIRONMENT\n          value: ${environment}\n        - name: LOG_LEVEL\n          value: ${log_level:=info}\n        - name: REPOSITORY\n          value: ${git_repository:=none}\n";
@@ -438,16 +438,17 @@ fn a_claim_value_carrying_a_document_stays_one_scalar() {
         .remove("pattern");
     p.write("permissive.json", schema.to_string());
     p.write(
-        "claims/dev-a.yaml",
+        "claims/prod-a.yaml",
         format!(
             "{}git_repository: {}\n",
-            claim_with("dev-a", "dev", &[("billing", "1.0.0")]),
+            claim("prod-a", "prod").replace("  user-service: v1.2.3\n", "  billing: 1.0.0\n"),
             serde_json::to_string(REPOSITORY).expect("json")
         ),
     );
     let out = run(&p);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let d = read(&p, "out/dev-a/deployment-billing.yaml");
+    assert!(p.path("out/prod-a").exists(), "{}", stderr(&out));
+    let d = read(&p, "out/prod-a/deployment-billing.yaml");
     assert_eq!(
         d["spec"]["template"]["spec"]["containers"][0]["env"][2]["value"], REPOSITORY,
         "one value"
