@@ -789,6 +789,25 @@ fn kept(
     }))
 }
 
+/// The reason, condition and diagnostic rule of a render failure: a
+/// service's manifests that cannot be fetched now are `ManifestsUnavailable`
+/// (tried again next pass), refused ones `RenderFailed`.
+fn render_failure(e: &RenderError) -> (Reason, ConditionType, &'static str) {
+    match e {
+        RenderError::ManifestsUnavailable { .. } => (
+            Reason::ManifestsUnavailable,
+            ConditionType::ManifestsUnavailable,
+            "manifests-unavailable",
+        ),
+        RenderError::Manifests(_) => (
+            Reason::RenderFailed,
+            ConditionType::RenderFailed,
+            "manifests",
+        ),
+        _ => (Reason::RenderFailed, ConditionType::RenderFailed, "render"),
+    }
+}
+
 /// Why a file was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
@@ -1479,19 +1498,7 @@ impl Pipeline {
             Ok(rendered) => rendered.into_iter().map(|r| r.object).collect(),
             Err(e) => {
                 let message = e.to_string();
-                let (why, condition, rule) = match &e {
-                    RenderError::ManifestsUnavailable { .. } => (
-                        Reason::ManifestsUnavailable,
-                        ConditionType::ManifestsUnavailable,
-                        "manifests-unavailable",
-                    ),
-                    RenderError::Manifests(_) => (
-                        Reason::RenderFailed,
-                        ConditionType::RenderFailed,
-                        "manifests",
-                    ),
-                    _ => (Reason::RenderFailed, ConditionType::RenderFailed, "render"),
-                };
+                let (why, condition, rule) = render_failure(&e);
                 let outcome = kept(
                     env_name,
                     expires_at,

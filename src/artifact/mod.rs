@@ -143,42 +143,53 @@ impl Store {
         Ok(c)
     }
 
+    /// The layer of `oci` at `version`, from the cache or the registry
+    /// (then cached). `Ok(Err)`: the artifact is refused, in words.
+    fn pull(
+        &self,
+        service: &str,
+        version: &str,
+        oci: &str,
+    ) -> Result<Result<(String, Vec<u8>), String>, String> {
+        let (host, repository) = oci::split(oci)?;
+        let reference = cache::Reference::oci(host, repository, version);
+        if let Some(hit) = self.cache.get(&reference) {
+            return Ok(Ok(hit));
+        }
+        let client = self.client(host)?;
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let artifact = match oci::pull(&client, repository, version) {
+            Ok(a) => a,
+            Err(oci::Error::Registry(e)) => return Err(crate::diagnostic::chain(&e)),
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        tracing::info!(service, version, digest = %artifact.digest, "service manifests fetched");
+        self.cache
+            .put(&reference, &artifact.digest, &artifact.layer);
+        Ok(Ok((artifact.digest, artifact.layer)))
+    }
+
     /// Reads, checks and parses one artifact (the cache first).
     fn load(&self, service: &str, version: &str) -> Result<Parsed, String> {
         let Some(config) = self.config_of(service) else {
             return Err(format!("service {service} has no manifests"));
         };
-        let refused = |file: String, message: String| ManifestError {
-            service: service.to_owned(),
-            version: version.to_owned(),
-            file,
-            object: String::new(),
-            rule: " (rule artifact)".to_owned(),
-            message,
+        let refused = |file: String, message: String| {
+            ManifestError::from(crate::render::service::Refusal {
+                service: service.to_owned(),
+                version: version.to_owned(),
+                file,
+                object: String::new(),
+                rule: " (rule artifact)".to_owned(),
+                message,
+            })
         };
-        let (digest, layer) = if let Some(oci) = &config.oci {
-            let (host, repository) = oci::split(oci)?;
-            let reference = cache::Reference::oci(host, repository, version);
-            match self.cache.get(&reference) {
-                Some(hit) => hit,
-                None => {
-                    let client = self.client(host)?;
-                    self.fetches.fetch_add(1, Ordering::Relaxed);
-                    let artifact = match oci::pull(&client, repository, version) {
-                        Ok(a) => a,
-                        Err(oci::Error::Registry(e)) => {
-                            return Err(crate::diagnostic::chain(&e));
-                        }
-                        Err(e) => return Ok(Err(refused(oci.clone(), e.to_string()))),
-                    };
-                    tracing::info!(service, version, digest = %artifact.digest, "service manifests fetched");
-                    self.cache
-                        .put(&reference, &artifact.digest, &artifact.layer);
-                    (artifact.digest, artifact.layer)
-                }
-            }
-        } else {
+        let Some(oci) = &config.oci else {
             return Err("manifests from git are not implemented yet (use oci)".to_owned());
+        };
+        let (digest, layer) = match self.pull(service, version, oci)? {
+            Ok(pulled) => pulled,
+            Err(message) => return Ok(Err(refused(oci.clone(), message))),
         };
         let files = match untar::read(&layer, untar::Limits::default()) {
             Ok(f) => f,

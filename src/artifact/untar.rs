@@ -79,7 +79,7 @@ fn entries(data: &[u8], max_files: usize) -> Result<Vec<File>, Error> {
         let size = usize::try_from(size).map_err(|_| Error::Corrupt("size".to_owned()))?;
         let body_at = at + 512;
         let body = data
-            .get(body_at..body_at.checked_add(size).unwrap_or(usize::MAX))
+            .get(body_at..body_at.saturating_add(size))
             .ok_or_else(|| Error::Corrupt("truncated entry".to_owned()))?;
         at = body_at + size.div_ceil(512) * 512;
         let typeflag = header[156];

@@ -551,14 +551,14 @@ impl Renderer {
             })?;
             for doc in docs {
                 let object = to_object(&doc, namespace).map_err(|message| {
-                    RenderError::Manifests(service::ManifestError {
+                    RenderError::Manifests(service::ManifestError::from(service::Refusal {
                         service: s.name.to_owned(),
                         version: s.version.to_owned(),
                         file: String::new(),
                         object: String::new(),
                         rule: " (rule object)".to_owned(),
                         message,
-                    })
+                    }))
                 })?;
                 out.push(object);
             }

@@ -68,10 +68,22 @@ pub struct ServiceManifests {
     documents: Vec<Document>,
 }
 
-/// Why a service's manifests did not render for an environment.
+/// Why a service's manifests did not render for an environment (boxed:
+/// errors stay small).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(transparent)]
+pub struct ManifestError(pub Box<Refusal>);
+
+impl From<Refusal> for ManifestError {
+    fn from(r: Refusal) -> ManifestError {
+        ManifestError(Box::new(r))
+    }
+}
+
+/// What was refused, where, by which rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("service {service} {version}: {file}: {object}{rule}: {message}")]
-pub struct ManifestError {
+pub struct Refusal {
     pub service: String,
     pub version: String,
     pub file: String,
@@ -135,17 +147,21 @@ impl ServiceManifests {
     ) -> Result<ServiceManifests, ManifestError> {
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let mut documents = Vec::new();
-        for f in files
-            .iter()
-            .filter(|f| f.path.ends_with(".yaml") || f.path.ends_with(".yml"))
-        {
-            let err = |object: String, message: String| ManifestError {
-                service: service.to_owned(),
-                version: version.to_owned(),
-                file: f.path.clone(),
-                object,
-                rule: String::new(),
-                message,
+        let yaml = |f: &&File| {
+            std::path::Path::new(&f.path)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
+        };
+        for f in files.iter().filter(yaml) {
+            let err = |object: String, message: String| {
+                ManifestError::from(Refusal {
+                    service: service.to_owned(),
+                    version: version.to_owned(),
+                    file: f.path.clone(),
+                    object,
+                    rule: String::new(),
+                    message,
+                })
             };
             let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
                 &f.text,
@@ -186,13 +202,15 @@ impl ServiceManifests {
     pub fn render(&self, p: &Placement<'_>) -> Result<Vec<Value>, ManifestError> {
         let mut out = Vec::with_capacity(self.documents.len());
         for d in &self.documents {
-            let err = |rule: &str, message: String| ManifestError {
-                service: p.service.to_owned(),
-                version: p.version.to_owned(),
-                file: d.file.to_string(),
-                object: d.object.clone(),
-                rule: format!(" (rule {rule})"),
-                message,
+            let err = |rule: &str, message: String| {
+                ManifestError::from(Refusal {
+                    service: p.service.to_owned(),
+                    version: p.version.to_owned(),
+                    file: d.file.to_string(),
+                    object: d.object.clone(),
+                    rule: format!(" (rule {rule})"),
+                    message,
+                })
             };
             let mut doc = d.value.clone();
             substitute(&mut doc, p.variables).map_err(|var| {
@@ -277,15 +295,15 @@ fn expand(s: &str, vars: &Variables) -> Result<String, String> {
             None => (expr, None),
         };
         let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            // Not a variable reference: kept as written.
-            out.push_str(&after[..end + 3]);
-        } else {
+        if valid {
             match (vars.get(name), default) {
                 (Some(v), _) => out.push_str(v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => return Err(name.to_owned()),
             }
+        } else {
+            // Not a variable reference: kept as written.
+            out.push_str(&after[..end + 3]);
         }
         rest = &body[end + 1..];
     }
@@ -302,12 +320,12 @@ fn fence(doc: &Value, namespace: &str) -> Result<(), String> {
             ALLOWED_KINDS.join(", ")
         ));
     }
-    if let Some(ns) = doc.pointer("/metadata/namespace") {
-        if ns.as_str() != Some(namespace) {
-            return Err(format!(
-                "namespace {ns} is not the environment's ({namespace})"
-            ));
-        }
+    if let Some(ns) = doc.pointer("/metadata/namespace")
+        && ns.as_str() != Some(namespace)
+    {
+        return Err(format!(
+            "namespace {ns} is not the environment's ({namespace})"
+        ));
     }
     if kind == "RoleBinding" {
         let role = doc.get("roleRef").and_then(Value::as_object);
@@ -459,7 +477,7 @@ mod tests {
         ];
         for c in cases {
             let e = render(&manifests(c), &[]).expect_err(c);
-            assert!(e.rule.contains("fence"), "{e}");
+            assert!(e.0.rule.contains("fence"), "{e}");
         }
         let ok = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: x\nroleRef:\n  kind: Role\n  name: r\n  apiGroup: rbac.authorization.k8s.io\n";
         render(&manifests(ok), &[]).expect("a binding to a Role is allowed");

@@ -261,7 +261,7 @@ fn hostile_artifacts_are_refused_and_the_environment_left_as_it_is() {
     let dotdot = targz(
         &[("deploy/service.yaml", SERVICE)],
         |root| {
-            std::fs::write(root.parent().expect("parent").join("evil.yaml"), SERVICE).expect("w")
+            std::fs::write(root.parent().expect("parent").join("evil.yaml"), SERVICE).expect("w");
         },
         &["deploy/service.yaml", "../evil.yaml"],
     );
@@ -273,7 +273,7 @@ fn hostile_artifacts_are_refused_and_the_environment_left_as_it_is() {
     let symlink = targz(
         &[("deploy/service.yaml", SERVICE)],
         |root| {
-            std::os::unix::fs::symlink("/etc/passwd", root.join("deploy/passwd.yaml")).expect("ln")
+            std::os::unix::fs::symlink("/etc/passwd", root.join("deploy/passwd.yaml")).expect("ln");
         },
         &[],
     );
@@ -284,7 +284,7 @@ fn hostile_artifacts_are_refused_and_the_environment_left_as_it_is() {
                 root.join("deploy/service.yaml"),
                 root.join("deploy/again.yaml"),
             )
-            .expect("ln")
+            .expect("ln");
         },
         &[],
     );
