@@ -40,6 +40,12 @@ impl Cache {
         Cache { dir, max_bytes }
     }
 
+    /// The cache's directory (git mirrors live under it too).
+    #[must_use]
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     fn blob_path(&self, digest: &str) -> Option<PathBuf> {
         let hex = digest.strip_prefix("sha256:")?;
         hex.chars()

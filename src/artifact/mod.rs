@@ -9,6 +9,7 @@
 //! per environment) and tried again in the next (`Fetch::begin_pass`).
 
 pub mod cache;
+pub mod git;
 pub mod oci;
 pub mod untar;
 
@@ -185,7 +186,21 @@ impl Store {
             })
         };
         let Some(oci) = &config.oci else {
-            return Err("manifests from git are not implemented yet (use oci)".to_owned());
+            let Some(g) = &config.git else {
+                return Err(format!("service {service} has no manifests"));
+            };
+            let reference = g.reference.replace("{version}", version);
+            let (digest, files) = match git::read(
+                self.cache.dir(),
+                &g.url,
+                &reference,
+                &g.path,
+                untar::Limits::default(),
+            )? {
+                Ok(read) => read,
+                Err(message) => return Ok(Err(refused(g.url.clone(), message))),
+            };
+            return Ok(ServiceManifests::parse(service, version, digest, files).map(Arc::new));
         };
         let (digest, layer) = match self.pull(service, version, oci)? {
             Ok(pulled) => pulled,

@@ -499,3 +499,61 @@ fn a_registry_outage_keeps_every_environment_as_it_is() {
     let d = read(&p, "out/dev-a/deployment-billing.yaml");
     assert_eq!(d["spec"]["minReadySeconds"], 5);
 }
+
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it) and git daemon"]
+fn one_service_from_oci_and_one_from_git_at_its_tag_render_into_one_environment() {
+    use crate::support::git::{Repo, git, git_daemon};
+    let r = Registry::start(Auth::None);
+    r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &good(""));
+    let repo = Repo::new();
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: user-service-config\ndata:\n  version: ${version}\n  environment: ${environment}\n";
+    repo.commit(
+        &[
+            ("deploy/config.yaml", Some(cm)),
+            ("README.md", Some("not a manifest\n")),
+        ],
+        "user-service 1.2.3",
+        &[],
+    );
+    git(&repo.work(), &["tag", "1.2.3"]);
+    git(&repo.work(), &["push", "-q", "origin", "refs/tags/1.2.3"]);
+    repo.commit(
+        &[("deploy/config.yaml", Some("kind: broken\n"))],
+        "later",
+        &[],
+    );
+    let server = git_daemon(&repo);
+    let p = project(
+        &r,
+        &format!(
+            "  user-service:\n    manifests:\n      git: {{ url: \"{}\", path: deploy, ref: \"refs/tags/{{version}}\" }}\n",
+            server.url
+        ),
+    );
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with(
+            "dev-a",
+            "dev",
+            &[("billing", "1.0.0"), ("user-service", "1.2.3")],
+        ),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fetched(&out), 2, "{}", stderr(&out));
+    let c = read(&p, "out/dev-a/configmap-user-service-config.yaml");
+    assert_eq!(c["data"]["version"], "1.2.3", "the tag, not the branch tip");
+    assert_eq!(c["data"]["environment"], "dev-a");
+    assert!(p.path("out/dev-a/deployment-billing.yaml").exists());
+    assert!(!p.path("out/dev-a/deployment-user-service.yaml").exists());
+    drop(server);
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        fetched(&out),
+        0,
+        "the mirror and the cache hold both: {}",
+        stderr(&out)
+    );
+}
