@@ -557,3 +557,59 @@ fn one_service_from_oci_and_one_from_git_at_its_tag_render_into_one_environment(
         stderr(&out)
     );
 }
+
+#[test]
+#[ignore = "needs the distribution registry and a Kubernetes API server (scripts/tools builds them)"]
+fn a_service_s_own_manifests_are_applied_to_the_real_api_server() {
+    let api = crate::support::kube::KubeApi::shared();
+    let r = Registry::start(Auth::None);
+    r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &good(""));
+    let p = Project::new("");
+    p.write(
+        "converge.yaml",
+        format!(
+            "sources:\n  - name: local\n    kind: dir\n    path: claims\n\
+             target:\n  kind: kubernetes\n  kubeconfig: {}\n  inventory_namespace: converge-manifests\n\
+             state_dir: .converge\nversions:\n  plain_http: true\n  timeout: 3s\n\
+             services:\n  billing:\n    manifests:\n      oci: {}/oci-releases/{{service}}-manifests\n",
+            api.kubeconfig().display(),
+            r.host()
+        ),
+    );
+    p.write(
+        "claims/dev-svc.yaml",
+        claim_with(
+            "dev-svc",
+            "dev",
+            &[("billing", "1.0.0"), ("user-service", "1.2.3")],
+        ),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = api.kubectl_ok(&[
+        "get",
+        "deployment",
+        "billing",
+        "-n",
+        "dev-svc",
+        "-o",
+        "json",
+    ]);
+    let d: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "artifactory/docker-releases/billing:1.0.0");
+    assert_eq!(c["ports"][0]["containerPort"], 8080);
+    assert_eq!(c["env"][0]["value"], "dev-svc");
+    assert_eq!(
+        d["metadata"]["labels"]["converge.dev/environment"],
+        "dev-svc"
+    );
+    api.kubectl_ok(&["get", "service", "billing", "-n", "dev-svc"]);
+    api.kubectl_ok(&["get", "deployment", "user-service", "-n", "dev-svc"]);
+    let hpa = api.kubectl(&["get", "hpa", "billing", "-n", "dev-svc"]);
+    assert!(!hpa.status.success(), "no built-in autoscaler for billing");
+    // A second pass changes nothing.
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("applied=0"), "{}", stderr(&out));
+}
