@@ -604,8 +604,8 @@ fn a_service_s_own_manifests_are_applied_to_the_real_api_server() {
         d["metadata"]["labels"]["converge.dev/environment"],
         "dev-svc"
     );
-    api.kubectl_ok(&["get", "service", "billing", "-n", "dev-svc"]);
-    api.kubectl_ok(&["get", "deployment", "user-service", "-n", "dev-svc"]);
+    let _ = api.kubectl_ok(&["get", "service", "billing", "-n", "dev-svc"]);
+    let _ = api.kubectl_ok(&["get", "deployment", "user-service", "-n", "dev-svc"]);
     let hpa = api.kubectl(&["get", "hpa", "billing", "-n", "dev-svc"]);
     assert!(!hpa.status.success(), "no built-in autoscaler for billing");
     // A second pass changes nothing.
