@@ -613,3 +613,30 @@ fn a_service_s_own_manifests_are_applied_to_the_real_api_server() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("applied=0"), "{}", stderr(&out));
 }
+
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn the_daemon_keeps_an_environment_while_the_registry_is_down_and_recovers_by_itself() {
+    use crate::support::daemon::Daemon;
+    let mut r = Registry::start(Auth::None);
+    r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &good(""));
+    r.stop();
+    let p = project(&r, "");
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "1.0.0")]),
+    );
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ManifestsUnavailable", |d| {
+        d.get("/api/v1/environments/dev-a")
+            .1
+            .contains("ManifestsUnavailable")
+    });
+    assert!(!p.path("out/dev-a").exists(), "nothing applied");
+    // No claim changes: the daemon tries again by itself.
+    r.resume();
+    d.wait_for("billing applied", |_| {
+        p.path("out/dev-a/deployment-billing.yaml").exists()
+    });
+    let _ = d.terminate();
+}
