@@ -14,7 +14,7 @@ pub mod oci;
 pub mod untar;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -44,6 +44,19 @@ pub struct Store {
     failed: Mutex<HashMap<Key, String>>,
     /// Artifacts read from a registry or git server (not from the cache).
     fetches: AtomicU64,
+    /// Where git mirrors go: the cache's directory, or, for a command
+    /// without a state dir (read-only ones create none), a temporary one
+    /// removed on drop.
+    git_dir: PathBuf,
+    temporary: bool,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.git_dir);
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -74,7 +87,16 @@ impl Store {
             return None;
         }
         let v = &config.versions;
+        let cache_dir = state_dir.join("artifacts");
+        let temporary = !state_dir.exists();
+        let git_dir = if temporary {
+            std::env::temp_dir().join(format!("converge-artifacts-{}", std::process::id()))
+        } else {
+            cache_dir.clone()
+        };
         Some(Store {
+            git_dir,
+            temporary,
             own,
             defaults,
             options: registry::Options {
@@ -87,7 +109,7 @@ impl Store {
                 page_size: v.page_size,
             },
             clients: Mutex::new(HashMap::new()),
-            cache: cache::Cache::new(state_dir.join("artifacts"), cache::DEFAULT_MAX_BYTES),
+            cache: cache::Cache::new(cache_dir, cache::DEFAULT_MAX_BYTES),
             parsed: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
             fetches: AtomicU64::new(0),
@@ -191,7 +213,7 @@ impl Store {
             };
             let reference = g.reference.replace("{version}", version);
             let (digest, files) = match git::read(
-                self.cache.dir(),
+                &self.git_dir,
                 &g.url,
                 &reference,
                 &g.path,
