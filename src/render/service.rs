@@ -25,23 +25,25 @@ use serde_json::{Map, Value};
 /// The kinds a service's manifests may create (the fixed default fence:
 /// workloads, services, config maps, autoscalers, disruption budgets,
 /// network policies, service accounts, namespaced roles and bindings to
-/// them, ingresses, jobs). Every one is namespaced.
-pub const ALLOWED_KINDS: &[&str] = &[
-    "Deployment",
-    "StatefulSet",
-    "DaemonSet",
-    "ReplicaSet",
-    "Job",
-    "CronJob",
-    "Service",
-    "ConfigMap",
-    "HorizontalPodAutoscaler",
-    "PodDisruptionBudget",
-    "NetworkPolicy",
-    "ServiceAccount",
-    "Role",
-    "RoleBinding",
-    "Ingress",
+/// them, ingresses, jobs), each with its API group (`""` is the core
+/// group), so a custom kind of the same name in another group is refused.
+/// Every one is namespaced.
+pub const ALLOWED_KINDS: &[(&str, &str)] = &[
+    ("Deployment", "apps"),
+    ("StatefulSet", "apps"),
+    ("DaemonSet", "apps"),
+    ("ReplicaSet", "apps"),
+    ("Job", "batch"),
+    ("CronJob", "batch"),
+    ("Service", ""),
+    ("ConfigMap", ""),
+    ("HorizontalPodAutoscaler", "autoscaling"),
+    ("PodDisruptionBudget", "policy"),
+    ("NetworkPolicy", "networking.k8s.io"),
+    ("ServiceAccount", ""),
+    ("Role", "rbac.authorization.k8s.io"),
+    ("RoleBinding", "rbac.authorization.k8s.io"),
+    ("Ingress", "networking.k8s.io"),
 ];
 
 /// A file of the artifact: its path inside it and its text.
@@ -314,10 +316,16 @@ fn expand(s: &str, vars: &Variables) -> Result<String, String> {
 /// The fence around what a service may create.
 fn fence(doc: &Value, namespace: &str) -> Result<(), String> {
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
-    if !ALLOWED_KINDS.contains(&kind) {
+    let api_version = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    if !ALLOWED_KINDS.contains(&(kind, group)) {
+        let allowed: Vec<&str> = ALLOWED_KINDS.iter().map(|(k, _)| *k).collect();
         return Err(format!(
-            "kind {kind} is not one a service may create (allowed: {})",
-            ALLOWED_KINDS.join(", ")
+            "{kind} of {api_version:?} is not a kind a service may create (allowed: {})",
+            allowed.join(", ")
         ));
     }
     if let Some(ns) = doc.pointer("/metadata/namespace")
@@ -474,6 +482,7 @@ mod tests {
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: x\nroleRef:\n  kind: ClusterRole\n  name: admin\n  apiGroup: rbac.authorization.k8s.io\n",
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: kube-system\n",
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n",
+            "apiVersion: evil.example/v1\nkind: Service\nmetadata:\n  name: x\n",
         ];
         for c in cases {
             let e = render(&manifests(c), &[]).expect_err(c);
