@@ -249,7 +249,14 @@ fn identity(doc: &Value) -> Result<String, String> {
 fn substitute(v: &mut Value, vars: &Variables) -> Result<(), String> {
     match v {
         Value::String(s) if s.contains('$') => {
-            *s = expand(s, vars)?;
+            let whole = is_one_reference(s);
+            let text = expand(s, vars)?;
+            // `replicas: ${replicas:=2}`: a scalar that is one reference
+            // and gets an integer is that integer (a type, never structure).
+            *v = match text.parse::<i64>() {
+                Ok(n) if whole => Value::from(n),
+                _ => Value::String(text),
+            };
             Ok(())
         }
         Value::Array(items) => items.iter_mut().try_for_each(|i| substitute(i, vars)),
@@ -267,6 +274,13 @@ fn substitute(v: &mut Value, vars: &Variables) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// Whether `s` is exactly one `${...}` reference.
+fn is_one_reference(s: &str) -> bool {
+    s.strip_prefix("${")
+        .and_then(|r| r.strip_suffix('}'))
+        .is_some_and(|body| !body.contains('}') && !body.contains("${"))
 }
 
 /// One scalar's text with its variables expanded.
@@ -490,6 +504,23 @@ mod tests {
         }
         let ok = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: x\nroleRef:\n  kind: Role\n  name: r\n  apiGroup: rbac.authorization.k8s.io\n";
         render(&manifests(ok), &[]).expect("a binding to a Role is allowed");
+    }
+
+    #[test]
+    fn a_whole_reference_to_an_integer_is_an_integer_and_anything_else_text() {
+        let m = manifests(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: svc\nspec:\n  replicas: ${replicas:=2}\n  template:\n    metadata:\n      annotations:\n        n: \"v${replicas:=2}\"\n        s: ${greeting}\n",
+        );
+        let out = render(&m, &[("greeting", "7\n---\nkind: X")]).expect("renders");
+        assert_eq!(out[0]["spec"]["replicas"], 2);
+        assert_eq!(
+            out[0]["spec"]["template"]["metadata"]["annotations"]["n"],
+            "v2"
+        );
+        assert_eq!(
+            out[0]["spec"]["template"]["metadata"]["annotations"]["s"],
+            "7\n---\nkind: X"
+        );
     }
 
     #[test]
