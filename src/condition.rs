@@ -113,6 +113,9 @@ names! {
         /// cloud KMS, Vault, key groups with a Shamir threshold).
         SecretsUnsupported = "SecretsUnsupported",
         RenderFailed = "RenderFailed",
+        /// A service's own manifests cannot be fetched now (registry or git
+        /// server unreachable): the environment is kept as it is.
+        ManifestsUnavailable = "ManifestsUnavailable",
         /// A source refused a newer version of the claim and serves an earlier one.
         NewerVersionRefused = "NewerVersionRefused",
         /// A git source requires verified commits for this type, and the newest change is not.
@@ -164,6 +167,7 @@ names! {
         ResolvedTagMissing = "ResolvedTagMissing",
         TagsStale = "TagsStale",
         RenderFailed = "RenderFailed",
+        ManifestsUnavailable = "ManifestsUnavailable",
         Reconciling = "Reconciling",
         Stalled = "Stalled",
         Drifted = "Drifted",

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod artifact;
 pub mod blocking;
 pub mod claim;
 pub mod client;
@@ -252,6 +253,9 @@ fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, keys::KeyFiles), Setu
         .with_fingerprint_key(key);
     if let Some(t) = &config.templates {
         renderer = renderer.with_templates(&t.path, &t.cluster_scoped)?;
+    }
+    if let Some(store) = artifact::Store::from_config(config, &config.state_dir) {
+        renderer = renderer.with_manifests(std::sync::Arc::new(store));
     }
     // The fixed lists; a registry or git tag source replaces them with what
     // it reads (the daemon before each pass, `validate` and `plan` once).

@@ -126,6 +126,9 @@ impl Converge {
         memory: &mut Memory,
     ) -> Result<PassOutcome, PassError> {
         self.key_files.refresh();
+        if let Some(m) = self.pipeline.renderer.manifests() {
+            m.begin_pass();
+        }
         // Sharded: one view of the members for the whole pass, so an
         // environment is in both the share of the inventory and of the
         // claims, or in neither (never planned as a deletion). Planning

@@ -21,7 +21,7 @@ use crate::condition::{Condition, ConditionType, Reason};
 use crate::diagnostic::Diagnostic;
 use crate::inventory::{EnvironmentRecord, Inventory, LiveEnvironment};
 use crate::load;
-use crate::render::{Object, Renderer, timestamp};
+use crate::render::{Object, RenderError, Renderer, timestamp};
 use crate::resolve::{Catalog, Request, Resolved, TagSet, resolve};
 use crate::secret::{Decryptor, Sealed, Secrets};
 use crate::source::{Origin, Provenance, Revision, Snapshot, SourceFile};
@@ -789,6 +789,25 @@ fn kept(
     }))
 }
 
+/// The reason, condition and diagnostic rule of a render failure: a
+/// service's manifests that cannot be fetched now are `ManifestsUnavailable`
+/// (tried again next pass), refused ones `RenderFailed`.
+fn render_failure(e: &RenderError) -> (Reason, ConditionType, &'static str) {
+    match e {
+        RenderError::ManifestsUnavailable { .. } => (
+            Reason::ManifestsUnavailable,
+            ConditionType::ManifestsUnavailable,
+            "manifests-unavailable",
+        ),
+        RenderError::Manifests(_) => (
+            Reason::RenderFailed,
+            ConditionType::RenderFailed,
+            "manifests",
+        ),
+        _ => (Reason::RenderFailed, ConditionType::RenderFailed, "render"),
+    }
+}
+
 /// Why a file was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
@@ -944,10 +963,13 @@ impl Pipeline {
         options: Options,
         generation: u64,
     ) -> (Vec<Evaluated>, Vec<Evaluated>) {
+        // An environment kept for unavailable manifests is rendered again:
+        // it recovers by itself once they can be fetched.
         let (hits, stale): (Vec<_>, Vec<_>) = hits.into_iter().partition(|(_, e, _, _)| {
-            e.memo
-                .as_ref()
-                .is_none_or(|m| m.current(&self.tags, live, e.name.as_deref().unwrap_or_default()))
+            !matches!(&e.outcome, Outcome::Kept(k) if k.why == Reason::ManifestsUnavailable)
+                && e.memo.as_ref().is_none_or(|m| {
+                    m.current(&self.tags, live, e.name.as_deref().unwrap_or_default())
+                })
         });
         let resolved_again = stale
             .into_par_iter()
@@ -1476,12 +1498,13 @@ impl Pipeline {
             Ok(rendered) => rendered.into_iter().map(|r| r.object).collect(),
             Err(e) => {
                 let message = e.to_string();
+                let (why, condition, rule) = render_failure(&e);
                 let outcome = kept(
                     env_name,
                     expires_at,
-                    Reason::RenderFailed,
-                    ConditionType::RenderFailed,
-                    Diagnostic::new(path, "", "render", message),
+                    why,
+                    condition,
+                    Diagnostic::new(path, "", rule, message),
                 );
                 return (outcome, memo);
             }

@@ -41,6 +41,7 @@ const IO_CRATES: &[&str] = &[
 
 const IO_MODULES: &[&str] = &[
     "crate::api",
+    "crate::artifact",
     "crate::blocking",
     "crate::client",
     "crate::coordination",

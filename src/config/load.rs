@@ -110,6 +110,7 @@ impl Config {
         }
         Presets::new(&self.presets)?;
         self.catalog()?;
+        self.check_manifests()?;
         if self.versions.from == VersionsFrom::Git && self.versions.git.is_none() {
             return Err("versions.from: git needs versions.git.url".to_owned());
         }
@@ -141,6 +142,9 @@ impl Config {
     pub fn catalog(&self) -> Result<crate::resolve::Catalog, String> {
         let mut entries = BTreeMap::new();
         for (name, s) in &self.services {
+            if name == super::schema::SERVICES_DEFAULTS {
+                continue;
+            }
             let version = s
                 .version
                 .parse()
@@ -152,6 +156,49 @@ impl Config {
             entries.insert(name.clone(), entry);
         }
         crate::resolve::Catalog::new(entries).map_err(|e| e.to_string())
+    }
+
+    /// Where each service's manifests live: its own `manifests`, else
+    /// `services.defaults.manifests`, `{service}` filled in. A service the
+    /// catalog does not list uses the defaults too ([`Config::manifests_of`]).
+    ///
+    /// # Errors
+    ///
+    /// An entry with both or neither of `oci` and `git`.
+    pub fn check_manifests(&self) -> Result<(), String> {
+        for (name, s) in &self.services {
+            if let Some(m) = &s.manifests
+                && m.oci.is_some() == m.git.is_some()
+            {
+                return Err(format!(
+                    "services.{name}.manifests: give exactly one of oci and git"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The manifests of `service`, `{service}` filled in.
+    #[must_use]
+    pub fn manifests_of(&self, service: &str) -> Option<super::schema::ManifestsConfig> {
+        let m = self
+            .services
+            .get(service)
+            .and_then(|s| s.manifests.as_ref())
+            .or_else(|| {
+                self.services
+                    .get(super::schema::SERVICES_DEFAULTS)
+                    .and_then(|s| s.manifests.as_ref())
+            })?;
+        let fill = |t: &str| t.replace("{service}", service);
+        Some(super::schema::ManifestsConfig {
+            oci: m.oci.as_deref().map(fill),
+            git: m.git.as_ref().map(|g| super::schema::GitManifestsConfig {
+                url: fill(&g.url),
+                path: fill(&g.path),
+                reference: fill(&g.reference),
+            }),
+        })
     }
 
     fn resolve_paths(&mut self, base: &Path) {

@@ -220,7 +220,43 @@ pub struct CatalogService {
     /// The constraint a dependency is deployed at unless the claim names it.
     #[serde(default = "default_catalog_version")]
     pub version: String,
+    /// Where the service's own manifests live (issue 23); none: the
+    /// built-in objects. Under `services.defaults`, for every service.
+    #[serde(default)]
+    pub manifests: Option<ManifestsConfig>,
 }
+
+/// `services.<name>.manifests`: an OCI artifact in Flux's format
+/// (`oci: <registry>/<repository>`, tagged with the resolved version) or a
+/// path in a git repository at a tag. `{service}` in either stands for the
+/// service's name, `{version}` in `git.ref` for the resolved version.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestsConfig {
+    #[serde(default)]
+    pub oci: Option<String>,
+    #[serde(default)]
+    pub git: Option<GitManifestsConfig>,
+}
+
+/// `manifests.git`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitManifestsConfig {
+    pub url: String,
+    /// The directory of the manifests in the repository (the root if empty).
+    #[serde(default)]
+    pub path: String,
+    #[serde(rename = "ref", default = "default_manifests_ref")]
+    pub reference: String,
+}
+
+fn default_manifests_ref() -> String {
+    "refs/tags/{version}".to_owned()
+}
+
+/// The key of `services:` whose `manifests` apply to every service.
+pub const SERVICES_DEFAULTS: &str = "defaults";
 
 pub(super) fn default_catalog_version() -> String {
     "*".to_owned()

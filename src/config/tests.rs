@@ -212,3 +212,23 @@ fn durations_parse_and_print() {
         assert!(parse_duration(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn service_manifests_fill_in_the_service_and_need_one_place() {
+    let c = Config::parse(
+        "services:\n  defaults:\n    manifests:\n      oci: r.example/m/{service}-manifests\n  billing:\n    depends_on: [auth]\n    manifests:\n      git: {url: \"https://g.example/{service}.git\", path: deploy}\n  auth: {}\n",
+    )
+    .expect("parses");
+    let auth = c.manifests_of("auth").expect("defaults");
+    assert_eq!(auth.oci.as_deref(), Some("r.example/m/auth-manifests"));
+    let billing = c.manifests_of("billing").expect("its own");
+    let git = billing.git.expect("git");
+    assert_eq!(git.url, "https://g.example/billing.git");
+    assert_eq!(git.reference, "refs/tags/{version}");
+    assert!(c.catalog().is_ok(), "defaults is not a service");
+    let err = Config::parse(
+        "services:\n  billing:\n    manifests:\n      oci: r/m\n      git: {url: u}\n",
+    )
+    .expect_err("both");
+    assert!(err.contains("services.billing.manifests"), "{err}");
+}

@@ -624,13 +624,21 @@ impl Daemon {
     }
 
     /// When to run again without an input changing: after a backoff when an
-    /// apply failed transiently, at the earliest expiry; otherwise on change.
+    /// apply failed transiently or a service's manifests were unavailable,
+    /// at the earliest expiry; otherwise on change.
     fn action_after(&mut self, outcome: &PassOutcome, now: DateTime<Utc>) -> Action {
         let transient = outcome
             .report
             .iter()
             .flat_map(|r| r.failed.values())
-            .any(apply::Failure::is_transient);
+            .any(apply::Failure::is_transient)
+            // A service's manifests that could not be fetched are tried
+            // again after the same backoff, not at the next resync.
+            || outcome
+                .evaluation
+                .keep
+                .values()
+                .any(|r| *r == crate::condition::Reason::ManifestsUnavailable);
         let retry = if transient {
             Some(self.pacing.apply_backoff.next_delay())
         } else {

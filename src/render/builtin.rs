@@ -150,9 +150,12 @@ fn metadata(
     clippy::too_many_lines,
     reason = "the built-in templates read top to bottom, one object after another, with short names"
 )]
+/// `own` names the services that bring their own manifests: they get no
+/// built-in objects.
 pub(super) fn objects(
     claim: &Claim,
     v: &Values<'_>,
+    own: &dyn Fn(&str) -> bool,
 ) -> Vec<(&'static str, &'static str, String, String)> {
     let env = &v.environment;
     let p = v.preset;
@@ -262,7 +265,7 @@ pub(super) fn objects(
     );
     out.push(("v1", "ConfigMap", "converge-claim".to_owned(), d.finish()));
 
-    for s in &v.services {
+    for s in v.services.iter().filter(|s| !own(s.name)) {
         let app = [
             ("app.kubernetes.io/name", s.name),
             ("app.kubernetes.io/version", s.version),

@@ -11,6 +11,7 @@
 //! ownership labels.
 
 mod builtin;
+pub mod service;
 pub mod template;
 pub mod yaml;
 
@@ -71,6 +72,18 @@ pub enum RenderError {
     /// Two objects share a kind and name.
     #[error("two objects are both {kind} {name:?}")]
     Duplicate { kind: Kind, name: Box<str> },
+    /// A service's manifests cannot be fetched now (registry or git server
+    /// unreachable, ...): the environment is kept as it is.
+    #[error("service {service} {version}: manifests unavailable: {message}")]
+    ManifestsUnavailable {
+        service: String,
+        version: String,
+        message: String,
+    },
+    /// A service's manifests are refused for this environment (a fenced
+    /// object, an undefined variable, a hostile artifact, not YAML).
+    #[error("{0}")]
+    Manifests(#[from] service::ManifestError),
 }
 
 /// One desired object: what it is and the digest of its YAML. The YAML
@@ -242,6 +255,9 @@ pub struct Renderer {
     templates: Vec<CustomTemplate>,
     /// Keys the digest of `Secret` objects (never a plain hash of values).
     fingerprint: FingerprintKey,
+    /// Where services' own manifests come from (none: every service gets
+    /// the built-in objects).
+    manifests: Option<Arc<dyn service::Fetch>>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -318,7 +334,22 @@ impl Renderer {
             dev_registry: None,
             templates: Vec::new(),
             fingerprint: FingerprintKey::ephemeral(),
+            manifests: None,
         }
+    }
+
+    /// Services with manifests of their own render them, fetched through
+    /// `fetch`, instead of the built-in objects.
+    #[must_use]
+    pub fn with_manifests(mut self, fetch: Arc<dyn service::Fetch>) -> Renderer {
+        self.manifests = Some(fetch);
+        self
+    }
+
+    /// Where services' manifests come from, if any service has some.
+    #[must_use]
+    pub fn manifests(&self) -> Option<&Arc<dyn service::Fetch>> {
+        self.manifests.as_ref()
     }
 
     /// Images of environments whose preset uses dev tags come from `registry`.
@@ -432,7 +463,8 @@ impl Renderer {
         let preset = self.presets.get(claim.environment_type);
         let values = self.values(claim, versions, expires_at, preset);
         let namespace: Arc<str> = Arc::from(claim.environment_name.as_str());
-        let mut built = builtin::objects(claim, &values);
+        let own = |s: &str| self.manifests.as_ref().is_some_and(|m| m.has(s));
+        let mut built = builtin::objects(claim, &values, &own);
         if let Some(secrets) = secrets.filter(|_| !claim.secret_names.is_empty()) {
             built.push((
                 "v1",
@@ -456,6 +488,14 @@ impl Renderer {
                 yaml: Yaml::new(yaml, k == "Secret"),
             })
             .collect();
+        if let Some(fetch) = &self.manifests {
+            objects.extend(Self::render_services(
+                fetch.as_ref(),
+                &values,
+                preset,
+                &namespace,
+            )?);
+        }
         for t in &self.templates {
             objects.extend(Self::render_template(t, &values, &namespace)?);
         }
@@ -478,6 +518,52 @@ impl Renderer {
             }
         }
         Ok(objects)
+    }
+
+    /// The objects of every service that has manifests of its own, each
+    /// fetched (once per service and version, by `fetch`) and rendered with
+    /// this environment's variables ([`service`]).
+    fn render_services(
+        fetch: &dyn service::Fetch,
+        values: &Values<'_>,
+        preset: &Preset,
+        namespace: &Arc<str>,
+    ) -> Result<Vec<Rendered>, RenderError> {
+        let mut out = Vec::new();
+        for s in values.services.iter().filter(|s| fetch.has(s.name)) {
+            let manifests =
+                fetch
+                    .get(s.name, s.version, preset.use_dev_tags)
+                    .map_err(|message| RenderError::ManifestsUnavailable {
+                        service: s.name.to_owned(),
+                        version: s.version.to_owned(),
+                        message,
+                    })?;
+            let manifests = manifests.map_err(RenderError::Manifests)?;
+            let variables = service_variables(values, s, preset);
+            let docs = manifests.render(&service::Placement {
+                service: s.name,
+                version: s.version,
+                image: &s.image,
+                namespace,
+                labels: &values.labels,
+                variables: &variables,
+            })?;
+            for doc in docs {
+                let object = to_object(&doc, namespace).map_err(|message| {
+                    RenderError::Manifests(service::ManifestError::from(service::Refusal {
+                        service: s.name.to_owned(),
+                        version: s.version.to_owned(),
+                        file: String::new(),
+                        object: String::new(),
+                        rule: " (rule object)".to_owned(),
+                        message,
+                    }))
+                })?;
+                out.push(object);
+            }
+        }
+        Ok(out)
     }
 
     /// One custom template's objects: printed values put in as data, the
@@ -644,6 +730,47 @@ pub(crate) fn redacted_claim(claim: &Claim, v: &Values<'_>) -> String {
         "secrets": secrets,
     });
     serde_json::to_string_pretty(&doc).expect("a JSON value serializes")
+}
+
+/// The variables a service's manifests may use (`${name}`): the
+/// environment's name, type, pool, owner and namespace, the service's
+/// name, version and image, the claim's `git_repository` and `branch`
+/// when it has them, and every scalar of the preset (`preset_<key>`).
+fn service_variables(
+    values: &Values<'_>,
+    s: &ServiceValues<'_>,
+    preset: &Preset,
+) -> service::Variables {
+    let env = &values.environment;
+    let mut vars = service::Variables::from([
+        ("environment".to_owned(), env.name.to_owned()),
+        ("environment_name".to_owned(), env.name.to_owned()),
+        ("environment_type".to_owned(), env.env_type.to_owned()),
+        ("environment_pool".to_owned(), env.pool.to_owned()),
+        ("owner".to_owned(), env.owner.to_owned()),
+        ("namespace".to_owned(), env.name.to_owned()),
+        ("service".to_owned(), s.name.to_owned()),
+        ("version".to_owned(), s.version.to_owned()),
+        ("image".to_owned(), s.image.clone()),
+    ]);
+    if let Some(r) = env.git_repository {
+        vars.insert("git_repository".to_owned(), r.to_owned());
+    }
+    if let Some(b) = env.branch {
+        vars.insert("branch".to_owned(), b.to_owned());
+    }
+    if let Ok(Value::Object(p)) = serde_json::to_value(preset) {
+        for (k, v) in p {
+            let text = match v {
+                Value::String(t) => t,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => continue,
+            };
+            vars.insert(format!("preset_{k}"), text);
+        }
+    }
+    vars
 }
 
 /// Adds the ownership labels to a template's object.

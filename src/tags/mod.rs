@@ -195,21 +195,7 @@ impl Scanner {
                     .as_deref()
                     .map(|d| split_registry("dev_registry", d))
                     .transpose()?;
-                let credentials = match &v.credentials {
-                    None => registry::Credentials::None,
-                    Some(c) => match (&c.username, &c.password_file, &c.token_file) {
-                        (Some(username), Some(password_file), None) => {
-                            registry::Credentials::Basic {
-                                username: username.clone(),
-                                password_file: password_file.clone(),
-                            }
-                        }
-                        (_, _, Some(token_file)) => registry::Credentials::Token {
-                            token_file: token_file.clone(),
-                        },
-                        _ => registry::Credentials::None,
-                    },
-                };
+                let credentials = credentials(v);
                 let mut clients = BTreeMap::new();
                 for (host, _) in std::iter::once(&release).chain(dev.iter()) {
                     if clients.contains_key(host) {
@@ -618,4 +604,23 @@ fn parallel<T: Sync, R: Send>(items: &[T], n: usize, f: impl Fn(&T) -> R + Sync)
     });
     out.into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The registry credentials `versions.credentials` names (the artifact
+/// store reads service manifests with them too).
+#[must_use]
+pub fn credentials(v: &crate::config::VersionsConfig) -> registry::Credentials {
+    match &v.credentials {
+        None => registry::Credentials::None,
+        Some(c) => match (&c.username, &c.password_file, &c.token_file) {
+            (Some(username), Some(password_file), None) => registry::Credentials::Basic {
+                username: username.clone(),
+                password_file: password_file.clone(),
+            },
+            (_, _, Some(token_file)) => registry::Credentials::Token {
+                token_file: token_file.clone(),
+            },
+            _ => registry::Credentials::None,
+        },
+    }
 }

@@ -38,6 +38,8 @@ use crate::metrics::{REGISTRY_REQUESTS, RegistryRequestLabels};
 
 /// Bodies above this are refused (a page of 1,000 tags is ~30 KiB).
 const MAX_BODY: u64 = 8 * 1024 * 1024;
+/// The manifest types an artifact may come as.
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 /// At most this many `429`s are waited out per request.
 const MAX_RATE_LIMITED: u32 = 3;
 /// At most this many redirects (within the registry's origin) per request.
@@ -401,7 +403,9 @@ impl Registry {
                     }
                 }
             };
-            let (mut response, status) = self.get(&url, &scope, repository).map_err(interrupted)?;
+            let (mut response, status) = self
+                .get(&url, &scope, repository, None)
+                .map_err(interrupted)?;
             let bad = |message: String| Error::BadResponse {
                 registry: self.options.host.clone(),
                 repository: repository.to_owned(),
@@ -466,6 +470,7 @@ impl Registry {
         url: &str,
         scope: &str,
         repository: &str,
+        accept: Option<&str>,
     ) -> Result<(ureq::http::Response<ureq::Body>, u16), Error> {
         let mut url = url.to_owned();
         let mut challenged = false;
@@ -482,6 +487,9 @@ impl Registry {
             }
             self.spend(repository)?;
             let mut request = self.agent.get(url.as_str());
+            if let Some(accept) = accept {
+                request = request.header("Accept", accept);
+            }
             let auth = self.authorization(scope);
             let sent_basic = auth.as_deref().is_some_and(|a| a.starts_with("Basic "));
             if let Some(auth) = &auth {
@@ -536,6 +544,81 @@ impl Registry {
             }
             return Ok((response, status));
         }
+    }
+
+    /// The manifest `reference` (a tag or a digest) of `repository`, at most
+    /// `max` bytes, with the auth flow of [`Registry::list`].
+    ///
+    /// # Errors
+    ///
+    /// As for a listing; a body over `max` is `BadResponse`.
+    pub fn manifest(&self, repository: &str, reference: &str, max: u64) -> Result<Vec<u8>, Error> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
+        self.fetch(&url, repository, Some(MANIFEST_TYPES), max)
+    }
+
+    /// The blob `digest` of `repository`, at most `max` bytes. The caller
+    /// checks the digest.
+    ///
+    /// # Errors
+    ///
+    /// As for a listing; a body over `max` is `BadResponse`.
+    pub fn blob(&self, repository: &str, digest: &str, max: u64) -> Result<Vec<u8>, Error> {
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        self.fetch(&url, repository, None, max)
+    }
+
+    fn fetch(
+        &self,
+        url: &str,
+        repository: &str,
+        accept: Option<&str>,
+        max: u64,
+    ) -> Result<Vec<u8>, Error> {
+        let scope = format!("repository:{repository}:pull");
+        let (mut response, status) = self.get(url, &scope, repository, accept)?;
+        match status {
+            200 => {}
+            401 | 403 => {
+                return Err(Error::AuthFailed {
+                    registry: self.options.host.clone(),
+                    repository: repository.to_owned(),
+                    status,
+                });
+            }
+            404 => {
+                return Err(Error::RepositoryMissing {
+                    registry: self.options.host.clone(),
+                    repository: repository.to_owned(),
+                });
+            }
+            _ => {
+                let code = error_code(&read_body(&mut response).unwrap_or_default());
+                return Err(Error::ServerError {
+                    registry: self.options.host.clone(),
+                    repository: repository.to_owned(),
+                    status,
+                    code,
+                });
+            }
+        }
+        let mut body = Vec::new();
+        response
+            .body_mut()
+            .with_config()
+            .limit(max + 1)
+            .reader()
+            .take(max + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| self.transport(&ureq::Error::Io(e)))?;
+        if body.len() as u64 > max {
+            return Err(Error::BadResponse {
+                registry: self.options.host.clone(),
+                repository: repository.to_owned(),
+                message: format!("body over {max} bytes"),
+            });
+        }
+        Ok(body)
     }
 
     fn authorization(&self, scope: &str) -> Option<String> {

@@ -22,6 +22,7 @@ mod faults;
 mod fuzz;
 mod golden;
 mod image;
+mod manifests;
 mod pipeline;
 mod render;
 mod secret;

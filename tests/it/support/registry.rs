@@ -183,6 +183,62 @@ impl Registry {
         assert_eq!(status, 201, "manifest {repository}:{tag}: {head}");
     }
 
+    /// Uploads a blob, returns its digest.
+    pub fn upload(&self, repository: &str, bytes: &[u8]) -> String {
+        use sha2::Digest;
+        let digest = format!(
+            "sha256:{}",
+            converge::hex::encode(&sha2::Sha256::digest(bytes))
+        );
+        let (status, head) = self.direct(
+            "POST",
+            &format!("/v2/{repository}/blobs/uploads/"),
+            &[],
+            b"",
+        );
+        assert_eq!(status, 202, "start upload: {head}");
+        let location = header(&head, "location").expect("upload location");
+        let path = location
+            .strip_prefix(&format!("http://127.0.0.1:{}", self.backend))
+            .unwrap_or(&location)
+            .to_owned();
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let (status, head) = self.direct(
+            "PUT",
+            &format!("{path}{sep}digest={digest}"),
+            &[("Content-Type", "application/octet-stream")],
+            bytes,
+        );
+        assert_eq!(status, 201, "blob: {head}");
+        digest
+    }
+
+    /// Pushes `layer` (a `.tar.gz`) as `repository:tag` in the layout
+    /// `flux push artifact` writes: a `{}` config of type
+    /// `application/vnd.cncf.flux.config.v1+json`, one layer of type
+    /// `application/vnd.cncf.flux.content.v1.tar+gzip`, and the source and
+    /// revision annotations. Returns the layer's digest.
+    pub fn push_flux_artifact(&self, repository: &str, tag: &str, layer: &[u8]) -> String {
+        let config = self.upload(repository, b"{}");
+        let digest = self.upload(repository, layer);
+        let manifest = format!(
+            "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\
+             \"config\":{{\"mediaType\":\"application/vnd.cncf.flux.config.v1+json\",\"digest\":\"{config}\",\"size\":2}},\
+             \"layers\":[{{\"mediaType\":\"application/vnd.cncf.flux.content.v1.tar+gzip\",\"digest\":\"{digest}\",\"size\":{}}}],\
+             \"annotations\":{{\"org.opencontainers.image.source\":\"https://git.example.com/svc/{repository}\",\
+             \"org.opencontainers.image.revision\":\"{tag}@sha1:0000000000000000000000000000000000000000\"}}}}",
+            layer.len()
+        );
+        let (status, head) = self.direct(
+            "PUT",
+            &format!("/v2/{repository}/manifests/{tag}"),
+            &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+            manifest.as_bytes(),
+        );
+        assert_eq!(status, 201, "manifest {repository}:{tag}: {head}");
+        digest
+    }
+
     /// Deletes `repository:tag` (its manifest; every tag has its own).
     pub fn delete(&self, repository: &str, tag: &str) {
         use sha2::Digest;

@@ -1,0 +1,141 @@
+//! The content-addressed cache of artifacts in the state dir:
+//! `blobs/sha256/<hex>` holds a layer by its digest (checked again when it
+//! is read, so a corrupted file is fetched anew), `refs/<hex>` the digest a
+//! reference (registry, repository, tag) was last found at, so a restart
+//! fetches nothing the cache holds. Bounded: past `max_bytes` the least
+//! recently written blobs go. Best effort: a cache that cannot be written
+//! only costs fetches.
+
+use std::path::PathBuf;
+
+use sha2::{Digest as _, Sha256};
+
+/// The default bound on the blobs kept.
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Where an artifact was asked for.
+#[derive(Debug, Clone)]
+pub struct Reference(String);
+
+impl Reference {
+    #[must_use]
+    pub fn oci(host: &str, repository: &str, tag: &str) -> Reference {
+        Reference(format!("oci\0{host}\0{repository}\0{tag}"))
+    }
+
+    fn file(&self) -> String {
+        crate::hex::encode(&Sha256::digest(self.0.as_bytes()))
+    }
+}
+
+#[derive(Debug)]
+pub struct Cache {
+    dir: PathBuf,
+    max_bytes: u64,
+}
+
+impl Cache {
+    #[must_use]
+    pub fn new(dir: PathBuf, max_bytes: u64) -> Cache {
+        Cache { dir, max_bytes }
+    }
+
+    /// The cache's directory (git mirrors live under it too).
+    #[must_use]
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        hex.chars()
+            .all(|c| c.is_ascii_hexdigit())
+            .then(|| self.dir.join("blobs").join("sha256").join(hex))
+    }
+
+    /// The digest and bytes `reference` was last found at, when the cache
+    /// still holds them intact.
+    #[must_use]
+    pub fn get(&self, reference: &Reference) -> Option<(String, Vec<u8>)> {
+        let digest = std::fs::read_to_string(self.dir.join("refs").join(reference.file())).ok()?;
+        let digest = digest.trim().to_owned();
+        let bytes = std::fs::read(self.blob_path(&digest)?).ok()?;
+        super::oci::check(&digest, &bytes).ok()?;
+        Some((digest, bytes))
+    }
+
+    /// Keeps `bytes` (already checked against `digest`) for `reference`.
+    pub fn put(&self, reference: &Reference, digest: &str, bytes: &[u8]) {
+        // Read-only commands create no state dir.
+        if !self.dir.parent().is_some_and(std::path::Path::exists) {
+            return;
+        }
+        if let Err(e) = self.write(reference, digest, bytes) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the artifact cache");
+        }
+        self.trim();
+    }
+
+    fn write(&self, reference: &Reference, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(blob) = self.blob_path(digest) else {
+            return Ok(());
+        };
+        let refs = self.dir.join("refs");
+        for d in [blob.parent().unwrap_or(&self.dir), refs.as_path()] {
+            std::fs::create_dir_all(d)?;
+        }
+        let put = |path: &std::path::Path, bytes: &[u8]| {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, path)
+        };
+        put(&blob, bytes)?;
+        put(&refs.join(reference.file()), digest.as_bytes())
+    }
+
+    /// Removes the oldest blobs past `max_bytes`.
+    fn trim(&self) {
+        let Ok(dir) = std::fs::read_dir(self.dir.join("blobs").join("sha256")) else {
+            return;
+        };
+        let mut blobs: Vec<_> = dir
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                Some((m.modified().ok()?, m.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = blobs.iter().map(|b| b.1).sum();
+        blobs.sort();
+        for (_, len, path) in blobs {
+            if total <= self.max_bytes {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_is_found_by_its_reference_and_a_corrupted_one_is_not() {
+        let dir = std::env::temp_dir().join(format!("converge-cache-{}", std::process::id()));
+        let cache = Cache::new(dir.clone(), DEFAULT_MAX_BYTES);
+        let r = Reference::oci("h", "r", "1.0.0");
+        let digest = format!("sha256:{}", crate::hex::encode(&Sha256::digest(b"layer")));
+        assert!(cache.get(&r).is_none());
+        cache.put(&r, &digest, b"layer");
+        assert_eq!(cache.get(&r), Some((digest.clone(), b"layer".to_vec())));
+        std::fs::write(cache.blob_path(&digest).unwrap(), b"other").unwrap();
+        assert!(cache.get(&r).is_none(), "checked again when read");
+        let small = Cache::new(dir.clone(), 3);
+        small.put(&r, &digest, b"layer");
+        assert!(small.get(&r).is_none(), "over the bound");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,278 @@
+//! Service manifests, the IO half (issue 23): each (service, version)'s
+//! artifact fetched **once** (an OCI artifact in Flux's format through the
+//! registry client of [`crate::tags::registry`], [`oci`]), kept in a
+//! content-addressed cache in the state dir ([`cache`]) so a restart does
+//! not fetch again, unpacked in memory under caps ([`untar`]) and parsed
+//! once ([`crate::render::service::ServiceManifests`]). The renderer asks
+//! through [`crate::render::service::Fetch`]; a fetch that fails is
+//! remembered for the rest of the pass (one timeout per artifact, not one
+//! per environment) and tried again in the next (`Fetch::begin_pass`).
+
+pub mod cache;
+pub mod git;
+pub mod oci;
+pub mod untar;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::config::{Config, ManifestsConfig};
+use crate::render::service::{Fetch, ManifestError, ServiceManifests};
+use crate::tags::registry;
+
+type Parsed = Result<Arc<ServiceManifests>, ManifestError>;
+
+/// Where a (service, version)'s manifests were last asked for.
+type Key = (String, String);
+
+/// The store of services' manifests for one installation.
+pub struct Store {
+    /// Each service's own `manifests`, `{service}` filled in.
+    own: BTreeMap<String, ManifestsConfig>,
+    /// `services.defaults.manifests`, `{service}` not filled in.
+    defaults: Option<ManifestsConfig>,
+    options: registry::Options,
+    clients: Mutex<HashMap<String, Arc<registry::Registry>>>,
+    cache: cache::Cache,
+    /// Parsed manifests (or their refusal), per (service, version); a key
+    /// is fetched under its own lock, so concurrent renders wait for one
+    /// fetch.
+    parsed: Mutex<HashMap<Key, Arc<Mutex<Option<Parsed>>>>>,
+    /// Fetches that failed in this pass, with why.
+    failed: Mutex<HashMap<Key, String>>,
+    /// Artifacts read from a registry or git server (not from the cache).
+    fetches: AtomicU64,
+    /// Where git mirrors go: the cache's directory, or, for a command
+    /// without a state dir (read-only ones create none), a temporary one
+    /// removed on drop.
+    git_dir: PathBuf,
+    temporary: bool,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.git_dir);
+        }
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("services", &self.own.len())
+            .field("defaults", &self.defaults.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// The store a config describes; `None` when no service has manifests.
+    #[must_use]
+    pub fn from_config(config: &Config, state_dir: &Path) -> Option<Store> {
+        let defaults = config
+            .services
+            .get(crate::config::SERVICES_DEFAULTS)
+            .and_then(|s| s.manifests.clone());
+        let own: BTreeMap<_, _> = config
+            .services
+            .keys()
+            .filter(|n| *n != crate::config::SERVICES_DEFAULTS)
+            .filter(|n| config.services[*n].manifests.is_some())
+            .filter_map(|n| Some((n.clone(), config.manifests_of(n)?)))
+            .collect();
+        if own.is_empty() && defaults.is_none() {
+            return None;
+        }
+        let v = &config.versions;
+        let cache_dir = state_dir.join("artifacts");
+        let temporary = !state_dir.exists();
+        let git_dir = if temporary {
+            std::env::temp_dir().join(format!("converge-artifacts-{}", std::process::id()))
+        } else {
+            cache_dir.clone()
+        };
+        Some(Store {
+            git_dir,
+            temporary,
+            own,
+            defaults,
+            options: registry::Options {
+                host: String::new(),
+                plain_http: v.plain_http,
+                credentials: crate::tags::credentials(v),
+                ca_file: v.ca_file.clone(),
+                timeout: v.timeout,
+                max_tags: v.max_tags,
+                page_size: v.page_size,
+            },
+            clients: Mutex::new(HashMap::new()),
+            cache: cache::Cache::new(cache_dir, cache::DEFAULT_MAX_BYTES),
+            parsed: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+            fetches: AtomicU64::new(0),
+        })
+    }
+
+    /// Forgets this pass's failures (they are tried again) and the
+    /// registries' "down" marks.
+    fn forget_failures(&self) {
+        lock(&self.failed).clear();
+        let clients: Vec<_> = lock(&self.clients).values().cloned().collect();
+        for c in clients {
+            // An unreadable credentials file fails each fetch in turn.
+            let _ = c.begin_scan(u32::MAX);
+        }
+    }
+
+    /// Artifacts read from a registry or git server since start.
+    #[must_use]
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    fn config_of(&self, service: &str) -> Option<ManifestsConfig> {
+        if let Some(m) = self.own.get(service) {
+            return Some(m.clone());
+        }
+        let d = self.defaults.as_ref()?;
+        let fill = |t: &str| t.replace("{service}", service);
+        Some(ManifestsConfig {
+            oci: d.oci.as_deref().map(fill),
+            git: d.git.as_ref().map(|g| crate::config::GitManifestsConfig {
+                url: fill(&g.url),
+                path: fill(&g.path),
+                reference: fill(&g.reference),
+            }),
+        })
+    }
+
+    fn client(&self, host: &str) -> Result<Arc<registry::Registry>, String> {
+        let mut clients = lock(&self.clients);
+        if let Some(c) = clients.get(host) {
+            return Ok(c.clone());
+        }
+        let c = registry::Registry::new(registry::Options {
+            host: host.to_owned(),
+            ..self.options.clone()
+        })
+        .map_err(|e| crate::diagnostic::chain(&e))?;
+        c.begin_scan(u32::MAX)
+            .map_err(|e| crate::diagnostic::chain(&e))?;
+        let c = Arc::new(c);
+        clients.insert(host.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// The layer of `oci` at `version`, from the cache or the registry
+    /// (then cached). `Ok(Err)`: the artifact is refused, in words.
+    fn pull(
+        &self,
+        service: &str,
+        version: &str,
+        oci: &str,
+    ) -> Result<Result<(String, Vec<u8>), String>, String> {
+        let (host, repository) = oci::split(oci)?;
+        let reference = cache::Reference::oci(host, repository, version);
+        if let Some(hit) = self.cache.get(&reference) {
+            return Ok(Ok(hit));
+        }
+        let client = self.client(host)?;
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let artifact = match oci::pull(&client, repository, version) {
+            Ok(a) => a,
+            Err(oci::Error::Registry(e)) => return Err(crate::diagnostic::chain(&e)),
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        tracing::info!(service, version, digest = %artifact.digest, "service manifests fetched");
+        self.cache
+            .put(&reference, &artifact.digest, &artifact.layer);
+        Ok(Ok((artifact.digest, artifact.layer)))
+    }
+
+    /// Reads, checks and parses one artifact (the cache first).
+    fn load(&self, service: &str, version: &str) -> Result<Parsed, String> {
+        let Some(config) = self.config_of(service) else {
+            return Err(format!("service {service} has no manifests"));
+        };
+        let refused = |file: String, message: String| {
+            ManifestError::from(crate::render::service::Refusal {
+                service: service.to_owned(),
+                version: version.to_owned(),
+                file,
+                object: String::new(),
+                rule: " (rule artifact)".to_owned(),
+                message,
+            })
+        };
+        let Some(oci) = &config.oci else {
+            let Some(g) = &config.git else {
+                return Err(format!("service {service} has no manifests"));
+            };
+            let reference = g.reference.replace("{version}", version);
+            let (digest, files) = match git::read(
+                &self.git_dir,
+                &g.url,
+                &reference,
+                &g.path,
+                untar::Limits::default(),
+                self.options.timeout,
+            )? {
+                Ok(read) => read,
+                Err(message) => return Ok(Err(refused(g.url.clone(), message))),
+            };
+            return Ok(ServiceManifests::parse(service, version, digest, files).map(Arc::new));
+        };
+        let (digest, layer) = match self.pull(service, version, oci)? {
+            Ok(pulled) => pulled,
+            Err(message) => return Ok(Err(refused(oci.clone(), message))),
+        };
+        let files = match untar::read(&layer, untar::Limits::default()) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(refused(digest, e.to_string()))),
+        };
+        Ok(ServiceManifests::parse(service, version, digest, files).map(Arc::new))
+    }
+}
+
+impl Fetch for Store {
+    fn begin_pass(&self) {
+        self.forget_failures();
+    }
+
+    fn has(&self, service: &str) -> bool {
+        self.defaults.is_some() || self.own.contains_key(service)
+    }
+
+    fn get(&self, service: &str, version: &str, _dev: bool) -> Result<Parsed, String> {
+        let key = (service.to_owned(), version.to_owned());
+        if let Some(why) = lock(&self.failed).get(&key) {
+            return Err(why.clone());
+        }
+        let slot = lock(&self.parsed).entry(key.clone()).or_default().clone();
+        let mut slot = lock(&slot);
+        if let Some(p) = slot.as_ref() {
+            return Ok(p.clone());
+        }
+        if let Some(why) = lock(&self.failed).get(&key) {
+            return Err(why.clone());
+        }
+        match self.load(service, version) {
+            Ok(p) => {
+                *slot = Some(p.clone());
+                Ok(p)
+            }
+            Err(why) => {
+                tracing::warn!(service, version, error = %why, "service manifests unavailable");
+                lock(&self.failed).insert(key, why.clone());
+                Err(why)
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

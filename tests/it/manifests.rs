@@ -1,0 +1,685 @@
+//! Service-owned manifests (issue 23) through the binary, against the real
+//! CNCF distribution registry: artifacts pushed in the layout `flux push
+//! artifact` writes (the `flux` CLI is not in the tools cache yet; the test
+//! pushes the same manifest, config and layer media types by HTTP), their
+//! layers made by the system's GNU `tar`. Rendered to the manifests target.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::registry::{Auth, Registry};
+use crate::support::{Project, claim, repo, stderr, stdout};
+use crate::tags::claim_with;
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: billing\n  labels:\n    team: payments\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: billing\n  template:\n    metadata:\n      labels:\n        app: billing\n    spec:\n      containers:\n      - name: billing\n        image: placeholder\n        ports:\n        - containerPort: 8080\n        env:\n        - name: ENVIRONMENT\n          value: ${environment}\n        - name: LOG_LEVEL\n          value: ${log_level:=info}\n        - name: REPOSITORY\n          value: ${git_repository:=none}\n";
+const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: billing\nspec:\n  selector:\n    app: billing\n  ports:\n  - port: 80\n    targetPort: 8080\n";
+
+/// A `.tar.gz` of `files` made by GNU tar; `prepare` may add entries to
+/// the directory first; `args` are extra tar arguments (paths to add).
+fn targz(files: &[(&str, &str)], prepare: impl FnOnce(&Path), args: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    for (path, text) in files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+    std::fs::create_dir_all(&root).expect("root");
+    prepare(&root);
+    let out = dir.path().join("a.tar.gz");
+    let mut cmd = Command::new("tar");
+    cmd.arg("-czPf").arg(&out).arg("-C").arg(&root);
+    if args.is_empty() {
+        cmd.arg(".");
+    } else {
+        cmd.args(args);
+    }
+    let status = cmd.status().expect("tar");
+    assert!(status.success());
+    std::fs::read(out).expect("read archive")
+}
+
+fn good(extra: &str) -> Vec<u8> {
+    let deployment = DEPLOYMENT.replace("  replicas: 2\n", &format!("  replicas: 2{extra}\n"));
+    targz(
+        &[
+            ("deploy/deployment.yaml", &deployment),
+            ("deploy/service.yaml", SERVICE),
+        ],
+        |_| {},
+        &[],
+    )
+}
+
+fn project(r: &Registry, extra: &str) -> Project {
+    Project::new(&format!(
+        "state_dir: .converge\nversions:\n  plain_http: true\n  timeout: 3s\nservices:\n  billing:\n    manifests:\n      oci: {}/oci-releases/{{service}}-manifests\n{extra}",
+        r.host()
+    ))
+}
+
+/// `converge run --once` with the info log, which names each fetch.
+fn run(p: &Project) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["run", "--once"])
+        .current_dir(p.dir.path())
+        .env("CONVERGE_LOG", "converge=info")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("converge runs")
+}
+
+fn fetched(out: &std::process::Output) -> usize {
+    stderr(out).matches("service manifests fetched").count()
+}
+
+fn read(p: &Project, rel: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(p.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    serde_saphyr::from_str(&text).expect("YAML")
+}
+
+/// Every file under `out/`, with its bytes.
+fn snapshot(p: &Project) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for env in p.environments() {
+        let dir = p.path(&format!("out/{env}"));
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            out.push((
+                format!("{env}/{}", e.file_name().to_string_lossy()),
+                std::fs::read(e.path()).expect("read"),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn an_oci_artifact_is_fetched_once_for_many_environments_and_not_again_after_a_restart() {
+    let mut r = Registry::start(Auth::None);
+    let layer = r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &good(""));
+    let p = project(&r, "");
+    for env in ["dev-a", "dev-b", "dev-c"] {
+        p.write(
+            &format!("claims/{env}.yaml"),
+            claim_with(
+                env,
+                "dev",
+                &[("billing", "1.0.0"), ("user-service", "1.2.3")],
+            ),
+        );
+    }
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        fetched(&out),
+        1,
+        "one fetch for three environments: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    for env in ["dev-a", "dev-b", "dev-c"] {
+        let d = read(&p, &format!("out/{env}/deployment-billing.yaml"));
+        assert_eq!(d["metadata"]["namespace"], env);
+        assert_eq!(
+            d["metadata"]["labels"]["team"], "payments",
+            "the service's own"
+        );
+        assert_eq!(
+            d["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "converge"
+        );
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["image"], "artifactory/docker-releases/billing:1.0.0",
+            "the resolved image"
+        );
+        assert_eq!(
+            c["ports"][0]["containerPort"], 8080,
+            "the service's own port"
+        );
+        assert_eq!(c["env"][0]["value"], env);
+        assert_eq!(c["env"][1]["value"], "info");
+        assert!(p.path(&format!("out/{env}/service-billing.yaml")).exists());
+        assert!(
+            !p.path(&format!("out/{env}/horizontalpodautoscaler-billing.yaml"))
+                .exists(),
+            "no built-in objects for a service with its own manifests"
+        );
+        assert!(
+            p.path(&format!("out/{env}/deployment-user-service.yaml"))
+                .exists(),
+            "a service without manifests keeps the built-in ones"
+        );
+    }
+    let blob = p.path(&format!(
+        ".converge/artifacts/blobs/sha256/{}",
+        layer.trim_start_matches("sha256:")
+    ));
+    assert!(blob.exists(), "cached by digest");
+    // A restart, the registry gone: the cache holds the artifact.
+    r.stop();
+    let before = snapshot(&p);
+    p.write(
+        "claims/dev-d.yaml",
+        claim_with("dev-d", "dev", &[("billing", "1.0.0")]),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fetched(&out), 0, "{}", stderr(&out));
+    assert!(p.path("out/dev-d/deployment-billing.yaml").exists());
+    let after: Vec<_> = snapshot(&p)
+        .into_iter()
+        .filter(|(f, _)| !f.starts_with("dev-d/"))
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn a_new_version_is_fetched_once_and_only_its_environments_change() {
+    let r = Registry::start(Auth::None);
+    r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &good(""));
+    r.push_flux_artifact(
+        "oci-releases/billing-manifests",
+        "1.1.0",
+        &good("\n  minReadySeconds: 5"),
+    );
+    let p = project(&r, "");
+    for env in ["dev-a", "dev-b", "dev-c"] {
+        p.write(
+            &format!("claims/{env}.yaml"),
+            claim_with(env, "dev", &[("billing", "1.0.0")]),
+        );
+    }
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = snapshot(&p);
+    for env in ["dev-b", "dev-c"] {
+        p.write(
+            &format!("claims/{env}.yaml"),
+            claim_with(env, "dev", &[("billing", "1.1.0")]),
+        );
+    }
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fetched(&out), 1, "{}", stderr(&out));
+    for env in ["dev-b", "dev-c"] {
+        let d = read(&p, &format!("out/{env}/deployment-billing.yaml"));
+        assert_eq!(d["spec"]["minReadySeconds"], 5);
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["image"],
+            "artifactory/docker-releases/billing:1.1.0"
+        );
+    }
+    let a = |s: &[(String, Vec<u8>)]| -> Vec<(String, Vec<u8>)> {
+        s.iter()
+            .filter(|(f, _)| f.starts_with("dev-a/"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(a(&before), a(&snapshot(&p)), "dev-a is as it was");
+}
+
+/// The environment at 1.0.0, then asked for `version`: kept exactly as it
+/// is, with `expect` in what `run --once` says.
+fn refused_version(r: &Registry, p: &Project, version: &str, expect: &[&str]) {
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "1.0.0")]),
+    );
+    let out = run(p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = snapshot(p);
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", version)]),
+    );
+    let out = run(p);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    for e in expect {
+        assert!(text.contains(e), "{version}: {e:?} in {text}");
+    }
+    assert_eq!(
+        before,
+        snapshot(p),
+        "{version}: the environment is left as it is"
+    );
+    let _ = r;
+}
+
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn hostile_artifacts_are_refused_and_the_environment_left_as_it_is() {
+    let r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    let outside = tempfile::tempdir().expect("tempdir");
+    let abs = outside.path().join("evil.yaml");
+    std::fs::write(&abs, SERVICE).expect("write");
+    let dotdot = targz(
+        &[("deploy/service.yaml", SERVICE)],
+        |root| {
+            std::fs::write(root.parent().expect("parent").join("evil.yaml"), SERVICE).expect("w");
+        },
+        &["deploy/service.yaml", "../evil.yaml"],
+    );
+    let absolute = targz(
+        &[("deploy/service.yaml", SERVICE)],
+        |_| {},
+        &["deploy/service.yaml", abs.to_str().expect("utf-8")],
+    );
+    let symlink = targz(
+        &[("deploy/service.yaml", SERVICE)],
+        |root| {
+            std::os::unix::fs::symlink("/etc/passwd", root.join("deploy/passwd.yaml")).expect("ln");
+        },
+        &[],
+    );
+    let hardlink = targz(
+        &[("deploy/service.yaml", SERVICE)],
+        |root| {
+            std::fs::hard_link(
+                root.join("deploy/service.yaml"),
+                root.join("deploy/again.yaml"),
+            )
+            .expect("ln");
+        },
+        &[],
+    );
+    let bomb = targz(
+        &[],
+        |root| {
+            let f = std::fs::File::create(root.join("big.yaml")).expect("create");
+            f.set_len(64 * 1024 * 1024).expect("sparse zeros");
+        },
+        &[],
+    );
+    assert!(bomb.len() < 1024 * 1024, "a bomb: {} bytes", bomb.len());
+    let yaml_bomb = targz(
+        &[(
+            "deploy/bomb.yaml",
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n",
+        )],
+        |_| {},
+        &[],
+    );
+    let cases: [(&str, Vec<u8>, &[&str]); 6] = [
+        (
+            "2.0.0-dotdot",
+            dotdot,
+            &["../evil.yaml", "paths with .. are refused"],
+        ),
+        ("2.0.0-absolute", absolute, &["absolute paths are refused"]),
+        ("2.0.0-symlink", symlink, &["symbolic links are refused"]),
+        ("2.0.0-hardlink", hardlink, &["hard links are refused"]),
+        ("2.0.0-bomb", bomb, &["decompresses to more than"]),
+        (
+            "2.0.0-yamlbomb",
+            yaml_bomb,
+            &["deploy/bomb.yaml", "not YAML"],
+        ),
+    ];
+    let p = project(&r, "");
+    for (version, layer, expect) in cases {
+        r.push_flux_artifact(repo_name, version, &layer);
+        let mut expect = expect.to_vec();
+        expect.extend(["billing", version]);
+        refused_version(&r, &p, version, &expect);
+    }
+    assert!(!outside.path().join("root").exists());
+}
+
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn fenced_objects_refuse_the_environment_naming_service_version_file_object_and_rule() {
+    let r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    let fenced = [
+        (
+            "3.0.0-namespace",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: billing\n",
+            "Namespace/billing",
+        ),
+        (
+            "3.0.0-crb",
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: pwn\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\nsubjects: []\n",
+            "ClusterRoleBinding/pwn",
+        ),
+        (
+            "3.0.0-rb",
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: pwn\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\nsubjects: []\n",
+            "RoleBinding/pwn",
+        ),
+        (
+            "3.0.0-ns",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  namespace: kube-system\n",
+            "ConfigMap/cm",
+        ),
+        (
+            "3.0.0-secret",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n",
+            "Secret/s",
+        ),
+    ];
+    let p = project(&r, "");
+    for (version, extra, object) in fenced {
+        let layer = targz(
+            &[
+                ("deploy/deployment.yaml", DEPLOYMENT),
+                ("deploy/extra.yaml", extra),
+            ],
+            |_| {},
+            &[],
+        );
+        r.push_flux_artifact(repo_name, version, &layer);
+        refused_version(
+            &r,
+            &p,
+            version,
+            &[
+                "billing",
+                version,
+                "deploy/extra.yaml",
+                object,
+                "rule fence",
+            ],
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn an_undefined_variable_refuses_the_environment_naming_it() {
+    let r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    let layer = targz(
+        &[(
+            "deploy/deployment.yaml",
+            &DEPLOYMENT.replace("${log_level:=info}", "${log_level}"),
+        )],
+        |_| {},
+        &[],
+    );
+    r.push_flux_artifact(repo_name, "4.0.0", &layer);
+    let p = project(&r, "");
+    refused_version(
+        &r,
+        &p,
+        "4.0.0",
+        &[
+            "billing",
+            "4.0.0",
+            "deploy/deployment.yaml",
+            "Deployment/billing",
+            "\"log_level\"",
+            "undefined-variable",
+        ],
+    );
+}
+
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn a_claim_value_carrying_a_document_stays_one_scalar() {
+    const REPOSITORY: &str = "https://git.example.com/platform/envs.git\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: pwn\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\n";
+    let r = Registry::start(Auth::None);
+    r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &good(""));
+    let p = project(&r, "schema: permissive.json\n");
+    // The built-in schema refuses the value; without its pattern the
+    // substitution must hold on its own.
+    let text = std::fs::read_to_string(repo().join("schemas/claim.v1.json")).expect("schema");
+    let mut schema: serde_json::Value = serde_json::from_str(&text).expect("schema JSON");
+    schema["properties"]["git_repository"]
+        .as_object_mut()
+        .expect("git_repository")
+        .remove("pattern");
+    p.write("permissive.json", schema.to_string());
+    p.write(
+        "claims/prod-a.yaml",
+        format!(
+            "{}git_repository: {}\n",
+            claim("prod-a", "prod").replace("  user-service: v1.2.3\n", "  billing: 1.0.0\n"),
+            serde_json::to_string(REPOSITORY).expect("json")
+        ),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(p.path("out/prod-a").exists(), "{}", stderr(&out));
+    let d = read(&p, "out/prod-a/deployment-billing.yaml");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["env"][2]["value"], REPOSITORY,
+        "one value"
+    );
+    for (file, _) in snapshot(&p) {
+        assert!(!file.contains("clusterrolebinding"), "{file}");
+    }
+}
+
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn a_registry_outage_keeps_every_environment_as_it_is() {
+    let mut r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    r.push_flux_artifact(repo_name, "1.1.0", &good("\n  minReadySeconds: 5"));
+    let p = project(&r, "");
+    for env in ["dev-a", "dev-b"] {
+        p.write(
+            &format!("claims/{env}.yaml"),
+            claim_with(env, "dev", &[("billing", "1.0.0")]),
+        );
+    }
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = snapshot(&p);
+    r.stop();
+    for env in ["dev-a", "dev-b"] {
+        p.write(
+            &format!("claims/{env}.yaml"),
+            claim_with(env, "dev", &[("billing", "1.1.0")]),
+        );
+    }
+    let out = run(&p);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("manifests unavailable"), "{text}");
+    assert_eq!(before, snapshot(&p), "nothing changes, nothing is pruned");
+    let status = p.run(&["plan", "--format", "json"]);
+    assert!(
+        stdout(&status).contains("ManifestsUnavailable"),
+        "{}",
+        stdout(&status)
+    );
+    // Back: it recovers by itself.
+    r.resume();
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let d = read(&p, "out/dev-a/deployment-billing.yaml");
+    assert_eq!(d["spec"]["minReadySeconds"], 5);
+}
+
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it) and git daemon"]
+fn one_service_from_oci_and_one_from_git_at_its_tag_render_into_one_environment() {
+    use crate::support::git::{Repo, git, git_daemon};
+    let r = Registry::start(Auth::None);
+    r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &good(""));
+    let repo = Repo::new();
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: user-service-config\ndata:\n  version: ${version}\n  environment: ${environment}\n";
+    repo.commit(
+        &[
+            ("deploy/config.yaml", Some(cm)),
+            ("README.md", Some("not a manifest\n")),
+        ],
+        "user-service 1.2.3",
+        &[],
+    );
+    git(&repo.work(), &["tag", "1.2.3"]);
+    git(&repo.work(), &["push", "-q", "origin", "refs/tags/1.2.3"]);
+    repo.commit(
+        &[("deploy/config.yaml", Some("kind: broken\n"))],
+        "later",
+        &[],
+    );
+    let server = git_daemon(&repo);
+    let p = project(
+        &r,
+        &format!(
+            "  user-service:\n    manifests:\n      git: {{ url: \"{}\", path: deploy, ref: \"refs/tags/{{version}}\" }}\n",
+            server.url
+        ),
+    );
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with(
+            "dev-a",
+            "dev",
+            &[("billing", "1.0.0"), ("user-service", "1.2.3")],
+        ),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fetched(&out), 2, "{}", stderr(&out));
+    let c = read(&p, "out/dev-a/configmap-user-service-config.yaml");
+    assert_eq!(c["data"]["version"], "1.2.3", "the tag, not the branch tip");
+    assert_eq!(c["data"]["environment"], "dev-a");
+    assert!(p.path("out/dev-a/deployment-billing.yaml").exists());
+    assert!(!p.path("out/dev-a/deployment-user-service.yaml").exists());
+    drop(server);
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        fetched(&out),
+        0,
+        "the mirror and the cache hold both: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+#[ignore = "needs the distribution registry and a Kubernetes API server (scripts/tools builds them)"]
+fn a_service_s_own_manifests_are_applied_to_the_real_api_server() {
+    let api = crate::support::kube::KubeApi::shared();
+    let r = Registry::start(Auth::None);
+    r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &good(""));
+    let p = Project::new("");
+    p.write(
+        "converge.yaml",
+        format!(
+            "sources:\n  - name: local\n    kind: dir\n    path: claims\n\
+             target:\n  kind: kubernetes\n  kubeconfig: {}\n  inventory_namespace: converge-manifests\n\
+             state_dir: .converge\nversions:\n  plain_http: true\n  timeout: 3s\n\
+             services:\n  billing:\n    manifests:\n      oci: {}/oci-releases/{{service}}-manifests\n",
+            api.kubeconfig().display(),
+            r.host()
+        ),
+    );
+    p.write(
+        "claims/dev-svc.yaml",
+        claim_with(
+            "dev-svc",
+            "dev",
+            &[("billing", "1.0.0"), ("user-service", "1.2.3")],
+        ),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = api.kubectl_ok(&[
+        "get",
+        "deployment",
+        "billing",
+        "-n",
+        "dev-svc",
+        "-o",
+        "json",
+    ]);
+    let d: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "artifactory/docker-releases/billing:1.0.0");
+    assert_eq!(c["ports"][0]["containerPort"], 8080);
+    assert_eq!(c["env"][0]["value"], "dev-svc");
+    assert_eq!(
+        d["metadata"]["labels"]["converge.dev/environment"],
+        "dev-svc"
+    );
+    let _ = api.kubectl_ok(&["get", "service", "billing", "-n", "dev-svc"]);
+    let _ = api.kubectl_ok(&["get", "deployment", "user-service", "-n", "dev-svc"]);
+    let hpa = api.kubectl(&["get", "hpa", "billing", "-n", "dev-svc"]);
+    assert!(!hpa.status.success(), "no built-in autoscaler for billing");
+    // A second pass changes nothing.
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("applied=0"), "{}", stderr(&out));
+}
+
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn the_daemon_keeps_an_environment_while_the_registry_is_down_and_recovers_by_itself() {
+    use crate::support::daemon::Daemon;
+    let mut r = Registry::start(Auth::None);
+    r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &good(""));
+    r.stop();
+    let p = project(&r, "");
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "1.0.0")]),
+    );
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("ManifestsUnavailable", |d| {
+        d.get("/api/v1/environments/dev-a")
+            .1
+            .contains("ManifestsUnavailable")
+    });
+    assert!(!p.path("out/dev-a").exists(), "nothing applied");
+    // No claim changes: the daemon tries again by itself.
+    r.resume();
+    d.wait_for("billing applied", |_| {
+        p.path("out/dev-a/deployment-billing.yaml").exists()
+    });
+    let _ = d.terminate();
+}
+
+/// A git server that accepts and never answers holds neither the pass nor
+/// the environment: the fetch is abandoned after `versions.timeout` and the
+/// environment is `ManifestsUnavailable`, kept as it is.
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn a_git_server_that_never_answers_is_abandoned_after_the_timeout() {
+    let r = Registry::start(Auth::None);
+    r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &good(""));
+    // Bound, never accepted: the kernel completes the handshakes, nobody answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("git://{}/svc.git", silent.local_addr().expect("addr"));
+    let p = project(
+        &r,
+        &format!(
+            "  user-service:\n    manifests:\n      git: {{ url: \"{url}\", path: deploy }}\n"
+        ),
+    );
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "1.0.0")]),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = snapshot(&p);
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with(
+            "dev-a",
+            "dev",
+            &[("billing", "1.0.0"), ("user-service", "1.2.3")],
+        ),
+    );
+    let started = std::time::Instant::now();
+    let out = run(&p);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("no answer within 3s"), "{text}");
+    assert!(text.contains("manifests unavailable"), "{text}");
+    assert_eq!(before, snapshot(&p), "nothing changes, nothing is pruned");
+    // Not a timing assertion: a hung fetch would never return at all.
+    eprintln!("the pass returned after {:?}", started.elapsed());
+    drop(silent);
+}
