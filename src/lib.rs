@@ -19,19 +19,19 @@
 pub mod api;
 pub mod apply;
 pub mod artifact;
-pub mod blocking;
 pub mod claim;
-pub mod client;
 mod commands;
 pub mod condition;
 pub mod config;
 pub mod coordination;
+pub mod daemon;
 pub mod diagnostic;
 pub mod diff;
 pub mod health;
 pub mod hex;
 pub mod inventory;
-pub mod keys;
+pub mod io_runtime;
+pub mod key_files;
 pub mod load;
 pub mod metrics;
 pub mod object;
@@ -40,20 +40,20 @@ pub mod page;
 mod pass;
 pub mod pipeline;
 pub mod plan;
-pub mod reconcile;
 pub mod render;
 pub mod resolve;
 pub mod secret;
 pub mod secret_file;
 pub mod shard;
 pub mod source;
-pub mod state;
 pub mod status;
+pub mod status_client;
+pub mod store;
 pub mod tags;
 pub mod target;
 pub mod validate;
 pub mod view;
-pub mod yaml;
+pub mod yaml_limits;
 
 #[cfg(test)]
 mod tidy;
@@ -100,7 +100,7 @@ pub struct Converge {
     /// The registry or git tag source (`versions.from`), if any.
     pub tags: Option<tags::Scanner>,
     /// The age identity files, stat'ed before every pass.
-    pub key_files: keys::KeyFiles,
+    pub key_files: key_files::KeyFiles,
 }
 
 impl std::fmt::Debug for Converge {
@@ -142,10 +142,10 @@ impl Converge {
     /// state dir's, and a manifests target directory's (two writers with
     /// different state dirs must not write one directory either). A second
     /// writer fails at once, naming the holder.
-    pub fn writer_locks(&self) -> Result<Vec<state::WriterLock>, state::Error> {
-        let mut locks = vec![state::WriterLock::acquire(&self.config.state_dir)?];
+    pub fn writer_locks(&self) -> Result<Vec<store::WriterLock>, store::Error> {
+        let mut locks = vec![store::WriterLock::acquire(&self.config.state_dir)?];
         if let TargetConfig::Manifests { path } = &self.config.target {
-            locks.push(state::WriterLock::acquire_target(path)?);
+            locks.push(store::WriterLock::acquire_target(path)?);
         }
         Ok(locks)
     }
@@ -154,7 +154,7 @@ impl Converge {
     /// the state dir (made 0700 when missing) on first use, so `Secret`
     /// digests and fingerprints stay the same across restarts.
     pub fn with_installation_key(mut self) -> Result<Converge, SetupError> {
-        let key = keys::fingerprint_key(&self.config.state_dir, true)
+        let key = key_files::fingerprint_key(&self.config.state_dir, true)
             .map_err(SetupError::FingerprintKey)?;
         self.pipeline.renderer.set_fingerprint_key(key);
         Ok(self)
@@ -233,7 +233,7 @@ pub fn pipeline_for(config: &Config) -> Result<Pipeline, SetupError> {
     Ok(pipeline_and_keys(config)?.0)
 }
 
-fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, keys::KeyFiles), SetupError> {
+fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, key_files::KeyFiles), SetupError> {
     let schema = match &config.schema {
         Some(path) => validate::schema::Schema::from_file(path)?,
         None => validate::schema::Schema::builtin(),
@@ -247,7 +247,7 @@ fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, keys::KeyFiles), Setu
     }
     let presets = Presets::new(&config.presets).map_err(SetupError::Presets)?;
     let key =
-        keys::fingerprint_key(&config.state_dir, false).map_err(SetupError::FingerprintKey)?;
+        key_files::fingerprint_key(&config.state_dir, false).map_err(SetupError::FingerprintKey)?;
     let mut renderer = render::Renderer::new(presets, config.images.registry.clone())
         .with_dev_registry(config.images.dev_registry.clone())
         .with_fingerprint_key(key);
@@ -277,7 +277,7 @@ fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, keys::KeyFiles), Setu
             _ => None,
         })
         .collect();
-    let key_files = keys::KeyFiles::new(config.secrets.age_key_files.clone());
+    let key_files = key_files::KeyFiles::new(config.secrets.age_key_files.clone());
     let pipeline = Pipeline {
         schema,
         policies,

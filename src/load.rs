@@ -92,7 +92,7 @@ pub fn parse(file: &SourceFile) -> Result<Value, Diagnostic> {
             ),
             JsonError::Syntax(e) => Diagnostic::new(path, "", "json", format!("invalid JSON: {e}")),
         })?,
-        Format::Yaml => serde_saphyr::from_str_with_options(text, crate::yaml::options())
+        Format::Yaml => serde_saphyr::from_str_with_options(text, crate::yaml_limits::options())
             .map_err(|e| yaml_error(path, &e))?,
     };
     match value {

@@ -223,7 +223,7 @@ fn execute(command: Command) -> Result<u8> {
             format,
             environment,
         } => {
-            let options = converge::client::Options {
+            let options = converge::status_client::Options {
                 url,
                 token_file,
                 ca_file,
@@ -232,7 +232,7 @@ fn execute(command: Command) -> Result<u8> {
             };
             std::io::stdout()
                 .lock()
-                .write_all(converge::client::status(&options)?.as_bytes())?;
+                .write_all(converge::status_client::status(&options)?.as_bytes())?;
             Ok(0)
         }
         Command::Validate {
@@ -288,7 +288,7 @@ fn daemon(config: &Path, listen: Option<String>) -> Result<u8> {
             tracing::info!("signal received: finishing the current step");
             let _ = tx.send(true);
         });
-        Box::pin(converge::reconcile::run(converge, listen, rx)).await
+        Box::pin(converge::daemon::run(converge, listen, rx)).await
     })?;
     Ok(0)
 }

@@ -25,7 +25,7 @@ const PURE: &[&str] = &[
     "status",
     "validate",
     "view",
-    "yaml",
+    "yaml_limits",
 ];
 
 const IO_CRATES: &[&str] = &[
@@ -42,17 +42,17 @@ const IO_CRATES: &[&str] = &[
 const IO_MODULES: &[&str] = &[
     "crate::api",
     "crate::artifact",
-    "crate::blocking",
-    "crate::client",
     "crate::coordination",
-    "crate::keys",
+    "crate::daemon",
+    "crate::io_runtime",
+    "crate::key_files",
     "crate::metrics",
-    "crate::reconcile",
     "crate::secret_file",
-    "crate::state",
     "crate::source::dir",
     "crate::source::git",
     "crate::source::s3",
+    "crate::status_client",
+    "crate::store",
     "crate::tags",
     "crate::target::kube",
     "crate::target::manifests",

@@ -48,8 +48,9 @@ impl Config {
 
     /// Parses config YAML (paths left as written).
     pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = serde_saphyr::from_str_with_options(text, crate::yaml::options())
-            .map_err(|e| e.to_string())?;
+        let config: Config =
+            serde_saphyr::from_str_with_options(text, crate::yaml_limits::options())
+                .map_err(|e| e.to_string())?;
         config.check()?;
         Ok(config)
     }

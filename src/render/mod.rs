@@ -587,12 +587,14 @@ impl Renderer {
                 template: t.path.clone(),
                 error,
             })?;
-        let docs: Vec<Value> =
-            serde_saphyr::from_str_multiple_with_options(&text, crate::yaml::template_options())
-                .map_err(|error| RenderError::NotYaml {
-                    template: t.path.clone(),
-                    error: Box::new(error),
-                })?;
+        let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
+            &text,
+            crate::yaml_limits::template_options(),
+        )
+        .map_err(|error| RenderError::NotYaml {
+            template: t.path.clone(),
+            error: Box::new(error),
+        })?;
         let object_error = |message: String| RenderError::Object {
             template: t.path.clone(),
             message,

@@ -167,7 +167,7 @@ impl ServiceManifests {
             };
             let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
                 &f.text,
-                crate::yaml::template_options(),
+                crate::yaml_limits::template_options(),
             )
             .map_err(|e| err(String::new(), format!("not YAML: {e}")))?;
             let file: Arc<str> = Arc::from(f.path.as_str());

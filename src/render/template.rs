@@ -286,9 +286,11 @@ mod tests {
         let (out, printed) = render(&t, minijinja::Value::from(minijinja::value::Serde(ctx)))
             .map_err(|e| e.to_string())?;
         let quoted = quoted(&out);
-        let docs: Vec<Value> =
-            serde_saphyr::from_str_multiple_with_options(&out, crate::yaml::template_options())
-                .map_err(|e| e.to_string())?;
+        let docs: Vec<Value> = serde_saphyr::from_str_multiple_with_options(
+            &out,
+            crate::yaml_limits::template_options(),
+        )
+        .map_err(|e| e.to_string())?;
         docs.into_iter()
             .filter(|d| !d.is_null())
             .map(|d| fill(d, &printed, &quoted))

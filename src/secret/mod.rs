@@ -9,7 +9,7 @@
 //! values and checks the SOPS MAC, which covers the unencrypted fields too.
 //! Plaintext lives only in [`SecretValue`]: no `Debug`, `Display` or
 //! `Serialize` of the value, zeroed on drop. Pure: key files are read by
-//! `crate::keys`, not here.
+//! `crate::key_files`, not here.
 
 pub mod age;
 pub mod sops;

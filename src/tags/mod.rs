@@ -1,6 +1,7 @@
 //! Tag sources (IO): the tags that exist, read from OCI registries
 //! (`registry.rs`) or a repository's git tags (`git.rs`), for the pure
-//! resolve stage to resolve constraints against.
+//! resolve stage to resolve constraints against. The config calls this the
+//! `versions:` section (`versions.from`); its fixed lists are `tags:`.
 //!
 //! A [`Scanner`] lists the repositories of the services the claims need
 //! ([`Key`]: a service, and whether its dev tags are meant) and keeps each

@@ -261,7 +261,7 @@ impl Registry {
                 path: ca.clone(),
                 error,
             })?;
-            config = config.tls_config(crate::client::trusting(&pem));
+            config = config.tls_config(crate::status_client::trusting(&pem));
         }
         let scheme = if options.plain_http { "http" } else { "https" };
         let base = format!("{scheme}://{}", options.host);

@@ -174,9 +174,12 @@ impl Serialize for ObjectsRef<'_> {
 /// interrupted write), the built-in renderer's version of the kind, in the
 /// environment's namespace.
 fn legacy_ref(dir: &Path, file: &str, entry: &FileEntry, namespace: &Arc<str>) -> ObjectRef {
-    let doc: Option<serde_json::Value> = std::fs::read_to_string(dir.join(file))
-        .ok()
-        .and_then(|text| serde_saphyr::from_str_with_options(&text, crate::yaml::options()).ok());
+    let doc: Option<serde_json::Value> =
+        std::fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|text| {
+                serde_saphyr::from_str_with_options(&text, crate::yaml_limits::options()).ok()
+            });
     let field = |ptr: &str| {
         doc.as_ref()
             .and_then(|d| d.pointer(ptr))

@@ -278,12 +278,12 @@ impl Policies {
         let pools: std::collections::BTreeMap<String, Vec<String>> = if text.trim().is_empty() {
             std::collections::BTreeMap::new()
         } else {
-            serde_saphyr::from_str_with_options(&text, crate::yaml::options()).map_err(|e| {
-                Error::Invalid {
+            serde_saphyr::from_str_with_options(&text, crate::yaml_limits::options()).map_err(
+                |e| Error::Invalid {
                     path: name.clone(),
                     message: format!("expected a mapping of pool to its users: {e}"),
-                }
-            })?
+                },
+            )?
         };
         let mut users: std::collections::BTreeMap<&str, Vec<serde_json::Value>> =
             std::collections::BTreeMap::new();

@@ -54,7 +54,7 @@ fn the_quick_start_applies_every_example_of_every_type() {
     let mut envs: Vec<String> = std::fs::read_dir(dir.path().join("out"))
         .expect("out exists")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n != converge::state::TARGET_LOCK_FILE) // the writers' lock
+        .filter(|n| n != converge::store::TARGET_LOCK_FILE) // the writers' lock
         .collect();
     envs.sort();
     assert_eq!(

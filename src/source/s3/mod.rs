@@ -67,7 +67,7 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct S3Source {
     options: Options,
     /// Drives the SDK.
-    runtime: crate::blocking::Runtime,
+    runtime: crate::io_runtime::Runtime,
     /// Shared by every client this source builds (connection pool, TLS roots).
     http: SharedHttpClient,
     /// The client for the credentials it was built with.
@@ -100,7 +100,7 @@ impl S3Source {
     pub fn new(options: Options) -> Result<S3Source, super::Error> {
         let fail = |error| source_error(&options.name, error);
         let runtime =
-            crate::blocking::Runtime::new().map_err(|error| fail(Error::Runtime { error }))?;
+            crate::io_runtime::Runtime::new().map_err(|error| fail(Error::Runtime { error }))?;
         let mut tls_context = tls::TlsContext::builder();
         if let Some(pem) = &options.ca_pem {
             tls_context = tls_context.with_trust_store(

@@ -37,7 +37,7 @@ pub(super) fn manifest(
     namespace: Option<&str>,
 ) -> Result<serde_json::Value, crate::target::Error> {
     let mut doc: serde_json::Value =
-        serde_saphyr::from_str_with_options(&rendered.yaml, crate::yaml::template_options())
+        serde_saphyr::from_str_with_options(&rendered.yaml, crate::yaml_limits::template_options())
             .map_err(|source| {
                 crate::target::Error::Invalid(Box::new(Failure::NotYaml {
                     object: rendered.object.id.to_string(),

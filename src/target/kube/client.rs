@@ -26,7 +26,7 @@ impl Kubernetes {
     /// A client for the configured cluster. Nothing is requested yet: a
     /// cluster that is down fails the first pass (transiently), not the start.
     pub fn from_config(options: &KubernetesConfig) -> Result<Kubernetes, SetupError> {
-        let runtime = crate::blocking::Runtime::new().map_err(SetupError::Runtime)?;
+        let runtime = crate::io_runtime::Runtime::new().map_err(SetupError::Runtime)?;
         let kube_options = kube::config::KubeConfigOptions {
             context: options.context.clone(),
             ..Default::default()

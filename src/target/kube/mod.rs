@@ -52,7 +52,7 @@
 //! watches and what they saw), `pods.rs`, `events.rs`, `error.rs`,
 //! `environment.rs` (the `Environment` publisher).
 //!
-//! Every API call runs on a runtime this target owns ([`crate::blocking`]):
+//! Every API call runs on a runtime this target owns ([`crate::io_runtime`]):
 //! the pass stays synchronous.
 
 use std::collections::{BTreeMap, HashMap};
@@ -97,7 +97,7 @@ type Key = (&'static str, String, String);
 
 /// A cluster, through its API server.
 pub struct Kubernetes {
-    runtime: crate::blocking::Runtime,
+    runtime: crate::io_runtime::Runtime,
     client: kube::Client,
     /// For clients on other runtimes (the health watches).
     config: kube::Config,

@@ -291,7 +291,7 @@ fn tree(root: &Path) -> Vec<(String, String)> {
             let entry = entry.expect("entry");
             if entry.file_type().expect("type").is_dir() {
                 stack.push(entry.path());
-            } else if entry.file_name() != converge::state::TARGET_LOCK_FILE {
+            } else if entry.file_name() != converge::store::TARGET_LOCK_FILE {
                 let rel = entry
                     .path()
                     .strip_prefix(root)

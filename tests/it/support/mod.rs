@@ -87,7 +87,7 @@ impl Project {
             .map(|rd| {
                 rd.filter_map(Result::ok)
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n != converge::state::TARGET_LOCK_FILE)
+                    .filter(|n| n != converge::store::TARGET_LOCK_FILE)
                     .collect()
             })
             .unwrap_or_default();

@@ -17,7 +17,7 @@ use super::backoff::{Backoff, jittered_interval};
 use crate::config::SourceConfig;
 use crate::metrics::{Metrics, SourceErrorLabels, SourceLabels};
 use crate::source::{self, Snapshot};
-use crate::state::{self, Event};
+use crate::store::{self, Event};
 
 /// The sources and their polling.
 pub(super) struct Polling {
@@ -51,7 +51,7 @@ pub(super) struct SourceState {
     pub(super) dirty: bool,
     /// What the state store holds of this source (so a commit writes only
     /// the files that changed); `None` when it holds nothing yet.
-    pub(super) stored: Option<state::Stored>,
+    pub(super) stored: Option<store::Stored>,
     /// `converge_source_polls_total{source}`.
     pub(super) polls: Counter,
     /// `converge_source_last_success_timestamp_seconds{source}`.
@@ -85,7 +85,7 @@ impl SourceState {
             .map(|family| family.get_or_create(&labels).clone()),
         });
         SourceState {
-            stored: restored.map(state::Stored::of),
+            stored: restored.map(store::Stored::of),
             polls: metrics.source_polls.get_or_create(&labels).clone(),
             last_success_gauge: metrics.source_last_success.get_or_create(&labels).clone(),
             git,

@@ -15,8 +15,8 @@ use crate::metrics::{ActionLabels, EnvLabels};
 use crate::plan::{Change, Plan};
 use crate::render::timestamp;
 use crate::source::Snapshot;
-use crate::state::{self, Event};
 use crate::status::{self, PassFacts, Status, Statuses};
+use crate::store::{self, Event};
 use crate::target::TargetEvent;
 use crate::{Mode, PassOptions, PassOutcome, apply, plan};
 
@@ -169,7 +169,7 @@ impl Daemon {
             .collect();
         self.published.passes.push_back(record.clone());
         while self.published.passes.len()
-            > usize::try_from(state::PASS_HISTORY).unwrap_or(usize::MAX)
+            > usize::try_from(store::PASS_HISTORY).unwrap_or(usize::MAX)
         {
             self.published.passes.pop_front();
         }
@@ -432,7 +432,7 @@ impl Daemon {
         let mut changes = Vec::new();
         for (name, objects) in &standing {
             if self.observed.drift_kept.get(name) != Some(objects) {
-                changes.push((name.clone(), Some(state::DriftRecord::encode(objects))));
+                changes.push((name.clone(), Some(store::DriftRecord::encode(objects))));
             }
         }
         for name in self.observed.drift_kept.keys() {

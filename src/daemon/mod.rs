@@ -36,8 +36,8 @@ use self::published::Published;
 use self::sources::{Polling, SourceState};
 use self::wake::Pacing;
 use crate::metrics::Metrics;
-use crate::state::{self, Store};
 use crate::status::EnvStatus;
+use crate::store::{self, Store};
 use crate::view::View;
 use crate::{Converge, Memory, source};
 
@@ -64,7 +64,7 @@ pub enum Action {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    State(#[from] state::Error),
+    State(#[from] store::Error),
     #[error(transparent)]
     Source(#[from] source::Error),
 }
@@ -76,7 +76,7 @@ pub enum Error {
 pub struct Daemon {
     converge: Converge,
     /// The state dir's writer lock, held as long as the daemon lives.
-    _lock: Vec<state::WriterLock>,
+    _lock: Vec<store::WriterLock>,
     store: Store,
     metrics: Arc<Metrics>,
     /// What the last pass learned (evaluations of unchanged files, the plan memo).

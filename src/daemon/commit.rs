@@ -10,7 +10,7 @@ use super::Daemon;
 use crate::plan::Change;
 use crate::render::timestamp;
 use crate::source::Snapshot;
-use crate::state::{self, Commit, Event, PassRecord};
+use crate::store::{self, Commit, Event, PassRecord};
 use crate::{PassError, PassOutcome};
 
 impl Daemon {
@@ -95,7 +95,7 @@ impl Daemon {
         drift: &[(String, Option<Vec<u8>>)],
     ) {
         let evaluated = self.observed.withheld.is_some();
-        let dirty: Vec<(&Snapshot, Option<&state::Stored>)> = self
+        let dirty: Vec<(&Snapshot, Option<&store::Stored>)> = self
             .polling
             .sources
             .iter()
@@ -138,7 +138,7 @@ impl Daemon {
                     if let Some(snapshot) = &s.last_good {
                         match &mut s.stored {
                             Some(stored) => stored.update(snapshot),
-                            None => s.stored = Some(state::Stored::of(snapshot)),
+                            None => s.stored = Some(store::Stored::of(snapshot)),
                         }
                     }
                 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::Daemon;
 use crate::config::SourceConfig;
 use crate::render::timestamp;
-use crate::state::{self, Event, PassRecord};
+use crate::store::{self, Event, PassRecord};
 use crate::view::{View, list_json};
 
 /// What the API shows, and the history behind it.
@@ -84,7 +84,7 @@ impl Daemon {
         self.published.events_body = None;
         self.published.events.push_back(event.clone());
         while self.published.events.len()
-            > usize::try_from(state::EVENT_HISTORY).unwrap_or(usize::MAX)
+            > usize::try_from(store::EVENT_HISTORY).unwrap_or(usize::MAX)
         {
             self.published.events.pop_front();
         }
