@@ -209,8 +209,8 @@ fn source_schemas() -> Value {
             "next_poll_in_ms": count,
             "refused_files": {
                 "type": "array",
-                "description": "Files refused before they named a valid environment (unparsable, or an invalid environment_name), the first 100 by path, each with its first problem.",
-                "items": object(&json!({ "path": string, "pointer": string, "rule": string, "message": string })),
+                "description": "Files refused before they named a valid environment (unparsable, or an invalid environment_name), the first 100 by path, each with the problem of its environment_name (else its first) and how many problems it has.",
+                "items": object(&json!({ "path": string, "pointer": string, "rule": string, "message": string, "problems": count })),
             },
             "refused_files_total": count,
         })),

@@ -123,6 +123,8 @@ struct RefusedFile {
     pointer: String,
     rule: String,
     message: String,
+    #[serde(default)]
+    problems: usize,
 }
 
 /// What `converge status` prints.
@@ -169,7 +171,11 @@ fn refused_files(sources: &[SourceRefusals]) -> String {
             } else {
                 format!(" at {}", f.pointer)
             };
-            let _ = writeln!(out, "  {}{at}: {} ({})", f.path, f.message, f.rule);
+            let more = match f.problems {
+                0 | 1 => String::new(),
+                n => format!(" (+{} more; `converge validate` lists them)", n - 1),
+            };
+            let _ = writeln!(out, "  {}{at}: {} ({}){more}", f.path, f.message, f.rule);
         }
         let hidden = s.refused_files_total.saturating_sub(s.refused_files.len());
         if hidden > 0 {

@@ -48,13 +48,16 @@ struct SourceDoc<'a> {
 /// How many refused files `/api/v1/sources` lists per source.
 const REFUSED_FILES_SHOWN: usize = 100;
 
-/// A file refused before it named an environment: its first problem.
+/// A file refused before it named an environment: the problem with its
+/// `environment_name` when it has one (why it has no row), else its first,
+/// and how many problems it has.
 #[derive(Debug, Serialize)]
 struct RefusedFileDoc<'a> {
     path: &'a str,
     pointer: &'a str,
     rule: &'a str,
     message: &'a str,
+    problems: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,13 +141,17 @@ impl Daemon {
                     .unnamed
                     .iter()
                     .filter(|(o, _)| o.source == s.config.name())
-                    .filter_map(|(o, d)| {
-                        d.first().map(|d| RefusedFileDoc {
-                            path: &o.path,
-                            pointer: &d.pointer,
-                            rule: &d.rule,
-                            message: &d.message,
-                        })
+                    .filter_map(|(o, all)| {
+                        all.iter()
+                            .find(|d| d.pointer == "/environment_name")
+                            .or_else(|| all.first())
+                            .map(|d| RefusedFileDoc {
+                                path: &o.path,
+                                pointer: &d.pointer,
+                                rule: &d.rule,
+                                message: &d.message,
+                                problems: all.len(),
+                            })
                     })
                     .take(REFUSED_FILES_SHOWN)
                     .collect(),
