@@ -89,16 +89,18 @@ fn idle_and_slowloris_connections_neither_block_health_nor_stop_reconciliation()
     drop((held, slow));
 }
 
-/// `host:port` of the probe listener, from the daemon's log.
+/// `host:port` of the probe listener, from the daemon's log: its whole
+/// line, waited for (it is written after the API's).
 fn probe_addr(d: &Daemon) -> String {
-    d.log()
-        .split("probes listening on http://")
-        .nth(1)
-        .and_then(|r| r.lines().next())
-        .map_or_else(
-            || panic!("no probe listener\n{}", d.log()),
-            |a| a.trim().to_owned(),
-        )
+    let line = |d: &Daemon| {
+        d.log()
+            .split("probes listening on http://")
+            .nth(1)
+            .and_then(|r| r.split_once('\n'))
+            .map(|(a, _)| a.trim().to_owned())
+    };
+    d.wait_for("the probe listener", |d| line(d).is_some());
+    line(d).unwrap_or_else(|| panic!("no probe listener\n{}", d.log()))
 }
 
 #[test]

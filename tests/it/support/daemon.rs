@@ -72,16 +72,15 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let text = daemon.log();
-            if let Some(rest) = text
+            // Only a whole line: the log may be read while the daemon is
+            // still writing it (a cut address fails to connect).
+            if let Some((line, _)) = text
                 .split("api listening on ")
                 .nth(1)
                 .and_then(|r| r.split("://").nth(1))
+                .and_then(|r| r.split_once('\n'))
             {
-                rest.lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .clone_into(&mut daemon.addr);
+                line.trim().clone_into(&mut daemon.addr);
                 return Ok(daemon);
             }
             if let Some(status) = daemon
