@@ -153,26 +153,7 @@ impl Registry {
 
     /// Creates `repository:tag` (an empty image).
     pub fn push(&self, repository: &str, tag: &str) {
-        let (status, head) = self.direct(
-            "POST",
-            &format!("/v2/{repository}/blobs/uploads/"),
-            &[],
-            b"",
-        );
-        assert_eq!(status, 202, "start upload: {head}");
-        let location = header(&head, "location").expect("upload location");
-        let path = location
-            .strip_prefix(&format!("http://127.0.0.1:{}", self.backend))
-            .unwrap_or(&location)
-            .to_owned();
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let (status, head) = self.direct(
-            "PUT",
-            &format!("{path}{sep}digest={CONFIG_DIGEST}"),
-            &[("Content-Type", "application/octet-stream")],
-            b"{}",
-        );
-        assert_eq!(status, 201, "config blob: {head}");
+        assert_eq!(self.upload(repository, b"{}"), CONFIG_DIGEST);
         let manifest = manifest(tag);
         let (status, head) = self.direct(
             "PUT",
