@@ -81,9 +81,9 @@ pub enum SetupError {
     #[error(transparent)]
     Templates(#[from] render::Error),
     #[error("invalid presets: {0}")]
-    Presets(String),
+    Presets(#[source] config::PresetError),
     #[error("invalid service catalog: {0}")]
-    Catalog(String),
+    Catalog(#[source] config::ServicesError),
     #[error(transparent)]
     Kubernetes(#[from] target::kube::SetupError),
     #[error(transparent)]

@@ -1,5 +1,6 @@
 //! Tidy checks on the crate's own source (tests only): the module graph, read
-//! from `crate::` paths, has no cycle, and the middle stages import no IO.
+//! from `crate::` paths, has no cycle, the middle stages import no IO, and
+//! every IO module it names exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -187,6 +188,24 @@ fn the_middle_stages_do_no_io() {
         for bad in IO_CRATES.iter().chain(IO_MODULES) {
             assert!(!code.contains(bad), "{m} uses {bad}");
         }
+    }
+}
+
+#[test]
+fn every_io_module_named_exists() {
+    // A module moved into a folder (`source/git.rs` -> `source/git/`) is
+    // still checked; one renamed or removed would make its line check nothing.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for m in IO_MODULES {
+        let rel: PathBuf = m.trim_start_matches("crate::").split("::").collect();
+        let file = src.join(&rel).with_extension("rs");
+        let dir = src.join(&rel).join("mod.rs");
+        assert!(
+            file.is_file() || dir.is_file(),
+            "{m} names no module: neither {} nor {}",
+            file.display(),
+            dir.display()
+        );
     }
 }
 

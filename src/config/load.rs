@@ -23,6 +23,20 @@ pub enum Error {
     Invalid { path: PathBuf, message: String },
 }
 
+/// Why the `services:` catalog cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    #[error("services.{service}.version: {error}")]
+    Version {
+        service: String,
+        #[source]
+        error: crate::claim::VersionError,
+    },
+    /// An unknown dependency or a cycle.
+    #[error(transparent)]
+    Dependencies(#[from] crate::resolve::CatalogError),
+}
+
 impl Config {
     /// Reads and parses a config file; relative paths become relative to its directory.
     pub fn load(path: &Path) -> Result<Config, Error> {
@@ -109,8 +123,8 @@ impl Config {
                 );
             }
         }
-        Presets::new(&self.presets)?;
-        self.catalog()?;
+        Presets::new(&self.presets).map_err(|e| e.to_string())?;
+        self.catalog().map_err(|e| e.to_string())?;
         self.check_manifests()?;
         if self.versions.from == VersionsFrom::Git && self.versions.git.is_none() {
             return Err("versions.from: git needs versions.git.url".to_owned());
@@ -140,23 +154,23 @@ impl Config {
 
     /// The service catalog, checked: constraints parse, every dependency is
     /// in the catalog, no cycle.
-    pub fn catalog(&self) -> Result<crate::resolve::Catalog, String> {
+    pub fn catalog(&self) -> Result<crate::resolve::Catalog, ServicesError> {
         let mut entries = BTreeMap::new();
         for (name, s) in &self.services {
             if name == super::schema::SERVICES_DEFAULTS {
                 continue;
             }
-            let version = s
-                .version
-                .parse()
-                .map_err(|e| format!("services.{name}.version: {e}"))?;
+            let version = s.version.parse().map_err(|error| ServicesError::Version {
+                service: name.clone(),
+                error,
+            })?;
             let entry = crate::resolve::CatalogEntry {
                 depends_on: s.depends_on.clone(),
                 version,
             };
             entries.insert(name.clone(), entry);
         }
-        crate::resolve::Catalog::new(entries).map_err(|e| e.to_string())
+        Ok(crate::resolve::Catalog::new(entries)?)
     }
 
     /// Where each service's manifests live: its own `manifests`, else

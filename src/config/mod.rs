@@ -21,8 +21,8 @@ mod sources;
 mod target;
 
 pub use duration::{format_duration, parse_duration};
-pub use load::{DEFAULT_MAX_FILE_BYTES, Error};
-pub use preset::{Autoscaling, ContainerDefaults, Placement, Preset, Presets, Quota};
+pub use load::{DEFAULT_MAX_FILE_BYTES, Error, ServicesError};
+pub use preset::{Autoscaling, ContainerDefaults, Placement, Preset, PresetError, Presets, Quota};
 pub use schema::*;
 pub use sources::*;
 pub use target::*;

@@ -181,6 +181,28 @@ impl Preset {
     }
 }
 
+/// Why the config's `presets:` cannot be used; each names the type and key.
+#[derive(Debug, thiserror::Error)]
+pub enum PresetError {
+    /// A built-in preset did not serialize (a bug, never the config's fault).
+    #[error("{error}")]
+    Builtin {
+        ty: EnvironmentType,
+        #[source]
+        error: serde_json::Error,
+    },
+    /// An override has an unknown key or a value of the wrong type.
+    #[error("presets.{ty}: {error}")]
+    Override {
+        ty: EnvironmentType,
+        #[source]
+        error: serde_json::Error,
+    },
+    /// The merged preset breaks a rule (`node_pools[1]: ...`).
+    #[error("presets.{ty}.{rule}")]
+    Invalid { ty: EnvironmentType, rule: String },
+}
+
 /// The presets in force: built-ins with the config's overrides merged in.
 #[derive(Debug, Clone)]
 pub struct Presets(BTreeMap<EnvironmentType, Preset>);
@@ -190,19 +212,23 @@ impl Presets {
     /// or a wrong type is an error naming the type and key.
     pub fn new(
         overrides: &BTreeMap<EnvironmentType, serde_json::Value>,
-    ) -> Result<Presets, String> {
+    ) -> Result<Presets, PresetError> {
         let mut out = BTreeMap::new();
         for t in EnvironmentType::ALL {
             let builtin = Preset::builtin(t);
             let preset = match overrides.get(&t) {
                 None => builtin,
                 Some(patch) => {
-                    let mut base = serde_json::to_value(&builtin).map_err(|e| e.to_string())?;
+                    let mut base = serde_json::to_value(&builtin)
+                        .map_err(|error| PresetError::Builtin { ty: t, error })?;
                     merge(&mut base, patch);
-                    serde_json::from_value(base).map_err(|e| format!("presets.{t}: {e}"))?
+                    serde_json::from_value(base)
+                        .map_err(|error| PresetError::Override { ty: t, error })?
                 }
             };
-            preset.check().map_err(|e| format!("presets.{t}.{e}"))?;
+            preset
+                .check()
+                .map_err(|rule| PresetError::Invalid { ty: t, rule })?;
             out.insert(t, preset);
         }
         Ok(Presets(out))

@@ -232,3 +232,67 @@ fn service_manifests_fill_in_the_service_and_need_one_place() {
     .expect_err("both");
     assert!(err.contains("services.billing.manifests"), "{err}");
 }
+
+#[test]
+fn preset_and_catalog_errors_are_typed_and_keep_their_cause() {
+    let dev = |value: &str| {
+        let value: serde_json::Value = serde_json::from_str(value).expect("json");
+        std::collections::BTreeMap::from([(EnvironmentType::Dev, value)])
+    };
+    let err = Presets::new(&dev(r#"{"replicaz": 2}"#)).expect_err("unknown key");
+    assert!(
+        matches!(
+            err,
+            PresetError::Override {
+                ty: EnvironmentType::Dev,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "serde's error kept"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("presets.dev: unknown field `replicaz`"),
+        "{err}"
+    );
+    let err = Presets::new(&dev(r#"{"node_pools": ["a", "a"]}"#)).expect_err("listed twice");
+    assert!(
+        matches!(
+            err,
+            PresetError::Invalid {
+                ty: EnvironmentType::Dev,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "presets.dev.node_pools[1]: \"a\" is listed twice"
+    );
+
+    let mut config = Config::parse("services:\n  a: {depends_on: [b]}\n  b: {}\n").expect("valid");
+    config.services.get_mut("b").expect("b").version = "^x".to_owned();
+    let err = config.catalog().expect_err("bad constraint");
+    assert!(
+        matches!(&err, ServicesError::Version { service, .. } if service == "b"),
+        "{err:?}"
+    );
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the version error kept"
+    );
+    assert!(err.to_string().starts_with("services.b.version: "), "{err}");
+    config.services.get_mut("b").expect("b").depends_on = vec!["a".to_owned()];
+    config.services.get_mut("b").expect("b").version = "^1.0.0".to_owned();
+    let err = config.catalog().expect_err("a cycle");
+    assert!(matches!(err, ServicesError::Dependencies(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "services: the dependencies form a cycle: a -> b -> a"
+    );
+}

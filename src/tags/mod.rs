@@ -1,5 +1,5 @@
 //! Tag sources (IO): the tags that exist, read from OCI registries
-//! (`registry.rs`) or a repository's git tags (`git.rs`), for the pure
+//! (`registry/`) or a repository's git tags (`git.rs`), for the pure
 //! resolve stage to resolve constraints against. The config calls this the
 //! `versions:` section (`versions.from`); its fixed lists are `tags:`.
 //!
