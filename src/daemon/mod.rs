@@ -67,6 +67,8 @@ pub enum Error {
     State(#[from] store::Error),
     #[error(transparent)]
     Source(#[from] source::Error),
+    #[error(transparent)]
+    Forge(#[from] crate::forge::Error),
 }
 
 /// The single writer. Its state, by what it holds: the sources and their
@@ -85,6 +87,9 @@ pub struct Daemon {
     pacing: Pacing,
     observed: Observed,
     published: Published,
+    /// Apply statuses on the commits the passes pick up (git sources with
+    /// a forge and `commit_statuses`), posted by a thread of their own.
+    forge_statuses: Option<crate::forge::Statuses>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -118,6 +123,10 @@ impl Daemon {
         converge.adopt_tags();
         if let Some(reviewer) = &mut converge.reviewer {
             reviewer.restore(&restored.forge);
+        }
+        let mut forge_statuses = crate::forge::Statuses::from_config(&converge.config)?;
+        if let Some(s) = &mut forge_statuses {
+            s.restore(&restored.forge);
         }
         let max_backoff = converge.config.reconcile.max_backoff;
         let mut sources = Vec::new();
@@ -186,6 +195,7 @@ impl Daemon {
                 next_event,
                 events_body: None,
             },
+            forge_statuses,
         };
         daemon.publish();
         Ok(daemon)

@@ -112,6 +112,9 @@ impl Daemon {
             .filter(|s| !s.fresh || s.last_error.is_some())
             .map(|s| s.config.name())
             .collect();
+        if let Some(statuses) = &mut self.forge_statuses {
+            statuses.begin(&snapshots);
+        }
         let allowed = self.allow_file().exists();
         let options = PassOptions {
             now,
@@ -137,6 +140,7 @@ impl Daemon {
                 for step in STEPS {
                     step(self, &mut obs);
                 }
+                self.observe_forge_statuses(&obs);
                 let action = self.action_after(&obs.outcome, now);
                 let record = self.pass_record(Ok(&obs.outcome), started, now);
                 self.observed.last_plan =
@@ -181,6 +185,25 @@ impl Daemon {
         self.commit(&changed_envs, &events, Some(record), &drift);
         self.publish();
         action
+    }
+
+    /// The apply statuses of the commits the pass picked up (after the
+    /// steps: they read the statuses `observe_statuses` made).
+    fn observe_forge_statuses(&mut self, obs: &Observation) {
+        if let Some(statuses) = &mut self.forge_statuses {
+            let changed: Vec<String> = obs
+                .outcome
+                .plan
+                .environments
+                .iter()
+                .map(|e| e.name.clone())
+                .collect();
+            statuses.after(
+                &changed,
+                &self.observed.statuses,
+                &obs.outcome.plan.diagnostics,
+            );
+        }
     }
 
     /// Step: the files the evaluation refused (withheld from the store,
@@ -638,7 +661,15 @@ impl Daemon {
                 .evaluation
                 .keep
                 .values()
-                .any(|r| *r == crate::condition::Reason::ManifestsUnavailable);
+                .any(|r| {
+                    matches!(
+                        r,
+                        crate::condition::Reason::ManifestsUnavailable
+                            // A forge that could not be asked who reviewed a
+                            // commit: asked again after the same backoff.
+                            | crate::condition::Reason::ReviewUnavailable
+                    )
+                });
         let retry = if transient {
             Some(self.pacing.apply_backoff.next_delay())
         } else {

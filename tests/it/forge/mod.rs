@@ -3,6 +3,7 @@
 //! (`statuses.rs`).
 
 mod provenance;
+mod statuses;
 
 use converge::config::{ForgeConfig, ForgeKind};
 use converge::forge::{CommitStatus, Forge, Listing, State};
