@@ -90,6 +90,8 @@ pub struct Daemon {
     /// Apply statuses on the commits the passes pick up (git sources with
     /// a forge and `commit_statuses`), posted by a thread of their own.
     forge_statuses: Option<crate::forge::Statuses>,
+    /// The forges' failures last reported as events, by what failed.
+    forge_errors: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -196,6 +198,7 @@ impl Daemon {
                 events_body: None,
             },
             forge_statuses,
+            forge_errors: BTreeMap::new(),
         };
         daemon.publish();
         Ok(daemon)

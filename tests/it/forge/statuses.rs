@@ -123,6 +123,10 @@ fn a_forge_outage_changes_nothing_applied_and_statuses_catch_up_after_it() {
         d.names() == ["dev-team1-a", "dev-team1-b"]
     });
     assert!(repo.statuses(&second).is_empty(), "nothing could be posted");
+    d.wait_for("the forge's failure as an event", |d| {
+        let events = d.get("/api/v1/events").1;
+        events.contains("ForgeUnavailable") && events.contains("review provenance")
+    });
 
     // A restart while the status waits: it is not lost.
     drop(d);
