@@ -73,6 +73,9 @@ struct Shared {
     dirty: Vec<(String, Option<Vec<u8>>)>,
     /// The last failure per source (cleared by a success).
     failures: BTreeMap<String, String>,
+    /// The newest status handed to the poster per key: its row is removed
+    /// only once that one is posted (not an older one still in flight).
+    latest: HashMap<String, CommitStatus>,
 }
 
 /// The daemon's side: what it picked up, what it judged, the queue.
@@ -192,7 +195,9 @@ impl Statuses {
             },
         };
         if let Ok(bytes) = serde_json::to_vec(&q) {
-            self.lock().dirty.push((q.key(), Some(bytes)));
+            let mut shared = self.lock();
+            shared.dirty.push((q.key(), Some(bytes)));
+            shared.latest.insert(q.key(), q.status.clone());
         }
         let _ = self.tx.send(q);
     }
@@ -464,8 +469,12 @@ impl Worker {
                     tracing::debug!(source = %q.source, commit = %q.commit, state = q.status.state.as_str(), wrote, "forge status");
                     self.queue.remove(&key);
                     let mut shared = self.shared();
-                    shared.dirty.push((key, None));
                     shared.failures.remove(&q.source);
+                    // A newer status for the key may be on its way: its row stays.
+                    if shared.latest.get(&key).is_none_or(|l| *l == q.status) {
+                        shared.latest.remove(&key);
+                        shared.dirty.push((key, None));
+                    }
                 }
                 Err(e) => {
                     let attempts = attempts.saturating_add(1);
