@@ -138,12 +138,18 @@ fn the_gitea_client_reads_reviews_writes_statuses_and_names_what_is_missing() {
 
     repo.push(AUTHOR, "other", &[("c.yaml", Some("c: 1\n"))], "add c");
     let open = repo.open_pull(AUTHOR, "other", "add c");
-    match forge.open_pulls("main", None).expect("list") {
-        Listing::Changed { items, .. } => {
+    let etag = match forge.open_pulls("main", None).expect("list") {
+        Listing::Changed { items, etag } => {
             assert_eq!(items.iter().map(|p| p.number).collect::<Vec<_>>(), [open]);
+            etag
         }
         Listing::NotModified => panic!("no etag was sent"),
-    }
+    };
+    // Whatever Gitea's answer to the conditional request, it is read.
+    let again = forge
+        .open_pulls("main", etag.as_deref())
+        .expect("list again");
+    eprintln!("gitea pulls ETag: {etag:?}; conditional answer: {again:?}");
 
     // The token file is read on every use: a read-only token from now on.
     std::fs::write(&token, gitea.token(ADMIN, "read:repository")).expect("token");
