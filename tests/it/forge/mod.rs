@@ -145,11 +145,14 @@ fn the_gitea_client_reads_reviews_writes_statuses_and_names_what_is_missing() {
         }
         Listing::NotModified => panic!("no etag was sent"),
     };
-    // Whatever Gitea's answer to the conditional request, it is read.
+    // Gitea 1.27.3 sends no ETag on the pull list (measured here), so its
+    // conditional request is a plain one; a forge that sends one answers 304.
     let again = forge
         .open_pulls("main", etag.as_deref())
         .expect("list again");
-    eprintln!("gitea pulls ETag: {etag:?}; conditional answer: {again:?}");
+    if etag.is_some() {
+        assert_eq!(again, Listing::NotModified);
+    }
 
     // The token file is read on every use: a read-only token from now on.
     std::fs::write(&token, gitea.token(ADMIN, "read:repository")).expect("token");
