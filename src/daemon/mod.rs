@@ -67,6 +67,8 @@ pub enum Error {
     State(#[from] store::Error),
     #[error(transparent)]
     Source(#[from] source::Error),
+    #[error(transparent)]
+    Forge(#[from] crate::forge::Error),
 }
 
 /// The single writer. Its state, by what it holds: the sources and their
@@ -85,6 +87,11 @@ pub struct Daemon {
     pacing: Pacing,
     observed: Observed,
     published: Published,
+    /// Apply statuses on the commits the passes pick up (git sources with
+    /// a forge and `commit_statuses`), posted by a thread of their own.
+    forge_statuses: Option<crate::forge::Statuses>,
+    /// The forges' failures last reported as events, by what failed.
+    forge_errors: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -116,6 +123,13 @@ impl Daemon {
             None => None,
         };
         converge.adopt_tags();
+        if let Some(reviewer) = &mut converge.reviewer {
+            reviewer.restore(&restored.forge);
+        }
+        let mut forge_statuses = crate::forge::Statuses::from_config(&converge.config)?;
+        if let Some(s) = &mut forge_statuses {
+            s.restore(&restored.forge);
+        }
         let max_backoff = converge.config.reconcile.max_backoff;
         let mut sources = Vec::new();
         for c in &converge.config.sources {
@@ -183,6 +197,8 @@ impl Daemon {
                 next_event,
                 events_body: None,
             },
+            forge_statuses,
+            forge_errors: BTreeMap::new(),
         };
         daemon.publish();
         Ok(daemon)

@@ -162,6 +162,7 @@ impl GitSource {
             auth,
             signatures,
             timeout,
+            forge: _,
         } = config
         else {
             return Err(super::Error::NotKind {
