@@ -19,7 +19,11 @@
 //! environment Stalled, Failed or refused; 2 an error (config, bucket,
 //! credentials, a concurrent write, the API).
 
+mod bucket;
+mod edit;
 mod new;
+mod put;
+mod wait;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +70,88 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Validate claim files as the daemon would for the bucket source, then
+    /// upload them (all or none).
+    ///
+    /// Exit codes: 0 uploaded (with --wait: applied and Ready), 1 some
+    /// claim invalid and nothing uploaded (with --wait: Stalled, Failed or
+    /// refused by the daemon), 2 error.
+    Put {
+        /// Claim files; `-` reads one from stdin.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The `s3` source (by name) to upload to.
+        #[arg(long)]
+        source: String,
+        /// Replace an existing object (only the version found when the
+        /// command starts: a concurrent write is an error); without it an
+        /// existing object is never overwritten.
+        #[arg(long)]
+        replace: bool,
+        /// Replace only the object at this `ETag` (as `put` printed it).
+        #[arg(long, value_name = "ETAG")]
+        if_match: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove a claim object from the bucket source (asks first on a terminal).
+    ///
+    /// Exit codes: 0 removed (with --wait: the environment is gone), 1 with
+    /// --wait: the deletion is held or failed, 2 error.
+    Rm {
+        /// The environment's name.
+        name: String,
+        #[arg(long)]
+        source: String,
+        /// Do not ask (needed without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Move a dynamic environment's `expiration_date` later, capped by its
+    /// type's `max_lifetime` (presets).
+    ///
+    /// Exit codes: 0 moved, 1 the edited claim is invalid, 2 error (a
+    /// concurrent edit among them).
+    Extend {
+        /// The environment's name.
+        name: String,
+        /// How much later (`24h`, `3d`).
+        #[arg(long, value_parser = parse_duration)]
+        by: Duration,
+        #[arg(long)]
+        source: String,
+        /// Change only the object at this `ETag`.
+        #[arg(long, value_name = "ETAG")]
+        if_match: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// The options `put`, `rm` and `extend` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// The config file (relative paths in it resolve against its directory).
+    #[arg(long, default_value = "converge.yaml")]
+    pub config: PathBuf,
+    /// Follow the environment through the API until it is applied (put,
+    /// extend) or gone (rm).
+    #[arg(long)]
+    pub wait: bool,
+    /// The API's base URL for --wait; default: the config's `api.listen`.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The API's bearer token for --wait; default: the config's `api.token_file`.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA certificate to trust for an https URL.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// How long --wait follows before giving up (exit 2).
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub wait_timeout: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -79,6 +165,14 @@ pub enum Error {
     Config(#[from] crate::config::Error),
     #[error(transparent)]
     Setup(#[from] crate::SetupError),
+    #[error(transparent)]
+    Source(#[from] crate::source::Error),
+    #[error(transparent)]
+    Bucket(#[from] crate::source::s3::Error),
+    #[error(transparent)]
+    Write(#[from] crate::source::s3::WriteError),
+    #[error(transparent)]
+    Api(#[from] crate::status_client::Error),
     #[error("cannot read {path}: {error}")]
     Read {
         path: String,
@@ -122,6 +216,26 @@ pub fn execute(command: Command) -> Result<u8, Error> {
             show_closure,
             config,
         }),
+        Command::Put {
+            files,
+            source,
+            replace,
+            if_match,
+            common,
+        } => put::run(&files, &source, replace, if_match, &common),
+        Command::Rm {
+            name,
+            source,
+            yes,
+            common,
+        } => edit::rm(&name, &source, yes, &common),
+        Command::Extend {
+            name,
+            by,
+            source,
+            if_match,
+            common,
+        } => edit::extend(&name, by, &source, if_match.as_deref(), &common),
     }
 }
 

@@ -74,6 +74,12 @@ pub(super) fn run(o: &Options) -> Result<u8, Error> {
     } else {
         None
     };
+    if let Some(claim) = &claim
+        && let Some(d) =
+            crate::pipeline::lifetime_problem(&shown, claim, pipeline.renderer.presets())
+    {
+        problems.push(d);
+    }
     let Some(claim) = claim.filter(|_| problems.is_empty()) else {
         for d in &problems {
             note(&d.to_string());

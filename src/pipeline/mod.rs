@@ -36,6 +36,7 @@ mod validate;
 pub use cache::Cache;
 use cache::{Entry, Evaluated, Hit, Resolve, ResolveMemo, running, versions_digest};
 pub use evaluation::Evaluation;
+pub use outcome::lifetime_problem;
 #[allow(clippy::wildcard_imports)]
 use outcome::*;
 pub use validate::Validated;
@@ -429,7 +430,9 @@ impl Pipeline {
         if let Some(d) = self.pool_prefix_problem(path, snapshot, file, &claim) {
             return Err(denied(&snapshot.source, path, &claim, d));
         }
-        if let Some(d) = static_origin_problem(path, file, &claim) {
+        if let Some(d) = static_origin_problem(path, file, &claim)
+            .or_else(|| lifetime_problem(path, &claim, self.renderer.presets()))
+        {
             return Err(Rejected {
                 name: Some(env_name.to_owned()),
                 diagnostics: vec![d],

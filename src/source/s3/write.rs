@@ -52,7 +52,9 @@ pub enum WriteError {
         found: Option<String>,
     },
     /// The server refused the write on its precondition (`412`, `409`).
-    #[error("{object}: the server refused the write on its precondition ({code}): someone else wrote it meanwhile")]
+    #[error(
+        "{object}: the server refused the write on its precondition ({code}): someone else wrote it meanwhile"
+    )]
     Refused { object: String, code: String },
     #[error(transparent)]
     S3(#[from] Error),
@@ -90,7 +92,12 @@ impl S3Source {
                 etag: out.e_tag().map(unquote).unwrap_or_default(),
                 last_modified: out.last_modified().and_then(rfc3339),
             })),
-            Err(e) if e.as_service_error().is_some_and(HeadObjectError::is_not_found) => Ok(None),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(HeadObjectError::is_not_found) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(classify(e, o, "looking up")),
         }
     }
@@ -105,10 +112,7 @@ impl S3Source {
             size: 0,
             last_modified: None,
         };
-        match self
-            .runtime
-            .block_on(get(&client, &self.options, &listed))
-        {
+        match self.runtime.block_on(get(&client, &self.options, &listed)) {
             Ok(Fetched {
                 etag,
                 last_modified,
