@@ -215,14 +215,19 @@ pub(super) fn extension(shown: &str, bytes: &[u8]) -> &'static str {
             .find(|b| !b.is_ascii_whitespace())
             .is_some_and(|b| *b == b'{')
     } else {
-        shown.to_ascii_lowercase().ends_with(".json")
+        is_json(shown)
     };
     if json { ".json" } else { ".yaml" }
 }
 
-/// The content type an object with this extension is written with.
-pub(super) fn content_type(ext: &str) -> &'static str {
-    if ext == ".json" {
+/// Whether an object key or file name is JSON's (by its extension).
+pub(super) fn is_json(name: &str) -> bool {
+    name.to_ascii_lowercase().ends_with(".json")
+}
+
+/// The content type an object at `key` is written with.
+pub(super) fn content_type(key: &str) -> &'static str {
+    if is_json(key) {
         "application/json"
     } else {
         "application/yaml"

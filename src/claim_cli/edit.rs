@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
-use super::bucket::{Bucket, Candidate, content_type};
+use super::bucket::{Bucket, Candidate, content_type, is_json};
 use super::wait::{Awaited, Follow};
 use super::{Common, Error, note};
 use crate::claim::{Claim, DeploymentMethod};
@@ -128,24 +128,11 @@ pub(super) fn extend(
             "{name} is a static (deployment_method: git) environment: its expiry changes through review"
         )));
     }
-    let preset = bucket
-        .pipeline
-        .renderer
-        .presets()
-        .get(claim.environment_type);
-    let Some(current) = claim.expires_at(preset.ttl) else {
-        return Err(Error::Refused(format!(
-            "{name} never expires (no expiration_date, and type {} has no ttl): there is nothing to extend",
-            claim.environment_type
-        )));
-    };
-    let (until, capped) = moved(
+    let Moved {
         current,
-        by,
-        claim.creation_date,
-        preset.max_lifetime,
-        claim.environment_type.as_str(),
-    )?;
+        until,
+        capped,
+    } = expiry(&bucket, &claim, by)?;
     let stamp = until.to_rfc3339_opts(SecondsFormat::Secs, true);
     let bytes = with_expiration(&found, &object, &stamp);
     let candidate = Candidate {
@@ -171,15 +158,10 @@ pub(super) fn extend(
     } else {
         None
     };
-    let ext = if found.key.ends_with(".json") {
-        ".json"
-    } else {
-        ".yaml"
-    };
     let written = bucket.s3.write(
         &found.key,
         candidate.bytes,
-        content_type(ext),
+        content_type(&found.key),
         &Precondition::Matches(found.version.etag.clone()),
     )?;
     if let Some(cap) = capped {
@@ -204,6 +186,40 @@ pub(super) fn extend(
         }]),
         None => Ok(0),
     }
+}
+
+/// The claim's expiry now, the new one `by` later, and the cap when it applied.
+fn expiry(bucket: &Bucket, claim: &Claim, by: Duration) -> Result<Moved, Error> {
+    let preset = bucket
+        .pipeline
+        .renderer
+        .presets()
+        .get(claim.environment_type);
+    let Some(current) = claim.expires_at(preset.ttl) else {
+        return Err(Error::Refused(format!(
+            "{} never expires (no expiration_date, and type {} has no ttl): there is nothing to extend",
+            claim.environment_name, claim.environment_type
+        )));
+    };
+    let (until, capped) = moved(
+        current,
+        by,
+        claim.creation_date,
+        preset.max_lifetime,
+        claim.environment_type.as_str(),
+    )?;
+    Ok(Moved {
+        current,
+        until,
+        capped,
+    })
+}
+
+/// An expiry moved: from, to, and the cap when it applied.
+struct Moved {
+    current: DateTime<Utc>,
+    until: DateTime<Utc>,
+    capped: Option<Duration>,
 }
 
 /// The new expiry, `by` after `current`, and the cap when it applied.
@@ -246,7 +262,7 @@ fn moved(
 fn with_expiration(found: &Found, object: &str, stamp: &str) -> Vec<u8> {
     let mut want = found.doc.clone();
     want["expiration_date"] = Value::String(stamp.to_owned());
-    if !object.ends_with(".json")
+    if !is_json(object)
         && let Ok(text) = std::str::from_utf8(&found.bytes)
     {
         let line = format!("expiration_date: \"{stamp}\"");

@@ -222,7 +222,7 @@ pub fn execute(command: Command) -> Result<u8, Error> {
             replace,
             if_match,
             common,
-        } => put::run(&files, &source, replace, if_match, &common),
+        } => put::run(&files, &source, replace, if_match.as_deref(), &common),
         Command::Rm {
             name,
             source,

@@ -13,7 +13,7 @@ pub(super) fn run(
     files: &[PathBuf],
     source: &str,
     replace: bool,
-    if_match: Option<String>,
+    if_match: Option<&str>,
     common: &Common,
 ) -> Result<u8, Error> {
     if if_match.is_some() && files.len() != 1 {
@@ -39,7 +39,7 @@ pub(super) fn run(
             .map_err(crate::source::s3::WriteError::from)?;
         let object = bucket.s3.object_url(&c.key);
         expect.push(match (&if_match, now) {
-            (Some(etag), _) => Precondition::Matches(etag.clone()),
+            (Some(etag), _) => Precondition::Matches((*etag).to_owned()),
             (None, None) => Precondition::Absent,
             (None, Some(v)) if replace => Precondition::Matches(v.etag),
             (None, Some(v)) => {
@@ -74,14 +74,9 @@ pub(super) fn run(
         None
     };
     for (i, (c, pre)) in candidates.iter().zip(&expect).enumerate() {
-        let ext = if c.key.ends_with(".json") {
-            ".json"
-        } else {
-            ".yaml"
-        };
         let written = bucket
             .s3
-            .write(&c.key, c.bytes.clone(), content_type(ext), pre)
+            .write(&c.key, c.bytes.clone(), content_type(&c.key), pre)
             .inspect_err(|_| {
                 if i > 0 {
                     note(&format!(

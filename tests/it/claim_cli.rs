@@ -497,41 +497,6 @@ fn claim_extend_moves_the_expiry_up_to_the_maximum_lifetime_and_refuses_a_concur
         "{}",
         stderr(&out)
     );
-    // And `put` refuses a claim past it (the daemon's claim check).
-    let out = p.run(&[
-        "claim",
-        "new",
-        "dev-team1-far",
-        "--type",
-        "dev",
-        "--pool",
-        "team1",
-        "--user",
-        "john.doe@company.com",
-        "--expires",
-        "10d",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("(max-lifetime)"), "{}", stderr(&out));
-    let far: String = String::from_utf8(new_claim(&p, "dev-team1-far", &[]))
-        .expect("utf-8")
-        .lines()
-        .map(|l| {
-            if l.starts_with("expiration_date:") {
-                "expiration_date: \"2999-01-01T00:00:00Z\"\n".to_owned()
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    let out = run_with_input(
-        &p,
-        &["claim", "put", "-", "--source", "bucket"],
-        far.as_bytes(),
-    );
-    assert_eq!(out.status.code(), Some(1), "{far}\n{}", stderr(&out));
-    assert!(stderr(&out).contains("(max-lifetime)"), "{}", stderr(&out));
-
     // Someone edits the claim after it was read: extend on that version fails.
     let edited = text.replace("v1.2.3", "v1.2.4");
     let their_etag = b.put("dev-team1-ext.yaml", edited.clone(), &[]);
@@ -611,4 +576,46 @@ fn claim_put_and_rm_wait_for_the_daemon_to_apply_and_remove_the_environment() {
     );
     assert!(!p.path("out/dev-team1-wait").exists());
     assert_eq!(d.get("/api/v1/environments/dev-team1-wait").0, 404);
+}
+
+#[test]
+#[ignore = "needs garage (scripts/test builds it)"]
+fn claim_new_and_put_refuse_an_expiry_past_the_types_maximum_lifetime() {
+    let garage = Garage::shared();
+    let b = garage.bucket();
+    let p = bucket_project(garage, &b, "presets:\n  dev:\n    max_lifetime: 3d\n");
+    let out = p.run(&[
+        "claim",
+        "new",
+        "dev-team1-far",
+        "--type",
+        "dev",
+        "--pool",
+        "team1",
+        "--user",
+        "john.doe@company.com",
+        "--expires",
+        "10d",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("(max-lifetime)"), "{}", stderr(&out));
+    let far: String = String::from_utf8(new_claim(&p, "dev-team1-far", &[]))
+        .expect("utf-8")
+        .lines()
+        .map(|l| {
+            if l.starts_with("expiration_date:") {
+                "expiration_date: \"2999-01-01T00:00:00Z\"\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let out = run_with_input(
+        &p,
+        &["claim", "put", "-", "--source", "bucket"],
+        far.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{far}\n{}", stderr(&out));
+    assert!(stderr(&out).contains("(max-lifetime)"), "{}", stderr(&out));
+    assert!(b.keys().is_empty());
 }

@@ -219,11 +219,11 @@ fn check(
 mod tests {
     use super::*;
 
-    fn v(etag: &str) -> Option<ObjectVersion> {
-        Some(ObjectVersion {
+    fn v(etag: &str) -> ObjectVersion {
+        ObjectVersion {
             etag: etag.to_owned(),
             last_modified: None,
-        })
+        }
     }
 
     #[test]
@@ -231,12 +231,12 @@ mod tests {
         let o = "s3://b/k";
         assert!(check(o, &Precondition::Absent, None).is_ok());
         assert!(matches!(
-            check(o, &Precondition::Absent, v("e1")),
+            check(o, &Precondition::Absent, Some(v("e1"))),
             Err(WriteError::Exists { etag, .. }) if etag == "e1"
         ));
         let replace = Precondition::Matches("e1".to_owned());
-        assert!(check(o, &replace, v("e1")).is_ok());
-        let changed = check(o, &replace, v("e2")).expect_err("another version");
+        assert!(check(o, &replace, Some(v("e1"))).is_ok());
+        let changed = check(o, &replace, Some(v("e2"))).expect_err("another version");
         assert_eq!(
             changed.to_string(),
             "s3://b/k changed since it was read: expected ETag e1, found ETag e2"
