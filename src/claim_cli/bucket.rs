@@ -174,36 +174,47 @@ impl Bucket {
                 file
             })
             .collect();
-        let snapshots = [Snapshot {
+        let snapshot = Snapshot {
             source: self.name.clone(),
             kind: SourceKind::S3,
             is_static: false,
             revision: Revision("local".to_owned()),
             files,
-        }];
-        let now = Utc::now();
-        let validated = self.pipeline.validate(&snapshots, now);
-        let mut diagnostics = validated.diagnostics;
-        let versions = crate::check_versions(&self.config, &self.pipeline, &snapshots, now)?;
-        diagnostics.extend(versions.diagnostics);
-        diagnostics.sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));
-        let mut notes = Vec::new();
-        if !versions.no_source {
-            notes.extend(
-                versions
-                    .unchecked
-                    .iter()
-                    .map(|u| format!("not checked: {u}")),
-            );
-        }
-        if validated.secrets_unchecked > 0 {
-            notes.push(format!(
-                "{} file(s) carry SOPS secrets that were not decrypted or MAC-checked: no age key is configured (secrets.age_key_files)",
-                validated.secrets_unchecked
-            ));
-        }
-        Ok(Judged { diagnostics, notes })
+        };
+        judge(&self.config, &self.pipeline, snapshot)
     }
+}
+
+/// Judges a snapshot's files as the daemon would (stages 2–3 and the
+/// version check, as `converge validate` does).
+pub(super) fn judge(
+    config: &Config,
+    pipeline: &Pipeline,
+    snapshot: Snapshot,
+) -> Result<Judged, Error> {
+    let snapshots = [snapshot];
+    let now = Utc::now();
+    let validated = pipeline.validate(&snapshots, now);
+    let mut diagnostics = validated.diagnostics;
+    let versions = crate::check_versions(config, pipeline, &snapshots, now)?;
+    diagnostics.extend(versions.diagnostics);
+    diagnostics.sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));
+    let mut notes = Vec::new();
+    if !versions.no_source {
+        notes.extend(
+            versions
+                .unchecked
+                .iter()
+                .map(|u| format!("not checked: {u}")),
+        );
+    }
+    if validated.secrets_unchecked > 0 {
+        notes.push(format!(
+            "{} file(s) carry SOPS secrets that were not decrypted or MAC-checked: no age key is configured (secrets.age_key_files)",
+            validated.secrets_unchecked
+        ));
+    }
+    Ok(Judged { diagnostics, notes })
 }
 
 /// The extension an object gets for bytes read from `shown`: `.json` for

@@ -13,7 +13,8 @@
 //!
 //! The files: `new.rs` (a claim from flags), `bucket.rs` (the source, its
 //! keys, validation with its provenance), `put.rs`, `edit.rs` (`rm`,
-//! `extend`), `wait.rs` (following the API).
+//! `extend`), `wait.rs` (following the API), `propose.rs` (a pull request
+//! through a git source's forge).
 //!
 //! Exit codes: 0 ok; 1 invalid (nothing written), or with `--wait` the
 //! environment Stalled, Failed or refused; 2 an error (config, bucket,
@@ -22,6 +23,7 @@
 mod bucket;
 mod edit;
 mod new;
+mod propose;
 mod put;
 mod wait;
 
@@ -128,6 +130,28 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Propose a claim for review: judged as the daemon would judge it
+    /// from the git source, then a branch, a commit and a pull request
+    /// into the tracked branch through the source's forge (its URL printed).
+    ///
+    /// Exit codes: 0 opened, 1 the claim is invalid (nothing opened), 2 error.
+    Propose {
+        /// The claim file (`-`: stdin).
+        file: PathBuf,
+        /// The git source (by name) whose repository gets the pull request.
+        #[arg(long)]
+        source: String,
+        /// The pull request's title (and commit message); default `claim: NAME`.
+        #[arg(long)]
+        title: Option<String>,
+        /// The file's path in the repository; default: `NAME.yaml` in the
+        /// directory of the source's first path glob.
+        #[arg(long)]
+        path: Option<String>,
+        /// The config file.
+        #[arg(long, default_value = "converge.yaml")]
+        config: PathBuf,
+    },
 }
 
 /// The options `put`, `rm` and `extend` share.
@@ -185,6 +209,8 @@ pub enum Error {
         #[source]
         error: std::io::Error,
     },
+    #[error(transparent)]
+    Forge(#[from] crate::forge::Error),
     /// What the user can change: a flag, the config, the bucket's content.
     #[error("{0}")]
     Refused(String),
@@ -236,6 +262,19 @@ pub fn execute(command: Command) -> Result<u8, Error> {
             if_match,
             common,
         } => edit::extend(&name, by, &source, if_match.as_deref(), &common),
+        Command::Propose {
+            file,
+            source,
+            title,
+            path,
+            config,
+        } => propose::run(&propose::Options {
+            file: &file,
+            source: &source,
+            title: title.as_deref(),
+            path: path.as_deref(),
+            config: &config,
+        }),
     }
 }
 

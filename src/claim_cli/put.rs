@@ -108,7 +108,7 @@ pub(super) fn run(
 /// The file's name in messages and its bytes (`-`: stdin, named
 /// `stdin.yaml` or `stdin.json` by its content, so it is parsed as the
 /// object will be).
-fn read(path: &Path) -> Result<(String, Vec<u8>), Error> {
+pub(super) fn read(path: &Path) -> Result<(String, Vec<u8>), Error> {
     let mut bytes = Vec::new();
     if path == Path::new("-") {
         std::io::stdin()
@@ -134,7 +134,7 @@ fn read(path: &Path) -> Result<(String, Vec<u8>), Error> {
 /// its pool's folder with `pool_from_prefix`), else after the file.
 fn candidate(bucket: &Bucket, shown: String, bytes: Vec<u8>) -> Candidate {
     let ext = extension(&shown, &bytes);
-    let peek = SourcePeek::of(&shown, &bytes);
+    let peek = Peek::of(&shown, &bytes);
     let name = peek.name.unwrap_or_else(|| {
         Path::new(&shown)
             .file_stem()
@@ -146,18 +146,18 @@ fn candidate(bucket: &Bucket, shown: String, bytes: Vec<u8>) -> Candidate {
 
 /// The environment a candidate claims, when it names a valid one.
 fn environment_name(c: &Candidate) -> Option<String> {
-    SourcePeek::of(&c.shown, &c.bytes).name
+    Peek::of(&c.shown, &c.bytes).name
 }
 
 /// The name and pool a file gives, read before it is judged (only to
 /// place its object; judging reads it again, as the daemon will).
-struct SourcePeek {
-    name: Option<String>,
-    pool: Option<String>,
+pub(super) struct Peek {
+    pub(super) name: Option<String>,
+    pub(super) pool: Option<String>,
 }
 
-impl SourcePeek {
-    fn of(shown: &str, bytes: &[u8]) -> SourcePeek {
+impl Peek {
+    pub(super) fn of(shown: &str, bytes: &[u8]) -> Peek {
         let file = crate::source::SourceFile::new(
             shown.to_owned(),
             crate::source::Content::Bytes(bytes.to_vec().into()),
@@ -170,7 +170,7 @@ impl SourcePeek {
                 .filter(|v| crate::claim::EnvironmentName::is_valid(v))
                 .map(str::to_owned)
         };
-        SourcePeek {
+        Peek {
             name: field("environment_name"),
             pool: field("environment_pool"),
         }

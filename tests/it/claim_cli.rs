@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use crate::support::daemon::Daemon;
 use crate::support::garage::{Bucket, Garage, source_yaml};
+use crate::support::gitea::{ADMIN, AUTHOR, Gitea};
 use crate::support::{Project, stderr, stdout};
 
 /// A project whose config has a service catalog and a default user.
@@ -618,4 +619,90 @@ fn claim_new_and_put_refuse_an_expiry_past_the_types_maximum_lifetime() {
     assert_eq!(out.status.code(), Some(1), "{far}\n{}", stderr(&out));
     assert!(stderr(&out).contains("(max-lifetime)"), "{}", stderr(&out));
     assert!(b.keys().is_empty());
+}
+
+#[test]
+#[ignore = "needs gitea (scripts/tools builds it)"]
+fn claim_propose_opens_a_pull_request_whose_plan_creates_the_environment() {
+    use base64::Engine as _;
+    let gitea = Gitea::shared();
+    let repo = gitea.repo("claim-propose");
+    let p = Project::new("");
+    p.write("forge-token", gitea.user_token(AUTHOR));
+    p.write(
+        "converge.yaml",
+        format!(
+            "sources:\n  - name: envs\n    kind: git\n    url: {}\n    branch: main\n    \
+             paths: [\"environments/*.yaml\"]\n    forge:\n      kind: gitea\n      token_file: forge-token\n\
+             target:\n  kind: manifests\n  path: out\nstate_dir: .converge\n",
+            repo.clone_url()
+        ),
+    );
+    let pulls = || {
+        gitea.ok(
+            ADMIN,
+            "GET",
+            &format!("{}/pulls?state=open", repo.path()),
+            None,
+        )
+    };
+    // An invalid claim: nothing is opened.
+    p.write(
+        "typo.yaml",
+        crate::support::claim("prod-b", "prod").replace("services:", "servces:"),
+    );
+    let out = p.run(&["claim", "propose", "typo.yaml", "--source", "envs"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("typo.yaml: /"), "{}", stderr(&out));
+    assert_eq!(pulls().as_array().map(Vec::len), Some(0));
+
+    p.write("prod-a.yaml", crate::support::claim("prod-a", "prod"));
+    let out = p.run(&["claim", "propose", "prod-a.yaml", "--source", "envs"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let url = stdout(&out).trim().to_owned();
+    let open = pulls();
+    let pr = &open.as_array().expect("pulls")[0];
+    assert_eq!(pr["html_url"].as_str(), Some(url.as_str()), "{pr}");
+    assert_eq!(pr["base"]["ref"], "main");
+    assert_eq!(pr["title"], "claim: prod-a");
+    let head = pr["head"]["ref"]
+        .as_str()
+        .expect("a head branch")
+        .to_owned();
+    assert!(head.starts_with("converge/claim-prod-a-"), "{head}");
+    let file = gitea.ok(
+        ADMIN,
+        "GET",
+        &format!(
+            "{}/contents/environments/prod-a.yaml?ref={head}",
+            repo.path()
+        ),
+        None,
+    );
+    let content = base64::engine::general_purpose::STANDARD
+        .decode(file["content"].as_str().expect("content").replace('\n', ""))
+        .expect("base64");
+    assert_eq!(
+        content,
+        crate::support::claim("prod-a", "prod").into_bytes()
+    );
+
+    // What converge plans on the pull request: the environment created.
+    repo.git(&["fetch", "-q", "origin"]);
+    let work = repo.work().display().to_string();
+    let plan = p.run(&[
+        "plan",
+        "--repo",
+        &work,
+        "--base",
+        "origin/main",
+        "--head",
+        &format!("origin/{head}"),
+    ]);
+    assert_eq!(plan.status.code(), Some(1), "{}", stderr(&plan));
+    assert!(stdout(&plan).contains("prod-a"), "{}", stdout(&plan));
+
+    // A source that is not configured.
+    let out = p.run(&["claim", "propose", "prod-a.yaml", "--source", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
 }
