@@ -79,26 +79,7 @@ pub(super) fn run(o: &Options<'_>) -> Result<u8, Error> {
         }
     }
     let pipeline = crate::pipeline_for(&config)?;
-    let mut file = SourceFile::new(shown.clone(), Content::Bytes(bytes.clone().into()));
-    let nobody = Person {
-        name: String::new(),
-        email: String::new(),
-    };
-    file.provenance = Some(Arc::new(Provenance::Git {
-        repository: crate::source::sanitize_url(url),
-        branch: branch.clone(),
-        commit: String::new(),
-        author: nobody.clone(),
-        committer: nobody,
-        time: Utc::now().timestamp(),
-        trailers: std::collections::BTreeMap::new(),
-        signature: Signature {
-            kind: "none".to_owned(),
-            verified: false,
-            signer: None,
-            problem: Some("not merged yet".to_owned()),
-        },
-    }));
+    let file = proposed_file(&shown, &bytes, url, branch);
     let snapshot = Snapshot {
         source: o.source.to_owned(),
         kind: SourceKind::Git,
@@ -106,15 +87,7 @@ pub(super) fn run(o: &Options<'_>) -> Result<u8, Error> {
         revision: Revision("local".to_owned()),
         files: vec![file],
     };
-    let judged = judge(&config, &pipeline, snapshot)?;
-    for line in &judged.notes {
-        note(line);
-    }
-    if !judged.diagnostics.is_empty() {
-        for d in &judged.diagnostics {
-            note(&d.to_string());
-        }
-        note(&format!("{shown} is invalid: no pull request opened"));
+    if !judged_valid(&config, &pipeline, snapshot, &shown)? {
         return Ok(1);
     }
     let client = crate::forge::from_config(url, forge_config)?;
@@ -141,6 +114,64 @@ pub(super) fn run(o: &Options<'_>) -> Result<u8, Error> {
         pr.number
     ));
     Ok(0)
+}
+
+/// The file as the daemon will read it from the tracked branch once
+/// merged: its repository and branch, no commit yet (unsigned).
+fn proposed_file(shown: &str, bytes: &[u8], url: &str, branch: &str) -> SourceFile {
+    let mut file = SourceFile::new(shown.to_owned(), Content::Bytes(bytes.to_vec().into()));
+    let nobody = Person {
+        name: String::new(),
+        email: String::new(),
+    };
+    file.provenance = Some(Arc::new(Provenance::Git {
+        repository: crate::source::sanitize_url(url),
+        branch: branch.to_owned(),
+        commit: String::new(),
+        author: nobody.clone(),
+        committer: nobody,
+        time: Utc::now().timestamp(),
+        trailers: std::collections::BTreeMap::new(),
+        signature: Signature {
+            kind: "none".to_owned(),
+            verified: false,
+            signer: None,
+            problem: Some("not merged yet".to_owned()),
+        },
+    }));
+    file
+}
+
+/// Judges the proposal; false (every problem said) when it is invalid. A
+/// denial only for want of a review is not a problem here: the pull
+/// request is that review (the daemon asks again on the merged commit).
+fn judged_valid(
+    config: &Config,
+    pipeline: &crate::pipeline::Pipeline,
+    snapshot: Snapshot,
+    shown: &str,
+) -> Result<bool, Error> {
+    let judged = judge(config, pipeline, snapshot)?;
+    for line in &judged.notes {
+        note(line);
+    }
+    let (review, problems): (Vec<_>, Vec<_>) = judged.diagnostics.into_iter().partition(|d| {
+        d.rule == crate::validate::policy::UNREVIEWED_RULE
+            || d.rule == crate::pipeline::REVIEW_UNAVAILABLE_RULE
+    });
+    if !review.is_empty() {
+        note(&format!(
+            "{shown}: the policies require a reviewed change for it: the pull request asks for that review"
+        ));
+    }
+    if problems.is_empty() {
+        return Ok(true);
+    }
+    for d in &problems {
+        note(&d.to_string());
+    }
+    note(&format!("{shown} is invalid: no pull request opened"));
+    Ok(false)
 }
 
 /// Where a claim goes in the repository: the directory of the first path

@@ -36,9 +36,9 @@ mod validate;
 pub use cache::Cache;
 use cache::{Entry, Evaluated, Hit, Resolve, ResolveMemo, running, versions_digest};
 pub use evaluation::Evaluation;
-pub use outcome::lifetime_problem;
 #[allow(clippy::wildcard_imports)]
 use outcome::*;
+pub use outcome::{REVIEW_UNAVAILABLE_RULE, lifetime_problem};
 pub use validate::Validated;
 
 /// The compiled, resident state every pass uses.

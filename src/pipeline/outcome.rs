@@ -306,7 +306,7 @@ pub(super) fn render_failure(e: &RenderError) -> (Reason, ConditionType, &'stati
 }
 
 /// The rule of a denial for want of a review the forge could not be asked about.
-pub(super) const REVIEW_UNAVAILABLE_RULE: &str = "review-unavailable";
+pub const REVIEW_UNAVAILABLE_RULE: &str = "review-unavailable";
 
 /// Why a file was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
