@@ -363,7 +363,8 @@ fn claim_put_names_the_endpoint_it_cannot_reach_and_the_credentials_it_was_refus
     assert!(
         err.contains("access denied")
             && err.contains(&garage.endpoint())
-            && err.contains("credentials"),
+            && err.contains("check the credentials (key id from the file ")
+            && err.contains("s3-secret)"),
         "{err}"
     );
 
