@@ -73,7 +73,15 @@ pub fn environment(options: &Options, name: &str) -> Result<Option<serde_json::V
 
 /// `/api/v1/sources` as JSON. For `converge claim --wait`.
 pub fn sources(options: &Options) -> Result<serde_json::Value, Error> {
-    let path = "/api/v1/sources";
+    get_json(options, "/api/v1/sources")
+}
+
+/// `/api/v1/events` (newest first) as JSON. For `converge claim --wait`.
+pub fn events(options: &Options) -> Result<serde_json::Value, Error> {
+    get_json(options, "/api/v1/events")
+}
+
+fn get_json(options: &Options, path: &str) -> Result<serde_json::Value, Error> {
     let body = get(options, path)?;
     serde_json::from_str(&body).map_err(|e| Error::Decode {
         url: format!("{}{path}", options.url),

@@ -35,6 +35,8 @@ pub(super) struct Follow {
     api: Options,
     source: String,
     revision_before: Option<String>,
+    /// The newest event's id before the write.
+    events_before: u64,
     timeout: Duration,
 }
 
@@ -60,15 +62,56 @@ impl Follow {
         };
         let follow = Follow {
             revision_before: None,
+            events_before: 0,
             source: bucket.name.clone(),
             api: options,
             timeout: common.wait_timeout,
         };
         let revision_before = follow.revision()?;
+        let events_before = follow
+            .events()?
+            .iter()
+            .filter_map(|e| e["id"].as_u64())
+            .max()
+            .unwrap_or(0);
         Ok(Follow {
             revision_before,
+            events_before,
             ..follow
         })
+    }
+
+    /// The API's events, newest first.
+    fn events(&self) -> Result<Vec<Value>, Error> {
+        Ok(match status_client::events(&self.api)? {
+            Value::Object(mut o) => match o.remove("items") {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        })
+    }
+
+    /// A warning since the write about environment `name` or the object
+    /// (a refusal that leaves no status row, such as a limit on a new
+    /// environment), as `message (reason)`.
+    fn refusal_event(&self, name: &str, object: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .events()?
+            .into_iter()
+            .filter(|e| e["id"].as_u64().is_some_and(|id| id > self.events_before))
+            .filter(|e| e["type"] == "Warning")
+            .find(|e| {
+                e["environment"] == name
+                    || e["message"].as_str().is_some_and(|m| m.contains(object))
+            })
+            .map(|e| {
+                format!(
+                    "{} ({})",
+                    e["message"].as_str().unwrap_or_default(),
+                    e["reason"].as_str().unwrap_or_default()
+                )
+            }))
     }
 
     /// The source's revision as the daemon last read it.
@@ -97,7 +140,7 @@ impl Follow {
             let (name, decided) = match awaited {
                 Awaited::Applied { name, etag, object } => {
                     let detail = status_client::environment(&self.api, name)?;
-                    (name, self.applied(detail.as_ref(), etag, object)?)
+                    (name, self.applied(name, detail.as_ref(), etag, object)?)
                 }
                 Awaited::Gone { name } => {
                     let detail = status_client::environment(&self.api, name)?;
@@ -126,14 +169,23 @@ impl Follow {
     }
 
     /// Whether the environment is applied from the object version `etag`.
-    fn applied(&self, detail: Option<&Value>, etag: &str, object: &str) -> Result<Decided, Error> {
+    fn applied(
+        &self,
+        name: &str,
+        detail: Option<&Value>,
+        etag: &str,
+        object: &str,
+    ) -> Result<Decided, Error> {
+        let ours = detail.is_some_and(|d| d["provenance"]["etag"] == etag);
+        if !ours && let Some(why) = self.refusal_event(name, object)? {
+            return Ok(Decided::Done(1, format!("refused: {why}")));
+        }
         let Some(d) = detail else {
             return Ok(Decided::Waiting(
                 "waiting for the daemon to read the bucket".to_owned(),
             ));
         };
         let status = d["status"].as_str().unwrap_or_default();
-        let ours = d["provenance"]["etag"] == etag;
         let why = condition(d);
         Ok(match status {
             "Ready" if ours => Decided::Done(0, "applied and Ready".to_owned()),
@@ -142,8 +194,9 @@ impl Follow {
             }
             // A refused claim has no provenance of its own (the environment
             // keeps its last good one): it is this write's refusal once the
-            // daemon has listed the bucket since, and names the object.
-            "Invalid" if why.contains(object) && self.revision()? != self.revision_before => {
+            // daemon has listed the bucket since the write (its revision
+            // moved), or when the refusal names the object.
+            "Invalid" if why.contains(object) || self.revision()? != self.revision_before => {
                 Decided::Done(1, format!("refused: {why}"))
             }
             _ if !ours => Decided::Waiting(format!(

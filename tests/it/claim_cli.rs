@@ -707,3 +707,39 @@ fn claim_propose_opens_a_pull_request_whose_plan_creates_the_environment() {
     let out = p.run(&["claim", "propose", "prod-a.yaml", "--source", "nope"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+#[ignore = "needs garage (scripts/test builds it)"]
+fn claim_put_wait_says_when_the_daemon_refuses_what_the_cli_accepted() {
+    let garage = Garage::shared();
+    let b = garage.bucket();
+    // The pool limit is the daemon's to count (live environments): the
+    // CLI accepts the claim, the daemon refuses it.
+    let p = bucket_project(garage, &b, "limits:\n  environments_per_pool: 1\n");
+    b.put(
+        "dev-team1-first.yaml",
+        crate::support::claim("dev-team1-first", "dev"),
+        &[],
+    );
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("dev-team1-first ready", |d| {
+        d.names().contains(&"dev-team1-first".to_owned())
+            && d.json("/api/v1/environments/dev-team1-first")["status"] == "Ready"
+    });
+    let url = format!("http://{}", d.addr);
+    let claim = new_claim(&p, "dev-team1-second", &[]);
+    let out = run_with_input(
+        &p,
+        &[
+            "claim", "put", "-", "--source", "bucket", "--wait", "--url", &url,
+        ],
+        &claim,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("dev-team1-second: refused") && err.contains("environments_per_pool"),
+        "{err}"
+    );
+    assert!(!p.path("out/dev-team1-second").exists());
+}
