@@ -20,6 +20,7 @@ pub mod api;
 pub mod apply;
 pub mod artifact;
 pub mod claim;
+pub mod claim_cli;
 mod commands;
 pub mod condition;
 pub mod config;

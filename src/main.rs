@@ -1,7 +1,8 @@
 //! The `converge` command: CLI, config, telemetry and exit codes only.
 //!
 //! Exit codes (PRODUCT.md): `validate` and `render` 0 valid / 1 invalid /
-//! 2 error; `plan` 0 no changes / 1 changes / 2 error; `run` 0 ok / 2 error.
+//! 2 error; `plan` 0 no changes / 1 changes / 2 error; `run` 0 ok / 2 error;
+//! `claim` as its subcommands' `--help` says (`claim_cli`).
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -121,6 +122,12 @@ enum Command {
         /// Print the `Secret`'s decrypted values (base64) instead of `***`.
         #[arg(long)]
         show_secrets: bool,
+    },
+    /// Ask for an environment: write, upload, remove or extend a claim
+    /// (exit codes per subcommand in its --help).
+    Claim {
+        #[command(subcommand)]
+        command: converge::claim_cli::Command,
     },
 }
 
@@ -260,6 +267,7 @@ fn execute(command: Command) -> Result<u8> {
             claim,
             show_secrets,
         } => render(config.as_deref(), &claim, show_secrets),
+        Command::Claim { command } => Ok(converge::claim_cli::execute(command)?),
     }
 }
 

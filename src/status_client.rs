@@ -30,6 +30,67 @@ pub enum Error {
 }
 
 fn get(options: &Options, path: &str) -> Result<String, Error> {
+    let (status, body, url) = fetch(options, path)?;
+    if !(200..300).contains(&status) {
+        return Err(refusal(&url, status, body));
+    }
+    Ok(body)
+}
+
+/// The error an unsuccessful answer means: the API's `error` text, else the body.
+fn refusal(url: &str, status: u16, body: String) -> Error {
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or(body);
+    Error::Http {
+        url: url.to_owned(),
+        message: match ureq::http::StatusCode::from_u16(status) {
+            Ok(code) => format!("{code}: {message}"),
+            Err(_) => format!("{status}: {message}"),
+        },
+    }
+}
+
+/// One environment's detail (`/api/v1/environments/{name}`) as JSON;
+/// `None` when the API does not know it (404). For `converge claim --wait`.
+pub fn environment(options: &Options, name: &str) -> Result<Option<serde_json::Value>, Error> {
+    let path = format!("/api/v1/environments/{name}");
+    let (status, body, url) = fetch(options, &path)?;
+    if status == 404 {
+        return Ok(None);
+    }
+    if !(200..300).contains(&status) {
+        return Err(refusal(&url, status, body));
+    }
+    serde_json::from_str(&body)
+        .map(Some)
+        .map_err(|e| Error::Decode {
+            url,
+            message: e.to_string(),
+        })
+}
+
+/// `/api/v1/sources` as JSON. For `converge claim --wait`.
+pub fn sources(options: &Options) -> Result<serde_json::Value, Error> {
+    get_json(options, "/api/v1/sources")
+}
+
+/// `/api/v1/events` (newest first) as JSON. For `converge claim --wait`.
+pub fn events(options: &Options) -> Result<serde_json::Value, Error> {
+    get_json(options, "/api/v1/events")
+}
+
+fn get_json(options: &Options, path: &str) -> Result<serde_json::Value, Error> {
+    let body = get(options, path)?;
+    serde_json::from_str(&body).map_err(|e| Error::Decode {
+        url: format!("{}{path}", options.url),
+        message: e.to_string(),
+    })
+}
+
+/// A `GET` of `path`: the status, the body and the URL asked.
+fn fetch(options: &Options, path: &str) -> Result<(u16, String, String), Error> {
     // `127.0.0.1:8090` means `http://127.0.0.1:8090`.
     let base = options.url.trim_end_matches('/');
     let url = if base.contains("://") {
@@ -81,19 +142,12 @@ fn get(options: &Options, path: &str) -> Result<String, Error> {
             http(crate::diagnostic::chain(&e))
         }
     })?;
-    let status = response.status();
+    let status = response.status().as_u16();
     let body = response
         .body_mut()
         .read_to_string()
         .map_err(|e| http(e.to_string()))?;
-    if !status.is_success() {
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or(body);
-        return Err(http(format!("{status}: {message}")));
-    }
-    Ok(body)
+    Ok((status, body, url))
 }
 
 #[derive(serde::Deserialize)]

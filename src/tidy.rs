@@ -44,6 +44,7 @@ const IO_CRATES: &[&str] = &[
 const IO_MODULES: &[&str] = &[
     "crate::api",
     "crate::artifact",
+    "crate::claim_cli",
     "crate::coordination",
     "crate::daemon",
     "crate::forge",

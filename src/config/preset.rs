@@ -37,6 +37,12 @@ pub struct Preset {
     pub ttl: Option<Duration>,
     /// Resolve versions against the dev tags.
     pub use_dev_tags: bool,
+    /// The longest an environment of this type may live after its
+    /// `creation_date`: a later `expiration_date` is refused
+    /// (`max-lifetime`), and `converge claim extend` stops there. No limit
+    /// when absent (the built-in presets set none).
+    #[serde(default, with = "opt_duration")]
+    pub max_lifetime: Option<Duration>,
 }
 
 /// `presets.<type>.placement`: how a Deployment's pods are bound to the
@@ -144,6 +150,7 @@ impl Preset {
                 waf: false,
                 ttl: (t == EnvironmentType::Sue).then_some(Duration::from_hours(24)),
                 use_dev_tags: t == EnvironmentType::Sue,
+                max_lifetime: None,
             },
             EnvironmentType::Stage => Preset {
                 ha: true,
@@ -157,6 +164,7 @@ impl Preset {
                 waf: true,
                 ttl: None,
                 use_dev_tags: false,
+                max_lifetime: None,
             },
             EnvironmentType::Prod => Preset {
                 ha: true,
@@ -176,6 +184,7 @@ impl Preset {
                 waf: true,
                 ttl: None,
                 use_dev_tags: false,
+                max_lifetime: None,
             },
         }
     }

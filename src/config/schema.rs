@@ -64,6 +64,18 @@ pub struct Config {
     /// The service catalog: asking for a service brings its dependencies.
     #[serde(default)]
     pub services: BTreeMap<String, CatalogService>,
+    /// What `converge claim` uses when a flag is not given.
+    #[serde(default)]
+    pub claims: ClaimsConfig,
+}
+
+/// `claims:`: defaults of `converge claim`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsConfig {
+    /// The `user` of `converge claim new` without `--user`.
+    #[serde(default)]
+    pub default_user: Option<String>,
 }
 
 /// `templates:`: the directory of custom templates, and which of its files
@@ -312,6 +324,7 @@ impl Default for Config {
             versions: VersionsConfig::default(),
             services: BTreeMap::new(),
             secrets: SecretsConfig::default(),
+            claims: ClaimsConfig::default(),
         }
     }
 }

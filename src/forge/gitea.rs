@@ -1,9 +1,11 @@
 //! Gitea and Forgejo (`/api/v1`): tested end to end against a real Gitea.
 
+use std::fmt::Write as _;
+
 use serde::Deserialize;
 
 use super::http::{Call, Http};
-use super::{Comment, CommitStatus, Error, Forge, Listing, PullRequest, State};
+use super::{Comment, CommitStatus, Error, Forge, Listing, Proposal, PullRequest, State};
 use crate::config::ForgeKind;
 use crate::review::ReviewEvent;
 
@@ -54,6 +56,24 @@ pub(super) struct Pull {
     pub merged_by: Option<User>,
     pub merge_commit_sha: Option<String>,
     pub html_url: String,
+}
+
+/// A repository path in a URL: each segment percent-encoded.
+fn encode_path(path: &str) -> String {
+    path.split('/').map(query).collect::<Vec<_>>().join("/")
+}
+
+/// A value percent-encoded for a URL (unreserved characters kept).
+fn query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 impl From<Pull> for PullRequest {
@@ -201,6 +221,57 @@ impl Forge for Gitea {
                 .collect(),
             etag,
         })
+    }
+
+    fn propose(&self, p: &Proposal<'_>) -> Result<PullRequest, Error> {
+        use base64::Engine as _;
+        let path = encode_path(p.path);
+        let mut existing = Call::get(
+            "read_file",
+            READ_REPO,
+            format!("{}/contents/{path}?ref={}", self.repo, query(p.base)),
+        );
+        existing.missing_ok = true;
+        let sha = self
+            .http
+            .json::<serde_json::Value>(&existing)?
+            .and_then(|v| v["sha"].as_str().map(str::to_owned));
+        let mut body = serde_json::json!({
+            "content": base64::engine::general_purpose::STANDARD.encode(p.content),
+            "message": p.message,
+            "branch": p.base,
+            "new_branch": p.branch,
+        });
+        // A new file is created (POST); an existing one is replaced, at
+        // the version the base branch holds (PUT with its blob sha).
+        let method = match sha {
+            Some(sha) => {
+                body["sha"] = serde_json::Value::String(sha);
+                "PUT"
+            }
+            None => "POST",
+        };
+        let write = Call::send(
+            "write_file",
+            WRITE_REPO,
+            method,
+            format!("{}/contents/{path}", self.repo),
+            body,
+        );
+        self.http.call(&write)?;
+        let open = Call::send(
+            "create_pull",
+            WRITE_REPO,
+            "POST",
+            format!("{}/pulls", self.repo),
+            serde_json::json!({
+                "base": p.base,
+                "head": p.branch,
+                "title": p.title,
+                "body": p.body,
+            }),
+        );
+        Ok(self.http.must::<Pull>(&open)?.into())
     }
 
     fn comments(&self, pr: u64) -> Result<Vec<Comment>, Error> {

@@ -115,6 +115,22 @@ pub enum Listing<T> {
     },
 }
 
+/// A change proposed for review (`converge claim propose`): one file
+/// written on a new branch from `base`, and a pull request into `base`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal<'a> {
+    pub base: &'a str,
+    /// The new branch (it must not exist yet).
+    pub branch: &'a str,
+    /// The file's path in the repository.
+    pub path: &'a str,
+    pub content: &'a [u8],
+    /// The commit message.
+    pub message: &'a str,
+    pub title: &'a str,
+    pub body: &'a str,
+}
+
 /// The longest description a status carries (GitHub's limit is 140).
 pub const MAX_DESCRIPTION: usize = 140;
 
@@ -154,6 +170,17 @@ pub trait Forge: Send + Sync {
 
     /// The reviews of `pr`, as approvals at a head.
     fn reviews(&self, pr: &PullRequest) -> Result<Vec<crate::review::ReviewEvent>, Error>;
+
+    /// Writes `p.content` at `p.path` in one commit on the new branch
+    /// `p.branch` (from `p.base`) and opens a pull request into `p.base`.
+    /// Implemented for Gitea/Forgejo; the others answer [`Error::Config`].
+    fn propose(&self, p: &Proposal<'_>) -> Result<PullRequest, Error> {
+        let _ = p;
+        Err(Error::Config {
+            forge: self.kind().as_str().to_owned(),
+            message: "proposing a change (a branch, a commit and a pull request) is implemented for gitea/forgejo only so far".to_owned(),
+        })
+    }
 
     /// The first comment of `pr` whose body holds `marker` (a hidden HTML
     /// comment converge writes into its own comments).

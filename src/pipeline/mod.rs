@@ -38,6 +38,7 @@ use cache::{Entry, Evaluated, Hit, Resolve, ResolveMemo, running, versions_diges
 pub use evaluation::Evaluation;
 #[allow(clippy::wildcard_imports)]
 use outcome::*;
+pub use outcome::{REVIEW_UNAVAILABLE_RULE, lifetime_problem};
 pub use validate::Validated;
 
 /// The compiled, resident state every pass uses.
@@ -437,7 +438,9 @@ impl Pipeline {
         if let Some(d) = self.pool_prefix_problem(path, snapshot, file, &claim) {
             return Err(denied(&snapshot.source, path, &claim, d));
         }
-        if let Some(d) = static_origin_problem(path, file, &claim) {
+        if let Some(d) = static_origin_problem(path, file, &claim)
+            .or_else(|| lifetime_problem(path, &claim, self.renderer.presets()))
+        {
             return Err(Rejected {
                 name: Some(env_name.to_owned()),
                 diagnostics: vec![d],

@@ -4,6 +4,35 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+/// A claim whose `expiration_date` is further from its `creation_date`
+/// than its type's `max_lifetime` (presets).
+#[must_use]
+pub fn lifetime_problem(
+    path: &str,
+    claim: &Claim,
+    presets: &crate::config::Presets,
+) -> Option<Diagnostic> {
+    let t = claim.environment_type;
+    let max = presets.get(t).max_lifetime?;
+    let until = claim.expiration_date?;
+    let limit = claim
+        .creation_date
+        .checked_add_signed(chrono::Duration::from_std(max).ok()?)?;
+    (until > limit).then(|| {
+        Diagnostic::new(
+            path,
+            "/expiration_date",
+            "max-lifetime",
+            format!(
+                "{} is more than {} after creation_date {}: type {t} lives at most that long (presets.{t}.max_lifetime)",
+                timestamp(until),
+                crate::config::format_duration(max),
+                timestamp(claim.creation_date)
+            ),
+        )
+    })
+}
+
 /// A static claim (`deployment_method: git`) that names a repository or
 /// branch must come from exactly that repository and branch.
 pub(super) fn static_origin_problem(
@@ -277,7 +306,7 @@ pub(super) fn render_failure(e: &RenderError) -> (Reason, ConditionType, &'stati
 }
 
 /// The rule of a denial for want of a review the forge could not be asked about.
-pub(super) const REVIEW_UNAVAILABLE_RULE: &str = "review-unavailable";
+pub const REVIEW_UNAVAILABLE_RULE: &str = "review-unavailable";
 
 /// Why a file was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

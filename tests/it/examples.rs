@@ -150,6 +150,7 @@ fn every_config_block_of_the_readme_loads() {
         "secrets",
         "versions",
         "services",
+        "claims",
     ];
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
     let mut checked = 0;

@@ -15,6 +15,7 @@ mod api;
 mod bad_input;
 mod chart;
 mod claim;
+mod claim_cli;
 mod cli;
 mod daemon;
 mod examples;

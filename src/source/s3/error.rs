@@ -205,7 +205,8 @@ where
                     | "ExpiredToken",
                 ) => Error::AuthFailed {
                     message: format!(
-                        "{doing} {at}: access denied at {endpoint} ({described}); check the credentials and the bucket's grants"
+                        "{doing} {at}: access denied at {endpoint} ({described}); check the credentials ({}) and the bucket's grants",
+                        o.credentials.shown()
                     ),
                 },
                 (429 | 500..=599, _) | (_, "SlowDown" | "InternalError" | "ServiceUnavailable") => {

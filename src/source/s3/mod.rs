@@ -27,13 +27,16 @@
 //! read on every poll), `requests.rs` (the per-attempt request counter),
 //! `delta.rs` (the pure comparison of a listing with the last good one, and
 //! the snapshot built from it), `fetch.rs` (listing and `GET`s), `error.rs`
-//! (the [`Error`] and the classification of SDK errors).
+//! (the [`Error`] and the classification of SDK errors), `write.rs` (what
+//! `converge claim` does besides reading: `HEAD`, conditional `PUT`,
+//! `DELETE`).
 
 mod delta;
 mod error;
 mod fetch;
 mod options;
 mod requests;
+mod write;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,6 +59,7 @@ use self::fetch::{fetch_all, list};
 pub use self::options::{CredentialSources, Options, Secret};
 use self::requests::RequestCounter;
 pub use self::requests::Requests;
+pub use self::write::{ObjectVersion, Precondition, WriteError};
 use super::{Provenance, Snapshot, SourceKind};
 use crate::config::SourceConfig;
 use crate::metrics::{S3_REQUESTS, S3RequestLabels};

@@ -86,6 +86,20 @@ impl CredentialSources {
         })
     }
 
+    /// Where the key id and secret come from, for messages (never a value).
+    #[must_use]
+    pub fn shown(&self) -> String {
+        let one = |s: &Secret| match s {
+            Secret::File(p) => format!("the file {}", p.display()),
+            Secret::Env(v) => format!("${v}"),
+        };
+        format!(
+            "key id from {}, secret from {}",
+            one(&self.access_key_id),
+            one(&self.secret_access_key)
+        )
+    }
+
     /// Reads the credentials now. Errors name the file or variable, never a value.
     pub(super) fn load(&self) -> Result<Credentials, String> {
         let id = read_secret(&self.access_key_id, "access key id")?;

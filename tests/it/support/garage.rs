@@ -311,6 +311,33 @@ impl Bucket {
         });
     }
 
+    /// The object at `key`, as text, and its `ETag`; `None` when there is none.
+    pub fn get(&self, key: &str) -> Option<(String, String)> {
+        let out = self
+            .runtime
+            .block_on(self.client.get_object().bucket(&self.name).key(key).send())
+            .ok()?;
+        let etag = out.e_tag().unwrap_or_default().trim_matches('"').to_owned();
+        let body = self
+            .runtime
+            .block_on(out.body.collect())
+            .expect("body")
+            .into_bytes();
+        Some((String::from_utf8_lossy(&body).into_owned(), etag))
+    }
+
+    /// Every key in the bucket.
+    pub fn keys(&self) -> Vec<String> {
+        let out = self
+            .runtime
+            .block_on(self.client.list_objects_v2().bucket(&self.name).send())
+            .expect("list");
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+
     pub fn delete(&self, key: &str) {
         self.runtime
             .block_on(
