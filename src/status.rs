@@ -202,6 +202,22 @@ impl EnvStatus {
         Ok(status)
     }
 
+    /// The same status holding `desired` (an equal environment whose
+    /// objects are now shared with the target's record).
+    fn with_desired(&self, desired: Option<Arc<Desired>>) -> EnvStatus {
+        EnvStatus {
+            item: self.item.clone(),
+            provenance: self.provenance.clone(),
+            versions: self.versions.clone(),
+            last_plan: self.last_plan.clone(),
+            history: self.history.clone(),
+            desired,
+            live: self.live.clone(),
+            item_json: self.item_json.clone(),
+            body: self.body.clone(),
+        }
+    }
+
     /// The `/api/v1/environments/{name}` body.
     #[must_use]
     pub fn body(&self) -> Bytes {
@@ -324,10 +340,10 @@ pub fn statuses(
             && b.item.ready == ready
             && b.item.status == status
             && b.item.conditions == conditions
-            && same(b.desired.as_ref(), desired)
             && same_live(b.live.as_ref(), live)
+            && let Some(kept) = kept(b, desired)
         {
-            out.insert(name.to_owned(), b.clone());
+            out.insert(name.to_owned(), kept);
             continue;
         }
         let record = record_of(name, desired, live, eval);
@@ -540,6 +556,37 @@ fn same(a: Option<&Arc<Desired>>, b: Option<&Arc<Desired>>) -> bool {
     match (a, b) {
         (None, None) => true,
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
+/// The previous status of an environment found unchanged, if its desired
+/// environment is the same: the same `Arc`, or the same environment with its
+/// objects now shared with the target's record (`Cache::share_applied`),
+/// which gets the same status holding the new `Arc` (so the rendered list
+/// is freed), not written again.
+fn kept(before: &Arc<EnvStatus>, desired: Option<&Arc<Desired>>) -> Option<Arc<EnvStatus>> {
+    if same(before.desired.as_ref(), desired) {
+        return Some(before.clone());
+    }
+    same_but_shared(before.desired.as_ref(), desired)
+        .then(|| Arc::new(before.with_desired(desired.cloned())))
+}
+
+/// `b` is `a` with its objects shared with the target's record.
+fn same_but_shared(a: Option<&Arc<Desired>>, b: Option<&Arc<Desired>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let crate::inventory::DesiredObjects::Applied(held) = &b.objects else {
+                return false;
+            };
+            Arc::ptr_eq(&a.claim, &b.claim)
+                && a.origin == b.origin
+                && a.revision == b.revision
+                && a.record == b.record
+                && a.conditions == b.conditions
+                && a.objects.held_by(held)
+        }
         _ => false,
     }
 }
