@@ -882,14 +882,14 @@ fn drift(html: &mut String, item: &Item) {
 /// The resolved versions and the last plan.
 fn versions_and_plan(html: &mut String, env: &EnvStatus) {
     html.push_str("<h2 id=\"versions\">Versions</h2>");
-    if env.versions.is_empty() {
+    if env.versions().is_empty() {
         html.push_str("<p>None resolved.</p>");
     } else {
         html.push_str(concat!(
             "<div class=\"wrap\"><table><thead><tr><th>service</th><th>tag</th><th>constraint</th>",
             "<th>dependency of</th></tr></thead><tbody>"
         ));
-        for (service, r) in &env.versions {
+        for (service, r) in env.versions() {
             let _ = write!(
                 html,
                 "<tr><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",

@@ -222,10 +222,10 @@ impl Filter {
         match (self.service.as_deref(), self.version.as_deref()) {
             (None, None) => true,
             (Some(s), v) => env
-                .versions
+                .versions()
                 .get(s)
                 .is_some_and(|r| v.is_none_or(|v| r.tag == v)),
-            (None, Some(v)) => env.versions.values().any(|r| r.tag == v),
+            (None, Some(v)) => env.versions().values().any(|r| r.tag == v),
         }
     }
 }
