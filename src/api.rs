@@ -18,12 +18,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::metrics::Metrics;
-use crate::status::Item;
 use crate::view::View;
 
 /// What the handlers share.
@@ -252,84 +250,24 @@ async fn metrics(State(shared): State<Shared>) -> Response {
         .into_response()
 }
 
-/// Filters of `/api/v1/environments`.
-#[derive(Debug, Default, Deserialize)]
-pub struct Filter {
-    #[serde(rename = "type")]
-    pub env_type: Option<String>,
-    pub pool: Option<String>,
-    pub status: Option<String>,
-    pub q: Option<String>,
-}
-
-impl Filter {
-    fn is_empty(&self) -> bool {
-        self.env_type.is_none() && self.pool.is_none() && self.status.is_none() && self.q.is_none()
-    }
-
-    /// Whether an item passes every given filter (`q` is a case-insensitive
-    /// substring of name, owner, pool or source).
-    #[must_use]
-    pub fn matches(&self, item: &Item) -> bool {
-        let eq = |want: &Option<String>, have: &str| {
-            want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have))
-        };
-        let staging = self.env_type.as_deref().map(|t| {
-            if t.eq_ignore_ascii_case("staging") {
-                "stage"
-            } else {
-                t
-            }
-        });
-        eq(&staging.map(str::to_owned), &item.env_type)
-            && eq(&self.pool, &item.pool)
-            && eq(&self.status, item.status.as_str())
-            && self.q.as_deref().is_none_or(|q| {
-                let q = q.to_lowercase();
-                [
-                    Some(item.name.as_str()),
-                    Some(item.owner.as_str()),
-                    Some(item.pool.as_str()),
-                    item.source.as_deref(),
-                ]
-                .into_iter()
-                .flatten()
-                .any(|f| f.to_lowercase().contains(&q))
-            })
-    }
-}
-
+/// One page of environments (`limit`, `continue`) that pass every filter;
+/// a malformed parameter is a 400 that names it.
 async fn environments(
     State(shared): State<Shared>,
-    filter: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<crate::view::list::Query>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let mut filter = match filter {
-        Ok(Query(filter)) => filter,
+    let query = match query {
+        Ok(Query(query)) => query,
         Err(rejection) => return error(StatusCode::BAD_REQUEST, &rejection.body_text()),
     };
-    // An empty parameter (`?type=`) is no filter.
-    for value in [
-        &mut filter.env_type,
-        &mut filter.pool,
-        &mut filter.status,
-        &mut filter.q,
-    ] {
-        if value.as_deref().is_some_and(str::is_empty) {
-            *value = None;
-        }
-    }
-    let view = shared.view.load();
-    if filter.is_empty() {
-        return json(StatusCode::OK, view.list.clone());
-    }
-    let items: Vec<&Item> = view.items().filter(|i| filter.matches(i)).collect();
-    let body = match &view.shard {
-        Some(m) => serde_json::json!({ "shard": crate::view::shard_json(m), "items": items }),
-        None => serde_json::json!({ "items": items }),
+    let (filter, page) = match query.parse() {
+        Ok(parsed) => parsed,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
+    let view = shared.view.load();
     json(
         StatusCode::OK,
-        Bytes::from(serde_json::to_vec(&body).expect("items serialize")),
+        crate::view::list::page(&view, &filter, &page),
     )
 }
 

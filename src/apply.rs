@@ -83,10 +83,8 @@ fn prepare<'e>(
         .enumerate()
         .map(|(i, r)| (&r.object.id, i))
         .collect();
-    let planned: HashMap<&ObjectRef, Digest> = desired
-        .into_iter()
-        .flat_map(|d| d.objects.iter().map(|o| (&o.id, o.digest)))
-        .collect();
+    let planned: HashMap<&ObjectRef, Digest> =
+        desired.into_iter().flat_map(|d| d.objects.iter()).collect();
     let mut upserts = Vec::new();
     let mut deletes = Vec::new();
     for step in steps {

@@ -16,15 +16,14 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::inventory::LiveEnvironment;
+use crate::inventory::{DesiredObjects, LiveEnvironment};
 use crate::object::ObjectRef;
-use crate::render::Object;
 
 /// How one environment's objects differ from what is live.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ObjectDiff<'a> {
-    pub creates: Vec<&'a Object>,
-    pub updates: Vec<&'a Object>,
+    pub creates: Vec<&'a ObjectRef>,
+    pub updates: Vec<&'a ObjectRef>,
     /// Live objects no longer desired.
     pub deletes: Vec<&'a ObjectRef>,
     pub unchanged: usize,
@@ -40,20 +39,27 @@ impl ObjectDiff<'_> {
 /// Diffs one environment: `desired` objects against its live record (if
 /// any), by object identity.
 #[must_use]
-pub fn diff<'a>(desired: &'a [Object], live: Option<&'a LiveEnvironment>) -> ObjectDiff<'a> {
+pub fn diff<'a>(desired: &'a DesiredObjects, live: Option<&'a LiveEnvironment>) -> ObjectDiff<'a> {
     let mut out = ObjectDiff::default();
     let Some(live) = live else {
-        out.creates = desired.iter().collect();
+        out.creates = desired.iter().map(|(id, _)| id).collect();
         return out;
     };
+    // Desired as this very record: nothing differs.
+    if let DesiredObjects::Applied(held) = desired
+        && std::ptr::eq(held.as_ref(), live)
+    {
+        out.unchanged = live.objects.len();
+        return out;
+    }
     let mut wanted = BTreeSet::new();
-    for object in desired {
-        match live.objects.get(&object.id) {
-            None => out.creates.push(object),
-            Some(digest) if *digest != object.digest => out.updates.push(object),
+    for (id, digest) in desired.iter() {
+        match live.objects.get(id) {
+            None => out.creates.push(id),
+            Some(have) if *have != digest => out.updates.push(id),
             Some(_) => out.unchanged += 1,
         }
-        wanted.insert(&object.id);
+        wanted.insert(id);
     }
     out.deletes = live
         .objects
@@ -340,7 +346,7 @@ mod tests {
 
     use super::*;
     use crate::inventory::EnvironmentRecord;
-    use crate::render::{Digest, digest};
+    use crate::render::{Digest, Object, digest};
 
     fn object(kind: &str, name: &str, body: &str) -> Object {
         Object {
@@ -378,12 +384,25 @@ mod tests {
                 (gone.id.clone(), Digest::PENDING),
             ]),
         };
-        let d = diff(&desired, Some(&live));
+        let rendered = DesiredObjects::Rendered(desired.clone());
+        let d = diff(&rendered, Some(&live));
         assert_eq!(d.unchanged, 1);
-        assert_eq!(d.updates, vec![&desired[1]]);
-        assert_eq!(d.creates, vec![&desired[2]]);
+        assert_eq!(d.updates, vec![&desired[1].id]);
+        assert_eq!(d.creates, vec![&desired[2].id]);
         assert_eq!(d.deletes, vec![&gone.id]);
-        assert_eq!(diff(&desired, None).creates.len(), 3);
+        assert_eq!(diff(&rendered, None).creates.len(), 3);
+        // Desired as the target's own record of them: the same answer.
+        let live = Arc::new(live);
+        let applied = DesiredObjects::Applied(live.clone());
+        assert!(applied.held_by(&live) && !rendered.held_by(&live));
+        let same = diff(&applied, Some(&live));
+        assert!(same.is_empty());
+        assert_eq!(same.unchanged, 3);
+        let mut now = (*live).clone();
+        now.objects.remove(&desired[0].id);
+        let d = diff(&applied, Some(&now));
+        assert_eq!(d.creates, vec![&desired[0].id]);
+        assert_eq!((d.updates.len(), d.deletes.len(), d.unchanged), (0, 0, 2));
     }
 
     #[test]
@@ -404,7 +423,7 @@ mod tests {
             },
             objects: BTreeMap::from([(old, digest(b"v1"))]),
         };
-        let desired = [hpa];
+        let desired = DesiredObjects::Rendered(vec![hpa]);
         let d = diff(&desired, Some(&live));
         assert_eq!(
             (d.creates.len(), d.updates.len(), d.deletes.len()),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::object::ObjectRef;
-use crate::render::Digest;
+use crate::render::{Digest, Object};
 use crate::resolve::Resolved;
 use crate::source::Origin;
 
@@ -45,6 +45,55 @@ impl LiveEnvironment {
     /// Rebuilds the object map with full B-tree nodes (after inserts and removes).
     pub fn compact(&mut self) {
         self.objects = std::mem::take(&mut self.objects).into_iter().collect();
+    }
+}
+
+/// An environment's desired objects: as rendered, or, once the target holds
+/// exactly these (same identities and digests), the target's own record of
+/// them, shared: an environment in sync keeps one list of its ~41 objects,
+/// not two (the pipeline's and the target's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DesiredObjects {
+    Rendered(Vec<Object>),
+    Applied(Arc<LiveEnvironment>),
+}
+
+impl DesiredObjects {
+    /// Each object's identity and digest (rendered order, or identity order).
+    pub fn iter(&self) -> impl Iterator<Item = (&ObjectRef, Digest)> {
+        let (rendered, applied) = match self {
+            DesiredObjects::Rendered(v) => (Some(v.iter().map(|o| (&o.id, o.digest))), None),
+            DesiredObjects::Applied(l) => (None, Some(l.objects.iter().map(|(id, d)| (id, *d)))),
+        };
+        rendered
+            .into_iter()
+            .flatten()
+            .chain(applied.into_iter().flatten())
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            DesiredObjects::Rendered(v) => v.len(),
+            DesiredObjects::Applied(l) => l.objects.len(),
+        }
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `live` holds exactly these objects (identities and digests).
+    #[must_use]
+    pub fn held_by(&self, live: &LiveEnvironment) -> bool {
+        match self {
+            DesiredObjects::Applied(l) => l.objects == live.objects,
+            DesiredObjects::Rendered(v) => {
+                v.len() == live.objects.len()
+                    && v.iter().all(|o| live.objects.get(&o.id) == Some(&o.digest))
+            }
+        }
     }
 }
 

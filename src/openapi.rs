@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::claim::EnvironmentType;
 use crate::condition::{ConditionType, Reason};
+use crate::view::list::{DEFAULT_LIMIT, MAX_LIMIT};
 
 /// Object schemas with every property required (nullable ones say so) and
 /// no others allowed.
@@ -305,7 +306,16 @@ fn schemas() -> Value {
         })),
         "Reason": { "type": "string", "enum": reasons },
         "Item": object(&item),
-        "Items": list_of("Item"),
+        "Items": {
+            "type": "object",
+            "properties": {
+                "shard": object(&json!({ "identity": string, "members": { "type": "array", "items": string } })),
+                "items": { "type": "array", "items": reference("Item") },
+                "continue": { "type": "string", "description": "Present when more environments match: pass it as `continue` for the next page." },
+            },
+            "required": ["items"],
+            "additionalProperties": false,
+        },
         "Detail": object(&detail),
         "Resolved": object(&json!({ "tag": string, "constraint": string })),
         "HistoryEntry": object(&json!({
@@ -330,23 +340,9 @@ const OPTIONAL: &[(&str, &str)] = &[
     ("Event", "environment"),
 ];
 
-/// The document.
-#[must_use]
-pub fn document() -> Value {
-    let mut schemas = schemas();
-    for (schema, field) in OPTIONAL {
-        let s = &mut schemas[*schema];
-        let s = if s.get("allOf").is_some() {
-            &mut s["allOf"][0]
-        } else {
-            s
-        };
-        if let Some(required) = s["required"].as_array_mut() {
-            required.retain(|r| r != field);
-        }
-    }
-    let text = |description: &str, media: &str| json!({ "description": description, "content": { media: { "schema": { "type": "string" } } } });
-    let filters = [
+/// The query parameters of `/api/v1/environments`: filters and paging.
+fn list_parameters() -> Vec<Value> {
+    vec![
         string_param(
             "type",
             "query",
@@ -363,11 +359,71 @@ pub fn document() -> Value {
             "Status word (`Ready`, `Pending`, `Held`, `Failed`, `Invalid`, `Expired`), case-insensitive; empty is no filter.",
         ),
         string_param(
+            "owner",
+            "query",
+            "The claim's user, case-insensitive; empty is no filter.",
+        ),
+        string_param(
+            "service",
+            "query",
+            "A service the environment runs (claimed or as a dependency); empty is no filter.",
+        ),
+        string_param(
+            "version",
+            "query",
+            "A resolved tag: of `service` when given, else of any service; empty is no filter.",
+        ),
+        json!({
+            "name": "expiring_before",
+            "in": "query",
+            "required": false,
+            "description": "Environments that expire before this RFC 3339 time (those without expiry never match); empty is no filter.",
+            "schema": { "anyOf": [
+                { "type": "string", "format": "date-time" },
+                { "type": "string", "maxLength": 0 },
+            ] },
+        }),
+        string_param(
             "q",
             "query",
             "Case-insensitive substring of the name, owner, pool or source; empty is no filter.",
         ),
-    ];
+        json!({
+            "name": "limit",
+            "in": "query",
+            "required": false,
+            "description": format!(
+                "Environments on a page: {DEFAULT_LIMIT} when not given; a larger number than {MAX_LIMIT} is served as {MAX_LIMIT}."
+            ),
+            "schema": { "type": "integer", "minimum": 1 },
+        }),
+        json!({
+            "name": "continue",
+            "in": "query",
+            "required": false,
+            "description": "The `continue` token of the page before (opaque): the next page starts after the last environment it served, in the list as it is then (valid across passes); empty is the first page.",
+            "schema": { "type": "string", "pattern": "^(n([0-9a-f]{2})+)?$" },
+        }),
+    ]
+}
+
+/// The document.
+#[must_use]
+pub fn document() -> Value {
+    let mut schemas = schemas();
+    for (schema, field) in OPTIONAL {
+        let s = &mut schemas[*schema];
+        let s = if s.get("allOf").is_some() {
+            &mut s["allOf"][0]
+        } else {
+            s
+        };
+        if let Some(required) = s["required"].as_array_mut() {
+            required.retain(|r| r != field);
+        }
+    }
+    let text = |description: &str, media: &str| json!({ "description": description, "content": { media: { "schema": { "type": "string" } } } });
+    let filters = list_parameters();
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -395,6 +451,8 @@ pub fn document() -> Value {
                     &[("400", "A malformed query (a parameter given twice, bad percent-encoding).")], false),
                 &[
                     string_param("q", "query", "Case-insensitive substring of the name, type, pool, owner, source, status, a condition's reason or a problem condition's type (`Drifted`, `Stalled`); the first 100 characters count; empty is no search."),
+                    string_param("status", "query", "Only environments of this status word, case-insensitive; empty is no filter."),
+                    string_param("type", "query", "Only environments of this type, case-insensitive; empty is no filter."),
                     string_param("page", "query", "The page of matching environments, from 1; anything else is the first."),
                 ]) },
             "/environments/{name}": { "get": with_parameters(
@@ -403,9 +461,9 @@ pub fn document() -> Value {
                     &[("400", "The name is not UTF-8 (percent-decoded)."), ("404", "No such environment.")], false),
                 &[string_param("name", "path", "The environment's name.")]) },
             "/api/v1/environments": { "get": with_parameters(
-                get("environments", "Every environment, sorted by name; filters combine.",
-                    json_response("The environments that pass every filter.", &reference("Items")),
-                    &[("400", "A malformed query (a parameter given twice, bad percent-encoding).")], false),
+                get("environments", "Environments sorted by name, a page at a time; filters combine.",
+                    json_response("A page of the environments that pass every filter, and `continue` when more do.", &reference("Items")),
+                    &[("400", "A malformed query (a parameter given twice, bad percent-encoding, a `limit` below 1, a `continue` token this API did not give, an `expiring_before` that is not a time).")], false),
                 &filters) },
             "/api/v1/environments/{name}": { "get": with_parameters(
                 get("environment", "One environment: its status, claim (redacted), provenance, versions, last plan, inventory and history.",

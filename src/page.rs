@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::condition::ConditionType;
 use crate::status::{EnvStatus, HistoryEntry, Item, Status};
 use crate::view::View;
+use crate::view::list::contains_ci;
 
 /// Environments listed on one page; the others are counted and paged.
 pub const ROWS: usize = 200;
@@ -29,11 +30,14 @@ pub const ENVIRONMENT_EVENTS: usize = 50;
 /// Characters of a message shown in a list row (the environment's page shows it whole).
 const SHORT: usize = 160;
 
-/// The main page's query: `q` (search) and `page` (1-based); anything
-/// unreadable is the default.
+/// The main page's query: `q` (search), `status` and `type` (exact, as the
+/// counts link them) and `page` (1-based); anything unreadable is the default.
 #[derive(Debug, Default, Deserialize)]
 pub struct Query {
     pub q: Option<String>,
+    pub status: Option<String>,
+    #[serde(rename = "type")]
+    pub env_type: Option<String>,
     pub page: Option<String>,
 }
 
@@ -108,18 +112,6 @@ fn search_of(q: Option<&str>) -> (String, bool) {
         None => (q.to_owned(), false),
         Some((at, _)) => (q[..at].to_owned(), true),
     }
-}
-
-/// Whether `hay` contains `needle` (already lower-case), ignoring case.
-fn contains_ci(hay: &str, needle: &str) -> bool {
-    if needle.is_empty() {
-        return true;
-    }
-    if hay.is_ascii() && needle.is_ascii() {
-        let (h, n) = (hay.as_bytes(), needle.as_bytes());
-        return h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
-    }
-    hay.to_lowercase().contains(needle)
 }
 
 /// Whether an environment matches the search (lower-case): its name, type,
@@ -290,13 +282,13 @@ fn head(html: &mut String, title: &str) {
 pub fn status_page(view: &View, query: &Query, now: chrono::DateTime<chrono::Utc>) -> String {
     let mut html = String::with_capacity(8192 + view.environments.len().min(ROWS) * 600);
     head(&mut html, "converge status");
-    let count = |f: &dyn Fn(&Item) -> bool| view.items().filter(|i| f(i)).count();
-    let ready = count(&|i| i.ready);
-    let stalled = count(&|i| i.status == Status::Stalled);
-    let drifted = count(&|i| i.drifted());
-    let invalid = count(&|i| i.status == Status::Invalid);
-    let failed = count(&|i| i.status == Status::Failed);
-    let held = count(&|i| i.status == Status::Held);
+    let counts = &view.counts;
+    let ready = counts.ready;
+    let stalled = counts.status(Status::Stalled);
+    let drifted = counts.drifted;
+    let invalid = counts.status(Status::Invalid);
+    let failed = counts.status(Status::Failed);
+    let held = counts.status(Status::Held);
     let _ = write!(
         html,
         "<h1>converge</h1><p>{} environments: {ready} ready",
@@ -324,6 +316,7 @@ pub fn status_page(view: &View, query: &Query, now: chrono::DateTime<chrono::Utc
         if view.ready { "" } else { " (not ready yet)" },
         now.format("%Y-%m-%dT%H:%M:%SZ")
     );
+    counts_line(&mut html, view);
     if let Some(plan) = &view.last_plan {
         let _ = write!(
             html,
@@ -348,6 +341,104 @@ pub fn status_page(view: &View, query: &Query, now: chrono::DateTime<chrono::Utc
     html
 }
 
+/// The environments counted by status and by type, each count a link to
+/// the search that lists them.
+fn counts_line(html: &mut String, view: &View) {
+    let counts = &view.counts;
+    if counts.by_status.is_empty() {
+        return;
+    }
+    html.push_str("<p class=\"counts\">By status:");
+    for (i, (status, n)) in counts.by_status.iter().enumerate() {
+        let _ = write!(
+            html,
+            "{} <a class=\"{s}\" href=\"/?status={s}\">{s} {n}</a>",
+            if i > 0 { "," } else { "" },
+            s = status.as_str()
+        );
+    }
+    html.push_str(". By type:");
+    for (i, (t, n)) in counts.by_type.iter().enumerate() {
+        let _ = write!(
+            html,
+            "{} <a href=\"/?type={}\">{} {n}</a>",
+            if i > 0 { "," } else { "" },
+            escape(&encode(t)),
+            escape(t)
+        );
+    }
+    html.push_str(".</p>");
+}
+
+/// How many environments the search and filters match, and what they are.
+fn matched(
+    html: &mut String,
+    view: &View,
+    total: usize,
+    status: Option<&str>,
+    env_type: Option<&str>,
+    q: &str,
+) {
+    let mut what = Vec::new();
+    if let Some(s) = status {
+        what.push(format!("status {}", escape(s)));
+    }
+    if let Some(t) = env_type {
+        what.push(format!("type {}", escape(t)));
+    }
+    if !q.is_empty() {
+        what.push(format!("<q>{}</q>", escape(q)));
+    }
+    let _ = write!(
+        html,
+        "<p>{} of {} environments match {}.</p>",
+        total,
+        view.environments.len(),
+        what.join(" and ")
+    );
+}
+
+/// Links to the previous and next page of the same search.
+fn pager(
+    html: &mut String,
+    page: usize,
+    pages: usize,
+    q: &str,
+    status: Option<&str>,
+    env_type: Option<&str>,
+) {
+    if pages <= 1 {
+        return;
+    }
+    html.push_str("<nav class=\"pages\">");
+    let link = |p: usize| {
+        let mut href = format!("/?page={p}");
+        if !q.is_empty() {
+            let _ = write!(href, "&q={}", encode(q));
+        }
+        if let Some(s) = status {
+            let _ = write!(href, "&status={}", encode(s));
+        }
+        if let Some(t) = env_type {
+            let _ = write!(href, "&type={}", encode(t));
+        }
+        escape(&href)
+    };
+    if page > 1 {
+        let _ = write!(html, "<a href=\"{}\">previous page</a>", link(page - 1));
+    }
+    let _ = write!(html, "<span>page {page} of {pages}</span> ");
+    if page < pages {
+        let _ = write!(html, "<a href=\"{}\">next page</a>", link(page + 1));
+    }
+    html.push_str("</nav>");
+}
+
+/// A query parameter given and not blank.
+fn given(v: Option<&str>) -> Option<&str> {
+    v.map(str::trim).filter(|v| !v.is_empty())
+}
+
 fn environments(html: &mut String, view: &View, query: &Query, now: chrono::DateTime<chrono::Utc>) {
     let (q, cut) = search_of(query.q.as_deref());
     let needle = q.to_lowercase();
@@ -368,8 +459,30 @@ fn environments(html: &mut String, view: &View, query: &Query, now: chrono::Date
             "<a href=\"/\">clear</a>"
         },
     );
-    let found: Vec<&Item> = view.items().filter(|i| matches(i, &needle)).collect();
-    let pages = found.len().div_ceil(ROWS).max(1);
+    let (status, env_type) = (
+        given(query.status.as_deref()),
+        given(query.env_type.as_deref()),
+    );
+    let exact = |want: Option<&str>, have: &str| want.is_none_or(|w| w.eq_ignore_ascii_case(have));
+    let filtered = !needle.is_empty() || status.is_some() || env_type.is_some();
+    // Unfiltered, a page is a slice of the name order: nothing else is read.
+    let found: Vec<&Item> = if filtered {
+        view.items()
+            .filter(|i| {
+                exact(status, i.status.as_str())
+                    && exact(env_type, &i.env_type)
+                    && matches(i, &needle)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let total = if filtered {
+        found.len()
+    } else {
+        view.environments.len()
+    };
+    let pages = total.div_ceil(ROWS).max(1);
     let page = query
         .page
         .as_deref()
@@ -377,61 +490,42 @@ fn environments(html: &mut String, view: &View, query: &Query, now: chrono::Date
         .unwrap_or(1)
         .clamp(1, pages);
     let first = (page - 1) * ROWS;
-    let rows = &found[first.min(found.len())..(first + ROWS).min(found.len())];
+    let rows: Vec<&Item> = if filtered {
+        found.iter().skip(first).take(ROWS).copied().collect()
+    } else {
+        view.items().skip(first).take(ROWS).collect()
+    };
     if cut {
         let _ = write!(
             html,
             "<p class=\"muted\">The search is cut to its first {QUERY_MAX} characters.</p>"
         );
     }
-    if !q.is_empty() {
-        let _ = write!(
-            html,
-            "<p>{} of {} environments match <q>{}</q>.</p>",
-            found.len(),
-            view.environments.len(),
-            escape(&q)
-        );
+    if filtered {
+        matched(html, view, total, status, env_type, &q);
     }
-    if found.len() > rows.len() {
+    if total > rows.len() {
         let _ = write!(
             html,
             "<p>Showing {}–{} of {}; {} more not shown.</p>",
             first + 1,
             first + rows.len(),
-            found.len(),
-            found.len() - rows.len()
+            total,
+            total - rows.len()
         );
     }
     html.push_str(concat!(
         "<div class=\"wrap\"><table class=\"cards\"><thead><tr><th>name</th><th>type</th><th>pool</th>",
         "<th>owner</th><th>status</th><th>why</th><th>expires</th></tr></thead><tbody>"
     ));
-    for item in rows {
+    for item in &rows {
         row(html, item, now);
     }
     html.push_str("</tbody></table></div>");
-    if found.is_empty() {
+    if total == 0 {
         html.push_str("<p>No environment matches.</p>");
     }
-    if pages > 1 {
-        html.push_str("<nav class=\"pages\">");
-        let link = |p: usize| {
-            let mut href = format!("/?page={p}");
-            if !q.is_empty() {
-                let _ = write!(href, "&q={}", encode(&q));
-            }
-            escape(&href)
-        };
-        if page > 1 {
-            let _ = write!(html, "<a href=\"{}\">previous page</a>", link(page - 1));
-        }
-        let _ = write!(html, "<span>page {page} of {pages}</span> ");
-        if page < pages {
-            let _ = write!(html, "<a href=\"{}\">next page</a>", link(page + 1));
-        }
-        html.push_str("</nav>");
-    }
+    pager(html, page, pages, &q, status, env_type);
 }
 
 fn row(html: &mut String, item: &Item, now: chrono::DateTime<chrono::Utc>) {
@@ -788,14 +882,14 @@ fn drift(html: &mut String, item: &Item) {
 /// The resolved versions and the last plan.
 fn versions_and_plan(html: &mut String, env: &EnvStatus) {
     html.push_str("<h2 id=\"versions\">Versions</h2>");
-    if env.versions.is_empty() {
+    if env.versions().is_empty() {
         html.push_str("<p>None resolved.</p>");
     } else {
         html.push_str(concat!(
             "<div class=\"wrap\"><table><thead><tr><th>service</th><th>tag</th><th>constraint</th>",
             "<th>dependency of</th></tr></thead><tbody>"
         ));
-        for (service, r) in &env.versions {
+        for (service, r) in env.versions() {
             let _ = write!(
                 html,
                 "<tr><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
@@ -973,6 +1067,7 @@ mod tests {
         let q = Query {
             q: Some("\"><script>alert(2)</script>".into()),
             page: None,
+            ..Query::default()
         };
         for html in [
             status_page(&v, &Query::default(), now()),
@@ -1052,6 +1147,40 @@ mod tests {
     }
 
     #[test]
+    fn the_page_counts_by_status_and_type_and_filters_by_them_exactly() {
+        let v = view(
+            vec![
+                env("dev-ok", "ann@x.io", "Ready", &ready()),
+                env("dev-stuck", "bob@x.io", "Stalled", &stalled()),
+                env("dev-drift", "cy@x.io", "Ready", &drifted()),
+            ],
+            &serde_json::json!([]),
+        );
+        let html = status_page(&v, &Query::default(), now());
+        assert!(
+            html.contains(concat!(
+                "By status: <a class=\"Ready\" href=\"/?status=Ready\">Ready 2</a>, ",
+                "<a class=\"Stalled\" href=\"/?status=Stalled\">Stalled 1</a>. ",
+                "By type: <a href=\"/?type=dev\">dev 3</a>."
+            )),
+            "{html}"
+        );
+        let stalled = status_page(
+            &v,
+            &Query {
+                status: Some("stalled".into()),
+                ..Query::default()
+            },
+            now(),
+        );
+        assert!(
+            stalled.contains("1 of 3 environments match status stalled."),
+            "{stalled}"
+        );
+        assert!(stalled.contains("dev-stuck") && !stalled.contains("/environments/dev-ok"));
+    }
+
+    #[test]
     fn the_search_matches_name_type_pool_owner_and_reason_ignoring_case() {
         let v = view(
             vec![
@@ -1085,6 +1214,7 @@ mod tests {
             &Query {
                 q: Some(long),
                 page: None,
+                ..Query::default()
             },
             now(),
         );
@@ -1120,6 +1250,7 @@ mod tests {
             &Query {
                 q: Some("dev".into()),
                 page: Some("2".into()),
+                ..Query::default()
             },
             now(),
         );
@@ -1137,6 +1268,7 @@ mod tests {
             &Query {
                 q: None,
                 page: Some("99".into()),
+                ..Query::default()
             },
             now(),
         );
@@ -1146,6 +1278,7 @@ mod tests {
             &Query {
                 q: None,
                 page: Some("-1".into()),
+                ..Query::default()
             },
             now(),
         );

@@ -314,6 +314,9 @@ impl Converge {
         {
             outcome.live = share(&live, outcome.members.as_deref());
         }
+        memory
+            .cache
+            .share_applied(&mut outcome.evaluation.desired, &outcome.live);
         let applied_now = (Instant::now(), wall_clock(chrono::Utc::now()));
         for name in &report.applied {
             memory.applied_at.insert(name.clone(), applied_now.clone());

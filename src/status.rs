@@ -149,7 +149,8 @@ pub struct InventoryEntry {
 pub struct EnvStatus {
     pub item: Item,
     pub provenance: Option<crate::source::Provenance>,
-    pub versions: BTreeMap<String, Resolved>,
+    /// Where [`EnvStatus::versions`] are read from.
+    versions: Versions,
     pub last_plan: Option<EnvironmentPlan>,
     pub history: VecDeque<HistoryEntry>,
     desired: Option<Arc<Desired>>,
@@ -160,7 +161,63 @@ pub struct EnvStatus {
     body: OnceLock<Bytes>,
 }
 
+/// Where an environment's resolved versions are: in its desired or live
+/// record (borrowed, not copied: one map per environment, not three), or,
+/// with neither (restored, refused, expired), a copy of its own.
+#[derive(Debug, Clone)]
+enum Versions {
+    Desired,
+    Live,
+    Own(BTreeMap<String, Resolved>),
+}
+
+impl Versions {
+    /// As `record_of` chooses the record: the desired one, else the live
+    /// one, else a copy (of the refused claim's record, or what was known).
+    fn of(
+        desired: bool,
+        live: bool,
+        record: Option<&crate::inventory::EnvironmentRecord>,
+        before: Option<&Arc<EnvStatus>>,
+    ) -> Versions {
+        if desired {
+            Versions::Desired
+        } else if live {
+            Versions::Live
+        } else {
+            Versions::Own(record.map_or_else(
+                || before.map(|b| b.versions().clone()).unwrap_or_default(),
+                |r| r.versions.clone(),
+            ))
+        }
+    }
+}
+
 impl EnvStatus {
+    /// The versions the environment resolved (its record's).
+    #[must_use]
+    pub fn versions(&self) -> &BTreeMap<String, Resolved> {
+        match &self.versions {
+            Versions::Desired => {
+                &self
+                    .desired
+                    .as_ref()
+                    .expect("Versions::Desired only with a desired environment")
+                    .record
+                    .versions
+            }
+            Versions::Live => {
+                &self
+                    .live
+                    .as_ref()
+                    .expect("Versions::Live only with a live environment")
+                    .record
+                    .versions
+            }
+            Versions::Own(v) => v,
+        }
+    }
+
     /// What the state store keeps of an environment: its detail without the
     /// claim and the inventory, which the pipeline and the target provide
     /// again on the first pass after a restart (a few hundred bytes instead
@@ -171,7 +228,7 @@ impl EnvStatus {
             item: &self.item,
             claim: None,
             provenance: self.provenance.as_ref(),
-            versions: &self.versions,
+            versions: self.versions(),
             last_plan: self.last_plan.as_ref(),
             inventory: InventoryDoc(None),
             history: &self.history,
@@ -192,7 +249,7 @@ impl EnvStatus {
             item_json: Bytes::from(serde_json::to_vec(&d.item)?),
             item: d.item,
             provenance: d.provenance,
-            versions: d.versions,
+            versions: Versions::Own(d.versions),
             last_plan: d.last_plan,
             history: d.history,
             desired: None,
@@ -200,6 +257,22 @@ impl EnvStatus {
             body: OnceLock::new(),
         };
         Ok(status)
+    }
+
+    /// The same status holding `desired` (an equal environment whose
+    /// objects are now shared with the target's record).
+    fn with_desired(&self, desired: Option<Arc<Desired>>) -> EnvStatus {
+        EnvStatus {
+            item: self.item.clone(),
+            provenance: self.provenance.clone(),
+            versions: self.versions.clone(),
+            last_plan: self.last_plan.clone(),
+            history: self.history.clone(),
+            desired,
+            live: self.live.clone(),
+            item_json: self.item_json.clone(),
+            body: self.body.clone(),
+        }
     }
 
     /// The `/api/v1/environments/{name}` body.
@@ -211,7 +284,7 @@ impl EnvStatus {
                     item: &self.item,
                     claim: self.desired.as_deref().map(redacted),
                     provenance: self.provenance.as_ref(),
-                    versions: &self.versions,
+                    versions: self.versions(),
                     last_plan: self.last_plan.as_ref(),
                     inventory: InventoryDoc(self.live.as_deref()),
                     history: &self.history,
@@ -324,10 +397,10 @@ pub fn statuses(
             && b.item.ready == ready
             && b.item.status == status
             && b.item.conditions == conditions
-            && same(b.desired.as_ref(), desired)
             && same_live(b.live.as_ref(), live)
+            && let Some(kept) = kept(b, desired)
         {
-            out.insert(name.to_owned(), b.clone());
+            out.insert(name.to_owned(), kept);
             continue;
         }
         let record = record_of(name, desired, live, eval);
@@ -341,10 +414,7 @@ pub fn statuses(
         ) else {
             continue;
         };
-        let versions = record.map_or_else(
-            || before.map(|b| b.versions.clone()).unwrap_or_default(),
-            |r| r.versions.clone(),
-        );
+        let versions = Versions::of(desired.is_some(), live.is_some(), record, before);
         let mut history = before.map(|b| b.history.clone()).unwrap_or_default();
         let changed = applied_now
             || history
@@ -540,6 +610,37 @@ fn same(a: Option<&Arc<Desired>>, b: Option<&Arc<Desired>>) -> bool {
     match (a, b) {
         (None, None) => true,
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
+/// The previous status of an environment found unchanged, if its desired
+/// environment is the same: the same `Arc`, or the same environment with its
+/// objects now shared with the target's record (`Cache::share_applied`),
+/// which gets the same status holding the new `Arc` (so the rendered list
+/// is freed), not written again.
+fn kept(before: &Arc<EnvStatus>, desired: Option<&Arc<Desired>>) -> Option<Arc<EnvStatus>> {
+    if same(before.desired.as_ref(), desired) {
+        return Some(before.clone());
+    }
+    same_but_shared(before.desired.as_ref(), desired)
+        .then(|| Arc::new(before.with_desired(desired.cloned())))
+}
+
+/// `b` is `a` with its objects shared with the target's record.
+fn same_but_shared(a: Option<&Arc<Desired>>, b: Option<&Arc<Desired>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let crate::inventory::DesiredObjects::Applied(held) = &b.objects else {
+                return false;
+            };
+            Arc::ptr_eq(&a.claim, &b.claim)
+                && a.origin == b.origin
+                && a.revision == b.revision
+                && a.record == b.record
+                && a.conditions == b.conditions
+                && a.objects.held_by(held)
+        }
         _ => false,
     }
 }

@@ -152,7 +152,11 @@ fn fetch(options: &Options, path: &str) -> Result<(u16, String, String), Error> 
 
 #[derive(serde::Deserialize)]
 struct List {
-    items: Vec<Item>,
+    #[serde(default)]
+    shard: Option<serde_json::Value>,
+    items: Vec<serde_json::Value>,
+    #[serde(default, rename = "continue")]
+    continue_token: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -196,18 +200,61 @@ pub fn status(options: &Options) -> Result<String, Error> {
         let detail: Detail = serde_json::from_str(&body).map_err(|e| decode(&path, e))?;
         return Ok(describe(&detail));
     }
-    let path = "/api/v1/environments";
-    let body = get(options, path)?;
+    let (shard, items) = every_page(options)?;
     if options.json {
-        return Ok(body + "\n");
+        let mut doc = serde_json::Map::new();
+        if let Some(shard) = shard {
+            doc.insert("shard".to_owned(), shard);
+        }
+        doc.insert("items".to_owned(), serde_json::Value::Array(items));
+        return Ok(serde_json::Value::Object(doc).to_string() + "\n");
     }
-    let list: List = serde_json::from_str(&body).map_err(|e| decode(path, e))?;
-    let mut out = table(&list.items);
+    let path = "/api/v1/environments";
+    let items: Vec<Item> = items
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| decode(path, e))?;
+    let mut out = table(&items);
     let path = "/api/v1/sources";
     let body = get(options, path)?;
     let sources: Sources = serde_json::from_str(&body).map_err(|e| decode(path, e))?;
     out.push_str(&refused_files(&sources.items));
     Ok(out)
+}
+
+/// Every environment, page after page (following `continue`), and the
+/// shard the first page names.
+fn every_page(
+    options: &Options,
+) -> Result<(Option<serde_json::Value>, Vec<serde_json::Value>), Error> {
+    let mut items = Vec::new();
+    let mut shard = None;
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!(
+            "/api/v1/environments?limit={}",
+            crate::view::list::MAX_LIMIT
+        );
+        if let Some(token) = &after {
+            path.push_str("&continue=");
+            path.push_str(&crate::page::encode(token));
+        }
+        let body = get(options, &path)?;
+        let page: List = serde_json::from_str(&body).map_err(|e| Error::Decode {
+            url: format!("{}{path}", options.url),
+            message: e.to_string(),
+        })?;
+        if shard.is_none() {
+            shard = page.shard;
+        }
+        items.extend(page.items);
+        match page.continue_token {
+            // A token that does not move on would loop for ever.
+            Some(t) if after.as_ref() != Some(&t) => after = Some(t),
+            _ => return Ok((shard, items)),
+        }
+    }
 }
 
 /// Files refused before they named a valid environment, by source and file.

@@ -33,6 +33,42 @@ impl Cache {
         seen.into_iter().map(|(s, d)| (s.to_owned(), d)).collect()
     }
 
+    /// Once the target holds exactly an environment's rendered objects, the
+    /// desired environment keeps the target's record of them instead (one
+    /// list, not two): in `desired` and in this cache, so the pass's
+    /// statuses and the next pass see the same `Arc`. Returns how many were
+    /// shared.
+    pub fn share_applied(
+        &mut self,
+        desired: &mut BTreeMap<String, Arc<Desired>>,
+        live: &Inventory,
+    ) -> usize {
+        let mut shared = 0;
+        for (name, d) in desired.iter_mut() {
+            let Some(l) = live.environments.get(name) else {
+                continue;
+            };
+            if matches!(d.objects, DesiredObjects::Applied(_))
+                || !d.objects.held_by(l)
+                || d.record != l.record
+            {
+                continue;
+            }
+            let mut new = Desired::clone(d);
+            new.objects = DesiredObjects::Applied(l.clone());
+            let new = Arc::new(new);
+            if let Some(e) = self.entries.get_mut(&d.origin)
+                && let Outcome::Desired(cached) = &e.outcome
+                && Arc::ptr_eq(cached, d)
+            {
+                e.outcome = Outcome::Desired(new.clone());
+            }
+            *d = new;
+            shared += 1;
+        }
+        shared
+    }
+
     /// Forgets one environment's evaluation, so the next pass renders it again.
     pub fn forget_environment(&mut self, name: &str) {
         self.entries.retain(|_, e| e.name.as_deref() != Some(name));

@@ -40,7 +40,11 @@ impl Evaluation {
             .desired
             .iter()
             .map(|(name, d)| {
-                let objects = d.objects.iter().map(|o| (o.id.clone(), o.digest)).collect();
+                let objects = d
+                    .objects
+                    .iter()
+                    .map(|(id, digest)| (id.clone(), digest))
+                    .collect();
                 let live = LiveEnvironment {
                     record: d.record.clone(),
                     objects,

@@ -19,9 +19,9 @@ use serde::Serialize;
 use crate::claim::Claim;
 use crate::condition::{Condition, ConditionType, Reason};
 use crate::diagnostic::Diagnostic;
-use crate::inventory::{EnvironmentRecord, Inventory, LiveEnvironment};
+use crate::inventory::{DesiredObjects, EnvironmentRecord, Inventory, LiveEnvironment};
 use crate::load;
-use crate::render::{Object, RenderError, Renderer, timestamp};
+use crate::render::{RenderError, Renderer, timestamp};
 use crate::resolve::{Catalog, Request, Resolved, TagSet, resolve};
 use crate::secret::{Decryptor, Sealed, Secrets};
 use crate::source::{Origin, Provenance, Revision, Snapshot, SourceFile};
@@ -91,7 +91,9 @@ pub struct Desired {
     pub origin: Origin,
     pub revision: Revision,
     pub record: EnvironmentRecord,
-    pub objects: Vec<Object>,
+    /// As rendered until the target holds exactly them; then the target's
+    /// record, shared ([`Cache::share_applied`]).
+    pub objects: DesiredObjects,
     /// Problems that do not stop the environment (a resolved tag kept
     /// although it left the tag list).
     pub conditions: Vec<Condition>,
@@ -804,7 +806,7 @@ impl Pipeline {
             origin,
             revision: snapshot.revision.clone(),
             record,
-            objects,
+            objects: DesiredObjects::Rendered(objects),
             conditions,
             secrets,
         };

@@ -579,8 +579,8 @@ fn plan_environment(name: &str, desired: &Desired, current: Option<&LiveEnvironm
         action,
         object: id.clone(),
     };
-    upserts.extend(d.creates.iter().map(|o| step(StepAction::Create, &o.id)));
-    upserts.extend(d.updates.iter().map(|o| step(StepAction::Update, &o.id)));
+    upserts.extend(d.creates.iter().map(|id| step(StepAction::Create, id)));
+    upserts.extend(d.updates.iter().map(|id| step(StepAction::Update, id)));
     deletes.extend(d.deletes.iter().map(|id| step(StepAction::Delete, id)));
     let env = EnvironmentPlan {
         name: name.to_owned(),

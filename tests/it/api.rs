@@ -116,6 +116,66 @@ fn check(document: &Value, d: &Daemon, route: &str, path: &str, auth: bool) -> u
     status
 }
 
+const ENV: &str = "/api/v1/environments/{name}";
+const LIST: &str = "/api/v1/environments";
+/// Each documented route: a request, with or without the token, and the
+/// status it answers.
+const CASES: &[(&str, &str, bool, u16)] = &[
+    ("/health", "/health", false, 200),
+    ("/ready", "/ready", false, 200),
+    ("/metrics", "/metrics", true, 200),
+    ("/metrics", "/metrics", false, 401),
+    ("/", "/", true, 200),
+    ("/", "/?q=TEAM1&page=2", true, 200),
+    ("/", "/?q=a&q=b", true, 400),
+    ("/", "/", false, 401),
+    (
+        "/environments/{name}",
+        "/environments/prod-team1-payments",
+        true,
+        200,
+    ),
+    (
+        "/environments/{name}",
+        "/environments/no-such-one",
+        true,
+        404,
+    ),
+    ("/environments/{name}", "/environments/x", false, 401),
+    (LIST, LIST, true, 200),
+    (LIST, LIST, false, 401),
+    (
+        LIST,
+        "/api/v1/environments?type=dev&status=Invalid",
+        true,
+        200,
+    ),
+    (LIST, "/api/v1/environments?q=TEAM1&pool=team1", true, 200),
+    (LIST, "/api/v1/environments?type=a&type=b", true, 400),
+    (LIST, "/api/v1/environments?limit=1", true, 200),
+    (
+        LIST,
+        "/api/v1/environments?limit=2&owner=john.doe%40company.com&service=user-service&version=v1.2.3&expiring_before=2099-01-01T00:00:00Z",
+        true,
+        200,
+    ),
+    (LIST, "/api/v1/environments?limit=0", true, 400),
+    (LIST, "/api/v1/environments?continue=%21", true, 400),
+    (LIST, "/api/v1/environments?expiring_before=x", true, 400),
+    ("/", "/?status=Ready&type=prod", true, 200),
+    (ENV, "/api/v1/environments/prod-team1-payments", true, 200),
+    (ENV, "/api/v1/environments/dev-broken", true, 200),
+    (ENV, "/api/v1/environments/dev-unresolved", true, 200),
+    (ENV, "/api/v1/environments/dev-from-git", true, 200),
+    (ENV, "/api/v1/environments/no-such-one", true, 404),
+    (ENV, "/api/v1/environments/x", false, 401),
+    ("/api/v1/sources", "/api/v1/sources", true, 200),
+    ("/api/v1/plan", "/api/v1/plan", true, 200),
+    ("/api/v1/events", "/api/v1/events", true, 200),
+    ("/api/v1/openapi.json", "/api/v1/openapi.json", true, 200),
+    ("/api/v1/openapi.json", "/api/v1/openapi.json", false, 401),
+];
+
 #[test]
 fn every_endpoint_answers_as_the_openapi_document_describes() {
     let git = Repo::new();
@@ -160,53 +220,7 @@ fn every_endpoint_answers_as_the_openapi_document_describes() {
     ]);
     assert_eq!(documented, routes);
 
-    let env = "/api/v1/environments/{name}";
-    let list = "/api/v1/environments";
-    let cases: &[(&str, &str, bool, u16)] = &[
-        ("/health", "/health", false, 200),
-        ("/ready", "/ready", false, 200),
-        ("/metrics", "/metrics", true, 200),
-        ("/metrics", "/metrics", false, 401),
-        ("/", "/", true, 200),
-        ("/", "/?q=TEAM1&page=2", true, 200),
-        ("/", "/?q=a&q=b", true, 400),
-        ("/", "/", false, 401),
-        (
-            "/environments/{name}",
-            "/environments/prod-team1-payments",
-            true,
-            200,
-        ),
-        (
-            "/environments/{name}",
-            "/environments/no-such-one",
-            true,
-            404,
-        ),
-        ("/environments/{name}", "/environments/x", false, 401),
-        (list, list, true, 200),
-        (list, list, false, 401),
-        (
-            list,
-            "/api/v1/environments?type=dev&status=Invalid",
-            true,
-            200,
-        ),
-        (list, "/api/v1/environments?q=TEAM1&pool=team1", true, 200),
-        (list, "/api/v1/environments?type=a&type=b", true, 400),
-        (env, "/api/v1/environments/prod-team1-payments", true, 200),
-        (env, "/api/v1/environments/dev-broken", true, 200),
-        (env, "/api/v1/environments/dev-unresolved", true, 200),
-        (env, "/api/v1/environments/dev-from-git", true, 200),
-        (env, "/api/v1/environments/no-such-one", true, 404),
-        (env, "/api/v1/environments/x", false, 401),
-        ("/api/v1/sources", "/api/v1/sources", true, 200),
-        ("/api/v1/plan", "/api/v1/plan", true, 200),
-        ("/api/v1/events", "/api/v1/events", true, 200),
-        ("/api/v1/openapi.json", "/api/v1/openapi.json", true, 200),
-        ("/api/v1/openapi.json", "/api/v1/openapi.json", false, 401),
-    ];
-    for (route, path, auth, want) in cases {
+    for (route, path, auth, want) in CASES {
         assert_eq!(
             check(&document, &d, route, path, *auth),
             *want,

@@ -207,6 +207,84 @@ fn a_pass_rebuilds_the_status_of_the_changed_environment_only() {
 }
 
 #[test]
+fn an_environment_in_sync_keeps_the_targets_list_of_its_objects_and_its_status() {
+    use converge::inventory::DesiredObjects;
+    use converge::status::{PassFacts, statuses};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
+    let files: Vec<(String, String)> = dev_claims(4);
+    let options = now();
+    let mut cache = Cache::default();
+    let mut eval = pipeline.evaluate_cached(
+        &[snapshot(&files)],
+        &Inventory::default(),
+        options,
+        &mut cache,
+    );
+    // The target holds three of the four as rendered; the fourth differs.
+    let mut live = eval.as_live();
+    let mut other = (*live.environments["dev-3"]).clone();
+    let first = other.objects.keys().next().expect("objects").clone();
+    other.objects.remove(&first);
+    live.environments.insert("dev-3".into(), Arc::new(other));
+    let no_plan = converge::plan::Plan::default();
+    let (failed, health, drifted) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    macro_rules! facts {
+        ($eval:expr) => {
+            PassFacts {
+                pass: 1,
+                time: "t",
+                evaluation: $eval,
+                plan: &no_plan,
+                applied: &[],
+                failed: &failed,
+                applying: true,
+                live: &live,
+                health: &health,
+                drifted: &drifted,
+            }
+        };
+    }
+    let (before, _) = statuses(&facts!(&eval), &BTreeMap::new(), 10);
+
+    assert_eq!(cache.share_applied(&mut eval.desired, &live), 3);
+    for name in ["dev-0", "dev-1", "dev-2"] {
+        let DesiredObjects::Applied(held) = &eval.desired[name].objects else {
+            panic!("{name}: rendered list kept");
+        };
+        assert!(Arc::ptr_eq(held, &live.environments[name]));
+    }
+    assert!(matches!(
+        eval.desired["dev-3"].objects,
+        DesiredObjects::Rendered(_)
+    ));
+    assert_eq!(cache.share_applied(&mut eval.desired, &live), 0, "once");
+
+    // The statuses stay as they were (nothing written again), holding the
+    // shared environment; the next pass finds the same `Arc` in the cache.
+    let (after, touched) = statuses(&facts!(&eval), &before, 10);
+    assert!(touched.is_empty(), "{touched:?}");
+    assert_eq!(after["dev-1"].body(), before["dev-1"].body());
+    let again = pipeline.evaluate_cached(&[snapshot(&files)], &live, options, &mut cache);
+    assert!(Arc::ptr_eq(&again.desired["dev-1"], &eval.desired["dev-1"]));
+    // In sync: nothing to plan for the three; the fourth's object is created.
+    let plan = converge::plan::build(
+        &again,
+        &live,
+        converge::plan::Options {
+            max_delete_fraction: 1.0,
+            allow_mass_delete: false,
+        },
+        &mut converge::plan::InSync::default(),
+    );
+    let changed: Vec<&str> = plan.environments.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(changed, ["dev-3"]);
+    assert_eq!(plan.environments[0].creates, 1);
+}
+
+#[test]
 fn a_plan_remembers_environments_in_sync_until_either_side_changes() {
     let pipeline = converge::pipeline_for(&Config::default()).expect("pipeline");
     let files: Vec<(String, String)> = dev_claims(3);

@@ -145,7 +145,7 @@ impl Document {
             message: ready.map_or_else(String::new, |c| shortened(&c.message)),
             versions: short_versions(
                 status
-                    .versions
+                    .versions()
                     .iter()
                     .map(|(s, r)| (s.as_str(), r.tag.as_str())),
             ),

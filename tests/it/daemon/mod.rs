@@ -4,6 +4,7 @@
 
 mod git;
 mod hostile;
+mod list;
 mod page;
 mod s3;
 mod tags;

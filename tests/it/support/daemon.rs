@@ -139,13 +139,27 @@ impl Daemon {
     }
 
     pub fn names(&self) -> Vec<String> {
-        let list = self.json("/api/v1/environments");
-        list["items"]
-            .as_array()
-            .expect("items")
+        self.items("")
             .iter()
             .map(|i| i["name"].as_str().expect("name").to_owned())
             .collect()
+    }
+
+    /// Every environment's list item that passes `filters` (`type=dev&…`,
+    /// or empty), page after page (following `continue`).
+    pub fn items(&self, filters: &str) -> Vec<serde_json::Value> {
+        let mut items = Vec::new();
+        let mut path = format!("/api/v1/environments?{filters}");
+        loop {
+            let page = self.json(&path);
+            items.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["continue"].as_str() {
+                Some(token) => {
+                    path = format!("/api/v1/environments?{filters}&continue={token}");
+                }
+                None => return items,
+            }
+        }
     }
 
     /// The value of one integer sample (a counter, a histogram count), by

@@ -1,9 +1,14 @@
 //! The API's snapshot: an immutable [`View`] of everything the read-only API
 //! serves, built by the loop after each pass and swapped in whole, so readers
-//! never wait on a pass. List bodies are serialized once per view; an
-//! environment's detail body is serialized on its first request
+//! never wait on a pass. The sources, plan and events bodies are serialized
+//! once per view; the environments list is paged from the name-ordered
+//! statuses and their pre-serialized items ([`list`]); an environment's
+//! detail body is serialized on its first request
 //! ([`crate::status::EnvStatus::body`]).
 
+pub mod list;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,7 +16,7 @@ use serde::Serialize;
 
 use crate::plan::Plan;
 use crate::shard::Members;
-use crate::status::{Item, Statuses};
+use crate::status::{Item, Status, Statuses};
 
 /// An immutable snapshot of everything the API serves. The loop builds a new
 /// one after each pass and swaps it in; readers never wait on a pass.
@@ -19,10 +24,10 @@ use crate::status::{Item, Statuses};
 pub struct View {
     /// Every source read at least once since start, and the first pass done.
     pub ready: bool,
-    /// Every environment, sorted by name (list filters, detail bodies, the page).
+    /// Every environment, sorted by name (list pages, detail bodies, the page).
     pub environments: Statuses,
-    /// Pre-serialized `/api/v1/environments` (unfiltered).
-    pub list: Bytes,
+    /// How many environments there are of each status, type and mark.
+    pub counts: Counts,
     pub sources: Bytes,
     pub plan: Bytes,
     pub events: Bytes,
@@ -45,19 +50,9 @@ impl View {
         ready: bool,
         pass: u64,
     ) -> View {
-        let size: usize = environments.values().map(|e| e.item_json.len() + 1).sum();
-        let mut list = Vec::with_capacity(size + 16);
-        list.extend_from_slice(b"{\"items\":[");
-        for (i, e) in environments.values().enumerate() {
-            if i > 0 {
-                list.push(b',');
-            }
-            list.extend_from_slice(&e.item_json);
-        }
-        list.extend_from_slice(b"]}");
         View {
             ready,
-            list: Bytes::from(list),
+            counts: Counts::of(environments.values().map(|e| &e.item)),
             environments,
             sources: list_json(sources),
             plan: Bytes::from(serde_json::to_vec(&plan.as_deref()).expect("a plan serializes")),
@@ -68,19 +63,10 @@ impl View {
         }
     }
 
-    /// The same view for one shard: the list body says whose share it is
+    /// The same view for one shard: the list says whose share it is
     /// (`{"shard": {"identity": …, "members": […]}, "items": …}`).
     #[must_use]
     pub fn for_shard(mut self, shard: Option<Arc<Members>>) -> View {
-        if let Some(m) = &shard {
-            let head = serde_json::to_vec(&shard_json(m)).expect("a shard serializes");
-            let mut list = Vec::with_capacity(self.list.len() + head.len() + 12);
-            list.extend_from_slice(b"{\"shard\":");
-            list.extend_from_slice(&head);
-            list.push(b',');
-            list.extend_from_slice(&self.list[1..]);
-            self.list = Bytes::from(list);
-        }
         self.shard = shard;
         self
     }
@@ -92,7 +78,7 @@ impl View {
         View {
             ready,
             environments: self.environments.clone(),
-            list: self.list.clone(),
+            counts: self.counts.clone(),
             sources: list_json(sources),
             plan: self.plan.clone(),
             events,
@@ -105,6 +91,41 @@ impl View {
     /// Every environment's list item, sorted by name.
     pub fn items(&self) -> impl Iterator<Item = &Item> {
         self.environments.values().map(|e| &e.item)
+    }
+}
+
+/// How many environments there are of each status and type, and with the
+/// marks the status page counts (ready, drifted); counted once per view.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub ready: usize,
+    pub drifted: usize,
+    pub by_status: BTreeMap<Status, usize>,
+    pub by_type: BTreeMap<String, usize>,
+}
+
+impl Counts {
+    /// Counts the items.
+    pub fn of<'a>(items: impl IntoIterator<Item = &'a Item>) -> Counts {
+        let mut c = Counts::default();
+        for i in items {
+            c.ready += usize::from(i.ready);
+            c.drifted += usize::from(i.drifted());
+            *c.by_status.entry(i.status).or_default() += 1;
+            match c.by_type.get_mut(i.env_type.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    c.by_type.insert(i.env_type.clone(), 1);
+                }
+            }
+        }
+        c
+    }
+
+    /// Environments of a status.
+    #[must_use]
+    pub fn status(&self, s: Status) -> usize {
+        self.by_status.get(&s).copied().unwrap_or_default()
     }
 }
 
