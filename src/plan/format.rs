@@ -171,6 +171,19 @@ fn text(plan: &Plan, out: &mut impl Write) {
 const MARKDOWN_LIMIT: usize = 60_000;
 
 fn markdown(plan: &Plan) -> String {
+    markdown_within(plan, MARKDOWN_LIMIT)
+}
+
+/// The whole Markdown plan, however long: the daemon splits it over as
+/// many pull-request comments as the forge's size limit needs.
+#[must_use]
+pub fn markdown_unbounded(plan: &Plan) -> String {
+    markdown_within(plan, usize::MAX)
+}
+
+/// The Markdown plan, stopping (with a line that says so) once it is over
+/// `limit` bytes.
+fn markdown_within(plan: &Plan, limit: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "### converge plan\n\n**{}**\n", summary(plan));
     if let Some(hold) = &plan.hold {
@@ -204,10 +217,35 @@ fn markdown(plan: &Plan) -> String {
                 env.deletes,
                 versions.join("<br>")
             );
-            if out.len() > MARKDOWN_LIMIT {
+            if out.len() > limit {
                 let _ = writeln!(
                     out,
                     "\n…and more: the plan is too long for a comment; run `converge plan` for all of it."
+                );
+                return out;
+            }
+        }
+        out.push('\n');
+    }
+    if !plan.fields.is_empty() {
+        let _ = writeln!(
+            out,
+            "**Field changes** (the target's server-side dry run against what is live):\n"
+        );
+        for f in &plan.fields {
+            let _ = writeln!(
+                out,
+                "- `{}` `{}`",
+                f.environment,
+                escape_md(&f.object.to_string())
+            );
+            for change in &f.changes {
+                let _ = writeln!(out, "  - `{}`", escape_md(&change.to_string()));
+            }
+            if out.len() > limit {
+                let _ = writeln!(
+                    out,
+                    "\n…and more field changes: run `converge plan` for all of them."
                 );
                 return out;
             }
@@ -254,7 +292,7 @@ fn markdown(plan: &Plan) -> String {
                 escape_md(&d.message),
                 d.rule
             );
-            if out.len() > MARKDOWN_LIMIT {
+            if out.len() > limit {
                 let _ = writeln!(
                     out,
                     "\n…and more problems: run `converge validate` for all of them."
