@@ -19,6 +19,7 @@ mod cli;
 mod daemon;
 mod examples;
 mod faults;
+mod forge;
 mod fuzz;
 mod golden;
 mod image;

@@ -24,11 +24,15 @@
 //! - `kube.rs`: a Kubernetes API server (etcd, kube-apiserver,
 //!   kube-controller-manager) for the kubernetes target; opt-in, a cluster
 //!   whose pods schedule and run (kube-scheduler, kwok and fake Nodes).
+//! - `gitea.rs`: a real Gitea (the forge tests): users admin, reviewer and
+//!   author, repositories, pushes over HTTP, pull requests, reviews, merges,
+//!   comments and commit statuses.
 
 pub mod daemon;
 pub mod fault_proxy;
 pub mod garage;
 pub mod git;
+pub mod gitea;
 pub mod hostile_registry;
 pub mod kube;
 pub mod registry;
