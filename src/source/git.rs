@@ -11,7 +11,7 @@
 //! committer, trailers, signature status) for policies. Credentials come from
 //! files and never appear in errors, logs or status: URLs are sanitized.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1060,6 +1060,132 @@ pub fn read_revision(
         .map_err(missing)?
         .id;
     source.snapshot_at(&repo, id).map_err(fail)
+}
+
+/// Fetches `refspecs` (`+src:dst`) from the repository of the git source
+/// `config` into the bare repository `mirror` (created when missing, 0700),
+/// with the source's credentials, and returns where each remote ref named
+/// by a refspec's source now points (the pull-request poller's heads, which
+/// the branch mirror does not hold). Blocking and unbounded in time: the
+/// caller runs it on a thread of its own.
+pub fn fetch_refs(
+    config: &SourceConfig,
+    mirror: &std::path::Path,
+    refspecs: &[String],
+) -> Result<BTreeMap<String, ObjectId>, super::Error> {
+    let source = GitSource::from_config(config, std::path::Path::new("/"), 0)?;
+    let mut reader = source
+        .reader
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    reader.options.mirror = mirror.to_owned();
+    let name = reader.options.name.clone();
+    let fail = |error| source_error(&name, error);
+    let repo = reader.open_mirror().map_err(fail)?;
+    reader.fetch_specs(&repo, refspecs).map_err(fail)
+}
+
+/// The best common ancestor of two commits of the repository at `repo`
+/// (what a pull request's head is compared with); `None` when they share
+/// no history.
+pub fn merge_base(
+    name: &str,
+    repo: &std::path::Path,
+    one: ObjectId,
+    two: ObjectId,
+) -> Result<Option<ObjectId>, super::Error> {
+    let url = repo.display().to_string();
+    let fail = |error| source_error(name, error);
+    let opened = gix::open_opts(repo, gix::open::Options::isolated()).map_err(|error| {
+        fail(Error::OpenRepository {
+            url: url.clone(),
+            error: error.into(),
+        })
+    })?;
+    opened
+        .merge_base(one, two)
+        .map(|id| id.map(gix::Id::detach))
+        .map_err(|error| {
+            fail(Error::RevisionMissing {
+                url,
+                revision: format!("merge base of {one} and {two}"),
+                error: error.into(),
+            })
+        })
+}
+
+impl Reader {
+    /// Fetches `refspecs` into `repo`; where each remote ref a refspec names
+    /// points.
+    fn fetch_specs(
+        &self,
+        repo: &gix::Repository,
+        refspecs: &[String],
+    ) -> Result<BTreeMap<String, ObjectId>, Error> {
+        let url = || self.shown_url.clone();
+        let misconfigured = |error| Error::Remote {
+            url: url(),
+            cause: self.cause(error),
+        };
+        let remote = repo
+            .remote_at(self.options.url.as_str())
+            .map_err(misconfigured)?
+            .with_refspecs(
+                refspecs.iter().map(String::as_str),
+                gix::remote::Direction::Fetch,
+            )
+            .map_err(misconfigured)?;
+        let connection = remote
+            .connect(gix::remote::Direction::Fetch)
+            .map_err(|error| Error::Connect {
+                url: url(),
+                failure: Failure::of(&error),
+                cause: self.cause(error),
+            })?;
+        let account = self.credentials()?;
+        let connection = connection.with_credentials(answer(account));
+        let prepare = connection
+            .prepare_fetch(
+                gix::progress::Discard,
+                gix::remote::ref_map::Options::default(),
+            )
+            .map_err(|error| Error::ListRefs {
+                url: url(),
+                failure: Failure::of(&error),
+                cause: self.cause(error),
+            })?;
+        let wanted: BTreeSet<&str> = refspecs
+            .iter()
+            .map(|s| {
+                s.trim_start_matches('+')
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+            })
+            .collect();
+        let found: BTreeMap<String, ObjectId> = prepare
+            .ref_map()
+            .remote_refs
+            .iter()
+            .filter_map(|r| {
+                let (name, target, peeled) = r.unpack();
+                let name = name.to_str().ok()?;
+                wanted
+                    .contains(name)
+                    .then(|| Some((name.to_owned(), peeled.or(target)?.to_owned())))
+                    .flatten()
+            })
+            .collect();
+        let interrupt = AtomicBool::new(false);
+        prepare
+            .receive(gix::progress::Discard, &interrupt)
+            .map_err(|error| Error::Receive {
+                url: url(),
+                failure: Failure::of(&error),
+                cause: self.cause(error),
+            })?;
+        Ok(found)
+    }
 }
 
 #[cfg(test)]
