@@ -76,6 +76,22 @@ pub static REGISTRY_REQUESTS: std::sync::LazyLock<Family<RegistryRequestLabels, 
     std::sync::LazyLock::new(Family::default);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForgeRequestLabels {
+    /// `gitea`, `github` or `gitlab`.
+    pub forge: String,
+    /// `list_pulls`, `list_comments`, `create_comment`, `edit_comment`,
+    /// `list_statuses`, `set_status`, `merged_pull`, `get_pull`, `list_reviews`.
+    pub op: String,
+    /// The HTTP status, or `error` when no answer came.
+    pub status: String,
+}
+
+/// Requests made to forges, by forge, operation and status. Process-wide
+/// like [`S3_REQUESTS`].
+pub static FORGE_REQUESTS: std::sync::LazyLock<Family<ForgeRequestLabels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PublishLabels {
     /// `apply` (the object or its status) or `delete`.
     pub op: String,
@@ -129,6 +145,7 @@ pub struct Metrics {
     pub shard_members: Gauge,
     pub shard_environments: Gauge,
     pub environment_writes: Family<PublishLabels, Counter>,
+    pub forge_requests: Family<ForgeRequestLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -184,6 +201,7 @@ impl Metrics {
             shard_members: Gauge::default(),
             shard_environments: Gauge::default(),
             environment_writes: ENVIRONMENT_WRITES.clone(),
+            forge_requests: FORGE_REQUESTS.clone(),
             registry: Registry::default(),
         };
         registry.register(
@@ -276,6 +294,11 @@ impl Metrics {
             "environment_resource_writes",
             "Writes of Environment resources (kubectl's view of each environment), by operation and result",
             m.environment_writes.clone(),
+        );
+        registry.register(
+            "forge_requests",
+            "Requests made to forges (Gitea/Forgejo, GitHub, GitLab), by forge, operation and status",
+            m.forge_requests.clone(),
         );
         registry.register(
             "s3_requests",

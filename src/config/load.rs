@@ -218,8 +218,12 @@ impl Config {
                     auth,
                     signatures,
                     url,
+                    forge,
                     ..
                 } => {
+                    if let Some(f) = forge {
+                        join(&mut f.token_file);
+                    }
                     for p in auth
                         .iter_mut()
                         .flat_map(|a| {

@@ -37,6 +37,10 @@ pub enum SourceConfig {
         /// The longest one poll (ref check and fetch) may take.
         #[serde(default = "default_git_timeout", deserialize_with = "de_duration")]
         timeout: Duration,
+        /// The forge the repository lives on: plans on pull requests, apply
+        /// statuses, review provenance.
+        #[serde(default)]
+        forge: Option<ForgeConfig>,
     },
     S3 {
         name: String,
@@ -71,6 +75,63 @@ pub enum SourceConfig {
         #[serde(default)]
         pool_from_prefix: bool,
     },
+}
+
+/// `forge:` on a git source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeConfig {
+    pub kind: ForgeKind,
+    /// The API's base URL; derived from the source's URL when absent
+    /// (Gitea `/api/v1`, GitHub `api.github.com` or `/api/v3`, GitLab `/api/v4`).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// The API token, read on every use (rotation without restart).
+    pub token_file: PathBuf,
+    /// Plan comments and plan statuses on open pull requests.
+    #[serde(default = "yes")]
+    pub pull_requests: bool,
+    /// Apply statuses on the commits converge applies.
+    #[serde(default = "yes")]
+    pub commit_statuses: bool,
+    /// The status context prefix (`<context>/apply`, `<context>/plan`);
+    /// `converge/<host name>` when absent, so two installations never
+    /// overwrite each other's statuses.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// The bound on each request.
+    #[serde(default = "default_forge_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+/// Which forge API a git source's repository speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeKind {
+    /// Gitea and Forgejo (one API).
+    #[serde(alias = "forgejo")]
+    Gitea,
+    Github,
+    Gitlab,
+}
+
+impl ForgeKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gitea => "gitea",
+            Self::Github => "github",
+            Self::Gitlab => "gitlab",
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_forge_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// Where an s3 source's key id and secret are read from, on every poll (so

@@ -395,6 +395,7 @@ impl GitSource {
             auth,
             signatures,
             timeout,
+            forge: _,
         } = config
         else {
             return Err(super::Error::NotKind {
