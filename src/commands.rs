@@ -158,6 +158,6 @@ pub fn pull_request_plan(
     now: DateTime<Utc>,
 ) -> Result<(Plan, Evaluation), PlanError> {
     let mut planner = crate::pull_request::Planner::new(config, None, false)?;
-    let planned = planner.plan(pr.repo, pr.base, pr.head, now)?;
-    Ok((planned.plan, planned.evaluation))
+    let outcome = planner.plan(pr.repo, pr.base, pr.head, now)?;
+    Ok((outcome.plan, outcome.evaluation))
 }

@@ -85,6 +85,10 @@ pub struct Daemon {
     pacing: Pacing,
     observed: Observed,
     published: Published,
+    /// The pull-request pollers (threads of their own), one per git source
+    /// whose forge plans pull requests: their reports are shown under the
+    /// source and their events recorded.
+    pull_requests: Vec<crate::pull_request::poll::Handle>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -183,6 +187,7 @@ impl Daemon {
                 next_event,
                 events_body: None,
             },
+            pull_requests: Vec::new(),
         };
         daemon.publish();
         Ok(daemon)
@@ -245,7 +250,9 @@ pub async fn run(
         .then(|| crate::identities_notice(&converge.config, &converge.pipeline))
         .flatten()
         .map(Arc::from);
-    let daemon = Daemon::new(converge, metrics.clone(), view.clone())?;
+    let mut daemon = Daemon::new(converge, metrics.clone(), view.clone())?;
+    // Beside the loop: a forge never delays or fails a pass.
+    daemon.pull_requests = crate::pull_request::poll::start(&daemon.converge.config);
     let shared = crate::api::Shared {
         view,
         metrics,

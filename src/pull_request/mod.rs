@@ -12,6 +12,7 @@
 //! are pure: the `<context>/plan` status and the comment bodies.
 
 pub mod comment;
+pub mod poll;
 pub mod verdict;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1079,7 +1079,7 @@ pub fn fetch_refs(
         .reader
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    reader.options.mirror = mirror.to_owned();
+    mirror.clone_into(&mut reader.options.mirror);
     let name = reader.options.name.clone();
     let fail = |error| source_error(&name, error);
     let repo = reader.open_mirror().map_err(fail)?;
@@ -1100,7 +1100,7 @@ pub fn merge_base(
     let opened = gix::open_opts(repo, gix::open::Options::isolated()).map_err(|error| {
         fail(Error::OpenRepository {
             url: url.clone(),
-            error: error.into(),
+            error,
         })
     })?;
     opened
@@ -1110,7 +1110,7 @@ pub fn merge_base(
             fail(Error::RevisionMissing {
                 url,
                 revision: format!("merge base of {one} and {two}"),
-                error: error.into(),
+                error,
             })
         })
 }

@@ -2,6 +2,8 @@
 //! itself here; review provenance (`provenance.rs`) and apply statuses
 //! (`statuses.rs`).
 
+mod pull_requests;
+
 use converge::config::{ForgeConfig, ForgeKind};
 use converge::forge::{CommitStatus, Forge, Listing, State};
 use serde_json::json;
