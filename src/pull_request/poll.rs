@@ -291,17 +291,23 @@ impl Poller {
                 (vec![body], (forge::State::Error, text))
             }
         };
+        // The first head of a pull request this process plans may carry
+        // this status already (a restart): read before write. A later head
+        // is new to the forge too: written at once.
+        let first = !self.pulls.get(&pr.number).is_some_and(|k| k.listed);
         self.write_comment(pr.number, &bodies)?;
         let (state, description) = status;
-        self.forge.set_status(
-            &pr.head_sha,
-            &CommitStatus {
-                context: format!("{}/plan", self.context),
-                state,
-                description: forge::truncate(&description, forge::MAX_DESCRIPTION),
-                target_url: None,
-            },
-        )?;
+        let status = CommitStatus {
+            context: format!("{}/plan", self.context),
+            state,
+            description: forge::truncate(&description, forge::MAX_DESCRIPTION),
+            target_url: None,
+        };
+        if first {
+            self.forge.ensure_status(&pr.head_sha, &status)?;
+        } else {
+            self.forge.set_status(&pr.head_sha, &status)?;
+        }
         self.pulls.entry(pr.number).or_default().head = Some(pr.head_sha.clone());
         Ok(())
     }

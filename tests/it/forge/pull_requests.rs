@@ -384,3 +384,35 @@ fn a_token_that_cannot_comment_is_an_error_under_the_source_and_passes_go_on() {
     d.wait_for("dev-c applied", |d| d.names() == ["dev-a", "dev-c"]);
     assert_eq!(d.get("/ready").0, 200);
 }
+
+#[test]
+#[ignore = "needs gitea (scripts/tools builds it)"]
+fn after_a_restart_the_comment_is_found_again_and_the_status_not_repeated() {
+    let gitea = Gitea::shared();
+    let repo = gitea.repo("pr-restart");
+    main_with(&repo, &["dev-a"]);
+    let p = project(&repo, "");
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("dev-a applied", |d| d.names() == ["dev-a"]);
+    let head = repo.push(
+        AUTHOR,
+        "add-b",
+        &[("environments/dev-b.yaml", Some(&claim("dev-b", "dev")))],
+        "add dev-b",
+    );
+    let pr = repo.open_pull(AUTHOR, "add-b", "add dev-b");
+    wait_plan(&d, &repo, &head);
+    let id = plan_comments(&repo, pr)[0].0;
+    assert_eq!(d.terminate(), Some(0));
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("the head planned again", |d| pulls_doc(d)["planned"] == 1);
+    let comments = plan_comments(&repo, pr);
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert_eq!(comments[0].0, id, "the same comment");
+    let plan_statuses = repo
+        .statuses(&head)
+        .into_iter()
+        .filter(|(c, ..)| c == &format!("{CONTEXT}/plan"))
+        .count();
+    assert_eq!(plan_statuses, 1, "read before written: not repeated");
+}
