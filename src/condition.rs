@@ -120,6 +120,14 @@ names! {
         NewerVersionRefused = "NewerVersionRefused",
         /// A git source requires verified commits for this type, and the newest change is not.
         SignatureRequired = "SignatureRequired",
+        /// The source's forge says the claim's commit was not approved as the
+        /// policies require (a direct push, no approval at the merged head by
+        /// someone other than the author): the environment stays as it is.
+        Unreviewed = "Unreviewed",
+        /// The claim needs a review and the source's forge cannot be asked
+        /// now (down, rate limiting, refusing the token): the environment
+        /// stays as it is until it answers.
+        ReviewUnavailable = "ReviewUnavailable",
         /// The claim's source cannot be read now (or not yet since start).
         SourceUnavailable = "SourceUnavailable",
         /// The claim comes from a source that cannot be read now: what is

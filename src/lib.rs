@@ -91,6 +91,8 @@ pub enum SetupError {
     Kubernetes(#[from] target::kube::SetupError),
     #[error(transparent)]
     Tags(#[from] tags::Error),
+    #[error(transparent)]
+    Forge(#[from] forge::Error),
     #[error("the fingerprint key in the state dir cannot be used: {0}")]
     FingerprintKey(#[source] std::io::Error),
 }
@@ -104,6 +106,9 @@ pub struct Converge {
     pub tags: Option<tags::Scanner>,
     /// The age identity files, stat'ed before every pass.
     pub key_files: key_files::KeyFiles,
+    /// Review provenance from the git sources' forges (`forge:`), asked
+    /// before every pass.
+    pub reviewer: Option<forge::Reviewer>,
 }
 
 impl std::fmt::Debug for Converge {
@@ -117,7 +122,11 @@ impl std::fmt::Debug for Converge {
 impl Converge {
     /// Compiles the schema, policies and templates a config names.
     pub fn new(config: Config) -> Result<Converge, SetupError> {
-        let (pipeline, key_files) = pipeline_and_keys(&config)?;
+        let (mut pipeline, key_files) = pipeline_and_keys(&config)?;
+        let reviewer = forge::Reviewer::from_config(&config)?;
+        if let Some(r) = &reviewer {
+            pipeline.forges = r.sources();
+        }
         let target: Box<dyn Target> = match &config.target {
             TargetConfig::Manifests { path } => {
                 Box::new(target::manifests::Manifests::new(path.clone()))
@@ -138,6 +147,7 @@ impl Converge {
             target,
             tags,
             key_files,
+            reviewer,
         })
     }
 
@@ -288,6 +298,8 @@ fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, key_files::KeyFiles),
         tags,
         catalog,
         signatures_required,
+        forges: std::collections::BTreeSet::new(),
+        reviews: review::Reviews::new(),
         sources: config.sources.iter().map(|s| s.name().to_owned()).collect(),
         pool_prefixes: config
             .sources

@@ -153,6 +153,9 @@ impl Converge {
             .collect();
         // Every claim is evaluated against the whole inventory (policies
         // see create or update truly); the plan sees only this share.
+        if let Some(reviewer) = &mut self.reviewer {
+            self.pipeline.reviews = reviewer.lookup(&snapshots);
+        }
         let mut evaluation = self.pipeline.evaluate_cached(
             &snapshots,
             &all,

@@ -34,6 +34,10 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// The tag source's last good list per service (`release/<service>`,
 /// `dev/<service>`), so a restart during a registry outage resolves as before.
 const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
+/// What converge keeps of its forges: review provenance per commit
+/// (`review/<commit>`, so a restart does not ask again) and apply statuses
+/// not yet posted (`status/<source>/<commit>`, so a restart loses none).
+const FORGE: TableDefinition<&str, &[u8]> = TableDefinition::new("forge");
 /// Drift found and not corrected, by environment ([`DriftRecord`]), so a
 /// restart neither forgets a `Drifted` condition nor waits to correct it.
 /// A table added in format 2: a store without it restores no drift.
@@ -183,6 +187,8 @@ pub struct Restored {
     pub events: Vec<Event>,
     /// The tag source's last good lists, by key.
     pub tags: BTreeMap<String, Vec<u8>>,
+    /// The forge rows (review provenance, queued statuses), by key.
+    pub forge: BTreeMap<String, Vec<u8>>,
     /// Drift found and not corrected when the last pass was recorded, by
     /// environment (a record of a newer version than this build reads is
     /// left out, with a warning).
@@ -261,6 +267,8 @@ pub struct Commit<'a> {
     pub events: &'a [Event],
     /// Tag lists that changed (JSON), by key.
     pub tags: &'a [(String, Vec<u8>)],
+    /// Forge rows that changed; `None` removes one.
+    pub forge: &'a [(String, Option<Vec<u8>>)],
     /// Environments whose drift changed ([`DriftRecord::encode`]); `None`
     /// removes one (no drift left).
     pub drift: &'a [(String, Option<Vec<u8>>)],
@@ -290,6 +298,7 @@ impl Commit<'_> {
             && self.pass.is_none()
             && self.events.is_empty()
             && self.tags.is_empty()
+            && self.forge.is_empty()
             && self.drift.is_empty()
     }
 }
@@ -599,6 +608,12 @@ impl Store {
                 out.tags.insert(k.value().to_owned(), v.value().to_vec());
             }
         }
+        if let Ok(forge) = read.open_table(FORGE) {
+            for entry in forge.iter().map_err(|e| err(&e))? {
+                let (k, v) = entry.map_err(|e| err(&e))?;
+                out.forge.insert(k.value().to_owned(), v.value().to_vec());
+            }
+        }
         out.drift = read_drift(&read).map_err(|e| err(&e))?;
         let (Ok(sources), Ok(files)) = (read.open_table(SOURCES), read.open_table(FILES)) else {
             return Ok(out);
@@ -793,6 +808,7 @@ impl Store {
                 events.retain(|id, _| id > floor).map_err(|e| err(&e))?;
             }
             write_tags(&w, commit.tags).map_err(|e| err(&e))?;
+            write_forge(&w, commit.forge).map_err(|e| err(&e))?;
             write_drift(&w, commit.drift).map_err(|e| err(&e))?;
         }
         w.commit().map_err(|e| err(&e))
@@ -843,6 +859,27 @@ fn write_drift(
             }
             None => {
                 drift.remove(name.as_str())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_forge(
+    w: &redb::WriteTransaction,
+    rows: &[(String, Option<Vec<u8>>)],
+) -> Result<(), redb::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut table = w.open_table(FORGE)?;
+    for (k, v) in rows {
+        match v {
+            Some(v) => {
+                table.insert(k.as_str(), v.as_slice())?;
+            }
+            None => {
+                table.remove(k.as_str())?;
             }
         }
     }

@@ -108,7 +108,14 @@ impl Daemon {
             .as_mut()
             .map(crate::tags::Scanner::take_dirty)
             .unwrap_or_default();
+        let forge = self
+            .converge
+            .reviewer
+            .as_mut()
+            .map(crate::forge::Reviewer::take_dirty)
+            .unwrap_or_default();
         if dirty.is_empty()
+            && forge.is_empty()
             && environments.is_empty()
             && events.is_empty()
             && pass.is_none()
@@ -123,6 +130,7 @@ impl Daemon {
             pass,
             events,
             tags: &tags,
+            forge: &forge,
             drift,
             withheld: self.observed.withheld.as_ref(),
         };

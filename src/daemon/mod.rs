@@ -120,6 +120,9 @@ impl Daemon {
             None => None,
         };
         converge.adopt_tags();
+        if let Some(reviewer) = &mut converge.reviewer {
+            reviewer.restore(&restored.forge);
+        }
         let max_backoff = converge.config.reconcile.max_backoff;
         let mut sources = Vec::new();
         for c in &converge.config.sources {

@@ -31,8 +31,10 @@ mod gitea;
 mod github;
 mod gitlab;
 mod http;
+mod provenance;
 
 pub use http::{Http, retry_wait};
+pub use provenance::{Reviewer, forges};
 
 /// A pull (merge) request, as far as converge needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -41,6 +41,8 @@ impl Cache {
 
 pub(super) struct Entry {
     pub(super) digest: [u8; 32],
+    /// A digest of the review the outcome was decided with (0: none).
+    pub(super) review: u64,
     /// What the outcome was authorized against.
     pub(super) asked: Asked,
     pub(super) name: Option<String>,

@@ -304,10 +304,11 @@ impl Evaluation {
         asked: Option<Box<EnvironmentRecord>>,
         live: &Inventory,
     ) {
-        let (kind, why) = if refusal == Refusal::Denied {
-            (ConditionType::Denied, Reason::PolicyDenied)
-        } else {
-            (ConditionType::Invalid, Reason::ClaimInvalid)
+        let (kind, why) = match refusal {
+            Refusal::Denied => (ConditionType::Denied, Reason::PolicyDenied),
+            Refusal::Unreviewed => (ConditionType::Denied, Reason::Unreviewed),
+            Refusal::ReviewUnavailable => (ConditionType::Denied, Reason::ReviewUnavailable),
+            Refusal::Invalid | Refusal::Taken => (ConditionType::Invalid, Reason::ClaimInvalid),
         };
         self.keep(name, why, Condition::problem(kind, why, message));
         if let Some(asked) = asked

@@ -57,6 +57,12 @@ pub struct Pipeline {
     /// The configured sources' names: an environment created from one of
     /// them belongs to it (a claim from another is `NameTaken`).
     pub sources: BTreeSet<String>,
+    /// The git sources with a forge: their claims carry `context.review`.
+    pub forges: BTreeSet<String>,
+    /// Per commit id: who reviewed and merged it (handed in by
+    /// [`crate::Converge::pass`] before each evaluation; a commit missing
+    /// here is `Unavailable`).
+    pub reviews: crate::review::Reviews,
     /// Per s3 source with `pool_from_prefix`: its prefix. A claim's pool must
     /// be the first segment of its key after it.
     pub pool_prefixes: std::collections::HashMap<String, String>,
@@ -168,7 +174,8 @@ impl Pipeline {
             match previous.remove(&origin) {
                 Some(mut entry)
                     if entry.digest == file.digest
-                        && entry.keys.is_none_or(|g| g == generation) =>
+                        && entry.keys.is_none_or(|g| g == generation)
+                        && entry.review == self.review_digest(snapshot, file) =>
                 {
                     match self.reuse(&mut entry, snapshot, file, live, options.now) {
                         Reuse::Hit => hits.push((origin, entry, snapshot, file)),
@@ -346,6 +353,7 @@ impl Pipeline {
         let asked = meets(name.as_deref(), &snapshot.source, live, &self.sources).asked();
         Entry {
             digest: file.digest,
+            review: self.review_digest(snapshot, file),
             asked,
             name,
             claim,
@@ -461,14 +469,59 @@ impl Pipeline {
     ) -> Result<(), Diagnostic> {
         let preset = self.renderer.presets().get(claim.environment_type);
         let expires_at = claim.expires_at(preset.ttl).map(|t| t.timestamp());
+        let review = self.review_for(snapshot, file);
         let source = RequestSource {
             kind: snapshot.kind,
             name: &snapshot.source,
             is_static: snapshot.is_static,
             provenance: file.provenance.as_deref(),
+            review: review.as_ref(),
         };
-        self.policies
-            .authorize(&file.path, claim, ask, &source, now.timestamp(), expires_at)
+        let decision =
+            self.policies
+                .authorize(&file.path, claim, ask, &source, now.timestamp(), expires_at);
+        match (decision, &review) {
+            (Err(d), Some(crate::review::Lookup::Unavailable(why)))
+                if d.rule == crate::validate::policy::UNREVIEWED_RULE =>
+            {
+                let commit = match file.provenance.as_deref() {
+                    Some(Provenance::Git { commit, .. }) => commit.as_str(),
+                    _ => "?",
+                };
+                let message = format!(
+                    "{} environments need a reviewed change, and the forge of source {:?} cannot be asked who reviewed commit {commit} ({why}); the environment stays as it is until it answers",
+                    claim.environment_type, snapshot.source
+                );
+                Err(
+                    Diagnostic::new(&file.path, "", REVIEW_UNAVAILABLE_RULE, message)
+                        .for_environment(Some(claim.environment_name.as_str())),
+                )
+            }
+            (decision, _) => decision,
+        }
+    }
+
+    /// What the source's forge said about the commit `file` came from
+    /// (`None` without a forge or a commit).
+    fn review_for(&self, snapshot: &Snapshot, file: &SourceFile) -> Option<crate::review::Lookup> {
+        if !self.forges.contains(&snapshot.source) {
+            return None;
+        }
+        let Some(Provenance::Git { commit, .. }) = file.provenance.as_deref() else {
+            return None;
+        };
+        Some(
+            self.reviews
+                .get(commit)
+                .cloned()
+                .unwrap_or_else(|| crate::review::Lookup::Unavailable("not asked yet".to_owned())),
+        )
+    }
+
+    /// A digest of [`Pipeline::review_for`]: a cached outcome is reused only
+    /// against the same review.
+    fn review_digest(&self, snapshot: &Snapshot, file: &SourceFile) -> u64 {
+        self.review_for(snapshot, file).map_or(0, |l| l.digest())
     }
 
     /// With `pool_from_prefix`: the claim's pool is not its key's first

@@ -175,10 +175,15 @@ pub(super) fn denied(source: &str, path: &str, claim: &Claim, diagnostic: Diagno
         claim.user.as_str(),
     );
     let name = claim.environment_name.as_str();
+    let refusal = match diagnostic.rule.as_str() {
+        crate::validate::policy::UNREVIEWED_RULE => Refusal::Unreviewed,
+        REVIEW_UNAVAILABLE_RULE => Refusal::ReviewUnavailable,
+        _ => Refusal::Denied,
+    };
     Rejected {
         name: Some(name.to_owned()),
         diagnostics: vec![diagnostic.for_environment(Some(name))],
-        refusal: Refusal::Denied,
+        refusal,
         stage: Stage::Validated,
         asked: Some(asked_for(source, path, what)),
     }
@@ -271,6 +276,9 @@ pub(super) fn render_failure(e: &RenderError) -> (Reason, ConditionType, &'stati
     }
 }
 
+/// The rule of a denial for want of a review the forge could not be asked about.
+pub(super) const REVIEW_UNAVAILABLE_RULE: &str = "review-unavailable";
+
 /// Why a file was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Refusal {
@@ -278,6 +286,10 @@ pub(super) enum Refusal {
     Invalid,
     /// Denied by policy: the environment is kept as it is.
     Denied,
+    /// Denied only for want of a review (`@reason("Unreviewed")`).
+    Unreviewed,
+    /// Such a denial while the forge could not be asked.
+    ReviewUnavailable,
     /// The environment belongs to another source: the file takes no part
     /// (it neither holds nor marks the owner's environment).
     Taken,

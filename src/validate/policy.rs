@@ -127,7 +127,14 @@ pub struct RequestSource<'a> {
     pub is_static: bool,
     /// The commit or object the claim file came from.
     pub provenance: Option<&'a Provenance>,
+    /// Who reviewed and merged that commit, when a forge is configured for
+    /// the source (`context.review`); `None` without a forge.
+    pub review: Option<&'a crate::review::Lookup>,
 }
+
+/// The denial rule of a request denied only by policies annotated
+/// `@reason("Unreviewed")`: the change was not reviewed as required.
+pub const UNREVIEWED_RULE: &str = "unreviewed";
 
 /// The resident policy set, schema and entities.
 pub struct Policies {
@@ -451,6 +458,13 @@ impl Policies {
             .errors()
             .map(ToString::to_string)
             .collect();
+        let unreviewed = !reasons.is_empty()
+            && response.diagnostics().reason().all(|id| {
+                self.set
+                    .policy(id)
+                    .and_then(|p| p.annotation("reason"))
+                    .is_some_and(|r| r == "Unreviewed")
+            });
         let mut message = if reasons.is_empty() {
             format!(
                 "{who}: no policy permits it (default deny; is the user a member of pool {:?}?)",
@@ -461,6 +475,13 @@ impl Policies {
         };
         if !errors.is_empty() {
             message = format!("{message}; policy errors: {}", errors.join("; "));
+        }
+        if unreviewed {
+            if let Some(crate::review::Lookup::Known(review)) = source.review {
+                message = format!("{message}: {}", review.describe());
+            }
+            return Err(Diagnostic::new(file, "", UNREVIEWED_RULE, message)
+                .for_environment(Some(claim.environment_name.as_str())));
         }
         deny(message)
     }
@@ -528,6 +549,12 @@ fn request_context(
     if let Some(live) = live {
         pairs.push(("live".to_owned(), live));
     }
+    if let Some(lookup) = source.review {
+        pairs.push((
+            "review".to_owned(),
+            review_record(lookup, source.provenance)?,
+        ));
+    }
     match source.provenance {
         Some(Provenance::Git {
             repository,
@@ -586,6 +613,54 @@ fn request_context(
         None => {}
     }
     Context::from_pairs(pairs).map_err(|e| e.to_string())
+}
+
+/// `context.review`: the pull request that merged the claim's commit, who
+/// approved its merged head (the author excluded), who merged it, and
+/// whether the forge could be asked at all (`known`).
+fn review_record(
+    lookup: &crate::review::Lookup,
+    provenance: Option<&Provenance>,
+) -> Result<RestrictedExpression, String> {
+    use RestrictedExpression as E;
+    let set = |items: &std::collections::BTreeSet<String>| {
+        E::new_set(items.iter().cloned().map(E::new_string))
+    };
+    let mut fields: Vec<(String, E)> = Vec::new();
+    match lookup {
+        crate::review::Lookup::Known(r) => {
+            fields.push(("known".into(), E::new_bool(true)));
+            fields.push(("commit".into(), E::new_string(r.commit.clone())));
+            fields.push(("approvers".into(), set(&r.approvers)));
+            fields.push((
+                "approvals_at_head".into(),
+                E::new_long(i64::try_from(r.approvals_at_head()).unwrap_or(i64::MAX)),
+            ));
+            if let Some(pr) = r.pr {
+                fields.push((
+                    "pr".into(),
+                    E::new_long(i64::try_from(pr).unwrap_or(i64::MAX)),
+                ));
+            }
+            if let Some(a) = &r.author {
+                fields.push(("author".into(), E::new_string(a.clone())));
+            }
+            if let Some(m) = &r.merged_by {
+                fields.push(("merged_by".into(), E::new_string(m.clone())));
+            }
+        }
+        crate::review::Lookup::Unavailable(_) => {
+            let commit = match provenance {
+                Some(Provenance::Git { commit, .. }) => commit.clone(),
+                _ => String::new(),
+            };
+            fields.push(("known".into(), E::new_bool(false)));
+            fields.push(("commit".into(), E::new_string(commit)));
+            fields.push(("approvers".into(), E::new_set([])));
+            fields.push(("approvals_at_head".into(), E::new_long(0)));
+        }
+    }
+    E::new_record(fields).map_err(|e| e.to_string())
 }
 
 /// Per user: the user entity and every ancestor (pool) entity.
@@ -648,10 +723,64 @@ mod tests {
             name: "src",
             is_static,
             provenance: None,
+            review: None,
         };
         Policies::builtin()
             .authorize("f", c, Ask::Create, &source, 0, None)
             .map_err(|d| d.message)
+    }
+
+    #[test]
+    fn prod_and_stage_need_an_approval_by_someone_else_when_a_forge_is_configured() {
+        use crate::review::{Lookup, Review};
+        let john = "john.doe@company.com";
+        let ask = |env_type: &str, review: Option<&Lookup>| {
+            let source = RequestSource {
+                kind: SourceKind::Git,
+                name: "src",
+                is_static: false,
+                provenance: None,
+                review,
+            };
+            Policies::builtin().authorize(
+                "f",
+                &claim(john, "team1", env_type, "git"),
+                Ask::Create,
+                &source,
+                0,
+                None,
+            )
+        };
+        let reviewed = Lookup::Known(std::sync::Arc::new(Review {
+            commit: "m1".into(),
+            pr: Some(3),
+            author: Some("author".into()),
+            merged_by: Some("admin".into()),
+            head: Some("h1".into()),
+            approvers: ["reviewer".to_owned()].into(),
+            stale: std::collections::BTreeSet::new(),
+        }));
+        let direct = Lookup::Known(std::sync::Arc::new(Review::direct("d1")));
+        let down = Lookup::Unavailable("connection refused".into());
+        assert!(ask("prod", None).is_ok(), "no forge: no review asked");
+        assert!(ask("prod", Some(&reviewed)).is_ok());
+        assert!(ask("dev", Some(&direct)).is_ok(), "dev needs no review");
+        for (env_type, lookup) in [("prod", &direct), ("stage", &direct), ("prod", &down)] {
+            let d = ask(env_type, Some(lookup)).expect_err("unreviewed");
+            assert_eq!(d.rule, UNREVIEWED_RULE, "{}", d.message);
+            assert!(
+                d.message.contains("prod-and-stage-need-review"),
+                "{}",
+                d.message
+            );
+        }
+        let d = ask("prod", Some(&direct)).expect_err("unreviewed");
+        assert!(
+            d.message
+                .contains("commit d1 was not merged by a pull request"),
+            "{}",
+            d.message
+        );
     }
 
     #[test]
@@ -766,6 +895,7 @@ mod tests {
             name: "src",
             is_static: false,
             provenance: None,
+            review: None,
         };
         let c = claim(ops, "team1", "dev", "dynamic");
         let live = |pool: &'static str, owner: &'static str, env_type: &'static str| Live {
@@ -799,6 +929,7 @@ mod tests {
             name: "src",
             is_static: false,
             provenance: None,
+            review: None,
         };
         let ok = p.authorize(
             "f",
@@ -847,6 +978,7 @@ mod tests {
             name: "d",
             is_static: false,
             provenance: None,
+            review: None,
         };
         assert!(
             p.authorize(
@@ -915,6 +1047,7 @@ mod tests {
                 name: "envs",
                 is_static: false,
                 provenance: prov,
+                review: None,
             };
             p.authorize("f", &prod, Ask::Update(None), &source, 0, None)
         };

@@ -2,6 +2,7 @@
 //! itself here; review provenance (`provenance.rs`) and apply statuses
 //! (`statuses.rs`).
 
+mod provenance;
 mod pull_requests;
 
 use converge::config::{ForgeConfig, ForgeKind};
