@@ -85,7 +85,12 @@ impl Planner {
     /// updates are dry-run against the cluster (a client of its own:
     /// nothing is requested until then).
     pub fn new(config: &Config, source: Option<&str>, preview: bool) -> Result<Planner, PlanError> {
-        let pipeline = pipeline_for(config)?;
+        let mut pipeline = pipeline_for(config)?;
+        // A pull request is judged as if merged: who reviews it is what
+        // the merge's own `context.review` will say, asked of the forge
+        // when the branch's pass reads the merge commit. Its plan carries
+        // no review (a proposal is never `Unreviewed`).
+        pipeline.forges.clear();
         let git = config.sources.iter().find_map(|s| match s {
             SourceConfig::Git {
                 name,

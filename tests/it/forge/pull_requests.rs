@@ -416,3 +416,33 @@ fn after_a_restart_the_comment_is_found_again_and_the_status_not_repeated() {
         .count();
     assert_eq!(plan_statuses, 1, "read before written: not repeated");
 }
+
+/// A pull request is judged as if merged: review provenance is what its
+/// merge commit will carry, so a `prod` change is planned, not refused as
+/// `Unreviewed` (which a direct push to the branch is).
+#[test]
+#[ignore = "needs gitea (scripts/tools builds it)"]
+fn a_prod_change_is_planned_as_if_merged_not_refused_as_unreviewed() {
+    let gitea = Gitea::shared();
+    let repo = gitea.repo("pr-prod");
+    main_with(&repo, &["dev-a"]);
+    let p = project(&repo, "");
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("dev-a applied", |d| d.names() == ["dev-a"]);
+    let head = repo.push(
+        AUTHOR,
+        "prod",
+        &[("environments/prod-p.yaml", Some(&claim("prod-p", "prod")))],
+        "add prod-p",
+    );
+    let pr = repo.open_pull(AUTHOR, "prod", "add prod-p");
+    let (state, description) = wait_plan(&d, &repo, &head);
+    assert_eq!(state, "success", "{description}");
+    assert!(
+        plan_comments(&repo, pr)[0]
+            .1
+            .contains("| + | `prod-p` | Claimed |"),
+        "{:?}",
+        plan_comments(&repo, pr)
+    );
+}
