@@ -203,6 +203,11 @@ impl Forge for Gitea {
         })
     }
 
+    fn login(&self) -> Result<Option<String>, Error> {
+        let call = Call::get("get_user", "read:user", "/user".to_owned());
+        Ok(Some(self.http.must::<User>(&call)?.login))
+    }
+
     fn comments(&self, pr: u64) -> Result<Vec<Comment>, Error> {
         let call = Call::get(
             "list_comments",

@@ -153,6 +153,12 @@ pub trait Forge: Send + Sync {
     /// The reviews of `pr`, as approvals at a head.
     fn reviews(&self, pr: &PullRequest) -> Result<Vec<crate::review::ReviewEvent>, Error>;
 
+    /// The account the token acts as (the author of converge's own
+    /// comments); `None` when this client cannot tell.
+    fn login(&self) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
+
     /// The first comment of `pr` whose body holds `marker` (a hidden HTML
     /// comment converge writes into its own comments).
     fn find_comment(&self, pr: u64, marker: &str) -> Result<Option<Comment>, Error> {

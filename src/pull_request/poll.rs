@@ -120,9 +120,11 @@ pub struct Poller {
     planner: Planner,
     etag: Option<String>,
     pulls: HashMap<u64, Known>,
-    /// The forge login converge's comments are written by, once seen: a
-    /// comment with the marker by anyone else is not ours.
+    /// The forge login converge's comments are written by (asked once,
+    /// else learnt from the first comment written): a comment with the
+    /// marker by anyone else is not ours.
     login: Option<String>,
+    login_asked: bool,
     report: Arc<Mutex<Report>>,
 }
 
@@ -157,6 +159,7 @@ impl Poller {
             etag: None,
             pulls: HashMap::new(),
             login: None,
+            login_asked: false,
             report: Arc::new(Mutex::new(Report::default())),
         })
     }
@@ -203,6 +206,18 @@ impl Poller {
     /// Lists the open pull requests; plans, comments and sets the status of
     /// each new head. Returns how many heads it planned.
     pub fn poll_once(&mut self) -> Result<u64, Error> {
+        if !self.login_asked {
+            // Once per process: a token that may not read its own account
+            // (a scope left out) costs no request per poll.
+            self.login_asked = true;
+            match self.forge.login() {
+                Ok(login) => self.login = login,
+                Err(e) => tracing::info!(
+                    source = self.source.name(),
+                    "the forge does not say whose token this is ({e}); converge's comments are told by their marker alone until it writes one"
+                ),
+            }
+        }
         let listing = self.forge.open_pulls(&self.branch, self.etag.as_deref())?;
         let Listing::Changed { items, etag } = listing else {
             return Ok(0);

@@ -446,3 +446,44 @@ fn a_prod_change_is_planned_as_if_merged_not_refused_as_unreviewed() {
         plan_comments(&repo, pr)
     );
 }
+
+/// A comment carrying converge's marker written by someone else (the
+/// author, here) is not converge's: it is left as it is, and converge keeps
+/// its own comment.
+#[test]
+#[ignore = "needs gitea (scripts/tools builds it)"]
+fn a_marker_in_someone_elses_comment_is_not_taken_for_converges() {
+    let gitea = Gitea::shared();
+    let repo = gitea.repo("pr-forged");
+    main_with(&repo, &["dev-a"]);
+    let head = repo.push(
+        AUTHOR,
+        "add-b",
+        &[("environments/dev-b.yaml", Some(&claim("dev-b", "dev")))],
+        "add dev-b",
+    );
+    let pr = repo.open_pull(AUTHOR, "add-b", "add dev-b");
+    let forged = format!("{MARKER}\n**converge plan**: all fine, merge away\n");
+    gitea.ok(
+        AUTHOR,
+        "POST",
+        &format!("{}/issues/{pr}/comments", repo.path()),
+        Some(&serde_json::json!({ "body": forged })),
+    );
+    let p = project(&repo, "");
+    let d = Daemon::start(p.dir.path());
+    let (state, _) = wait_plan(&d, &repo, &head);
+    assert_eq!(state, "success");
+    let comments = repo.comments(pr);
+    let by = |who: &str| -> Vec<&String> {
+        comments
+            .iter()
+            .filter(|(_, author, _)| author == who)
+            .map(|(_, _, body)| body)
+            .collect()
+    };
+    assert_eq!(by(AUTHOR), [&forged], "the author's comment is untouched");
+    let ours = by(ADMIN);
+    assert_eq!(ours.len(), 1, "{comments:?}");
+    assert!(ours[0].contains("| + | `dev-b` | Claimed |"), "{}", ours[0]);
+}
