@@ -17,11 +17,16 @@ const MARKER: &str = "<!-- converge:plan source=claims context=converge/test par
 /// A project whose git source is `repo` on the Gitea, with its forge (the
 /// admin's token), 1 s polls and a manifests target.
 fn project(repo: &GiteaRepo<'_>, extra: &str) -> Project {
+    project_with_target(repo, "target:\n  kind: manifests\n  path: out\n", extra)
+}
+
+/// The same with another `target:` block.
+fn project_with_target(repo: &GiteaRepo<'_>, target: &str, extra: &str) -> Project {
     let p = Project::new("");
     p.write("forge-token", repo.gitea.user_token(ADMIN));
     let config = format!(
         "sources:\n  - name: claims\n    kind: git\n    url: {url}\n    branch: main\n    paths: [\"environments/**/*.yaml\"]\n    interval: 1s\n    timeout: 5s\n    forge:\n      kind: gitea\n      token_file: forge-token\n      pull_requests: true\n      commit_statuses: false\n      context: {CONTEXT}\n\
-         target:\n  kind: manifests\n  path: out\nstate_dir: .converge\nsafety:\n  max_delete_fraction: 0.5\n{extra}",
+         {target}state_dir: .converge\nsafety:\n  max_delete_fraction: 0.5\n{extra}",
         url = repo.clone_url()
     );
     p.write("converge.yaml", config);
@@ -486,4 +491,43 @@ fn a_marker_in_someone_elses_comment_is_not_taken_for_converges() {
     let ours = by(ADMIN);
     assert_eq!(ours.len(), 1, "{comments:?}");
     assert!(ours[0].contains("| + | `dev-b` | Claimed |"), "{}", ours[0]);
+}
+
+/// With a cluster as the target, the comment shows the field-level change
+/// of each updated object: the cluster's server-side dry run against what
+/// is live.
+#[test]
+#[ignore = "needs gitea, kube-apiserver and etcd (scripts/tools builds them)"]
+fn with_a_cluster_the_comment_shows_the_dry_run_field_changes() {
+    let api = crate::support::kube::KubeApi::shared();
+    let gitea = Gitea::shared();
+    let repo = gitea.repo("pr-fields");
+    main_with(&repo, &["dev-prfields"]);
+    let target = format!(
+        "target:\n  kind: kubernetes\n  kubeconfig: {}\n  inventory_namespace: converge-prfields\n",
+        api.kubeconfig().display()
+    );
+    let p = project_with_target(&repo, &target, "");
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("dev-prfields applied", |_| {
+        let out = api.kubectl(&["get", "deployments", "-n", "dev-prfields", "-o", "name"]);
+        out.status.success() && !out.stdout.is_empty()
+    });
+    let next = claim("dev-prfields", "dev").replace("v1.2.3", "v1.2.4");
+    let head = repo.push(
+        AUTHOR,
+        "bump",
+        &[("environments/dev-prfields.yaml", Some(&next))],
+        "user-service v1.2.4",
+    );
+    let pr = repo.open_pull(AUTHOR, "bump", "bump");
+    let (state, description) = wait_plan(&d, &repo, &head);
+    assert_eq!(state, "success", "{description}");
+    let body = &plan_comments(&repo, pr)[0].1;
+    assert!(body.contains("**Field changes**"), "{body}");
+    assert!(
+        body.contains("spec.template.spec.containers[name=user-service].image:"),
+        "{body}"
+    );
+    assert!(body.contains("v1.2.4"), "{body}");
 }
