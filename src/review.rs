@@ -3,6 +3,7 @@
 //! (no IO): the forge clients fill it in, the policies read it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -58,17 +59,15 @@ impl Review {
             text.push_str(", approved at its merged head by nobody but its author");
         } else {
             let who: Vec<&str> = self.approvers.iter().map(String::as_str).collect();
-            text.push_str(&format!(
-                ", approved at its merged head by {}",
-                who.join(", ")
-            ));
+            let _ = write!(text, ", approved at its merged head by {}", who.join(", "));
         }
         if !self.stale.is_empty() {
             let who: Vec<&str> = self.stale.iter().map(String::as_str).collect();
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 " (stale: approved by {} before a later push)",
                 who.join(", ")
-            ));
+            );
         }
         text
     }

@@ -608,12 +608,7 @@ impl Store {
                 out.tags.insert(k.value().to_owned(), v.value().to_vec());
             }
         }
-        if let Ok(forge) = read.open_table(FORGE) {
-            for entry in forge.iter().map_err(|e| err(&e))? {
-                let (k, v) = entry.map_err(|e| err(&e))?;
-                out.forge.insert(k.value().to_owned(), v.value().to_vec());
-            }
-        }
+        out.forge = read_forge(&read).map_err(|e| err(&e))?;
         out.drift = read_drift(&read).map_err(|e| err(&e))?;
         let (Ok(sources), Ok(files)) = (read.open_table(SOURCES), read.open_table(FILES)) else {
             return Ok(out);
@@ -807,8 +802,7 @@ impl Store {
                 let floor = last.id - EVENT_HISTORY;
                 events.retain(|id, _| id > floor).map_err(|e| err(&e))?;
             }
-            write_tags(&w, commit.tags).map_err(|e| err(&e))?;
-            write_forge(&w, commit.forge).map_err(|e| err(&e))?;
+            write_tags_and_forge(&w, commit).map_err(|e| err(&e))?;
             write_drift(&w, commit.drift).map_err(|e| err(&e))?;
         }
         w.commit().map_err(|e| err(&e))
@@ -863,6 +857,26 @@ fn write_drift(
         }
     }
     Ok(())
+}
+
+fn read_forge(read: &redb::ReadTransaction) -> Result<BTreeMap<String, Vec<u8>>, redb::Error> {
+    let mut out = BTreeMap::new();
+    let Ok(table) = read.open_table(FORGE) else {
+        return Ok(out);
+    };
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        out.insert(k.value().to_owned(), v.value().to_vec());
+    }
+    Ok(out)
+}
+
+fn write_tags_and_forge(
+    w: &redb::WriteTransaction,
+    commit: &Commit<'_>,
+) -> Result<(), redb::Error> {
+    write_tags(w, commit.tags)?;
+    write_forge(w, commit.forge)
 }
 
 fn write_forge(

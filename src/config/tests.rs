@@ -232,3 +232,32 @@ fn service_manifests_fill_in_the_service_and_need_one_place() {
     .expect_err("both");
     assert!(err.contains("services.billing.manifests"), "{err}");
 }
+
+#[test]
+fn a_forge_block_has_defaults_and_refuses_unknown_keys() {
+    let git = |forge: &str| {
+        Config::parse(&format!(
+            "sources:\n  - name: envs\n    kind: git\n    url: https://git.example/o/envs.git\n    forge:\n{forge}"
+        ))
+    };
+    let config = git("      kind: forgejo\n      token_file: t\n").expect("valid");
+    let SourceConfig::Git {
+        forge: Some(forge), ..
+    } = &config.sources[0]
+    else {
+        panic!("a git source with a forge");
+    };
+    assert_eq!(forge.kind, ForgeKind::Gitea, "Forgejo speaks Gitea's API");
+    assert!(forge.pull_requests && forge.commit_statuses);
+    assert_eq!(
+        (forge.api_url.as_deref(), forge.context.as_deref()),
+        (None, None)
+    );
+    assert_eq!(forge.timeout, Duration::from_secs(10));
+    assert!(git("      kind: gitea\n      token_file: t\n      tokn: x\n").is_err());
+    assert!(git("      kind: bitbucket\n      token_file: t\n").is_err());
+    assert!(
+        git("      kind: gitea\n").is_err(),
+        "token_file is required"
+    );
+}

@@ -108,12 +108,15 @@ impl Daemon {
             .as_mut()
             .map(crate::tags::Scanner::take_dirty)
             .unwrap_or_default();
-        let forge = self
+        let mut forge = self
             .converge
             .reviewer
             .as_mut()
             .map(crate::forge::Reviewer::take_dirty)
             .unwrap_or_default();
+        if let Some(statuses) = &mut self.forge_statuses {
+            forge.extend(statuses.take_dirty());
+        }
         if dirty.is_empty()
             && forge.is_empty()
             && environments.is_empty()

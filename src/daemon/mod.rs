@@ -67,6 +67,8 @@ pub enum Error {
     State(#[from] store::Error),
     #[error(transparent)]
     Source(#[from] source::Error),
+    #[error(transparent)]
+    Forge(#[from] crate::forge::Error),
 }
 
 /// The single writer. Its state, by what it holds: the sources and their
@@ -89,6 +91,11 @@ pub struct Daemon {
     /// whose forge plans pull requests: their reports are shown under the
     /// source and their events recorded.
     pull_requests: Vec<crate::pull_request::poll::Handle>,
+    /// Apply statuses on the commits the passes pick up (git sources with
+    /// a forge and `commit_statuses`), posted by a thread of their own.
+    forge_statuses: Option<crate::forge::Statuses>,
+    /// The forges' failures last reported as events, by what failed.
+    forge_errors: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -122,6 +129,10 @@ impl Daemon {
         converge.adopt_tags();
         if let Some(reviewer) = &mut converge.reviewer {
             reviewer.restore(&restored.forge);
+        }
+        let mut forge_statuses = crate::forge::Statuses::from_config(&converge.config)?;
+        if let Some(s) = &mut forge_statuses {
+            s.restore(&restored.forge);
         }
         let max_backoff = converge.config.reconcile.max_backoff;
         let mut sources = Vec::new();
@@ -191,6 +202,8 @@ impl Daemon {
                 events_body: None,
             },
             pull_requests: Vec::new(),
+            forge_statuses,
+            forge_errors: BTreeMap::new(),
         };
         daemon.publish();
         Ok(daemon)

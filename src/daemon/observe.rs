@@ -112,6 +112,9 @@ impl Daemon {
             .filter(|s| !s.fresh || s.last_error.is_some())
             .map(|s| s.config.name())
             .collect();
+        if let Some(statuses) = &mut self.forge_statuses {
+            statuses.begin(&snapshots);
+        }
         let allowed = self.allow_file().exists();
         let options = PassOptions {
             now,
@@ -137,6 +140,7 @@ impl Daemon {
                 for step in STEPS {
                     step(self, &mut obs);
                 }
+                self.observe_forge(&mut obs);
                 let action = self.action_after(&obs.outcome, now);
                 let record = self.pass_record(Ok(&obs.outcome), started, now);
                 self.observed.last_plan =
@@ -181,6 +185,57 @@ impl Daemon {
         self.commit(&changed_envs, &events, Some(record), &drift);
         self.publish();
         action
+    }
+
+    /// The apply statuses of the commits the pass picked up (after the
+    /// steps: they read the statuses `observe_statuses` made), and the
+    /// forges' failures as events, once per message (a recovery too).
+    fn observe_forge(&mut self, obs: &mut Observation) {
+        let mut now: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(r) = &self.converge.reviewer {
+            for (source, message) in &r.failures {
+                now.insert(
+                    format!("{source}: review provenance"),
+                    format!("{message}; claims that need a review are held as they are"),
+                );
+            }
+        }
+        if let Some(s) = &self.forge_statuses {
+            for (source, message) in s.failures() {
+                now.insert(
+                    format!("{source}: apply statuses"),
+                    format!("{message}; queued, retried with backoff"),
+                );
+            }
+        }
+        let before = std::mem::take(&mut self.forge_errors);
+        for (what, message) in &now {
+            if before.get(what) != Some(message) {
+                let text = format!("forge of source {what}: {message}");
+                let e = self.event("Warning", "ForgeUnavailable", None, text);
+                obs.events.push(e);
+            }
+        }
+        for what in before.keys().filter(|k| !now.contains_key(*k)) {
+            let text = format!("forge of source {what}: answering again");
+            let e = self.event("Normal", "ForgeRecovered", None, text);
+            obs.events.push(e);
+        }
+        self.forge_errors = now;
+        if let Some(statuses) = &mut self.forge_statuses {
+            let changed: Vec<String> = obs
+                .outcome
+                .plan
+                .environments
+                .iter()
+                .map(|e| e.name.clone())
+                .collect();
+            statuses.after(
+                &changed,
+                &self.observed.statuses,
+                &obs.outcome.plan.diagnostics,
+            );
+        }
     }
 
     /// Step: the files the evaluation refused (withheld from the store,
@@ -638,7 +693,15 @@ impl Daemon {
                 .evaluation
                 .keep
                 .values()
-                .any(|r| *r == crate::condition::Reason::ManifestsUnavailable);
+                .any(|r| {
+                    matches!(
+                        r,
+                        crate::condition::Reason::ManifestsUnavailable
+                            // A forge that could not be asked who reviewed a
+                            // commit: asked again after the same backoff.
+                            | crate::condition::Reason::ReviewUnavailable
+                    )
+                });
         let retry = if transient {
             Some(self.pacing.apply_backoff.next_delay())
         } else {

@@ -93,6 +93,7 @@ impl From<IssueComment> for Comment {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
+#[allow(clippy::struct_field_names, reason = "the API's field names")]
 pub(super) struct Status {
     pub id: u64,
     /// Gitea says `status`; GitHub `state`.

@@ -80,6 +80,7 @@ struct Note {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
+#[allow(clippy::struct_field_names, reason = "the API's field names")]
 struct Status {
     id: u64,
     status: String,

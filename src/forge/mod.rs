@@ -32,9 +32,11 @@ mod github;
 mod gitlab;
 mod http;
 mod provenance;
+mod statuses;
 
 pub use http::{Http, retry_wait};
 pub use provenance::{Reviewer, forges};
+pub use statuses::{Queued, Statuses, judge};
 
 /// A pull (merge) request, as far as converge needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -349,14 +351,11 @@ pub fn default_api_url(kind: ForgeKind, origin: &str) -> String {
 /// `ssh://git@host/o/r`) give `https://host`.
 #[must_use]
 pub fn split_url(url: &str) -> Option<(String, String)> {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) => (s, r),
-        None => {
-            // scp-like: git@host:owner/repo.git
-            let (host, path) = url.split_once(':')?;
-            let host = host.rsplit('@').next()?;
-            return Some((format!("https://{host}"), clean_path(path)?));
-        }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // scp-like: git@host:owner/repo.git
+        let (host, path) = url.split_once(':')?;
+        let host = host.rsplit('@').next()?;
+        return Some((format!("https://{host}"), clean_path(path)?));
     };
     let (authority, path) = rest.split_once('/')?;
     let host = authority.rsplit('@').next()?;

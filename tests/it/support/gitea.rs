@@ -1,5 +1,5 @@
 //! A real Gitea (v1.27.3, built by `scripts/tools`) for the forge tests: on
-//! 127.0.0.1 on a free port, SQLite, in a temporary directory, under
+//! 127.0.0.1 on a free port, `SQLite`, in a temporary directory, under
 //! `scripts/tether` (a killed test leaves no server), stopped on drop.
 //!
 //! Three users are made through Gitea's CLI: `admin` (a site admin),
@@ -212,7 +212,10 @@ impl Gitea {
 
     /// Stops the server (the data stays; [`Gitea::start_again`] serves it).
     pub fn stop(&self) {
-        let mut server = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        let mut server = self
+            .server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(mut child) = server.take() {
             drop(child.stdin.take());
             let deadline = Instant::now() + Duration::from_secs(15);
@@ -270,7 +273,10 @@ impl Gitea {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        *self
+            .server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(child);
     }
 
     fn log_tail(&self) -> String {
@@ -593,9 +599,10 @@ impl GiteaRepo<'_> {
             &format!("{}/commits/{sha}/statuses?limit=100", self.path()),
             None,
         );
-        list.as_array()
-            .expect("statuses")
-            .iter()
+        let mut list = list.as_array().expect("statuses").clone();
+        // Gitea lists them oldest first.
+        list.sort_by_key(|s| std::cmp::Reverse(s["id"].as_u64().unwrap_or_default()));
+        list.iter()
             .map(|s| {
                 let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
                 (
