@@ -25,6 +25,7 @@ from results import Report, render
 from scenarios.base import Base
 from scenarios.s1 import S1
 from scenarios.s10 import S10
+from scenarios.s12 import S12
 from scenarios.s2_s3 import S2S3
 from scenarios.s3_bucket import S3Bucket
 from scenarios.s4 import S4
@@ -34,7 +35,7 @@ from scenarios.s8 import S8
 from scenarios.s9 import S9
 
 
-class Bench(Base, S1, S2S3, S3Bucket, S4, S5S6, S7, S8, S9, S10, Report):
+class Bench(Base, S1, S2S3, S3Bucket, S4, S5S6, S7, S8, S9, S10, S12, Report):
     """The scenarios of one invocation, sharing a run directory and a workload."""
 
 
@@ -81,6 +82,10 @@ def main():
     ap.add_argument("--s10-rounds", type=int, default=5, help="S10 failover's kill -9 rounds")
     ap.add_argument("--s10-settle", type=int, default=5, help="seconds between S10 failover rounds")
     ap.add_argument("--s10-timeout", type=int, default=1800, help="seconds S10's cold apply may take")
+    ap.add_argument("--s12-prs", type=int, default=100, help="S12's open pull requests on the real Gitea")
+    ap.add_argument("--s12-interval", type=int, default=5, help="S12's git source interval (its PR polls), seconds")
+    ap.add_argument("--s12-idle-polls", type=int, default=4, help="idle PR polls measured in S12")
+    ap.add_argument("--s12-pushes", type=int, default=3, help="pushes to one PR timed in S12 (push -> comment)")
     ap.add_argument("--no-apply", dest="apply", action="store_false", help="skip run --once in S1")
     ap.add_argument("--apply-runs", type=int, default=2,
                     help="runs of the S1 apply (each writes ~340k files: 20-60 s here)")
@@ -123,6 +128,8 @@ def main():
             b.s9()
         if "S10" in only:
             b.s10()
+        if "S12" in only:
+            b.s12()
     finally:
         if b.git:
             b.git.stop()

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{Config, SourceConfig};
-use crate::pipeline::{self, Evaluation, Pipeline};
-use crate::plan::{self, Plan};
-use crate::source::{self, Snapshot};
-use crate::target::Inventory;
-use crate::{SetupError, claim, diagnostic, pipeline_for, resolve, tags};
+use crate::config::Config;
+use crate::pipeline::{Evaluation, Pipeline};
+use crate::plan::Plan;
+pub use crate::pull_request::PlanError;
+use crate::source::Snapshot;
+use crate::{SetupError, claim, diagnostic, resolve, tags};
 
 /// What a writer says at start about its users and pools: none declared
 /// (every claim is denied by policies that require pool membership), or
@@ -150,62 +150,14 @@ pub struct PullRequest<'a> {
 /// The plan merging `head` into `base` would cause: both revisions are read
 /// straight from the repository (no checkout); what `base` asks for plays the
 /// live infrastructure, what `head` asks for is desired. Uses the config's
-/// first git source for path globs and trusted signing keys when there is one.
+/// first git source for path globs and trusted signing keys when there is one
+/// ([`crate::pull_request::Planner`]; no dry run against the target).
 pub fn pull_request_plan(
     config: &Config,
     pr: &PullRequest<'_>,
     now: DateTime<Utc>,
 ) -> Result<(Plan, Evaluation), PlanError> {
-    let mut pipeline = pipeline_for(config)?;
-    let git = config.sources.iter().find_map(|s| match s {
-        SourceConfig::Git {
-            name,
-            paths,
-            signatures,
-            ..
-        } => Some((name.clone(), paths.clone(), signatures.clone())),
-        _ => None,
-    });
-    let (name, paths, signatures) = git.unwrap_or_else(|| ("repo".to_owned(), Vec::new(), None));
-    let trust = source::verify::Trust::from_config(signatures.as_ref()).map_err(|e| {
-        source::Error::Git {
-            source_name: name.clone(),
-            error: Box::new(e.into()),
-        }
-    })?;
-    let max = config.limits.max_file_bytes;
-    let base = source::git::read_revision(&name, pr.repo, pr.base, &paths, &trust, max)?;
-    let head = source::git::read_revision(&name, pr.repo, pr.head, &paths, &trust, max)?;
-    let options = pipeline::Options { now };
-    if let Some(mut scanner) = tags::Scanner::from_config(config).map_err(SetupError::from)? {
-        // The tags both revisions need, read once.
-        let mut cache = pipeline::Cache::default();
-        let both = [base.clone(), head.clone()];
-        let _ = pipeline.evaluate_cached(&both, &Inventory::default(), options, &mut cache);
-        let keys = scanner.want(&cache.wanted());
-        scanner.scan(Some(&keys));
-        pipeline.tags = scanner.tag_set();
-    }
-    let before = pipeline.evaluate(std::slice::from_ref(&base), &Inventory::default(), options);
-    let live = before.as_live();
-    let after = pipeline.evaluate(std::slice::from_ref(&head), &live, options);
-    let plan = plan::build(
-        &after,
-        &live,
-        plan::Options {
-            max_delete_fraction: config.safety.max_delete_fraction,
-            allow_mass_delete: false,
-        },
-        &mut plan::InSync::default(),
-    );
-    Ok((plan, after))
-}
-
-/// Why a pull-request plan could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum PlanError {
-    #[error(transparent)]
-    Setup(#[from] SetupError),
-    #[error(transparent)]
-    Source(#[from] source::Error),
+    let mut planner = crate::pull_request::Planner::new(config, None, false)?;
+    let outcome = planner.plan(pr.repo, pr.base, pr.head, now)?;
+    Ok((outcome.plan, outcome.evaluation))
 }

@@ -42,6 +42,7 @@ pub mod page;
 mod pass;
 pub mod pipeline;
 pub mod plan;
+pub mod pull_request;
 pub mod render;
 pub mod resolve;
 pub mod review;

@@ -214,6 +214,13 @@ fn source_schemas() -> Value {
                 "items": object(&json!({ "path": string, "pointer": string, "rule": string, "message": string, "problems": count })),
             },
             "refused_files_total": count,
+            "pull_requests": nullable(&object(&json!({
+                "polls": count,
+                "open": count,
+                "planned": count,
+                "errors": count,
+                "last_error": nullable(&object(&json!({ "reason": string, "message": string }))),
+            }))),
         })),
         "Sources": list_of("Source"),
         "Event": object(&json!({

@@ -87,6 +87,10 @@ pub struct Daemon {
     pacing: Pacing,
     observed: Observed,
     published: Published,
+    /// The pull-request pollers (threads of their own), one per git source
+    /// whose forge plans pull requests: their reports are shown under the
+    /// source and their events recorded.
+    pull_requests: Vec<crate::pull_request::poll::Handle>,
     /// Apply statuses on the commits the passes pick up (git sources with
     /// a forge and `commit_statuses`), posted by a thread of their own.
     forge_statuses: Option<crate::forge::Statuses>,
@@ -197,6 +201,7 @@ impl Daemon {
                 next_event,
                 events_body: None,
             },
+            pull_requests: Vec::new(),
             forge_statuses,
             forge_errors: BTreeMap::new(),
         };
@@ -261,7 +266,9 @@ pub async fn run(
         .then(|| crate::identities_notice(&converge.config, &converge.pipeline))
         .flatten()
         .map(Arc::from);
-    let daemon = Daemon::new(converge, metrics.clone(), view.clone())?;
+    let mut daemon = Daemon::new(converge, metrics.clone(), view.clone())?;
+    // Beside the loop: a forge never delays or fails a pass.
+    daemon.pull_requests = crate::pull_request::poll::start(&daemon.converge.config);
     let shared = crate::api::Shared {
         view,
         metrics,

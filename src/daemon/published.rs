@@ -43,6 +43,27 @@ struct SourceDoc<'a> {
     /// [`REFUSED_FILES_SHOWN`] by path), and how many there are.
     refused_files: Vec<RefusedFileDoc<'a>>,
     refused_files_total: usize,
+    /// The source's pull-request poller (plans on pull requests), when its
+    /// forge has one.
+    pull_requests: Option<PullRequestsDoc>,
+}
+
+/// What a source's pull-request poller did: polls, open pull requests,
+/// heads planned, failed polls and the last one's error (`None` once a
+/// poll succeeds).
+#[derive(Debug, Serialize)]
+struct PullRequestsDoc {
+    polls: u64,
+    open: usize,
+    planned: u64,
+    errors: u64,
+    last_error: Option<PullRequestErrorDoc>,
+}
+
+#[derive(Debug, Serialize)]
+struct PullRequestErrorDoc {
+    reason: String,
+    message: String,
 }
 
 /// How many refused files `/api/v1/sources` lists per source.
@@ -115,6 +136,7 @@ impl Daemon {
                 .map_or(0, |d| d.saturating_duration_since(now).as_millis()),
             refused_files: Vec::new(),
             refused_files_total: 0,
+            pull_requests: None,
         });
         self.polling
             .sources
@@ -161,9 +183,54 @@ impl Daemon {
                     .keys()
                     .filter(|o| o.source == s.config.name())
                     .count(),
+                pull_requests: self.pull_requests_doc(s.config.name()),
             })
             .chain(tags)
             .collect()
+    }
+
+    /// The pull-request poller of `source`, as `/api/v1/sources` shows it.
+    fn pull_requests_doc(&self, source: &str) -> Option<PullRequestsDoc> {
+        let handle = self.pull_requests.iter().find(|h| h.source() == source)?;
+        let report = handle.report();
+        let r = report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(PullRequestsDoc {
+            polls: r.polls,
+            open: r.open,
+            planned: r.planned,
+            errors: r.errors,
+            last_error: r
+                .last_error
+                .clone()
+                .map(|(reason, message)| PullRequestErrorDoc { reason, message }),
+        })
+    }
+
+    /// Records what the pull-request pollers reported since the last wake
+    /// (a forge down, rate limiting or refusing the token; back again) as
+    /// events; never a failed pass.
+    pub(super) fn pull_request_events(&mut self, new_events: &mut Vec<Event>) {
+        let reported: Vec<(String, String)> = self
+            .pull_requests
+            .iter()
+            .flat_map(|h| {
+                h.report()
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take_events()
+            })
+            .collect();
+        for (reason, message) in reported {
+            let kind = if reason == "ForgeRecovered" {
+                "Normal"
+            } else {
+                "Warning"
+            };
+            let e = self.event(kind, &reason, None, message);
+            new_events.push(e);
+        }
     }
 
     fn ready(&self) -> bool {

@@ -192,6 +192,7 @@ impl Daemon {
         }
         let mut events = Vec::new();
         let mut changed = self.read_sources(&due, &mut events);
+        self.pull_request_events(&mut events);
         if tags_due {
             changed |= self.scan_tags(&mut events);
         }

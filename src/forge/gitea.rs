@@ -209,9 +209,10 @@ impl Forge for Gitea {
             .as_deref()
             .is_some_and(|l| l.contains("rel=\"next\""))
         {
-            // More than a page: read the rest (no conditional request for them).
-            let rest: Vec<Pull> = self.http.pages(&call, 20)?;
-            pulls = rest;
+            // More than a page: read the rest (no conditional request for
+            // them), from the second: the first is read.
+            let rest: Vec<Pull> = self.http.pages_from(&call, 2, 20)?;
+            pulls.extend(rest);
         }
         Ok(Listing::Changed {
             items: pulls
@@ -272,6 +273,11 @@ impl Forge for Gitea {
             }),
         );
         Ok(self.http.must::<Pull>(&open)?.into())
+    }
+
+    fn login(&self) -> Result<Option<String>, Error> {
+        let call = Call::get("get_user", "read:user", "/user".to_owned());
+        Ok(Some(self.http.must::<User>(&call)?.login))
     }
 
     fn comments(&self, pr: u64) -> Result<Vec<Comment>, Error> {

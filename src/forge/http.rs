@@ -315,8 +315,19 @@ impl Http {
         call: &Call<'_>,
         max_pages: u32,
     ) -> Result<Vec<T>, Error> {
+        self.pages_from(call, 1, max_pages)
+    }
+
+    /// Like [`Http::pages`], from page `first` (the caller read the ones
+    /// before: a listing whose first page was a conditional request).
+    pub fn pages_from<T: DeserializeOwned>(
+        &self,
+        call: &Call<'_>,
+        first: u32,
+        max_pages: u32,
+    ) -> Result<Vec<T>, Error> {
         let mut out = Vec::new();
-        for page in 1..=max_pages {
+        for page in first..=max_pages {
             let sep = if call.path.contains('?') { '&' } else { '?' };
             let paged = Call {
                 path: format!("{}{sep}page={page}", call.path),

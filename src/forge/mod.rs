@@ -182,6 +182,12 @@ pub trait Forge: Send + Sync {
         })
     }
 
+    /// The account the token acts as (the author of converge's own
+    /// comments); `None` when this client cannot tell.
+    fn login(&self) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
+
     /// The first comment of `pr` whose body holds `marker` (a hidden HTML
     /// comment converge writes into its own comments).
     fn find_comment(&self, pr: u64, marker: &str) -> Result<Option<Comment>, Error> {

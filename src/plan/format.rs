@@ -171,6 +171,19 @@ fn text(plan: &Plan, out: &mut impl Write) {
 const MARKDOWN_LIMIT: usize = 60_000;
 
 fn markdown(plan: &Plan) -> String {
+    markdown_within(plan, MARKDOWN_LIMIT)
+}
+
+/// The whole Markdown plan, however long: the daemon splits it over as
+/// many pull-request comments as the forge's size limit needs.
+#[must_use]
+pub fn markdown_unbounded(plan: &Plan) -> String {
+    markdown_within(plan, usize::MAX)
+}
+
+/// The Markdown plan, stopping (with a line that says so) once it is over
+/// `limit` bytes.
+fn markdown_within(plan: &Plan, limit: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "### converge plan\n\n**{}**\n", summary(plan));
     if let Some(hold) = &plan.hold {
@@ -204,7 +217,7 @@ fn markdown(plan: &Plan) -> String {
                 env.deletes,
                 versions.join("<br>")
             );
-            if out.len() > MARKDOWN_LIMIT {
+            if out.len() > limit {
                 let _ = writeln!(
                     out,
                     "\n…and more: the plan is too long for a comment; run `converge plan` for all of it."
@@ -213,6 +226,9 @@ fn markdown(plan: &Plan) -> String {
             }
         }
         out.push('\n');
+    }
+    if !markdown_fields(plan, limit, &mut out) {
+        return out;
     }
     if !plan.untouched.is_empty() {
         let _ = writeln!(out, "**Left as they are:**\n");
@@ -254,7 +270,7 @@ fn markdown(plan: &Plan) -> String {
                 escape_md(&d.message),
                 d.rule
             );
-            if out.len() > MARKDOWN_LIMIT {
+            if out.len() > limit {
                 let _ = writeln!(
                     out,
                     "\n…and more problems: run `converge validate` for all of them."
@@ -266,6 +282,37 @@ fn markdown(plan: &Plan) -> String {
     out
 }
 
+/// The field changes of a plan's updates (the target's dry run); false
+/// when it stopped at `limit`.
+fn markdown_fields(plan: &Plan, limit: usize, out: &mut String) -> bool {
+    if !plan.fields.is_empty() {
+        let _ = writeln!(
+            out,
+            "**Field changes** (the target's server-side dry run against what is live):\n"
+        );
+        for f in &plan.fields {
+            let _ = writeln!(
+                out,
+                "- `{}` `{}`",
+                f.environment,
+                escape_md(&f.object.to_string())
+            );
+            for change in &f.changes {
+                let _ = writeln!(out, "  - `{}`", escape_md(&change.to_string()));
+            }
+            if out.len() > limit {
+                let _ = writeln!(
+                    out,
+                    "\n…and more field changes: run `converge plan` for all of them."
+                );
+                return false;
+            }
+        }
+        out.push('\n');
+    }
+    true
+}
+
 fn escape_md(s: &str) -> String {
     s.replace('|', "\\|")
         .replace('`', "'")
@@ -274,7 +321,42 @@ fn escape_md(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::VersionChange;
+    use super::super::{ObjectFields, Plan, VersionChange};
+    use crate::diff::FieldChange;
+
+    #[test]
+    fn the_markdown_plan_shows_field_changes_and_hides_secret_values() {
+        let object: crate::object::ObjectRef = serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "namespace": "dev-a", "name": "web"
+        }))
+        .expect("object");
+        let plan = Plan {
+            fields: vec![ObjectFields {
+                environment: "dev-a".to_owned(),
+                object,
+                changes: vec![
+                    FieldChange {
+                        path: "spec.replicas".to_owned(),
+                        from: Some("1".to_owned()),
+                        to: Some("2".to_owned()),
+                    },
+                    FieldChange {
+                        path: "data.password".to_owned(),
+                        from: None,
+                        to: None,
+                    },
+                ],
+            }],
+            ..Plan::default()
+        };
+        let md = super::markdown_unbounded(&plan);
+        assert!(md.contains("**Field changes**"), "{md}");
+        assert!(md.contains("  - `spec.replicas: 1 -> 2`"), "{md}");
+        assert!(
+            md.contains("  - `data.password: changed (value hidden)`"),
+            "{md}"
+        );
+    }
 
     #[test]
     fn version_changes_read_like_the_product_brief() {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Weak};
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use format::{Format, format, summary, write};
+pub use format::{Format, format, markdown_unbounded, summary, write};
 
 use crate::condition::Reason;
 use crate::diagnostic::Diagnostic;

@@ -20,6 +20,7 @@
 mod error;
 mod fetch;
 mod provenance;
+mod refs;
 mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ use crate::source::verify::Trust;
 pub use error::{Cause, Error, Failure, sanitized_chain};
 pub use fetch::{account, answer};
 pub use provenance::trailers;
+pub use refs::{fetch_refs, merge_base};
 pub use snapshot::read_revision;
 
 /// How to authenticate to the remote (the config's validated `auth` block).

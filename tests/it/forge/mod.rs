@@ -3,6 +3,7 @@
 //! (`statuses.rs`).
 
 mod provenance;
+mod pull_requests;
 mod statuses;
 
 use converge::config::{ForgeConfig, ForgeKind};
