@@ -28,6 +28,14 @@ impl Reference {
     }
 }
 
+/// What the cache notes beside a reference's digest: the artifact's
+/// revision and source annotations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Noted {
+    pub revision: String,
+    pub origin: String,
+}
+
 #[derive(Debug)]
 pub struct Cache {
     dir: PathBuf,
@@ -54,29 +62,48 @@ impl Cache {
     }
 
     /// The digest and bytes `reference` was last found at, when the cache
-    /// still holds them intact.
+    /// still holds them intact, and the facts noted with them.
     #[must_use]
-    pub fn get(&self, reference: &Reference) -> Option<(String, Vec<u8>)> {
-        let digest = std::fs::read_to_string(self.dir.join("refs").join(reference.file())).ok()?;
-        let digest = digest.trim().to_owned();
+    pub fn get(&self, reference: &Reference) -> Option<(String, Vec<u8>, Noted)> {
+        let text = std::fs::read_to_string(self.dir.join("refs").join(reference.file())).ok()?;
+        let mut lines = text.lines();
+        let digest = lines.next()?.trim().to_owned();
+        let mut next = || lines.next().unwrap_or_default().to_owned();
+        let noted = Noted {
+            revision: next(),
+            origin: next(),
+        };
         let bytes = std::fs::read(self.blob_path(&digest)?).ok()?;
         super::oci::check(&digest, &bytes).ok()?;
-        Some((digest, bytes))
+        Some((digest, bytes, noted))
     }
 
-    /// Keeps `bytes` (already checked against `digest`) for `reference`.
-    pub fn put(&self, reference: &Reference, digest: &str, bytes: &[u8]) {
+    /// Keeps `bytes` (already checked against `digest`) for `reference`,
+    /// with `noted` (one line each, so newlines are dropped).
+    pub fn put(&self, reference: &Reference, digest: &str, bytes: &[u8], noted: &Noted) {
         // Read-only commands create no state dir.
         if !self.dir.parent().is_some_and(std::path::Path::exists) {
             return;
         }
-        if let Err(e) = self.write(reference, digest, bytes) {
+        let one_line = |s: &str| s.replace(['\n', '\r'], " ");
+        let text = format!(
+            "{digest}\n{}\n{}\n",
+            one_line(&noted.revision),
+            one_line(&noted.origin)
+        );
+        if let Err(e) = self.write(reference, digest, bytes, &text) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the artifact cache");
         }
         self.trim();
     }
 
-    fn write(&self, reference: &Reference, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
+    fn write(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        bytes: &[u8],
+        text: &str,
+    ) -> std::io::Result<()> {
         let Some(blob) = self.blob_path(digest) else {
             return Ok(());
         };
@@ -90,7 +117,7 @@ impl Cache {
             std::fs::rename(&tmp, path)
         };
         put(&blob, bytes)?;
-        put(&refs.join(reference.file()), digest.as_bytes())
+        put(&refs.join(reference.file()), text.as_bytes())
     }
 
     /// Removes the oldest blobs past `max_bytes`.
@@ -129,12 +156,22 @@ mod tests {
         let r = Reference::oci("h", "r", "1.0.0");
         let digest = format!("sha256:{}", crate::hex::encode(&Sha256::digest(b"layer")));
         assert!(cache.get(&r).is_none());
-        cache.put(&r, &digest, b"layer");
-        assert_eq!(cache.get(&r), Some((digest.clone(), b"layer".to_vec())));
+        let noted = Noted {
+            revision: "main@sha1:abc".into(),
+            origin: "https://x\ny".into(),
+        };
+        cache.put(&r, &digest, b"layer", &noted);
+        let (d, bytes, back) = cache.get(&r).expect("cached");
+        assert_eq!((d, bytes), (digest.clone(), b"layer".to_vec()));
+        assert_eq!(back.revision, "main@sha1:abc");
+        assert_eq!(back.origin, "https://x y", "one line each");
+        // A reference written before facts were noted: the digest alone.
+        std::fs::write(dir.join("refs").join(r.file()), format!("{digest}\n")).unwrap();
+        assert_eq!(cache.get(&r).expect("cached").2, Noted::default());
         std::fs::write(cache.blob_path(&digest).unwrap(), b"other").unwrap();
         assert!(cache.get(&r).is_none(), "checked again when read");
         let small = Cache::new(dir.clone(), 3);
-        small.put(&r, &digest, b"layer");
+        small.put(&r, &digest, b"layer", &Noted::default());
         assert!(small.get(&r).is_none(), "over the bound");
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, ManifestsConfig};
-use crate::render::service::{Fetch, ManifestError, ServiceManifests};
+use crate::render::service::{Artifact, Fetch, ManifestError, ServiceManifests};
 use crate::tags::registry;
 
 type Parsed = Result<Arc<ServiceManifests>, ManifestError>;
@@ -173,11 +173,18 @@ impl Store {
         service: &str,
         version: &str,
         oci: &str,
-    ) -> Result<Result<(String, Vec<u8>), String>, String> {
+    ) -> Result<Result<(Artifact, Vec<u8>), String>, String> {
         let (host, repository) = oci::split(oci)?;
         let reference = cache::Reference::oci(host, repository, version);
-        if let Some(hit) = self.cache.get(&reference) {
-            return Ok(Ok(hit));
+        let source = format!("{host}/{repository}");
+        if let Some((digest, layer, noted)) = self.cache.get(&reference) {
+            let artifact = Artifact {
+                digest,
+                source,
+                revision: noted.revision,
+                origin: noted.origin,
+            };
+            return Ok(Ok((artifact, layer)));
         }
         let client = self.client(host)?;
         self.fetches.fetch_add(1, Ordering::Relaxed);
@@ -187,9 +194,19 @@ impl Store {
             Err(e) => return Ok(Err(e.to_string())),
         };
         tracing::info!(service, version, digest = %artifact.digest, "service manifests fetched");
+        let noted = cache::Noted {
+            revision: artifact.revision,
+            origin: artifact.origin,
+        };
         self.cache
-            .put(&reference, &artifact.digest, &artifact.layer);
-        Ok(Ok((artifact.digest, artifact.layer)))
+            .put(&reference, &artifact.digest, &artifact.layer, &noted);
+        let facts = Artifact {
+            digest: artifact.digest,
+            source,
+            revision: noted.revision,
+            origin: noted.origin,
+        };
+        Ok(Ok((facts, artifact.layer)))
     }
 
     /// Reads, checks and parses one artifact (the cache first).
@@ -223,17 +240,24 @@ impl Store {
                 Ok(read) => read,
                 Err(message) => return Ok(Err(refused(g.url.clone(), message))),
             };
-            return Ok(ServiceManifests::parse(service, version, digest, files).map(Arc::new));
+            let url = crate::source::sanitize_url(&g.url);
+            let artifact = Artifact {
+                digest,
+                source: url.clone(),
+                revision: reference,
+                origin: url,
+            };
+            return Ok(ServiceManifests::parse(service, version, artifact, files).map(Arc::new));
         };
-        let (digest, layer) = match self.pull(service, version, oci)? {
+        let (artifact, layer) = match self.pull(service, version, oci)? {
             Ok(pulled) => pulled,
             Err(message) => return Ok(Err(refused(oci.clone(), message))),
         };
         let files = match untar::read(&layer, untar::Limits::default()) {
             Ok(f) => f,
-            Err(e) => return Ok(Err(refused(digest, e.to_string()))),
+            Err(e) => return Ok(Err(refused(artifact.digest, e.to_string()))),
         };
-        Ok(ServiceManifests::parse(service, version, digest, files).map(Arc::new))
+        Ok(ServiceManifests::parse(service, version, artifact, files).map(Arc::new))
     }
 }
 

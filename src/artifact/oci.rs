@@ -31,17 +31,23 @@ pub enum Error {
     DigestMismatch { expected: String, actual: String },
 }
 
-/// A pulled artifact: its layer's bytes and digest.
+/// A pulled artifact: its layer's bytes and digest, and the manifest's
+/// `org.opencontainers.image.revision` and `…source` annotations (`flux
+/// push artifact --revision --source` writes them; empty when absent).
 #[derive(Debug)]
 pub struct Artifact {
     pub digest: String,
     pub layer: Vec<u8>,
+    pub revision: String,
+    pub origin: String,
 }
 
 #[derive(serde::Deserialize)]
 struct Manifest {
     #[serde(default)]
     layers: Vec<Descriptor>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -81,9 +87,12 @@ pub fn pull(client: &Registry, repository: &str, tag: &str) -> Result<Artifact, 
     }
     let bytes = client.blob(repository, &layer.digest, MAX_LAYER)?;
     check(&layer.digest, &bytes)?;
+    let annotation = |k: &str| manifest.annotations.get(k).cloned().unwrap_or_default();
     Ok(Artifact {
         digest: layer.digest.clone(),
         layer: bytes,
+        revision: annotation("org.opencontainers.image.revision"),
+        origin: annotation("org.opencontainers.image.source"),
     })
 }
 

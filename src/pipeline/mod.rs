@@ -43,7 +43,8 @@ pub use validate::Validated;
 /// The compiled, resident state every pass uses.
 pub struct Pipeline {
     pub schema: Schema,
-    pub policies: Policies,
+    /// Shared with the renderer, which asks them what services may emit.
+    pub policies: Arc<Policies>,
     pub renderer: Renderer,
     /// The tag lists constraints resolve against: the config's fixed lists,
     /// or what the daemon last read from a registry or git tags (handed in

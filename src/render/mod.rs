@@ -258,6 +258,8 @@ pub struct Renderer {
     /// Where services' own manifests come from (none: every service gets
     /// the built-in objects).
     manifests: Option<Arc<dyn service::Fetch>>,
+    /// What services may emit into an environment (the policies).
+    judge: Option<Arc<dyn service::Judge>>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -335,14 +337,21 @@ impl Renderer {
             templates: Vec::new(),
             fingerprint: FingerprintKey::ephemeral(),
             manifests: None,
+            judge: None,
         }
     }
 
     /// Services with manifests of their own render them, fetched through
-    /// `fetch`, instead of the built-in objects.
+    /// `fetch`, instead of the built-in objects; `judge` (the policies)
+    /// says which objects a service may emit into an environment.
     #[must_use]
-    pub fn with_manifests(mut self, fetch: Arc<dyn service::Fetch>) -> Renderer {
+    pub fn with_manifests(
+        mut self,
+        fetch: Arc<dyn service::Fetch>,
+        judge: Arc<dyn service::Judge>,
+    ) -> Renderer {
         self.manifests = Some(fetch);
+        self.judge = Some(judge);
         self
     }
 
@@ -488,9 +497,10 @@ impl Renderer {
                 yaml: Yaml::new(yaml, k == "Secret"),
             })
             .collect();
-        if let Some(fetch) = &self.manifests {
+        if let (Some(fetch), Some(judge)) = (&self.manifests, &self.judge) {
             objects.extend(Self::render_services(
-                fetch.as_ref(),
+                (fetch.as_ref(), judge.as_ref()),
+                (claim, expires_at),
                 &values,
                 preset,
                 &namespace,
@@ -521,15 +531,18 @@ impl Renderer {
     }
 
     /// The objects of every service that has manifests of its own, each
-    /// fetched (once per service and version, by `fetch`) and rendered with
-    /// this environment's variables ([`service`]).
+    /// fetched (once per service and version, by `fetch`), rendered with
+    /// this environment's variables ([`service`]), then judged by the
+    /// policies all at once (action `emit`): one refused object refuses
+    /// the environment.
     fn render_services(
-        fetch: &dyn service::Fetch,
+        (fetch, judge): (&dyn service::Fetch, &dyn service::Judge),
+        (claim, expires_at): (&Claim, Option<DateTime<Utc>>),
         values: &Values<'_>,
         preset: &Preset,
         namespace: &Arc<str>,
     ) -> Result<Vec<Rendered>, RenderError> {
-        let mut out = Vec::new();
+        let mut emitted = Vec::new();
         for s in values.services.iter().filter(|s| fetch.has(s.name)) {
             let manifests =
                 fetch
@@ -549,19 +562,42 @@ impl Renderer {
                 labels: &values.labels,
                 variables: &variables,
             })?;
-            for doc in docs {
-                let object = to_object(&doc, namespace).map_err(|message| {
-                    RenderError::Manifests(service::ManifestError::from(service::Refusal {
-                        service: s.name.to_owned(),
-                        version: s.version.to_owned(),
-                        file: String::new(),
-                        object: String::new(),
-                        rule: " (rule object)".to_owned(),
-                        message,
-                    }))
-                })?;
-                out.push(object);
-            }
+            emitted.extend(docs.into_iter().map(|d| (s, manifests.clone(), d)));
+        }
+        let refusal =
+            |(s, _, d): &(&ServiceValues<'_>, _, service::Emitted), rule: &str, message: String| {
+                RenderError::Manifests(service::ManifestError::from(service::Refusal {
+                    service: s.name.to_owned(),
+                    version: s.version.to_owned(),
+                    file: d.file.to_string(),
+                    object: d.object.clone(),
+                    rule: format!(" (rule {rule})"),
+                    message,
+                }))
+            };
+        let mut out = Vec::with_capacity(emitted.len());
+        for e in &emitted {
+            out.push(to_object(&e.2.value, namespace).map_err(|m| refusal(e, "object", m))?);
+        }
+        let emits: Vec<service::Emit<'_>> = emitted
+            .iter()
+            .zip(&out)
+            .map(|((s, m, d), o)| service::Emit {
+                service: s.name,
+                version: s.version,
+                artifact: &m.artifact,
+                file: &d.file,
+                api_version: &o.object.id.api_version,
+                kind: &o.object.id.kind,
+                name: &o.object.id.name,
+            })
+            .collect();
+        if let Err((i, message)) = judge.judge(claim, expires_at.map(|t| t.timestamp()), &emits) {
+            return Err(refusal(
+                &emitted[i.min(emitted.len() - 1)],
+                "policy",
+                message,
+            ));
         }
         Ok(out)
     }

@@ -8,9 +8,12 @@
 //!    `"\n---\nkind: ClusterRoleBinding"` stays one string of one object;
 //!    an undefined variable without a default is an error naming service,
 //!    version, file, object and variable;
-//! 2. the fence: only objects of [`ALLOWED_KINDS`] (namespaced), never a
-//!    `Namespace`, a cluster-scoped kind, or a binding to a `ClusterRole`;
-//!    a namespace other than the environment's is refused too;
+//! 2. the hard fence, outside policy: never a `Namespace` or another
+//!    cluster-scoped kind ([`CLUSTER_SCOPED`]), never a binding to a
+//!    `ClusterRole`, never a namespace other than the environment's; then
+//!    the policy fence ([`Judge`]): each object is a Cedar request, action
+//!    `emit`, which the renderer asks for all of an environment's objects
+//!    at once (the default policies permit the documented allow-list);
 //! 3. the namespace forced to the environment's, the ownership labels added,
 //!    and every container named after the service (or the only one) given
 //!    the resolved image.
@@ -22,29 +25,135 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-/// The kinds a service's manifests may create (the fixed default fence:
-/// workloads, services, config maps, autoscalers, disruption budgets,
-/// network policies, service accounts, namespaced roles and bindings to
-/// them, ingresses, jobs), each with its API group (`""` is the core
-/// group), so a custom kind of the same name in another group is refused.
-/// Every one is namespaced.
-pub const ALLOWED_KINDS: &[(&str, &str)] = &[
-    ("Deployment", "apps"),
-    ("StatefulSet", "apps"),
-    ("DaemonSet", "apps"),
-    ("ReplicaSet", "apps"),
-    ("Job", "batch"),
-    ("CronJob", "batch"),
-    ("Service", ""),
-    ("ConfigMap", ""),
-    ("HorizontalPodAutoscaler", "autoscaling"),
-    ("PodDisruptionBudget", "policy"),
-    ("NetworkPolicy", "networking.k8s.io"),
-    ("ServiceAccount", ""),
-    ("Role", "rbac.authorization.k8s.io"),
-    ("RoleBinding", "rbac.authorization.k8s.io"),
-    ("Ingress", "networking.k8s.io"),
+/// Kinds that are cluster-scoped in Kubernetes (whatever their group: a
+/// custom kind of one of these names is refused too). The hard fence
+/// refuses them whatever the policies say; a custom cluster-scoped kind
+/// the list does not know is refused by the Kubernetes target, which
+/// learns each kind's scope from discovery before it writes.
+pub const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "ComponentStatus",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "APIService",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "StorageClass",
+    "CSIDriver",
+    "CSINode",
+    "VolumeAttachment",
+    "VolumeAttributesClass",
+    "PriorityClass",
+    "RuntimeClass",
+    "IngressClass",
+    "IPAddress",
+    "ServiceCIDR",
+    "CertificateSigningRequest",
+    "ClusterTrustBundle",
+    "FlowSchema",
+    "PriorityLevelConfiguration",
+    "TokenReview",
+    "SelfSubjectReview",
+    "SubjectAccessReview",
+    "SelfSubjectAccessReview",
+    "SelfSubjectRulesReview",
+    "DeviceClass",
+    "ResourceSlice",
 ];
+
+/// Where a (service, version)'s manifests came from, as plans, statuses
+/// and the policies (`context.artifact`) see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Artifact {
+    /// `sha256:…` of what was fetched (the OCI layer, or the git tree).
+    pub digest: String,
+    /// The OCI repository (`host/repository`) or the git URL, credentials
+    /// removed.
+    pub source: String,
+    /// The artifact's `org.opencontainers.image.revision` annotation, or
+    /// the git commit; empty when unknown.
+    pub revision: String,
+    /// The artifact's `org.opencontainers.image.source` annotation (the
+    /// service's repository); empty when unknown.
+    pub origin: String,
+}
+
+impl Artifact {
+    /// An artifact known by its digest only.
+    #[must_use]
+    pub fn digest(digest: String) -> Artifact {
+        Artifact {
+            digest,
+            ..Artifact::default()
+        }
+    }
+}
+
+/// One object a service's manifests emit into an environment, as the
+/// policies judge it.
+#[derive(Debug, Clone, Copy)]
+pub struct Emit<'a> {
+    pub service: &'a str,
+    pub version: &'a str,
+    pub artifact: &'a Artifact,
+    pub file: &'a str,
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+}
+
+impl Emit<'_> {
+    /// The API group (`""` for the core group).
+    #[must_use]
+    pub fn group(&self) -> &str {
+        self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
+    }
+
+    /// `Deployment.apps`, or `Service` for the core group.
+    #[must_use]
+    pub fn group_kind(&self) -> String {
+        match self.group() {
+            "" => self.kind.to_owned(),
+            g => format!("{}.{g}", self.kind),
+        }
+    }
+}
+
+/// The policy fence: whether services may emit objects into an
+/// environment (the Cedar policies, action `emit`, behind a trait so
+/// rendering stays a function of what it is handed).
+pub trait Judge: Send + Sync {
+    /// The first of `emits` the policies refuse for `claim`'s environment:
+    /// its index and why, in words (the policies that forbid it, or that
+    /// none permits it).
+    ///
+    /// # Errors
+    ///
+    /// The first refused object.
+    fn judge(
+        &self,
+        claim: &crate::claim::Claim,
+        expires_at: Option<i64>,
+        emits: &[Emit<'_>],
+    ) -> Result<(), (usize, String)>;
+}
+
+/// An object of a service's manifests rendered for an environment, with
+/// where it was written.
+#[derive(Debug)]
+pub struct Emitted {
+    pub file: Arc<str>,
+    /// `Kind/name` as written.
+    pub object: String,
+    pub value: Value,
+}
 
 /// A file of the artifact: its path inside it and its text.
 #[derive(Debug, Clone)]
@@ -65,8 +174,8 @@ struct Document {
 /// A (service, version)'s manifests, parsed once.
 #[derive(Debug)]
 pub struct ServiceManifests {
-    /// `sha256:…` of what was fetched (the OCI layer, or the git tree).
-    pub digest: String,
+    /// What was fetched, and from where.
+    pub artifact: Artifact,
     documents: Vec<Document>,
 }
 
@@ -144,7 +253,7 @@ impl ServiceManifests {
     pub fn parse(
         service: &str,
         version: &str,
-        digest: String,
+        artifact: Artifact,
         mut files: Vec<File>,
     ) -> Result<ServiceManifests, ManifestError> {
         files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -180,7 +289,10 @@ impl ServiceManifests {
                 });
             }
         }
-        Ok(ServiceManifests { digest, documents })
+        Ok(ServiceManifests {
+            artifact,
+            documents,
+        })
     }
 
     /// How many objects the manifests hold.
@@ -194,14 +306,14 @@ impl ServiceManifests {
         self.documents.is_empty()
     }
 
-    /// The environment's objects: substituted, fenced, placed, labelled,
-    /// the image set. The documents are returned as JSON values for the
-    /// renderer to write.
+    /// The environment's objects: substituted, fenced (the hard rules; the
+    /// policies are asked by the renderer, for all services at once),
+    /// placed, labelled, the image set.
     ///
     /// # Errors
     ///
     /// An undefined variable, a fenced object: the first one found.
-    pub fn render(&self, p: &Placement<'_>) -> Result<Vec<Value>, ManifestError> {
+    pub fn render(&self, p: &Placement<'_>) -> Result<Vec<Emitted>, ManifestError> {
         let mut out = Vec::with_capacity(self.documents.len());
         for d in &self.documents {
             let err = |rule: &str, message: String| {
@@ -223,7 +335,11 @@ impl ServiceManifests {
             })?;
             fence(&doc, p.namespace).map_err(|m| err("fence", m))?;
             place(&mut doc, p).map_err(|m| err("object", m.to_owned()))?;
-            out.push(doc);
+            out.push(Emitted {
+                file: d.file.clone(),
+                object: d.object.clone(),
+                value: doc,
+            });
         }
         Ok(out)
     }
@@ -327,19 +443,16 @@ fn expand(s: &str, vars: &Variables) -> Result<String, String> {
     Ok(out)
 }
 
-/// The fence around what a service may create.
+/// The hard fence around what a service may create, outside policy.
 fn fence(doc: &Value, namespace: &str) -> Result<(), String> {
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
     let api_version = doc
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    if !ALLOWED_KINDS.contains(&(kind, group)) {
-        let allowed: Vec<&str> = ALLOWED_KINDS.iter().map(|(k, _)| *k).collect();
+    if CLUSTER_SCOPED.contains(&kind) {
         return Err(format!(
-            "{kind} of {api_version:?} is not a kind a service may create (allowed: {})",
-            allowed.join(", ")
+            "{kind} of {api_version:?} is cluster-scoped: a service may create only namespaced objects in its environment's namespace"
         ));
     }
     if let Some(ns) = doc.pointer("/metadata/namespace")
@@ -416,7 +529,7 @@ mod tests {
         ServiceManifests::parse(
             "svc",
             "1.0.0",
-            "sha256:x".into(),
+            Artifact::digest("sha256:x".into()),
             vec![File {
                 path: "deploy/app.yaml".into(),
                 text: text.into(),
@@ -426,6 +539,13 @@ mod tests {
     }
 
     fn render(m: &ServiceManifests, vars: &[(&str, &str)]) -> Result<Vec<Value>, ManifestError> {
+        render_emitted(m, vars).map(|out| out.into_iter().map(|e| e.value).collect())
+    }
+
+    fn render_emitted(
+        m: &ServiceManifests,
+        vars: &[(&str, &str)],
+    ) -> Result<Vec<Emitted>, ManifestError> {
         let ns: Arc<str> = Arc::from("dev-x");
         let labels = BTreeMap::from([("app.kubernetes.io/managed-by", "converge".to_owned())]);
         let variables = vars
@@ -489,14 +609,13 @@ mod tests {
     }
 
     #[test]
-    fn the_fence_refuses_cluster_kinds_namespaces_and_cluster_role_bindings() {
+    fn the_hard_fence_refuses_cluster_kinds_namespaces_and_cluster_role_bindings() {
         let cases = [
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n",
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: x\n",
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: x\nroleRef:\n  kind: ClusterRole\n  name: admin\n  apiGroup: rbac.authorization.k8s.io\n",
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: kube-system\n",
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n",
-            "apiVersion: evil.example/v1\nkind: Service\nmetadata:\n  name: x\n",
+            "apiVersion: evil.example/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: x\n",
         ];
         for c in cases {
             let e = render(&manifests(c), &[]).expect_err(c);
@@ -504,6 +623,14 @@ mod tests {
         }
         let ok = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: x\nroleRef:\n  kind: Role\n  name: r\n  apiGroup: rbac.authorization.k8s.io\n";
         render(&manifests(ok), &[]).expect("a binding to a Role is allowed");
+        // Which namespaced kinds are the policies' to say (action emit).
+        let secret = render_emitted(
+            &manifests("apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n"),
+            &[],
+        )
+        .expect("not the hard fence's");
+        assert_eq!(&*secret[0].file, "deploy/app.yaml");
+        assert_eq!(secret[0].object, "Secret/x");
     }
 
     #[test]

@@ -337,35 +337,48 @@ fn fenced_objects_refuse_the_environment_naming_service_version_file_object_and_
     let r = Registry::start(Auth::None);
     let repo_name = "oci-releases/billing-manifests";
     r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    // (version, extra object, its name, the rule: `fence` outside policy,
+    // `policy` for what no Cedar policy permits the service to emit)
     let fenced = [
         (
             "3.0.0-namespace",
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: billing\n",
             "Namespace/billing",
+            "rule fence",
         ),
         (
             "3.0.0-crb",
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: pwn\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\nsubjects: []\n",
             "ClusterRoleBinding/pwn",
+            "rule fence",
         ),
         (
             "3.0.0-rb",
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: pwn\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\nsubjects: []\n",
             "RoleBinding/pwn",
+            "rule fence",
         ),
         (
             "3.0.0-ns",
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  namespace: kube-system\n",
             "ConfigMap/cm",
+            "rule fence",
         ),
         (
             "3.0.0-secret",
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n",
             "Secret/s",
+            "rule policy",
+        ),
+        (
+            "3.0.0-custom",
+            "apiVersion: evil.example/v1\nkind: Deployment\nmetadata:\n  name: d\n",
+            "Deployment/d",
+            "rule policy",
         ),
     ];
     let p = project(&r, "");
-    for (version, extra, object) in fenced {
+    for (version, extra, object, rule) in fenced {
         let layer = targz(
             &[
                 ("deploy/deployment.yaml", DEPLOYMENT),
@@ -379,15 +392,95 @@ fn fenced_objects_refuse_the_environment_naming_service_version_file_object_and_
             &r,
             &p,
             version,
-            &[
-                "billing",
-                version,
-                "deploy/extra.yaml",
-                object,
-                "rule fence",
-            ],
+            &["billing", version, "deploy/extra.yaml", object, rule],
         );
     }
+}
+
+/// The policy fence is Cedar's: a platform's own policies narrow what a
+/// service may emit per environment type (no Ingress in prod) and widen it
+/// (a Secret in dev); what the artifact's annotations say reaches the
+/// context. A refused environment is left exactly as it is, the others go on.
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn what_a_service_may_emit_is_a_cedar_action_per_kind_and_environment_type() {
+    let r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: billing\nspec:\n  rules:\n  - host: ${environment}.example.com\n";
+    let secret =
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: billing-extra\nstringData:\n  k: v\n";
+    let layer = targz(
+        &[
+            ("deploy/deployment.yaml", DEPLOYMENT),
+            ("deploy/ingress.yaml", ingress),
+            ("deploy/secret.yaml", secret),
+        ],
+        |_| {},
+        &[],
+    );
+    r.push_flux_artifact(repo_name, "2.0.0", &layer);
+    let p = project(&r, "policies: policies\n");
+    for f in ["default.cedar", "converge.cedarschema", "entities.json"] {
+        std::fs::create_dir_all(p.path("policies")).expect("mkdir");
+        std::fs::copy(repo().join("policies").join(f), p.path("policies").join(f))
+            .expect("copy policies");
+    }
+    p.write(
+        "policies/services.cedar",
+        "@id(\"no-ingress-in-prod\")\n\
+         forbid (principal, action == Converge::Action::\"emit\", resource)\n\
+         when { resource.type == \"prod\" && context.group_kind == \"Ingress.networking.k8s.io\" };\n\
+         @id(\"billing-may-keep-a-secret-in-dev\")\n\
+         permit (principal == Converge::Service::\"billing\", action == Converge::Action::\"emit\", resource)\n\
+         when { resource.type == \"dev\" && context.group_kind == \"Secret\" && context.artifact.source like \"*/oci-releases/billing-manifests\" };\n",
+    );
+    let pinned = |env: &str, t: &str, v: &str| {
+        p.write(
+            &format!("claims/{env}.yaml"),
+            claim_with(env, t, &[("billing", v)]),
+        );
+    };
+    // The default policies already refuse a dev Secret: widened here.
+    pinned("dev-a", "dev", "1.0.0");
+    p.write(
+        "claims/prod-a.yaml",
+        claim("prod-a", "prod").replace("  user-service: v1.2.3\n", "  billing: 1.0.0\n"),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let prod_before: Vec<_> = snapshot(&p)
+        .into_iter()
+        .filter(|(f, _)| f.starts_with("prod-a/"))
+        .collect();
+    assert!(!prod_before.is_empty());
+    pinned("dev-a", "dev", "2.0.0");
+    p.write(
+        "claims/prod-a.yaml",
+        claim("prod-a", "prod").replace("  user-service: v1.2.3\n", "  billing: 2.0.0\n"),
+    );
+    let out = run(&p);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    let ing = read(&p, "out/dev-a/ingress-billing.yaml");
+    assert_eq!(ing["spec"]["rules"][0]["host"], "dev-a.example.com");
+    assert!(
+        p.path("out/dev-a/secret-billing-extra.yaml").exists(),
+        "{text}"
+    );
+    for part in [
+        "billing 2.0.0",
+        "deploy/ingress.yaml",
+        "Ingress/billing",
+        "rule policy",
+        "denied by policy no-ingress-in-prod",
+    ] {
+        assert!(text.contains(part), "{part:?} in {text}");
+    }
+    let prod_after: Vec<_> = snapshot(&p)
+        .into_iter()
+        .filter(|(f, _)| f.starts_with("prod-a/"))
+        .collect();
+    assert_eq!(prod_before, prod_after, "prod-a is left exactly as it is");
 }
 
 #[test]
