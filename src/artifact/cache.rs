@@ -23,6 +23,12 @@ impl Reference {
         Reference(format!("oci\0{host}\0{repository}\0{tag}"))
     }
 
+    /// The built output of a kustomization at `root` of the artifact `digest`.
+    #[must_use]
+    pub fn built(digest: &str, root: &str) -> Reference {
+        Reference(format!("kustomize\0{digest}\0{root}"))
+    }
+
     fn file(&self) -> String {
         crate::hex::encode(&Sha256::digest(self.0.as_bytes()))
     }

@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod git;
+pub mod kustomize;
 pub mod oci;
 pub mod untar;
 
@@ -44,6 +45,8 @@ pub struct Store {
     failed: Mutex<HashMap<Key, String>>,
     /// Artifacts read from a registry or git server (not from the cache).
     fetches: AtomicU64,
+    /// How a `kustomization.yaml` is built.
+    kustomize: crate::config::KustomizeConfig,
     /// Where git mirrors go: the cache's directory, or, for a command
     /// without a state dir (read-only ones create none), a temporary one
     /// removed on drop.
@@ -113,6 +116,7 @@ impl Store {
             parsed: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
             fetches: AtomicU64::new(0),
+            kustomize: config.kustomize.clone(),
         })
     }
 
@@ -224,6 +228,19 @@ impl Store {
                 message,
             })
         };
+        let parse = |artifact: Artifact, files: Vec<crate::render::service::File>| {
+            let files = self.built(&artifact, files).map_err(|r| {
+                ManifestError::from(crate::render::service::Refusal {
+                    service: service.to_owned(),
+                    version: version.to_owned(),
+                    file: r.file,
+                    object: String::new(),
+                    rule: " (rule kustomize)".to_owned(),
+                    message: r.message,
+                })
+            })?;
+            ServiceManifests::parse(service, version, artifact, files).map(Arc::new)
+        };
         let Some(oci) = &config.oci else {
             let Some(g) = &config.git else {
                 return Err(format!("service {service} has no manifests"));
@@ -247,7 +264,7 @@ impl Store {
                 revision: reference,
                 origin: url,
             };
-            return Ok(ServiceManifests::parse(service, version, artifact, files).map(Arc::new));
+            return Ok(parse(artifact, files));
         };
         let (artifact, layer) = match self.pull(service, version, oci)? {
             Ok(pulled) => pulled,
@@ -257,7 +274,67 @@ impl Store {
             Ok(f) => f,
             Err(e) => return Ok(Err(refused(artifact.digest, e.to_string()))),
         };
-        Ok(ServiceManifests::parse(service, version, artifact, files).map(Arc::new))
+        Ok(parse(artifact, files))
+    }
+
+    /// The files to parse: the artifact's own, or, when it holds a
+    /// `kustomization.yaml`, what kustomize builds of it (checked first;
+    /// the output cached by the artifact's digest, so a restart does not
+    /// build again).
+    fn built(
+        &self,
+        artifact: &Artifact,
+        files: Vec<crate::render::service::File>,
+    ) -> Result<Vec<crate::render::service::File>, kustomize::Refused> {
+        let Some(root) = kustomize::root(&files)? else {
+            return Ok(files);
+        };
+        let file = if root.is_empty() {
+            "kustomization.yaml".to_owned()
+        } else {
+            format!("{root}/kustomization.yaml")
+        };
+        let reference = cache::Reference::built(&artifact.digest, &root);
+        let output = if let Some((_, bytes, _)) = self.cache.get(&reference) {
+            String::from_utf8(bytes).unwrap_or_default()
+        } else {
+            if !self.kustomize.allow_outside {
+                kustomize::check(&files)?;
+            }
+            let started = std::time::Instant::now();
+            let output = kustomize::build(
+                &self.kustomize,
+                &self.git_dir.join("kustomize"),
+                &files,
+                &root,
+                untar::Limits::default().bytes,
+            )
+            .map_err(|message| kustomize::Refused {
+                file: file.clone(),
+                message,
+            })?;
+            tracing::info!(
+                digest = %artifact.digest,
+                root,
+                took_ms = started.elapsed().as_millis(),
+                "kustomize built"
+            );
+            let digest = format!(
+                "sha256:{}",
+                crate::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(output.as_bytes()))
+            );
+            self.cache.put(
+                &reference,
+                &digest,
+                output.as_bytes(),
+                &cache::Noted::default(),
+            );
+            output
+        };
+        Ok(vec![crate::render::service::File {
+            path: file,
+            text: output,
+        }])
     }
 }
 

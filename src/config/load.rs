@@ -292,6 +292,10 @@ impl Config {
         if let Some(t) = &mut self.templates {
             join(&mut t.path);
         }
+        // A bare name is looked up on PATH; a path is the config's.
+        if self.kustomize.path.components().count() > 1 {
+            join(&mut self.kustomize.path);
+        }
     }
 
     /// The `versions:` block's files and a local git tag repository.

@@ -776,3 +776,186 @@ fn a_git_server_that_never_answers_is_abandoned_after_the_timeout() {
     eprintln!("the pass returned after {:?}", started.elapsed());
     drop(silent);
 }
+
+/// `kustomize:` naming the real kustomize v5 of the tools cache.
+fn kustomize_config() -> String {
+    format!(
+        "kustomize:\n  path: {}\n  timeout: 20s\n",
+        crate::support::kube::tool("kustomize").display()
+    )
+}
+
+fn kustomize_builds(out: &std::process::Output) -> usize {
+    stderr(out).matches("kustomize built").count()
+}
+
+/// An overlay: a base of the service's own files, the overlay's labels and
+/// patch on top. Built by the real kustomize once for every environment,
+/// substituted per environment after the build, not built again after a
+/// restart (the cache holds the output).
+#[test]
+#[ignore = "needs the distribution registry and kustomize (scripts/tools builds them)"]
+fn a_kustomize_overlay_is_built_once_by_the_real_kustomize_and_substituted_per_environment() {
+    let r = Registry::start(Auth::None);
+    let layer = targz(
+        &[
+            ("base/deployment.yaml", DEPLOYMENT),
+            ("base/service.yaml", SERVICE),
+            (
+                "base/kustomization.yaml",
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- deployment.yaml\n- service.yaml\n",
+            ),
+            (
+                "kustomization.yaml",
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- base\nlabels:\n- pairs:\n    tier: backend\npatches:\n- path: replicas.yaml\nconfigMapGenerator:\n- name: billing-settings\n  literals:\n  - REGION=${region:=eu-west-1}\n",
+            ),
+            (
+                "replicas.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: billing\nspec:\n  replicas: 3\n",
+            ),
+            ("README.md", "not a manifest\n"),
+        ],
+        |_| {},
+        &[],
+    );
+    r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &layer);
+    let p = project(&r, &kustomize_config());
+    for env in ["dev-a", "dev-b"] {
+        p.write(
+            &format!("claims/{env}.yaml"),
+            claim_with(env, "dev", &[("billing", "1.0.0")]),
+        );
+    }
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(kustomize_builds(&out), 1, "{}", stderr(&out));
+    for env in ["dev-a", "dev-b"] {
+        let d = read(&p, &format!("out/{env}/deployment-billing.yaml"));
+        assert_eq!(d["spec"]["replicas"], 3, "the overlay's patch");
+        assert_eq!(d["metadata"]["labels"]["tier"], "backend");
+        assert_eq!(d["metadata"]["labels"]["team"], "payments", "the base's");
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["env"][0]["value"], env, "substituted after the build");
+        assert_eq!(c["image"], "artifactory/docker-releases/billing:1.0.0");
+        assert!(p.path(&format!("out/{env}/service-billing.yaml")).exists());
+        // The generator's hashed name, its value substituted.
+        let cm: Vec<_> = std::fs::read_dir(p.path(&format!("out/{env}")))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| f.starts_with("configmap-billing-settings-"))
+            .collect();
+        assert_eq!(cm.len(), 1, "{cm:?}");
+        let cm = read(&p, &format!("out/{env}/{}", cm[0]));
+        assert_eq!(cm["data"]["REGION"], "eu-west-1");
+    }
+    p.write(
+        "claims/dev-c.yaml",
+        claim_with("dev-c", "dev", &[("billing", "1.0.0")]),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(kustomize_builds(&out), 0, "cached: {}", stderr(&out));
+    assert!(p.path("out/dev-c/deployment-billing.yaml").exists());
+}
+
+/// A kustomization that reaches outside the artifact (`../` past its root,
+/// a remote base) is refused before kustomize runs, naming the file and
+/// the rule; without kustomize at all, such a service is a clear error; a
+/// kustomize that hangs is killed at the timeout. Each time the environment
+/// is left exactly as it is.
+#[test]
+#[ignore = "needs the distribution registry and kustomize (scripts/tools builds them)"]
+fn a_kustomization_reaching_outside_a_missing_or_hanging_kustomize_leave_the_environment_as_it_is()
+{
+    let r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    let kustomization = |k: &str| {
+        targz(
+            &[
+                ("deploy/deployment.yaml", DEPLOYMENT),
+                ("deploy/kustomization.yaml", k),
+            ],
+            |_| {},
+            &[],
+        )
+    };
+    let cases = [
+        (
+            "5.0.0-outside",
+            "resources:\n- deployment.yaml\n- ../../../etc/kubernetes\n",
+            "reaches outside the artifact",
+        ),
+        (
+            "5.0.0-remote",
+            "resources:\n- deployment.yaml\n- https://github.com/kubernetes-sigs/kustomize//examples/helloWorld?ref=v5.0.0\n",
+            "remote base",
+        ),
+    ];
+    let p = project(&r, &kustomize_config());
+    for (version, k, why) in cases {
+        r.push_flux_artifact(repo_name, version, &kustomization(k));
+        refused_version(
+            &r,
+            &p,
+            version,
+            &[
+                "billing",
+                version,
+                "deploy/kustomization.yaml",
+                "rule kustomize",
+                why,
+            ],
+        );
+    }
+    // No kustomize where the config says: a clear error, never a skip.
+    r.push_flux_artifact(
+        repo_name,
+        "5.0.0-ok",
+        &kustomization("resources:\n- deployment.yaml\n"),
+    );
+    let missing = project(&r, "kustomize:\n  path: ./no-such-kustomize\n");
+    refused_version(
+        &r,
+        &missing,
+        "5.0.0-ok",
+        &[
+            "billing",
+            "5.0.0-ok",
+            "rule kustomize",
+            "cannot run kustomize",
+            "no-such-kustomize",
+        ],
+    );
+    // A kustomize that never finishes: killed at the timeout.
+    let hanging = project(
+        &r,
+        "kustomize:\n  path: ./hanging-kustomize\n  timeout: 2s\n",
+    );
+    hanging.write("hanging-kustomize", "#!/bin/sh\nsleep 600\n");
+    let script = hanging.path("hanging-kustomize");
+    let mut perms = std::fs::metadata(&script).expect("script").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).expect("chmod");
+    refused_version(
+        &r,
+        &hanging,
+        "5.0.0-ok",
+        &[
+            "billing",
+            "5.0.0-ok",
+            "rule kustomize",
+            "did not finish within 2s (killed)",
+        ],
+    );
+    // The real one builds it.
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "5.0.0-ok")]),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(kustomize_builds(&out), 1, "{}", stderr(&out));
+    assert!(p.path("out/dev-a/deployment-billing.yaml").exists());
+}
