@@ -192,7 +192,9 @@ impl Store {
         }
         let client = self.client(host)?;
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let artifact = match oci::pull(&client, repository, version) {
+        // `@sha256:…` (a claim's ansible_artifact) is asked by digest.
+        let asked = version.strip_prefix('@').unwrap_or(version);
+        let artifact = match oci::pull(&client, repository, asked) {
             Ok(a) => a,
             Err(oci::Error::Registry(e)) => return Err(crate::diagnostic::chain(&e)),
             Err(e) => return Ok(Err(e.to_string())),
@@ -245,6 +247,12 @@ impl Store {
             let Some(g) = &config.git else {
                 return Err(format!("service {service} has no manifests"));
             };
+            if version.starts_with('@') {
+                return Ok(Err(refused(
+                    crate::source::sanitize_url(&g.url),
+                    format!("manifests from git are named by tag, not by digest ({version})"),
+                )));
+            }
             let reference = g.reference.replace("{version}", version);
             let (digest, files) = match git::read(
                 &self.git_dir,
@@ -341,6 +349,13 @@ impl Store {
 impl Fetch for Store {
     fn begin_pass(&self) {
         self.forget_failures();
+    }
+
+    fn pin(&self, service: &str, ansible_artifact: &str) -> Result<String, String> {
+        let config = self.config_of(service);
+        let oci = config.as_ref().and_then(|c| c.oci.as_deref());
+        let repository = oci.map(|o| o.strip_prefix("oci://").unwrap_or(o));
+        crate::render::service::pin_reference(ansible_artifact, repository)
     }
 
     fn has(&self, service: &str) -> bool {

@@ -721,7 +721,7 @@ impl Pipeline {
                     expires_at,
                     why,
                     condition,
-                    Diagnostic::new(path, "", rule, message),
+                    Diagnostic::new(path, e.pointer(), rule, message),
                 );
                 return (outcome, memo);
             }

@@ -267,6 +267,14 @@ pub(super) fn render_failure(e: &RenderError) -> (Reason, ConditionType, &'stati
             ConditionType::RenderFailed,
             "manifests",
         ),
+        RenderError::Pin { rule: "policy", .. } => {
+            (Reason::PolicyDenied, ConditionType::Denied, "policy")
+        }
+        RenderError::Pin { .. } => (
+            Reason::RenderFailed,
+            ConditionType::RenderFailed,
+            "ansible-artifact",
+        ),
         _ => (Reason::RenderFailed, ConditionType::RenderFailed, "render"),
     }
 }

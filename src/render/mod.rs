@@ -84,6 +84,30 @@ pub enum RenderError {
     /// object, an undefined variable, a hostile artifact, not YAML).
     #[error("{0}")]
     Manifests(#[from] service::ManifestError),
+    /// A claim's `ansible_artifact` names a service's manifests artifact
+    /// where it may not (the policies, action `pin_manifests`) or is not a
+    /// tag or digest.
+    #[error("service {service}: ansible_artifact {reference} (rule {rule}): {message}")]
+    Pin {
+        service: String,
+        reference: String,
+        rule: &'static str,
+        message: String,
+    },
+}
+
+impl RenderError {
+    /// The claim's field the error is about (a JSON pointer), when it is one.
+    #[must_use]
+    pub fn pointer(&self) -> String {
+        match self {
+            Self::Pin { service, .. } => crate::diagnostic::pointer_join(
+                &crate::diagnostic::pointer_join("/services", service),
+                "ansible_artifact",
+            ),
+            _ => String::new(),
+        }
+    }
 }
 
 /// One desired object: what it is and the digest of its YAML. The YAML
@@ -544,9 +568,28 @@ impl Renderer {
     ) -> Result<Vec<Rendered>, RenderError> {
         let mut emitted = Vec::new();
         for s in values.services.iter().filter(|s| fetch.has(s.name)) {
+            // A claim may name the artifact itself where the policies let it.
+            let reference = match s.ansible_artifact {
+                Some(a) => {
+                    let refused = |rule, message| RenderError::Pin {
+                        service: s.name.to_owned(),
+                        reference: a.to_owned(),
+                        rule,
+                        message,
+                    };
+                    let pinned = fetch
+                        .pin(s.name, a)
+                        .map_err(|m| refused("ansible-artifact", m))?;
+                    judge
+                        .pin(claim, expires_at.map(|t| t.timestamp()), s.name, &pinned)
+                        .map_err(|m| refused("policy", m))?;
+                    std::borrow::Cow::Owned(pinned)
+                }
+                None => std::borrow::Cow::Borrowed(s.version),
+            };
             let manifests =
                 fetch
-                    .get(s.name, s.version, preset.use_dev_tags)
+                    .get(s.name, &reference, preset.use_dev_tags)
                     .map_err(|message| RenderError::ManifestsUnavailable {
                         service: s.name.to_owned(),
                         version: s.version.to_owned(),

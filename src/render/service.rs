@@ -143,6 +143,73 @@ pub trait Judge: Send + Sync {
         expires_at: Option<i64>,
         emits: &[Emit<'_>],
     ) -> Result<(), (usize, String)>;
+
+    /// Whether `claim` may name `service`'s manifests artifact itself
+    /// (`reference`: its `ansible_artifact`, a tag or `@sha256:<digest>`).
+    ///
+    /// # Errors
+    ///
+    /// Why not, in words.
+    fn pin(
+        &self,
+        claim: &crate::claim::Claim,
+        expires_at: Option<i64>,
+        service: &str,
+        reference: &str,
+    ) -> Result<(), String>;
+}
+
+/// What a claim's `ansible_artifact` names of a service's manifests
+/// artifact, as the store asks for it: a tag, or `@sha256:<hex>` (the
+/// manifest's digest). Written as a tag (`1.2.4-hotfix`), a digest
+/// (`sha256:<hex>` or `@sha256:<hex>`), or a whole reference of the
+/// service's own repository (`repository` without `oci://`):
+/// `<repository>:<tag>` or `<repository>@sha256:<hex>`.
+///
+/// # Errors
+///
+/// Another repository, or neither a tag nor a digest, in words.
+pub fn pin_reference(value: &str, repository: Option<&str>) -> Result<String, String> {
+    let digest = |hex: &str| {
+        (hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| format!("@sha256:{hex}"))
+    };
+    let tag = |t: &str| {
+        let mut b = t.bytes();
+        (b.next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
+            && t.len() <= 128
+            && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')))
+        .then(|| t.to_owned())
+    };
+    let bare = value.strip_prefix("oci://").unwrap_or(value);
+    let rest = match repository {
+        Some(repo) if bare.contains('/') => match bare.strip_prefix(repo) {
+            Some(rest) if rest.starts_with([':', '@']) => rest,
+            _ => {
+                return Err(format!(
+                    "ansible_artifact {value:?} names another artifact than the service's manifests ({repo}): name a tag or digest of it"
+                ));
+            }
+        },
+        _ => value,
+    };
+    let found = if let Some(hex) = rest
+        .strip_prefix("@sha256:")
+        .or_else(|| rest.strip_prefix("sha256:"))
+    {
+        digest(hex)
+    } else {
+        tag(rest.strip_prefix(':').unwrap_or(rest))
+    };
+    found.ok_or_else(|| {
+        format!(
+            "ansible_artifact {value:?} of a service with manifests must name a tag or sha256:<64 hex> digest of its artifact"
+        )
+    })
 }
 
 /// An object of a service's manifests rendered for an environment, with
@@ -225,6 +292,16 @@ pub trait Fetch: Send + Sync {
         version: &str,
         dev: bool,
     ) -> Result<Result<Arc<ServiceManifests>, ManifestError>, String>;
+    /// What a claim's `ansible_artifact` names of `service`'s artifact: a
+    /// tag, or `@sha256:<hex>` ([`pin_reference`]).
+    ///
+    /// # Errors
+    ///
+    /// Not a tag or digest of the service's own artifact, in words.
+    fn pin(&self, service: &str, ansible_artifact: &str) -> Result<String, String> {
+        let _ = service;
+        pin_reference(ansible_artifact, None)
+    }
     /// A pass begins: what failed in the last one is tried again.
     fn begin_pass(&self) {}
 }
@@ -648,6 +725,33 @@ mod tests {
             out[0]["spec"]["template"]["metadata"]["annotations"]["s"],
             "7\n---\nkind: X"
         );
+    }
+
+    #[test]
+    fn a_pin_is_a_tag_or_a_digest_of_the_service_s_own_artifact() {
+        let hex = "ab".repeat(32);
+        let repo = Some("reg:5000/oci/billing");
+        for (value, want) in [
+            ("1.2.4-hotfix", Ok("1.2.4-hotfix".to_owned())),
+            (&*format!("sha256:{hex}"), Ok(format!("@sha256:{hex}"))),
+            (&*format!("@sha256:{hex}"), Ok(format!("@sha256:{hex}"))),
+            (
+                &*format!("reg:5000/oci/billing@sha256:{hex}"),
+                Ok(format!("@sha256:{hex}")),
+            ),
+            ("oci://reg:5000/oci/billing:2.0.0", Ok("2.0.0".to_owned())),
+        ] {
+            assert_eq!(pin_reference(value, repo), want, "{value}");
+        }
+        for value in [
+            "reg:5000/oci/other:1.0.0",
+            "reg:5000/oci/billing-x:1.0.0",
+            "sha256:abc",
+            "-x",
+            "a/b",
+        ] {
+            assert!(pin_reference(value, repo).is_err(), "{value}");
+        }
     }
 
     #[test]

@@ -142,6 +142,8 @@ pub struct Policies {
     actions: [EntityUid; 3],
     /// `emit`, when the schema declares it (service manifests).
     emit: Option<EntityUid>,
+    /// `pin_manifests`, when the schema declares it.
+    pin: Option<EntityUid>,
     authorizer: Authorizer,
 }
 
@@ -261,11 +263,14 @@ impl Policies {
         };
         let emit = action("emit");
         let emit = schema.actions().any(|a| *a == emit).then_some(emit);
+        let pin = action("pin_manifests");
+        let pin = schema.actions().any(|a| *a == pin).then_some(pin);
         Ok(Policies {
             set,
             slices,
             service_type: EntityTypeName::from_str("Converge::Service").expect("valid type name"),
             emit,
+            pin,
             user_type,
             pool_type: EntityTypeName::from_str("Converge::Pool").expect("valid type name"),
             env_type: EntityTypeName::from_str("Converge::Environment").expect("valid type name"),
@@ -581,6 +586,70 @@ impl Policies {
         Ok(())
     }
 
+    /// Asks whether `claim.user` may name `service`'s manifests artifact
+    /// itself (`reference`: its `ansible_artifact`, a tag or
+    /// `@sha256:<digest>`): action `pin_manifests`.
+    ///
+    /// # Errors
+    ///
+    /// Why not, in words (the policies that forbid it, or that none permits it).
+    pub fn judge_pin(
+        &self,
+        claim: &Claim,
+        expires_at: Option<i64>,
+        service: &str,
+        reference: &str,
+    ) -> Result<(), String> {
+        let Some(action) = &self.pin else {
+            return Err("the policies declare no action \"pin_manifests\", so no claim may name a service's manifests artifact: declare it as the built-in policies/converge.cedarschema does".to_owned());
+        };
+        let build = |m: String| format!("cannot build the policy request: {m}");
+        let (resource, entities) = self
+            .environment_entities(claim, expires_at, Vec::new())
+            .map_err(build)?;
+        let principal =
+            EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(&claim.user));
+        let context = Context::from_pairs([
+            (
+                "service".to_owned(),
+                RestrictedExpression::new_string(service.to_owned()),
+            ),
+            (
+                "reference".to_owned(),
+                RestrictedExpression::new_string(reference.to_owned()),
+            ),
+            (
+                "by_digest".to_owned(),
+                RestrictedExpression::new_bool(reference.starts_with("@sha256:")),
+            ),
+        ])
+        .map_err(|e| build(e.to_string()))?;
+        let request = Request::new(principal, action.clone(), resource, context, None)
+            .map_err(|e| build(e.to_string()))?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.set, &entities);
+        if response.decision() == Decision::Allow {
+            return Ok(());
+        }
+        let who = format!(
+            "user {:?} may not name the manifests artifact of service {service:?} ({reference}) in {} environment {:?}",
+            claim.user,
+            claim.environment_type,
+            claim.environment_name.as_str(),
+        );
+        let reasons: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        Err(if reasons.is_empty() {
+            format!("{who}: no policy permits it (default: only in dev and sue environments)")
+        } else {
+            format!("{who}: denied by policy {}", reasons.join(", "))
+        })
+    }
+
     /// `context.live`: the environment an update changes.
     fn live_record(&self, live: &Live<'_>) -> RestrictedExpression {
         use RestrictedExpression as E;
@@ -710,6 +779,16 @@ impl crate::render::service::Judge for Policies {
         emits: &[Emit<'_>],
     ) -> Result<(), (usize, String)> {
         self.judge_emits(claim, expires_at, emits)
+    }
+
+    fn pin(
+        &self,
+        claim: &Claim,
+        expires_at: Option<i64>,
+        service: &str,
+        reference: &str,
+    ) -> Result<(), String> {
+        self.judge_pin(claim, expires_at, service, reference)
     }
 }
 
@@ -1025,6 +1104,15 @@ mod tests {
         assert!(why.contains("no policy permits it"), "{why}");
         let other_group = [emit("evil.example/v1", "Deployment")];
         assert!(p.judge_emits(&dev, None, &other_group).is_err());
+        // Naming the artifact itself (ansible_artifact): dev and sue only.
+        let digest = format!("@sha256:{}", "ab".repeat(32));
+        assert_eq!(p.judge_pin(&dev, None, "billing", &digest), Ok(()));
+        let sue = claim("u@x.io", "p", "sue", "dynamic");
+        assert_eq!(p.judge_pin(&sue, None, "billing", "1.0.1"), Ok(()));
+        let why = p
+            .judge_pin(&prod, None, "billing", &digest)
+            .expect_err("prod");
+        assert!(why.contains("no policy permits it"), "{why}");
         // A platform's own set: no Ingress in prod, and what the artifact
         // says reaches the context.
         let dir = tempfile::tempdir().expect("tempdir");

@@ -959,3 +959,78 @@ fn a_kustomization_reaching_outside_a_missing_or_hanging_kustomize_leave_the_env
     assert_eq!(kustomize_builds(&out), 1, "{}", stderr(&out));
     assert!(p.path("out/dev-a/deployment-billing.yaml").exists());
 }
+
+/// A claim's `ansible_artifact` names the manifests artifact itself (a
+/// digest of the service's own repository): allowed by the default
+/// policies in dev, refused in prod, where the environment is left exactly
+/// as it is with a diagnostic at the claim's field naming the policy.
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn a_claim_pinning_a_digest_is_allowed_for_dev_and_refused_for_prod() {
+    let r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    let (_, hotfix) =
+        r.push_flux_artifact_digests(repo_name, "1.0.1-hotfix", &good("\n  minReadySeconds: 9"));
+    let p = project(&r, "");
+    let pinned = |env: &str, t: &str, artifact: Option<&str>| {
+        let method = if t == "prod" { "git" } else { "dynamic" };
+        let mut text = format!(
+            "user: john.doe@company.com\nenvironment_pool: team1\ncreation_date: \"2024-01-15T10:30:00Z\"\n\
+             environment_name: {env}\nenvironment_type: {t}\ndeployment_method: {method}\nservices:\n  billing:\n    version: \"1.0.0\"\n"
+        );
+        if let Some(a) = artifact {
+            text = text + "    ansible_artifact: \"" + a + "\"\n";
+        }
+        p.write(&format!("claims/{env}.yaml"), text);
+    };
+    pinned("dev-a", "dev", None);
+    pinned("prod-a", "prod", None);
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let prod = |p: &Project| -> Vec<(String, Vec<u8>)> {
+        snapshot(p)
+            .into_iter()
+            .filter(|(f, _)| f.starts_with("prod-a/"))
+            .collect()
+    };
+    let prod_before = prod(&p);
+    let reference = format!("{}/{repo_name}@{hotfix}", r.host());
+    pinned("dev-a", "dev", Some(&reference));
+    pinned("prod-a", "prod", Some(&reference));
+    let out = run(&p);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    let d = read(&p, "out/dev-a/deployment-billing.yaml");
+    assert_eq!(
+        d["spec"]["minReadySeconds"], 9,
+        "dev runs the pinned artifact: {text}"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "artifactory/docker-releases/billing:1.0.0",
+        "the image stays the resolved version's"
+    );
+    for part in [
+        "claims/prod-a.yaml",
+        "/services/billing/ansible_artifact",
+        "rule policy",
+        "may not name the manifests artifact of service \"billing\"",
+        "no policy permits it",
+    ] {
+        assert!(text.contains(part), "{part:?} in {text}");
+    }
+    assert_eq!(prod_before, prod(&p), "prod-a is left exactly as it is");
+    // Another repository than the service's: refused, naming the field.
+    pinned(
+        "dev-a",
+        "dev",
+        Some("registry.example.com/evil/manifests:1.0.0"),
+    );
+    let out = run(&p);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("names another artifact than the service's manifests"),
+        "{text}"
+    );
+    assert!(text.contains("rule ansible-artifact"), "{text}");
+}
