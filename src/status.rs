@@ -123,6 +123,10 @@ pub struct Detail {
     #[serde(default)]
     pub provenance: Option<crate::source::Provenance>,
     pub versions: BTreeMap<String, Resolved>,
+    /// Per service with manifests of its own: the artifact it runs
+    /// (reference, digest, source, revision).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub manifests: BTreeMap<String, crate::inventory::ManifestsRecord>,
     pub last_plan: Option<EnvironmentPlan>,
     /// Objects converge applied (`kind/name` and digest).
     pub inventory: Vec<InventoryEntry>,
@@ -150,6 +154,7 @@ pub struct EnvStatus {
     pub item: Item,
     pub provenance: Option<crate::source::Provenance>,
     pub versions: BTreeMap<String, Resolved>,
+    pub manifests: BTreeMap<String, crate::inventory::ManifestsRecord>,
     pub last_plan: Option<EnvironmentPlan>,
     pub history: VecDeque<HistoryEntry>,
     desired: Option<Arc<Desired>>,
@@ -172,6 +177,7 @@ impl EnvStatus {
             claim: None,
             provenance: self.provenance.as_ref(),
             versions: &self.versions,
+            manifests: &self.manifests,
             last_plan: self.last_plan.as_ref(),
             inventory: InventoryDoc(None),
             history: &self.history,
@@ -193,6 +199,7 @@ impl EnvStatus {
             item: d.item,
             provenance: d.provenance,
             versions: d.versions,
+            manifests: d.manifests,
             last_plan: d.last_plan,
             history: d.history,
             desired: None,
@@ -212,6 +219,7 @@ impl EnvStatus {
                     claim: self.desired.as_deref().map(redacted),
                     provenance: self.provenance.as_ref(),
                     versions: &self.versions,
+                    manifests: &self.manifests,
                     last_plan: self.last_plan.as_ref(),
                     inventory: InventoryDoc(self.live.as_deref()),
                     history: &self.history,
@@ -230,6 +238,8 @@ struct DetailDoc<'a> {
     claim: Option<serde_json::Value>,
     provenance: Option<&'a crate::source::Provenance>,
     versions: &'a BTreeMap<String, Resolved>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    manifests: &'a BTreeMap<String, crate::inventory::ManifestsRecord>,
     last_plan: Option<&'a EnvironmentPlan>,
     inventory: InventoryDoc<'a>,
     history: &'a VecDeque<HistoryEntry>,
@@ -341,10 +351,7 @@ pub fn statuses(
         ) else {
             continue;
         };
-        let versions = record.map_or_else(
-            || before.map(|b| b.versions.clone()).unwrap_or_default(),
-            |r| r.versions.clone(),
-        );
+        let (versions, manifests) = recorded(record, before);
         let mut history = before.map(|b| b.history.clone()).unwrap_or_default();
         let changed = applied_now
             || history
@@ -366,6 +373,7 @@ pub fn statuses(
                 .and_then(|d| d.provenance.as_deref().cloned())
                 .or_else(|| before.and_then(|b| b.provenance.clone())),
             versions,
+            manifests,
             last_plan: plan
                 .cloned()
                 .or_else(|| before.and_then(|b| b.last_plan.clone())),
@@ -534,6 +542,22 @@ fn with_health(
     );
     let condition = Condition::problem(kind, reason, message);
     (false, status, reason, short, Some(condition))
+}
+
+/// The versions and manifests artifacts an environment runs: its record's,
+/// or as last reported when it has none now.
+fn recorded(
+    record: Option<&crate::inventory::EnvironmentRecord>,
+    before: Option<&Arc<EnvStatus>>,
+) -> (
+    BTreeMap<String, Resolved>,
+    BTreeMap<String, crate::inventory::ManifestsRecord>,
+) {
+    match (record, before) {
+        (Some(r), _) => (r.versions.clone(), r.manifests.clone()),
+        (None, Some(b)) => (b.versions.clone(), b.manifests.clone()),
+        (None, None) => Default::default(),
+    }
 }
 
 fn same(a: Option<&Arc<Desired>>, b: Option<&Arc<Desired>>) -> bool {

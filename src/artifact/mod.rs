@@ -182,6 +182,7 @@ impl Store {
         let reference = cache::Reference::oci(host, repository, version);
         let source = format!("{host}/{repository}");
         if let Some((digest, layer, noted)) = self.cache.get(&reference) {
+            count(service, "cached");
             let artifact = Artifact {
                 digest,
                 source,
@@ -255,6 +256,7 @@ impl Store {
             }
             let reference = g.reference.replace("{version}", version);
             let (digest, files) = match git::read(
+                &self.fetches,
                 &self.git_dir,
                 &g.url,
                 &reference,
@@ -375,18 +377,38 @@ impl Fetch for Store {
         if let Some(why) = lock(&self.failed).get(&key) {
             return Err(why.clone());
         }
+        let fetched_before = self.fetches();
         match self.load(service, version) {
             Ok(p) => {
+                if p.is_err() {
+                    count(service, "refused");
+                } else if self.fetches() != fetched_before {
+                    count(service, "fetched");
+                } else if self.config_of(service).is_some_and(|c| c.oci.is_none()) {
+                    // A git mirror that held the tag (OCI counts its cache hits).
+                    count(service, "cached");
+                }
                 *slot = Some(p.clone());
                 Ok(p)
             }
             Err(why) => {
+                count(service, "failed");
                 tracing::warn!(service, version, error = %why, "service manifests unavailable");
                 lock(&self.failed).insert(key, why.clone());
                 Err(why)
             }
         }
     }
+}
+
+/// One more in `converge_manifests_fetches_total{service,outcome}`.
+fn count(service: &str, outcome: &str) {
+    crate::metrics::MANIFESTS_FETCHES
+        .get_or_create(&crate::metrics::ManifestsFetchLabels {
+            service: service.to_owned(),
+            outcome: outcome.to_owned(),
+        })
+        .inc();
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

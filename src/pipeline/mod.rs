@@ -731,6 +731,7 @@ impl Pipeline {
             path: file.path.clone(),
         };
         let record = EnvironmentRecord {
+            manifests: self.manifests_records(claim, &versions),
             origin: Some(origin.clone()),
             env_type: claim.environment_type.as_str().to_owned(),
             pool: claim.environment_pool.clone(),
@@ -754,6 +755,30 @@ impl Pipeline {
             secrets,
         };
         (Outcome::Desired(Arc::new(desired)), memo)
+    }
+}
+
+impl Pipeline {
+    /// Per service with manifests of its own: the artifact the environment
+    /// runs, as its record keeps it.
+    fn manifests_records(
+        &self,
+        claim: &Claim,
+        versions: &BTreeMap<String, Resolved>,
+    ) -> BTreeMap<String, crate::inventory::ManifestsRecord> {
+        self.renderer
+            .artifacts(claim, versions)
+            .into_iter()
+            .map(|(service, (reference, a))| {
+                let record = crate::inventory::ManifestsRecord {
+                    reference,
+                    digest: a.digest,
+                    source: a.source,
+                    revision: a.revision,
+                };
+                (service, record)
+            })
+            .collect()
     }
 }
 

@@ -221,6 +221,7 @@ pub(super) fn asked_for(
         versions: BTreeMap::new(),
         expires_at: None,
         secrets: BTreeMap::new(),
+        manifests: BTreeMap::new(),
     })
 }
 

@@ -554,6 +554,38 @@ impl Renderer {
         Ok(objects)
     }
 
+    /// Per service with manifests of its own: what was asked for (the
+    /// resolved version, or the claim's `ansible_artifact`) and the artifact
+    /// it was found at. Called after a successful [`Renderer::render`] of
+    /// the same claim and versions (the fetches are cached by then).
+    #[must_use]
+    pub fn artifacts(
+        &self,
+        claim: &Claim,
+        versions: &BTreeMap<String, Resolved>,
+    ) -> BTreeMap<String, (String, service::Artifact)> {
+        let Some(fetch) = &self.manifests else {
+            return BTreeMap::new();
+        };
+        let preset = self.presets.get(claim.environment_type);
+        let mut out = BTreeMap::new();
+        for (name, resolved) in versions.iter().filter(|(n, _)| fetch.has(n)) {
+            let pin = claim
+                .services
+                .get(name)
+                .and_then(|s| s.ansible_artifact.as_deref());
+            let reference = match pin.map(|a| fetch.pin(name, a)) {
+                Some(Ok(r)) => r,
+                Some(Err(_)) => continue,
+                None => resolved.tag.clone(),
+            };
+            if let Ok(Ok(m)) = fetch.get(name, &reference, preset.use_dev_tags) {
+                out.insert(name.clone(), (reference, m.artifact.clone()));
+            }
+        }
+        out
+    }
+
     /// The objects of every service that has manifests of its own, each
     /// fetched (once per service and version, by `fetch`), rendered with
     /// this environment's variables ([`service`]), then judged by the

@@ -924,6 +924,7 @@ mod tests {
             versions: BTreeMap::new(),
             expires_at: None,
             secrets: BTreeMap::new(),
+            manifests: BTreeMap::new(),
         }
     }
 

@@ -1034,3 +1034,73 @@ fn a_claim_pinning_a_digest_is_allowed_for_dev_and_refused_for_prod() {
     );
     assert!(text.contains("rule ansible-artifact"), "{text}");
 }
+
+/// Each environment's manifests artifact is visible everywhere: the plan
+/// line `billing manifests 1.0.0 -> 1.1.0 (sha256:… -> sha256:…)`, the
+/// API's environment detail (reference, digest, source, revision), `converge
+/// status ENV`, the status page, and `converge_manifests_fetches_total`.
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn the_manifests_digest_shows_in_the_plan_the_api_status_the_page_and_metrics() {
+    use crate::support::daemon::Daemon;
+    let r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    let old = r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    let new = r.push_flux_artifact(repo_name, "1.1.0", &good("\n  minReadySeconds: 5"));
+    let p = project(&r, "");
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "1.0.0")]),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "1.1.0")]),
+    );
+    let plan = p.run(&["plan"]);
+    let text = stdout(&plan);
+    let short = |d: &str| d.trim_start_matches("sha256:")[..12].to_owned();
+    let line = format!(
+        "billing manifests 1.0.0 -> 1.1.0 (sha256:{} -> sha256:{})",
+        short(&old),
+        short(&new)
+    );
+    assert!(text.contains(&line), "{line:?} in {text}");
+    let json = p.run(&["plan", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("plan JSON");
+    let m = &doc["environments"][0]["manifests"][0];
+    assert_eq!(m["from"]["digest"], old.as_str(), "{doc}");
+    assert_eq!(m["to"]["digest"], new.as_str());
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("1.1.0 applied", |d| {
+        d.get("/api/v1/environments/dev-a").1.contains(&new)
+    });
+    let detail = d.json("/api/v1/environments/dev-a");
+    let m = &detail["manifests"]["billing"];
+    assert_eq!(m["reference"], "1.1.0", "{detail}");
+    assert_eq!(m["digest"], new.as_str());
+    assert_eq!(m["source"], format!("{}/{repo_name}", r.host()));
+    assert_eq!(
+        m["revision"], "1.1.0@sha1:0000000000000000000000000000000000000000",
+        "the artifact's revision annotation"
+    );
+    let url = format!("http://{}", d.addr);
+    let status = p.run(&["status", "--url", &url, "dev-a"]);
+    assert!(
+        stdout(&status).contains(&format!("manifests 1.1.0 {new}")),
+        "{}",
+        stdout(&status)
+    );
+    let (code, page) = d.get("/environments/dev-a");
+    assert_eq!(code, 200);
+    assert!(page.contains(&new), "{page}");
+    // `plan` fetched 1.1.0 into the state dir's cache: the daemon read it there.
+    let (_, metrics) = d.get("/metrics");
+    assert!(
+        metrics
+            .contains("converge_manifests_fetches_total{service=\"billing\",outcome=\"cached\"} 1"),
+        "{metrics}"
+    );
+    let _ = d.terminate();
+}
