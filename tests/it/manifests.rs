@@ -1104,3 +1104,77 @@ fn the_manifests_digest_shows_in_the_plan_the_api_status_the_page_and_metrics() 
     );
     let _ = d.terminate();
 }
+
+/// `converge validate` fetches (into the cache) and checks every service's
+/// manifests for the claims given, as a pass would: a fenced object, an
+/// undefined variable and a pin where the policies refuse it each name
+/// their file and rule; a good claim passes.
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn validate_checks_every_service_s_manifests_for_the_claims_given() {
+    let r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    let fenced = targz(
+        &[
+            ("deploy/deployment.yaml", DEPLOYMENT),
+            (
+                "deploy/extra.yaml",
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n",
+            ),
+        ],
+        |_| {},
+        &[],
+    );
+    r.push_flux_artifact(repo_name, "2.0.0", &fenced);
+    let undefined = targz(
+        &[(
+            "deploy/deployment.yaml",
+            &DEPLOYMENT.replace("${log_level:=info}", "${log_level}"),
+        )],
+        |_| {},
+        &[],
+    );
+    r.push_flux_artifact(repo_name, "3.0.0", &undefined);
+    let p = project(&r, "");
+    p.write(
+        "claims/dev-ok.yaml",
+        claim_with("dev-ok", "dev", &[("billing", "1.0.0")]),
+    );
+    p.write(
+        "claims/dev-fenced.yaml",
+        claim_with("dev-fenced", "dev", &[("billing", "2.0.0")]),
+    );
+    p.write(
+        "claims/dev-undefined.yaml",
+        claim_with("dev-undefined", "dev", &[("billing", "3.0.0")]),
+    );
+    p.write(
+        "claims/prod-pinned.yaml",
+        "user: john.doe@company.com\nenvironment_pool: team1\ncreation_date: \"2024-01-15T10:30:00Z\"\n\
+         environment_name: prod-pinned\nenvironment_type: prod\ndeployment_method: git\nservices:\n  billing:\n    version: \"1.0.0\"\n    ansible_artifact: \"1.0.0\"\n",
+    );
+    let out = p.run(&["validate", "claims"]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for part in [
+        "claims/dev-fenced.yaml",
+        "deploy/extra.yaml",
+        "Secret/s",
+        "rule policy",
+        "claims/dev-undefined.yaml",
+        "\"log_level\"",
+        "undefined-variable",
+        "claims/prod-pinned.yaml",
+        "/services/billing/ansible_artifact",
+        "1 of 4 files valid",
+        "manifests: services' own manifests checked for 4 claims",
+    ] {
+        assert!(text.contains(part), "{part:?} in {text}");
+    }
+    assert!(!text.contains("claims/dev-ok.yaml"), "{text}");
+    assert!(
+        p.path(".converge/artifacts/refs").exists() || !p.path(".converge").exists(),
+        "fetched into the cache when the state dir exists"
+    );
+}
