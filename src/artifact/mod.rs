@@ -25,8 +25,8 @@ use crate::tags::registry;
 
 type Parsed = Result<Arc<ServiceManifests>, ManifestError>;
 
-/// Where a (service, version)'s manifests were last asked for.
-type Key = (String, String);
+/// A (service, version, dev tags)'s manifests.
+type Key = (String, String, bool);
 
 /// The store of services' manifests for one installation.
 pub struct Store {
@@ -145,6 +145,7 @@ impl Store {
         let fill = |t: &str| t.replace("{service}", service);
         Some(ManifestsConfig {
             oci: d.oci.as_deref().map(fill),
+            oci_dev: d.oci_dev.as_deref().map(fill),
             git: d.git.as_ref().map(|g| crate::config::GitManifestsConfig {
                 url: fill(&g.url),
                 path: fill(&g.path),
@@ -217,7 +218,7 @@ impl Store {
     }
 
     /// Reads, checks and parses one artifact (the cache first).
-    fn load(&self, service: &str, version: &str) -> Result<Parsed, String> {
+    fn load(&self, service: &str, version: &str, dev: bool) -> Result<Parsed, String> {
         let Some(config) = self.config_of(service) else {
             return Err(format!("service {service} has no manifests"));
         };
@@ -244,7 +245,12 @@ impl Store {
             })?;
             ServiceManifests::parse(service, version, artifact, files).map(Arc::new)
         };
-        let Some(oci) = &config.oci else {
+        // Dev tags come from the dev repository when there is one.
+        let oci = match (&config.oci_dev, dev) {
+            (Some(d), true) => Some(d),
+            _ => config.oci.as_ref(),
+        };
+        let Some(oci) = oci else {
             let Some(g) = &config.git else {
                 return Err(format!("service {service} has no manifests"));
             };
@@ -364,8 +370,8 @@ impl Fetch for Store {
         self.defaults.is_some() || self.own.contains_key(service)
     }
 
-    fn get(&self, service: &str, version: &str, _dev: bool) -> Result<Parsed, String> {
-        let key = (service.to_owned(), version.to_owned());
+    fn get(&self, service: &str, version: &str, dev: bool) -> Result<Parsed, String> {
+        let key = (service.to_owned(), version.to_owned(), dev);
         if let Some(why) = lock(&self.failed).get(&key) {
             return Err(why.clone());
         }
@@ -378,7 +384,7 @@ impl Fetch for Store {
             return Err(why.clone());
         }
         let fetched_before = self.fetches();
-        match self.load(service, version) {
+        match self.load(service, version, dev) {
             Ok(p) => {
                 if p.is_err() {
                     count(service, "refused");

@@ -194,6 +194,7 @@ impl Config {
         let fill = |t: &str| t.replace("{service}", service);
         Some(super::schema::ManifestsConfig {
             oci: m.oci.as_deref().map(fill),
+            oci_dev: m.oci_dev.as_deref().map(fill),
             git: m.git.as_ref().map(|g| super::schema::GitManifestsConfig {
                 url: fill(&g.url),
                 path: fill(&g.path),

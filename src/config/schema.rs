@@ -278,6 +278,11 @@ pub struct CatalogService {
 pub struct ManifestsConfig {
     #[serde(default)]
     pub oci: Option<String>,
+    /// Where environments that use dev tags (`sue`, `use_dev_tags`) take
+    /// their artifact from, at the dev tag resolved for them (as their
+    /// images come from `images.dev_registry`); `oci` when absent.
+    #[serde(default)]
+    pub oci_dev: Option<String>,
     #[serde(default)]
     pub git: Option<GitManifestsConfig>,
 }

@@ -1178,3 +1178,42 @@ fn validate_checks_every_service_s_manifests_for_the_claims_given() {
         "fetched into the cache when the state dir exists"
     );
 }
+
+/// Environments that use dev tags (`sue` by default) take their artifact
+/// from `manifests.oci_dev` at their dev tag, as their images come from
+/// `images.dev_registry`; the others from `oci`.
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn a_sue_environment_takes_its_dev_tag_from_the_dev_repository() {
+    let r = Registry::start(Auth::None);
+    r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &good(""));
+    r.push_flux_artifact(
+        "oci-snapshots/billing-manifests",
+        "1.1.0-dev.1",
+        &good("\n  minReadySeconds: 7"),
+    );
+    let p = Project::new(&format!(
+        "state_dir: .converge\nversions:\n  plain_http: true\n  timeout: 3s\n\
+         images:\n  registry: artifactory/docker-releases\n  dev_registry: artifactory/docker-snapshots\n\
+         services:\n  billing:\n    manifests:\n      oci: {host}/oci-releases/{{service}}-manifests\n      oci_dev: {host}/oci-snapshots/{{service}}-manifests\n",
+        host = r.host()
+    ));
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "1.0.0")]),
+    );
+    p.write(
+        "claims/sue-a.yaml",
+        claim_with("sue-a", "sue", &[("billing", "1.1.0-dev.1")]),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sue = read(&p, "out/sue-a/deployment-billing.yaml");
+    assert_eq!(sue["spec"]["minReadySeconds"], 7, "the dev repository's");
+    assert_eq!(
+        sue["spec"]["template"]["spec"]["containers"][0]["image"],
+        "artifactory/docker-snapshots/billing:1.1.0-dev.1"
+    );
+    let dev = read(&p, "out/dev-a/deployment-billing.yaml");
+    assert!(dev["spec"].get("minReadySeconds").is_none(), "{dev}");
+}
