@@ -79,8 +79,14 @@ impl Cache {
             revision: next(),
             origin: next(),
         };
-        let bytes = std::fs::read(self.blob_path(&digest)?).ok()?;
+        let path = self.blob_path(&digest)?;
+        let bytes = std::fs::read(&path).ok()?;
         super::oci::check(&digest, &bytes).ok()?;
+        // Used now: the bound removes the least recently used first.
+        let _ = std::fs::File::options()
+            .append(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
         Some((digest, bytes, noted))
     }
 
@@ -126,8 +132,23 @@ impl Cache {
         put(&refs.join(reference.file()), text.as_bytes())
     }
 
-    /// Removes the oldest blobs past `max_bytes`.
+    /// Removes the least recently used blobs past `max_bytes`, then the
+    /// references whose blob is gone.
     fn trim(&self) {
+        self.trim_blobs();
+        let Ok(refs) = std::fs::read_dir(self.dir.join("refs")) else {
+            return;
+        };
+        for e in refs.filter_map(Result::ok) {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let blob = text.lines().next().and_then(|d| self.blob_path(d.trim()));
+            if blob.is_none_or(|b| !b.exists()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    fn trim_blobs(&self) {
         let Ok(dir) = std::fs::read_dir(self.dir.join("blobs").join("sha256")) else {
             return;
         };
@@ -179,6 +200,33 @@ mod tests {
         let small = Cache::new(dir.clone(), 3);
         small.put(&r, &digest, b"layer", &Noted::default());
         assert!(small.get(&r).is_none(), "over the bound");
+        assert!(
+            !dir.join("refs").join(r.file()).exists(),
+            "a reference to a removed blob goes with it"
+        );
+        // The least recently used goes first, not the first written.
+        let cache = Cache::new(dir.clone(), 10);
+        let blob = |b: &[u8]| format!("sha256:{}", crate::hex::encode(&Sha256::digest(b)));
+        let (a, b) = (Reference::oci("h", "r", "a"), Reference::oci("h", "r", "b"));
+        cache.put(&a, &blob(b"aaaa"), b"aaaa", &Noted::default());
+        let old = std::time::SystemTime::now() - std::time::Duration::from_mins(1);
+        std::fs::File::options()
+            .append(true)
+            .open(cache.blob_path(&blob(b"aaaa")).unwrap())
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        cache.put(&b, &blob(b"bbbb"), b"bbbb", &Noted::default());
+        std::fs::File::options()
+            .append(true)
+            .open(cache.blob_path(&blob(b"bbbb")).unwrap())
+            .unwrap()
+            .set_modified(old + std::time::Duration::from_secs(30))
+            .unwrap();
+        assert!(cache.get(&a).is_some(), "read: used now");
+        cache.put(&r, &digest, b"layer", &Noted::default());
+        assert!(cache.get(&a).is_some(), "recently used, kept");
+        assert!(cache.get(&b).is_none(), "least recently used, removed");
         let _ = std::fs::remove_dir_all(dir);
     }
 }
