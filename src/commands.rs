@@ -45,6 +45,9 @@ pub struct VersionCheck {
     /// No tag source and no `tags:` lists: nothing could be checked (one
     /// line says so rather than one per constraint).
     pub no_source: bool,
+    /// The tag lists the constraints were checked against (what the
+    /// services' manifests are then checked at).
+    pub tags: resolve::TagSet,
 }
 
 /// Resolves every constraint of the valid claims in `snapshots` against the
@@ -87,6 +90,7 @@ pub fn check_versions(
     };
     let mut out = VersionCheck {
         no_source: scanner.is_none() && tag_set.is_empty(),
+        tags: tag_set.clone(),
         ..VersionCheck::default()
     };
     for (file, dev, requests) in &requested {

@@ -377,6 +377,7 @@ mod tests {
                 versions: BTreeMap::new(),
                 expires_at: None,
                 secrets: BTreeMap::new(),
+                manifests: BTreeMap::new(),
             },
             objects: BTreeMap::from([
                 (desired[0].id.clone(), desired[0].digest),
@@ -420,6 +421,7 @@ mod tests {
                 versions: BTreeMap::new(),
                 expires_at: None,
                 secrets: BTreeMap::new(),
+                manifests: BTreeMap::new(),
             },
             objects: BTreeMap::from([(old, digest(b"v1"))]),
         };

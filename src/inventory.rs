@@ -28,6 +28,25 @@ pub struct EnvironmentRecord {
     /// or a plain hash of one): what a plan compares to name changed keys.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, String>,
+    /// Per service with manifests of its own: the artifact it runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub manifests: BTreeMap<String, ManifestsRecord>,
+}
+
+/// The manifests artifact a service of an environment runs (issue 23).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestsRecord {
+    /// What was asked for: the resolved version, or the claim's
+    /// `ansible_artifact` (a tag or `@sha256:<hex>`).
+    pub reference: String,
+    /// `sha256:…` of the OCI layer or the git tree.
+    pub digest: String,
+    /// The OCI repository or git URL (credentials removed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    /// The artifact's revision annotation, or the git ref.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revision: String,
 }
 
 /// One environment as the target holds it. Compact, since a daemon holds one

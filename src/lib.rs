@@ -259,6 +259,7 @@ fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, key_files::KeyFiles),
     if let Some(file) = &config.identities {
         policies = policies.with_identities(file)?;
     }
+    let policies = std::sync::Arc::new(policies);
     let presets = Presets::new(&config.presets).map_err(SetupError::Presets)?;
     let key =
         key_files::fingerprint_key(&config.state_dir, false).map_err(SetupError::FingerprintKey)?;
@@ -269,7 +270,7 @@ fn pipeline_and_keys(config: &Config) -> Result<(Pipeline, key_files::KeyFiles),
         renderer = renderer.with_templates(&t.path, &t.cluster_scoped)?;
     }
     if let Some(store) = artifact::Store::from_config(config, &config.state_dir) {
-        renderer = renderer.with_manifests(std::sync::Arc::new(store));
+        renderer = renderer.with_manifests(std::sync::Arc::new(store), policies.clone());
     }
     // The fixed lists; a registry or git tag source replaces them with what
     // it reads (the daemon before each pass, `validate` and `plan` once).

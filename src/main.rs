@@ -367,7 +367,7 @@ fn paths_name(paths: &[PathBuf]) -> String {
 
 fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) -> Result<u8> {
     let config = load_config(config)?;
-    let pipeline = converge::pipeline_for(&config)?;
+    let mut pipeline = converge::pipeline_for(&config)?;
     let snapshot =
         source::dir::read_paths(&paths_name(paths), paths, config.limits.max_file_bytes)?;
     let now = chrono::Utc::now();
@@ -377,6 +377,11 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
     let unchecked = validated.secrets_unchecked;
     let versions = converge::check_versions(&config, &pipeline, &snapshots, now)?;
     diagnostics.extend(versions.diagnostics);
+    // Services' own manifests: fetched, built, substituted and fenced for
+    // each claim, at the versions it resolves to.
+    pipeline.tags = versions.tags;
+    let (manifests_checked, problems) = pipeline.check_manifests(&snapshots, now);
+    diagnostics.extend(problems);
     diagnostics.sort_by(|a, b| a.file.cmp(&b.file).then_with(|| a.pointer.cmp(&b.pointer)));
     if pipeline.policies.users() == 0
         && let Some(notice) = converge::identities_notice(&config, &pipeline)
@@ -411,6 +416,12 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
                     versions.unchecked.len()
                 )?;
             }
+            if manifests_checked > 0 {
+                writeln!(
+                    out,
+                    "manifests: services' own manifests checked for {manifests_checked} claims"
+                )?;
+            }
             if unchecked > 0 {
                 writeln!(
                     out,
@@ -419,8 +430,11 @@ fn validate(config: Option<&Path>, format: ValidateFormat, paths: &[PathBuf]) ->
             }
         }
         ValidateFormat::Json => {
-            let doc = serde_json::json!({"files": files, "invalid": invalid.len(), "secrets_unchecked": unchecked, "diagnostics": diagnostics,
+            let mut doc = serde_json::json!({"files": files, "invalid": invalid.len(), "secrets_unchecked": unchecked, "diagnostics": diagnostics,
                 "versions": {"checked": versions.checked, "unchecked": versions.unchecked}});
+            if manifests_checked > 0 {
+                doc["manifests"] = serde_json::json!({"checked": manifests_checked});
+            }
             writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         }
     }

@@ -105,6 +105,21 @@ pub struct PublishLabels {
 pub static ENVIRONMENT_WRITES: std::sync::LazyLock<Family<PublishLabels, Counter>> =
     std::sync::LazyLock::new(Family::default);
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ManifestsFetchLabels {
+    pub service: String,
+    /// `fetched` (from the registry or git server), `cached` (from the
+    /// artifact cache in the state dir), `refused` (a hostile artifact, a
+    /// failed build, not YAML) or `failed` (unreachable: kept as it is).
+    pub outcome: String,
+}
+
+/// Services' manifests loaded, once per (service, version) and process,
+/// by outcome. Process-wide like [`S3_REQUESTS`]: `validate` and `plan`
+/// fetch too.
+pub static MANIFESTS_FETCHES: std::sync::LazyLock<Family<ManifestsFetchLabels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
 /// Every metric converge exposes.
 pub struct Metrics {
     registry: Registry,
@@ -146,6 +161,7 @@ pub struct Metrics {
     pub shard_environments: Gauge,
     pub environment_writes: Family<PublishLabels, Counter>,
     pub forge_requests: Family<ForgeRequestLabels, Counter>,
+    pub manifests_fetches: Family<ManifestsFetchLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -202,6 +218,7 @@ impl Metrics {
             shard_environments: Gauge::default(),
             environment_writes: ENVIRONMENT_WRITES.clone(),
             forge_requests: FORGE_REQUESTS.clone(),
+            manifests_fetches: MANIFESTS_FETCHES.clone(),
             registry: Registry::default(),
         };
         registry.register(
@@ -334,6 +351,11 @@ impl Metrics {
             "registry_requests",
             "Requests tag sources made (registry tag list pages, token endpoints, git ls-refs), by status",
             m.registry_requests.clone(),
+        );
+        registry.register(
+            "manifests_fetches",
+            "Services' manifests loaded, once per (service, version): fetched, cached (the state dir's artifact cache), refused or failed",
+            m.manifests_fetches.clone(),
         );
         registry.register(
             "tags_seen",

@@ -116,10 +116,26 @@ fn plan_schemas(object_ref: &dyn Fn(&Value) -> Value) -> Value {
                     "to": nullable(&string),
                     "constraint": nullable(&string),
                 })) },
+                "manifests": { "type": "array", "items": object(&json!({
+                    "service": string,
+                    "from": nullable(&reference("ManifestsRecord")),
+                    "to": nullable(&reference("ManifestsRecord")),
+                })) },
                 "creates": count,
                 "updates": count,
                 "deletes": count,
             }))],
+        },
+        "ManifestsRecord": {
+            "type": "object",
+            "properties": {
+                "reference": { "type": "string", "description": "The resolved version, or the claim's ansible_artifact (a tag or @sha256:<hex>)." },
+                "digest": { "type": "string", "description": "sha256: of the OCI layer or the git tree." },
+                "source": { "type": "string", "description": "The OCI repository or git URL." },
+                "revision": { "type": "string", "description": "The artifact's revision annotation, or the git ref." },
+            },
+            "required": ["reference", "digest"],
+            "additionalProperties": false,
         },
         "Step": object_ref(&json!({
             "environment": string,
@@ -282,6 +298,7 @@ fn schemas() -> Value {
                 "claim": nullable(&json!({ "type": "object", "description": "The claim as applied; secret values redacted." })),
                 "provenance": nullable(&reference("Provenance")),
                 "versions": { "type": "object", "additionalProperties": reference("Resolved") },
+                "manifests": { "type": "object", "description": "Per service with manifests of its own: the artifact it runs.", "additionalProperties": reference("ManifestsRecord") },
                 "last_plan": nullable(&reference("EnvironmentPlan")),
                 "inventory": { "type": "array", "items": object_ref(&json!({ "digest": digest })) },
                 "history": { "type": "array", "items": reference("HistoryEntry") },
@@ -340,6 +357,8 @@ fn schemas() -> Value {
 /// Fields serialized only when present: not required.
 const OPTIONAL: &[(&str, &str)] = &[
     ("EnvironmentPlan", "source"),
+    ("EnvironmentPlan", "manifests"),
+    ("Detail", "manifests"),
     ("Diagnostic", "environment"),
     ("Plan", "fields"),
     ("Plan", "steps_omitted"),

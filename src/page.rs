@@ -887,12 +887,24 @@ fn versions_and_plan(html: &mut String, env: &EnvStatus) {
     } else {
         html.push_str(concat!(
             "<div class=\"wrap\"><table><thead><tr><th>service</th><th>tag</th><th>constraint</th>",
-            "<th>dependency of</th></tr></thead><tbody>"
+            "<th>dependency of</th><th>manifests</th></tr></thead><tbody>"
         ));
         for (service, r) in env.versions() {
+            let manifests = env.manifests.get(service).map_or_else(String::new, |m| {
+                format!(
+                    "<code>{}</code> <code>{}</code>{}",
+                    escape(&m.reference),
+                    escape(&m.digest),
+                    if m.source.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" from <code>{}</code>", escape(&m.source))
+                    }
+                )
+            });
             let _ = write!(
                 html,
-                "<tr><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{manifests}</td></tr>",
                 escape(service),
                 escape(&r.tag),
                 escape(&r.constraint),
@@ -920,10 +932,15 @@ fn versions_and_plan(html: &mut String, env: &EnvStatus) {
                     format!("; {} secret values change", p.secrets.len())
                 }
             );
-            if !p.versions.is_empty() {
+            if !p.versions.is_empty() || !p.manifests.is_empty() {
                 html.push_str("<ul>");
-                for v in &p.versions {
-                    let _ = write!(html, "<li><code>{}</code></li>", escape(&v.to_string()));
+                let lines = p
+                    .versions
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(p.manifests.iter().map(ToString::to_string));
+                for v in lines {
+                    let _ = write!(html, "<li><code>{}</code></li>", escape(&v));
                 }
                 html.push_str("</ul>");
             }

@@ -123,6 +123,10 @@ pub struct Detail {
     #[serde(default)]
     pub provenance: Option<crate::source::Provenance>,
     pub versions: BTreeMap<String, Resolved>,
+    /// Per service with manifests of its own: the artifact it runs
+    /// (reference, digest, source, revision).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub manifests: BTreeMap<String, crate::inventory::ManifestsRecord>,
     pub last_plan: Option<EnvironmentPlan>,
     /// Objects converge applied (`kind/name` and digest).
     pub inventory: Vec<InventoryEntry>,
@@ -151,6 +155,7 @@ pub struct EnvStatus {
     pub provenance: Option<crate::source::Provenance>,
     /// Where [`EnvStatus::versions`] are read from.
     versions: Versions,
+    pub manifests: BTreeMap<String, crate::inventory::ManifestsRecord>,
     pub last_plan: Option<EnvironmentPlan>,
     pub history: VecDeque<HistoryEntry>,
     desired: Option<Arc<Desired>>,
@@ -229,6 +234,7 @@ impl EnvStatus {
             claim: None,
             provenance: self.provenance.as_ref(),
             versions: self.versions(),
+            manifests: &self.manifests,
             last_plan: self.last_plan.as_ref(),
             inventory: InventoryDoc(None),
             history: &self.history,
@@ -250,6 +256,7 @@ impl EnvStatus {
             item: d.item,
             provenance: d.provenance,
             versions: Versions::Own(d.versions),
+            manifests: d.manifests,
             last_plan: d.last_plan,
             history: d.history,
             desired: None,
@@ -266,6 +273,7 @@ impl EnvStatus {
             item: self.item.clone(),
             provenance: self.provenance.clone(),
             versions: self.versions.clone(),
+            manifests: self.manifests.clone(),
             last_plan: self.last_plan.clone(),
             history: self.history.clone(),
             desired,
@@ -285,6 +293,7 @@ impl EnvStatus {
                     claim: self.desired.as_deref().map(redacted),
                     provenance: self.provenance.as_ref(),
                     versions: self.versions(),
+                    manifests: &self.manifests,
                     last_plan: self.last_plan.as_ref(),
                     inventory: InventoryDoc(self.live.as_deref()),
                     history: &self.history,
@@ -303,6 +312,8 @@ struct DetailDoc<'a> {
     claim: Option<serde_json::Value>,
     provenance: Option<&'a crate::source::Provenance>,
     versions: &'a BTreeMap<String, Resolved>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    manifests: &'a BTreeMap<String, crate::inventory::ManifestsRecord>,
     last_plan: Option<&'a EnvironmentPlan>,
     inventory: InventoryDoc<'a>,
     history: &'a VecDeque<HistoryEntry>,
@@ -415,6 +426,7 @@ pub fn statuses(
             continue;
         };
         let versions = Versions::of(desired.is_some(), live.is_some(), record, before);
+        let manifests = recorded_manifests(record, before);
         let mut history = before.map(|b| b.history.clone()).unwrap_or_default();
         let changed = applied_now
             || history
@@ -436,6 +448,7 @@ pub fn statuses(
                 .and_then(|d| d.provenance.as_deref().cloned())
                 .or_else(|| before.and_then(|b| b.provenance.clone())),
             versions,
+            manifests,
             last_plan: plan
                 .cloned()
                 .or_else(|| before.and_then(|b| b.last_plan.clone())),
@@ -604,6 +617,19 @@ fn with_health(
     );
     let condition = Condition::problem(kind, reason, message);
     (false, status, reason, short, Some(condition))
+}
+
+/// What each service's manifests were, as the record (or, without one, the
+/// status before) says.
+fn recorded_manifests(
+    record: Option<&crate::inventory::EnvironmentRecord>,
+    before: Option<&Arc<EnvStatus>>,
+) -> BTreeMap<String, crate::inventory::ManifestsRecord> {
+    match (record, before) {
+        (Some(r), _) => r.manifests.clone(),
+        (None, Some(b)) => b.manifests.clone(),
+        (None, None) => BTreeMap::new(),
+    }
 }
 
 fn same(a: Option<&Arc<Desired>>, b: Option<&Arc<Desired>>) -> bool {

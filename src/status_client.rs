@@ -357,7 +357,17 @@ fn describe(d: &Detail) -> String {
     }
     let _ = writeln!(out, "Versions:");
     for (service, v) in &d.versions {
-        let _ = writeln!(out, "  {service} {} ({})", v.tag, v.constraint);
+        let _ = write!(out, "  {service} {} ({})", v.tag, v.constraint);
+        if let Some(m) = d.manifests.get(service) {
+            let _ = write!(out, " manifests {} {}", m.reference, m.digest);
+            if !m.source.is_empty() {
+                let _ = write!(out, " from {}", m.source);
+            }
+            if !m.revision.is_empty() {
+                let _ = write!(out, " at {}", m.revision);
+            }
+        }
+        let _ = writeln!(out);
     }
     let _ = writeln!(out, "History:");
     for h in &d.history {

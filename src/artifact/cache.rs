@@ -23,9 +23,23 @@ impl Reference {
         Reference(format!("oci\0{host}\0{repository}\0{tag}"))
     }
 
+    /// The built output of a kustomization at `root` of the artifact `digest`.
+    #[must_use]
+    pub fn built(digest: &str, root: &str) -> Reference {
+        Reference(format!("kustomize\0{digest}\0{root}"))
+    }
+
     fn file(&self) -> String {
         crate::hex::encode(&Sha256::digest(self.0.as_bytes()))
     }
+}
+
+/// What the cache notes beside a reference's digest: the artifact's
+/// revision and source annotations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Noted {
+    pub revision: String,
+    pub origin: String,
 }
 
 #[derive(Debug)]
@@ -54,29 +68,54 @@ impl Cache {
     }
 
     /// The digest and bytes `reference` was last found at, when the cache
-    /// still holds them intact.
+    /// still holds them intact, and the facts noted with them.
     #[must_use]
-    pub fn get(&self, reference: &Reference) -> Option<(String, Vec<u8>)> {
-        let digest = std::fs::read_to_string(self.dir.join("refs").join(reference.file())).ok()?;
-        let digest = digest.trim().to_owned();
-        let bytes = std::fs::read(self.blob_path(&digest)?).ok()?;
+    pub fn get(&self, reference: &Reference) -> Option<(String, Vec<u8>, Noted)> {
+        let text = std::fs::read_to_string(self.dir.join("refs").join(reference.file())).ok()?;
+        let mut lines = text.lines();
+        let digest = lines.next()?.trim().to_owned();
+        let mut next = || lines.next().unwrap_or_default().to_owned();
+        let noted = Noted {
+            revision: next(),
+            origin: next(),
+        };
+        let path = self.blob_path(&digest)?;
+        let bytes = std::fs::read(&path).ok()?;
         super::oci::check(&digest, &bytes).ok()?;
-        Some((digest, bytes))
+        // Used now: the bound removes the least recently used first.
+        let _ = std::fs::File::options()
+            .append(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        Some((digest, bytes, noted))
     }
 
-    /// Keeps `bytes` (already checked against `digest`) for `reference`.
-    pub fn put(&self, reference: &Reference, digest: &str, bytes: &[u8]) {
+    /// Keeps `bytes` (already checked against `digest`) for `reference`,
+    /// with `noted` (one line each, so newlines are dropped).
+    pub fn put(&self, reference: &Reference, digest: &str, bytes: &[u8], noted: &Noted) {
         // Read-only commands create no state dir.
         if !self.dir.parent().is_some_and(std::path::Path::exists) {
             return;
         }
-        if let Err(e) = self.write(reference, digest, bytes) {
+        let one_line = |s: &str| s.replace(['\n', '\r'], " ");
+        let text = format!(
+            "{digest}\n{}\n{}\n",
+            one_line(&noted.revision),
+            one_line(&noted.origin)
+        );
+        if let Err(e) = self.write(reference, digest, bytes, &text) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the artifact cache");
         }
         self.trim();
     }
 
-    fn write(&self, reference: &Reference, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
+    fn write(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        bytes: &[u8],
+        text: &str,
+    ) -> std::io::Result<()> {
         let Some(blob) = self.blob_path(digest) else {
             return Ok(());
         };
@@ -90,11 +129,26 @@ impl Cache {
             std::fs::rename(&tmp, path)
         };
         put(&blob, bytes)?;
-        put(&refs.join(reference.file()), digest.as_bytes())
+        put(&refs.join(reference.file()), text.as_bytes())
     }
 
-    /// Removes the oldest blobs past `max_bytes`.
+    /// Removes the least recently used blobs past `max_bytes`, then the
+    /// references whose blob is gone.
     fn trim(&self) {
+        self.trim_blobs();
+        let Ok(refs) = std::fs::read_dir(self.dir.join("refs")) else {
+            return;
+        };
+        for e in refs.filter_map(Result::ok) {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let blob = text.lines().next().and_then(|d| self.blob_path(d.trim()));
+            if blob.is_none_or(|b| !b.exists()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    fn trim_blobs(&self) {
         let Ok(dir) = std::fs::read_dir(self.dir.join("blobs").join("sha256")) else {
             return;
         };
@@ -129,13 +183,50 @@ mod tests {
         let r = Reference::oci("h", "r", "1.0.0");
         let digest = format!("sha256:{}", crate::hex::encode(&Sha256::digest(b"layer")));
         assert!(cache.get(&r).is_none());
-        cache.put(&r, &digest, b"layer");
-        assert_eq!(cache.get(&r), Some((digest.clone(), b"layer".to_vec())));
+        let noted = Noted {
+            revision: "main@sha1:abc".into(),
+            origin: "https://x\ny".into(),
+        };
+        cache.put(&r, &digest, b"layer", &noted);
+        let (d, bytes, back) = cache.get(&r).expect("cached");
+        assert_eq!((d, bytes), (digest.clone(), b"layer".to_vec()));
+        assert_eq!(back.revision, "main@sha1:abc");
+        assert_eq!(back.origin, "https://x y", "one line each");
+        // A reference written before facts were noted: the digest alone.
+        std::fs::write(dir.join("refs").join(r.file()), format!("{digest}\n")).unwrap();
+        assert_eq!(cache.get(&r).expect("cached").2, Noted::default());
         std::fs::write(cache.blob_path(&digest).unwrap(), b"other").unwrap();
         assert!(cache.get(&r).is_none(), "checked again when read");
         let small = Cache::new(dir.clone(), 3);
-        small.put(&r, &digest, b"layer");
+        small.put(&r, &digest, b"layer", &Noted::default());
         assert!(small.get(&r).is_none(), "over the bound");
+        assert!(
+            !dir.join("refs").join(r.file()).exists(),
+            "a reference to a removed blob goes with it"
+        );
+        // The least recently used goes first, not the first written.
+        let cache = Cache::new(dir.clone(), 10);
+        let blob = |b: &[u8]| format!("sha256:{}", crate::hex::encode(&Sha256::digest(b)));
+        let (a, b) = (Reference::oci("h", "r", "a"), Reference::oci("h", "r", "b"));
+        cache.put(&a, &blob(b"aaaa"), b"aaaa", &Noted::default());
+        let old = std::time::SystemTime::now() - std::time::Duration::from_mins(1);
+        std::fs::File::options()
+            .append(true)
+            .open(cache.blob_path(&blob(b"aaaa")).unwrap())
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        cache.put(&b, &blob(b"bbbb"), b"bbbb", &Noted::default());
+        std::fs::File::options()
+            .append(true)
+            .open(cache.blob_path(&blob(b"bbbb")).unwrap())
+            .unwrap()
+            .set_modified(old + std::time::Duration::from_secs(30))
+            .unwrap();
+        assert!(cache.get(&a).is_some(), "read: used now");
+        cache.put(&r, &digest, b"layer", &Noted::default());
+        assert!(cache.get(&a).is_some(), "recently used, kept");
+        assert!(cache.get(&b).is_none(), "least recently used, removed");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

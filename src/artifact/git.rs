@@ -25,8 +25,10 @@ pub fn mirror(dir: &Path, url: &str) -> PathBuf {
 }
 
 /// The files under `path` at `reference` (`refs/tags/1.2.3`) of `url`,
-/// and their digest (`sha256:` of the tree's paths and contents).
+/// and their digest (`sha256:` of the tree's paths and contents). `fetched`
+/// is set when the mirror did not hold the ref and it was fetched.
 pub fn read(
+    fetched: &std::sync::atomic::AtomicU64,
     dir: &Path,
     url: &str,
     reference: &str,
@@ -43,6 +45,7 @@ pub fn read(
         gix::init_bare(&at).map_err(|e| e.to_string())?
     };
     let repo = if repo.find_reference(reference).is_err() {
+        fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         fetch_within(&at, url, reference, timeout).map_err(|e| format!("git {shown}: {e}"))?;
         tracing::info!(url = %shown, reference, "service manifests fetched");
         // Opened again: the fetch ran on its own handle.

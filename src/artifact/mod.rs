@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod git;
+pub mod kustomize;
 pub mod oci;
 pub mod untar;
 
@@ -19,13 +20,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, ManifestsConfig};
-use crate::render::service::{Fetch, ManifestError, ServiceManifests};
+use crate::render::service::{Artifact, Fetch, ManifestError, ServiceManifests};
 use crate::tags::registry;
 
 type Parsed = Result<Arc<ServiceManifests>, ManifestError>;
 
-/// Where a (service, version)'s manifests were last asked for.
-type Key = (String, String);
+/// A (service, version, dev tags)'s manifests.
+type Key = (String, String, bool);
 
 /// The store of services' manifests for one installation.
 pub struct Store {
@@ -44,6 +45,8 @@ pub struct Store {
     failed: Mutex<HashMap<Key, String>>,
     /// Artifacts read from a registry or git server (not from the cache).
     fetches: AtomicU64,
+    /// How a `kustomization.yaml` is built.
+    kustomize: crate::config::KustomizeConfig,
     /// Where git mirrors go: the cache's directory, or, for a command
     /// without a state dir (read-only ones create none), a temporary one
     /// removed on drop.
@@ -113,6 +116,7 @@ impl Store {
             parsed: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
             fetches: AtomicU64::new(0),
+            kustomize: config.kustomize.clone(),
         })
     }
 
@@ -141,6 +145,7 @@ impl Store {
         let fill = |t: &str| t.replace("{service}", service);
         Some(ManifestsConfig {
             oci: d.oci.as_deref().map(fill),
+            oci_dev: d.oci_dev.as_deref().map(fill),
             git: d.git.as_ref().map(|g| crate::config::GitManifestsConfig {
                 url: fill(&g.url),
                 path: fill(&g.path),
@@ -173,27 +178,47 @@ impl Store {
         service: &str,
         version: &str,
         oci: &str,
-    ) -> Result<Result<(String, Vec<u8>), String>, String> {
+    ) -> Result<Result<(Artifact, Vec<u8>), String>, String> {
         let (host, repository) = oci::split(oci)?;
         let reference = cache::Reference::oci(host, repository, version);
-        if let Some(hit) = self.cache.get(&reference) {
-            return Ok(Ok(hit));
+        let source = format!("{host}/{repository}");
+        if let Some((digest, layer, noted)) = self.cache.get(&reference) {
+            count(service, "cached");
+            let artifact = Artifact {
+                digest,
+                source,
+                revision: noted.revision,
+                origin: noted.origin,
+            };
+            return Ok(Ok((artifact, layer)));
         }
         let client = self.client(host)?;
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let artifact = match oci::pull(&client, repository, version) {
+        // `@sha256:…` (a claim's ansible_artifact) is asked by digest.
+        let asked = version.strip_prefix('@').unwrap_or(version);
+        let artifact = match oci::pull(&client, repository, asked) {
             Ok(a) => a,
             Err(oci::Error::Registry(e)) => return Err(crate::diagnostic::chain(&e)),
             Err(e) => return Ok(Err(e.to_string())),
         };
         tracing::info!(service, version, digest = %artifact.digest, "service manifests fetched");
+        let noted = cache::Noted {
+            revision: artifact.revision,
+            origin: artifact.origin,
+        };
         self.cache
-            .put(&reference, &artifact.digest, &artifact.layer);
-        Ok(Ok((artifact.digest, artifact.layer)))
+            .put(&reference, &artifact.digest, &artifact.layer, &noted);
+        let facts = Artifact {
+            digest: artifact.digest,
+            source,
+            revision: noted.revision,
+            origin: noted.origin,
+        };
+        Ok(Ok((facts, artifact.layer)))
     }
 
     /// Reads, checks and parses one artifact (the cache first).
-    fn load(&self, service: &str, version: &str) -> Result<Parsed, String> {
+    fn load(&self, service: &str, version: &str, dev: bool) -> Result<Parsed, String> {
         let Some(config) = self.config_of(service) else {
             return Err(format!("service {service} has no manifests"));
         };
@@ -207,12 +232,37 @@ impl Store {
                 message,
             })
         };
-        let Some(oci) = &config.oci else {
+        let parse = |artifact: Artifact, files: Vec<crate::render::service::File>| {
+            let files = self.built(&artifact, files).map_err(|r| {
+                ManifestError::from(crate::render::service::Refusal {
+                    service: service.to_owned(),
+                    version: version.to_owned(),
+                    file: r.file,
+                    object: String::new(),
+                    rule: " (rule kustomize)".to_owned(),
+                    message: r.message,
+                })
+            })?;
+            ServiceManifests::parse(service, version, artifact, files).map(Arc::new)
+        };
+        // Dev tags come from the dev repository when there is one.
+        let oci = match (&config.oci_dev, dev) {
+            (Some(d), true) => Some(d),
+            _ => config.oci.as_ref(),
+        };
+        let Some(oci) = oci else {
             let Some(g) = &config.git else {
                 return Err(format!("service {service} has no manifests"));
             };
+            if version.starts_with('@') {
+                return Ok(Err(refused(
+                    crate::source::sanitize_url(&g.url),
+                    format!("manifests from git are named by tag, not by digest ({version})"),
+                )));
+            }
             let reference = g.reference.replace("{version}", version);
             let (digest, files) = match git::read(
+                &self.fetches,
                 &self.git_dir,
                 &g.url,
                 &reference,
@@ -223,17 +273,84 @@ impl Store {
                 Ok(read) => read,
                 Err(message) => return Ok(Err(refused(g.url.clone(), message))),
             };
-            return Ok(ServiceManifests::parse(service, version, digest, files).map(Arc::new));
+            let url = crate::source::sanitize_url(&g.url);
+            let artifact = Artifact {
+                digest,
+                source: url.clone(),
+                revision: reference,
+                origin: url,
+            };
+            return Ok(parse(artifact, files));
         };
-        let (digest, layer) = match self.pull(service, version, oci)? {
+        let (artifact, layer) = match self.pull(service, version, oci)? {
             Ok(pulled) => pulled,
             Err(message) => return Ok(Err(refused(oci.clone(), message))),
         };
         let files = match untar::read(&layer, untar::Limits::default()) {
             Ok(f) => f,
-            Err(e) => return Ok(Err(refused(digest, e.to_string()))),
+            Err(e) => return Ok(Err(refused(artifact.digest, e.to_string()))),
         };
-        Ok(ServiceManifests::parse(service, version, digest, files).map(Arc::new))
+        Ok(parse(artifact, files))
+    }
+
+    /// The files to parse: the artifact's own, or, when it holds a
+    /// `kustomization.yaml`, what kustomize builds of it (checked first;
+    /// the output cached by the artifact's digest, so a restart does not
+    /// build again).
+    fn built(
+        &self,
+        artifact: &Artifact,
+        files: Vec<crate::render::service::File>,
+    ) -> Result<Vec<crate::render::service::File>, kustomize::Refused> {
+        let Some(root) = kustomize::root(&files)? else {
+            return Ok(files);
+        };
+        let file = if root.is_empty() {
+            "kustomization.yaml".to_owned()
+        } else {
+            format!("{root}/kustomization.yaml")
+        };
+        let reference = cache::Reference::built(&artifact.digest, &root);
+        let output = if let Some((_, bytes, _)) = self.cache.get(&reference) {
+            String::from_utf8(bytes).unwrap_or_default()
+        } else {
+            if !self.kustomize.allow_outside {
+                kustomize::check(&files)?;
+            }
+            let started = std::time::Instant::now();
+            let output = kustomize::build(
+                &self.kustomize,
+                &self.git_dir.join("kustomize"),
+                &files,
+                &root,
+                untar::Limits::default().bytes,
+            )
+            .map_err(|message| kustomize::Refused {
+                file: file.clone(),
+                message,
+            })?;
+            tracing::info!(
+                digest = %artifact.digest,
+                root,
+                took_ms = started.elapsed().as_millis(),
+                "kustomize built"
+            );
+            let digest = format!(
+                "sha256:{}",
+                crate::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(output.as_bytes()))
+            );
+            self.cache.put(
+                &reference,
+                &digest,
+                output.as_bytes(),
+                &cache::Noted::default(),
+            );
+            output
+        };
+        Ok(vec![crate::render::service::File {
+            path: file,
+            text: output,
+        }])
     }
 }
 
@@ -242,12 +359,19 @@ impl Fetch for Store {
         self.forget_failures();
     }
 
+    fn pin(&self, service: &str, ansible_artifact: &str) -> Result<String, String> {
+        let config = self.config_of(service);
+        let oci = config.as_ref().and_then(|c| c.oci.as_deref());
+        let repository = oci.map(|o| o.strip_prefix("oci://").unwrap_or(o));
+        crate::render::service::pin_reference(ansible_artifact, repository)
+    }
+
     fn has(&self, service: &str) -> bool {
         self.defaults.is_some() || self.own.contains_key(service)
     }
 
-    fn get(&self, service: &str, version: &str, _dev: bool) -> Result<Parsed, String> {
-        let key = (service.to_owned(), version.to_owned());
+    fn get(&self, service: &str, version: &str, dev: bool) -> Result<Parsed, String> {
+        let key = (service.to_owned(), version.to_owned(), dev);
         if let Some(why) = lock(&self.failed).get(&key) {
             return Err(why.clone());
         }
@@ -259,18 +383,38 @@ impl Fetch for Store {
         if let Some(why) = lock(&self.failed).get(&key) {
             return Err(why.clone());
         }
-        match self.load(service, version) {
+        let fetched_before = self.fetches();
+        match self.load(service, version, dev) {
             Ok(p) => {
+                if p.is_err() {
+                    count(service, "refused");
+                } else if self.fetches() != fetched_before {
+                    count(service, "fetched");
+                } else if self.config_of(service).is_some_and(|c| c.oci.is_none()) {
+                    // A git mirror that held the tag (OCI counts its cache hits).
+                    count(service, "cached");
+                }
                 *slot = Some(p.clone());
                 Ok(p)
             }
             Err(why) => {
+                count(service, "failed");
                 tracing::warn!(service, version, error = %why, "service manifests unavailable");
                 lock(&self.failed).insert(key, why.clone());
                 Err(why)
             }
         }
     }
+}
+
+/// One more in `converge_manifests_fetches_total{service,outcome}`.
+fn count(service: &str, outcome: &str) {
+    crate::metrics::MANIFESTS_FETCHES
+        .get_or_create(&crate::metrics::ManifestsFetchLabels {
+            service: service.to_owned(),
+            outcome: outcome.to_owned(),
+        })
+        .inc();
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

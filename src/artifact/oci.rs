@@ -29,19 +29,27 @@ pub enum Error {
     TooLarge { size: u64 },
     #[error("the layer's digest is {actual}, its descriptor says {expected}")]
     DigestMismatch { expected: String, actual: String },
+    #[error("the manifest's digest is {actual}, not the {expected} asked for")]
+    ManifestDigest { expected: String, actual: String },
 }
 
-/// A pulled artifact: its layer's bytes and digest.
+/// A pulled artifact: its layer's bytes and digest, and the manifest's
+/// `org.opencontainers.image.revision` and `…source` annotations (`flux
+/// push artifact --revision --source` writes them; empty when absent).
 #[derive(Debug)]
 pub struct Artifact {
     pub digest: String,
     pub layer: Vec<u8>,
+    pub revision: String,
+    pub origin: String,
 }
 
 #[derive(serde::Deserialize)]
 struct Manifest {
     #[serde(default)]
     layers: Vec<Descriptor>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -67,13 +75,21 @@ pub fn split(oci: &str) -> Result<(&str, &str), String> {
     }
 }
 
-/// The artifact tagged `tag` in `repository`.
+/// The artifact tagged `tag` in `repository` (or whose manifest has the
+/// digest `tag`, `sha256:<hex>`).
 ///
 /// # Errors
 ///
 /// The registry's failures, or an artifact that is not one checked layer.
 pub fn pull(client: &Registry, repository: &str, tag: &str) -> Result<Artifact, Error> {
     let body = client.manifest(repository, tag, MAX_MANIFEST)?;
+    // Asked by digest: the registry's answer is checked against it.
+    if tag.starts_with("sha256:") {
+        check(tag, &body).map_err(|_| Error::ManifestDigest {
+            expected: tag.to_owned(),
+            actual: format!("sha256:{}", crate::hex::encode(&Sha256::digest(&body))),
+        })?;
+    }
     let manifest = parse_manifest(&body)?;
     let layer = one_layer(&manifest)?;
     if layer.size > MAX_LAYER {
@@ -81,9 +97,12 @@ pub fn pull(client: &Registry, repository: &str, tag: &str) -> Result<Artifact, 
     }
     let bytes = client.blob(repository, &layer.digest, MAX_LAYER)?;
     check(&layer.digest, &bytes)?;
+    let annotation = |k: &str| manifest.annotations.get(k).cloned().unwrap_or_default();
     Ok(Artifact {
         digest: layer.digest.clone(),
         layer: bytes,
+        revision: annotation("org.opencontainers.image.revision"),
+        origin: annotation("org.opencontainers.image.source"),
     })
 }
 

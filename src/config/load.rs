@@ -208,6 +208,7 @@ impl Config {
         let fill = |t: &str| t.replace("{service}", service);
         Some(super::schema::ManifestsConfig {
             oci: m.oci.as_deref().map(fill),
+            oci_dev: m.oci_dev.as_deref().map(fill),
             git: m.git.as_ref().map(|g| super::schema::GitManifestsConfig {
                 url: fill(&g.url),
                 path: fill(&g.path),
@@ -309,6 +310,10 @@ impl Config {
         }
         if let Some(t) = &mut self.templates {
             join(&mut t.path);
+        }
+        // A bare name is looked up on PATH; a path is the config's.
+        if self.kustomize.path.components().count() > 1 {
+            join(&mut self.kustomize.path);
         }
     }
 

@@ -67,6 +67,9 @@ pub struct Config {
     /// What `converge claim` uses when a flag is not given.
     #[serde(default)]
     pub claims: ClaimsConfig,
+    /// How a service's `kustomization.yaml` is built (issue 23).
+    #[serde(default)]
+    pub kustomize: KustomizeConfig,
 }
 
 /// `claims:`: defaults of `converge claim`.
@@ -76,6 +79,46 @@ pub struct ClaimsConfig {
     /// The `user` of `converge claim new` without `--user`.
     #[serde(default)]
     pub default_user: Option<String>,
+}
+
+/// `kustomize:`: the real `kustomize` (v5) that builds a service's
+/// manifests holding a `kustomization.yaml`, once per (service, version).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KustomizeConfig {
+    /// The binary: a bare name is looked up on `PATH`, a path is relative
+    /// to the config's directory.
+    #[serde(default = "default_kustomize_path")]
+    pub path: PathBuf,
+    /// A build that takes longer is killed and the artifact refused.
+    #[serde(
+        default = "default_kustomize_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub timeout: Duration,
+    /// Let a kustomization reach outside the artifact (`../` past its
+    /// root, remote bases). Off: such an artifact is refused before
+    /// kustomize runs.
+    #[serde(default)]
+    pub allow_outside: bool,
+}
+
+impl Default for KustomizeConfig {
+    fn default() -> KustomizeConfig {
+        KustomizeConfig {
+            path: default_kustomize_path(),
+            timeout: default_kustomize_timeout(),
+            allow_outside: false,
+        }
+    }
+}
+
+fn default_kustomize_path() -> PathBuf {
+    PathBuf::from("kustomize")
+}
+
+fn default_kustomize_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `templates:`: the directory of custom templates, and which of its files
@@ -247,6 +290,11 @@ pub struct CatalogService {
 pub struct ManifestsConfig {
     #[serde(default)]
     pub oci: Option<String>,
+    /// Where environments that use dev tags (`sue`, `use_dev_tags`) take
+    /// their artifact from, at the dev tag resolved for them (as their
+    /// images come from `images.dev_registry`); `oci` when absent.
+    #[serde(default)]
+    pub oci_dev: Option<String>,
     #[serde(default)]
     pub git: Option<GitManifestsConfig>,
 }
@@ -323,6 +371,7 @@ impl Default for Config {
             tags: BTreeMap::new(),
             versions: VersionsConfig::default(),
             services: BTreeMap::new(),
+            kustomize: KustomizeConfig::default(),
             secrets: SecretsConfig::default(),
             claims: ClaimsConfig::default(),
         }

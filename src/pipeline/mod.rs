@@ -44,7 +44,8 @@ pub use validate::Validated;
 /// The compiled, resident state every pass uses.
 pub struct Pipeline {
     pub schema: Schema,
-    pub policies: Policies,
+    /// Shared with the renderer, which asks them what services may emit.
+    pub policies: Arc<Policies>,
     pub renderer: Renderer,
     /// The tag lists constraints resolve against: the config's fixed lists,
     /// or what the daemon last read from a registry or git tags (handed in
@@ -778,7 +779,7 @@ impl Pipeline {
                     expires_at,
                     why,
                     condition,
-                    Diagnostic::new(path, "", rule, message),
+                    Diagnostic::new(path, e.pointer(), rule, message),
                 );
                 return (outcome, memo);
             }
@@ -788,6 +789,7 @@ impl Pipeline {
             path: file.path.clone(),
         };
         let record = EnvironmentRecord {
+            manifests: self.manifests_records(claim, &versions),
             origin: Some(origin.clone()),
             env_type: claim.environment_type.as_str().to_owned(),
             pool: claim.environment_pool.clone(),
@@ -811,6 +813,30 @@ impl Pipeline {
             secrets,
         };
         (Outcome::Desired(Arc::new(desired)), memo)
+    }
+}
+
+impl Pipeline {
+    /// Per service with manifests of its own: the artifact the environment
+    /// runs, as its record keeps it.
+    fn manifests_records(
+        &self,
+        claim: &Claim,
+        versions: &BTreeMap<String, Resolved>,
+    ) -> BTreeMap<String, crate::inventory::ManifestsRecord> {
+        self.renderer
+            .artifacts(claim, versions)
+            .into_iter()
+            .map(|(service, (reference, a))| {
+                let record = crate::inventory::ManifestsRecord {
+                    reference,
+                    digest: a.digest,
+                    source: a.source,
+                    revision: a.revision,
+                };
+                (service, record)
+            })
+            .collect()
     }
 }
 

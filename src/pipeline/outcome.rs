@@ -255,6 +255,7 @@ pub(super) fn asked_for(
         versions: BTreeMap::new(),
         expires_at: None,
         secrets: BTreeMap::new(),
+        manifests: BTreeMap::new(),
     })
 }
 
@@ -300,6 +301,14 @@ pub(super) fn render_failure(e: &RenderError) -> (Reason, ConditionType, &'stati
             Reason::RenderFailed,
             ConditionType::RenderFailed,
             "manifests",
+        ),
+        RenderError::Pin { rule: "policy", .. } => {
+            (Reason::PolicyDenied, ConditionType::Denied, "policy")
+        }
+        RenderError::Pin { .. } => (
+            Reason::RenderFailed,
+            ConditionType::RenderFailed,
+            "ansible-artifact",
         ),
         _ => (Reason::RenderFailed, ConditionType::RenderFailed, "render"),
     }

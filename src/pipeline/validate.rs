@@ -72,6 +72,47 @@ impl Pipeline {
         )
     }
 
+    /// Services' own manifests for every claim that passes stages 2–3 and
+    /// resolves against [`Pipeline::tags`]: fetched (into the cache),
+    /// built, substituted with the claim's values and fenced, as a pass
+    /// would; each claim's first problem as a diagnostic at its file (what
+    /// `converge validate` adds when services have manifests). Returns the
+    /// number of claims checked and the diagnostics.
+    #[must_use]
+    pub fn check_manifests(
+        &self,
+        snapshots: &[Snapshot],
+        now: DateTime<Utc>,
+    ) -> (usize, Vec<Diagnostic>) {
+        if self.renderer.manifests().is_none() {
+            return (0, Vec::new());
+        }
+        let claims = self.valid_claims(snapshots, now);
+        let checked = AtomicUsize::new(0);
+        let diagnostics = claims
+            .par_iter()
+            .filter_map(|(file, claim)| {
+                let preset = self.renderer.presets().get(claim.environment_type);
+                let requests = crate::resolve::requests(claim, &self.catalog);
+                let versions = resolve(&requests, preset.use_dev_tags, &self.tags, None)
+                    .ok()?
+                    .versions;
+                checked.fetch_add(1, Ordering::Relaxed);
+                let expires_at = claim.expires_at(preset.ttl);
+                let e = self
+                    .renderer
+                    .render(claim, &versions, expires_at, None)
+                    .err()?;
+                let (_, _, rule) = render_failure(&e);
+                Some(
+                    Diagnostic::new(file, e.pointer(), rule, e.to_string())
+                        .for_environment(Some(claim.environment_name.as_str())),
+                )
+            })
+            .collect();
+        (checked.into_inner(), diagnostics)
+    }
+
     /// The claims that pass stages 2–3, with their files (what
     /// `converge validate` checks versions of).
     #[must_use]

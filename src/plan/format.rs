@@ -129,6 +129,9 @@ fn text(plan: &Plan, out: &mut impl Write) {
         for c in &env.secrets {
             let _ = writeln!(out, "    {c}");
         }
+        for m in &env.manifests {
+            let _ = writeln!(out, "    {m}");
+        }
         for step in steps.get(env.name.as_str()).into_iter().flatten() {
             let mark = match step.action {
                 StepAction::Create => '+',
@@ -204,6 +207,7 @@ fn markdown_within(plan: &Plan, limit: usize) -> String {
                 .iter()
                 .map(ToString::to_string)
                 .chain(env.secrets.iter().map(ToString::to_string))
+                .chain(env.manifests.iter().map(ToString::to_string))
                 .map(|v| format!("`{}`", escape_md(&v)))
                 .collect();
             let _ = writeln!(

@@ -106,6 +106,61 @@ impl std::fmt::Display for VersionChange {
     }
 }
 
+/// A service whose manifests artifact changes (issue 23): what was asked
+/// for and the digest found, before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ManifestsChange {
+    pub service: String,
+    pub from: Option<crate::inventory::ManifestsRecord>,
+    pub to: Option<crate::inventory::ManifestsRecord>,
+}
+
+impl std::fmt::Display for ManifestsChange {
+    /// `user-service manifests 1.2.3 -> 1.2.4 (sha256:0a1b2c3d4e5f -> sha256:…)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = |d: &str| -> String {
+            let hex = d.strip_prefix("sha256:").unwrap_or(d);
+            format!("sha256:{}", hex.get(..12).unwrap_or(hex))
+        };
+        let side = |r: Option<&crate::inventory::ManifestsRecord>, none: &str| {
+            r.map_or_else(
+                || (none.to_owned(), none.to_owned()),
+                |r| (r.reference.clone(), short(&r.digest)),
+            )
+        };
+        let (from, from_digest) = side(self.from.as_ref(), "(none)");
+        let (to, to_digest) = side(self.to.as_ref(), "(removed)");
+        write!(
+            f,
+            "{} manifests {from} -> {to} ({from_digest} -> {to_digest})",
+            self.service
+        )
+    }
+}
+
+/// The manifests artifacts that change between two records.
+fn manifests_changes(
+    before: Option<&BTreeMap<String, crate::inventory::ManifestsRecord>>,
+    after: Option<&BTreeMap<String, crate::inventory::ManifestsRecord>>,
+) -> Vec<ManifestsChange> {
+    let empty = BTreeMap::new();
+    let (b, a) = (before.unwrap_or(&empty), after.unwrap_or(&empty));
+    b.keys()
+        .chain(a.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| {
+            b.get(*k).map(|r| &r.digest) != a.get(*k).map(|r| &r.digest)
+                || b.get(*k).map(|r| &r.reference) != a.get(*k).map(|r| &r.reference)
+        })
+        .map(|k| ManifestsChange {
+            service: k.clone(),
+            from: b.get(k).cloned(),
+            to: a.get(k).cloned(),
+        })
+        .collect()
+}
+
 /// A secret key whose value changes, shown by keyed fingerprints
 /// (`hmac:<16 hex>`), never by value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -157,6 +212,9 @@ pub struct EnvironmentPlan {
     /// Secret keys whose values change (by fingerprint).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretChange>,
+    /// Services whose manifests artifact changes (by digest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<ManifestsChange>,
     pub creates: usize,
     pub updates: usize,
     pub deletes: usize,
@@ -511,6 +569,7 @@ fn plan_deletion(
             })
             .collect(),
         secrets: secret_changes(Some(&env.record.secrets), None),
+        manifests: manifests_changes(Some(&env.record.manifests), None),
         creates: 0,
         updates: 0,
         deletes: env.objects.len(),
@@ -601,6 +660,10 @@ fn plan_environment(name: &str, desired: &Desired, current: Option<&LiveEnvironm
         secrets: secret_changes(
             current.map(|c| &c.record.secrets),
             Some(&desired.record.secrets),
+        ),
+        manifests: manifests_changes(
+            current.map(|c| &c.record.manifests),
+            Some(&desired.record.manifests),
         ),
         creates: d.creates.len(),
         updates: d.updates.len(),

@@ -12,6 +12,7 @@
 
 mod builtin;
 pub mod service;
+mod services;
 pub mod template;
 pub mod yaml;
 
@@ -84,6 +85,30 @@ pub enum RenderError {
     /// object, an undefined variable, a hostile artifact, not YAML).
     #[error("{0}")]
     Manifests(#[from] service::ManifestError),
+    /// A claim's `ansible_artifact` names a service's manifests artifact
+    /// where it may not (the policies, action `pin_manifests`) or is not a
+    /// tag or digest.
+    #[error("service {service}: ansible_artifact {reference} (rule {rule}): {message}")]
+    Pin {
+        service: String,
+        reference: String,
+        rule: &'static str,
+        message: String,
+    },
+}
+
+impl RenderError {
+    /// The claim's field the error is about (a JSON pointer), when it is one.
+    #[must_use]
+    pub fn pointer(&self) -> String {
+        match self {
+            Self::Pin { service, .. } => crate::diagnostic::pointer_join(
+                &crate::diagnostic::pointer_join("/services", service),
+                "ansible_artifact",
+            ),
+            _ => String::new(),
+        }
+    }
 }
 
 /// One desired object: what it is and the digest of its YAML. The YAML
@@ -258,6 +283,8 @@ pub struct Renderer {
     /// Where services' own manifests come from (none: every service gets
     /// the built-in objects).
     manifests: Option<Arc<dyn service::Fetch>>,
+    /// What services may emit into an environment (the policies).
+    judge: Option<Arc<dyn service::Judge>>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -335,14 +362,21 @@ impl Renderer {
             templates: Vec::new(),
             fingerprint: FingerprintKey::ephemeral(),
             manifests: None,
+            judge: None,
         }
     }
 
     /// Services with manifests of their own render them, fetched through
-    /// `fetch`, instead of the built-in objects.
+    /// `fetch`, instead of the built-in objects; `judge` (the policies)
+    /// says which objects a service may emit into an environment.
     #[must_use]
-    pub fn with_manifests(mut self, fetch: Arc<dyn service::Fetch>) -> Renderer {
+    pub fn with_manifests(
+        mut self,
+        fetch: Arc<dyn service::Fetch>,
+        judge: Arc<dyn service::Judge>,
+    ) -> Renderer {
         self.manifests = Some(fetch);
+        self.judge = Some(judge);
         self
     }
 
@@ -488,9 +522,10 @@ impl Renderer {
                 yaml: Yaml::new(yaml, k == "Secret"),
             })
             .collect();
-        if let Some(fetch) = &self.manifests {
+        if let (Some(fetch), Some(judge)) = (&self.manifests, &self.judge) {
             objects.extend(Self::render_services(
-                fetch.as_ref(),
+                (fetch.as_ref(), judge.as_ref()),
+                (claim, expires_at),
                 &values,
                 preset,
                 &namespace,
@@ -518,52 +553,6 @@ impl Renderer {
             }
         }
         Ok(objects)
-    }
-
-    /// The objects of every service that has manifests of its own, each
-    /// fetched (once per service and version, by `fetch`) and rendered with
-    /// this environment's variables ([`service`]).
-    fn render_services(
-        fetch: &dyn service::Fetch,
-        values: &Values<'_>,
-        preset: &Preset,
-        namespace: &Arc<str>,
-    ) -> Result<Vec<Rendered>, RenderError> {
-        let mut out = Vec::new();
-        for s in values.services.iter().filter(|s| fetch.has(s.name)) {
-            let manifests =
-                fetch
-                    .get(s.name, s.version, preset.use_dev_tags)
-                    .map_err(|message| RenderError::ManifestsUnavailable {
-                        service: s.name.to_owned(),
-                        version: s.version.to_owned(),
-                        message,
-                    })?;
-            let manifests = manifests.map_err(RenderError::Manifests)?;
-            let variables = service_variables(values, s, preset);
-            let docs = manifests.render(&service::Placement {
-                service: s.name,
-                version: s.version,
-                image: &s.image,
-                namespace,
-                labels: &values.labels,
-                variables: &variables,
-            })?;
-            for doc in docs {
-                let object = to_object(&doc, namespace).map_err(|message| {
-                    RenderError::Manifests(service::ManifestError::from(service::Refusal {
-                        service: s.name.to_owned(),
-                        version: s.version.to_owned(),
-                        file: String::new(),
-                        object: String::new(),
-                        rule: " (rule object)".to_owned(),
-                        message,
-                    }))
-                })?;
-                out.push(object);
-            }
-        }
-        Ok(out)
     }
 
     /// One custom template's objects: printed values put in as data, the
@@ -732,47 +721,6 @@ pub(crate) fn redacted_claim(claim: &Claim, v: &Values<'_>) -> String {
         "secrets": secrets,
     });
     serde_json::to_string_pretty(&doc).expect("a JSON value serializes")
-}
-
-/// The variables a service's manifests may use (`${name}`): the
-/// environment's name, type, pool, owner and namespace, the service's
-/// name, version and image, the claim's `git_repository` and `branch`
-/// when it has them, and every scalar of the preset (`preset_<key>`).
-fn service_variables(
-    values: &Values<'_>,
-    s: &ServiceValues<'_>,
-    preset: &Preset,
-) -> service::Variables {
-    let env = &values.environment;
-    let mut vars = service::Variables::from([
-        ("environment".to_owned(), env.name.to_owned()),
-        ("environment_name".to_owned(), env.name.to_owned()),
-        ("environment_type".to_owned(), env.env_type.to_owned()),
-        ("environment_pool".to_owned(), env.pool.to_owned()),
-        ("owner".to_owned(), env.owner.to_owned()),
-        ("namespace".to_owned(), env.name.to_owned()),
-        ("service".to_owned(), s.name.to_owned()),
-        ("version".to_owned(), s.version.to_owned()),
-        ("image".to_owned(), s.image.clone()),
-    ]);
-    if let Some(r) = env.git_repository {
-        vars.insert("git_repository".to_owned(), r.to_owned());
-    }
-    if let Some(b) = env.branch {
-        vars.insert("branch".to_owned(), b.to_owned());
-    }
-    if let Ok(Value::Object(p)) = serde_json::to_value(preset) {
-        for (k, v) in p {
-            let text = match v {
-                Value::String(t) => t,
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                _ => continue,
-            };
-            vars.insert(format!("preset_{k}"), text);
-        }
-    }
-    vars
 }
 
 /// Adds the ownership labels to a template's object.

@@ -8,9 +8,12 @@
 //!    `"\n---\nkind: ClusterRoleBinding"` stays one string of one object;
 //!    an undefined variable without a default is an error naming service,
 //!    version, file, object and variable;
-//! 2. the fence: only objects of [`ALLOWED_KINDS`] (namespaced), never a
-//!    `Namespace`, a cluster-scoped kind, or a binding to a `ClusterRole`;
-//!    a namespace other than the environment's is refused too;
+//! 2. the hard fence, outside policy: never a `Namespace` or another
+//!    cluster-scoped kind ([`CLUSTER_SCOPED`]), never a binding to a
+//!    `ClusterRole`, never a namespace other than the environment's; then
+//!    the policy fence ([`Judge`]): each object is a Cedar request, action
+//!    `emit`, which the renderer asks for all of an environment's objects
+//!    at once (the default policies permit the documented allow-list);
 //! 3. the namespace forced to the environment's, the ownership labels added,
 //!    and every container named after the service (or the only one) given
 //!    the resolved image.
@@ -22,29 +25,202 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-/// The kinds a service's manifests may create (the fixed default fence:
-/// workloads, services, config maps, autoscalers, disruption budgets,
-/// network policies, service accounts, namespaced roles and bindings to
-/// them, ingresses, jobs), each with its API group (`""` is the core
-/// group), so a custom kind of the same name in another group is refused.
-/// Every one is namespaced.
-pub const ALLOWED_KINDS: &[(&str, &str)] = &[
-    ("Deployment", "apps"),
-    ("StatefulSet", "apps"),
-    ("DaemonSet", "apps"),
-    ("ReplicaSet", "apps"),
-    ("Job", "batch"),
-    ("CronJob", "batch"),
-    ("Service", ""),
-    ("ConfigMap", ""),
-    ("HorizontalPodAutoscaler", "autoscaling"),
-    ("PodDisruptionBudget", "policy"),
-    ("NetworkPolicy", "networking.k8s.io"),
-    ("ServiceAccount", ""),
-    ("Role", "rbac.authorization.k8s.io"),
-    ("RoleBinding", "rbac.authorization.k8s.io"),
-    ("Ingress", "networking.k8s.io"),
+/// Kinds that are cluster-scoped in Kubernetes (whatever their group: a
+/// custom kind of one of these names is refused too). The hard fence
+/// refuses them whatever the policies say; a custom cluster-scoped kind
+/// the list does not know is refused by the Kubernetes target, which
+/// learns each kind's scope from discovery before it writes.
+pub const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "ComponentStatus",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "APIService",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "StorageClass",
+    "CSIDriver",
+    "CSINode",
+    "VolumeAttachment",
+    "VolumeAttributesClass",
+    "PriorityClass",
+    "RuntimeClass",
+    "IngressClass",
+    "IPAddress",
+    "ServiceCIDR",
+    "CertificateSigningRequest",
+    "ClusterTrustBundle",
+    "FlowSchema",
+    "PriorityLevelConfiguration",
+    "TokenReview",
+    "SelfSubjectReview",
+    "SubjectAccessReview",
+    "SelfSubjectAccessReview",
+    "SelfSubjectRulesReview",
+    "DeviceClass",
+    "ResourceSlice",
 ];
+
+/// Where a (service, version)'s manifests came from, as plans, statuses
+/// and the policies (`context.artifact`) see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Artifact {
+    /// `sha256:…` of what was fetched (the OCI layer, or the git tree).
+    pub digest: String,
+    /// The OCI repository (`host/repository`) or the git URL, credentials
+    /// removed.
+    pub source: String,
+    /// The artifact's `org.opencontainers.image.revision` annotation, or
+    /// the git commit; empty when unknown.
+    pub revision: String,
+    /// The artifact's `org.opencontainers.image.source` annotation (the
+    /// service's repository); empty when unknown.
+    pub origin: String,
+}
+
+impl Artifact {
+    /// An artifact known by its digest only.
+    #[must_use]
+    pub fn digest(digest: String) -> Artifact {
+        Artifact {
+            digest,
+            ..Artifact::default()
+        }
+    }
+}
+
+/// One object a service's manifests emit into an environment, as the
+/// policies judge it.
+#[derive(Debug, Clone, Copy)]
+pub struct Emit<'a> {
+    pub service: &'a str,
+    pub version: &'a str,
+    pub artifact: &'a Artifact,
+    pub file: &'a str,
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+}
+
+impl Emit<'_> {
+    /// The API group (`""` for the core group).
+    #[must_use]
+    pub fn group(&self) -> &str {
+        self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
+    }
+
+    /// `Deployment.apps`, or `Service` for the core group.
+    #[must_use]
+    pub fn group_kind(&self) -> String {
+        match self.group() {
+            "" => self.kind.to_owned(),
+            g => format!("{}.{g}", self.kind),
+        }
+    }
+}
+
+/// The policy fence: whether services may emit objects into an
+/// environment (the Cedar policies, action `emit`, behind a trait so
+/// rendering stays a function of what it is handed).
+pub trait Judge: Send + Sync {
+    /// The first of `emits` the policies refuse for `claim`'s environment:
+    /// its index and why, in words (the policies that forbid it, or that
+    /// none permits it).
+    ///
+    /// # Errors
+    ///
+    /// The first refused object.
+    fn judge(
+        &self,
+        claim: &crate::claim::Claim,
+        expires_at: Option<i64>,
+        emits: &[Emit<'_>],
+    ) -> Result<(), (usize, String)>;
+
+    /// Whether `claim` may name `service`'s manifests artifact itself
+    /// (`reference`: its `ansible_artifact`, a tag or `@sha256:<digest>`).
+    ///
+    /// # Errors
+    ///
+    /// Why not, in words.
+    fn pin(
+        &self,
+        claim: &crate::claim::Claim,
+        expires_at: Option<i64>,
+        service: &str,
+        reference: &str,
+    ) -> Result<(), String>;
+}
+
+/// What a claim's `ansible_artifact` names of a service's manifests
+/// artifact, as the store asks for it: a tag, or `@sha256:<hex>` (the
+/// manifest's digest). Written as a tag (`1.2.4-hotfix`), a digest
+/// (`sha256:<hex>` or `@sha256:<hex>`), or a whole reference of the
+/// service's own repository (`repository` without `oci://`):
+/// `<repository>:<tag>` or `<repository>@sha256:<hex>`.
+///
+/// # Errors
+///
+/// Another repository, or neither a tag nor a digest, in words.
+pub fn pin_reference(value: &str, repository: Option<&str>) -> Result<String, String> {
+    let digest = |hex: &str| {
+        (hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| format!("@sha256:{hex}"))
+    };
+    let tag = |t: &str| {
+        let mut b = t.bytes();
+        (b.next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
+            && t.len() <= 128
+            && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')))
+        .then(|| t.to_owned())
+    };
+    let bare = value.strip_prefix("oci://").unwrap_or(value);
+    let rest = match repository {
+        Some(repo) if bare.contains('/') => match bare.strip_prefix(repo) {
+            Some(rest) if rest.starts_with([':', '@']) => rest,
+            _ => {
+                return Err(format!(
+                    "ansible_artifact {value:?} names another artifact than the service's manifests ({repo}): name a tag or digest of it"
+                ));
+            }
+        },
+        _ => value,
+    };
+    let found = if let Some(hex) = rest
+        .strip_prefix("@sha256:")
+        .or_else(|| rest.strip_prefix("sha256:"))
+    {
+        digest(hex)
+    } else {
+        tag(rest.strip_prefix(':').unwrap_or(rest))
+    };
+    found.ok_or_else(|| {
+        format!(
+            "ansible_artifact {value:?} of a service with manifests must name a tag or sha256:<64 hex> digest of its artifact"
+        )
+    })
+}
+
+/// An object of a service's manifests rendered for an environment, with
+/// where it was written.
+#[derive(Debug)]
+pub struct Emitted {
+    pub file: Arc<str>,
+    /// `Kind/name` as written.
+    pub object: String,
+    pub value: Value,
+}
 
 /// A file of the artifact: its path inside it and its text.
 #[derive(Debug, Clone)]
@@ -65,8 +241,8 @@ struct Document {
 /// A (service, version)'s manifests, parsed once.
 #[derive(Debug)]
 pub struct ServiceManifests {
-    /// `sha256:…` of what was fetched (the OCI layer, or the git tree).
-    pub digest: String,
+    /// What was fetched, and from where.
+    pub artifact: Artifact,
     documents: Vec<Document>,
 }
 
@@ -116,6 +292,16 @@ pub trait Fetch: Send + Sync {
         version: &str,
         dev: bool,
     ) -> Result<Result<Arc<ServiceManifests>, ManifestError>, String>;
+    /// What a claim's `ansible_artifact` names of `service`'s artifact: a
+    /// tag, or `@sha256:<hex>` ([`pin_reference`]).
+    ///
+    /// # Errors
+    ///
+    /// Not a tag or digest of the service's own artifact, in words.
+    fn pin(&self, service: &str, ansible_artifact: &str) -> Result<String, String> {
+        let _ = service;
+        pin_reference(ansible_artifact, None)
+    }
     /// A pass begins: what failed in the last one is tried again.
     fn begin_pass(&self) {}
 }
@@ -144,7 +330,7 @@ impl ServiceManifests {
     pub fn parse(
         service: &str,
         version: &str,
-        digest: String,
+        artifact: Artifact,
         mut files: Vec<File>,
     ) -> Result<ServiceManifests, ManifestError> {
         files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -180,7 +366,10 @@ impl ServiceManifests {
                 });
             }
         }
-        Ok(ServiceManifests { digest, documents })
+        Ok(ServiceManifests {
+            artifact,
+            documents,
+        })
     }
 
     /// How many objects the manifests hold.
@@ -194,14 +383,14 @@ impl ServiceManifests {
         self.documents.is_empty()
     }
 
-    /// The environment's objects: substituted, fenced, placed, labelled,
-    /// the image set. The documents are returned as JSON values for the
-    /// renderer to write.
+    /// The environment's objects: substituted, fenced (the hard rules; the
+    /// policies are asked by the renderer, for all services at once),
+    /// placed, labelled, the image set.
     ///
     /// # Errors
     ///
     /// An undefined variable, a fenced object: the first one found.
-    pub fn render(&self, p: &Placement<'_>) -> Result<Vec<Value>, ManifestError> {
+    pub fn render(&self, p: &Placement<'_>) -> Result<Vec<Emitted>, ManifestError> {
         let mut out = Vec::with_capacity(self.documents.len());
         for d in &self.documents {
             let err = |rule: &str, message: String| {
@@ -223,7 +412,11 @@ impl ServiceManifests {
             })?;
             fence(&doc, p.namespace).map_err(|m| err("fence", m))?;
             place(&mut doc, p).map_err(|m| err("object", m.to_owned()))?;
-            out.push(doc);
+            out.push(Emitted {
+                file: d.file.clone(),
+                object: d.object.clone(),
+                value: doc,
+            });
         }
         Ok(out)
     }
@@ -327,19 +520,16 @@ fn expand(s: &str, vars: &Variables) -> Result<String, String> {
     Ok(out)
 }
 
-/// The fence around what a service may create.
+/// The hard fence around what a service may create, outside policy.
 fn fence(doc: &Value, namespace: &str) -> Result<(), String> {
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
     let api_version = doc
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    if !ALLOWED_KINDS.contains(&(kind, group)) {
-        let allowed: Vec<&str> = ALLOWED_KINDS.iter().map(|(k, _)| *k).collect();
+    if CLUSTER_SCOPED.contains(&kind) {
         return Err(format!(
-            "{kind} of {api_version:?} is not a kind a service may create (allowed: {})",
-            allowed.join(", ")
+            "{kind} of {api_version:?} is cluster-scoped: a service may create only namespaced objects in its environment's namespace"
         ));
     }
     if let Some(ns) = doc.pointer("/metadata/namespace")
@@ -416,7 +606,7 @@ mod tests {
         ServiceManifests::parse(
             "svc",
             "1.0.0",
-            "sha256:x".into(),
+            Artifact::digest("sha256:x".into()),
             vec![File {
                 path: "deploy/app.yaml".into(),
                 text: text.into(),
@@ -426,6 +616,13 @@ mod tests {
     }
 
     fn render(m: &ServiceManifests, vars: &[(&str, &str)]) -> Result<Vec<Value>, ManifestError> {
+        render_emitted(m, vars).map(|out| out.into_iter().map(|e| e.value).collect())
+    }
+
+    fn render_emitted(
+        m: &ServiceManifests,
+        vars: &[(&str, &str)],
+    ) -> Result<Vec<Emitted>, ManifestError> {
         let ns: Arc<str> = Arc::from("dev-x");
         let labels = BTreeMap::from([("app.kubernetes.io/managed-by", "converge".to_owned())]);
         let variables = vars
@@ -489,14 +686,13 @@ mod tests {
     }
 
     #[test]
-    fn the_fence_refuses_cluster_kinds_namespaces_and_cluster_role_bindings() {
+    fn the_hard_fence_refuses_cluster_kinds_namespaces_and_cluster_role_bindings() {
         let cases = [
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n",
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: x\n",
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: x\nroleRef:\n  kind: ClusterRole\n  name: admin\n  apiGroup: rbac.authorization.k8s.io\n",
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: kube-system\n",
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n",
-            "apiVersion: evil.example/v1\nkind: Service\nmetadata:\n  name: x\n",
+            "apiVersion: evil.example/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: x\n",
         ];
         for c in cases {
             let e = render(&manifests(c), &[]).expect_err(c);
@@ -504,6 +700,14 @@ mod tests {
         }
         let ok = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: x\nroleRef:\n  kind: Role\n  name: r\n  apiGroup: rbac.authorization.k8s.io\n";
         render(&manifests(ok), &[]).expect("a binding to a Role is allowed");
+        // Which namespaced kinds are the policies' to say (action emit).
+        let secret = render_emitted(
+            &manifests("apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n"),
+            &[],
+        )
+        .expect("not the hard fence's");
+        assert_eq!(&*secret[0].file, "deploy/app.yaml");
+        assert_eq!(secret[0].object, "Secret/x");
     }
 
     #[test]
@@ -521,6 +725,33 @@ mod tests {
             out[0]["spec"]["template"]["metadata"]["annotations"]["s"],
             "7\n---\nkind: X"
         );
+    }
+
+    #[test]
+    fn a_pin_is_a_tag_or_a_digest_of_the_service_s_own_artifact() {
+        let hex = "ab".repeat(32);
+        let repo = Some("reg:5000/oci/billing");
+        for (value, want) in [
+            ("1.2.4-hotfix", Ok("1.2.4-hotfix".to_owned())),
+            (&*format!("sha256:{hex}"), Ok(format!("@sha256:{hex}"))),
+            (&*format!("@sha256:{hex}"), Ok(format!("@sha256:{hex}"))),
+            (
+                &*format!("reg:5000/oci/billing@sha256:{hex}"),
+                Ok(format!("@sha256:{hex}")),
+            ),
+            ("oci://reg:5000/oci/billing:2.0.0", Ok("2.0.0".to_owned())),
+        ] {
+            assert_eq!(pin_reference(value, repo), want, "{value}");
+        }
+        for value in [
+            "reg:5000/oci/other:1.0.0",
+            "reg:5000/oci/billing-x:1.0.0",
+            "sha256:abc",
+            "-x",
+            "a/b",
+        ] {
+            assert!(pin_reference(value, repo).is_err(), "{value}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use cedar_policy::{
 
 use crate::claim::Claim;
 use crate::diagnostic::Diagnostic;
+use crate::render::service::Emit;
 use crate::source::{Provenance, SourceKind};
 
 const BUILTIN_POLICIES: &str = include_str!("../../policies/default.cedar");
@@ -144,7 +145,12 @@ pub struct Policies {
     user_type: EntityTypeName,
     pool_type: EntityTypeName,
     env_type: EntityTypeName,
+    service_type: EntityTypeName,
     actions: [EntityUid; 3],
+    /// `emit`, when the schema declares it (service manifests).
+    emit: Option<EntityUid>,
+    /// `pin_manifests`, when the schema declares it.
+    pin: Option<EntityUid>,
     authorizer: Authorizer,
 }
 
@@ -262,9 +268,16 @@ impl Policies {
         let action = |a: &str| {
             EntityUid::from_str(&format!("Converge::Action::\"{a}\"")).expect("valid action uid")
         };
+        let emit = action("emit");
+        let emit = schema.actions().any(|a| *a == emit).then_some(emit);
+        let pin = action("pin_manifests");
+        let pin = schema.actions().any(|a| *a == pin).then_some(pin);
         Ok(Policies {
             set,
             slices,
+            service_type: EntityTypeName::from_str("Converge::Service").expect("valid type name"),
+            emit,
+            pin,
             user_type,
             pool_type: EntityTypeName::from_str("Converge::Pool").expect("valid type name"),
             env_type: EntityTypeName::from_str("Converge::Environment").expect("valid type name"),
@@ -351,66 +364,7 @@ impl Policies {
         };
         let principal =
             EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(&claim.user));
-        let pool = EntityUid::from_type_name_and_id(
-            self.pool_type.clone(),
-            EntityId::new(&claim.environment_pool),
-        );
-        let resource = EntityUid::from_type_name_and_id(
-            self.env_type.clone(),
-            EntityId::new(claim.environment_name.as_str()),
-        );
-        let strings = |items: &mut dyn Iterator<Item = &String>| {
-            RestrictedExpression::new_set(
-                items.map(|s| RestrictedExpression::new_string(s.clone())),
-            )
-        };
-        let mut attrs: HashMap<String, RestrictedExpression> = HashMap::from([
-            (
-                "type".into(),
-                RestrictedExpression::new_string(claim.environment_type.as_str().into()),
-            ),
-            ("pool".into(), RestrictedExpression::new_entity_uid(pool)),
-            (
-                "owner".into(),
-                RestrictedExpression::new_entity_uid(principal.clone()),
-            ),
-            (
-                "deployment_method".into(),
-                RestrictedExpression::new_string(claim.deployment_method.as_str().into()),
-            ),
-            ("services".into(), strings(&mut claim.services.keys())),
-            (
-                "named_for_pool".into(),
-                RestrictedExpression::new_bool(named_for_pool(claim)),
-            ),
-            ("secrets".into(), strings(&mut claim.secret_names.iter())),
-        ]);
-        if let Some(at) = expires_at {
-            attrs.insert("expires_at".into(), RestrictedExpression::new_long(at));
-        }
-        if let Some(repo) = &claim.git_repository {
-            attrs.insert(
-                "git_repository".into(),
-                RestrictedExpression::new_string(repo.clone()),
-            );
-        }
-        if let Some(branch) = &claim.branch {
-            attrs.insert(
-                "branch".into(),
-                RestrictedExpression::new_string(branch.clone()),
-            );
-        }
-        let env = match Entity::new(resource.clone(), attrs, HashSet::new()) {
-            Ok(e) => e,
-            Err(e) => return deny(format!("cannot build the policy request: {e}")),
-        };
-        let mut slice = self
-            .slices
-            .get(&claim.user)
-            .cloned()
-            .unwrap_or_else(|| vec![Entity::new_no_attrs(principal.clone(), HashSet::new())]);
-        slice.push(env);
-        let entities = match Entities::from_entities(slice, None) {
+        let (resource, entities) = match self.environment_entities(claim, expires_at, Vec::new()) {
             Ok(e) => e,
             Err(e) => return deny(format!("cannot build the policy request: {e}")),
         };
@@ -488,6 +442,235 @@ impl Policies {
 }
 
 impl Policies {
+    /// The environment a claim asks for as a Cedar entity, and the request's
+    /// entities: the user with their pools, the environment, and `more`.
+    fn environment_entities(
+        &self,
+        claim: &Claim,
+        expires_at: Option<i64>,
+        more: Vec<Entity>,
+    ) -> Result<(EntityUid, Entities), String> {
+        let principal =
+            EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(&claim.user));
+        let pool = EntityUid::from_type_name_and_id(
+            self.pool_type.clone(),
+            EntityId::new(&claim.environment_pool),
+        );
+        let resource = EntityUid::from_type_name_and_id(
+            self.env_type.clone(),
+            EntityId::new(claim.environment_name.as_str()),
+        );
+        let strings = |items: &mut dyn Iterator<Item = &String>| {
+            RestrictedExpression::new_set(
+                items.map(|s| RestrictedExpression::new_string(s.clone())),
+            )
+        };
+        let mut attrs: HashMap<String, RestrictedExpression> = HashMap::from([
+            (
+                "type".into(),
+                RestrictedExpression::new_string(claim.environment_type.as_str().into()),
+            ),
+            ("pool".into(), RestrictedExpression::new_entity_uid(pool)),
+            (
+                "owner".into(),
+                RestrictedExpression::new_entity_uid(principal.clone()),
+            ),
+            (
+                "deployment_method".into(),
+                RestrictedExpression::new_string(claim.deployment_method.as_str().into()),
+            ),
+            ("services".into(), strings(&mut claim.services.keys())),
+            (
+                "named_for_pool".into(),
+                RestrictedExpression::new_bool(named_for_pool(claim)),
+            ),
+            ("secrets".into(), strings(&mut claim.secret_names.iter())),
+        ]);
+        if let Some(at) = expires_at {
+            attrs.insert("expires_at".into(), RestrictedExpression::new_long(at));
+        }
+        if let Some(repo) = &claim.git_repository {
+            attrs.insert(
+                "git_repository".into(),
+                RestrictedExpression::new_string(repo.clone()),
+            );
+        }
+        if let Some(branch) = &claim.branch {
+            attrs.insert(
+                "branch".into(),
+                RestrictedExpression::new_string(branch.clone()),
+            );
+        }
+        let env =
+            Entity::new(resource.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?;
+        let mut slice = self
+            .slices
+            .get(&claim.user)
+            .cloned()
+            .unwrap_or_else(|| vec![Entity::new_no_attrs(principal, HashSet::new())]);
+        slice.push(env);
+        slice.extend(more);
+        let entities = Entities::from_entities(slice, None).map_err(|e| e.to_string())?;
+        Ok((resource, entities))
+    }
+
+    /// Whether the policies declare the `emit` action (service manifests).
+    #[must_use]
+    pub fn declares_emit(&self) -> bool {
+        self.emit.is_some()
+    }
+
+    /// Asks, for each object services' own manifests emit into `claim`'s
+    /// environment, whether the policies permit action `emit` (principal =
+    /// the service, resource = the environment, context = the object and
+    /// its artifact). The first refused: its index, and why in words.
+    ///
+    /// # Errors
+    ///
+    /// The index of the first object no policy permits (or one forbids).
+    pub fn judge_emits(
+        &self,
+        claim: &Claim,
+        expires_at: Option<i64>,
+        emits: &[Emit<'_>],
+    ) -> Result<(), (usize, String)> {
+        if emits.is_empty() {
+            return Ok(());
+        }
+        let Some(action) = &self.emit else {
+            return Err((
+                0,
+                "the policies declare no action \"emit\", so no service may create objects: declare it as the built-in policies/converge.cedarschema does and permit what services may create".to_owned(),
+            ));
+        };
+        let service = |name: &str| {
+            EntityUid::from_type_name_and_id(self.service_type.clone(), EntityId::new(name))
+        };
+        let mut names: Vec<&str> = emits.iter().map(|e| e.service).collect();
+        names.sort_unstable();
+        names.dedup();
+        let services = names
+            .iter()
+            .map(|n| Entity::new_no_attrs(service(n), HashSet::new()))
+            .collect();
+        let (resource, entities) = self
+            .environment_entities(claim, expires_at, services)
+            .map_err(|e| (0, format!("cannot build the policy request: {e}")))?;
+        for (i, e) in emits.iter().enumerate() {
+            let fail = |m: String| (i, m);
+            let context = emit_context(e)
+                .map_err(|m| fail(format!("cannot build the policy request: {m}")))?;
+            let request = Request::new(
+                service(e.service),
+                action.clone(),
+                resource.clone(),
+                context,
+                None,
+            )
+            .map_err(|m| fail(format!("cannot build the policy request: {m}")))?;
+            let response = self
+                .authorizer
+                .is_authorized(&request, &self.set, &entities);
+            if response.decision() == Decision::Allow {
+                continue;
+            }
+            let who = format!(
+                "service {:?} may not emit {} ({}) into {} environment {:?}",
+                e.service,
+                e.group_kind(),
+                e.api_version,
+                claim.environment_type,
+                claim.environment_name.as_str(),
+            );
+            let reasons: Vec<String> = response
+                .diagnostics()
+                .reason()
+                .map(ToString::to_string)
+                .collect();
+            let errors: Vec<String> = response
+                .diagnostics()
+                .errors()
+                .map(ToString::to_string)
+                .collect();
+            let mut message = if reasons.is_empty() {
+                format!(
+                    "{who}: no policy permits it (default deny: the policies permit action \"emit\" of the kinds services may create)"
+                )
+            } else {
+                format!("{who}: denied by policy {}", reasons.join(", "))
+            };
+            if !errors.is_empty() {
+                message = format!("{message}; policy errors: {}", errors.join("; "));
+            }
+            return Err(fail(message));
+        }
+        Ok(())
+    }
+
+    /// Asks whether `claim.user` may name `service`'s manifests artifact
+    /// itself (`reference`: its `ansible_artifact`, a tag or
+    /// `@sha256:<digest>`): action `pin_manifests`.
+    ///
+    /// # Errors
+    ///
+    /// Why not, in words (the policies that forbid it, or that none permits it).
+    pub fn judge_pin(
+        &self,
+        claim: &Claim,
+        expires_at: Option<i64>,
+        service: &str,
+        reference: &str,
+    ) -> Result<(), String> {
+        let Some(action) = &self.pin else {
+            return Err("the policies declare no action \"pin_manifests\", so no claim may name a service's manifests artifact: declare it as the built-in policies/converge.cedarschema does".to_owned());
+        };
+        let build = |m: String| format!("cannot build the policy request: {m}");
+        let (resource, entities) = self
+            .environment_entities(claim, expires_at, Vec::new())
+            .map_err(build)?;
+        let principal =
+            EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(&claim.user));
+        let context = Context::from_pairs([
+            (
+                "service".to_owned(),
+                RestrictedExpression::new_string(service.to_owned()),
+            ),
+            (
+                "reference".to_owned(),
+                RestrictedExpression::new_string(reference.to_owned()),
+            ),
+            (
+                "by_digest".to_owned(),
+                RestrictedExpression::new_bool(reference.starts_with("@sha256:")),
+            ),
+        ])
+        .map_err(|e| build(e.to_string()))?;
+        let request = Request::new(principal, action.clone(), resource, context, None)
+            .map_err(|e| build(e.to_string()))?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.set, &entities);
+        if response.decision() == Decision::Allow {
+            return Ok(());
+        }
+        let who = format!(
+            "user {:?} may not name the manifests artifact of service {service:?} ({reference}) in {} environment {:?}",
+            claim.user,
+            claim.environment_type,
+            claim.environment_name.as_str(),
+        );
+        let reasons: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        Err(if reasons.is_empty() {
+            format!("{who}: no policy permits it (default: only in dev and sue environments)")
+        } else {
+            format!("{who}: denied by policy {}", reasons.join(", "))
+        })
+    }
+
     /// `context.live`: the environment an update changes.
     fn live_record(&self, live: &Live<'_>) -> RestrictedExpression {
         use RestrictedExpression as E;
@@ -661,6 +844,54 @@ fn review_record(
         }
     }
     E::new_record(fields).map_err(|e| e.to_string())
+}
+
+impl crate::render::service::Judge for Policies {
+    fn judge(
+        &self,
+        claim: &Claim,
+        expires_at: Option<i64>,
+        emits: &[Emit<'_>],
+    ) -> Result<(), (usize, String)> {
+        self.judge_emits(claim, expires_at, emits)
+    }
+
+    fn pin(
+        &self,
+        claim: &Claim,
+        expires_at: Option<i64>,
+        service: &str,
+        reference: &str,
+    ) -> Result<(), String> {
+        self.judge_pin(claim, expires_at, service, reference)
+    }
+}
+
+/// The Cedar context of an `emit` request: the object and its artifact.
+fn emit_context(e: &Emit<'_>) -> Result<Context, String> {
+    use RestrictedExpression as E;
+    let string = |s: &str| E::new_string(s.to_owned());
+    let artifact = E::new_record(
+        [
+            ("version", string(e.version)),
+            ("digest", string(&e.artifact.digest)),
+            ("source", string(&e.artifact.source)),
+            ("revision", string(&e.artifact.revision)),
+            ("origin", string(&e.artifact.origin)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v)),
+    )
+    .map_err(|e| e.to_string())?;
+    Context::from_pairs([
+        ("kind".to_owned(), string(e.kind)),
+        ("group".to_owned(), string(e.group())),
+        ("group_kind".to_owned(), string(&e.group_kind())),
+        ("name".to_owned(), string(e.name)),
+        ("file".to_owned(), string(e.file)),
+        ("artifact".to_owned(), artifact),
+    ])
+    .map_err(|e| e.to_string())
 }
 
 /// Per user: the user entity and every ancestor (pool) entity.
@@ -961,6 +1192,98 @@ mod tests {
             err.to_string().contains("mapping of pool to its users"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn services_emit_what_the_policies_permit_per_environment_type() {
+        use crate::render::service::{Artifact, Emit};
+        let artifact = Artifact {
+            digest: "sha256:ab".into(),
+            source: "reg/oci/billing-manifests".into(),
+            revision: "main@sha1:1".into(),
+            origin: "https://git.example.com/billing".into(),
+        };
+        let emit = |api_version, kind| Emit {
+            service: "billing",
+            version: "1.0.0",
+            artifact: &artifact,
+            file: "deploy/x.yaml",
+            api_version,
+            kind,
+            name: "x",
+        };
+        let dev = claim("u@x.io", "p", "dev", "dynamic");
+        let prod = claim("u@x.io", "p", "prod", "git");
+        let p = Policies::builtin();
+        assert!(p.declares_emit());
+        let allowed = [
+            emit("apps/v1", "Deployment"),
+            emit("v1", "Service"),
+            emit("rbac.authorization.k8s.io/v1", "RoleBinding"),
+            emit("networking.k8s.io/v1", "Ingress"),
+            emit("batch/v1", "CronJob"),
+        ];
+        assert_eq!(p.judge_emits(&dev, None, &allowed), Ok(()));
+        assert_eq!(p.judge_emits(&prod, None, &allowed), Ok(()));
+        let refused = [emit("apps/v1", "Deployment"), emit("v1", "Secret")];
+        let (i, why) = p.judge_emits(&dev, None, &refused).expect_err("a Secret");
+        assert_eq!(i, 1);
+        assert!(
+            why.contains("\"billing\" may not emit Secret (v1)"),
+            "{why}"
+        );
+        assert!(why.contains("no policy permits it"), "{why}");
+        let other_group = [emit("evil.example/v1", "Deployment")];
+        assert!(p.judge_emits(&dev, None, &other_group).is_err());
+        // Naming the artifact itself (ansible_artifact): dev and sue only.
+        let digest = format!("@sha256:{}", "ab".repeat(32));
+        assert_eq!(p.judge_pin(&dev, None, "billing", &digest), Ok(()));
+        let sue = claim("u@x.io", "p", "sue", "dynamic");
+        assert_eq!(p.judge_pin(&sue, None, "billing", "1.0.1"), Ok(()));
+        let why = p
+            .judge_pin(&prod, None, "billing", &digest)
+            .expect_err("prod");
+        assert!(why.contains("no policy permits it"), "{why}");
+        // A platform's own set: no Ingress in prod, and what the artifact
+        // says reaches the context.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("s.cedarschema"), BUILTIN_SCHEMA).expect("write");
+        std::fs::write(dir.path().join("default.cedar"), BUILTIN_POLICIES).expect("write");
+        std::fs::write(
+            dir.path().join("narrow.cedar"),
+            "@id(\"no-ingress-in-prod\")\nforbid (principal, action == Converge::Action::\"emit\", resource)\nwhen { resource.type == \"prod\" && context.group_kind == \"Ingress.networking.k8s.io\" };\n\
+             @id(\"artifacts-from-our-git\")\nforbid (principal, action == Converge::Action::\"emit\", resource)\nunless { context.artifact.origin like \"https://git.example.com/*\" };\n",
+        )
+        .expect("write");
+        let p = Policies::from_dir(dir.path()).expect("loads");
+        let ingress = [emit("networking.k8s.io/v1", "Ingress")];
+        assert_eq!(p.judge_emits(&dev, None, &ingress), Ok(()));
+        let (_, why) = p.judge_emits(&prod, None, &ingress).expect_err("prod");
+        assert!(why.contains("denied by policy no-ingress-in-prod"), "{why}");
+        // A schema without `emit`: every object refused, saying why.
+        std::fs::write(
+            dir.path().join("s.cedarschema"),
+            BUILTIN_SCHEMA
+                .split("  // A service of the catalog")
+                .next()
+                .expect("head")
+                .to_owned()
+                + "}\n",
+        )
+        .expect("write");
+        std::fs::remove_file(dir.path().join("narrow.cedar")).expect("rm");
+        std::fs::write(
+            dir.path().join("default.cedar"),
+            BUILTIN_POLICIES
+                .split("// What a service's own manifests")
+                .next()
+                .expect("head"),
+        )
+        .expect("write");
+        let p = Policies::from_dir(dir.path()).expect("loads");
+        assert!(!p.declares_emit());
+        let (_, why) = p.judge_emits(&dev, None, &allowed).expect_err("no emit");
+        assert!(why.contains("declare no action \"emit\""), "{why}");
     }
 
     #[test]

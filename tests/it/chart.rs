@@ -121,6 +121,88 @@ fn rendered_config(objects: &[Value]) -> String {
         .to_owned()
 }
 
+/// The RBAC rules the README's "Service manifests" section lists (what
+/// `rbac.serviceManifests` adds).
+fn readme_service_manifests_rules() -> Value {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let from = readme
+        .find("The RBAC the chart grants follows from that list")
+        .expect("the README lists the service manifests' rules");
+    let block = &readme[from..];
+    let start = block.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let end = start + block[start..].find("```").expect("its end");
+    let doc: Value = serde_saphyr::from_str(&block[start..end]).expect("rules are YAML");
+    doc["rules"].clone()
+}
+
+#[test]
+#[ignore = "needs helm (scripts/tools builds it)"]
+fn service_manifests_rbac_adds_exactly_the_readmes_rules_for_the_default_allow_list() {
+    let objects = objects(&template(
+        "converge",
+        "converge",
+        &["--set", "rbac.serviceManifests=true"],
+    ));
+    let mut want = readme_rules().as_array().expect("rules").clone();
+    want.extend(
+        readme_service_manifests_rules()
+            .as_array()
+            .expect("rules")
+            .iter()
+            .cloned(),
+    );
+    assert_eq!(one(&objects, "ClusterRole")["rules"], Value::Array(want));
+    // Every kind the default policies permit is writable.
+    let policies =
+        std::fs::read_to_string(repo().join("policies/default.cedar")).expect("policies");
+    let rules = one(&objects, "ClusterRole")["rules"].clone();
+    let allowed = policies
+        .split("services-emit-the-allowed-kinds")
+        .nth(1)
+        .expect("the allow-list");
+    for (group, resource) in [
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("apps", "replicasets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+        ("", "services"),
+        ("", "configmaps"),
+        ("", "serviceaccounts"),
+        ("autoscaling", "horizontalpodautoscalers"),
+        ("policy", "poddisruptionbudgets"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("networking.k8s.io", "ingresses"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+    ] {
+        let writable = rules.as_array().expect("rules").iter().any(|r| {
+            r["apiGroups"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|g| g == group))
+                && r["resources"]
+                    .as_array()
+                    .is_some_and(|x| x.iter().any(|x| x == resource))
+                && r["verbs"].as_array().is_some_and(|v| {
+                    ["create", "patch", "delete"]
+                        .iter()
+                        .all(|w| v.iter().any(|v| v == w))
+                })
+        });
+        assert!(writable, "{group}/{resource} writable");
+        let kind_group = if group.is_empty() {
+            String::new()
+        } else {
+            format!(".{group}")
+        };
+        assert!(allowed.contains(&kind_group), "{group} in the allow-list");
+    }
+    // Off by default: exactly the built-in kinds' rules.
+    let off = self::objects(&template("converge", "converge", &[]));
+    assert_eq!(one(&off, "ClusterRole")["rules"], readme_rules());
+}
+
 /// The RBAC rules the README's "Kubernetes" section lists.
 fn readme_rules() -> Value {
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");

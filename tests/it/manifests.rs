@@ -337,35 +337,48 @@ fn fenced_objects_refuse_the_environment_naming_service_version_file_object_and_
     let r = Registry::start(Auth::None);
     let repo_name = "oci-releases/billing-manifests";
     r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    // (version, extra object, its name, the rule: `fence` outside policy,
+    // `policy` for what no Cedar policy permits the service to emit)
     let fenced = [
         (
             "3.0.0-namespace",
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: billing\n",
             "Namespace/billing",
+            "rule fence",
         ),
         (
             "3.0.0-crb",
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: pwn\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\nsubjects: []\n",
             "ClusterRoleBinding/pwn",
+            "rule fence",
         ),
         (
             "3.0.0-rb",
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: pwn\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\nsubjects: []\n",
             "RoleBinding/pwn",
+            "rule fence",
         ),
         (
             "3.0.0-ns",
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  namespace: kube-system\n",
             "ConfigMap/cm",
+            "rule fence",
         ),
         (
             "3.0.0-secret",
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n",
             "Secret/s",
+            "rule policy",
+        ),
+        (
+            "3.0.0-custom",
+            "apiVersion: evil.example/v1\nkind: Deployment\nmetadata:\n  name: d\n",
+            "Deployment/d",
+            "rule policy",
         ),
     ];
     let p = project(&r, "");
-    for (version, extra, object) in fenced {
+    for (version, extra, object, rule) in fenced {
         let layer = targz(
             &[
                 ("deploy/deployment.yaml", DEPLOYMENT),
@@ -379,15 +392,95 @@ fn fenced_objects_refuse_the_environment_naming_service_version_file_object_and_
             &r,
             &p,
             version,
-            &[
-                "billing",
-                version,
-                "deploy/extra.yaml",
-                object,
-                "rule fence",
-            ],
+            &["billing", version, "deploy/extra.yaml", object, rule],
         );
     }
+}
+
+/// The policy fence is Cedar's: a platform's own policies narrow what a
+/// service may emit per environment type (no Ingress in prod) and widen it
+/// (a Secret in dev); what the artifact's annotations say reaches the
+/// context. A refused environment is left exactly as it is, the others go on.
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn what_a_service_may_emit_is_a_cedar_action_per_kind_and_environment_type() {
+    let r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: billing\nspec:\n  rules:\n  - host: ${environment}.example.com\n";
+    let secret =
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: billing-extra\nstringData:\n  k: v\n";
+    let layer = targz(
+        &[
+            ("deploy/deployment.yaml", DEPLOYMENT),
+            ("deploy/ingress.yaml", ingress),
+            ("deploy/secret.yaml", secret),
+        ],
+        |_| {},
+        &[],
+    );
+    r.push_flux_artifact(repo_name, "2.0.0", &layer);
+    let p = project(&r, "policies: policies\n");
+    for f in ["default.cedar", "converge.cedarschema", "entities.json"] {
+        std::fs::create_dir_all(p.path("policies")).expect("mkdir");
+        std::fs::copy(repo().join("policies").join(f), p.path("policies").join(f))
+            .expect("copy policies");
+    }
+    p.write(
+        "policies/services.cedar",
+        "@id(\"no-ingress-in-prod\")\n\
+         forbid (principal, action == Converge::Action::\"emit\", resource)\n\
+         when { resource.type == \"prod\" && context.group_kind == \"Ingress.networking.k8s.io\" };\n\
+         @id(\"billing-may-keep-a-secret-in-dev\")\n\
+         permit (principal == Converge::Service::\"billing\", action == Converge::Action::\"emit\", resource)\n\
+         when { resource.type == \"dev\" && context.group_kind == \"Secret\" && context.artifact.source like \"*/oci-releases/billing-manifests\" };\n",
+    );
+    let pinned = |env: &str, t: &str, v: &str| {
+        p.write(
+            &format!("claims/{env}.yaml"),
+            claim_with(env, t, &[("billing", v)]),
+        );
+    };
+    // The default policies already refuse a dev Secret: widened here.
+    pinned("dev-a", "dev", "1.0.0");
+    p.write(
+        "claims/prod-a.yaml",
+        claim("prod-a", "prod").replace("  user-service: v1.2.3\n", "  billing: 1.0.0\n"),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let prod_before: Vec<_> = snapshot(&p)
+        .into_iter()
+        .filter(|(f, _)| f.starts_with("prod-a/"))
+        .collect();
+    assert!(!prod_before.is_empty());
+    pinned("dev-a", "dev", "2.0.0");
+    p.write(
+        "claims/prod-a.yaml",
+        claim("prod-a", "prod").replace("  user-service: v1.2.3\n", "  billing: 2.0.0\n"),
+    );
+    let out = run(&p);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    let ing = read(&p, "out/dev-a/ingress-billing.yaml");
+    assert_eq!(ing["spec"]["rules"][0]["host"], "dev-a.example.com");
+    assert!(
+        p.path("out/dev-a/secret-billing-extra.yaml").exists(),
+        "{text}"
+    );
+    for part in [
+        "billing 2.0.0",
+        "deploy/ingress.yaml",
+        "Ingress/billing",
+        "rule policy",
+        "denied by policy no-ingress-in-prod",
+    ] {
+        assert!(text.contains(part), "{part:?} in {text}");
+    }
+    let prod_after: Vec<_> = snapshot(&p)
+        .into_iter()
+        .filter(|(f, _)| f.starts_with("prod-a/"))
+        .collect();
+    assert_eq!(prod_before, prod_after, "prod-a is left exactly as it is");
 }
 
 #[test]
@@ -682,4 +775,445 @@ fn a_git_server_that_never_answers_is_abandoned_after_the_timeout() {
     // Not a timing assertion: a hung fetch would never return at all.
     eprintln!("the pass returned after {:?}", started.elapsed());
     drop(silent);
+}
+
+/// `kustomize:` naming the real kustomize v5 of the tools cache.
+fn kustomize_config() -> String {
+    format!(
+        "kustomize:\n  path: {}\n  timeout: 20s\n",
+        crate::support::kube::tool("kustomize").display()
+    )
+}
+
+fn kustomize_builds(out: &std::process::Output) -> usize {
+    stderr(out).matches("kustomize built").count()
+}
+
+/// An overlay: a base of the service's own files, the overlay's labels and
+/// patch on top. Built by the real kustomize once for every environment,
+/// substituted per environment after the build, not built again after a
+/// restart (the cache holds the output).
+#[test]
+#[ignore = "needs the distribution registry and kustomize (scripts/tools builds them)"]
+fn a_kustomize_overlay_is_built_once_by_the_real_kustomize_and_substituted_per_environment() {
+    let r = Registry::start(Auth::None);
+    let layer = targz(
+        &[
+            ("base/deployment.yaml", DEPLOYMENT),
+            ("base/service.yaml", SERVICE),
+            (
+                "base/kustomization.yaml",
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- deployment.yaml\n- service.yaml\n",
+            ),
+            (
+                "kustomization.yaml",
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- base\nlabels:\n- pairs:\n    tier: backend\npatches:\n- path: replicas.yaml\nconfigMapGenerator:\n- name: billing-settings\n  literals:\n  - REGION=${region:=eu-west-1}\n",
+            ),
+            (
+                "replicas.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: billing\nspec:\n  replicas: 3\n",
+            ),
+            ("README.md", "not a manifest\n"),
+        ],
+        |_| {},
+        &[],
+    );
+    r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &layer);
+    let p = project(&r, &kustomize_config());
+    for env in ["dev-a", "dev-b"] {
+        p.write(
+            &format!("claims/{env}.yaml"),
+            claim_with(env, "dev", &[("billing", "1.0.0")]),
+        );
+    }
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(kustomize_builds(&out), 1, "{}", stderr(&out));
+    for env in ["dev-a", "dev-b"] {
+        let d = read(&p, &format!("out/{env}/deployment-billing.yaml"));
+        assert_eq!(d["spec"]["replicas"], 3, "the overlay's patch");
+        assert_eq!(d["metadata"]["labels"]["tier"], "backend");
+        assert_eq!(d["metadata"]["labels"]["team"], "payments", "the base's");
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["env"][0]["value"], env, "substituted after the build");
+        assert_eq!(c["image"], "artifactory/docker-releases/billing:1.0.0");
+        assert!(p.path(&format!("out/{env}/service-billing.yaml")).exists());
+        // The generator's hashed name, its value substituted.
+        let cm: Vec<_> = std::fs::read_dir(p.path(&format!("out/{env}")))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| f.starts_with("configmap-billing-settings-"))
+            .collect();
+        assert_eq!(cm.len(), 1, "{cm:?}");
+        let cm = read(&p, &format!("out/{env}/{}", cm[0]));
+        assert_eq!(cm["data"]["REGION"], "eu-west-1");
+    }
+    p.write(
+        "claims/dev-c.yaml",
+        claim_with("dev-c", "dev", &[("billing", "1.0.0")]),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(kustomize_builds(&out), 0, "cached: {}", stderr(&out));
+    assert!(p.path("out/dev-c/deployment-billing.yaml").exists());
+}
+
+/// A kustomization that reaches outside the artifact (`../` past its root,
+/// a remote base) is refused before kustomize runs, naming the file and
+/// the rule; without kustomize at all, such a service is a clear error; a
+/// kustomize that hangs is killed at the timeout. Each time the environment
+/// is left exactly as it is.
+#[test]
+#[ignore = "needs the distribution registry and kustomize (scripts/tools builds them)"]
+fn a_kustomization_reaching_outside_a_missing_or_hanging_kustomize_leave_the_environment_as_it_is()
+{
+    let r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    let kustomization = |k: &str| {
+        targz(
+            &[
+                ("deploy/deployment.yaml", DEPLOYMENT),
+                ("deploy/kustomization.yaml", k),
+            ],
+            |_| {},
+            &[],
+        )
+    };
+    let cases = [
+        (
+            "5.0.0-outside",
+            "resources:\n- deployment.yaml\n- ../../../etc/kubernetes\n",
+            "reaches outside the artifact",
+        ),
+        (
+            "5.0.0-remote",
+            "resources:\n- deployment.yaml\n- https://github.com/kubernetes-sigs/kustomize//examples/helloWorld?ref=v5.0.0\n",
+            "remote base",
+        ),
+    ];
+    let p = project(&r, &kustomize_config());
+    for (version, k, why) in cases {
+        r.push_flux_artifact(repo_name, version, &kustomization(k));
+        refused_version(
+            &r,
+            &p,
+            version,
+            &[
+                "billing",
+                version,
+                "deploy/kustomization.yaml",
+                "rule kustomize",
+                why,
+            ],
+        );
+    }
+    // No kustomize where the config says: a clear error, never a skip.
+    r.push_flux_artifact(
+        repo_name,
+        "5.0.0-ok",
+        &kustomization("resources:\n- deployment.yaml\n"),
+    );
+    let missing = project(&r, "kustomize:\n  path: ./no-such-kustomize\n");
+    refused_version(
+        &r,
+        &missing,
+        "5.0.0-ok",
+        &[
+            "billing",
+            "5.0.0-ok",
+            "rule kustomize",
+            "cannot run kustomize",
+            "no-such-kustomize",
+        ],
+    );
+    // A kustomize that never finishes: killed at the timeout.
+    let hanging = project(
+        &r,
+        "kustomize:\n  path: ./hanging-kustomize\n  timeout: 2s\n",
+    );
+    hanging.write("hanging-kustomize", "#!/bin/sh\nsleep 600\n");
+    let script = hanging.path("hanging-kustomize");
+    let mut perms = std::fs::metadata(&script).expect("script").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).expect("chmod");
+    refused_version(
+        &r,
+        &hanging,
+        "5.0.0-ok",
+        &[
+            "billing",
+            "5.0.0-ok",
+            "rule kustomize",
+            "did not finish within 2s (killed)",
+        ],
+    );
+    // The real one builds it.
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "5.0.0-ok")]),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(kustomize_builds(&out), 1, "{}", stderr(&out));
+    assert!(p.path("out/dev-a/deployment-billing.yaml").exists());
+}
+
+/// A claim's `ansible_artifact` names the manifests artifact itself (a
+/// digest of the service's own repository): allowed by the default
+/// policies in dev, refused in prod, where the environment is left exactly
+/// as it is with a diagnostic at the claim's field naming the policy.
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn a_claim_pinning_a_digest_is_allowed_for_dev_and_refused_for_prod() {
+    let r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    let (_, hotfix) =
+        r.push_flux_artifact_digests(repo_name, "1.0.1-hotfix", &good("\n  minReadySeconds: 9"));
+    let p = project(&r, "");
+    let pinned = |env: &str, t: &str, artifact: Option<&str>| {
+        let method = if t == "prod" { "git" } else { "dynamic" };
+        let mut text = format!(
+            "user: john.doe@company.com\nenvironment_pool: team1\ncreation_date: \"2024-01-15T10:30:00Z\"\n\
+             environment_name: {env}\nenvironment_type: {t}\ndeployment_method: {method}\nservices:\n  billing:\n    version: \"1.0.0\"\n"
+        );
+        if let Some(a) = artifact {
+            text = text + "    ansible_artifact: \"" + a + "\"\n";
+        }
+        p.write(&format!("claims/{env}.yaml"), text);
+    };
+    pinned("dev-a", "dev", None);
+    pinned("prod-a", "prod", None);
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let prod = |p: &Project| -> Vec<(String, Vec<u8>)> {
+        snapshot(p)
+            .into_iter()
+            .filter(|(f, _)| f.starts_with("prod-a/"))
+            .collect()
+    };
+    let prod_before = prod(&p);
+    let reference = format!("{}/{repo_name}@{hotfix}", r.host());
+    pinned("dev-a", "dev", Some(&reference));
+    pinned("prod-a", "prod", Some(&reference));
+    let out = run(&p);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    let d = read(&p, "out/dev-a/deployment-billing.yaml");
+    assert_eq!(
+        d["spec"]["minReadySeconds"], 9,
+        "dev runs the pinned artifact: {text}"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "artifactory/docker-releases/billing:1.0.0",
+        "the image stays the resolved version's"
+    );
+    for part in [
+        "claims/prod-a.yaml",
+        "/services/billing/ansible_artifact",
+        "rule policy",
+        "may not name the manifests artifact of service \"billing\"",
+        "no policy permits it",
+    ] {
+        assert!(text.contains(part), "{part:?} in {text}");
+    }
+    assert_eq!(prod_before, prod(&p), "prod-a is left exactly as it is");
+    // Another repository than the service's: refused, naming the field.
+    pinned(
+        "dev-a",
+        "dev",
+        Some("registry.example.com/evil/manifests:1.0.0"),
+    );
+    let out = run(&p);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("names another artifact than the service's manifests"),
+        "{text}"
+    );
+    assert!(text.contains("rule ansible-artifact"), "{text}");
+}
+
+/// Each environment's manifests artifact is visible everywhere: the plan
+/// line `billing manifests 1.0.0 -> 1.1.0 (sha256:… -> sha256:…)`, the
+/// API's environment detail (reference, digest, source, revision), `converge
+/// status ENV`, the status page, and `converge_manifests_fetches_total`.
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn the_manifests_digest_shows_in_the_plan_the_api_status_the_page_and_metrics() {
+    use crate::support::daemon::Daemon;
+    let r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    let old = r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    let new = r.push_flux_artifact(repo_name, "1.1.0", &good("\n  minReadySeconds: 5"));
+    let p = project(&r, "");
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "1.0.0")]),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "1.1.0")]),
+    );
+    let plan = p.run(&["plan"]);
+    let text = stdout(&plan);
+    let short = |d: &str| d.trim_start_matches("sha256:")[..12].to_owned();
+    let line = format!(
+        "billing manifests 1.0.0 -> 1.1.0 (sha256:{} -> sha256:{})",
+        short(&old),
+        short(&new)
+    );
+    assert!(text.contains(&line), "{line:?} in {text}");
+    let json = p.run(&["plan", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("plan JSON");
+    let m = &doc["environments"][0]["manifests"][0];
+    assert_eq!(m["from"]["digest"], old.as_str(), "{doc}");
+    assert_eq!(m["to"]["digest"], new.as_str());
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("1.1.0 applied", |d| {
+        d.get("/api/v1/environments/dev-a").1.contains(&new)
+    });
+    let detail = d.json("/api/v1/environments/dev-a");
+    let m = &detail["manifests"]["billing"];
+    assert_eq!(m["reference"], "1.1.0", "{detail}");
+    assert_eq!(m["digest"], new.as_str());
+    assert_eq!(m["source"], format!("{}/{repo_name}", r.host()));
+    assert_eq!(
+        m["revision"], "1.1.0@sha1:0000000000000000000000000000000000000000",
+        "the artifact's revision annotation"
+    );
+    let url = format!("http://{}", d.addr);
+    let status = p.run(&["status", "--url", &url, "dev-a"]);
+    assert!(
+        stdout(&status).contains(&format!("manifests 1.1.0 {new}")),
+        "{}",
+        stdout(&status)
+    );
+    let (code, page) = d.get("/environments/dev-a");
+    assert_eq!(code, 200);
+    assert!(page.contains(&new), "{page}");
+    // `plan` fetched 1.1.0 into the state dir's cache: the daemon read it there.
+    let (_, metrics) = d.get("/metrics");
+    assert!(
+        metrics
+            .contains("converge_manifests_fetches_total{service=\"billing\",outcome=\"cached\"} 1"),
+        "{metrics}"
+    );
+    let _ = d.terminate();
+}
+
+/// `converge validate` fetches (into the cache) and checks every service's
+/// manifests for the claims given, as a pass would: a fenced object, an
+/// undefined variable and a pin where the policies refuse it each name
+/// their file and rule; a good claim passes.
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn validate_checks_every_service_s_manifests_for_the_claims_given() {
+    let r = Registry::start(Auth::None);
+    let repo_name = "oci-releases/billing-manifests";
+    r.push_flux_artifact(repo_name, "1.0.0", &good(""));
+    let fenced = targz(
+        &[
+            ("deploy/deployment.yaml", DEPLOYMENT),
+            (
+                "deploy/extra.yaml",
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n",
+            ),
+        ],
+        |_| {},
+        &[],
+    );
+    r.push_flux_artifact(repo_name, "2.0.0", &fenced);
+    let undefined = targz(
+        &[(
+            "deploy/deployment.yaml",
+            &DEPLOYMENT.replace("${log_level:=info}", "${log_level}"),
+        )],
+        |_| {},
+        &[],
+    );
+    r.push_flux_artifact(repo_name, "3.0.0", &undefined);
+    let p = project(&r, "");
+    p.write(
+        "claims/dev-ok.yaml",
+        claim_with("dev-ok", "dev", &[("billing", "1.0.0")]),
+    );
+    p.write(
+        "claims/dev-fenced.yaml",
+        claim_with("dev-fenced", "dev", &[("billing", "2.0.0")]),
+    );
+    p.write(
+        "claims/dev-undefined.yaml",
+        claim_with("dev-undefined", "dev", &[("billing", "3.0.0")]),
+    );
+    p.write(
+        "claims/prod-pinned.yaml",
+        "user: john.doe@company.com\nenvironment_pool: team1\ncreation_date: \"2024-01-15T10:30:00Z\"\n\
+         environment_name: prod-pinned\nenvironment_type: prod\ndeployment_method: git\nservices:\n  billing:\n    version: \"1.0.0\"\n    ansible_artifact: \"1.0.0\"\n",
+    );
+    let out = p.run(&["validate", "claims"]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for part in [
+        "claims/dev-fenced.yaml",
+        "deploy/extra.yaml",
+        "Secret/s",
+        "rule policy",
+        "claims/dev-undefined.yaml",
+        "\"log_level\"",
+        "undefined-variable",
+        "claims/prod-pinned.yaml",
+        "/services/billing/ansible_artifact",
+        "1 of 4 files valid",
+        "manifests: services' own manifests checked for 4 claims",
+    ] {
+        assert!(text.contains(part), "{part:?} in {text}");
+    }
+    assert!(!text.contains("claims/dev-ok.yaml"), "{text}");
+    assert!(
+        p.path(".converge/artifacts/refs").exists() || !p.path(".converge").exists(),
+        "fetched into the cache when the state dir exists"
+    );
+}
+
+/// Environments that use dev tags (`sue` by default) take their artifact
+/// from `manifests.oci_dev` at their dev tag, as their images come from
+/// `images.dev_registry`; the others from `oci`.
+#[test]
+#[ignore = "needs the distribution registry (scripts/tools builds it)"]
+fn a_sue_environment_takes_its_dev_tag_from_the_dev_repository() {
+    let r = Registry::start(Auth::None);
+    r.push_flux_artifact("oci-releases/billing-manifests", "1.0.0", &good(""));
+    r.push_flux_artifact(
+        "oci-snapshots/billing-manifests",
+        "1.1.0-dev.1",
+        &good("\n  minReadySeconds: 7"),
+    );
+    let p = Project::new(&format!(
+        "state_dir: .converge\nversions:\n  plain_http: true\n  timeout: 3s\n\
+         images:\n  registry: artifactory/docker-releases\n  dev_registry: artifactory/docker-snapshots\n\
+         services:\n  billing:\n    manifests:\n      oci: {host}/oci-releases/{{service}}-manifests\n      oci_dev: {host}/oci-snapshots/{{service}}-manifests\n",
+        host = r.host()
+    ));
+    p.write(
+        "claims/dev-a.yaml",
+        claim_with("dev-a", "dev", &[("billing", "1.0.0")]),
+    );
+    p.write(
+        "claims/sue-a.yaml",
+        claim_with("sue-a", "sue", &[("billing", "1.1.0-dev.1")]),
+    );
+    let out = run(&p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sue = read(&p, "out/sue-a/deployment-billing.yaml");
+    assert_eq!(sue["spec"]["minReadySeconds"], 7, "the dev repository's");
+    assert_eq!(
+        sue["spec"]["template"]["spec"]["containers"][0]["image"],
+        "artifactory/docker-snapshots/billing:1.1.0-dev.1"
+    );
+    let dev = read(&p, "out/dev-a/deployment-billing.yaml");
+    assert!(dev["spec"].get("minReadySeconds").is_none(), "{dev}");
 }

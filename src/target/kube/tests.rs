@@ -226,6 +226,7 @@ fn the_inventory_round_trips_through_its_config_map() {
             versions: BTreeMap::new(),
             expires_at: None,
             secrets: BTreeMap::new(),
+            manifests: BTreeMap::new(),
         },
         objects: BTreeMap::from([
             (id("Namespace", "e"), Digest::of(b"a")),

@@ -42,6 +42,7 @@ fn record() -> EnvironmentRecord {
         versions: BTreeMap::new(),
         expires_at: None,
         secrets: BTreeMap::new(),
+        manifests: BTreeMap::new(),
     }
 }
 

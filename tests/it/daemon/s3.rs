@@ -23,7 +23,7 @@ fn bucket_project(garage: &Garage, b: &Bucket, extra: &str) -> Project {
     }
     p.write(
         "policies/uploader.cedar",
-        "@id(\"bucket-claims-come-from-ci\")\nforbid (principal, action, resource)\nwhen {\n  \
+        "@id(\"bucket-claims-come-from-ci\")\nforbid (principal, action in [Converge::Action::\"create\", Converge::Action::\"update\", Converge::Action::\"delete\"], resource)\nwhen {\n  \
          context.source.kind == \"s3\" &&\n  \
          !(context has object && context.object.metadata.contains(\"uploader=ci\"))\n};\n",
     );

@@ -200,6 +200,18 @@ impl Registry {
     /// `application/vnd.cncf.flux.content.v1.tar+gzip`, and the source and
     /// revision annotations. Returns the layer's digest.
     pub fn push_flux_artifact(&self, repository: &str, tag: &str, layer: &[u8]) -> String {
+        self.push_flux_artifact_digests(repository, tag, layer).0
+    }
+
+    /// As [`Registry::push_flux_artifact`]; returns the layer's digest and
+    /// the manifest's (what `repository@sha256:…` names).
+    pub fn push_flux_artifact_digests(
+        &self,
+        repository: &str,
+        tag: &str,
+        layer: &[u8],
+    ) -> (String, String) {
+        use sha2::Digest;
         let config = self.upload(repository, b"{}");
         let digest = self.upload(repository, layer);
         let manifest = format!(
@@ -217,7 +229,11 @@ impl Registry {
             manifest.as_bytes(),
         );
         assert_eq!(status, 201, "manifest {repository}:{tag}: {head}");
-        digest
+        let manifest_digest = format!(
+            "sha256:{}",
+            converge::hex::encode(&sha2::Sha256::digest(manifest.as_bytes()))
+        );
+        (digest, manifest_digest)
     }
 
     /// Deletes `repository:tag` (its manifest; every tag has its own).
