@@ -134,7 +134,9 @@ pub enum Command {
     /// from the git source, then a branch, a commit and a pull request
     /// into the tracked branch through the source's forge (its URL printed).
     ///
-    /// Exit codes: 0 opened, 1 the claim is invalid (nothing opened), 2 error.
+    /// Exit codes: 0 opened (with --wait: and its plan would apply), 1 the
+    /// claim is invalid (nothing opened) or, with --wait, the plan names a
+    /// problem, 2 error.
     Propose {
         /// The claim file (`-`: stdin).
         file: PathBuf,
@@ -151,6 +153,14 @@ pub enum Command {
         /// The config file.
         #[arg(long, default_value = "converge.yaml")]
         config: PathBuf,
+        /// Wait for converge's plan on the pull request (its plan status on
+        /// the head) and print the plan comment; exit 1 when the plan names
+        /// a problem.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits before giving up (exit 2).
+        #[arg(long, value_parser = parse_duration, default_value = "10m")]
+        wait_timeout: Duration,
     },
 }
 
@@ -268,12 +278,15 @@ pub fn execute(command: Command) -> Result<u8, Error> {
             title,
             path,
             config,
+            wait,
+            wait_timeout,
         } => propose::run(&propose::Options {
             file: &file,
             source: &source,
             title: title.as_deref(),
             path: path.as_deref(),
             config: &config,
+            wait: wait.then_some(wait_timeout),
         }),
     }
 }

@@ -6,6 +6,7 @@
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
@@ -13,7 +14,8 @@ use super::bucket::{extension, judge};
 use super::put::{Peek, read};
 use super::{Error, note};
 use crate::config::{Config, SourceConfig};
-use crate::forge::Proposal;
+use crate::forge::{Forge, Proposal, PullRequest, State};
+use crate::pull_request::comment::Marker;
 use crate::source::{
     Content, Person, Provenance, Revision, Signature, Snapshot, SourceFile, SourceKind,
 };
@@ -26,6 +28,8 @@ pub(super) struct Options<'a> {
     pub(super) title: Option<&'a str>,
     pub(super) path: Option<&'a str>,
     pub(super) config: &'a Path,
+    /// Wait (at most this long) for the daemon's plan on the pull request.
+    pub(super) wait: Option<Duration>,
 }
 
 pub(super) fn run(o: &Options<'_>) -> Result<u8, Error> {
@@ -113,7 +117,80 @@ pub(super) fn run(o: &Options<'_>) -> Result<u8, Error> {
         "pull request #{} into {branch}: {path} on branch {new_branch}",
         pr.number
     ));
-    Ok(0)
+    match o.wait {
+        Some(timeout) => wait_for_plan(
+            &*client,
+            &pr,
+            o.source,
+            forge_config.context.as_deref(),
+            timeout,
+        ),
+        None => Ok(0),
+    }
+}
+
+/// Waits for the daemon's `<context>/plan` status on the pull request's
+/// head (any `converge…/plan` context when the config names none: the
+/// daemon's default context is its own host's name), then prints its plan
+/// comment: 0 when the plan says the change would apply, 1 when it names a
+/// problem.
+fn wait_for_plan(
+    client: &dyn Forge,
+    pr: &PullRequest,
+    source: &str,
+    context: Option<&str>,
+    timeout: Duration,
+) -> Result<u8, Error> {
+    let deadline = Instant::now() + timeout;
+    let wanted = |c: &str| match context {
+        Some(ctx) => c.strip_suffix("/plan") == Some(ctx),
+        None => c.starts_with("converge") && c.ends_with("/plan"),
+    };
+    note(&format!(
+        "waiting for converge's plan on pull request #{} (head {})",
+        pr.number,
+        pr.head_sha.get(..12).unwrap_or(&pr.head_sha)
+    ));
+    let status = loop {
+        // The newest status of a context comes first.
+        let found = client
+            .statuses(&pr.head_sha)?
+            .into_iter()
+            .find(|s| wanted(&s.context));
+        if let Some(s) = found.filter(|s| s.state != State::Pending) {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Refused(format!(
+                "no plan status from converge on pull request #{} after {} s: is a daemon with `forge.pull_requests` running on this source?",
+                pr.number,
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    // The comment is written before the status: it is there now.
+    let marker = Marker {
+        source,
+        context: status.context.trim_end_matches("/plan"),
+    };
+    let mut parts: Vec<(usize, String)> = client
+        .comments(pr.number)?
+        .into_iter()
+        .filter_map(|c| marker.part_of(&c.body).map(|part| (part, c.body)))
+        .collect();
+    parts.sort();
+    let mut out = std::io::stdout().lock();
+    for (_, body) in &parts {
+        let _ = writeln!(out, "{body}");
+    }
+    note(&format!(
+        "{}: {} ({})",
+        status.context,
+        status.state.as_str(),
+        status.description
+    ));
+    Ok(u8::from(status.state != State::Success))
 }
 
 /// The file as the daemon will read it from the tracked branch once

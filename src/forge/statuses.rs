@@ -9,7 +9,7 @@
 //! the older ones at once (their changes are in it).
 //!
 //! Posting never delays a pass: the statuses go to a queue served by a
-//! thread of its own ([`Poster`]), which reads before it writes (a status
+//! thread of its own (its `Worker`), which reads before it writes (a status
 //! already there is not written again), retries with backoff (1 s doubling,
 //! at most [`MAX_BACKOFF`], longer when the forge asks), keeps the newest
 //! status per commit and context, and holds at most [`MAX_QUEUED`]. The

@@ -709,6 +709,74 @@ fn claim_propose_opens_a_pull_request_whose_plan_creates_the_environment() {
 }
 
 #[test]
+#[ignore = "needs gitea (scripts/tools builds it)"]
+fn claim_propose_wait_prints_the_plan_the_daemon_posts_on_the_pull_request() {
+    let gitea = Gitea::shared();
+    let repo = gitea.repo("claim-propose-wait");
+    let p = Project::new("");
+    p.write("forge-token", gitea.user_token(AUTHOR));
+    p.write(
+        "converge.yaml",
+        format!(
+            "sources:\n  - name: envs\n    kind: git\n    url: {}\n    branch: main\n    \
+             paths: [\"environments/*.yaml\"]\n    interval: 1s\n    forge:\n      kind: gitea\n      \
+             token_file: forge-token\n      commit_statuses: false\n      context: converge/test\n\
+             target:\n  kind: manifests\n  path: out\nstate_dir: .converge\n",
+            repo.clone_url()
+        ),
+    );
+    let d = Daemon::start(p.dir.path());
+    d.wait_for("the first pass", |d| d.names().is_empty());
+
+    p.write("prod-a.yaml", crate::support::claim("prod-a", "prod"));
+    let out = p.run(&[
+        "claim",
+        "propose",
+        "prod-a.yaml",
+        "--source",
+        "envs",
+        "--wait",
+        "--wait-timeout",
+        "60s",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan = stdout(&out);
+    assert!(
+        plan.contains("<!-- converge:plan source=envs context=converge/test part=1 -->"),
+        "the daemon's comment: {plan}"
+    );
+    assert!(plan.contains("`prod-a`"), "{plan}");
+    assert!(
+        stderr(&out).contains("converge/test/plan: success"),
+        "{}",
+        stderr(&out)
+    );
+    // Not merged: nothing applied.
+    assert!(d.names().is_empty());
+
+    // Without a daemon nothing plans it: --wait gives up (exit 2) saying
+    // what it waited for.
+    drop(d);
+    p.write("prod-b.yaml", crate::support::claim("prod-b", "prod"));
+    let out = p.run(&[
+        "claim",
+        "propose",
+        "prod-b.yaml",
+        "--source",
+        "envs",
+        "--wait",
+        "--wait-timeout",
+        "2s",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no plan status from converge on pull request"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 #[ignore = "needs garage (scripts/test builds it)"]
 fn claim_put_wait_says_when_the_daemon_refuses_what_the_cli_accepted() {
     let garage = Garage::shared();
