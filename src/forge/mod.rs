@@ -400,20 +400,30 @@ fn clean_path(path: &str) -> Option<String> {
 }
 
 /// The default status context: the installation, so two clusters posting
-/// on one repository never overwrite each other's statuses (`converge/HOST`).
+/// on one repository never overwrite each other's statuses:
+/// `converge/$CONVERGE_INSTALLATION` (the chart sets it to the release's
+/// namespace and name, or its `installation` value: stable across pods,
+/// restarts and leader changes), else `converge/HOST`.
 #[must_use]
 pub fn default_context() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
+    context_of(
+        std::env::var("CONVERGE_INSTALLATION").ok(),
+        std::env::var("HOSTNAME").ok().or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()
                 .map(|h| h.trim().to_owned())
-        })
-        .filter(|h| !h.is_empty())
+        }),
+    )
+}
+
+fn context_of(installation: Option<String>, host: Option<String>) -> String {
+    let name = [installation, host]
+        .into_iter()
+        .flatten()
+        .map(|n| n.trim().to_owned())
+        .find(|n| !n.is_empty())
         .unwrap_or_else(|| "converge".to_owned());
-    format!("converge/{host}")
+    format!("converge/{name}")
 }
 
 /// `text` cut to `max` characters on a character boundary, with `…` when cut.
@@ -465,6 +475,17 @@ mod tests {
             default_api_url(ForgeKind::Gitlab, "https://gitlab.com"),
             "https://gitlab.com/api/v4"
         );
+    }
+
+    #[test]
+    fn the_default_context_names_the_installation_before_the_host() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            context_of(some("platform/converge"), some("converge-7d9f-abcde")),
+            "converge/platform/converge"
+        );
+        assert_eq!(context_of(some(" "), some("host-1")), "converge/host-1");
+        assert_eq!(context_of(None, None), "converge/converge");
     }
 
     #[test]

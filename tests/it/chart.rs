@@ -297,6 +297,28 @@ fn the_chart_renders_a_locked_down_deployment_and_exactly_the_readmes_rules() {
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+    // The installation's name, stable across pods: the default forge
+    // status context.
+    let installation = c["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "CONVERGE_INSTALLATION")
+        .map(|e| e["value"].clone());
+    assert_eq!(installation, Some(serde_json::json!("converge/converge")));
+    let custom = self::objects(&template(
+        "converge",
+        "converge",
+        &["--set", "installation=eu-prod"],
+    ));
+    let env = &one(&custom, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .expect("env")
+            .iter()
+            .any(|e| e["name"] == "CONVERGE_INSTALLATION" && e["value"] == "eu-prod"),
+        "{env}"
+    );
     assert_eq!(c["ports"][0]["containerPort"], 8090);
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
