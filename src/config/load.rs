@@ -85,6 +85,13 @@ impl Config {
                     .map_err(|message| format!("sources: {name}: {message}"))?;
             }
         }
+        if let Some(url) = &self.api.external_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(format!(
+                "api.external_url: {url:?} is not an http:// or https:// address"
+            ));
+        }
         if !(0.0..=1.0).contains(&self.safety.max_delete_fraction) {
             return Err("safety.max_delete_fraction must be between 0 and 1".to_owned());
         }

@@ -447,6 +447,10 @@ pub struct ApiConfig {
     /// holding the API's connections cannot starve the kubelet's probes.
     #[serde(default)]
     pub probe_listen: Option<String>,
+    /// The status page's address as its users reach it (behind an ingress,
+    /// say): the forge's apply statuses link to the environment there.
+    #[serde(default)]
+    pub external_url: Option<String>,
 }
 
 /// `api.cors`.
@@ -476,6 +480,7 @@ impl Default for ApiConfig {
             idle_timeout: default_idle_timeout(),
             cors: CorsConfig::default(),
             probe_listen: None,
+            external_url: None,
         }
     }
 }

@@ -88,6 +88,9 @@ pub struct Statuses {
     open: Vec<Open>,
     shared: Arc<Mutex<Shared>>,
     tx: Sender<Queued>,
+    /// The status page's address as users reach it (`api.external_url`):
+    /// a verdict links to its environment there.
+    external_url: Option<String>,
 }
 
 impl std::fmt::Debug for Statuses {
@@ -145,6 +148,11 @@ impl Statuses {
             open: Vec::new(),
             shared,
             tx,
+            external_url: config
+                .api
+                .external_url
+                .as_deref()
+                .map(|u| u.trim_end_matches('/').to_owned()),
         }))
     }
 
@@ -180,10 +188,22 @@ impl Statuses {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn post(&mut self, source: &str, commit: &str, state: State, description: &str) {
+    fn post(
+        &mut self,
+        source: &str,
+        commit: &str,
+        state: State,
+        description: &str,
+        environment: Option<&str>,
+    ) {
         let Some((_, context)) = self.sources.get(source) else {
             return;
         };
+        // The environment's page, or the whole page for several.
+        let target_url = self.external_url.as_ref().map(|u| match environment {
+            Some(name) => format!("{u}/environments/{name}"),
+            None => format!("{u}/"),
+        });
         let q = Queued {
             source: source.to_owned(),
             commit: commit.to_owned(),
@@ -191,7 +211,7 @@ impl Statuses {
                 context: context.clone(),
                 state,
                 description: super::truncate(description, super::MAX_DESCRIPTION),
-                target_url: None,
+                target_url,
             },
         };
         if let Ok(bytes) = serde_json::to_vec(&q) {
@@ -251,6 +271,7 @@ impl Statuses {
                 &commit,
                 State::Pending,
                 "converge is applying this commit",
+                None,
             );
         }
     }
@@ -280,7 +301,10 @@ impl Statuses {
                 other => other,
             };
             match verdict {
-                Some((state, description)) => self.post(&o.source, &o.commit, state, &description),
+                Some((state, description)) => {
+                    let environment = linked(&o, state, statuses);
+                    self.post(&o.source, &o.commit, state, &description, environment);
+                }
                 None => self.open.push(o),
             }
         }
@@ -355,6 +379,33 @@ pub fn judge(
         ),
         n => (State::Success, format!("applied {n} environments")),
     })
+}
+
+/// The environment a verdict on `o` links to: the one it names on a
+/// failure (the first of its source not applied), the one it changed on a
+/// success; `None` (the whole page) otherwise.
+fn linked<'a>(
+    o: &'a Open,
+    state: State,
+    statuses: &'a BTreeMap<String, Arc<EnvStatus>>,
+) -> Option<&'a str> {
+    if state == State::Success {
+        return (o.changed.len() == 1)
+            .then(|| o.changed.iter().next().map(String::as_str))
+            .flatten();
+    }
+    statuses
+        .values()
+        .find(|s| {
+            source_of(s) == Some(o.source.as_str())
+                && (o.changed.contains(&s.item.name)
+                    || path_of(s).is_some_and(|p| o.paths.contains(p)))
+                && matches!(
+                    s.item.status,
+                    Status::Invalid | Status::Held | Status::Failed | Status::Stalled
+                )
+        })
+        .map(|s| s.item.name.as_str())
 }
 
 /// The source an environment's status names (`<source>:<path>`).

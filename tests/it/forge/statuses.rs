@@ -47,6 +47,22 @@ fn applied_commits_get_success_and_refused_ones_failure_naming_the_claim_never_a
     let gitea = Gitea::shared();
     let repo = gitea.repo("statuses");
     let p = project(&repo, "converge/test", None);
+    // Behind an ingress: the statuses link to the status page there.
+    let config = std::fs::read_to_string(p.path("converge.yaml")).expect("config");
+    p.write(
+        "converge.yaml",
+        config.replace(
+            "state_dir: .converge\n",
+            "state_dir: .converge\napi:\n  external_url: https://converge.example.com/\n",
+        ),
+    );
+    let link = |commit: &str| {
+        repo.statuses(commit)
+            .into_iter()
+            .find(|s| s.0 == "converge/test/apply")
+            .map(|s| s.3)
+            .unwrap_or_default()
+    };
     let merge = merge_reviewed(
         &repo,
         "add-a",
@@ -56,6 +72,10 @@ fn applied_commits_get_success_and_refused_ones_failure_naming_the_claim_never_a
     d.wait_for("prod-a", |d| d.names() == ["prod-a"]);
     let text = wait_status(&repo, &merge, "converge/test/apply", "success");
     assert_eq!(text, "applied prod-a");
+    assert_eq!(
+        link(&merge),
+        "https://converge.example.com/environments/prod-a"
+    );
 
     // A direct push of a prod claim: refused, the status says so.
     let direct = repo.push(
@@ -73,6 +93,10 @@ fn applied_commits_get_success_and_refused_ones_failure_naming_the_claim_never_a
     assert!(
         text.contains("prod-direct") && text.contains("Unreviewed"),
         "{text}"
+    );
+    assert_eq!(
+        link(&direct),
+        "https://converge.example.com/environments/prod-direct"
     );
     let detail = d.json("/api/v1/environments/prod-direct");
     assert!(detail.to_string().contains("\"Unreviewed\""), "{detail}");
